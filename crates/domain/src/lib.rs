@@ -1,0 +1,20 @@
+//! The rules of mpesa-gateway with no I/O: what a Kenyan M-Pesa phone number is, what an amount
+//! is, which texts Daraja accepts, what a Daraja result code means, and how a payment moves
+//! between states. Everything here is deterministic and takes the time as an argument.
+
+pub mod money;
+pub mod payment;
+pub mod phone;
+pub mod result_code;
+pub mod state_machine;
+pub mod text;
+
+pub use money::{Amount, AmountBounds, AmountError, Cents};
+pub use payment::{FinalOutcome, PaymentStatus, ReviewReason};
+pub use phone::{Msisdn, PhoneError};
+pub use result_code::{CallbackVerdict, QueryVerdict, ResultCode};
+pub use state_machine::{
+    CallbackReport, Outcome, PaymentSnapshot, QueryReport, ReviewChange, SuccessDetails,
+    Transition, TransitionKind,
+};
+pub use text::{AccountReference, Description, TextError, TransactionDesc};
