@@ -1,0 +1,321 @@
+//! What the gateway hands to the client and gets back: typed parameters (already checked where
+//! the domain has a type for it) and typed answers.
+
+use std::fmt;
+
+use mpesa_domain::{
+    AccountReference, Amount, AmountBounds, Msisdn, QueryReport, ResultCode, TransactionDesc,
+};
+use url::Url;
+
+use crate::error::InvalidRequest;
+use crate::validate::parse_callback_url;
+
+/// The Daraja APIs this client calls; names metrics and log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Api {
+    OAuth,
+    StkPush,
+    StkQuery,
+    C2bRegisterUrl,
+    C2bSimulate,
+    B2c,
+    TransactionStatus,
+    AccountBalance,
+    Reversal,
+}
+
+impl Api {
+    pub const ALL: [Api; 9] = [
+        Api::OAuth,
+        Api::StkPush,
+        Api::StkQuery,
+        Api::C2bRegisterUrl,
+        Api::C2bSimulate,
+        Api::B2c,
+        Api::TransactionStatus,
+        Api::AccountBalance,
+        Api::Reversal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::OAuth => "oauth",
+            Api::StkPush => "stk_push",
+            Api::StkQuery => "stk_query",
+            Api::C2bRegisterUrl => "c2b_register_url",
+            Api::C2bSimulate => "c2b_simulate",
+            Api::B2c => "b2c",
+            Api::TransactionStatus => "transaction_status",
+            Api::AccountBalance => "account_balance",
+            Api::Reversal => "reversal",
+        }
+    }
+
+    /// Every API but OAuth is a POST that Daraja may act on.
+    pub fn is_post(self) -> bool {
+        self != Api::OAuth
+    }
+}
+
+impl fmt::Display for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An STK Push. `AccountReference` (≤ 12 safe characters) is refused when too long, never
+/// truncated; `TransactionDesc` (≤ 13) is derived by the gateway from the merchant's description
+/// (see [`TransactionDesc::derive_from`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StkPushParams {
+    pub phone: Msisdn,
+    pub amount: Amount,
+    pub account_reference: AccountReference,
+    pub transaction_desc: TransactionDesc,
+    pub callback_url: Url,
+}
+
+impl StkPushParams {
+    /// Builds the parameters from what a person typed, refusing each bad field with its own
+    /// error: the phone in any accepted form (`07…`, `+254…`), a whole number of shillings
+    /// within `bounds`, a reference of at most 12 safe characters, any description (the
+    /// `TransactionDesc` is derived from it), and a callback URL Daraja accepts.
+    pub fn from_text(
+        phone: &str,
+        amount: &str,
+        account_reference: &str,
+        description: &str,
+        callback_url: &str,
+        bounds: AmountBounds,
+        production: bool,
+    ) -> Result<Self, InvalidRequest> {
+        Ok(StkPushParams {
+            phone: Msisdn::parse(phone)?,
+            amount: Amount::parse(amount, bounds)?,
+            account_reference: AccountReference::parse(account_reference)
+                .map_err(InvalidRequest::AccountReference)?,
+            transaction_desc: TransactionDesc::derive_from(description),
+            callback_url: parse_callback_url(callback_url, production).map_err(|problem| {
+                InvalidRequest::Url {
+                    field: "CallBackURL",
+                    problem,
+                }
+            })?,
+        })
+    }
+}
+
+/// Daraja accepted the push: the prompt is on its way to the phone. Nothing is paid yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StkPushAccepted {
+    pub merchant_request_id: String,
+    pub checkout_request_id: String,
+    pub response_code: String,
+    pub response_description: String,
+    pub customer_message: String,
+}
+
+/// What an STK Query learnt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StkQueryAnswer {
+    /// Daraja returned a `ResultCode` (HTTP 200). `4999` and codes nobody knows still mean
+    /// "processing" (`ResultCode::query_verdict` decides).
+    Result(StkQueryResult),
+    /// HTTP 500 `500.001.1001` "The transaction is being processed" (or its empty-message
+    /// variant): no outcome yet, ask again later.
+    StillProcessing {
+        request_id: String,
+        error_code: String,
+        error_message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StkQueryResult {
+    pub result_code: ResultCode,
+    pub result_desc: String,
+    pub merchant_request_id: Option<String>,
+    pub checkout_request_id: Option<String>,
+    pub response_code: Option<String>,
+    pub response_description: Option<String>,
+}
+
+impl StkQueryAnswer {
+    /// The answer as the payment rules see it: "still processing" becomes `4999`.
+    pub fn to_report(&self) -> QueryReport {
+        match self {
+            StkQueryAnswer::Result(r) => QueryReport {
+                result_code: r.result_code.clone(),
+                result_desc: r.result_desc.clone(),
+            },
+            StkQueryAnswer::StillProcessing { error_message, .. } => QueryReport {
+                result_code: ResultCode::new(ResultCode::STILL_PROCESSING),
+                result_desc: if error_message.is_empty() {
+                    "The transaction is being processed".into()
+                } else {
+                    error_message.clone()
+                },
+            },
+        }
+    }
+}
+
+/// C2B API version: it must match the C2B product of the Daraja app (a mismatch is refused with
+/// `401.003.01`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum C2bVersion {
+    V1,
+    #[default]
+    V2,
+}
+
+/// What M-Pesa does with a payment when the ValidationURL does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum C2bResponseType {
+    Completed,
+    Cancelled,
+}
+
+impl C2bResponseType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            C2bResponseType::Completed => "Completed",
+            C2bResponseType::Cancelled => "Cancelled",
+        }
+    }
+}
+
+/// C2B Register URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct C2bRegisterParams {
+    /// Defaults to the configured shortcode.
+    pub short_code: Option<String>,
+    pub response_type: C2bResponseType,
+    pub confirmation_url: Url,
+    pub validation_url: Url,
+    /// Defaults to the configured version.
+    pub version: Option<C2bVersion>,
+}
+
+/// C2B simulate (sandbox only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct C2bSimulateParams {
+    pub short_code: Option<String>,
+    pub command: crate::config::TransactionType,
+    pub amount: Amount,
+    pub phone: Msisdn,
+    /// The account number; none for Buy Goods.
+    pub bill_ref_number: Option<String>,
+    pub version: Option<C2bVersion>,
+}
+
+/// Register URL and simulate were accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct C2bAccepted {
+    /// From the misspelt `OriginatorCoversationID`.
+    pub originator_conversation_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub response_code: Option<String>,
+    pub response_description: String,
+}
+
+/// B2C `CommandID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum B2cCommand {
+    BusinessPayment,
+    SalaryPayment,
+    PromotionPayment,
+}
+
+impl B2cCommand {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            B2cCommand::BusinessPayment => "BusinessPayment",
+            B2cCommand::SalaryPayment => "SalaryPayment",
+            B2cCommand::PromotionPayment => "PromotionPayment",
+        }
+    }
+}
+
+/// `IdentifierType` of Transaction Status and Account Balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdentifierType {
+    Msisdn,
+    TillNumber,
+    #[default]
+    ShortCode,
+}
+
+impl IdentifierType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentifierType::Msisdn => "1",
+            IdentifierType::TillNumber => "2",
+            IdentifierType::ShortCode => "4",
+        }
+    }
+}
+
+/// A B2C v3 payout. `originator_conversation_id` is ours and unique per payout: Daraja refuses a
+/// repeat (`500.002.1001`), which is what makes a payout safe to resolve after a timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct B2cParams {
+    pub originator_conversation_id: String,
+    pub command: B2cCommand,
+    pub amount: Amount,
+    pub phone: Msisdn,
+    /// 2–100 characters.
+    pub remarks: String,
+    /// Up to 100 characters.
+    pub occasion: Option<String>,
+    pub result_url: Url,
+    pub queue_timeout_url: Url,
+}
+
+/// Transaction Status: by receipt, by OriginatorConversationID, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionStatusParams {
+    pub transaction_id: Option<String>,
+    pub original_conversation_id: Option<String>,
+    /// Defaults to the initiator shortcode.
+    pub party_a: Option<String>,
+    pub identifier_type: IdentifierType,
+    pub remarks: String,
+    pub occasion: Option<String>,
+    pub result_url: Url,
+    pub queue_timeout_url: Url,
+}
+
+/// Account Balance of a shortcode (it can only query itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountBalanceParams {
+    pub party_a: Option<String>,
+    pub identifier_type: IdentifierType,
+    pub remarks: String,
+    pub result_url: Url,
+    pub queue_timeout_url: Url,
+}
+
+/// Reversal of a C2B or STK payment that our shortcode received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReversalParams {
+    /// The receipt of the payment to reverse.
+    pub transaction_id: String,
+    pub amount: Amount,
+    /// Defaults to the initiator shortcode.
+    pub receiver_party: Option<String>,
+    pub remarks: String,
+    pub occasion: Option<String>,
+    pub result_url: Url,
+    pub queue_timeout_url: Url,
+}
+
+/// An initiator API request was queued; its result will come to `ResultURL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitiatorAccepted {
+    pub originator_conversation_id: String,
+    pub conversation_id: String,
+    pub response_code: String,
+    pub response_description: String,
+}

@@ -1,0 +1,68 @@
+//! Keeping secrets and phone numbers out of logs and error texts.
+
+/// What a secret prints as.
+pub(crate) const REDACTED: &str = "[REDACTED]";
+
+/// Masks a phone number written as text for a log line: `2547*****149`. Anything with fewer
+/// than nine digits (a masked or hashed report, a shortcode) is shown as is.
+pub fn mask_phone_text(text: &str) -> String {
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() >= 9 && digits.len() == text.trim().trim_start_matches('+').len() {
+        format!(
+            "{}*****{}",
+            &digits[..4.min(digits.len() - 3)],
+            &digits[digits.len() - 3..]
+        )
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Masks every run of nine or more digits in a free text (error messages may quote a payload's
+/// phone number): `… integer 254708374149 …` becomes `… integer 2547*****149 …`.
+pub fn mask_long_digit_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 9 {
+            out.push_str(&run[..4]);
+            out.push_str("*****");
+            out.push_str(&run[run.len() - 3..]);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_phone_numbers_only() {
+        assert_eq!(mask_phone_text("254708374149"), "2547*****149");
+        assert_eq!(mask_phone_text("2547 ***** 126"), "2547 ***** 126");
+        assert_eq!(mask_phone_text("174379"), "174379");
+        assert_eq!(
+            mask_long_digit_runs(
+                "invalid type: integer `254708374149`, expected a string at line 1"
+            ),
+            "invalid type: integer `2547*****149`, expected a string at line 1"
+        );
+        assert_eq!(
+            mask_long_digit_runs("code 500.001.1001"),
+            "code 500.001.1001"
+        );
+    }
+}
