@@ -191,3 +191,51 @@ impl TokenManager {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    #[tokio::test]
+    async fn dropping_an_old_generation_keeps_the_current_token() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/oauth/v1/generate"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"access_token": "t", "expires_in": 3599})),
+            )
+            .expect(2)
+            .mount(&server)
+            .await;
+        crate::install_crypto_provider();
+        let transport = Transport::new(
+            server.uri().parse().unwrap(),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let tokens = TokenManager::new(
+            SecretString::from("k"),
+            SecretString::from("s"),
+            Arc::new(SystemClock),
+            Duration::from_secs(300),
+            metrics.clone(),
+        );
+        let first = tokens.get(&transport).await.unwrap();
+        tokens.invalidate(first.generation);
+        let second = tokens.get(&transport).await.unwrap();
+        assert_ne!(first.generation, second.generation);
+        // A rejection of the first token that arrives late must not throw the second away.
+        tokens.invalidate(first.generation);
+        assert_eq!(
+            tokens.get(&transport).await.unwrap().generation,
+            second.generation
+        );
+        assert_eq!(metrics.snapshot().token_requests, 2);
+    }
+}
