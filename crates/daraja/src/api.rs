@@ -9,7 +9,29 @@ use mpesa_domain::{
 use url::Url;
 
 use crate::error::InvalidRequest;
+use crate::redact::url_origin;
 use crate::validate::parse_callback_url;
+
+/// `Debug` that shows URLs by their origin only: their paths carry the gateway's secret token.
+macro_rules! debug_hiding_url_paths {
+    ($ty:ident { $($field:ident),* } urls { $($url:ident),* }) => {
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    $(.field(stringify!($url), &url_origin(self.$url.as_str())))*
+                    .finish()
+            }
+        }
+    };
+}
+
+debug_hiding_url_paths!(StkPushParams { phone, amount, account_reference, transaction_desc } urls { callback_url });
+debug_hiding_url_paths!(C2bRegisterParams { short_code, response_type, version } urls { confirmation_url, validation_url });
+debug_hiding_url_paths!(B2cParams { originator_conversation_id, command, amount, phone, remarks, occasion } urls { result_url, queue_timeout_url });
+debug_hiding_url_paths!(TransactionStatusParams { transaction_id, original_conversation_id, party_a, identifier_type, remarks, occasion } urls { result_url, queue_timeout_url });
+debug_hiding_url_paths!(AccountBalanceParams { party_a, identifier_type, remarks } urls { result_url, queue_timeout_url });
+debug_hiding_url_paths!(ReversalParams { transaction_id, amount, receiver_party, remarks, occasion } urls { result_url, queue_timeout_url });
 
 /// The Daraja APIs this client calls; names metrics and log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,7 +89,7 @@ impl fmt::Display for Api {
 /// An STK Push. `AccountReference` (≤ 12 safe characters) is refused when too long, never
 /// truncated; `TransactionDesc` (≤ 13) is derived by the gateway from the merchant's description
 /// (see [`TransactionDesc::derive_from`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StkPushParams {
     pub phone: Msisdn,
     pub amount: Amount,
@@ -187,7 +209,7 @@ impl C2bResponseType {
 }
 
 /// C2B Register URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct C2bRegisterParams {
     /// Defaults to the configured shortcode.
     pub short_code: Option<String>,
@@ -259,7 +281,7 @@ impl IdentifierType {
 
 /// A B2C v3 payout. `originator_conversation_id` is ours and unique per payout: Daraja refuses a
 /// repeat (`500.002.1001`), which is what makes a payout safe to resolve after a timeout.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct B2cParams {
     pub originator_conversation_id: String,
     pub command: B2cCommand,
@@ -274,7 +296,7 @@ pub struct B2cParams {
 }
 
 /// Transaction Status: by receipt, by OriginatorConversationID, or both.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TransactionStatusParams {
     pub transaction_id: Option<String>,
     pub original_conversation_id: Option<String>,
@@ -288,7 +310,7 @@ pub struct TransactionStatusParams {
 }
 
 /// Account Balance of a shortcode (it can only query itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AccountBalanceParams {
     pub party_a: Option<String>,
     pub identifier_type: IdentifierType,
@@ -298,7 +320,7 @@ pub struct AccountBalanceParams {
 }
 
 /// Reversal of a C2B or STK payment that our shortcode received.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ReversalParams {
     /// The receipt of the payment to reverse.
     pub transaction_id: String,

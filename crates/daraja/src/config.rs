@@ -194,6 +194,15 @@ impl DarajaConfig {
             return Err(ConfigError::Empty("passkey"));
         }
         check_shortcode(&self.shortcode, "shortcode")?;
+        // A classic cause of "Wrong credentials": sandbox values left in a production setup.
+        if self.environment == Environment::Production {
+            if self.shortcode == SANDBOX_SHORTCODE {
+                return Err(ConfigError::SandboxValueInProduction("shortcode 174379"));
+            }
+            if self.passkey.expose_secret().trim() == SANDBOX_PASSKEY {
+                return Err(ConfigError::SandboxValueInProduction("passkey"));
+            }
+        }
         if let Some(party_b) = &self.party_b {
             check_shortcode(party_b, "PartyB")?;
         }
@@ -339,6 +348,31 @@ mod tests {
         ));
     }
 
+    fn production() -> DarajaConfig {
+        let mut p = config();
+        p.environment = Environment::Production;
+        p.shortcode = "600000".into();
+        p.passkey = SecretString::from("a-production-passkey");
+        p
+    }
+
+    #[test]
+    fn sandbox_values_are_refused_in_production() {
+        let mut p = production();
+        p.shortcode = SANDBOX_SHORTCODE.into();
+        assert_eq!(
+            p.validate().unwrap_err(),
+            ConfigError::SandboxValueInProduction("shortcode 174379")
+        );
+        let mut p = production();
+        p.passkey = SecretString::from(SANDBOX_PASSKEY);
+        assert_eq!(
+            p.validate().unwrap_err(),
+            ConfigError::SandboxValueInProduction("passkey")
+        );
+        assert!(production().validate().is_ok());
+    }
+
     #[test]
     fn certificate_follows_the_environment() {
         let c = config();
@@ -346,8 +380,7 @@ mod tests {
             c.validate().unwrap().subject_common_name(),
             Some("apicrypt.safaricom.co.ke")
         );
-        let mut p = config();
-        p.environment = Environment::Production;
+        let p = production();
         assert_eq!(
             p.validate().unwrap().subject_common_name(),
             Some("apigee.apicaller.safaricom.co.ke")

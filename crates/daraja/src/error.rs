@@ -35,6 +35,8 @@ pub enum ConfigError {
     AmountBounds { min: i64, max: i64 },
     #[error("the initiator name and password must be set together")]
     InitiatorIncomplete,
+    #[error("the public sandbox {0} cannot work in production")]
+    SandboxValueInProduction(&'static str),
     #[error("encryption certificate: {0}")]
     Certificate(#[from] SecurityError),
     #[error("could not build the HTTP client: {0}")]

@@ -4,9 +4,9 @@
 //!   and expects it, `Serialize + Deserialize`, shared with the simulator (`crates/daraja-sim`).
 //! * [`DarajaClient`]: STK Push and Query, C2B Register URL (v1/v2) and simulate, B2C v3,
 //!   Transaction Status, Account Balance, Reversal. Cheap to clone, `Send + Sync`.
-//! * [`token`](crate::DarajaClient::check_credentials): one shared OAuth token, refreshed before
-//!   it expires, one token request however many callers wait, and one retry of a call that
-//!   Daraja refused for its token.
+//! * The OAuth token (inside the client): one shared token, refreshed before it expires, one
+//!   token request however many callers wait, and one retry of a call that Daraja refused for
+//!   its token. [`DarajaClient::check_credentials`] fetches it for `config check`.
 //! * [`security`]: the STK Password/Timestamp (East Africa Time, one clock reading) and the
 //!   initiator `SecurityCredential` (RSA PKCS#1 v1.5 with Safaricom's bundled certificates).
 //! * [`validate`]: Daraja's callback-URL rules.

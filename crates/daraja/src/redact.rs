@@ -45,9 +45,34 @@ pub fn mask_long_digit_runs(text: &str) -> String {
     out
 }
 
+/// A callback URL for a log line: its origin only, since the path carries the gateway's secret
+/// token (`https://pay.example.com/…`).
+pub fn url_origin(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) if u.path() != "/" || u.query().is_some() => {
+            format!("{}/…", u.origin().ascii_serialization())
+        }
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => REDACTED.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_show_only_their_origin() {
+        assert_eq!(
+            url_origin("https://pay.example.com:8443/callbacks/s3cr3t/stk"),
+            "https://pay.example.com:8443/…"
+        );
+        assert_eq!(
+            url_origin("https://pay.example.com"),
+            "https://pay.example.com"
+        );
+        assert_eq!(url_origin("not a url s3cr3t"), REDACTED);
+    }
 
     #[test]
     fn masks_phone_numbers_only() {

@@ -397,6 +397,8 @@ async fn c2b_simulate_is_sandbox_only() {
     );
     let mut production = config(&server);
     production.environment = daraja::Environment::Production;
+    production.shortcode = "600984".into();
+    production.passkey = SecretString::from("a-production-passkey");
     let err = DarajaClient::new(production)
         .unwrap()
         .c2b_simulate(&params)

@@ -52,6 +52,8 @@ fn forbidden() -> Vec<&'static str> {
         "708374149",
         // base64 of "ck-test-0123456789:cs-test-…", the Basic header.
         "Y2stdGVzdC0wMTIzNDU2Nzg5",
+        // The secret path token of the callback URLs.
+        "3f9c1d",
     ]
 }
 
@@ -160,6 +162,10 @@ async fn a_whole_session_logs_no_secret_and_no_full_phone_number() {
     assert_clean("Debug of the client", &format!("{client:?}"));
     assert_clean("the timeout error", &format!("{timeout} {timeout:?}"));
     assert_clean("Debug of the credential", &format!("{credential:?}"));
+    assert_clean(
+        "Debug of the push parameters",
+        &format!("{:?}", push_params()),
+    );
 }
 
 #[test]
@@ -181,4 +187,5 @@ fn wire_requests_print_without_secrets() {
     let printed = format!("{request:?}");
     assert_clean("Debug of StkPushRequest", &printed);
     assert!(printed.contains("2547*****149"));
+    assert!(printed.contains("https://example.com/…"), "{printed}");
 }

@@ -425,6 +425,7 @@ async fn production_refuses_plain_http_callbacks_before_sending() {
     let mut config = config(&server);
     config.environment = daraja::Environment::Production;
     config.shortcode = "600000".into();
+    config.passkey = secrecy::SecretString::from("a-production-passkey");
     let client = DarajaClient::new(config).unwrap();
     let mut params = push_params();
     params.callback_url = Url::parse("http://example.com/hooks/stk/3f9c1d").unwrap();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{LooseString, WireCode, WireValue};
 use crate::clock::parse_eat_timestamp;
 use crate::error::CallbackParseError;
-use crate::redact::mask_phone_text;
+use crate::redact::{mask_phone_text, url_origin};
 
 pub const C2B_REGISTER_URL_V1_PATH: &str = "/mpesa/c2b/v1/registerurl";
 pub const C2B_REGISTER_URL_V2_PATH: &str = "/mpesa/c2b/v2/registerurl";
@@ -17,7 +17,7 @@ pub const C2B_SIMULATE_V1_PATH: &str = "/mpesa/c2b/v1/simulate";
 pub const C2B_SIMULATE_V2_PATH: &str = "/mpesa/c2b/v2/simulate";
 
 /// `POST /mpesa/c2b/v{1,2}/registerurl`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterUrlRequest {
     #[serde(rename = "ShortCode")]
     pub short_code: LooseString,
@@ -28,6 +28,17 @@ pub struct RegisterUrlRequest {
     pub confirmation_url: String,
     #[serde(rename = "ValidationURL")]
     pub validation_url: String,
+}
+
+impl fmt::Debug for RegisterUrlRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisterUrlRequest")
+            .field("short_code", &self.short_code)
+            .field("response_type", &self.response_type)
+            .field("confirmation_url", &url_origin(&self.confirmation_url))
+            .field("validation_url", &url_origin(&self.validation_url))
+            .finish()
+    }
 }
 
 /// The answer to Register URL and to C2B simulate. Note the misspelt `OriginatorCoversationID`;

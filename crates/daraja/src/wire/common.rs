@@ -174,8 +174,8 @@ impl<'de> Deserialize<'de> for LooseString {
 /// (`20240710091541`), receipts, names. Money read from it goes through [`Cents::parse`] on the
 /// original digits, never through a float.
 ///
-/// Deserialize it with `serde_json::from_slice`/`from_str` (not from a `serde_json::Value`,
-/// which has already lost the original text).
+/// Deserialize payloads from their bytes (`serde_json::from_slice`, axum's `Json`): going
+/// through a `serde_json::Value` first works but loses the original digits (`1.00` becomes `1.0`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct WireValue(Box<RawValue>);

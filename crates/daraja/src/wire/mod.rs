@@ -14,7 +14,8 @@
 //!   read with `mpesa_domain::Cents::parse`.
 //!
 //! Parse callbacks from the raw bytes (`StkCallback::parse`, `C2bPayment::parse`,
-//! `ResultEnvelope::parse`), not from a `serde_json::Value`.
+//! `ResultEnvelope::parse`), not through a `serde_json::Value`, which would lose the original
+//! digits of amounts.
 
 pub mod c2b;
 pub mod common;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{LooseString, NameValue, OneOrMany, WireCode, WireValue};
 use crate::clock::parse_eat_timestamp;
 use crate::error::CallbackParseError;
-use crate::redact::{REDACTED, mask_phone_text};
+use crate::redact::{REDACTED, mask_phone_text, url_origin};
 
 pub const STK_PUSH_PATH: &str = "/mpesa/stkpush/v1/processrequest";
 pub const STK_QUERY_PATH: &str = "/mpesa/stkpushquery/v1/query";
@@ -61,7 +61,7 @@ impl fmt::Debug for StkPushRequest {
             .field("party_a", &mask_phone_text(self.party_a.as_str()))
             .field("party_b", &self.party_b)
             .field("phone_number", &mask_phone_text(self.phone_number.as_str()))
-            .field("callback_url", &self.callback_url)
+            .field("callback_url", &url_origin(&self.callback_url))
             .field("account_reference", &self.account_reference)
             .field("transaction_desc", &self.transaction_desc)
             .finish()
