@@ -25,7 +25,10 @@ pub struct AmountBounds {
 impl Default for AmountBounds {
     /// KES 1 to KES 250,000: Daraja's documented limits for one M-Pesa Express payment.
     fn default() -> Self {
-        AmountBounds { min: 1, max: 250_000 }
+        AmountBounds {
+            min: 1,
+            max: 250_000,
+        }
     }
 }
 
@@ -45,7 +48,9 @@ impl Amount {
     /// Checks a whole-shilling amount against the configured bounds.
     pub fn new(shillings: i64, bounds: AmountBounds) -> Result<Self, AmountError> {
         if shillings < bounds.min.max(1) {
-            return Err(AmountError::TooSmall { min: bounds.min.max(1) });
+            return Err(AmountError::TooSmall {
+                min: bounds.min.max(1),
+            });
         }
         if shillings > bounds.max {
             return Err(AmountError::TooLarge { max: bounds.max });
@@ -106,7 +111,11 @@ impl Cents {
         if whole.len() > 15 {
             return None;
         }
-        let whole_value: i64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+        let whole_value: i64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().ok()?
+        };
         let (kept, extra) = frac.split_at(frac.len().min(2));
         if extra.bytes().any(|b| b != b'0') {
             return None;
@@ -141,7 +150,7 @@ fn group_thousands(n: i64) -> String {
         out.push('-');
     }
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -158,9 +167,15 @@ mod tests {
     fn bounds_are_enforced() {
         let b = AmountBounds { min: 10, max: 1000 };
         assert_eq!(Amount::new(9, b), Err(AmountError::TooSmall { min: 10 }));
-        assert_eq!(Amount::new(1001, b), Err(AmountError::TooLarge { max: 1000 }));
+        assert_eq!(
+            Amount::new(1001, b),
+            Err(AmountError::TooLarge { max: 1000 })
+        );
         assert_eq!(Amount::new(10, b).unwrap().shillings(), 10);
-        assert_eq!(Amount::new(0, AmountBounds { min: 0, max: 5 }), Err(AmountError::TooSmall { min: 1 }));
+        assert_eq!(
+            Amount::new(0, AmountBounds { min: 0, max: 5 }),
+            Err(AmountError::TooSmall { min: 1 })
+        );
     }
 
     #[test]

@@ -108,13 +108,19 @@ impl FinalOutcome {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ReviewReason {
     /// A success reported for another amount than the one we asked for.
-    AmountMismatch { expected_cents: i64, reported_cents: i64 },
+    AmountMismatch {
+        expected_cents: i64,
+        reported_cents: i64,
+    },
     /// A success that does not say how much was paid.
     AmountMissing,
     /// A success paid from another phone than the one we pushed to.
     PhoneMismatch,
     /// A callback that contradicts a final state the payment already has.
-    ContradictsFinalState { current: PaymentStatus, reported: FinalOutcome },
+    ContradictsFinalState {
+        current: PaymentStatus,
+        reported: FinalOutcome,
+    },
     /// A second success for the same payment with another receipt number.
     ReceiptMismatch,
     /// A success reported after the payment was given up as timed out or failed.
@@ -125,7 +131,10 @@ impl ReviewReason {
     /// One line for people: the API's `review_reason`, logs and alerts.
     pub fn describe(&self) -> String {
         match self {
-            ReviewReason::AmountMismatch { expected_cents, reported_cents } => format!(
+            ReviewReason::AmountMismatch {
+                expected_cents,
+                reported_cents,
+            } => format!(
                 "callback reports {} but {} was requested",
                 crate::money::Cents(*reported_cents),
                 crate::money::Cents(*expected_cents)
@@ -168,6 +177,9 @@ mod tests {
     #[test]
     fn only_initiated_and_pending_move() {
         let moving: Vec<_> = ALL_STATUSES.into_iter().filter(|s| !s.is_final()).collect();
-        assert_eq!(moving, vec![PaymentStatus::Initiated, PaymentStatus::Pending]);
+        assert_eq!(
+            moving,
+            vec![PaymentStatus::Initiated, PaymentStatus::Pending]
+        );
     }
 }

@@ -52,9 +52,8 @@ impl Msisdn {
             9 if !digits.starts_with('0') => &digits[..],
             0 => return Err(PhoneError::Empty),
             _ => {
-                return Err(if digits.starts_with("254") || digits.starts_with('0') {
-                    PhoneError::WrongLength
-                } else if digits.len() > 12 {
+                let looks_kenyan = digits.starts_with("254") || digits.starts_with('0');
+                return Err(if looks_kenyan || digits.len() > 12 {
                     PhoneError::WrongLength
                 } else {
                     PhoneError::NotKenyanMobile
@@ -170,26 +169,57 @@ mod tests {
             "708374149",
             "  0708374149  ",
         ] {
-            assert_eq!(Msisdn::parse(input).unwrap().as_str(), "254708374149", "{input}");
+            assert_eq!(
+                Msisdn::parse(input).unwrap().as_str(),
+                "254708374149",
+                "{input}"
+            );
         }
-        assert_eq!(Msisdn::parse("0110123456").unwrap().as_str(), "254110123456");
-        assert_eq!(Msisdn::parse("+254110123456").unwrap().as_str(), "254110123456");
+        assert_eq!(
+            Msisdn::parse("0110123456").unwrap().as_str(),
+            "254110123456"
+        );
+        assert_eq!(
+            Msisdn::parse("+254110123456").unwrap().as_str(),
+            "254110123456"
+        );
     }
 
     #[test]
     fn refuses_what_is_not_a_kenyan_mobile_number() {
         assert_eq!(Msisdn::parse(""), Err(PhoneError::Empty));
         assert_eq!(Msisdn::parse("   "), Err(PhoneError::Empty));
-        assert_eq!(Msisdn::parse("0708x74149"), Err(PhoneError::InvalidCharacters));
+        assert_eq!(
+            Msisdn::parse("0708x74149"),
+            Err(PhoneError::InvalidCharacters)
+        );
         assert_eq!(Msisdn::parse("07083741490"), Err(PhoneError::WrongLength));
         assert_eq!(Msisdn::parse("070837414"), Err(PhoneError::WrongLength));
-        assert_eq!(Msisdn::parse("0208374149"), Err(PhoneError::NotKenyanMobile));
-        assert_eq!(Msisdn::parse("+447911123456"), Err(PhoneError::NotKenyanMobile));
-        assert_eq!(Msisdn::parse("255708374149"), Err(PhoneError::NotKenyanMobile));
-        assert_eq!(Msisdn::parse("254208374149"), Err(PhoneError::NotKenyanMobile));
+        assert_eq!(
+            Msisdn::parse("0208374149"),
+            Err(PhoneError::NotKenyanMobile)
+        );
+        assert_eq!(
+            Msisdn::parse("+447911123456"),
+            Err(PhoneError::NotKenyanMobile)
+        );
+        assert_eq!(
+            Msisdn::parse("255708374149"),
+            Err(PhoneError::NotKenyanMobile)
+        );
+        assert_eq!(
+            Msisdn::parse("254208374149"),
+            Err(PhoneError::NotKenyanMobile)
+        );
         assert_eq!(Msisdn::parse("2547083741"), Err(PhoneError::WrongLength));
-        assert_eq!(Msisdn::parse("07+08374149"), Err(PhoneError::InvalidCharacters));
-        assert_eq!(Msisdn::parse("+0708374149"), Err(PhoneError::NotKenyanMobile));
+        assert_eq!(
+            Msisdn::parse("07+08374149"),
+            Err(PhoneError::InvalidCharacters)
+        );
+        assert_eq!(
+            Msisdn::parse("+0708374149"),
+            Err(PhoneError::NotKenyanMobile)
+        );
     }
 
     #[test]
@@ -217,7 +247,8 @@ mod tests {
     }
 
     fn subscriber() -> impl Strategy<Value = String> {
-        (prop::sample::select(vec!['7', '1']), "[0-9]{8}").prop_map(|(p, rest)| format!("{p}{rest}"))
+        (prop::sample::select(vec!['7', '1']), "[0-9]{8}")
+            .prop_map(|(p, rest)| format!("{p}{rest}"))
     }
 
     proptest! {

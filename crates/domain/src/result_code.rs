@@ -31,7 +31,20 @@ pub enum QueryVerdict {
 
 /// Codes that end a payment unsuccessfully (docs and observed).
 const FINAL_FAILURES: &[&str] = &[
-    "1", "2", "3", "4", "8", "17", "26", "1001", "1025", "9999", "2001", "2028", "8006", "SFC_IC0003",
+    "1",
+    "2",
+    "3",
+    "4",
+    "8",
+    "17",
+    "26",
+    "1001",
+    "1025",
+    "9999",
+    "2001",
+    "2028",
+    "8006",
+    "SFC_IC0003",
 ];
 
 impl ResultCode {
@@ -44,7 +57,11 @@ impl ResultCode {
         // Numeric codes are compared by value: "01" and "1" are the same code.
         if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
             let stripped = t.trim_start_matches('0');
-            return ResultCode(if stripped.is_empty() { "0".into() } else { stripped.into() });
+            return ResultCode(if stripped.is_empty() {
+                "0".into()
+            } else {
+                stripped.into()
+            });
         }
         ResultCode(t.to_owned())
     }
@@ -151,7 +168,11 @@ mod tests {
         ];
         for (code, cb, q) in cases {
             let code = ResultCode::from(code);
-            assert_eq!(code.callback_verdict(), CallbackVerdict::Final(cb), "{code}");
+            assert_eq!(
+                code.callback_verdict(),
+                CallbackVerdict::Final(cb),
+                "{code}"
+            );
             assert_eq!(code.query_verdict(), q, "{code}");
         }
     }

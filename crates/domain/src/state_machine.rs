@@ -211,7 +211,8 @@ pub fn on_push_refused(p: &PaymentSnapshot, error_code: &str, error_message: &st
 pub fn on_push_outcome_unknown(p: &PaymentSnapshot, reason: &str) -> Outcome {
     match p.status {
         PaymentStatus::Initiated => {
-            let mut t = Transition::new(TransitionKind::PushOutcomeUnknown, PaymentStatus::Initiated);
+            let mut t =
+                Transition::new(TransitionKind::PushOutcomeUnknown, PaymentStatus::Initiated);
             t.note = Some(reason.to_owned());
             Outcome::Changed(t)
         }
@@ -227,7 +228,9 @@ pub fn on_callback(p: &PaymentSnapshot, cb: &CallbackReport) -> Outcome {
         (PaymentStatus::Initiated | PaymentStatus::Pending, FinalOutcome::Completed) => {
             let details = match &cb.success {
                 Some(d) => d,
-                None => return Outcome::Changed(Transition::hold(kind, p, ReviewReason::AmountMissing)),
+                None => {
+                    return Outcome::Changed(Transition::hold(kind, p, ReviewReason::AmountMissing));
+                }
             };
             if let Some(reason) = success_mismatch(p, details) {
                 return Outcome::Changed(Transition::hold(kind, p, reason));
@@ -251,7 +254,9 @@ pub fn on_callback(p: &PaymentSnapshot, cb: &CallbackReport) -> Outcome {
             };
             match &p.mpesa_receipt_number {
                 Some(receipt) if *receipt == details.receipt => Outcome::Duplicate,
-                Some(_) => Outcome::Changed(Transition::hold(kind, p, ReviewReason::ReceiptMismatch)),
+                Some(_) => {
+                    Outcome::Changed(Transition::hold(kind, p, ReviewReason::ReceiptMismatch))
+                }
                 // Completed by an STK Query, which carries no receipt: the callback that comes
                 // later adds it, if it matches, without telling anyone a second time.
                 None => {
@@ -269,11 +274,16 @@ pub fn on_callback(p: &PaymentSnapshot, cb: &CallbackReport) -> Outcome {
         (PaymentStatus::Completed, failure) => Outcome::Changed(Transition::hold(
             kind,
             p,
-            ReviewReason::ContradictsFinalState { current: p.status, reported: failure },
+            ReviewReason::ContradictsFinalState {
+                current: p.status,
+                reported: failure,
+            },
         )),
-        (previous, FinalOutcome::Completed) => {
-            Outcome::Changed(Transition::hold(kind, p, ReviewReason::LateSuccess { previous }))
-        }
+        (previous, FinalOutcome::Completed) => Outcome::Changed(Transition::hold(
+            kind,
+            p,
+            ReviewReason::LateSuccess { previous },
+        )),
         (_, failure) => {
             if FinalOutcome::from_status(p.status) == Some(failure)
                 && p.result_code.as_ref() == Some(&cb.result_code)
@@ -300,14 +310,18 @@ pub fn on_query(p: &PaymentSnapshot, q: &QueryReport) -> Outcome {
             t.notify = Some(outcome);
             Outcome::Changed(t)
         }
-        (PaymentStatus::Completed, QueryVerdict::Final(FinalOutcome::Completed)) => Outcome::Duplicate,
+        (PaymentStatus::Completed, QueryVerdict::Final(FinalOutcome::Completed)) => {
+            Outcome::Duplicate
+        }
         (PaymentStatus::Completed, _) => {
             Outcome::Unchanged("a query never downgrades a completed payment")
         }
-        (previous, QueryVerdict::Final(FinalOutcome::Completed)) => {
-            Outcome::Changed(Transition::hold(kind, p, ReviewReason::LateSuccess { previous }))
-        }
-        (_, QueryVerdict::Final(outcome)) if FinalOutcome::from_status(p.status) == Some(outcome) => {
+        (previous, QueryVerdict::Final(FinalOutcome::Completed)) => Outcome::Changed(
+            Transition::hold(kind, p, ReviewReason::LateSuccess { previous }),
+        ),
+        (_, QueryVerdict::Final(outcome))
+            if FinalOutcome::from_status(p.status) == Some(outcome) =>
+        {
             Outcome::Duplicate
         }
         (_, _) => Outcome::Unchanged("the payment already ended unpaid"),
@@ -354,7 +368,11 @@ pub fn on_admin_reject(p: &PaymentSnapshot, note: &str) -> Outcome {
     if !p.needs_review {
         return Outcome::Unchanged("only a payment held for review can be rejected by hand");
     }
-    let status = if p.status.is_final() { p.status } else { PaymentStatus::Failed };
+    let status = if p.status.is_final() {
+        p.status
+    } else {
+        PaymentStatus::Failed
+    };
     let mut t = Transition::new(TransitionKind::AdminRejected, status);
     t.review = ReviewChange::Clear;
     t.note = Some(note.to_owned());
@@ -429,11 +447,18 @@ mod tests {
     }
 
     fn failure(code: &str) -> CallbackReport {
-        CallbackReport { result_code: ResultCode::from(code), result_desc: "x".into(), success: None }
+        CallbackReport {
+            result_code: ResultCode::from(code),
+            result_desc: "x".into(),
+            success: None,
+        }
     }
 
     fn query(code: &str) -> QueryReport {
-        QueryReport { result_code: ResultCode::from(code), result_desc: "x".into() }
+        QueryReport {
+            result_code: ResultCode::from(code),
+            result_desc: "x".into(),
+        }
     }
 
     fn changed(o: Outcome) -> Transition {
@@ -454,7 +479,10 @@ mod tests {
         // The same answer recorded twice is a duplicate.
         let p = snapshot(PaymentStatus::Pending);
         assert_eq!(on_push_accepted(&p, "ws_CO_1", "m-1"), Outcome::Duplicate);
-        assert!(matches!(on_push_accepted(&p, "ws_CO_2", "m-1"), Outcome::Unchanged(_)));
+        assert!(matches!(
+            on_push_accepted(&p, "ws_CO_2", "m-1"),
+            Outcome::Unchanged(_)
+        ));
     }
 
     #[test]
@@ -468,19 +496,32 @@ mod tests {
 
     #[test]
     fn push_refused_rejects_only_initiated() {
-        let t = changed(on_push_refused(&snapshot(PaymentStatus::Initiated), "400.002.02", "Bad Request - Invalid PhoneNumber"));
+        let t = changed(on_push_refused(
+            &snapshot(PaymentStatus::Initiated),
+            "400.002.02",
+            "Bad Request - Invalid PhoneNumber",
+        ));
         assert_eq!(t.status, PaymentStatus::Rejected);
         assert_eq!(t.result_code.unwrap().as_str(), "400.002.02");
         assert_eq!(t.notify, None);
-        assert!(matches!(on_push_refused(&snapshot(PaymentStatus::Pending), "x", "y"), Outcome::Unchanged(_)));
+        assert!(matches!(
+            on_push_refused(&snapshot(PaymentStatus::Pending), "x", "y"),
+            Outcome::Unchanged(_)
+        ));
     }
 
     #[test]
     fn push_outcome_unknown_keeps_initiated() {
-        let t = changed(on_push_outcome_unknown(&snapshot(PaymentStatus::Initiated), "timeout after sending"));
+        let t = changed(on_push_outcome_unknown(
+            &snapshot(PaymentStatus::Initiated),
+            "timeout after sending",
+        ));
         assert_eq!(t.status, PaymentStatus::Initiated);
         assert_eq!(t.note.as_deref(), Some("timeout after sending"));
-        assert!(matches!(on_push_outcome_unknown(&snapshot(PaymentStatus::Pending), "x"), Outcome::Unchanged(_)));
+        assert!(matches!(
+            on_push_outcome_unknown(&snapshot(PaymentStatus::Pending), "x"),
+            Outcome::Unchanged(_)
+        ));
     }
 
     #[test]
@@ -493,7 +534,10 @@ mod tests {
         assert_eq!(t.mpesa_receipt_number.as_deref(), Some("SGA1XYZ123"));
         assert_eq!(t.review, ReviewChange::Keep);
         // The same callback again, now that the payment is completed: nothing.
-        assert_eq!(on_callback(&snapshot(PaymentStatus::Completed), &cb), Outcome::Duplicate);
+        assert_eq!(
+            on_callback(&snapshot(PaymentStatus::Completed), &cb),
+            Outcome::Duplicate
+        );
     }
 
     #[test]
@@ -504,17 +548,26 @@ mod tests {
         assert_eq!(t.notify, None);
         assert_eq!(
             t.review,
-            ReviewChange::Hold(ReviewReason::AmountMismatch { expected_cents: 10_000, reported_cents: 100 })
+            ReviewChange::Hold(ReviewReason::AmountMismatch {
+                expected_cents: 10_000,
+                reported_cents: 100
+            })
         );
     }
 
     #[test]
     fn success_from_another_phone_is_held() {
-        let t = changed(on_callback(&snapshot(PaymentStatus::Pending), &success(10_000, "254711111111", "R1")));
+        let t = changed(on_callback(
+            &snapshot(PaymentStatus::Pending),
+            &success(10_000, "254711111111", "R1"),
+        ));
         assert_eq!(t.status, PaymentStatus::Pending);
         assert_eq!(t.review, ReviewChange::Hold(ReviewReason::PhoneMismatch));
         // A masked number that fits, or none at all, does not hold the payment.
-        let t = changed(on_callback(&snapshot(PaymentStatus::Pending), &success(10_000, "2547 ***** 149", "R1")));
+        let t = changed(on_callback(
+            &snapshot(PaymentStatus::Pending),
+            &success(10_000, "2547 ***** 149", "R1"),
+        ));
         assert_eq!(t.status, PaymentStatus::Completed);
     }
 
@@ -537,7 +590,10 @@ mod tests {
             ("SFC_IC0003", PaymentStatus::Failed),
             ("777", PaymentStatus::Failed),
         ] {
-            let t = changed(on_callback(&snapshot(PaymentStatus::Pending), &failure(code)));
+            let t = changed(on_callback(
+                &snapshot(PaymentStatus::Pending),
+                &failure(code),
+            ));
             assert_eq!(t.status, status, "{code}");
             assert_eq!(t.notify, FinalOutcome::from_status(status));
             assert_eq!(t.result_code.unwrap().as_str(), code);
@@ -546,52 +602,90 @@ mod tests {
 
     #[test]
     fn a_failure_after_completion_is_held_and_keeps_completed() {
-        let t = changed(on_callback(&snapshot(PaymentStatus::Completed), &failure("1032")));
+        let t = changed(on_callback(
+            &snapshot(PaymentStatus::Completed),
+            &failure("1032"),
+        ));
         assert_eq!(t.status, PaymentStatus::Completed);
         assert_eq!(t.notify, None);
-        assert!(matches!(t.review, ReviewChange::Hold(ReviewReason::ContradictsFinalState { .. })));
+        assert!(matches!(
+            t.review,
+            ReviewChange::Hold(ReviewReason::ContradictsFinalState { .. })
+        ));
     }
 
     #[test]
     fn a_second_success_with_another_receipt_is_held() {
-        let t = changed(on_callback(&snapshot(PaymentStatus::Completed), &success(10_000, "254708374149", "OTHER00001")));
+        let t = changed(on_callback(
+            &snapshot(PaymentStatus::Completed),
+            &success(10_000, "254708374149", "OTHER00001"),
+        ));
         assert_eq!(t.review, ReviewChange::Hold(ReviewReason::ReceiptMismatch));
         assert_eq!(t.notify, None);
     }
 
     #[test]
     fn a_late_success_after_giving_up_is_held() {
-        for status in [PaymentStatus::TimedOut, PaymentStatus::Cancelled, PaymentStatus::Failed, PaymentStatus::Rejected] {
-            let t = changed(on_callback(&snapshot(status), &success(10_000, "254708374149", "R1")));
+        for status in [
+            PaymentStatus::TimedOut,
+            PaymentStatus::Cancelled,
+            PaymentStatus::Failed,
+            PaymentStatus::Rejected,
+        ] {
+            let t = changed(on_callback(
+                &snapshot(status),
+                &success(10_000, "254708374149", "R1"),
+            ));
             assert_eq!(t.status, status);
-            assert_eq!(t.review, ReviewChange::Hold(ReviewReason::LateSuccess { previous: status }));
+            assert_eq!(
+                t.review,
+                ReviewChange::Hold(ReviewReason::LateSuccess { previous: status })
+            );
             assert_eq!(t.notify, None);
         }
     }
 
     #[test]
     fn a_repeated_failure_is_a_duplicate() {
-        assert_eq!(on_callback(&snapshot(PaymentStatus::Cancelled), &failure("1032")), Outcome::Duplicate);
-        assert!(matches!(on_callback(&snapshot(PaymentStatus::Cancelled), &failure("1")), Outcome::Unchanged(_)));
+        assert_eq!(
+            on_callback(&snapshot(PaymentStatus::Cancelled), &failure("1032")),
+            Outcome::Duplicate
+        );
+        assert!(matches!(
+            on_callback(&snapshot(PaymentStatus::Cancelled), &failure("1")),
+            Outcome::Unchanged(_)
+        ));
     }
 
     #[test]
     fn callback_adds_the_receipt_to_a_payment_completed_by_query() {
         let mut p = snapshot(PaymentStatus::Completed);
         p.mpesa_receipt_number = None;
-        let t = changed(on_callback(&p, &success(10_000, "254708374149", "SGA1XYZ123")));
+        let t = changed(on_callback(
+            &p,
+            &success(10_000, "254708374149", "SGA1XYZ123"),
+        ));
         assert_eq!(t.status, PaymentStatus::Completed);
         assert_eq!(t.mpesa_receipt_number.as_deref(), Some("SGA1XYZ123"));
         assert_eq!(t.notify, None, "nobody is told twice");
         let t = changed(on_callback(&p, &success(500, "254708374149", "SGA1XYZ123")));
-        assert!(matches!(t.review, ReviewChange::Hold(ReviewReason::AmountMismatch { .. })));
+        assert!(matches!(
+            t.review,
+            ReviewChange::Hold(ReviewReason::AmountMismatch { .. })
+        ));
     }
 
     #[test]
     fn query_settles_open_payments_and_waits_on_unknown_codes() {
         let p = snapshot(PaymentStatus::Pending);
-        assert!(matches!(on_query(&p, &query("4999")), Outcome::Unchanged(_)));
-        assert!(matches!(on_query(&p, &query("123456")), Outcome::Unchanged(_)));
+        assert!(matches!(
+            on_query(&p, &query("4999")),
+            Outcome::Unchanged(_)
+        ));
+        assert!(matches!(
+            on_query(&p, &query("123456")),
+            Outcome::Unchanged(_)
+        ));
         let t = changed(on_query(&p, &query("0")));
         assert_eq!(t.status, PaymentStatus::Completed);
         assert_eq!(t.notify, Some(FinalOutcome::Completed));
@@ -604,7 +698,10 @@ mod tests {
     fn query_never_downgrades_a_completed_payment() {
         let p = snapshot(PaymentStatus::Completed);
         for code in ["1", "1032", "1037", "2001", "4999"] {
-            assert!(matches!(on_query(&p, &query(code)), Outcome::Unchanged(_)), "{code}");
+            assert!(
+                matches!(on_query(&p, &query(code)), Outcome::Unchanged(_)),
+                "{code}"
+            );
         }
         assert_eq!(on_query(&p, &query("0")), Outcome::Duplicate);
     }
@@ -613,26 +710,42 @@ mod tests {
     fn query_success_after_giving_up_is_held() {
         let t = changed(on_query(&snapshot(PaymentStatus::TimedOut), &query("0")));
         assert_eq!(t.status, PaymentStatus::TimedOut);
-        assert!(matches!(t.review, ReviewChange::Hold(ReviewReason::LateSuccess { .. })));
+        assert!(matches!(
+            t.review,
+            ReviewChange::Hold(ReviewReason::LateSuccess { .. })
+        ));
     }
 
     #[test]
     fn expiry_times_out_open_payments_only_when_due() {
         let p = snapshot(PaymentStatus::Pending);
-        assert!(matches!(on_expiry(&p, 1_000_000 + 299_999, 300_000), Outcome::Unchanged(_)));
+        assert!(matches!(
+            on_expiry(&p, 1_000_000 + 299_999, 300_000),
+            Outcome::Unchanged(_)
+        ));
         let t = changed(on_expiry(&p, 1_000_000 + 300_000, 300_000));
         assert_eq!(t.status, PaymentStatus::TimedOut);
         assert_eq!(t.notify, Some(FinalOutcome::TimedOut));
-        assert!(matches!(on_expiry(&snapshot(PaymentStatus::Completed), i64::MAX, 1), Outcome::Unchanged(_)));
+        assert!(matches!(
+            on_expiry(&snapshot(PaymentStatus::Completed), i64::MAX, 1),
+            Outcome::Unchanged(_)
+        ));
     }
 
     #[test]
     fn admin_settles_and_rejects_only_held_payments() {
         let p = snapshot(PaymentStatus::Pending);
-        assert!(matches!(on_admin_settle(&p, "ok", None), Outcome::Unchanged(_)));
+        assert!(matches!(
+            on_admin_settle(&p, "ok", None),
+            Outcome::Unchanged(_)
+        ));
         let mut held = p.clone();
         held.needs_review = true;
-        let t = changed(on_admin_settle(&held, "checked the statement", Some("SGA1XYZ123")));
+        let t = changed(on_admin_settle(
+            &held,
+            "checked the statement",
+            Some("SGA1XYZ123"),
+        ));
         assert_eq!(t.status, PaymentStatus::Completed);
         assert_eq!(t.review, ReviewChange::Clear);
         assert_eq!(t.notify, Some(FinalOutcome::Completed));
@@ -641,7 +754,10 @@ mod tests {
         assert_eq!(t.notify, Some(FinalOutcome::Failed));
         let mut held_completed = snapshot(PaymentStatus::Completed);
         held_completed.needs_review = true;
-        let t = changed(on_admin_reject(&held_completed, "the odd callback was noise"));
+        let t = changed(on_admin_reject(
+            &held_completed,
+            "the odd callback was noise",
+        ));
         assert_eq!(t.status, PaymentStatus::Completed);
         assert_eq!(t.notify, None);
         let t = changed(on_admin_settle(&held_completed, "fine", None));
@@ -653,13 +769,30 @@ mod tests {
     }
 
     fn any_code() -> impl Strategy<Value = String> {
-        prop::sample::select(vec!["0", "1", "17", "1001", "1019", "1032", "1037", "2001", "4999", "SFC_IC0003", "99"])
-            .prop_map(str::to_owned)
+        prop::sample::select(vec![
+            "0",
+            "1",
+            "17",
+            "1001",
+            "1019",
+            "1032",
+            "1037",
+            "2001",
+            "4999",
+            "SFC_IC0003",
+            "99",
+        ])
+        .prop_map(str::to_owned)
     }
 
     fn any_callback() -> impl Strategy<Value = CallbackReport> {
-        (any_code(), prop::option::of(0i64..20_000), prop::bool::ANY, "[A-Z0-9]{10}").prop_map(
-            |(code, amount, same_phone, receipt)| {
+        (
+            any_code(),
+            prop::option::of(0i64..20_000),
+            prop::bool::ANY,
+            "[A-Z0-9]{10}",
+        )
+            .prop_map(|(code, amount, same_phone, receipt)| {
                 let ok = code == "0";
                 CallbackReport {
                     result_code: ResultCode::from(code.as_str()),
@@ -667,12 +800,18 @@ mod tests {
                     success: ok.then(|| SuccessDetails {
                         receipt,
                         amount: amount.map(Cents),
-                        phone: Some(if same_phone { "254708374149" } else { "254711000000" }.into()),
+                        phone: Some(
+                            if same_phone {
+                                "254708374149"
+                            } else {
+                                "254711000000"
+                            }
+                            .into(),
+                        ),
                         transaction_date_ms: None,
                     }),
                 }
-            },
-        )
+            })
     }
 
     proptest! {

@@ -94,7 +94,11 @@ impl TransactionDesc {
             out.push(c);
         }
         let trimmed = out.trim();
-        TransactionDesc(if trimmed.is_empty() { "Payment".to_owned() } else { trimmed.to_owned() })
+        TransactionDesc(if trimmed.is_empty() {
+            "Payment".to_owned()
+        } else {
+            trimmed.to_owned()
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -114,7 +118,9 @@ impl Description {
             return Err(TextError::Empty);
         }
         if t.chars().count() > DESCRIPTION_MAX {
-            return Err(TextError::TooLong { max: DESCRIPTION_MAX });
+            return Err(TextError::TooLong {
+                max: DESCRIPTION_MAX,
+            });
         }
         if t.chars().any(char::is_control) {
             return Err(TextError::ControlCharacter);
@@ -149,29 +155,68 @@ mod tests {
 
     #[test]
     fn account_reference_is_refused_not_truncated() {
-        assert_eq!(AccountReference::parse("INV0042").unwrap().as_str(), "INV0042");
-        assert_eq!(AccountReference::parse(" INV-42/A ").unwrap().as_str(), "INV-42/A");
-        assert_eq!(AccountReference::parse("ABCDEFGHIJKLM"), Err(TextError::TooLong { max: 12 }));
-        assert_eq!(AccountReference::parse("A&B"), Err(TextError::DisallowedCharacter));
-        assert_eq!(AccountReference::parse("<script>"), Err(TextError::DisallowedCharacter));
+        assert_eq!(
+            AccountReference::parse("INV0042").unwrap().as_str(),
+            "INV0042"
+        );
+        assert_eq!(
+            AccountReference::parse(" INV-42/A ").unwrap().as_str(),
+            "INV-42/A"
+        );
+        assert_eq!(
+            AccountReference::parse("ABCDEFGHIJKLM"),
+            Err(TextError::TooLong { max: 12 })
+        );
+        assert_eq!(
+            AccountReference::parse("A&B"),
+            Err(TextError::DisallowedCharacter)
+        );
+        assert_eq!(
+            AccountReference::parse("<script>"),
+            Err(TextError::DisallowedCharacter)
+        );
         assert_eq!(AccountReference::parse("   "), Err(TextError::Empty));
-        assert_eq!(AccountReference::parse("résumé"), Err(TextError::DisallowedCharacter));
+        assert_eq!(
+            AccountReference::parse("résumé"),
+            Err(TextError::DisallowedCharacter)
+        );
     }
 
     #[test]
     fn transaction_desc_is_derived_safely() {
-        assert_eq!(TransactionDesc::derive_from("Dance class (November)").as_str(), "Dance class N");
-        assert_eq!(TransactionDesc::derive_from("<script>alert(1)</script>").as_str(), "script alert");
+        assert_eq!(
+            TransactionDesc::derive_from("Dance class (November)").as_str(),
+            "Dance class N"
+        );
+        assert_eq!(
+            TransactionDesc::derive_from("<script>alert(1)</script>").as_str(),
+            "script alert"
+        );
         assert_eq!(TransactionDesc::derive_from("@@@").as_str(), "Payment");
-        assert_eq!(TransactionDesc::derive_from("Order 42").as_str(), "Order 42");
+        assert_eq!(
+            TransactionDesc::derive_from("Order 42").as_str(),
+            "Order 42"
+        );
     }
 
     #[test]
     fn description_keeps_any_printable_text() {
-        assert_eq!(Description::parse("Darasa la densi 💃").unwrap().as_str(), "Darasa la densi 💃");
-        assert_eq!(Description::parse("<b>bold</b>").unwrap().as_str(), "<b>bold</b>");
-        assert_eq!(Description::parse("a\u{0}b"), Err(TextError::ControlCharacter));
-        assert_eq!(Description::parse(&"x".repeat(101)), Err(TextError::TooLong { max: 100 }));
+        assert_eq!(
+            Description::parse("Darasa la densi 💃").unwrap().as_str(),
+            "Darasa la densi 💃"
+        );
+        assert_eq!(
+            Description::parse("<b>bold</b>").unwrap().as_str(),
+            "<b>bold</b>"
+        );
+        assert_eq!(
+            Description::parse("a\u{0}b"),
+            Err(TextError::ControlCharacter)
+        );
+        assert_eq!(
+            Description::parse(&"x".repeat(101)),
+            Err(TextError::TooLong { max: 100 })
+        );
     }
 
     proptest! {
