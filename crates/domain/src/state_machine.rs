@@ -229,7 +229,11 @@ pub fn on_callback(p: &PaymentSnapshot, cb: &CallbackReport) -> Outcome {
             let details = match &cb.success {
                 Some(d) => d,
                 None => {
-                    return Outcome::Changed(Transition::hold(kind, p, ReviewReason::AmountMissing));
+                    return Outcome::Changed(Transition::hold(
+                        kind,
+                        p,
+                        ReviewReason::AmountMissing,
+                    ));
                 }
             };
             if let Some(reason) = success_mismatch(p, details) {
@@ -846,13 +850,12 @@ mod tests {
         #[test]
         fn completion_needs_a_matching_success(status in any_status(), cb in any_callback()) {
             let p = snapshot(status);
-            if let Outcome::Changed(t) = on_callback(&p, &cb) {
-                if t.status == PaymentStatus::Completed && status != PaymentStatus::Completed {
+            if let Outcome::Changed(t) = on_callback(&p, &cb)
+                && t.status == PaymentStatus::Completed && status != PaymentStatus::Completed {
                     let d = cb.success.as_ref().unwrap();
                     prop_assert_eq!(d.amount, Some(Cents(10_000)));
                     prop_assert_eq!(d.phone.as_deref(), Some("254708374149"));
                     prop_assert!(t.mpesa_receipt_number.is_some());
-                }
             }
         }
 
