@@ -1,0 +1,206 @@
+//! Field checks, in the terms Daraja uses to refuse a request. Requests are read as a JSON
+//! object first, so each missing or malformed field can be named in Daraja's own words
+//! (`Bad Request - Invalid PhoneNumber`); the typed `daraja::wire` request is read afterwards.
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, header};
+use mpesa_domain::{Cents, Msisdn};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::errors::ApiError;
+
+/// A request body read as a JSON object.
+pub(crate) struct Fields(Map<String, Value>);
+
+/// Reads a body as a JSON object. A form-encoded body (no JSON at all) is reported the way
+/// Daraja reports it, as the first field it could not find (`bad_form`); anything else that is
+/// not a JSON object is `400.002.05 Invalid Request Payload`.
+pub(crate) fn json_object(
+    headers: &HeaderMap,
+    body: &Bytes,
+    bad_form: impl FnOnce() -> ApiError,
+) -> Result<Fields, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(Fields(map)),
+        Ok(_) => Err(ApiError::invalid_payload()),
+        Err(_) => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if content_type.starts_with("application/x-www-form-urlencoded")
+                || content_type.starts_with("multipart/form-data")
+            {
+                Err(bad_form())
+            } else {
+                Err(ApiError::invalid_payload())
+            }
+        }
+    }
+}
+
+/// Reads the typed request once the fields have been checked. A body that passed the checks
+/// but still does not fit the wire type (say, a duplicated key) is an invalid payload.
+pub(crate) fn typed<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|_| ApiError::invalid_payload())
+}
+
+impl Fields {
+    /// A field's text: a string (trimmed of nothing: Daraja compares exactly) or the digits of an
+    /// integer. `None` when missing, null, empty or of another type.
+    pub(crate) fn text(&self, name: &str) -> Option<String> {
+        match self.0.get(name)? {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            Value::Number(n) => n
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| (f as i64).to_string()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.0.get(name).is_some_and(|v| !v.is_null())
+    }
+
+    /// A whole, positive amount from a number (`1`, `1.0`) or a numeric string (`"1"`,
+    /// `"1.00"`). Fractions, exponents, zero and negatives are `None`.
+    pub(crate) fn whole_amount(&self, name: &str) -> Option<i64> {
+        let text = match self.0.get(name)? {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.trim().to_owned(),
+            _ => return None,
+        };
+        let cents = Cents::parse(&text)?;
+        (cents.0 % 100 == 0 && cents.0 > 0).then_some(cents.0 / 100)
+    }
+
+    /// Text of at most `max` characters (at least one).
+    pub(crate) fn bounded_text(&self, name: &str, min: usize, max: usize) -> Option<String> {
+        self.text(name)
+            .filter(|t| (min..=max).contains(&t.chars().count()))
+    }
+}
+
+/// 5 to 7 digits.
+pub(crate) fn is_shortcode(text: &str) -> bool {
+    (5..=7).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Exactly `2547XXXXXXXX` or `2541XXXXXXXX` (no `07…`, no `+`).
+pub(crate) fn msisdn(text: &str) -> Option<Msisdn> {
+    Msisdn::parse(text).ok().filter(|m| m.as_str() == text)
+}
+
+/// `YYYYMMDDHHmmss`, a real time.
+pub(crate) fn is_timestamp(text: &str) -> bool {
+    daraja::parse_eat_timestamp(text).is_some()
+}
+
+/// Daraja's callback-URL rules: http(s) with a host, no whitespace, none of the forbidden words,
+/// https in production. (Whether the host is public is not checked: the simulator calls back
+/// to loopback receivers in tests, in both modes.)
+pub(crate) fn is_callback_url(text: &str, production: bool) -> bool {
+    match daraja::parse_callback_url(text, false) {
+        Ok(url) => !production || url.scheme() == "https",
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(json: &str) -> Fields {
+        json_object(
+            &HeaderMap::new(),
+            &Bytes::from(json.to_owned()),
+            ApiError::invalid_payload,
+        )
+        .ok()
+        .unwrap()
+    }
+
+    #[test]
+    fn amounts() {
+        let f = fields(
+            r#"{"a":1,"b":1.0,"c":"10","d":"5.00","e":1.5,"f":0,"g":-3,"h":"1e3","i":"x","j":250000}"#,
+        );
+        assert_eq!(f.whole_amount("a"), Some(1));
+        assert_eq!(f.whole_amount("b"), Some(1));
+        assert_eq!(f.whole_amount("c"), Some(10));
+        assert_eq!(f.whole_amount("d"), Some(5));
+        for bad in ["e", "f", "g", "h", "i", "missing"] {
+            assert_eq!(f.whole_amount(bad), None, "{bad}");
+        }
+        assert_eq!(f.whole_amount("j"), Some(250_000));
+    }
+
+    #[test]
+    fn texts_numbers_and_formats() {
+        let f = fields(r#"{"s":174379,"t":"174379","e":"","n":null,"o":{}}"#);
+        assert_eq!(f.text("s").as_deref(), Some("174379"));
+        assert_eq!(f.text("t").as_deref(), Some("174379"));
+        assert_eq!(f.text("e"), None);
+        assert_eq!(f.text("n"), None);
+        assert_eq!(f.text("o"), None);
+        assert!(is_shortcode("174379") && !is_shortcode("1743") && !is_shortcode("17437x"));
+        assert!(msisdn("254708374149").is_some() && msisdn("254110123456").is_some());
+        assert!(
+            msisdn("0708374149").is_none()
+                && msisdn("+254708374149").is_none()
+                && msisdn("254208374149").is_none()
+        );
+        assert!(
+            is_timestamp("20210628092408")
+                && !is_timestamp("2021062809240")
+                && !is_timestamp("20211328092408")
+        );
+        assert!(is_callback_url("http://127.0.0.1:9/cb", false));
+        assert!(!is_callback_url("http://127.0.0.1:9/cb", true));
+        assert!(is_callback_url("https://127.0.0.1:9/cb", true));
+        assert!(!is_callback_url("https://example.com/mpesa/cb", false));
+        assert!(!is_callback_url("https://example.com/cb ", false));
+        assert!(!is_callback_url("ftp://example.com/cb", false));
+    }
+
+    #[test]
+    fn payloads() {
+        let body = Bytes::from_static(b"BusinessShortCode=174379");
+        let mut form = HeaderMap::new();
+        form.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        let e = json_object(&form, &body, || {
+            ApiError::invalid_field("BusinessShortCode")
+        })
+        .err()
+        .unwrap();
+        assert!(
+            matches!(e.body, crate::errors::ErrorBody::Envelope(ref env) if env.error_message == "Bad Request - Invalid BusinessShortCode")
+        );
+        let e = json_object(
+            &HeaderMap::new(),
+            &Bytes::from_static(b"{not json"),
+            ApiError::invalid_payload,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(e.body, crate::errors::ErrorBody::Envelope(ref env) if env.error_code.0 == "400.002.05")
+        );
+        let e = json_object(
+            &HeaderMap::new(),
+            &Bytes::from_static(b"[1]"),
+            ApiError::invalid_payload,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(e.body, crate::errors::ErrorBody::Envelope(ref env) if env.error_code.0 == "400.002.05")
+        );
+    }
+}
