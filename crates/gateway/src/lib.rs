@@ -1,1 +1,26 @@
-//! placeholder
+//! mpesa-gateway: a self-hosted M-Pesa payments gateway.
+//!
+//! Where things live:
+//! * [`config`]: the environment variables;
+//! * [`app`]: wiring and graceful shutdown;
+//! * [`http`]: the HTTP edge (merchant API, Safaricom callbacks, health, metrics, OpenAPI);
+//! * [`payments`]: creating payments, sending pushes, the reconciler, notification planning;
+//! * [`callbacks`]: callback parsing, decisions, and group-committed ingestion;
+//! * [`cli`]: the command line.
+//!
+//! The payment rules are in the `mpesa-domain` crate, storage in `mpesa-storage`, the Daraja
+//! client in `daraja` and the simulator in `daraja-sim`.
+
+pub mod app;
+pub mod callbacks;
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod outbox;
+pub mod payments;
+pub mod sandbox;
+pub mod state;
+pub mod telemetry;

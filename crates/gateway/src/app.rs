@@ -1,0 +1,293 @@
+//! Wiring: from a [`Config`] to a running gateway (HTTP server, callback committer, reconciler,
+//! outbox worker, Telegram bot), and a graceful stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use daraja::{CertificateSource, DarajaClient, DarajaConfig};
+use mpesa_storage::{ConnectOptions, Storage};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::callbacks::CallbackIngestor;
+use crate::config::Config;
+use crate::health::DependencyHealth;
+use crate::http;
+use crate::ids::{new_id, random_hex};
+use crate::metrics::Metrics;
+use crate::payments::{NotificationPlan, Payments, reconciler};
+use crate::state::{AppState, StateInner};
+
+/// The settings key under which a generated callback secret is kept.
+pub const CALLBACK_SECRET_SETTING: &str = "callback_secret";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Storage(#[from] mpesa_storage::StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("Daraja client: {0}")]
+    Daraja(#[from] daraja::ConfigError),
+    #[error("{0}")]
+    Config(String),
+}
+
+pub struct App {
+    state: AppState,
+    listener: TcpListener,
+    ingestor_task: tokio::task::JoinHandle<()>,
+    simulator: Option<daraja_sim::Simulator>,
+}
+
+/// Opens, checks and migrates the database a configuration names.
+pub async fn open_storage(
+    database_url: &SecretString,
+    max_connections: u32,
+) -> Result<Arc<dyn Storage>, StartError> {
+    let storage = mpesa_storage::connect(
+        database_url.expose_secret(),
+        &ConnectOptions {
+            max_connections,
+            ..ConnectOptions::default()
+        },
+    )
+    .await?;
+    let version = storage.check_server().await?;
+    tracing::info!(backend = storage.backend().as_str(), %version, "database reachable");
+    storage.migrate().await?;
+    Ok(storage)
+}
+
+impl App {
+    /// Connects, migrates, binds the listener and builds every part, without starting them.
+    /// With `--sandbox`, the simulator is configured from the `DARAJA_SIM_*` variables.
+    pub async fn build(config: Config) -> Result<App, StartError> {
+        let sim = if config.sandbox {
+            let sim = sandbox_simulator_config(&config)
+                .apply_env(|name| std::env::var(name).ok())
+                .map_err(|e| StartError::Config(e.to_string()))?;
+            Some(sim)
+        } else {
+            None
+        };
+        App::build_with_simulator(config, sim).await
+    }
+
+    /// As [`App::build`], with the in-process simulator's configuration given (tests).
+    pub async fn build_with_simulator(
+        mut config: Config,
+        sim_config: Option<daraja_sim::SimConfig>,
+    ) -> Result<App, StartError> {
+        daraja::install_crypto_provider();
+        let storage = open_storage(&config.database_url, config.database_max_connections).await?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        config.listen = local;
+        let public_url = config.public_url.clone().unwrap_or_else(|| {
+            Url::parse(&format!("http://{local}/")).expect("socket address forms a URL")
+        });
+
+        let callback_secret = match &config.callback_secret {
+            Some(s) => s.clone(),
+            None => SecretString::from(
+                storage
+                    .put_setting_if_absent(
+                        CALLBACK_SECRET_SETTING,
+                        &random_hex(16),
+                        crate::ids::now_ms(),
+                    )
+                    .await?,
+            ),
+        };
+        let callback_url = public_url
+            .join(&format!(
+                "callbacks/{}/stk",
+                callback_secret.expose_secret()
+            ))
+            .map_err(|e| {
+                StartError::Config(format!(
+                    "MPESA_CALLBACK_URL cannot carry the callback path: {e}"
+                ))
+            })?;
+
+        let simulator = match (config.sandbox, sim_config) {
+            (true, sim_config) => {
+                let sim = daraja_sim::Simulator::new(
+                    sim_config.unwrap_or_else(|| sandbox_simulator_config(&config)),
+                )
+                .map_err(|e| StartError::Config(format!("simulator: {e}")))?;
+                config.daraja.base_url = Some(
+                    Url::parse(&format!("http://{local}/sandbox/"))
+                        .expect("socket address forms a URL"),
+                );
+                Some(sim)
+            }
+            (false, _) => None,
+        };
+        let daraja = DarajaClient::new(daraja_config(&config))?;
+
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(DependencyHealth::default());
+        let outbox_wake = Arc::new(Notify::new());
+        let plan = NotificationPlan::from_config(&config);
+        let payments = Payments::new(
+            storage.clone(),
+            daraja.clone(),
+            crate::payments::service::Settings {
+                callback_url,
+                amount_bounds: config.amount_bounds,
+                reconcile_after_ms: config.reconcile_after.as_millis() as i64,
+                expires_after_ms: config.payment_expires_after.as_millis() as i64,
+            },
+            plan.clone(),
+            metrics.clone(),
+            outbox_wake.clone(),
+        );
+        let (ingestor, ingestor_task) = CallbackIngestor::start(
+            storage.clone(),
+            Arc::new(plan),
+            metrics.clone(),
+            outbox_wake.clone(),
+        );
+        let state = AppState::new(StateInner {
+            config,
+            storage,
+            daraja,
+            payments,
+            ingestor,
+            metrics,
+            health,
+            callback_secret,
+            api_keys: Default::default(),
+            outbox_wake,
+            instance_id: new_id("gw"),
+            started_at: std::time::Instant::now(),
+        });
+        Ok(App {
+            state,
+            listener,
+            ingestor_task,
+            simulator,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.config.listen
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    pub fn simulator(&self) -> Option<&daraja_sim::Simulator> {
+        self.simulator.as_ref()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, finishes in-flight requests,
+    /// stops the workers, commits what the callback committer holds and closes the database.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let App {
+            state,
+            listener,
+            ingestor_task,
+            simulator,
+        } = self;
+        let mut router = http::router(state.clone());
+        if let Some(sim) = &simulator {
+            router = router.nest("/sandbox", sim.router());
+        }
+        let mut workers = tokio::task::JoinSet::new();
+        workers.spawn(reconciler::run(state.payments.clone(), shutdown.clone()));
+
+        tracing::info!(listen = %state.config.listen, sandbox = state.config.sandbox, "mpesa-gateway listening");
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let result = server.await;
+        shutdown.cancel();
+        while workers.join_next().await.is_some() {}
+        let storage = state.storage.clone();
+        drop(state);
+        // Every sender is gone now: the committer finishes its queue and stops.
+        let _ = ingestor_task.await;
+        storage.close().await;
+        tracing::info!("mpesa-gateway stopped");
+        result
+    }
+}
+
+/// The simulator `serve --sandbox` runs: it accepts the configured credentials, shortcode and
+/// passkey besides its defaults.
+pub fn sandbox_simulator_config(config: &Config) -> daraja_sim::SimConfig {
+    daraja_sim::SimConfig::with_credentials(
+        config.daraja.consumer_key.clone(),
+        config.daraja.consumer_secret.expose_secret().to_owned(),
+    )
+    .with_shortcode(daraja_sim::ShortcodeConfig::new(
+        config.daraja.shortcode.clone(),
+        Some(config.daraja.passkey.expose_secret()),
+    ))
+}
+
+pub fn daraja_config(config: &Config) -> DarajaConfig {
+    let d = &config.daraja;
+    let mut c = DarajaConfig::new(
+        d.environment,
+        SecretString::from(d.consumer_key.clone()),
+        d.consumer_secret.clone(),
+    );
+    c.base_url = d.base_url.clone();
+    c.shortcode = d.shortcode.clone();
+    c.passkey = d.passkey.clone();
+    c.transaction_type = d.transaction_type;
+    c.party_b = Some(d.party_b.clone());
+    c.initiator_name = d.initiator_name.clone();
+    c.initiator_password = d.initiator_password.clone();
+    if let Some(path) = &d.certificate_path {
+        c.certificate = CertificateSource::File(path.into());
+    }
+    c.request_timeout = d.request_timeout;
+    c.amount_bounds = config.amount_bounds;
+    c
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight work");
+}

@@ -1,0 +1,183 @@
+//! Durable callback ingestion with group commit.
+//!
+//! A callback is acknowledged only after its raw body and its effect are committed. Committing
+//! each one alone costs one fsync each; instead, concurrent callbacks queue here and a committer
+//! takes everything queued into one transaction (one fsync for the batch), then answers each
+//! waiting request. Under light load a batch is a single callback and nothing waits; under load
+//! batches grow by themselves. SQLite has one committer (it has one writer anyway); PostgreSQL and
+//! MySQL have a few, so their connection pools are used.
+
+use std::sync::Arc;
+
+use mpesa_storage::{Backend, IncomingCallback, IngestedCallback, Storage, StorageError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::callbacks::{Reports, decide_stk};
+use crate::ids::now_ms;
+use crate::metrics::Metrics;
+use crate::payments::NotificationPlan;
+use crate::payments::service::observe_committed;
+
+/// The largest batch one transaction takes.
+const MAX_BATCH: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+struct Job {
+    callback: IncomingCallback,
+    report: Option<mpesa_domain::CallbackReport>,
+    reply: oneshot::Sender<Result<IngestedCallback, IngestError>>,
+}
+
+#[derive(Clone)]
+pub struct CallbackIngestor {
+    queue: mpsc::Sender<Job>,
+}
+
+impl CallbackIngestor {
+    /// Starts the committer. It stops when every `CallbackIngestor` clone is dropped, after
+    /// finishing what is queued (graceful shutdown loses nothing half-written).
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        plan: Arc<NotificationPlan>,
+        metrics: Arc<Metrics>,
+        outbox_wake: Arc<tokio::sync::Notify>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<Job>(4096);
+        let committers = match storage.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres | Backend::MySql => 4,
+        };
+        let handle = tokio::spawn(run(rx, storage, plan, metrics, outbox_wake, committers));
+        (CallbackIngestor { queue: tx }, handle)
+    }
+
+    /// Stores and applies one callback; returns once it is committed.
+    pub async fn ingest(
+        &self,
+        callback: IncomingCallback,
+        report: Option<mpesa_domain::CallbackReport>,
+    ) -> Result<IngestedCallback, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job {
+                callback,
+                report,
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
+        answer.await.map_err(|_| IngestError::ShuttingDown)?
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Job>,
+    storage: Arc<dyn Storage>,
+    plan: Arc<NotificationPlan>,
+    metrics: Arc<Metrics>,
+    outbox_wake: Arc<tokio::sync::Notify>,
+    committers: usize,
+) {
+    let permits = Arc::new(Semaphore::new(committers));
+    let mut inflight = tokio::task::JoinSet::new();
+    loop {
+        // Wait for a committer first: while all are busy, callbacks pile up and form the next
+        // batch.
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let Some(first) = rx.recv().await else { break };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let storage = storage.clone();
+        let plan = plan.clone();
+        let metrics = metrics.clone();
+        let wake = outbox_wake.clone();
+        inflight.spawn(async move {
+            commit(batch, storage.as_ref(), &plan, &metrics, &wake).await;
+            drop(permit);
+        });
+        while inflight.try_join_next().is_some() {}
+    }
+    while inflight.join_next().await.is_some() {}
+}
+
+async fn commit(
+    batch: Vec<Job>,
+    storage: &dyn Storage,
+    plan: &NotificationPlan,
+    metrics: &Metrics,
+    wake: &tokio::sync::Notify,
+) {
+    let mut reports = Reports::new();
+    let mut callbacks = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for job in batch {
+        if let Some(r) = job.report {
+            reports.insert(job.callback.id.clone(), r);
+        }
+        callbacks.push(job.callback);
+        replies.push(job.reply);
+    }
+    let kinds: Vec<&'static str> = callbacks.iter().map(|c| c.kind.as_str()).collect();
+    let now = now_ms();
+    let result = storage
+        .ingest_callbacks(callbacks, now, &|incoming, payment| {
+            decide_stk(plan, incoming, reports.get(&incoming.id), payment, now)
+        })
+        .await;
+    match result {
+        Ok(items) => {
+            for ((item, reply), kind) in items.into_iter().zip(replies).zip(kinds) {
+                let answer = match item {
+                    Ok(ingested) => {
+                        metrics.inc(
+                            "mpesa_gateway_callbacks_received_total",
+                            &[("kind", kind), ("outcome", ingested.outcome.as_str())],
+                        );
+                        if let (Some(after), Some(update)) = (&ingested.payment, &ingested.update) {
+                            observe_committed(metrics, wake, after, update);
+                        }
+                        Ok(ingested)
+                    }
+                    Err(e) => {
+                        metrics.inc(
+                            "mpesa_gateway_callbacks_received_total",
+                            &[("kind", kind), ("outcome", "error")],
+                        );
+                        Err(IngestError::Storage(e))
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "callback batch could not be committed; answering with an error so nothing is acknowledged");
+            let text = e.to_string();
+            for (reply, kind) in replies.into_iter().zip(kinds) {
+                metrics.inc(
+                    "mpesa_gateway_callbacks_received_total",
+                    &[("kind", kind), ("outcome", "error")],
+                );
+                let _ = reply.send(Err(IngestError::Storage(match &e {
+                    StorageError::Unavailable(_) => StorageError::Unavailable(text.clone()),
+                    _ => StorageError::Database(text.clone()),
+                })));
+            }
+        }
+    }
+}

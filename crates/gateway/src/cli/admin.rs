@@ -1,0 +1,94 @@
+//! `mpesa-gateway admin create-user`: dashboard users, with Argon2 password hashes.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{Context, bail};
+use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+use mpesa_storage::{AdminUser, Storage};
+
+use crate::ids::{new_id, now_ms};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Create a dashboard user, or set a new password for an existing one. The password is
+    /// asked at a prompt, or read from the first line of stdin when it is not a terminal.
+    CreateUser {
+        #[arg(long)]
+        username: String,
+    },
+    ListUsers,
+}
+
+pub const MIN_PASSWORD_CHARS: usize = 10;
+
+/// An Argon2id PHC string for a password.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?
+        .to_string())
+}
+
+pub async fn run(storage: &dyn Storage, command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::CreateUser { username } => {
+            let username = username.trim().to_owned();
+            if username.is_empty()
+                || username.len() > 64
+                || !username
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+            {
+                bail!("--username: 1 to 64 letters, digits or . _ - @");
+            }
+            let password = read_password()?;
+            if password.chars().count() < MIN_PASSWORD_CHARS {
+                bail!("the password must have at least {MIN_PASSWORD_CHARS} characters");
+            }
+            let hash = hash_password(&password)?;
+            let created = storage
+                .upsert_admin_user(&AdminUser {
+                    id: new_id("usr"),
+                    username: username.clone(),
+                    password_hash: hash,
+                    created_at: now_ms(),
+                })
+                .await?;
+            println!(
+                "{} dashboard user {username}",
+                if created {
+                    "created"
+                } else {
+                    "updated the password of"
+                }
+            );
+        }
+        AdminCommand::ListUsers => {
+            for u in storage.list_admin_users().await? {
+                println!("{}  {}", u.id, u.username);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first =
+            rpassword::prompt_password("Password: ").context("could not read the password")?;
+        let second = rpassword::prompt_password("Password again: ")
+            .context("could not read the password")?;
+        if first != second {
+            bail!("the passwords differ");
+        }
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("could not read the password from stdin")?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+}

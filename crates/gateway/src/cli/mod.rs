@@ -1,0 +1,88 @@
+//! The command line: `mpesa-gateway <command>`.
+
+pub mod admin;
+pub mod api_keys;
+pub mod config_check;
+pub mod pay;
+pub mod payments;
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mpesa-gateway",
+    version,
+    about = "A self-hosted M-Pesa payments gateway",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: HTTP server, reconciler, outbox worker, Telegram bot when configured.
+    Serve {
+        /// Also run the built-in Daraja simulator in-process and use it (no Safaricom account needed).
+        #[arg(long)]
+        sandbox: bool,
+    },
+    /// Run the Daraja simulator alone.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8001", env = "SANDBOX_LISTEN")]
+        listen: SocketAddr,
+    },
+    /// Apply database migrations to DATABASE_URL and exit.
+    Migrate,
+    /// Start a payment through a running gateway and follow it to its final state.
+    Pay(pay::PayArgs),
+    /// Look at payments in the database.
+    Payments {
+        #[command(subcommand)]
+        command: payments::PaymentsCommand,
+    },
+    /// Merchant API keys.
+    #[command(name = "api-keys")]
+    ApiKeys {
+        #[command(subcommand)]
+        command: api_keys::ApiKeysCommand,
+    },
+    /// Dashboard users.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Exit 0 when the gateway at --url answers /health with 200 (for container health checks).
+    Healthcheck {
+        #[arg(
+            long,
+            env = "MPESA_GATEWAY_URL",
+            default_value = "http://127.0.0.1:8000"
+        )]
+        url: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (secrets masked) and test each connection.
+    Check {
+        /// Check as `serve --sandbox` would run.
+        #[arg(long)]
+        sandbox: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}

@@ -1,0 +1,249 @@
+//! `mpesa-gateway payments list|show|export`: read payments straight from the database.
+
+use std::io::Write;
+
+use anyhow::Context;
+use mpesa_domain::{Msisdn, PaymentStatus};
+use mpesa_storage::{PageRequest, Payment, PaymentFilter, Storage};
+
+use crate::cli::ExportFormat;
+use crate::ids::{eat_display, rfc3339};
+use crate::payments::PaymentView;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PaymentsCommand {
+    /// The newest payments.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// One payment with its timeline and callbacks.
+    Show { id: String },
+    /// Every payment matching the filters, as CSV or JSON on stdout.
+    Export {
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FilterArgs {
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub phone: Option<String>,
+    #[arg(long)]
+    pub reference: Option<String>,
+    #[arg(long)]
+    pub receipt: Option<String>,
+}
+
+impl FilterArgs {
+    fn to_filter(&self) -> anyhow::Result<PaymentFilter> {
+        Ok(PaymentFilter {
+            status: match &self.status {
+                Some(s) => {
+                    Some(PaymentStatus::parse(s).with_context(|| format!("unknown status {s:?}"))?)
+                }
+                None => None,
+            },
+            phone: match &self.phone {
+                Some(p) => Some(
+                    Msisdn::parse(p)
+                        .map_err(|e| anyhow::anyhow!("--phone: {e}"))?
+                        .to_string(),
+                ),
+                None => None,
+            },
+            reference: self.reference.clone(),
+            receipt: self.receipt.clone(),
+            ..PaymentFilter::default()
+        })
+    }
+}
+
+pub async fn run(storage: &dyn Storage, command: PaymentsCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        PaymentsCommand::List { filter, limit } => {
+            let page = storage
+                .list_payments(
+                    &filter.to_filter()?,
+                    &PageRequest {
+                        limit: limit.clamp(1, 500),
+                        cursor: None,
+                    },
+                )
+                .await?;
+            writeln!(
+                out,
+                "{:<36}  {:<9}  {:>9}  {:<12}  {:<12}  {:<10}  created (EAT)",
+                "id", "status", "amount", "phone", "reference", "receipt"
+            )?;
+            for p in &page.items {
+                writeln!(
+                    out,
+                    "{:<36}  {:<9}  {:>9}  {:<12}  {:<12}  {:<10}  {}{}",
+                    p.id,
+                    p.status.as_str(),
+                    p.amount.shillings(),
+                    p.phone.as_str(),
+                    p.reference,
+                    p.mpesa_receipt_number.as_deref().unwrap_or("-"),
+                    eat_display(p.created_at),
+                    if p.needs_review {
+                        "  [needs review]"
+                    } else {
+                        ""
+                    }
+                )?;
+            }
+            if page.items.is_empty() {
+                writeln!(out, "(no payments)")?;
+            }
+        }
+        PaymentsCommand::Show { id } => {
+            let p = storage
+                .get_payment(&id)
+                .await?
+                .with_context(|| format!("no payment {id}"))?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&PaymentView::from(&p))?
+            )?;
+            writeln!(out, "\ntimeline:")?;
+            for e in storage.payment_events(&id).await? {
+                writeln!(out, "  {}  {:<22} {}", eat_display(e.at), e.kind, e.detail)?;
+            }
+            let callbacks = storage.callbacks_for_payment(&id).await?;
+            writeln!(out, "\ncallbacks ({}):", callbacks.len())?;
+            for c in callbacks {
+                writeln!(
+                    out,
+                    "  {}  {}  {}  {}",
+                    eat_display(c.received_at),
+                    c.id,
+                    c.outcome.as_str(),
+                    String::from_utf8_lossy(&c.body)
+                )?;
+            }
+        }
+        PaymentsCommand::Export { format, filter } => {
+            let filter = filter.to_filter()?;
+            let mut cursor = None;
+            let mut first = true;
+            if matches!(format, ExportFormat::Csv) {
+                writeln!(out, "{}", CSV_HEADER.join(","))?;
+            } else {
+                write!(out, "[")?;
+            }
+            loop {
+                let page = storage
+                    .list_payments(
+                        &filter,
+                        &PageRequest {
+                            limit: 500,
+                            cursor: cursor.clone(),
+                        },
+                    )
+                    .await?;
+                for p in &page.items {
+                    match format {
+                        ExportFormat::Csv => writeln!(out, "{}", csv_row(p))?,
+                        ExportFormat::Json => {
+                            if !first {
+                                write!(out, ",")?;
+                            }
+                            write!(out, "\n{}", serde_json::to_string(&PaymentView::from(p))?)?;
+                        }
+                    }
+                    first = false;
+                }
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            if matches!(format, ExportFormat::Json) {
+                writeln!(out, "\n]")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub const CSV_HEADER: &[&str] = &[
+    "id",
+    "status",
+    "amount",
+    "phone",
+    "reference",
+    "description",
+    "mpesa_receipt_number",
+    "result_code",
+    "result_desc",
+    "checkout_request_id",
+    "transaction_date",
+    "created_at",
+    "completed_at",
+    "needs_review",
+    "review_reason",
+];
+
+/// One CSV line. Fields are quoted when needed, and text that a spreadsheet would run as a
+/// formula (`=`, `+`, `-`, `@` first) is prefixed with `'`.
+pub fn csv_row(p: &Payment) -> String {
+    let fields: Vec<String> = vec![
+        p.id.clone(),
+        p.status.as_str().into(),
+        p.amount.shillings().to_string(),
+        p.phone.as_str().into(),
+        p.reference.clone(),
+        p.description.clone(),
+        p.mpesa_receipt_number.clone().unwrap_or_default(),
+        p.result_code.clone().unwrap_or_default(),
+        p.result_desc.clone().unwrap_or_default(),
+        p.checkout_request_id.clone().unwrap_or_default(),
+        p.transaction_date.map(rfc3339).unwrap_or_default(),
+        rfc3339(p.created_at),
+        p.completed_at().map(rfc3339).unwrap_or_default(),
+        p.needs_review.to_string(),
+        p.review_reason.clone().unwrap_or_default(),
+    ];
+    fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn csv_field(raw: &str) -> String {
+    let mut f = raw.to_owned();
+    if f.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        f.insert(0, '\'');
+    }
+    if f.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_are_safe() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+        assert_eq!(csv_field("-2+3,x"), "\"'-2+3,x\"");
+    }
+}

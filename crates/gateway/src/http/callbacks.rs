@@ -1,0 +1,237 @@
+//! Safaricom-facing callbacks, under a secret path (`/callbacks/{secret}/…`): no API key (Daraja
+//! sends none), so the path is the credential, and a success is settled only when it matches the
+//! payment we asked for (see the state machine).
+//!
+//! Safaricom gets `{"ResultCode":0,"ResultDesc":"Accepted"}` only after the raw body and its
+//! effect are committed. An unparseable body is stored too and answered 400. A wrong secret gets
+//! 404 and a log line, and nothing is stored (so strangers cannot fill the database).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use mpesa_storage::{CallbackKind, CallbackOutcome, IncomingCallback};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::callbacks::{IngestError, parse_stk};
+use crate::ids::{new_id, now_ms, secrets_equal};
+use crate::state::AppState;
+
+/// Headers worth keeping with a raw callback (never cookies or authorization).
+const KEPT_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "user-agent",
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded-proto",
+    "host",
+];
+
+/// The TCP peer's address, when the server was started with connect info.
+pub struct PeerAddr(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(PeerAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(a)| *a),
+        ))
+    }
+}
+
+fn accepted() -> Response {
+    (
+        StatusCode::OK,
+        Json(json!({ "ResultCode": 0, "ResultDesc": "Accepted" })),
+    )
+        .into_response()
+}
+
+fn refused(status: StatusCode, desc: &str) -> Response {
+    (status, Json(json!({ "ResultCode": 1, "ResultDesc": desc }))).into_response()
+}
+
+pub async fn stk(
+    state: State<AppState>,
+    path: Path<String>,
+    peer: PeerAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    receive(state, path, peer, headers, body, CallbackKind::Stk).await
+}
+
+pub async fn c2b_validation(
+    state: State<AppState>,
+    path: Path<String>,
+    peer: PeerAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    receive(
+        state,
+        path,
+        peer,
+        headers,
+        body,
+        CallbackKind::C2bValidation,
+    )
+    .await
+}
+
+pub async fn c2b_confirmation(
+    state: State<AppState>,
+    path: Path<String>,
+    peer: PeerAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    receive(
+        state,
+        path,
+        peer,
+        headers,
+        body,
+        CallbackKind::C2bConfirmation,
+    )
+    .await
+}
+
+pub async fn b2c_result(
+    state: State<AppState>,
+    path: Path<String>,
+    peer: PeerAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    receive(state, path, peer, headers, body, CallbackKind::B2cResult).await
+}
+
+pub async fn queue_timeout(
+    state: State<AppState>,
+    path: Path<String>,
+    peer: PeerAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    receive(state, path, peer, headers, body, CallbackKind::Timeout).await
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    Path(secret): Path<String>,
+    peer: PeerAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    kind: CallbackKind,
+) -> Response {
+    let remote_addr = peer.0.map(|a| a.ip().to_string());
+    if !secrets_equal(&secret, state.callback_secret.expose_secret()) {
+        state.metrics.inc(
+            "mpesa_gateway_callbacks_rejected_total",
+            &[("reason", "wrong_secret")],
+        );
+        tracing::warn!(remote = ?remote_addr, kind = kind.as_str(), "callback with a wrong secret path refused");
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": { "code": "not_found", "message": "not found" } })),
+        )
+            .into_response();
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            state.metrics.inc(
+                "mpesa_gateway_callbacks_rejected_total",
+                &[("reason", "unreadable_body")],
+            );
+            tracing::warn!(remote = ?remote_addr, status = %rejection.status(), "callback body refused");
+            return refused(rejection.status(), "Rejected: body too large or unreadable");
+        }
+    };
+    let kept: BTreeMap<String, String> = headers
+        .iter()
+        .filter(|(name, _)| KEPT_HEADERS.contains(&name.as_str()))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes())
+                    .chars()
+                    .take(512)
+                    .collect(),
+            )
+        })
+        .collect();
+
+    let (checkout_request_id, report, parse_error) = match kind {
+        CallbackKind::Stk => {
+            let parsed = parse_stk(&body);
+            match parsed.report {
+                Ok(r) => (parsed.checkout_request_id, Some(r), None),
+                Err(e) => (parsed.checkout_request_id, None, Some(e)),
+            }
+        }
+        // Other kinds are stored for audit; a body that is not JSON is still noted.
+        _ => match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(_) => (None, None, None),
+            Err(e) => (None, None, Some(format!("the body is not valid JSON: {e}"))),
+        },
+    };
+    let unparseable = parse_error.is_some();
+    let incoming = IncomingCallback {
+        id: new_id("cb"),
+        kind,
+        received_at: now_ms(),
+        remote_addr: remote_addr.clone(),
+        headers: serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()),
+        body: body.to_vec(),
+        checkout_request_id,
+        parse_error: parse_error.clone(),
+    };
+    let callback_id = incoming.id.clone();
+    match state.ingestor.ingest(incoming, report).await {
+        Ok(ingested) => {
+            match ingested.outcome {
+                CallbackOutcome::Unmatched => {
+                    tracing::warn!(%callback_id, remote = ?remote_addr, "STK callback for an unknown CheckoutRequestID kept as unmatched")
+                }
+                CallbackOutcome::HeldForReview => {
+                    tracing::warn!(%callback_id, payment_id = ?ingested.payment.as_ref().map(|p| &p.id), "callback held its payment for review")
+                }
+                CallbackOutcome::Unparseable => {
+                    tracing::warn!(%callback_id, error = ?parse_error, "unparseable callback stored")
+                }
+                outcome => {
+                    tracing::debug!(%callback_id, outcome = outcome.as_str(), "callback stored")
+                }
+            }
+            if unparseable {
+                refused(
+                    StatusCode::BAD_REQUEST,
+                    "Rejected: the body could not be parsed; it was stored",
+                )
+            } else {
+                accepted()
+            }
+        }
+        Err(IngestError::ShuttingDown) => {
+            refused(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable")
+        }
+        Err(IngestError::Storage(e)) => {
+            tracing::error!(%callback_id, error = %e, "callback NOT stored; answering an error so it is not acknowledged");
+            refused(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable")
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The HTTP edge: routes, middleware, and the one error type that becomes every error answer.
+
+pub mod api;
+pub mod auth;
+pub mod callbacks;
+pub mod error;
+pub mod openapi;
+pub mod service;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::http::error::ApiError;
+use crate::state::AppState;
+
+/// Bodies larger than this are refused with 413 before they are read whole.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let openapi = serde_json::to_value(openapi::document()).unwrap_or_default();
+    let api = Router::new()
+        .route(
+            "/api/v1/payments",
+            post(api::create_payment).get(api::list_payments),
+        )
+        .route("/api/v1/payments/{id}", get(api::get_payment))
+        .route("/api/v1/payments/{id}/refresh", post(api::refresh_payment))
+        .route(
+            "/api/openapi.json",
+            get(move || async move { axum::Json(openapi) }),
+        );
+    let callbacks = Router::new()
+        .route("/callbacks/{secret}/stk", post(callbacks::stk))
+        .route(
+            "/callbacks/{secret}/c2b/validation",
+            post(callbacks::c2b_validation),
+        )
+        .route(
+            "/callbacks/{secret}/c2b/confirmation",
+            post(callbacks::c2b_confirmation),
+        )
+        .route(
+            "/callbacks/{secret}/b2c/result",
+            post(callbacks::b2c_result),
+        )
+        .route(
+            "/callbacks/{secret}/timeout",
+            post(callbacks::queue_timeout),
+        );
+    Router::new()
+        .route("/", get(service::index))
+        .route("/health", get(service::health))
+        .route("/metrics", get(service::metrics))
+        .merge(api)
+        .merge(callbacks)
+        .fallback(|| async { ApiError::NotFound("no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(90),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .with_state(state)
+}
+
+/// Counts and times every request by its route pattern (never the raw path: it holds secrets).
+async fn observe(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    let class = match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    let elapsed = started.elapsed();
+    state.metrics.inc(
+        "mpesa_gateway_http_requests_total",
+        &[("route", &route), ("status", class)],
+    );
+    state.metrics.observe(
+        "mpesa_gateway_http_request_duration_seconds",
+        &[("route", &route)],
+        elapsed.as_secs_f64(),
+    );
+    tracing::debug!(%method, %route, status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request");
+    if status == StatusCode::PAYLOAD_TOO_LARGE
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|v| v != "application/json")
+    {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    response
+}

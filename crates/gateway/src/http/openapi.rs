@@ -1,0 +1,42 @@
+//! The merchant API's OpenAPI document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::http::api;
+use crate::payments::PaymentView;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "mpesa-gateway merchant API",
+        description = "Start M-Pesa STK payments and follow them to their final state. Authenticate with `Authorization: Bearer <API key>` (create one with `mpesa-gateway api-keys create --name NAME`).",
+        license(name = "MIT")
+    ),
+    paths(api::create_payment, api::get_payment, api::list_payments, api::refresh_payment),
+    components(schemas(PaymentView, api::CreatePaymentRequest, api::PaymentList, api::ErrorBody, api::ErrorDetail)),
+    modifiers(&ApiKeyAuth),
+    tags((name = "payments", description = "M-Pesa Express (STK Push) payments"))
+)]
+pub struct ApiDoc;
+
+struct ApiKeyAuth;
+
+impl Modify for ApiKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: mpg_…"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

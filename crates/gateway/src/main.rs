@@ -1,0 +1,105 @@
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use mpesa_gateway::app::{App, open_storage, shutdown_signal};
+use mpesa_gateway::cli::{Cli, Command, ConfigCommand};
+use mpesa_gateway::config::{self, Config, ProcessEnv};
+use mpesa_gateway::{cli, sandbox, telemetry};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    config::load_dotenv();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { sandbox } => {
+            let config = Config::from_source(ProcessEnv, sandbox)?;
+            telemetry::init(config.log_format);
+            let app = App::build(config).await?;
+            if sandbox {
+                sandbox::announce(&app).await?;
+            }
+            let shutdown = CancellationToken::new();
+            let trigger = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                trigger.cancel();
+            });
+            app.run_until_stopped(shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sandbox { listen } => {
+            telemetry::init(config::LogFormat::Text);
+            sandbox::run_standalone(listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            telemetry::init(config::LogFormat::Text);
+            let url = Config::database_url_from(ProcessEnv)?;
+            let storage = open_storage(&url, 2).await?;
+            storage.close().await;
+            eprintln!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pay(args) => Ok(if cli::pay::run(args).await? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }),
+        Command::Payments { command } => {
+            let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
+            cli::payments::run(storage.as_ref(), command).await?;
+            storage.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ApiKeys { command } => {
+            let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
+            cli::api_keys::run(storage.as_ref(), command).await?;
+            storage.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin { command } => {
+            let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
+            cli::admin::run(storage.as_ref(), command).await?;
+            storage.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command: ConfigCommand::Check { sandbox },
+        } => {
+            let config = Config::from_source(ProcessEnv, sandbox)?;
+            Ok(if cli::config_check::run(&config).await {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Healthcheck { url } => {
+            daraja::install_crypto_provider();
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()?;
+            let response = client
+                .get(format!("{}/health", url.trim_end_matches('/')))
+                .send()
+                .await
+                .context("no answer")?;
+            Ok(if response.status().is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The durable outbox: email, Telegram and webhook messages written in the same transaction as
+//! the payment change they announce, delivered here at least once, outside any transaction.
+//!
+//! The worker claims due events with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL and
+//! MariaDB; one writer on SQLite), so several instances never deliver the same event at the same
+//! time; a worker that dies mid-delivery loses its lease and another takes the event over (the
+//! stable event id lets receivers drop the rare repeat). Each attempt is recorded with its
+//! status, error and duration; failures are retried on the channel's schedule and, after the
+//! last, dead-lettered until a person retries them (`mpesa-gateway outbox retry ID`).
+
+pub mod schedule;
+
+pub use schedule::{RetrySchedule, RetrySchedules};
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mpesa_storage::{Channel, DeliveryAttempt, DeliveryResult, OutboxEvent, Storage};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::health::DependencyHealth;
+use crate::ids::now_ms;
+use crate::metrics::Metrics;
+
+/// How long a claim protects an event; every attempt is bounded well below it.
+const LEASE_MS: i64 = 120_000;
+const BATCH: u32 = 32;
+const CONCURRENCY: usize = 8;
+/// How often to look for retries that came due while idle.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// What one attempt came to, as a channel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered {
+        code: Option<i32>,
+    },
+    /// Failed; try again on the schedule, or after `after` when the receiver said so
+    /// (Telegram's `retry_after`).
+    Failed {
+        error: String,
+        code: Option<i32>,
+        after: Option<Duration>,
+    },
+    /// Failed in a way retrying cannot fix (e.g. a malformed payload): dead-letter now.
+    Permanent {
+        error: String,
+        code: Option<i32>,
+    },
+    /// The destination refuses us for good (a chat that blocked the bot).
+    Blocked {
+        error: String,
+        code: Option<i32>,
+    },
+}
+
+/// Sends one event on its channel. Implemented by the email, Telegram and webhook senders.
+pub trait Sender: Send + Sync {
+    fn send(&self, event: &OutboxEvent) -> impl Future<Output = Delivery> + Send;
+}
+
+/// The configured channels.
+#[derive(Clone, Default)]
+pub struct Deliverers {
+    pub webhook: Option<Arc<dyn DynSender>>,
+    pub email: Option<Arc<dyn DynSender>>,
+    pub telegram: Option<Arc<dyn DynSender>>,
+}
+
+/// Object-safe form of [`Sender`].
+pub trait DynSender: Send + Sync {
+    fn send_boxed<'a>(
+        &'a self,
+        event: &'a OutboxEvent,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Delivery> + Send + 'a>>;
+}
+
+impl<S: Sender> DynSender for S {
+    fn send_boxed<'a>(
+        &'a self,
+        event: &'a OutboxEvent,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Delivery> + Send + 'a>> {
+        Box::pin(self.send(event))
+    }
+}
+
+impl Deliverers {
+    fn for_channel(&self, channel: Channel) -> Option<&Arc<dyn DynSender>> {
+        match channel {
+            Channel::Webhook => self.webhook.as_ref(),
+            Channel::Email => self.email.as_ref(),
+            Channel::Telegram => self.telegram.as_ref(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct OutboxWorker {
+    pub storage: Arc<dyn Storage>,
+    pub deliverers: Deliverers,
+    pub schedules: RetrySchedules,
+    pub owner: String,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<DependencyHealth>,
+    pub wake: Arc<Notify>,
+}
+
+impl OutboxWorker {
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(owner = %self.owner, "outbox worker started");
+        loop {
+            let claimed = match self.pass().await {
+                Ok(n) => n,
+                Err(error) => {
+                    tracing::warn!(%error, "outbox pass failed; retrying");
+                    self.health.failing("outbox", error.to_string());
+                    0
+                }
+            };
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if claimed == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                }
+            }
+        }
+        tracing::info!("outbox worker stopped");
+    }
+
+    /// Claims due events and delivers them; returns how many were claimed. Public for tests.
+    pub async fn pass(&self) -> Result<usize, mpesa_storage::StorageError> {
+        let now = now_ms();
+        let events = self
+            .storage
+            .claim_outbox(now, &self.owner, now + LEASE_MS, BATCH)
+            .await?;
+        let n = events.len();
+        let mut tasks = tokio::task::JoinSet::new();
+        for event in events {
+            let worker = self.clone();
+            tasks.spawn(async move { worker.deliver(event).await });
+            while tasks.len() >= CONCURRENCY {
+                let _ = tasks.join_next().await;
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    async fn deliver(&self, event: OutboxEvent) {
+        let started_at = now_ms();
+        let started = Instant::now();
+        let outcome = match self.deliverers.for_channel(event.channel) {
+            Some(sender) => sender.send_boxed(&event).await,
+            None => Delivery::Permanent {
+                error: format!(
+                    "the {} channel is not configured on this instance",
+                    event.channel.as_str()
+                ),
+                code: None,
+            },
+        };
+        let attempts = event.attempts + 1;
+        let schedule = self.schedules.for_channel(event.channel);
+        let (result, code, error) = match &outcome {
+            Delivery::Delivered { code } => (DeliveryResult::Delivered, *code, None),
+            Delivery::Failed { error, code, after } => {
+                let result = match (after, schedule.next_delay(attempts)) {
+                    (_, None) => DeliveryResult::Dead,
+                    (Some(after), Some(_)) => {
+                        DeliveryResult::RetryAt(now_ms() + after.as_millis() as i64)
+                    }
+                    (None, Some(delay)) => {
+                        DeliveryResult::RetryAt(now_ms() + delay.as_millis() as i64)
+                    }
+                };
+                (result, *code, Some(error.clone()))
+            }
+            Delivery::Permanent { error, code } => {
+                (DeliveryResult::Dead, *code, Some(error.clone()))
+            }
+            Delivery::Blocked { error, code } => {
+                (DeliveryResult::Blocked, *code, Some(error.clone()))
+            }
+        };
+        let label = match &result {
+            DeliveryResult::Delivered => "delivered",
+            DeliveryResult::RetryAt(_) => "failed",
+            DeliveryResult::Dead => "dead",
+            DeliveryResult::Blocked => "blocked",
+        };
+        self.metrics.inc(
+            "mpesa_gateway_outbox_deliveries_total",
+            &[("channel", event.channel.as_str()), ("result", label)],
+        );
+        let dependency = match event.channel {
+            Channel::Webhook => "webhook",
+            Channel::Email => "smtp",
+            Channel::Telegram => "telegram",
+        };
+        match &outcome {
+            Delivery::Delivered { .. } => self.health.ok(dependency),
+            Delivery::Failed { error, .. } | Delivery::Permanent { error, .. } => {
+                self.health.failing(dependency, error.clone())
+            }
+            Delivery::Blocked { .. } => {}
+        }
+        match &result {
+            DeliveryResult::Delivered => {
+                tracing::debug!(event_id = %event.id, channel = event.channel.as_str(), "delivered")
+            }
+            DeliveryResult::Dead => {
+                tracing::error!(event_id = %event.id, channel = event.channel.as_str(), attempts, error = ?error, "outbox event dead-lettered")
+            }
+            _ => {
+                tracing::warn!(event_id = %event.id, channel = event.channel.as_str(), attempts, error = ?error, "delivery failed")
+            }
+        }
+        let attempt = DeliveryAttempt {
+            started_at,
+            duration_ms: started.elapsed().as_millis() as i64,
+            result,
+            response_code: code,
+            error: error.map(|e| e.chars().take(1000).collect()),
+        };
+        match self
+            .storage
+            .record_delivery(&event.id, &self.owner, &attempt)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(event_id = %event.id, "lease lost before the attempt was recorded; another worker owns the event")
+            }
+            Err(error) => {
+                tracing::error!(event_id = %event.id, %error, "could not record the delivery attempt; the lease will lapse and the event be retried")
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Retry schedules: how long to wait after each failed attempt, per channel. Configurable with
+//! `OUTBOX_RETRY_WEBHOOK`, `OUTBOX_RETRY_EMAIL`, `OUTBOX_RETRY_TELEGRAM` as comma-separated
+//! durations (`30s,2m,1h,1d`). After the last delay's attempt fails, the event is dead-lettered.
+
+use std::time::Duration;
+
+use mpesa_storage::Channel;
+use rand::Rng;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule {
+    delays: Vec<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedules {
+    pub webhook: RetrySchedule,
+    pub email: RetrySchedule,
+    pub telegram: RetrySchedule,
+}
+
+impl Default for RetrySchedules {
+    /// Webhooks: about 3 days, like Stripe. Email and Telegram: about 1 day.
+    fn default() -> Self {
+        RetrySchedules {
+            webhook: RetrySchedule::parse("30s,2m,10m,30m,1h,2h,4h,8h,12h,24h,24h")
+                .expect("static schedule"),
+            email: RetrySchedule::parse("1m,5m,15m,1h,4h,8h,12h").expect("static schedule"),
+            telegram: RetrySchedule::parse("10s,1m,5m,30m,2h,6h,12h").expect("static schedule"),
+        }
+    }
+}
+
+impl RetrySchedules {
+    pub fn for_channel(&self, channel: Channel) -> &RetrySchedule {
+        match channel {
+            Channel::Webhook => &self.webhook,
+            Channel::Email => &self.email,
+            Channel::Telegram => &self.telegram,
+        }
+    }
+}
+
+impl RetrySchedule {
+    /// `30s,2m,1h,1d`; plain numbers are seconds; `ms` is allowed for tests.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut delays = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (number, unit) = match part.find(|c: char| !c.is_ascii_digit()) {
+                Some(i) => part.split_at(i),
+                None => (part, "s"),
+            };
+            let n: u64 = number
+                .parse()
+                .map_err(|_| format!("{part:?} is not a duration like 30s or 2m"))?;
+            let d = match unit {
+                "ms" => Duration::from_millis(n),
+                "s" => Duration::from_secs(n),
+                "m" => Duration::from_secs(n * 60),
+                "h" => Duration::from_secs(n * 3600),
+                "d" => Duration::from_secs(n * 86_400),
+                _ => return Err(format!("{part:?}: use ms, s, m, h or d")),
+            };
+            delays.push(d);
+        }
+        if delays.is_empty() {
+            return Err("the schedule needs at least one delay".into());
+        }
+        Ok(RetrySchedule { delays })
+    }
+
+    /// After `attempts` failed attempts (1 = the first failed), when to try again, or `None`
+    /// when no attempt is left. ±10% jitter spreads retries of many events.
+    pub fn next_delay(&self, attempts: i32) -> Option<Duration> {
+        let base = *self.delays.get(usize::try_from(attempts - 1).ok()?)?;
+        let ms = base.as_millis() as i64;
+        let jitter = if ms >= 10 {
+            rand::thread_rng().gen_range(-(ms / 10)..=(ms / 10))
+        } else {
+            0
+        };
+        Some(Duration::from_millis((ms + jitter).max(0) as u64))
+    }
+
+    /// Attempts in all: the first, then one per delay.
+    pub fn max_attempts(&self) -> i32 {
+        self.delays.len() as i32 + 1
+    }
+
+    pub fn total(&self) -> Duration {
+        self.delays.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_counts() {
+        let s = RetrySchedule::parse("30s, 2m,1h,1d,500ms,7").unwrap();
+        assert_eq!(s.max_attempts(), 7);
+        assert_eq!(
+            s.total(),
+            Duration::from_millis(30_000 + 120_000 + 3_600_000 + 86_400_000 + 500 + 7_000)
+        );
+        assert!(RetrySchedule::parse("").is_err());
+        assert!(RetrySchedule::parse("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn webhooks_retry_for_about_three_days() {
+        let s = RetrySchedules::default().webhook;
+        let days = s.total().as_secs_f64() / 86_400.0;
+        assert!((2.9..=3.2).contains(&days), "{days}");
+    }
+
+    #[test]
+    fn delays_follow_the_schedule_then_stop() {
+        let s = RetrySchedule::parse("100s,1000s").unwrap();
+        let first = s.next_delay(1).unwrap().as_secs_f64();
+        assert!((90.0..=110.0).contains(&first), "{first}");
+        let second = s.next_delay(2).unwrap().as_secs_f64();
+        assert!((900.0..=1100.0).contains(&second), "{second}");
+        assert_eq!(s.next_delay(3), None);
+        assert_eq!(s.next_delay(0), None);
+    }
+}

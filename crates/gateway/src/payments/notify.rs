@@ -1,0 +1,186 @@
+//! Who hears about a payment, planned inside the transaction that changes it (the outbox).
+//!
+//! For each final state first reached: a signed webhook to the merchant's app, a Telegram alert
+//! to the admin chat, a receipt to the customer (email and/or Telegram) when it completed, and
+//! an admin email when it failed. A payment held for review alerts the admin. Each row has a
+//! dedupe key, so a second write of the same fact adds nothing.
+
+use mpesa_domain::{FinalOutcome, Transition};
+use mpesa_storage::{Channel, NewOutboxEvent, Payment};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::ids::new_id;
+use crate::payments::view::PaymentView;
+
+/// The channels this deployment has, read once from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct NotificationPlan {
+    pub webhook_url: Option<String>,
+    pub email: bool,
+    pub admin_email: Option<String>,
+    pub telegram: bool,
+    pub admin_chat_id: Option<i64>,
+}
+
+/// Event types carried by email and Telegram rows besides `payment.*`.
+pub const RECEIPT: &str = "receipt";
+pub const HELD_FOR_REVIEW: &str = "payment.held_for_review";
+
+impl NotificationPlan {
+    pub fn from_config(c: &Config) -> Self {
+        NotificationPlan {
+            webhook_url: c.webhook.as_ref().map(|w| w.url.to_string()),
+            email: c.email.is_some(),
+            admin_email: c.email.as_ref().and_then(|e| e.admin_email.clone()),
+            telegram: c.telegram.is_some(),
+            admin_chat_id: c.telegram.as_ref().and_then(|t| t.admin_chat_id),
+        }
+    }
+
+    /// The outbox rows for a transition, given the payment as it will be after it.
+    pub fn for_transition(&self, after: &Payment, t: &Transition, now: i64) -> Vec<NewOutboxEvent> {
+        let mut rows = Vec::new();
+        let view = PaymentView::from(after);
+        if let Some(outcome) = t.notify {
+            let event_type = outcome.event_type();
+            if let Some(url) = &self.webhook_url {
+                let id = new_id("evt");
+                let body =
+                    json!({ "id": id, "type": event_type, "created": now / 1000, "data": view });
+                rows.push(row(
+                    id,
+                    after,
+                    Channel::Webhook,
+                    event_type,
+                    url,
+                    body.to_string(),
+                    now,
+                ));
+            }
+            if self.telegram {
+                if let Some(admin) = self.admin_chat_id {
+                    let payload = json!({ "kind": "admin_alert", "payment": view });
+                    rows.push(row(
+                        new_id("evt"),
+                        after,
+                        Channel::Telegram,
+                        event_type,
+                        &admin.to_string(),
+                        payload.to_string(),
+                        now,
+                    ));
+                }
+                if outcome == FinalOutcome::Completed
+                    && let Some(chat) = after.telegram_chat_id
+                    && Some(chat) != self.admin_chat_id
+                {
+                    let payload = json!({ "kind": "customer_receipt", "payment": view });
+                    rows.push(row(
+                        new_id("evt"),
+                        after,
+                        Channel::Telegram,
+                        RECEIPT,
+                        &chat.to_string(),
+                        payload.to_string(),
+                        now,
+                    ));
+                }
+            }
+            if self.email {
+                if outcome == FinalOutcome::Completed
+                    && let Some(to) = &after.customer_email
+                {
+                    let payload = json!({ "kind": "customer_receipt", "payment": view });
+                    rows.push(row(
+                        new_id("evt"),
+                        after,
+                        Channel::Email,
+                        RECEIPT,
+                        to,
+                        payload.to_string(),
+                        now,
+                    ));
+                }
+                if outcome == FinalOutcome::Failed
+                    && let Some(admin) = &self.admin_email
+                {
+                    let payload = json!({ "kind": "admin_alert", "payment": view });
+                    rows.push(row(
+                        new_id("evt"),
+                        after,
+                        Channel::Email,
+                        event_type,
+                        admin,
+                        payload.to_string(),
+                        now,
+                    ));
+                }
+            }
+        }
+        if let Some(reason) = t.holds_for_review() {
+            // A payment can be held more than once (several odd callbacks): key by version.
+            let suffix = after.version.to_string();
+            let payload =
+                json!({ "kind": "review_alert", "reason": reason.describe(), "payment": view });
+            if self.telegram
+                && let Some(admin) = self.admin_chat_id
+            {
+                let mut r = row(
+                    new_id("evt"),
+                    after,
+                    Channel::Telegram,
+                    HELD_FOR_REVIEW,
+                    &admin.to_string(),
+                    payload.to_string(),
+                    now,
+                );
+                r.dedupe_key.push_str(&format!(":{suffix}"));
+                rows.push(r);
+            }
+            if self.email
+                && let Some(admin) = &self.admin_email
+            {
+                let mut r = row(
+                    new_id("evt"),
+                    after,
+                    Channel::Email,
+                    HELD_FOR_REVIEW,
+                    admin,
+                    payload.to_string(),
+                    now,
+                );
+                r.dedupe_key.push_str(&format!(":{suffix}"));
+                rows.push(r);
+            }
+        }
+        rows
+    }
+}
+
+fn row(
+    id: String,
+    p: &Payment,
+    channel: Channel,
+    event_type: &str,
+    destination: &str,
+    payload: String,
+    now: i64,
+) -> NewOutboxEvent {
+    NewOutboxEvent {
+        dedupe_key: format!(
+            "{}:{}:{}:{}",
+            p.id,
+            channel.as_str(),
+            event_type,
+            destination
+        ),
+        id,
+        payment_id: Some(p.id.clone()),
+        channel,
+        event_type: event_type.to_owned(),
+        destination: destination.to_owned(),
+        payload,
+        created_at: now,
+    }
+}

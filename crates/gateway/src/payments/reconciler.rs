@@ -1,0 +1,179 @@
+//! The reconciler: payments whose callback does not come are resolved by asking Daraja.
+//!
+//! Every payment is created with `next_check_at = created + RECONCILE_AFTER_SECS`. A callback that
+//! settles it clears the schedule. Otherwise the reconciler claims it when due (several instances
+//! never claim the same payment at once), asks STK Query, and either applies the answer or
+//! schedules the next question with exponential backoff and jitter. At
+//! `PAYMENT_EXPIRES_AFTER_SECS` it asks one last time and, with no final answer, gives the
+//! payment up as `timed_out`. It also re-applies callbacks that arrived before their push's
+//! answer was recorded.
+
+use std::time::Duration;
+
+use mpesa_domain::state_machine;
+use mpesa_storage::{CallbackOutcome, CheckSchedule, Payment};
+use rand::Rng;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::callbacks::decide_stored_stk;
+use crate::ids::now_ms;
+use crate::payments::Payments;
+
+/// How often the reconciler looks for due work when idle.
+const TICK: Duration = Duration::from_millis(500);
+/// How many payments one pass claims.
+const BATCH: u32 = 50;
+/// A claim hides a payment from other instances this long (a crashed instance's claims lapse).
+const CLAIM_LEASE_MS: i64 = 60_000;
+
+/// Delay before the next query after `attempts` queries: 15 s, 30 s, 60 s… capped at 2 min,
+/// ±20% jitter so many payments do not query in lockstep (Daraja's spike arrest).
+pub fn backoff_ms(attempts: i32, base_ms: i64) -> i64 {
+    let step = base_ms.max(1000) / 4;
+    let exp = step
+        .saturating_mul(1i64 << attempts.clamp(0, 10))
+        .min(120_000);
+    let jitter = rand::thread_rng().gen_range(-(exp / 5)..=(exp / 5));
+    (exp + jitter).max(1000)
+}
+
+pub async fn run(payments: Payments, shutdown: CancellationToken) {
+    tracing::info!("reconciler started");
+    loop {
+        if let Err(error) = pass(&payments).await {
+            tracing::warn!(%error, "reconciler pass failed; retrying");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+    tracing::info!("reconciler stopped");
+}
+
+/// One pass: due payments, then callbacks waiting for their payment. Public for tests.
+pub async fn pass(payments: &Payments) -> Result<usize, mpesa_storage::StorageError> {
+    let now = now_ms();
+    let due = payments
+        .storage
+        .claim_due_checks(now, now + CLAIM_LEASE_MS, BATCH)
+        .await?;
+    let n = due.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for payment in due {
+        let payments = payments.clone();
+        tasks.spawn(async move { check_one(&payments, payment).await });
+        // Bounded concurrency: at most 8 queries in flight.
+        while tasks.len() >= 8 {
+            let _ = tasks.join_next().await;
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    rematch_callbacks(payments).await?;
+    Ok(n)
+}
+
+async fn check_one(payments: &Payments, payment: Payment) {
+    let now = now_ms();
+    let expires_at = payment.created_at + payments.settings.expires_after_ms;
+    let expired = now >= expires_at;
+    if let Some(checkout) = payment.checkout_request_id.clone() {
+        let next = (now + backoff_ms(payment.query_attempts, payments.settings.reconcile_after_ms))
+            .min(expires_at);
+        // At expiry, one last question first: a success must never be booked as timed out.
+        let schedule = if expired {
+            CheckSchedule::At(now)
+        } else {
+            CheckSchedule::At(next)
+        };
+        match payments
+            .query_and_apply(&payment, &checkout, schedule)
+            .await
+        {
+            Ok(after) if after.status.is_final() => return,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(payment_id = %payment.id, %error, "STK Query failed");
+                if !expired {
+                    return;
+                }
+            }
+        }
+    } else if !expired {
+        // The push's outcome is unknown and Daraja gave us no id to ask about: wait for a
+        // callback (matched by the rematch pass) or for expiry.
+        let _ = payments
+            .storage
+            .update_payment(&payment.id, now, &|_p: &Payment| {
+                let mut u = mpesa_storage::PaymentUpdate::new(None);
+                u.schedule = CheckSchedule::At(expires_at);
+                Some(u)
+            })
+            .await;
+        return;
+    }
+    if expired {
+        let expires_after = payments.settings.expires_after_ms;
+        let detail = json!({ "after_seconds": expires_after / 1000 });
+        match payments
+            .apply(&payment.id, "expired", detail, move |p| {
+                state_machine::on_expiry(&p.snapshot(), now, expires_after)
+            })
+            .await
+        {
+            Ok(Some(p)) => {
+                tracing::info!(payment_id = %p.id, "payment timed out with no final answer")
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(payment_id = %payment.id, %error, "could not expire payment")
+            }
+        }
+    }
+}
+
+/// Callbacks stored as unmatched whose CheckoutRequestID now belongs to a payment.
+async fn rematch_callbacks(payments: &Payments) -> Result<(), mpesa_storage::StorageError> {
+    for cb in payments.storage.rematchable_callbacks(100).await? {
+        let plan = payments.plan.clone();
+        let now = now_ms();
+        let result = payments
+            .storage
+            .reapply_callback(&cb.id, now, &move |incoming, payment| {
+                decide_stored_stk(&plan, incoming, payment, now)
+            })
+            .await;
+        match result {
+            Ok(ingested) => {
+                if let (Some(after), Some(update)) = (&ingested.payment, &ingested.update) {
+                    payments.after_write(after, update);
+                }
+                if ingested.outcome != CallbackOutcome::Unmatched {
+                    tracing::info!(callback_id = %cb.id, outcome = ingested.outcome.as_str(), "late-matched callback applied");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(callback_id = %cb.id, %error, "could not re-apply callback")
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for _ in 0..100 {
+            let first = backoff_ms(0, 60_000);
+            assert!((12_000..=18_000).contains(&first), "{first}");
+            let later = backoff_ms(3, 60_000);
+            assert!((96_000..=144_000).contains(&later), "{later}");
+            let capped = backoff_ms(30, 60_000);
+            assert!(capped <= 144_000, "{capped}");
+        }
+    }
+}

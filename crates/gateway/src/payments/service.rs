@@ -1,0 +1,448 @@
+//! Creating payments and sending their push.
+
+use std::sync::Arc;
+
+use daraja::{DarajaClient, DarajaError, StkPushParams, StkQueryAnswer};
+use mpesa_domain::state_machine::{self, Outcome};
+use mpesa_domain::{AccountReference, Amount, AmountBounds, Description, Msisdn, TransactionDesc};
+use mpesa_storage::{
+    CheckSchedule, CreatePaymentResult, IdempotencyClaim, NewPayment, NewPaymentEvent, Payment,
+    PaymentSource, PaymentUpdate, Storage, StorageError, StoredResponse,
+};
+use serde_json::json;
+use tokio::sync::Notify;
+use url::Url;
+
+use crate::ids::{new_id, now_ms};
+use crate::metrics::Metrics;
+use crate::payments::{NotificationPlan, after_transition};
+
+/// A payment request whose every field has been checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPaymentRequest {
+    pub phone: Msisdn,
+    pub amount: Amount,
+    pub reference: AccountReference,
+    pub description: Description,
+    pub customer_email: Option<String>,
+    pub telegram_chat_id: Option<i64>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Who asked.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub source: PaymentSource,
+    pub api_key_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("no such payment")]
+    NotFound,
+    #[error("the payment has no CheckoutRequestID to ask Daraja about")]
+    NotQueryable,
+    #[error(transparent)]
+    Daraja(#[from] DarajaError),
+}
+
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Created(Box<Payment>),
+    Replay(StoredResponse),
+    InProgress { payment_id: String },
+    KeyReused,
+}
+
+/// What became of the push.
+#[derive(Debug)]
+pub enum PushOutcome {
+    /// The prompt is on the phone (`pending`).
+    Accepted(Payment),
+    /// Daraja refused the request: the payment is `rejected`.
+    Refused {
+        payment: Payment,
+        error: DarajaError,
+    },
+    /// The request may or may not have reached Daraja: the payment stays `initiated`, is never
+    /// pushed again, and the reconciler resolves it.
+    Unknown {
+        payment: Payment,
+        error: DarajaError,
+    },
+}
+
+pub struct Settings {
+    /// The full STK callback URL, secret included.
+    pub callback_url: Url,
+    pub amount_bounds: AmountBounds,
+    pub reconcile_after_ms: i64,
+    pub expires_after_ms: i64,
+}
+
+/// The payment service: cheap to clone, shared by the HTTP API, the Telegram bot and the
+/// reconciler.
+#[derive(Clone)]
+pub struct Payments {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) daraja: DarajaClient,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) plan: Arc<NotificationPlan>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Wakes the outbox worker when a write queued something to send.
+    pub(crate) outbox_wake: Arc<Notify>,
+}
+
+impl Payments {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        daraja: DarajaClient,
+        settings: Settings,
+        plan: NotificationPlan,
+        metrics: Arc<Metrics>,
+        outbox_wake: Arc<Notify>,
+    ) -> Self {
+        Payments {
+            storage,
+            daraja,
+            settings: Arc::new(settings),
+            plan: Arc::new(plan),
+            metrics,
+            outbox_wake,
+        }
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn amount_bounds(&self) -> AmountBounds {
+        self.settings.amount_bounds
+    }
+
+    /// Stores the payment as `initiated` (with its idempotency key, when given) before anything
+    /// is sent to Daraja.
+    pub async fn create(
+        &self,
+        req: NewPaymentRequest,
+        origin: Origin,
+        idempotency: Option<(String, String)>,
+    ) -> Result<CreateOutcome, PaymentError> {
+        let now = now_ms();
+        // A phone linked to a Telegram chat gets its receipt there too.
+        let telegram_chat_id = match req.telegram_chat_id {
+            Some(chat) => Some(chat),
+            None if self.plan.telegram => self
+                .storage
+                .find_telegram_chat_by_phone(req.phone.as_str())
+                .await?
+                .filter(|link| link.blocked_at.is_none())
+                .map(|link| link.chat_id),
+            None => None,
+        };
+        let new = NewPayment {
+            id: new_id("pay"),
+            phone: req.phone,
+            amount: req.amount,
+            reference: req.reference.as_str().to_owned(),
+            description: req.description.as_str().to_owned(),
+            customer_email: req.customer_email,
+            telegram_chat_id,
+            metadata: req.metadata.map(|m| m.to_string()),
+            api_key_id: origin.api_key_id.clone(),
+            source: origin.source,
+            created_at: now,
+            next_check_at: now + self.settings.reconcile_after_ms,
+        };
+        let claim = match (idempotency, origin.api_key_id) {
+            (Some((key, request_hash)), Some(api_key_id)) => Some(IdempotencyClaim {
+                api_key_id,
+                key,
+                request_hash,
+                created_at: now,
+            }),
+            _ => None,
+        };
+        Ok(match self.storage.create_payment(new, claim).await? {
+            CreatePaymentResult::Created(p) => {
+                self.metrics.inc(
+                    "mpesa_gateway_payments_created_total",
+                    &[("source", p.source.as_str())],
+                );
+                tracing::info!(payment_id = %p.id, phone = %p.phone.masked(), amount = p.amount.shillings(), "payment created");
+                CreateOutcome::Created(Box::new(p))
+            }
+            CreatePaymentResult::Replay(r) => CreateOutcome::Replay(r),
+            CreatePaymentResult::InProgress { payment_id } => {
+                CreateOutcome::InProgress { payment_id }
+            }
+            CreatePaymentResult::KeyReused => CreateOutcome::KeyReused,
+        })
+    }
+
+    /// Sends the STK push for a payment just created, once, and records what came of it.
+    pub async fn send_push(&self, payment: Payment) -> Result<PushOutcome, PaymentError> {
+        let reference = AccountReference::parse(&payment.reference).map_err(|_| {
+            StorageError::Corrupt(format!(
+                "payment {} has an invalid stored reference",
+                payment.id
+            ))
+        })?;
+        let params = StkPushParams {
+            phone: payment.phone.clone(),
+            amount: payment.amount,
+            account_reference: reference,
+            transaction_desc: TransactionDesc::derive_from(&payment.description),
+            callback_url: self.settings.callback_url.clone(),
+        };
+        let started = std::time::Instant::now();
+        let result = self.daraja.stk_push(&params).await;
+        let elapsed_ms = started.elapsed().as_millis() as i64;
+        match result {
+            Ok(accepted) => {
+                let ids = (
+                    accepted.checkout_request_id.clone(),
+                    accepted.merchant_request_id.clone(),
+                );
+                let detail = json!({
+                    "checkout_request_id": accepted.checkout_request_id,
+                    "merchant_request_id": accepted.merchant_request_id,
+                    "response_description": accepted.response_description,
+                    "customer_message": accepted.customer_message,
+                    "duration_ms": elapsed_ms,
+                });
+                let updated = self
+                    .apply(&payment.id, "push_accepted", detail, move |p| {
+                        state_machine::on_push_accepted(&p.snapshot(), &ids.0, &ids.1)
+                    })
+                    .await?;
+                tracing::info!(payment_id = %payment.id, checkout_request_id = %accepted.checkout_request_id, "push accepted");
+                Ok(PushOutcome::Accepted(updated.unwrap_or(payment)))
+            }
+            Err(error) if error.may_have_been_processed() => {
+                let reason = error.to_string();
+                let detail = json!({ "error": reason, "duration_ms": elapsed_ms });
+                let updated = self
+                    .apply(&payment.id, "push_outcome_unknown", detail, move |p| {
+                        state_machine::on_push_outcome_unknown(&p.snapshot(), &reason)
+                    })
+                    .await?;
+                tracing::warn!(payment_id = %payment.id, %error, "push outcome unknown; not sending it again, the reconciler will resolve it");
+                Ok(PushOutcome::Unknown {
+                    payment: updated.unwrap_or(payment),
+                    error,
+                })
+            }
+            Err(error) => {
+                // Nothing reached the phone: Daraja refused it, or it was never sent.
+                let code = error
+                    .error_code()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| error.outcome_label());
+                let message = error
+                    .error_message()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| error.to_string());
+                let detail = json!({
+                    "error_code": code,
+                    "error_message": message,
+                    "http_status": error.http_status(),
+                    "duration_ms": elapsed_ms,
+                });
+                let updated = self
+                    .apply(&payment.id, "push_refused", detail, move |p| {
+                        state_machine::on_push_refused(&p.snapshot(), &code, &message)
+                    })
+                    .await?;
+                tracing::warn!(payment_id = %payment.id, %error, "push refused");
+                Ok(PushOutcome::Refused {
+                    payment: updated.unwrap_or(payment),
+                    error,
+                })
+            }
+        }
+    }
+
+    /// Asks Daraja about a payment now (STK Query) and applies the answer.
+    pub async fn refresh(&self, id: &str) -> Result<Payment, PaymentError> {
+        let payment = self
+            .storage
+            .get_payment(id)
+            .await?
+            .ok_or(PaymentError::NotFound)?;
+        let Some(checkout) = payment.checkout_request_id.clone() else {
+            return Err(PaymentError::NotQueryable);
+        };
+        self.query_and_apply(&payment, &checkout, CheckSchedule::Keep)
+            .await
+    }
+
+    /// One STK Query for a payment, its answer applied (or, on error, recorded on the timeline
+    /// with the given schedule).
+    pub(crate) async fn query_and_apply(
+        &self,
+        payment: &Payment,
+        checkout: &str,
+        schedule_if_open: CheckSchedule,
+    ) -> Result<Payment, PaymentError> {
+        match self.daraja.stk_query(checkout).await {
+            Ok(answer) => {
+                let report = answer.to_report();
+                let label = match &answer {
+                    StkQueryAnswer::Result(_) => report.result_code.as_str().to_owned(),
+                    StkQueryAnswer::StillProcessing { .. } => "still_processing".to_owned(),
+                };
+                self.metrics.inc(
+                    "mpesa_gateway_reconciler_queries_total",
+                    &[("outcome", &label)],
+                );
+                let detail = json!({ "result_code": report.result_code.as_str(), "result_desc": report.result_desc });
+                let plan = self.plan.clone();
+                let now = now_ms();
+                let written = self
+                    .storage
+                    .update_payment(&payment.id, now, &move |p: &Payment| {
+                        let outcome = state_machine::on_query(&p.snapshot(), &report);
+                        let mut update = build_update(&plan, p, outcome, now);
+                        update.count_query = true;
+                        if update
+                            .transition
+                            .as_ref()
+                            .is_none_or(|t| !t.status.is_final())
+                        {
+                            update.schedule = schedule_if_open;
+                        }
+                        update.event = Some(NewPaymentEvent {
+                            kind: "query".into(),
+                            detail: detail.to_string(),
+                        });
+                        Some(update)
+                    })
+                    .await?;
+                let (after, update) = written.ok_or(PaymentError::NotFound)?;
+                self.after_write(&after, &update);
+                Ok(after)
+            }
+            Err(error) => {
+                self.metrics.inc(
+                    "mpesa_gateway_reconciler_queries_total",
+                    &[("outcome", &error.outcome_label())],
+                );
+                let detail =
+                    json!({ "error": error.to_string(), "error_code": error.error_code() });
+                let now = now_ms();
+                self.storage
+                    .update_payment(&payment.id, now, &move |_p: &Payment| {
+                        let mut update = PaymentUpdate::new(None);
+                        update.count_query = true;
+                        update.schedule = schedule_if_open;
+                        update.event = Some(NewPaymentEvent {
+                            kind: "query".into(),
+                            detail: detail.to_string(),
+                        });
+                        Some(update)
+                    })
+                    .await?;
+                Err(PaymentError::Daraja(error))
+            }
+        }
+    }
+
+    /// Applies one state-machine event to a payment, with its timeline entry and outbox rows.
+    pub(crate) async fn apply(
+        &self,
+        id: &str,
+        event_kind: &str,
+        detail: serde_json::Value,
+        decide: impl Fn(&Payment) -> Outcome + Send + Sync,
+    ) -> Result<Option<Payment>, PaymentError> {
+        let plan = self.plan.clone();
+        let now = now_ms();
+        let detail = detail.to_string();
+        let kind = event_kind.to_owned();
+        let written = self
+            .storage
+            .update_payment(id, now, &move |p: &Payment| {
+                let outcome = decide(p);
+                if !matches!(outcome, Outcome::Changed(_)) {
+                    return None;
+                }
+                let mut update = build_update(&plan, p, outcome, now);
+                update.event = Some(NewPaymentEvent {
+                    kind: kind.clone(),
+                    detail: detail.clone(),
+                });
+                Some(update)
+            })
+            .await?;
+        Ok(match written {
+            Some((after, update)) => {
+                self.after_write(&after, &update);
+                Some(after)
+            }
+            None => None,
+        })
+    }
+
+    /// Metrics, logs and waking the outbox after a committed change.
+    pub(crate) fn after_write(&self, after: &Payment, update: &PaymentUpdate) {
+        observe_committed(&self.metrics, &self.outbox_wake, after, update);
+    }
+}
+
+/// The storage update for a state-machine outcome: the transition, the schedule (none once
+/// final), and the notifications it plans.
+pub(crate) fn build_update(
+    plan: &NotificationPlan,
+    p: &Payment,
+    outcome: Outcome,
+    now: i64,
+) -> PaymentUpdate {
+    match outcome {
+        Outcome::Changed(t) => {
+            let after = after_transition(p, &t, now);
+            let outbox = plan.for_transition(&after, &t, now);
+            let schedule = if t.status.is_final() {
+                CheckSchedule::Clear
+            } else {
+                CheckSchedule::Keep
+            };
+            let mut update = PaymentUpdate::new(Some(t));
+            update.schedule = schedule;
+            update.outbox = outbox;
+            update
+        }
+        Outcome::Duplicate | Outcome::Unchanged(_) => PaymentUpdate::new(None),
+    }
+}
+
+/// What every committed payment change does next, wherever it came from.
+pub(crate) fn observe_committed(
+    metrics: &Metrics,
+    outbox_wake: &Notify,
+    after: &Payment,
+    update: &PaymentUpdate,
+) {
+    if let Some(t) = &update.transition {
+        if let Some(outcome) = t.notify {
+            let status = outcome.status().as_str();
+            metrics.inc("mpesa_gateway_payments_final_total", &[("status", status)]);
+            let seconds = (after.updated_at - after.created_at).max(0) as f64 / 1000.0;
+            metrics.observe(
+                "mpesa_gateway_payment_time_to_final_seconds",
+                &[("status", status)],
+                seconds,
+            );
+            tracing::info!(payment_id = %after.id, status, receipt = ?after.mpesa_receipt_number, "payment final");
+        }
+        if let Some(reason) = t.holds_for_review() {
+            metrics.inc("mpesa_gateway_payments_held_for_review_total", &[]);
+            tracing::warn!(payment_id = %after.id, reason = %reason.describe(), "payment held for review");
+        }
+    }
+    if !update.outbox.is_empty() {
+        outbox_wake.notify_one();
+    }
+}

@@ -1,0 +1,49 @@
+//! The state shared by every request handler and background worker.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use daraja::DarajaClient;
+use mpesa_storage::Storage;
+use secrecy::SecretString;
+use tokio::sync::Notify;
+
+use crate::callbacks::CallbackIngestor;
+use crate::config::Config;
+use crate::health::DependencyHealth;
+use crate::http::auth::ApiKeyCache;
+use crate::metrics::Metrics;
+use crate::payments::Payments;
+
+#[derive(Clone)]
+pub struct AppState(Arc<StateInner>);
+
+pub struct StateInner {
+    pub config: Config,
+    pub storage: Arc<dyn Storage>,
+    pub daraja: DarajaClient,
+    pub payments: Payments,
+    pub ingestor: CallbackIngestor,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<DependencyHealth>,
+    /// The secret path segment of the callback URLs.
+    pub callback_secret: SecretString,
+    pub api_keys: ApiKeyCache,
+    pub outbox_wake: Arc<Notify>,
+    /// This process, in leases and logs.
+    pub instance_id: String,
+    pub started_at: std::time::Instant,
+}
+
+impl AppState {
+    pub fn new(inner: StateInner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = StateInner;
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
