@@ -1,1 +1,373 @@
-//! placeholder
+//! Storage for mpesa-gateway.
+//!
+//! One trait, [`Storage`], and one implementation per backend: SQLite (the embedded default),
+//! PostgreSQL and MySQL/MariaDB, all on sqlx. Money is stored as integer shillings (or cents
+//! where Safaricom reports them), times as integer Unix milliseconds, ids as text.
+//!
+//! The write paths that must be atomic — a payment's state change together with its timeline
+//! entry, its outbox rows and the raw callback that caused it — are single methods here that run
+//! in one transaction. The *decision* of what to write is not made here: callers pass a pure
+//! closure (built from `mpesa_domain::state_machine`) that sees the locked, current row and
+//! answers with the change. That keeps the rules in the domain crate and the locking here.
+//!
+//! # Supported databases
+//!
+//! | backend | minimum | why that version |
+//! | --- | --- | --- |
+//! | PostgreSQL | **12** | `GENERATED … AS IDENTITY`, `FOR UPDATE SKIP LOCKED`, `ON CONFLICT` |
+//! | MySQL | **8.0.1** | first MySQL with `FOR UPDATE SKIP LOCKED` |
+//! | MariaDB | **10.6** | first MariaDB with `FOR UPDATE SKIP LOCKED` |
+//! | SQLite | **3.35** | the SQL used here (the library is bundled, and newer) |
+//!
+//! [`connect`] refuses older servers with [`StorageError::Unsupported`]. Several gateway
+//! instances may share one PostgreSQL or MySQL/MariaDB database; SQLite is for one instance.
+//!
+//! # Layout
+//!
+//! * `store/`: the queries and the write paths, written once for all backends against a small
+//!   connection trait (`db.rs`), with `$N` placeholders;
+//! * `sqlite.rs`, `postgres.rs`, `mysql.rs`: pools, transactions, error codes, version checks
+//!   and the SQL that differs per dialect (upserts, row locks, casts), written out in full;
+//! * `migrations/{sqlite,postgres,mysql}/`: the schema, one folder per backend with the same
+//!   file names.
+//! * [`testing`] (feature `testing`): a fresh migrated database per test on each backend.
+
+pub mod model;
+
+mod cursor;
+mod db;
+mod error;
+mod migrations;
+mod mysql;
+mod postgres;
+mod records;
+mod server_version;
+mod sqlite;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::StorageError;
+pub use model::*;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// Decides what a payment event changes, given the current, locked payment row.
+/// Returning `None` writes nothing. Like [`DecideCallback`], it may be called again if the
+/// database aborts the transaction for a conflict: keep it pure.
+pub type DecidePayment<'a> = &'a (dyn Fn(&Payment) -> Option<PaymentUpdate> + Send + Sync);
+
+/// Decides what an incoming callback does, given the payment it names (locked), if any.
+/// It may be called more than once for one callback: when the database aborts a transaction
+/// for a conflict (a deadlock between instances), the whole transaction runs again.
+pub type DecideCallback<'a> =
+    &'a (dyn Fn(&IncomingCallback, Option<&Payment>) -> CallbackDecision + Send + Sync);
+
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    // ---- lifecycle -------------------------------------------------------------------------
+
+    fn backend(&self) -> Backend;
+
+    /// Applies pending migrations. Safe to call from several instances at once.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Checks that the server is reachable and new enough; returns its version text.
+    async fn check_server(&self) -> Result<String>;
+
+    /// A cheap round trip for `/health`.
+    async fn ping(&self) -> Result<()>;
+
+    /// Waits for in-flight writes and closes the pool (graceful shutdown).
+    async fn close(&self);
+
+    // ---- payments --------------------------------------------------------------------------
+
+    /// Stores a new payment (status `initiated`, version 1, a `created` timeline entry) and,
+    /// when given, claims its idempotency key, in one transaction. The claim is inserted first
+    /// and its unique key decides: of concurrent identical requests exactly one creates a
+    /// payment, the others get `InProgress` (or `Replay` once the answer is saved).
+    /// `Err(InvalidInput)` for a key longer than 255 bytes.
+    async fn create_payment(
+        &self,
+        payment: NewPayment,
+        idempotency: Option<IdempotencyClaim>,
+    ) -> Result<CreatePaymentResult>;
+
+    /// Records the answer given for an idempotency key, so a retry gets the same answer.
+    /// `Err(NotFound)` if the key was never claimed.
+    async fn save_idempotent_response(
+        &self,
+        api_key_id: &str,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<()>;
+
+    async fn get_payment(&self, id: &str) -> Result<Option<Payment>>;
+
+    async fn find_payment_by_checkout_request_id(
+        &self,
+        checkout_request_id: &str,
+    ) -> Result<Option<Payment>>;
+
+    /// Newest first, keyset-paginated (by id). `Err(InvalidInput)` for a cursor that is not
+    /// one of ours.
+    async fn list_payments(
+        &self,
+        filter: &PaymentFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Payment>>;
+
+    /// Locks the payment, calls `decide` with its current row and writes the answer (row update,
+    /// timeline entry, outbox rows) in one transaction. Returns the payment as written and the
+    /// update applied, or `None` when `decide` wrote nothing. `Err(NotFound)` if no such payment.
+    async fn update_payment(
+        &self,
+        id: &str,
+        now: Millis,
+        decide: DecidePayment<'_>,
+    ) -> Result<Option<(Payment, PaymentUpdate)>>;
+
+    /// Timeline of one payment, oldest first.
+    async fn payment_events(&self, payment_id: &str) -> Result<Vec<PaymentEvent>>;
+
+    // ---- callbacks -------------------------------------------------------------------------
+
+    /// Stores every raw callback of the batch and applies each to the payment it names, in ONE
+    /// transaction (group commit: one fsync for the whole batch). Each item is isolated (a
+    /// savepoint): an item that fails is rolled back alone and reported as `Err` in its slot,
+    /// and the others still commit. The outer `Err` means nothing was committed.
+    ///
+    /// Items are processed in the order of their CheckoutRequestID (so instances sharing a
+    /// database lock payments in the same order) and reported in the batch's order. A
+    /// CheckoutRequestID longer than 255 bytes or holding a NUL cannot be one of ours: the
+    /// callback is stored and matched to no payment.
+    async fn ingest_callbacks(
+        &self,
+        batch: Vec<IncomingCallback>,
+        now: Millis,
+        decide: DecideCallback<'_>,
+    ) -> Result<Vec<Result<IngestedCallback>>>;
+
+    /// Unmatched STK callbacks whose CheckoutRequestID now belongs to a payment (the callback
+    /// came before the push's answer was recorded). Oldest first.
+    async fn rematchable_callbacks(&self, limit: u32) -> Result<Vec<RawCallback>>;
+
+    /// Applies an already stored callback again (see [`Storage::rematchable_callbacks`]) and
+    /// updates its recorded outcome, in one transaction. Only a callback that has not acted yet
+    /// (`unmatched`, `unparseable`, `stored`) is decided again; for any other the recorded
+    /// outcome is returned and nothing is written, so two instances racing to reapply the same
+    /// callback apply it once. `Err(NotFound)` if there is no such callback.
+    async fn reapply_callback(
+        &self,
+        callback_id: &str,
+        now: Millis,
+        decide: DecideCallback<'_>,
+    ) -> Result<IngestedCallback>;
+
+    async fn get_callback(&self, id: &str) -> Result<Option<RawCallback>>;
+
+    async fn list_callbacks(
+        &self,
+        filter: &CallbackFilter,
+        page: &PageRequest,
+    ) -> Result<Page<RawCallback>>;
+
+    async fn callbacks_for_payment(&self, payment_id: &str) -> Result<Vec<RawCallback>>;
+
+    // ---- reconciler ------------------------------------------------------------------------
+
+    /// Claims up to `limit` open payments (`initiated`/`pending`) whose `next_check_at` is due,
+    /// moving their `next_check_at` to `lease_until` so that other instances skip them. Uses
+    /// `FOR UPDATE SKIP LOCKED` on PostgreSQL and MariaDB.
+    async fn claim_due_checks(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> Result<Vec<Payment>>;
+
+    // ---- outbox ----------------------------------------------------------------------------
+
+    /// Claims up to `limit` pending events due at `now` for `owner` until `lease_until`
+    /// (`FOR UPDATE SKIP LOCKED`; SQLite: one writer). An event whose lease expired (a worker
+    /// died mid-delivery) is claimable again.
+    async fn claim_outbox(
+        &self,
+        now: Millis,
+        owner: &str,
+        lease_until: Millis,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>>;
+
+    /// Records one delivery attempt and its consequence (delivered, retry at, dead, blocked),
+    /// only if `owner` still holds the lease. Returns false when the lease was lost. The lease
+    /// stays `owner`'s until another worker claims the event, even past `lease_until`.
+    /// `delivered_at` is the attempt's start plus its duration; the lease is released.
+    async fn record_delivery(
+        &self,
+        event_id: &str,
+        owner: &str,
+        attempt: &DeliveryAttempt,
+    ) -> Result<bool>;
+
+    /// Puts a dead-lettered (or blocked) event back in the queue, due now. False if it is not dead.
+    /// Its `attempts` counter starts again from 0, so it gets a full retry schedule; the
+    /// attempt log keeps its history and numbering.
+    async fn retry_outbox_event(&self, event_id: &str, now: Millis) -> Result<bool>;
+
+    /// Inserts outbox events outside a payment change (test messages, alerts about callbacks
+    /// that match no payment). Events whose `dedupe_key` exists are skipped.
+    async fn enqueue_outbox(&self, events: Vec<NewOutboxEvent>) -> Result<()>;
+
+    async fn get_outbox_event(&self, id: &str) -> Result<Option<OutboxEvent>>;
+
+    async fn list_outbox(
+        &self,
+        filter: &OutboxFilter,
+        page: &PageRequest,
+    ) -> Result<Page<OutboxEvent>>;
+
+    async fn outbox_for_payment(&self, payment_id: &str) -> Result<Vec<OutboxEvent>>;
+
+    async fn outbox_attempts(&self, event_id: &str) -> Result<Vec<OutboxAttempt>>;
+
+    /// Count of events per status, for `/health` and the dashboard (`due` by the system clock).
+    async fn outbox_counts(&self) -> Result<OutboxCounts>;
+
+    // ---- API keys --------------------------------------------------------------------------
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<()>;
+    /// An active (not revoked) key by the SHA-256 hex of its secret.
+    async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>>;
+    /// By id or by unique name. False if no active key matched.
+    async fn revoke_api_key(&self, id_or_name: &str, now: Millis) -> Result<bool>;
+    /// Sets `last_used_at`, at most once a minute per key (API traffic must not turn every
+    /// request into a write).
+    async fn touch_api_key(&self, id: &str, now: Millis) -> Result<()>;
+
+    // ---- admin users and sessions ------------------------------------------------------------
+
+    /// Creates the user, or replaces the password hash of an existing one. Returns true when created.
+    async fn upsert_admin_user(&self, user: &AdminUser) -> Result<bool>;
+    async fn find_admin_user(&self, username: &str) -> Result<Option<AdminUser>>;
+    async fn list_admin_users(&self) -> Result<Vec<AdminUser>>;
+    async fn create_session(&self, session: &AdminSession) -> Result<()>;
+    /// A session by the SHA-256 hex of its token, if not expired at `now`.
+    async fn find_session(&self, token_hash: &str, now: Millis) -> Result<Option<AdminSession>>;
+    async fn delete_session(&self, token_hash: &str) -> Result<()>;
+    async fn delete_expired_sessions(&self, now: Millis) -> Result<u64>;
+
+    // ---- Telegram ----------------------------------------------------------------------------
+
+    async fn link_telegram_chat(&self, link: &TelegramLink) -> Result<()>;
+    async fn find_telegram_link(&self, chat_id: i64) -> Result<Option<TelegramLink>>;
+    /// The chat linked to a phone number, if any (for customer receipts).
+    async fn find_telegram_chat_by_phone(&self, phone: &str) -> Result<Option<TelegramLink>>;
+    async fn unlink_telegram_chat(&self, chat_id: i64) -> Result<bool>;
+    /// Records that a chat blocked the bot (403) so nothing more is sent to it.
+    async fn mark_telegram_chat_blocked(&self, chat_id: i64, now: Millis) -> Result<()>;
+
+    // ---- settings and leases -----------------------------------------------------------------
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>>;
+    async fn put_setting(&self, key: &str, value: &str, now: Millis) -> Result<()>;
+    /// Stores `value` unless the key exists; returns the value that is stored afterwards. Lets
+    /// several instances agree on a generated secret.
+    async fn put_setting_if_absent(&self, key: &str, value: &str, now: Millis) -> Result<String>;
+
+    /// Takes or renews a named lease (e.g. "telegram-poller") for `owner` until `until`. True
+    /// when `owner` holds it afterwards: it was free, expired, or already `owner`'s.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<bool>;
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<()>;
+
+    // ---- statistics --------------------------------------------------------------------------
+
+    /// Counts and sums of payments created in `[from, to)`, by status (every status is
+    /// listed, with zeros), failed ones by result code, and how many of them need review.
+    async fn payment_stats(&self, from: Millis, to: Millis) -> Result<PaymentStats>;
+
+    /// Completed volume per East Africa Time day for payments created in `[from, to)`.
+    async fn daily_volume(&self, from: Millis, to: Millis) -> Result<Vec<DailyVolume>>;
+}
+
+/// Which database is behind a [`Storage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+        }
+    }
+}
+
+/// Opens the storage that a `DATABASE_URL` names: `sqlite://relative/path.db`,
+/// `sqlite:///absolute/path.db` (created if missing), `sqlite::memory:`,
+/// `postgres://…`/`postgresql://…`, `mysql://…`/`mariadb://…`.
+///
+/// Connects and checks the server version ([`Storage::check_server`]); it does not migrate
+/// (call [`Storage::migrate`]). An unreachable server is `Unavailable`, an old one or an
+/// unknown scheme `Unsupported`. Errors never quote the URL (it may hold a password).
+pub async fn connect(database_url: &str, options: &ConnectOptions) -> Result<Arc<dyn Storage>> {
+    let scheme = database_url
+        .split_once(':')
+        .map_or("", |(scheme, _)| scheme)
+        .to_ascii_lowercase();
+    let storage: Arc<dyn Storage> = match scheme.as_str() {
+        "sqlite" => Arc::new(store::SqlStorage::new(
+            sqlite::SqliteDriver::connect(database_url, options).await?,
+        )),
+        "postgres" | "postgresql" => Arc::new(store::SqlStorage::new(
+            postgres::PostgresDriver::connect(database_url, options).await?,
+        )),
+        "mysql" | "mariadb" => Arc::new(store::SqlStorage::new(
+            mysql::MySqlDriver::connect(database_url, options).await?,
+        )),
+        _ => {
+            return Err(StorageError::Unsupported(
+                "the database URL must start with sqlite:, postgres://, postgresql://, mysql:// or mariadb://".into(),
+            ));
+        }
+    };
+    let version = storage.check_server().await?;
+    tracing::info!(backend = storage.backend().as_str(), %version, "database connected");
+    Ok(storage)
+}
+
+/// Pool settings shared by all backends.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            max_connections: 10,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}

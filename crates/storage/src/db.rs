@@ -1,0 +1,522 @@
+//! The layer the three backends plug into.
+//!
+//! The shared queries (in `store/`) are written once, against the [`Conn`] trait, as
+//! statements-as-data: SQL with `$1, $2, …` placeholders plus the list of arguments. SQLite and
+//! PostgreSQL take that SQL as it is; the MySQL backend rewrites the placeholders to `?` before
+//! sending it. Where the dialects really differ (upserts, row locks, casts), the SQL lives in a
+//! [`Dialect`], written out in full for each backend so that a reader sees exactly what runs.
+
+use std::borrow::Cow;
+use std::ops::DerefMut;
+
+use async_trait::async_trait;
+use sqlx::{Database, Decode, Encode, Row, Type};
+
+use crate::Result;
+use crate::error::{DbResult, StorageError};
+
+// ---- arguments and statements -------------------------------------------------------------------
+
+/// One bound value. Only the types the schema uses: 64-bit integers, text, bytes, booleans.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Bytes(Vec<u8>),
+    Bool(bool),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(Some(v))
+    }
+}
+impl From<i32> for Arg {
+    fn from(v: i32) -> Self {
+        Arg::Int(Some(v.into()))
+    }
+}
+impl From<u32> for Arg {
+    fn from(v: u32) -> Self {
+        Arg::Int(Some(v.into()))
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<Option<i32>> for Arg {
+    fn from(v: Option<i32>) -> Self {
+        Arg::Int(v.map(i64::from))
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(Some(v.to_owned()))
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Self {
+        Arg::Text(Some(v.clone()))
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(Some(v))
+    }
+}
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        Arg::Text(v.map(str::to_owned))
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        Arg::Text(v)
+    }
+}
+impl From<&Option<String>> for Arg {
+    fn from(v: &Option<String>) -> Self {
+        Arg::Text(v.clone())
+    }
+}
+impl From<&[u8]> for Arg {
+    fn from(v: &[u8]) -> Self {
+        Arg::Bytes(v.to_vec())
+    }
+}
+impl From<bool> for Arg {
+    fn from(v: bool) -> Self {
+        Arg::Bool(v)
+    }
+}
+
+/// A statement: SQL with `$N` placeholders, and its arguments in order.
+#[derive(Debug, Clone)]
+pub(crate) struct Stmt {
+    pub(crate) sql: Cow<'static, str>,
+    pub(crate) args: Vec<Arg>,
+}
+
+impl Stmt {
+    pub(crate) fn new(sql: &'static str) -> Self {
+        Stmt {
+            sql: Cow::Borrowed(sql),
+            args: Vec::new(),
+        }
+    }
+
+    /// A static statement with a dialect fragment appended (e.g. ` FOR UPDATE`).
+    pub(crate) fn with_suffix(sql: &'static str, suffix: &'static str) -> Self {
+        if suffix.is_empty() {
+            return Stmt::new(sql);
+        }
+        Stmt {
+            sql: Cow::Owned(format!("{sql}{suffix}")),
+            args: Vec::new(),
+        }
+    }
+
+    pub(crate) fn bind(mut self, arg: impl Into<Arg>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+}
+
+/// Builds a statement from fixed SQL fragments and bound values; never from input text.
+pub(crate) struct SqlBuilder {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl SqlBuilder {
+    pub(crate) fn new(sql: &'static str) -> Self {
+        SqlBuilder {
+            sql: sql.to_owned(),
+            args: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, fragment: &'static str) -> &mut Self {
+        self.sql.push_str(fragment);
+        self
+    }
+
+    /// Appends the next `$N` placeholder and binds `arg` to it.
+    pub(crate) fn push_bind(&mut self, arg: impl Into<Arg>) -> &mut Self {
+        self.args.push(arg.into());
+        self.sql.push('$');
+        self.sql.push_str(&self.args.len().to_string());
+        self
+    }
+
+    /// `$a, $b, …` for an `IN (…)` list.
+    pub(crate) fn push_bind_list<A: Into<Arg>>(
+        &mut self,
+        args: impl IntoIterator<Item = A>,
+    ) -> &mut Self {
+        for (i, arg) in args.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push_bind(arg);
+        }
+        self
+    }
+
+    pub(crate) fn build(self) -> Stmt {
+        Stmt {
+            sql: Cow::Owned(self.sql),
+            args: self.args,
+        }
+    }
+}
+
+/// Rewrites `$N` placeholders to MySQL's positional `?`, reordering (and repeating) the
+/// arguments to match. Text inside quotes is left alone.
+pub(crate) fn to_question_marks(stmt: Stmt) -> (String, Vec<Arg>) {
+    let sql = stmt.sql.as_ref();
+    let mut out = String::with_capacity(sql.len());
+    let mut args = Vec::with_capacity(stmt.args.len());
+    let mut chars = sql.char_indices().peekable();
+    let mut in_quote = false;
+    while let Some((_, c)) = chars.next() {
+        if c == '\'' {
+            in_quote = !in_quote;
+        }
+        if c == '$' && !in_quote && chars.peek().is_some_and(|(_, d)| d.is_ascii_digit()) {
+            let mut n = 0usize;
+            while let Some((_, d)) = chars.peek().copied().filter(|(_, d)| d.is_ascii_digit()) {
+                n = n * 10 + (d as usize - '0' as usize);
+                chars.next();
+            }
+            // A placeholder without an argument binds NULL, as PostgreSQL would refuse it
+            // anyway; shared statements are tested on all backends.
+            args.push(
+                stmt.args
+                    .get(n.wrapping_sub(1))
+                    .cloned()
+                    .unwrap_or(Arg::Text(None)),
+            );
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    (out, args)
+}
+
+/// Turns our arguments into the driver's.
+pub(crate) fn arguments<DB: Database>(
+    args: Vec<Arg>,
+) -> std::result::Result<DB::Arguments, sqlx::error::BoxDynError>
+where
+    Option<i64>: for<'q> Encode<'q, DB> + Type<DB>,
+    Option<String>: for<'q> Encode<'q, DB> + Type<DB>,
+    Vec<u8>: for<'q> Encode<'q, DB> + Type<DB>,
+    bool: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    use sqlx::Arguments as _;
+    let mut out = DB::Arguments::default();
+    for arg in args {
+        match arg {
+            Arg::Int(v) => out.add(v)?,
+            Arg::Text(v) => out.add(v)?,
+            Arg::Bytes(v) => out.add(v)?,
+            Arg::Bool(v) => out.add(v)?,
+        }
+    }
+    Ok(out)
+}
+
+// ---- rows ---------------------------------------------------------------------------------------
+
+/// Typed column access with our errors, for any backend's row.
+pub(crate) trait RowExt {
+    fn int(&self, col: &str) -> Result<i64>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>>;
+    fn int32(&self, col: &str) -> Result<i32>;
+    fn opt_int32(&self, col: &str) -> Result<Option<i32>>;
+    fn text(&self, col: &str) -> Result<String>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>>;
+    fn flag(&self, col: &str) -> Result<bool>;
+    fn bytes(&self, col: &str) -> Result<Vec<u8>>;
+}
+
+fn decode_error(col: &str, e: sqlx::Error) -> StorageError {
+    StorageError::Corrupt(format!("column {col}: {e}"))
+}
+
+impl<R> RowExt for R
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    i64: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    i32: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    String: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    bool: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+    Vec<u8>: for<'r> Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn int(&self, col: &str) -> Result<i64> {
+        self.try_get(col).map_err(|e| decode_error(col, e))
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        self.try_get(col).map_err(|e| decode_error(col, e))
+    }
+    fn int32(&self, col: &str) -> Result<i32> {
+        self.try_get(col).map_err(|e| decode_error(col, e))
+    }
+    fn opt_int32(&self, col: &str) -> Result<Option<i32>> {
+        self.try_get(col).map_err(|e| decode_error(col, e))
+    }
+    fn text(&self, col: &str) -> Result<String> {
+        self.try_get(col).map_err(|e| decode_error(col, e))
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        self.try_get(col).map_err(|e| decode_error(col, e))
+    }
+    fn flag(&self, col: &str) -> Result<bool> {
+        self.try_get(col).map_err(|e| decode_error(col, e))
+    }
+    fn bytes(&self, col: &str) -> Result<Vec<u8>> {
+        self.try_get(col).map_err(|e| decode_error(col, e))
+    }
+}
+
+// ---- connections --------------------------------------------------------------------------------
+
+/// A connection (or transaction) that the shared queries run on.
+#[async_trait]
+pub(crate) trait Conn: Send {
+    type Row: RowExt + Send;
+    /// This backend's SQL where the dialects differ.
+    const DIALECT: &'static Dialect;
+
+    /// Runs a statement; the number of rows it changed (MySQL: rows it matched).
+    async fn execute(&mut self, stmt: Stmt) -> DbResult<u64>;
+    async fn fetch_all(&mut self, stmt: Stmt) -> DbResult<Vec<Self::Row>>;
+    async fn fetch_optional(&mut self, stmt: Stmt) -> DbResult<Option<Self::Row>>;
+    /// Runs fixed SQL unprepared (savepoints: MySQL cannot prepare them).
+    async fn execute_raw(&mut self, sql: &'static str) -> DbResult<()>;
+
+    async fn fetch_one(&mut self, stmt: Stmt) -> DbResult<Self::Row> {
+        self.fetch_optional(stmt)
+            .await?
+            .ok_or_else(|| StorageError::NotFound.into())
+    }
+}
+
+/// Implements [`Conn`] for a sqlx connection type. `$prepare` turns a [`Stmt`] into the SQL
+/// text and arguments the driver takes; `$map_err` maps the driver's errors to ours.
+macro_rules! impl_conn {
+    ($conn:ty, $db:ty, $dialect:expr, $prepare:expr, $map_err:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::db::Conn for $conn {
+            type Row = <$db as sqlx::Database>::Row;
+            const DIALECT: &'static $crate::db::Dialect = $dialect;
+
+            async fn execute(&mut self, stmt: $crate::db::Stmt) -> $crate::error::DbResult<u64> {
+                let (sql, args) = $prepare(stmt);
+                let args = $crate::db::arguments::<$db>(args).map_err(|e| {
+                    $crate::StorageError::Database(format!("cannot encode an argument: {e}"))
+                })?;
+                let done = sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                    .execute(&mut *self)
+                    .await
+                    .map_err($map_err)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn fetch_all(
+                &mut self,
+                stmt: $crate::db::Stmt,
+            ) -> $crate::error::DbResult<Vec<Self::Row>> {
+                let (sql, args) = $prepare(stmt);
+                let args = $crate::db::arguments::<$db>(args).map_err(|e| {
+                    $crate::StorageError::Database(format!("cannot encode an argument: {e}"))
+                })?;
+                sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                    .fetch_all(&mut *self)
+                    .await
+                    .map_err($map_err)
+            }
+
+            async fn fetch_optional(
+                &mut self,
+                stmt: $crate::db::Stmt,
+            ) -> $crate::error::DbResult<Option<Self::Row>> {
+                let (sql, args) = $prepare(stmt);
+                let args = $crate::db::arguments::<$db>(args).map_err(|e| {
+                    $crate::StorageError::Database(format!("cannot encode an argument: {e}"))
+                })?;
+                sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                    .fetch_optional(&mut *self)
+                    .await
+                    .map_err($map_err)
+            }
+
+            async fn execute_raw(&mut self, sql: &'static str) -> $crate::error::DbResult<()> {
+                sqlx::raw_sql(sql)
+                    .execute(&mut *self)
+                    .await
+                    .map_err($map_err)?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use impl_conn;
+
+/// SQLite and PostgreSQL take our SQL as written.
+pub(crate) fn as_written(stmt: Stmt) -> (Cow<'static, str>, Vec<Arg>) {
+    (stmt.sql, stmt.args)
+}
+
+// ---- drivers ------------------------------------------------------------------------------------
+
+/// One backend: its pools, how it begins a write transaction, migrations and version check.
+#[async_trait]
+pub(crate) trait Driver: Send + Sync + 'static {
+    type Conn: Conn;
+    /// A write transaction (SQLite: `BEGIN IMMEDIATE` on the single writer connection).
+    type Tx: DerefMut<Target = Self::Conn> + Send;
+    /// A pooled connection for reads.
+    type Reader: DerefMut<Target = Self::Conn> + Send;
+
+    const BACKEND: crate::Backend;
+
+    async fn begin(&self) -> DbResult<Self::Tx>;
+    async fn commit(tx: Self::Tx) -> DbResult<()>;
+    async fn reader(&self) -> DbResult<Self::Reader>;
+
+    async fn migrate(&self) -> Result<()>;
+    /// The server's version text, checked against our minimum.
+    async fn check_server(&self) -> Result<String>;
+    async fn close(&self);
+}
+
+// ---- dialects -----------------------------------------------------------------------------------
+
+/// The SQL that differs between backends, each statement written out in full. Placeholders
+/// are `$N` everywhere (the MySQL backend rewrites them).
+#[derive(Debug)]
+pub(crate) struct Dialect {
+    /// Appended to a `SELECT` that locks the rows it reads until commit: ` FOR UPDATE` on the
+    /// servers, nothing on SQLite, where the one write transaction at a time is the lock.
+    pub(crate) for_update: &'static str,
+    /// Appended to a `SELECT` that claims work rows other instances may be claiming too.
+    pub(crate) for_update_skip_locked: &'static str,
+
+    /// Insert-if-absent statements: they never fail on the unique key named in their comment
+    /// and never overwrite; callers read the row back to learn whose it is.
+    /// Key: (api_key_id, idem_key). Args: api_key_id, idem_key, request_hash, payment_id, created_at.
+    pub(crate) insert_idempotency_claim: &'static str,
+    /// Key: dedupe_key. Args: id, payment_id, channel, event_type, destination, payload,
+    /// dedupe_key, created_at (also the first attempt time).
+    pub(crate) insert_outbox_event: &'static str,
+    /// Key: username. Args: id, username, password_hash, created_at.
+    pub(crate) insert_admin_user_if_absent: &'static str,
+    /// Key: name. Args: name, value, updated_at.
+    pub(crate) insert_setting_if_absent: &'static str,
+    /// Key: name. Args: name, owner, expires_at.
+    pub(crate) insert_lease_if_absent: &'static str,
+
+    /// Upserts that overwrite. Args: name, value, updated_at.
+    pub(crate) upsert_setting: &'static str,
+    /// Args: chat_id, user_id, phone, linked_at. Clears `blocked_at`.
+    pub(crate) upsert_telegram_link: &'static str,
+
+    /// Args: from, to. Columns: status, count, amount (integers: MySQL sums are DECIMAL).
+    pub(crate) payment_totals_by_status: &'static str,
+    /// Args: from, to. Columns: day (days since 1970-01-01 in East Africa Time), total_count,
+    /// completed_count, completed_amount.
+    pub(crate) daily_volume: &'static str,
+}
+
+/// SQLite and PostgreSQL spell upserts the same way (`ON CONFLICT`), and both cast with
+/// `CAST(… AS BIGINT)` and divide integers as integers.
+pub(crate) mod standard_sql {
+    pub(crate) const INSERT_IDEMPOTENCY_CLAIM: &str = "INSERT INTO idempotency_keys \
+        (api_key_id, idem_key, request_hash, payment_id, created_at) VALUES ($1, $2, $3, $4, $5) \
+        ON CONFLICT (api_key_id, idem_key) DO NOTHING";
+    pub(crate) const INSERT_OUTBOX_EVENT: &str = "INSERT INTO outbox_events \
+        (id, payment_id, channel, event_type, destination, payload, dedupe_key, status, attempts, \
+         next_attempt_at, created_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8) \
+        ON CONFLICT (dedupe_key) DO NOTHING";
+    pub(crate) const INSERT_ADMIN_USER_IF_ABSENT: &str = "INSERT INTO admin_users \
+        (id, username, password_hash, created_at) VALUES ($1, $2, $3, $4) \
+        ON CONFLICT (username) DO NOTHING";
+    pub(crate) const INSERT_SETTING_IF_ABSENT: &str = "INSERT INTO settings (name, value, updated_at) \
+        VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
+    pub(crate) const INSERT_LEASE_IF_ABSENT: &str = "INSERT INTO leases (name, owner, expires_at) \
+        VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
+    pub(crate) const UPSERT_SETTING: &str = "INSERT INTO settings (name, value, updated_at) \
+        VALUES ($1, $2, $3) \
+        ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
+    pub(crate) const UPSERT_TELEGRAM_LINK: &str = "INSERT INTO telegram_links \
+        (chat_id, user_id, phone, linked_at, blocked_at) VALUES ($1, $2, $3, $4, NULL) \
+        ON CONFLICT (chat_id) DO UPDATE SET user_id = excluded.user_id, phone = excluded.phone, \
+        linked_at = excluded.linked_at, blocked_at = NULL";
+    pub(crate) const PAYMENT_TOTALS_BY_STATUS: &str = "SELECT status, COUNT(*) AS count, \
+        CAST(SUM(amount) AS BIGINT) AS amount FROM payments \
+        WHERE created_at >= $1 AND created_at < $2 GROUP BY status";
+    pub(crate) const DAILY_VOLUME: &str = "SELECT (created_at + 10800000) / 86400000 AS day, \
+        COUNT(*) AS total_count, \
+        CAST(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS BIGINT) AS completed_count, \
+        CAST(SUM(CASE WHEN status = 'completed' THEN amount ELSE 0 END) AS BIGINT) AS completed_amount \
+        FROM payments WHERE created_at >= $1 AND created_at < $2 \
+        GROUP BY (created_at + 10800000) / 86400000 ORDER BY day";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(args: &[Arg]) -> Vec<String> {
+        args.iter()
+            .map(|a| match a {
+                Arg::Int(v) => format!("{v:?}"),
+                Arg::Text(v) => format!("{v:?}"),
+                Arg::Bytes(v) => format!("{v:?}"),
+                Arg::Bool(v) => format!("{v}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dollar_placeholders_become_question_marks_in_order() {
+        let stmt = Stmt::new("UPDATE t SET a = $2, b = '$1' WHERE c = $1 AND d = $10 OR e = $2")
+            .bind(1i64)
+            .bind("two")
+            .bind(3i64)
+            .bind(4i64)
+            .bind(5i64)
+            .bind(6i64)
+            .bind(7i64)
+            .bind(8i64)
+            .bind(9i64)
+            .bind(10i64);
+        let (sql, args) = to_question_marks(stmt);
+        assert_eq!(
+            sql,
+            "UPDATE t SET a = ?, b = '$1' WHERE c = ? AND d = ? OR e = ?"
+        );
+        assert_eq!(
+            texts(&args),
+            ["Some(\"two\")", "Some(1)", "Some(10)", "Some(\"two\")"]
+        );
+    }
+
+    #[test]
+    fn builder_numbers_placeholders() {
+        let mut b = SqlBuilder::new("SELECT 1 WHERE a IN (");
+        b.push_bind_list(["x", "y"])
+            .push(") AND b = ")
+            .push_bind(3i64);
+        let stmt = b.build();
+        assert_eq!(stmt.sql, "SELECT 1 WHERE a IN ($1, $2) AND b = $3");
+        assert_eq!(stmt.args.len(), 3);
+    }
+}

@@ -1,0 +1,586 @@
+//! Records as stored. Times are Unix milliseconds; amounts are whole shillings unless the name
+//! says cents; ids are text with a prefix (`pay_`, `cb_`, `evt_`, `key_`…).
+
+use mpesa_domain::{Amount, Msisdn, PaymentSnapshot, PaymentStatus, ResultCode, Transition};
+use serde::{Deserialize, Serialize};
+
+use crate::Millis;
+
+// ---- payments ------------------------------------------------------------------------------
+
+/// Where a payment was started from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentSource {
+    Api,
+    Telegram,
+    Dashboard,
+}
+
+impl PaymentSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentSource::Api => "api",
+            PaymentSource::Telegram => "telegram",
+            PaymentSource::Dashboard => "dashboard",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "api" => Some(PaymentSource::Api),
+            "telegram" => Some(PaymentSource::Telegram),
+            "dashboard" => Some(PaymentSource::Dashboard),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPayment {
+    pub id: String,
+    pub phone: Msisdn,
+    pub amount: Amount,
+    /// The AccountReference sent to Daraja.
+    pub reference: String,
+    /// The merchant's own description (the TransactionDesc sent is derived from it).
+    pub description: String,
+    pub customer_email: Option<String>,
+    pub telegram_chat_id: Option<i64>,
+    /// Merchant metadata, a JSON object as text.
+    pub metadata: Option<String>,
+    pub api_key_id: Option<String>,
+    pub source: PaymentSource,
+    pub created_at: Millis,
+    /// When the reconciler first looks at it if nothing else happened.
+    pub next_check_at: Millis,
+}
+
+/// A payment as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Payment {
+    pub id: String,
+    pub status: PaymentStatus,
+    pub phone: Msisdn,
+    pub amount: Amount,
+    pub reference: String,
+    pub description: String,
+    pub customer_email: Option<String>,
+    pub telegram_chat_id: Option<i64>,
+    pub metadata: Option<String>,
+    pub checkout_request_id: Option<String>,
+    pub merchant_request_id: Option<String>,
+    pub mpesa_receipt_number: Option<String>,
+    pub result_code: Option<String>,
+    pub result_desc: Option<String>,
+    /// M-Pesa's TransactionDate, converted to Unix ms.
+    pub transaction_date: Option<Millis>,
+    pub needs_review: bool,
+    pub review_reason: Option<String>,
+    pub api_key_id: Option<String>,
+    pub source: PaymentSource,
+    /// Reconciler bookkeeping: how many STK Queries were made, and when to look next.
+    pub query_attempts: i32,
+    pub next_check_at: Option<Millis>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// When the payment first reached a final state.
+    pub finalized_at: Option<Millis>,
+    /// Optimistic-lock counter, incremented by every write.
+    pub version: i64,
+}
+
+impl Payment {
+    pub fn snapshot(&self) -> PaymentSnapshot {
+        PaymentSnapshot {
+            status: self.status,
+            amount: self.amount,
+            phone: self.phone.clone(),
+            checkout_request_id: self.checkout_request_id.clone(),
+            mpesa_receipt_number: self.mpesa_receipt_number.clone(),
+            result_code: self.result_code.as_deref().map(ResultCode::new),
+            needs_review: self.needs_review,
+            created_at_ms: self.created_at,
+        }
+    }
+
+    /// `completed_at` of the API: when it completed, if it did.
+    pub fn completed_at(&self) -> Option<Millis> {
+        (self.status == PaymentStatus::Completed)
+            .then_some(self.finalized_at)
+            .flatten()
+    }
+}
+
+/// What a payment event writes. Storage applies it as given: the transition's fields (those
+/// that are `Some`), the review change, `finalized_at` when a final state is first reached,
+/// `updated_at = now`, `version + 1`; then the timeline entry and the outbox rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentUpdate {
+    /// `None` when the state does not change but something is still recorded (e.g. a query that
+    /// answered "still processing": its timeline entry and the next check time).
+    pub transition: Option<Transition>,
+    pub schedule: CheckSchedule,
+    /// Count this as one more STK Query made.
+    pub count_query: bool,
+    pub event: Option<NewPaymentEvent>,
+    pub outbox: Vec<NewOutboxEvent>,
+}
+
+impl PaymentUpdate {
+    pub fn new(transition: Option<Transition>) -> Self {
+        PaymentUpdate {
+            transition,
+            schedule: CheckSchedule::Keep,
+            count_query: false,
+            event: None,
+            outbox: Vec::new(),
+        }
+    }
+}
+
+/// What happens to the reconciler's `next_check_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckSchedule {
+    Keep,
+    At(Millis),
+    /// Never again (the payment is final).
+    Clear,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewPaymentEvent {
+    /// e.g. `created`, `push_sent`, `push_accepted`, `callback`, `query`, `expired`,
+    /// `held_for_review`, `admin_settled`; see `TransitionKind::as_str`.
+    pub kind: String,
+    /// JSON object as text with what a person needs to see on the timeline.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PaymentEvent {
+    pub id: i64,
+    pub payment_id: String,
+    pub at: Millis,
+    pub kind: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentFilter {
+    pub status: Option<PaymentStatus>,
+    pub phone: Option<String>,
+    pub reference: Option<String>,
+    pub receipt: Option<String>,
+    pub needs_review: Option<bool>,
+    pub created_from: Option<Millis>,
+    pub created_to: Option<Millis>,
+    /// Free text: matches id, phone, reference, receipt or CheckoutRequestID exactly, or a prefix of the reference.
+    pub search: Option<String>,
+}
+
+// ---- idempotency -----------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    pub api_key_id: String,
+    pub key: String,
+    /// SHA-256 hex of the canonical request body.
+    pub request_hash: String,
+    pub created_at: Millis,
+}
+
+/// A stored answer to replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+// Returned once per request and matched on at once: boxing `Payment` would only add noise.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreatePaymentResult {
+    Created(Payment),
+    /// Same key, same body, answered before: send this again.
+    Replay(StoredResponse),
+    /// Same key, same body, first request still running.
+    InProgress {
+        payment_id: String,
+    },
+    /// Same key, other body.
+    KeyReused,
+}
+
+// ---- callbacks -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackKind {
+    Stk,
+    C2bValidation,
+    C2bConfirmation,
+    B2cResult,
+    Timeout,
+}
+
+impl CallbackKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackKind::Stk => "stk",
+            CallbackKind::C2bValidation => "c2b_validation",
+            CallbackKind::C2bConfirmation => "c2b_confirmation",
+            CallbackKind::B2cResult => "b2c_result",
+            CallbackKind::Timeout => "timeout",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Stk,
+            Self::C2bValidation,
+            Self::C2bConfirmation,
+            Self::B2cResult,
+            Self::Timeout,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// What became of a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackOutcome {
+    /// It changed the payment.
+    Applied,
+    /// It repeated what was already recorded.
+    Duplicate,
+    /// It was valid but changed nothing (e.g. a failure for an already failed payment).
+    Ignored,
+    /// It put the payment on hold for review.
+    HeldForReview,
+    /// Its CheckoutRequestID matches no payment (yet).
+    Unmatched,
+    /// Its body could not be parsed.
+    Unparseable,
+    /// Stored only (kinds the gateway does not act on yet).
+    Stored,
+}
+
+impl CallbackOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackOutcome::Applied => "applied",
+            CallbackOutcome::Duplicate => "duplicate",
+            CallbackOutcome::Ignored => "ignored",
+            CallbackOutcome::HeldForReview => "held_for_review",
+            CallbackOutcome::Unmatched => "unmatched",
+            CallbackOutcome::Unparseable => "unparseable",
+            CallbackOutcome::Stored => "stored",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Applied,
+            Self::Duplicate,
+            Self::Ignored,
+            Self::HeldForReview,
+            Self::Unmatched,
+            Self::Unparseable,
+            Self::Stored,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// A callback as received, before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingCallback {
+    pub id: String,
+    pub kind: CallbackKind,
+    pub received_at: Millis,
+    pub remote_addr: Option<String>,
+    /// Request headers as a JSON object text.
+    pub headers: String,
+    /// The raw body exactly as received (may be invalid UTF-8 or JSON).
+    pub body: Vec<u8>,
+    /// The CheckoutRequestID it names, when it could be parsed.
+    pub checkout_request_id: Option<String>,
+    /// Why it could not be parsed, when it could not.
+    pub parse_error: Option<String>,
+}
+
+/// The decision for one callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackDecision {
+    pub outcome: CallbackOutcome,
+    /// Applied to the payment the callback names (only when there is one).
+    pub update: Option<PaymentUpdate>,
+    /// Extra outbox rows not tied to a payment change (e.g. an alert about an unmatched success).
+    pub outbox: Vec<NewOutboxEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestedCallback {
+    pub callback_id: String,
+    pub outcome: CallbackOutcome,
+    /// The payment after the change, when the callback named one.
+    pub payment: Option<Payment>,
+    /// The update that was applied, when one was.
+    pub update: Option<PaymentUpdate>,
+}
+
+/// A stored callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RawCallback {
+    pub id: String,
+    pub kind: CallbackKind,
+    pub received_at: Millis,
+    pub remote_addr: Option<String>,
+    pub headers: String,
+    pub body: Vec<u8>,
+    pub checkout_request_id: Option<String>,
+    pub payment_id: Option<String>,
+    pub outcome: CallbackOutcome,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallbackFilter {
+    pub outcome: Option<CallbackOutcome>,
+    pub kind: Option<CallbackKind>,
+    pub payment_id: Option<String>,
+}
+
+// ---- outbox ----------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Telegram,
+    Webhook,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Telegram => "telegram",
+            Channel::Webhook => "webhook",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Email, Self::Telegram, Self::Webhook]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxStatus {
+    Pending,
+    Delivered,
+    /// Every attempt failed; waits for a person (`outbox retry`).
+    Dead,
+    /// The destination refuses us for good (e.g. a chat that blocked the bot).
+    Blocked,
+}
+
+impl OutboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Delivered => "delivered",
+            OutboxStatus::Dead => "dead",
+            OutboxStatus::Blocked => "blocked",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Dead, Self::Blocked]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutboxEvent {
+    /// `evt_…`: the stable id receivers use to drop repeats.
+    pub id: String,
+    pub payment_id: Option<String>,
+    pub channel: Channel,
+    /// e.g. `payment.completed`, `payment.held_for_review`, `receipt`, `test`.
+    pub event_type: String,
+    /// Email address, Telegram chat id, or webhook URL.
+    pub destination: String,
+    /// What to send, as JSON text (the channel decides its shape).
+    pub payload: String,
+    /// Unique: a second event with the same key is not inserted.
+    pub dedupe_key: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxEvent {
+    pub id: String,
+    pub payment_id: Option<String>,
+    pub channel: Channel,
+    pub event_type: String,
+    pub destination: String,
+    pub payload: String,
+    pub dedupe_key: String,
+    pub status: OutboxStatus,
+    pub attempts: i32,
+    pub next_attempt_at: Millis,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<Millis>,
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+    pub delivered_at: Option<Millis>,
+}
+
+/// The consequence of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryResult {
+    Delivered,
+    /// Failed; try again at this time.
+    RetryAt(Millis),
+    /// Failed for the last time.
+    Dead,
+    /// The destination refuses us for good.
+    Blocked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    pub started_at: Millis,
+    pub duration_ms: i64,
+    pub result: DeliveryResult,
+    /// HTTP status or SMTP code, when there was one.
+    pub response_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxAttempt {
+    pub id: i64,
+    pub event_id: String,
+    pub attempt: i32,
+    pub started_at: Millis,
+    pub duration_ms: i64,
+    /// `delivered`, `failed`, `dead`, `blocked`.
+    pub result: String,
+    pub response_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxFilter {
+    pub status: Option<OutboxStatus>,
+    pub channel: Option<Channel>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub delivered: i64,
+    pub dead: i64,
+    pub blocked: i64,
+    /// Pending events already due (the backlog).
+    pub due: i64,
+}
+
+// ---- API keys, admin, Telegram -----------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the key, shown so people can tell keys apart.
+    pub prefix: String,
+    /// SHA-256 hex of the whole key; the key itself is never stored.
+    #[serde(skip)]
+    pub hash: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+    pub last_used_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminUser {
+    pub id: String,
+    pub username: String,
+    /// Argon2 PHC string.
+    pub password_hash: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSession {
+    /// SHA-256 hex of the session cookie's token.
+    pub token_hash: String,
+    pub user_id: String,
+    pub username: String,
+    pub csrf_token: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TelegramLink {
+    pub chat_id: i64,
+    pub user_id: i64,
+    pub phone: String,
+    pub linked_at: Millis,
+    pub blocked_at: Option<Millis>,
+}
+
+// ---- pages and statistics ----------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// 1..=500; storage clamps it.
+    pub limit: u32,
+    /// The opaque cursor from the previous page.
+    pub cursor: Option<String>,
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        PageRequest {
+            limit: 50,
+            cursor: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StatusTotals {
+    pub count: i64,
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PaymentStats {
+    /// Keyed by status name.
+    pub by_status: std::collections::BTreeMap<String, StatusTotals>,
+    /// Failed payments by result code.
+    pub failures_by_code: std::collections::BTreeMap<String, i64>,
+    pub needs_review: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DailyVolume {
+    /// `YYYY-MM-DD` in East Africa Time.
+    pub day: String,
+    pub completed_count: i64,
+    pub completed_amount: i64,
+    pub total_count: i64,
+}

@@ -1,0 +1,222 @@
+//! MySQL 8 and MariaDB: several gateway instances may share one database.
+//!
+//! * Sessions run at READ COMMITTED: InnoDB's default REPEATABLE READ takes gap locks when
+//!   `SELECT … FOR UPDATE` finds no row (a callback for an unknown CheckoutRequestID), which
+//!   deadlocks concurrent inserts.
+//! * A decision about a payment is made on the row locked with `SELECT … FOR UPDATE`; work rows
+//!   are claimed with `FOR UPDATE SKIP LOCKED` and then updated in the same transaction (no
+//!   `UPDATE … RETURNING` here).
+//! * Upserts are `ON DUPLICATE KEY UPDATE key = key`, never `INSERT IGNORE`, which would also
+//!   swallow other errors (truncation, bad foreign keys).
+//! * Placeholders are `?`: the shared `$N` statements are rewritten before they are sent.
+//! * DDL commits implicitly, so migrations cannot roll back half-way. Ours are written to be
+//!   re-run safely, and one that a crash left marked as failed is run again.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::error::DatabaseError;
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::{MySql, MySqlConnection, MySqlPool, Transaction};
+
+use crate::db::{Dialect, Driver, impl_conn, to_question_marks};
+use crate::error::{
+    DbError, DbResult, ServerErrorClass, map_sqlx_error, unique_rule_from_mysql_message,
+};
+use crate::{Backend, ConnectOptions, Result, StorageError, migrations, server_version};
+
+const DIALECT: Dialect = Dialect {
+    for_update: " FOR UPDATE",
+    for_update_skip_locked: " FOR UPDATE SKIP LOCKED",
+    insert_idempotency_claim: "INSERT INTO idempotency_keys \
+        (api_key_id, idem_key, request_hash, payment_id, created_at) VALUES ($1, $2, $3, $4, $5) \
+        ON DUPLICATE KEY UPDATE api_key_id = api_key_id",
+    insert_outbox_event: "INSERT INTO outbox_events \
+        (id, payment_id, channel, event_type, destination, payload, dedupe_key, status, attempts, \
+         next_attempt_at, created_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8) \
+        ON DUPLICATE KEY UPDATE id = id",
+    insert_admin_user_if_absent: "INSERT INTO admin_users (id, username, password_hash, created_at) \
+        VALUES ($1, $2, $3, $4) ON DUPLICATE KEY UPDATE id = id",
+    insert_setting_if_absent: "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \
+        ON DUPLICATE KEY UPDATE name = name",
+    insert_lease_if_absent: "INSERT INTO leases (name, owner, expires_at) VALUES ($1, $2, $3) \
+        ON DUPLICATE KEY UPDATE name = name",
+    upsert_setting: "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \
+        ON DUPLICATE KEY UPDATE value = VALUES(value), updated_at = VALUES(updated_at)",
+    upsert_telegram_link: "INSERT INTO telegram_links (chat_id, user_id, phone, linked_at, blocked_at) \
+        VALUES ($1, $2, $3, $4, NULL) \
+        ON DUPLICATE KEY UPDATE user_id = VALUES(user_id), phone = VALUES(phone), \
+        linked_at = VALUES(linked_at), blocked_at = NULL",
+    // SUM over integers is DECIMAL here; CAST … AS SIGNED makes it a BIGINT again.
+    payment_totals_by_status: "SELECT status, COUNT(*) AS count, CAST(SUM(amount) AS SIGNED) AS amount \
+        FROM payments WHERE created_at >= $1 AND created_at < $2 GROUP BY status",
+    // `/` is decimal division here; DIV is integer division.
+    daily_volume: "SELECT (created_at + 10800000) DIV 86400000 AS day, COUNT(*) AS total_count, \
+        CAST(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS SIGNED) AS completed_count, \
+        CAST(SUM(CASE WHEN status = 'completed' THEN amount ELSE 0 END) AS SIGNED) AS completed_amount \
+        FROM payments WHERE created_at >= $1 AND created_at < $2 \
+        GROUP BY (created_at + 10800000) DIV 86400000 ORDER BY day",
+};
+
+/// Seconds a statement waits for a row lock before the transaction is run again.
+const LOCK_WAIT_TIMEOUT_SECS: u32 = 10;
+
+/// Serialises migrations of instances starting together (on top of sqlx's own lock, so that
+/// clearing a failed migration's mark happens under it too).
+const MIGRATION_LOCK: &str = "mpesa_gateway_migrations";
+
+impl_conn!(
+    MySqlConnection,
+    MySql,
+    &DIALECT,
+    to_question_marks,
+    map_error
+);
+
+fn map_error(e: sqlx::Error) -> DbError {
+    map_sqlx_error(e, classify, |db| {
+        unique_rule_from_mysql_message(db.message())
+    })
+}
+
+fn classify(e: &dyn DatabaseError) -> ServerErrorClass {
+    let Some(my) = e.try_downcast_ref::<MySqlDatabaseError>() else {
+        return ServerErrorClass::Other;
+    };
+    match my.number() {
+        // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT, ER_CHECKREAD (MariaDB snapshot isolation)
+        1213 | 1205 | 1020 => ServerErrorClass::Transient,
+        // too many connections, server shutdown, disk full, table full, connection killed
+        1040 | 1053 | 1021 | 1114 | 1927 => ServerErrorClass::Unavailable,
+        _ => ServerErrorClass::Other,
+    }
+}
+
+pub(crate) struct MySqlDriver {
+    pool: MySqlPool,
+}
+
+impl MySqlDriver {
+    pub(crate) async fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let url = match url.strip_prefix("mariadb://") {
+            Some(rest) => format!("mysql://{rest}"),
+            None => url.to_owned(),
+        };
+        let connect = MySqlConnectOptions::from_str(&url)
+            .map_err(|_| StorageError::Unsupported("invalid MySQL URL".into()))?
+            .charset("utf8mb4");
+        let pool = MySqlPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::raw_sql("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("SET SESSION innodb_lock_wait_timeout = ?")
+                        .bind(LOCK_WAIT_TIMEOUT_SECS)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(connect)
+            .await
+            .map_err(|e| StorageError::from(map_error(e)))?;
+        Ok(MySqlDriver { pool })
+    }
+}
+
+#[async_trait]
+impl Driver for MySqlDriver {
+    type Conn = MySqlConnection;
+    type Tx = Transaction<'static, MySql>;
+    type Reader = PoolConnection<MySql>;
+
+    const BACKEND: Backend = Backend::MySql;
+
+    async fn begin(&self) -> DbResult<Self::Tx> {
+        self.pool.begin().await.map_err(map_error)
+    }
+
+    async fn commit(tx: Self::Tx) -> DbResult<()> {
+        tx.commit().await.map_err(map_error)
+    }
+
+    async fn reader(&self) -> DbResult<Self::Reader> {
+        self.pool.acquire().await.map_err(map_error)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let to_storage = |e: sqlx::Error| StorageError::from(map_error(e));
+        let mut conn = self.pool.acquire().await.map_err(to_storage)?;
+        let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 60)")
+            .bind(MIGRATION_LOCK)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(to_storage)?;
+        if locked != Some(1) {
+            return Err(StorageError::Unavailable(
+                "another instance has been migrating for a minute".into(),
+            ));
+        }
+        let result = async {
+            let has_table: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(to_storage)?;
+            if has_table > 0 {
+                let cleared = sqlx::query("DELETE FROM _sqlx_migrations WHERE success = FALSE")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(to_storage)?
+                    .rows_affected();
+                if cleared > 0 {
+                    tracing::warn!(
+                        cleared,
+                        "re-running MySQL migrations that a crash interrupted"
+                    );
+                }
+            }
+            // `run_direct` takes the connection itself (`run` trips over a lifetime bound on
+            // `&mut MySqlConnection` inside an async trait method).
+            migrations::migrator(migrations::MYSQL)
+                .run_direct(None, &mut *conn, false)
+                .await
+                .map_err(|e| migrations::map_migrate_error(e, map_error))
+        }
+        .await;
+        let released = sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "could not release the migration lock; it ends with the connection");
+            conn.detach();
+        }
+        result
+    }
+
+    async fn check_server(&self) -> Result<String> {
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| StorageError::from(map_error(e)))?;
+        server_version::check_mysql(&version)?;
+        let product = if version.contains("MariaDB") {
+            "MariaDB"
+        } else {
+            "MySQL"
+        };
+        Ok(format!("{product} {version}"))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

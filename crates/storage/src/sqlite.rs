@@ -1,0 +1,148 @@
+//! SQLite: the embedded default, for one gateway instance.
+//!
+//! * WAL journal and `synchronous = FULL`: every commit is fsynced, so what the gateway
+//!   acknowledged survives a power cut.
+//! * One writer connection (a pool of one) whose write transactions start with
+//!   `BEGIN IMMEDIATE`: writers queue in the pool instead of failing with `SQLITE_BUSY`
+//!   half-way, and the single writer is the lock that other backends get from `FOR UPDATE`.
+//! * A small pool of readers, which WAL lets read while the writer writes.
+//! * `busy_timeout` for other processes on the same file (the CLI next to a running server),
+//!   foreign keys on, the file created if missing.
+//! * `sqlite::memory:` gets one connection for everything (each connection would otherwise
+//!   see its own empty database).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::error::DatabaseError;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+
+use crate::db::{Dialect, Driver, as_written, impl_conn, standard_sql};
+use crate::error::{
+    DbError, DbResult, ServerErrorClass, map_sqlx_error, unique_rule_from_sqlite_message,
+};
+use crate::{Backend, ConnectOptions, Result, StorageError, migrations, server_version};
+
+const DIALECT: Dialect = Dialect {
+    // No row locks: the one write transaction at a time is the lock.
+    for_update: "",
+    for_update_skip_locked: "",
+    insert_idempotency_claim: standard_sql::INSERT_IDEMPOTENCY_CLAIM,
+    insert_outbox_event: standard_sql::INSERT_OUTBOX_EVENT,
+    insert_admin_user_if_absent: standard_sql::INSERT_ADMIN_USER_IF_ABSENT,
+    insert_setting_if_absent: standard_sql::INSERT_SETTING_IF_ABSENT,
+    insert_lease_if_absent: standard_sql::INSERT_LEASE_IF_ABSENT,
+    upsert_setting: standard_sql::UPSERT_SETTING,
+    upsert_telegram_link: standard_sql::UPSERT_TELEGRAM_LINK,
+    payment_totals_by_status: standard_sql::PAYMENT_TOTALS_BY_STATUS,
+    daily_volume: standard_sql::DAILY_VOLUME,
+};
+
+/// How long a connection waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_READERS: u32 = 4;
+
+impl_conn!(SqliteConnection, Sqlite, &DIALECT, as_written, map_error);
+
+fn map_error(e: sqlx::Error) -> DbError {
+    map_sqlx_error(e, classify, |db| {
+        unique_rule_from_sqlite_message(db.message())
+    })
+}
+
+fn classify(e: &dyn DatabaseError) -> ServerErrorClass {
+    // Extended result codes; the primary code is the low byte.
+    let code = e.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+    match code {
+        5 | 6 => ServerErrorClass::Transient, // SQLITE_BUSY, SQLITE_LOCKED
+        10 | 13 | 14 => ServerErrorClass::Unavailable, // SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN
+        _ => ServerErrorClass::Other,
+    }
+}
+
+pub(crate) struct SqliteDriver {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteDriver {
+    pub(crate) async fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let base = SqliteConnectOptions::from_str(url)
+            .map_err(|_| StorageError::Unsupported("invalid SQLite URL".into()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // The writer keeps its connection open for the life of the pool.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(base.clone())
+            .await
+            .map_err(|e| StorageError::from(map_error(e)))?;
+        let readers = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(options.max_connections.clamp(1, MAX_READERS))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(base)
+                .await
+                .map_err(|e| StorageError::from(map_error(e)))?
+        };
+        Ok(SqliteDriver { writer, readers })
+    }
+}
+
+#[async_trait]
+impl Driver for SqliteDriver {
+    type Conn = SqliteConnection;
+    type Tx = Transaction<'static, Sqlite>;
+    type Reader = PoolConnection<Sqlite>;
+
+    const BACKEND: Backend = Backend::Sqlite;
+
+    async fn begin(&self) -> DbResult<Self::Tx> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_error)
+    }
+
+    async fn commit(tx: Self::Tx) -> DbResult<()> {
+        tx.commit().await.map_err(map_error)
+    }
+
+    async fn reader(&self) -> DbResult<Self::Reader> {
+        self.readers.acquire().await.map_err(map_error)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        migrations::migrator(migrations::SQLITE)
+            .run(&self.writer)
+            .await
+            .map_err(|e| migrations::map_migrate_error(e, map_error))
+    }
+
+    async fn check_server(&self) -> Result<String> {
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&self.readers)
+            .await
+            .map_err(|e| StorageError::from(map_error(e)))?;
+        server_version::check_sqlite(&version)?;
+        Ok(format!("SQLite {version}"))
+    }
+
+    async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+}

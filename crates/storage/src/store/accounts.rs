@@ -1,0 +1,240 @@
+//! Who may use the gateway: API keys, admin users and their sessions, linked Telegram chats.
+
+use crate::Millis;
+use crate::db::{Conn, RowExt, Stmt};
+use crate::error::DbResult;
+use crate::model::*;
+use crate::records;
+use crate::store::check_len;
+
+/// `last_used_at` is written at most this often per key, so that API traffic does not turn
+/// every request into a write (SQLite has one writer).
+pub(crate) const TOUCH_INTERVAL_MS: Millis = 60_000;
+
+const NAME_LEN: usize = 128;
+
+pub(crate) async fn create_api_key<C: Conn>(c: &mut C, key: &ApiKey) -> DbResult<()> {
+    check_len("API key name", &key.name, NAME_LEN)?;
+    c.execute(
+        Stmt::new(
+            "INSERT INTO api_keys (id, name, key_prefix, key_hash, created_at, revoked_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.hash)
+        .bind(key.created_at)
+        .bind(key.revoked_at)
+        .bind(key.last_used_at),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn api_key_by_hash<C: Conn>(c: &mut C, hash: &str) -> DbResult<Option<ApiKey>> {
+    const SQL: &str = "SELECT id, name, key_prefix, key_hash, created_at, revoked_at, last_used_at \
+                       FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
+    let row = c.fetch_optional(Stmt::new(SQL).bind(hash)).await?;
+    Ok(row.as_ref().map(records::api_key).transpose()?)
+}
+
+pub(crate) async fn api_keys<C: Conn>(c: &mut C) -> DbResult<Vec<ApiKey>> {
+    let rows = c
+        .fetch_all(Stmt::new(
+            "SELECT id, name, key_prefix, key_hash, created_at, revoked_at, last_used_at \
+             FROM api_keys ORDER BY created_at, id",
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(records::api_key)
+        .collect::<Result<_, _>>()?)
+}
+
+pub(crate) async fn revoke_api_key<C: Conn>(
+    c: &mut C,
+    id_or_name: &str,
+    now: Millis,
+) -> DbResult<bool> {
+    let changed = c
+        .execute(
+            Stmt::new("UPDATE api_keys SET revoked_at = $1 WHERE (id = $2 OR name = $3) AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id_or_name)
+                .bind(id_or_name),
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
+pub(crate) async fn touch_api_key<C: Conn>(c: &mut C, id: &str, now: Millis) -> DbResult<()> {
+    c.execute(
+        Stmt::new(
+            "UPDATE api_keys SET last_used_at = $1 \
+             WHERE id = $2 AND (last_used_at IS NULL OR last_used_at <= $3)",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(now - TOUCH_INTERVAL_MS),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates the user or replaces the password of the existing one; true when created.
+pub(crate) async fn upsert_admin_user<C: Conn>(c: &mut C, user: &AdminUser) -> DbResult<bool> {
+    check_len("username", &user.username, NAME_LEN)?;
+    c.execute(
+        Stmt::new(C::DIALECT.insert_admin_user_if_absent)
+            .bind(&user.id)
+            .bind(&user.username)
+            .bind(&user.password_hash)
+            .bind(user.created_at),
+    )
+    .await?;
+    let owner = c
+        .fetch_one(Stmt::new("SELECT id FROM admin_users WHERE username = $1").bind(&user.username))
+        .await?
+        .text("id")?;
+    if owner == user.id {
+        return Ok(true);
+    }
+    c.execute(
+        Stmt::new("UPDATE admin_users SET password_hash = $1 WHERE username = $2")
+            .bind(&user.password_hash)
+            .bind(&user.username),
+    )
+    .await?;
+    Ok(false)
+}
+
+pub(crate) async fn admin_user<C: Conn>(c: &mut C, username: &str) -> DbResult<Option<AdminUser>> {
+    let row = c
+        .fetch_optional(
+            Stmt::new("SELECT id, username, password_hash, created_at FROM admin_users WHERE username = $1")
+                .bind(username),
+        )
+        .await?;
+    Ok(row.as_ref().map(records::admin_user).transpose()?)
+}
+
+pub(crate) async fn admin_users<C: Conn>(c: &mut C) -> DbResult<Vec<AdminUser>> {
+    let rows = c
+        .fetch_all(Stmt::new(
+            "SELECT id, username, password_hash, created_at FROM admin_users ORDER BY username",
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(records::admin_user)
+        .collect::<Result<_, _>>()?)
+}
+
+pub(crate) async fn create_session<C: Conn>(c: &mut C, s: &AdminSession) -> DbResult<()> {
+    c.execute(
+        Stmt::new(
+            "INSERT INTO admin_sessions (token_hash, user_id, username, csrf_token, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&s.token_hash)
+        .bind(&s.user_id)
+        .bind(&s.username)
+        .bind(&s.csrf_token)
+        .bind(s.created_at)
+        .bind(s.expires_at),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn session<C: Conn>(
+    c: &mut C,
+    token_hash: &str,
+    now: Millis,
+) -> DbResult<Option<AdminSession>> {
+    let row = c
+        .fetch_optional(
+            Stmt::new(
+                "SELECT token_hash, user_id, username, csrf_token, created_at, expires_at \
+                 FROM admin_sessions WHERE token_hash = $1 AND expires_at > $2",
+            )
+            .bind(token_hash)
+            .bind(now),
+        )
+        .await?;
+    Ok(row.as_ref().map(records::admin_session).transpose()?)
+}
+
+pub(crate) async fn delete_session<C: Conn>(c: &mut C, token_hash: &str) -> DbResult<()> {
+    c.execute(Stmt::new("DELETE FROM admin_sessions WHERE token_hash = $1").bind(token_hash))
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_expired_sessions<C: Conn>(c: &mut C, now: Millis) -> DbResult<u64> {
+    c.execute(Stmt::new("DELETE FROM admin_sessions WHERE expires_at <= $1").bind(now))
+        .await
+}
+
+pub(crate) async fn link_telegram_chat<C: Conn>(c: &mut C, link: &TelegramLink) -> DbResult<()> {
+    c.execute(
+        Stmt::new(C::DIALECT.upsert_telegram_link)
+            .bind(link.chat_id)
+            .bind(link.user_id)
+            .bind(&link.phone)
+            .bind(link.linked_at),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn telegram_link<C: Conn>(
+    c: &mut C,
+    chat_id: i64,
+) -> DbResult<Option<TelegramLink>> {
+    const SQL: &str = "SELECT chat_id, user_id, phone, linked_at, blocked_at FROM telegram_links WHERE chat_id = $1";
+    let row = c.fetch_optional(Stmt::new(SQL).bind(chat_id)).await?;
+    Ok(row.as_ref().map(records::telegram_link).transpose()?)
+}
+
+/// The chat to send a phone's receipts to: the most recently linked one that has not blocked
+/// the bot, else the most recent blocked one (so the caller sees why nothing can be sent).
+pub(crate) async fn telegram_chat_by_phone<C: Conn>(
+    c: &mut C,
+    phone: &str,
+) -> DbResult<Option<TelegramLink>> {
+    let row = c
+        .fetch_optional(
+            Stmt::new(
+                "SELECT chat_id, user_id, phone, linked_at, blocked_at FROM telegram_links WHERE phone = $1 \
+                 ORDER BY CASE WHEN blocked_at IS NULL THEN 0 ELSE 1 END, linked_at DESC, chat_id LIMIT 1",
+            )
+            .bind(phone),
+        )
+        .await?;
+    Ok(row.as_ref().map(records::telegram_link).transpose()?)
+}
+
+pub(crate) async fn unlink_telegram_chat<C: Conn>(c: &mut C, chat_id: i64) -> DbResult<bool> {
+    let changed = c
+        .execute(Stmt::new("DELETE FROM telegram_links WHERE chat_id = $1").bind(chat_id))
+        .await?;
+    Ok(changed > 0)
+}
+
+pub(crate) async fn mark_telegram_chat_blocked<C: Conn>(
+    c: &mut C,
+    chat_id: i64,
+    now: Millis,
+) -> DbResult<()> {
+    c.execute(
+        Stmt::new(
+            "UPDATE telegram_links SET blocked_at = $1 WHERE chat_id = $2 AND blocked_at IS NULL",
+        )
+        .bind(now)
+        .bind(chat_id),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! Raw callbacks: stored first and always, then applied to the payment they name.
+
+use crate::cursor::Keyset;
+use crate::db::{Conn, SqlBuilder, Stmt};
+use crate::error::{DbResult, StorageError};
+use crate::model::*;
+use crate::records::{self, callback_columns};
+use crate::store::payments::{self, Lock};
+use crate::store::{MAX_KEY_LEN, outbox};
+use crate::{DecideCallback, Millis};
+
+/// Applies one batch in the caller's transaction. Items are processed in the order of their
+/// CheckoutRequestID, so that two instances ingesting overlapping batches lock payment rows in
+/// the same order and cannot deadlock each other; results come back in the batch's order.
+/// Each item runs inside a savepoint: one that fails is rolled back alone.
+pub(crate) async fn ingest_batch<C: Conn>(
+    c: &mut C,
+    batch: &[IncomingCallback],
+    now: Millis,
+    decide: DecideCallback<'_>,
+) -> DbResult<Vec<crate::Result<IngestedCallback>>> {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| {
+        batch[a]
+            .checkout_request_id
+            .cmp(&batch[b].checkout_request_id)
+    });
+    let mut results: Vec<crate::Result<IngestedCallback>> = batch
+        .iter()
+        .map(|_| Err(StorageError::Database("not processed".into())))
+        .collect();
+    for i in order {
+        let item = &batch[i];
+        c.execute_raw("SAVEPOINT ingest_item").await?;
+        match ingest_one(c, item, now, decide).await {
+            Ok(done) => {
+                c.execute_raw("RELEASE SAVEPOINT ingest_item").await?;
+                results[i] = Ok(done);
+            }
+            // The server aborted the whole transaction: the caller runs it again.
+            Err(e) if e.transient => return Err(e),
+            Err(e) => {
+                c.execute_raw("ROLLBACK TO SAVEPOINT ingest_item").await?;
+                c.execute_raw("RELEASE SAVEPOINT ingest_item").await?;
+                tracing::warn!(callback_id = %item.id, error = %e.error, "callback rolled back alone");
+                results[i] = Err(e.error);
+            }
+        }
+    }
+    Ok(results)
+}
+
+async fn ingest_one<C: Conn>(
+    c: &mut C,
+    item: &IncomingCallback,
+    now: Millis,
+    decide: DecideCallback<'_>,
+) -> DbResult<IngestedCallback> {
+    let checkout_request_id = storable_checkout_request_id(item.checkout_request_id.as_deref());
+    let payment = match (item.kind, checkout_request_id) {
+        (CallbackKind::Stk, Some(id)) => {
+            payments::by_checkout_request_id(c, id, Lock::ForUpdate).await?
+        }
+        _ => None,
+    };
+    let decision = decide(item, payment.as_ref());
+    insert(
+        c,
+        item,
+        checkout_request_id,
+        payment.as_ref().map(|p| p.id.as_str()),
+        decision.outcome,
+    )
+    .await?;
+    apply(c, payment, decision, item.id.clone(), now).await
+}
+
+/// Writes what a decision says about the payment a callback names.
+async fn apply<C: Conn>(
+    c: &mut C,
+    payment: Option<Payment>,
+    decision: CallbackDecision,
+    callback_id: String,
+    now: Millis,
+) -> DbResult<IngestedCallback> {
+    let (payment, update) = match (payment, decision.update) {
+        (Some(current), Some(update)) => {
+            let written = payments::apply_update(c, &current, &update, now).await?;
+            (Some(written), Some(update))
+        }
+        // An update for no payment has nothing to apply to.
+        (payment, _) => (payment, None),
+    };
+    outbox::insert_events(c, &decision.outbox).await?;
+    Ok(IngestedCallback {
+        callback_id,
+        outcome: decision.outcome,
+        payment,
+        update,
+    })
+}
+
+/// A CheckoutRequestID we can store in (and match on) its indexed column. Safaricom's are
+/// short; anything longer, or with a NUL, matches nothing and is kept only in the raw body.
+fn storable_checkout_request_id(id: Option<&str>) -> Option<&str> {
+    id.filter(|id| id.len() <= MAX_KEY_LEN && !id.contains('\0'))
+}
+
+/// PostgreSQL text cannot hold NUL; what came from outside is stored with NULs replaced, so
+/// that no callback is ever refused for its content (the body itself is kept as bytes).
+fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}").into()
+    } else {
+        text.into()
+    }
+}
+
+async fn insert<C: Conn>(
+    c: &mut C,
+    item: &IncomingCallback,
+    checkout_request_id: Option<&str>,
+    payment_id: Option<&str>,
+    outcome: CallbackOutcome,
+) -> DbResult<()> {
+    c.execute(
+        Stmt::new(
+            "INSERT INTO callbacks (id, kind, received_at, remote_addr, headers, body, \
+             checkout_request_id, payment_id, outcome, error_message) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&item.id)
+        .bind(item.kind.as_str())
+        .bind(item.received_at)
+        .bind(
+            item.remote_addr
+                .as_deref()
+                .map(|a| storable_text(a).into_owned()),
+        )
+        .bind(storable_text(&item.headers).into_owned())
+        .bind(item.body.as_slice())
+        .bind(checkout_request_id)
+        .bind(payment_id)
+        .bind(outcome.as_str())
+        .bind(
+            item.parse_error
+                .as_deref()
+                .map(|e| storable_text(e).into_owned()),
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+const SELECT_BY_ID: &str = concat!(
+    "SELECT ",
+    callback_columns!(),
+    " FROM callbacks WHERE id = $1"
+);
+
+/// Outcomes of callbacks that changed nothing yet, which a reapply may still act on.
+fn not_acted_on(outcome: CallbackOutcome) -> bool {
+    matches!(
+        outcome,
+        CallbackOutcome::Unmatched | CallbackOutcome::Unparseable | CallbackOutcome::Stored
+    )
+}
+
+/// Decides a stored callback again. The callback row is locked first, so that two instances
+/// reapplying the same callback do it once: the second finds it acted on and reports what is
+/// recorded.
+pub(crate) async fn reapply<C: Conn>(
+    c: &mut C,
+    callback_id: &str,
+    now: Millis,
+    decide: DecideCallback<'_>,
+) -> DbResult<IngestedCallback> {
+    let row = c
+        .fetch_optional(Stmt::with_suffix(SELECT_BY_ID, C::DIALECT.for_update).bind(callback_id))
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    let stored = records::callback(&row)?;
+    if !not_acted_on(stored.outcome) {
+        let payment = match &stored.payment_id {
+            Some(id) => payments::by_id(c, id, Lock::None).await?,
+            None => None,
+        };
+        return Ok(IngestedCallback {
+            callback_id: stored.id,
+            outcome: stored.outcome,
+            payment,
+            update: None,
+        });
+    }
+    let payment = match (stored.kind, stored.checkout_request_id.as_deref()) {
+        (CallbackKind::Stk, Some(id)) => {
+            payments::by_checkout_request_id(c, id, Lock::ForUpdate).await?
+        }
+        _ => None,
+    };
+    let incoming = IncomingCallback {
+        id: stored.id,
+        kind: stored.kind,
+        received_at: stored.received_at,
+        remote_addr: stored.remote_addr,
+        headers: stored.headers,
+        body: stored.body,
+        checkout_request_id: stored.checkout_request_id,
+        parse_error: stored.error,
+    };
+    let decision = decide(&incoming, payment.as_ref());
+    c.execute(
+        Stmt::new("UPDATE callbacks SET outcome = $1, payment_id = $2 WHERE id = $3")
+            .bind(decision.outcome.as_str())
+            .bind(payment.as_ref().map(|p| p.id.as_str()))
+            .bind(&incoming.id),
+    )
+    .await?;
+    apply(c, payment, decision, incoming.id, now).await
+}
+
+pub(crate) async fn rematchable<C: Conn>(c: &mut C, limit: u32) -> DbResult<Vec<RawCallback>> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        callback_columns!(),
+        " FROM callbacks WHERE outcome = 'unmatched' AND kind = 'stk' \
+         AND checkout_request_id IS NOT NULL \
+         AND EXISTS (SELECT 1 FROM payments p WHERE p.checkout_request_id = callbacks.checkout_request_id) \
+         ORDER BY id LIMIT $1"
+    );
+    let rows = c.fetch_all(Stmt::new(SQL).bind(limit.max(1))).await?;
+    Ok(rows
+        .iter()
+        .map(records::callback)
+        .collect::<Result<_, _>>()?)
+}
+
+pub(crate) async fn by_id<C: Conn>(c: &mut C, id: &str) -> DbResult<Option<RawCallback>> {
+    let row = c.fetch_optional(Stmt::new(SELECT_BY_ID).bind(id)).await?;
+    Ok(row.as_ref().map(records::callback).transpose()?)
+}
+
+pub(crate) async fn list<C: Conn>(
+    c: &mut C,
+    filter: &CallbackFilter,
+    page: &PageRequest,
+) -> DbResult<Page<RawCallback>> {
+    let keyset = Keyset::new(page)?;
+    let mut q = SqlBuilder::new(concat!(
+        "SELECT ",
+        callback_columns!(),
+        " FROM callbacks WHERE 1 = 1"
+    ));
+    if let Some(outcome) = filter.outcome {
+        q.push(" AND outcome = ").push_bind(outcome.as_str());
+    }
+    if let Some(kind) = filter.kind {
+        q.push(" AND kind = ").push_bind(kind.as_str());
+    }
+    if let Some(payment_id) = &filter.payment_id {
+        q.push(" AND payment_id = ").push_bind(payment_id);
+    }
+    if let Some(before) = &keyset.before_id {
+        q.push(" AND id < ").push_bind(before);
+    }
+    q.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(keyset.fetch_limit());
+    let rows = c.fetch_all(q.build()).await?;
+    let items = rows
+        .iter()
+        .map(records::callback)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(keyset.page(items, |cb| &cb.id))
+}
+
+pub(crate) async fn for_payment<C: Conn>(
+    c: &mut C,
+    payment_id: &str,
+) -> DbResult<Vec<RawCallback>> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        callback_columns!(),
+        " FROM callbacks WHERE payment_id = $1 ORDER BY received_at, id"
+    );
+    let rows = c.fetch_all(Stmt::new(SQL).bind(payment_id)).await?;
+    Ok(rows
+        .iter()
+        .map(records::callback)
+        .collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_checkout_ids_match_nothing() {
+        assert_eq!(
+            storable_checkout_request_id(Some("ws_CO_1")),
+            Some("ws_CO_1")
+        );
+        assert_eq!(storable_checkout_request_id(Some(&"x".repeat(256))), None);
+        assert_eq!(storable_checkout_request_id(Some("a\0b")), None);
+        assert_eq!(storable_text("a\0b"), "a\u{FFFD}b");
+    }
+}

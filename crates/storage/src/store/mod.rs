@@ -1,0 +1,459 @@
+//! [`Storage`] implemented once for every backend: the [`Driver`] supplies the pools and the
+//! dialect, the modules below hold the queries.
+
+pub(crate) mod accounts;
+pub(crate) mod callbacks;
+pub(crate) mod outbox;
+pub(crate) mod payments;
+pub(crate) mod settings;
+pub(crate) mod stats;
+
+use async_trait::async_trait;
+
+use crate::db::{Conn, Driver};
+use crate::error::{DbResult, StorageError};
+use crate::model::*;
+use crate::{Backend, DecideCallback, DecidePayment, Millis, Result, Storage};
+use payments::Lock;
+
+/// Longest idempotency key, dedupe key or CheckoutRequestID we store (indexed columns).
+pub(crate) const MAX_KEY_LEN: usize = 255;
+
+/// How often a write transaction is run when the database keeps aborting it for conflicts.
+const MAX_TX_ATTEMPTS: u32 = 5;
+
+pub(crate) fn check_len(what: &str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(StorageError::InvalidInput(format!(
+            "{what} is longer than {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) struct SqlStorage<D: Driver> {
+    driver: D,
+}
+
+impl<D: Driver> SqlStorage<D> {
+    pub(crate) fn new(driver: D) -> Self {
+        SqlStorage { driver }
+    }
+}
+
+/// Runs `$body` (an expression using `$tx: &mut D::Conn`) in a write transaction and commits.
+/// When the database aborts the transaction for a conflict (a deadlock, a serialization
+/// failure, SQLite busy), the whole transaction runs again, up to `MAX_TX_ATTEMPTS` times.
+macro_rules! write_tx {
+    ($self:ident, $op:literal, |$tx:ident| $body:expr) => {{
+        let mut attempt = 1;
+        loop {
+            let result: DbResult<_> = async {
+                let mut tx = $self.driver.begin().await?;
+                let $tx: &mut D::Conn = &mut tx;
+                let value = $body.await?;
+                D::commit(tx).await?;
+                Ok(value)
+            }
+            .await;
+            match result {
+                Err(e) if e.transient && attempt < MAX_TX_ATTEMPTS => {
+                    tracing::warn!(operation = $op, attempt, error = %e.error, "transaction conflict; running it again");
+                    attempt += 1;
+                }
+                other => break other.map_err(StorageError::from),
+            }
+        }
+    }};
+}
+
+/// Runs `$body` on a pooled read connection.
+macro_rules! read {
+    ($self:ident, |$conn:ident| $body:expr) => {{
+        let result: DbResult<_> = async {
+            let mut reader = $self.driver.reader().await?;
+            let $conn: &mut D::Conn = &mut reader;
+            $body.await
+        }
+        .await;
+        result.map_err(StorageError::from)
+    }};
+}
+
+fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[async_trait]
+impl<D: Driver> Storage for SqlStorage<D> {
+    fn backend(&self) -> Backend {
+        D::BACKEND
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.driver.migrate().await
+    }
+
+    async fn check_server(&self) -> Result<String> {
+        self.driver.check_server().await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        read!(self, |c| c.execute_raw("SELECT 1"))
+    }
+
+    async fn close(&self) {
+        self.driver.close().await;
+    }
+
+    // ---- payments ------------------------------------------------------------------------------
+
+    async fn create_payment(
+        &self,
+        payment: NewPayment,
+        idempotency: Option<IdempotencyClaim>,
+    ) -> Result<CreatePaymentResult> {
+        write_tx!(self, "create_payment", |c| payments::create(
+            c,
+            &payment,
+            idempotency.as_ref()
+        ))
+    }
+
+    async fn save_idempotent_response(
+        &self,
+        api_key_id: &str,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<()> {
+        write_tx!(self, "save_idempotent_response", |c| {
+            payments::save_idempotent_response(c, api_key_id, key, response)
+        })
+    }
+
+    async fn get_payment(&self, id: &str) -> Result<Option<Payment>> {
+        read!(self, |c| payments::by_id(c, id, Lock::None))
+    }
+
+    async fn find_payment_by_checkout_request_id(
+        &self,
+        checkout_request_id: &str,
+    ) -> Result<Option<Payment>> {
+        read!(self, |c| payments::by_checkout_request_id(
+            c,
+            checkout_request_id,
+            Lock::None
+        ))
+    }
+
+    async fn list_payments(
+        &self,
+        filter: &PaymentFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Payment>> {
+        read!(self, |c| payments::list(c, filter, page))
+    }
+
+    async fn update_payment(
+        &self,
+        id: &str,
+        now: Millis,
+        decide: DecidePayment<'_>,
+    ) -> Result<Option<(Payment, PaymentUpdate)>> {
+        write_tx!(self, "update_payment", |c| update_payment(
+            c, id, now, decide
+        ))
+    }
+
+    async fn payment_events(&self, payment_id: &str) -> Result<Vec<PaymentEvent>> {
+        read!(self, |c| payments::events(c, payment_id))
+    }
+
+    // ---- callbacks -----------------------------------------------------------------------------
+
+    async fn ingest_callbacks(
+        &self,
+        batch: Vec<IncomingCallback>,
+        now: Millis,
+        decide: DecideCallback<'_>,
+    ) -> Result<Vec<Result<IngestedCallback>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        write_tx!(self, "ingest_callbacks", |c| callbacks::ingest_batch(
+            c, &batch, now, decide
+        ))
+    }
+
+    async fn rematchable_callbacks(&self, limit: u32) -> Result<Vec<RawCallback>> {
+        read!(self, |c| callbacks::rematchable(c, limit))
+    }
+
+    async fn reapply_callback(
+        &self,
+        callback_id: &str,
+        now: Millis,
+        decide: DecideCallback<'_>,
+    ) -> Result<IngestedCallback> {
+        write_tx!(self, "reapply_callback", |c| callbacks::reapply(
+            c,
+            callback_id,
+            now,
+            decide
+        ))
+    }
+
+    async fn get_callback(&self, id: &str) -> Result<Option<RawCallback>> {
+        read!(self, |c| callbacks::by_id(c, id))
+    }
+
+    async fn list_callbacks(
+        &self,
+        filter: &CallbackFilter,
+        page: &PageRequest,
+    ) -> Result<Page<RawCallback>> {
+        read!(self, |c| callbacks::list(c, filter, page))
+    }
+
+    async fn callbacks_for_payment(&self, payment_id: &str) -> Result<Vec<RawCallback>> {
+        read!(self, |c| callbacks::for_payment(c, payment_id))
+    }
+
+    // ---- reconciler ----------------------------------------------------------------------------
+
+    async fn claim_due_checks(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> Result<Vec<Payment>> {
+        write_tx!(self, "claim_due_checks", |c| payments::claim_due_checks(
+            c,
+            now,
+            lease_until,
+            limit
+        ))
+    }
+
+    // ---- outbox --------------------------------------------------------------------------------
+
+    async fn claim_outbox(
+        &self,
+        now: Millis,
+        owner: &str,
+        lease_until: Millis,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>> {
+        write_tx!(self, "claim_outbox", |c| outbox::claim(
+            c,
+            now,
+            owner,
+            lease_until,
+            limit
+        ))
+    }
+
+    async fn record_delivery(
+        &self,
+        event_id: &str,
+        owner: &str,
+        attempt: &DeliveryAttempt,
+    ) -> Result<bool> {
+        write_tx!(self, "record_delivery", |c| outbox::record_delivery(
+            c, event_id, owner, attempt
+        ))
+    }
+
+    async fn retry_outbox_event(&self, event_id: &str, now: Millis) -> Result<bool> {
+        write_tx!(self, "retry_outbox_event", |c| outbox::retry(
+            c, event_id, now
+        ))
+    }
+
+    async fn enqueue_outbox(&self, events: Vec<NewOutboxEvent>) -> Result<()> {
+        write_tx!(self, "enqueue_outbox", |c| outbox::insert_events(
+            c, &events
+        ))
+    }
+
+    async fn get_outbox_event(&self, id: &str) -> Result<Option<OutboxEvent>> {
+        read!(self, |c| outbox::by_id(c, id))
+    }
+
+    async fn list_outbox(
+        &self,
+        filter: &OutboxFilter,
+        page: &PageRequest,
+    ) -> Result<Page<OutboxEvent>> {
+        read!(self, |c| outbox::list(c, filter, page))
+    }
+
+    async fn outbox_for_payment(&self, payment_id: &str) -> Result<Vec<OutboxEvent>> {
+        read!(self, |c| outbox::for_payment(c, payment_id))
+    }
+
+    async fn outbox_attempts(&self, event_id: &str) -> Result<Vec<OutboxAttempt>> {
+        read!(self, |c| outbox::attempts(c, event_id))
+    }
+
+    async fn outbox_counts(&self) -> Result<OutboxCounts> {
+        read!(self, |c| outbox::counts(c, now_millis()))
+    }
+
+    // ---- API keys ------------------------------------------------------------------------------
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<()> {
+        write_tx!(self, "create_api_key", |c| accounts::create_api_key(c, key))
+    }
+
+    async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        read!(self, |c| accounts::api_key_by_hash(c, hash))
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
+        read!(self, |c| accounts::api_keys(c))
+    }
+
+    async fn revoke_api_key(&self, id_or_name: &str, now: Millis) -> Result<bool> {
+        write_tx!(self, "revoke_api_key", |c| accounts::revoke_api_key(
+            c, id_or_name, now
+        ))
+    }
+
+    async fn touch_api_key(&self, id: &str, now: Millis) -> Result<()> {
+        write_tx!(self, "touch_api_key", |c| accounts::touch_api_key(
+            c, id, now
+        ))
+    }
+
+    // ---- admin users and sessions --------------------------------------------------------------
+
+    async fn upsert_admin_user(&self, user: &AdminUser) -> Result<bool> {
+        write_tx!(self, "upsert_admin_user", |c| accounts::upsert_admin_user(
+            c, user
+        ))
+    }
+
+    async fn find_admin_user(&self, username: &str) -> Result<Option<AdminUser>> {
+        read!(self, |c| accounts::admin_user(c, username))
+    }
+
+    async fn list_admin_users(&self) -> Result<Vec<AdminUser>> {
+        read!(self, |c| accounts::admin_users(c))
+    }
+
+    async fn create_session(&self, session: &AdminSession) -> Result<()> {
+        write_tx!(self, "create_session", |c| accounts::create_session(
+            c, session
+        ))
+    }
+
+    async fn find_session(&self, token_hash: &str, now: Millis) -> Result<Option<AdminSession>> {
+        read!(self, |c| accounts::session(c, token_hash, now))
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        write_tx!(self, "delete_session", |c| accounts::delete_session(
+            c, token_hash
+        ))
+    }
+
+    async fn delete_expired_sessions(&self, now: Millis) -> Result<u64> {
+        write_tx!(self, "delete_expired_sessions", |c| {
+            accounts::delete_expired_sessions(c, now)
+        })
+    }
+
+    // ---- Telegram ------------------------------------------------------------------------------
+
+    async fn link_telegram_chat(&self, link: &TelegramLink) -> Result<()> {
+        write_tx!(
+            self,
+            "link_telegram_chat",
+            |c| accounts::link_telegram_chat(c, link)
+        )
+    }
+
+    async fn find_telegram_link(&self, chat_id: i64) -> Result<Option<TelegramLink>> {
+        read!(self, |c| accounts::telegram_link(c, chat_id))
+    }
+
+    async fn find_telegram_chat_by_phone(&self, phone: &str) -> Result<Option<TelegramLink>> {
+        read!(self, |c| accounts::telegram_chat_by_phone(c, phone))
+    }
+
+    async fn unlink_telegram_chat(&self, chat_id: i64) -> Result<bool> {
+        write_tx!(self, "unlink_telegram_chat", |c| {
+            accounts::unlink_telegram_chat(c, chat_id)
+        })
+    }
+
+    async fn mark_telegram_chat_blocked(&self, chat_id: i64, now: Millis) -> Result<()> {
+        write_tx!(self, "mark_telegram_chat_blocked", |c| {
+            accounts::mark_telegram_chat_blocked(c, chat_id, now)
+        })
+    }
+
+    // ---- settings and leases -------------------------------------------------------------------
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        read!(self, |c| settings::get(c, key))
+    }
+
+    async fn put_setting(&self, key: &str, value: &str, now: Millis) -> Result<()> {
+        write_tx!(self, "put_setting", |c| settings::put(c, key, value, now))
+    }
+
+    async fn put_setting_if_absent(&self, key: &str, value: &str, now: Millis) -> Result<String> {
+        write_tx!(self, "put_setting_if_absent", |c| settings::put_if_absent(
+            c, key, value, now
+        ))
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: Millis,
+        until: Millis,
+    ) -> Result<bool> {
+        write_tx!(self, "acquire_lease", |c| settings::acquire_lease(
+            c, name, owner, now, until
+        ))
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<()> {
+        write_tx!(self, "release_lease", |c| settings::release_lease(
+            c, name, owner
+        ))
+    }
+
+    // ---- statistics ----------------------------------------------------------------------------
+
+    async fn payment_stats(&self, from: Millis, to: Millis) -> Result<PaymentStats> {
+        read!(self, |c| stats::payment_stats(c, from, to))
+    }
+
+    async fn daily_volume(&self, from: Millis, to: Millis) -> Result<Vec<DailyVolume>> {
+        read!(self, |c| stats::daily_volume(c, from, to))
+    }
+}
+
+/// Locks the payment, asks `decide`, and writes its answer.
+async fn update_payment<C: Conn>(
+    c: &mut C,
+    id: &str,
+    now: Millis,
+    decide: DecidePayment<'_>,
+) -> DbResult<Option<(Payment, PaymentUpdate)>> {
+    let current = payments::by_id(c, id, Lock::ForUpdate)
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    let Some(update) = decide(&current) else {
+        return Ok(None);
+    };
+    let written = payments::apply_update(c, &current, &update, now).await?;
+    Ok(Some((written, update)))
+}

@@ -1,0 +1,270 @@
+//! The outbox: rows written in the same transaction as the change they announce, claimed by
+//! workers under a lease, and their delivery attempts.
+
+use crate::Millis;
+use crate::cursor::Keyset;
+use crate::db::{Conn, RowExt, SqlBuilder, Stmt};
+use crate::error::{DbResult, StorageError};
+use crate::model::*;
+use crate::records::{self, outbox_columns};
+use crate::store::{MAX_KEY_LEN, check_len};
+
+/// Inserts events, skipping those whose `dedupe_key` exists. Each is due at its `created_at`.
+pub(crate) async fn insert_events<C: Conn>(c: &mut C, events: &[NewOutboxEvent]) -> DbResult<()> {
+    for event in events {
+        check_len("outbox dedupe key", &event.dedupe_key, MAX_KEY_LEN)?;
+        c.execute(
+            Stmt::new(C::DIALECT.insert_outbox_event)
+                .bind(&event.id)
+                .bind(&event.payment_id)
+                .bind(event.channel.as_str())
+                .bind(&event.event_type)
+                .bind(&event.destination)
+                .bind(&event.payload)
+                .bind(&event.dedupe_key)
+                .bind(event.created_at),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Claims pending events due at `now` whose lease is free or expired, for `owner`.
+pub(crate) async fn claim<C: Conn>(
+    c: &mut C,
+    now: Millis,
+    owner: &str,
+    lease_until: Millis,
+    limit: u32,
+) -> DbResult<Vec<OutboxEvent>> {
+    const DUE: &str = concat!(
+        "SELECT ",
+        outbox_columns!(),
+        " FROM outbox_events WHERE status = 'pending' AND next_attempt_at <= $1 \
+         AND (lease_until IS NULL OR lease_until <= $2) ORDER BY next_attempt_at LIMIT $3"
+    );
+    let rows = c
+        .fetch_all(
+            Stmt::with_suffix(DUE, C::DIALECT.for_update_skip_locked)
+                .bind(now)
+                .bind(now)
+                .bind(limit.max(1)),
+        )
+        .await?;
+    let mut events = rows
+        .iter()
+        .map(records::outbox_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    if events.is_empty() {
+        return Ok(events);
+    }
+    let mut q = SqlBuilder::new("UPDATE outbox_events SET lease_owner = ");
+    q.push_bind(owner)
+        .push(", lease_until = ")
+        .push_bind(lease_until)
+        .push(" WHERE id IN (");
+    q.push_bind_list(events.iter().map(|e| e.id.as_str()))
+        .push(")");
+    c.execute(q.build()).await?;
+    for e in &mut events {
+        e.lease_owner = Some(owner.to_owned());
+        e.lease_until = Some(lease_until);
+    }
+    Ok(events)
+}
+
+/// Records an attempt and its consequence while `owner` holds the event's lease. The lease is
+/// `owner`'s until another worker claims the event: a slow worker whose lease expired but
+/// was not taken over still records its result (better than delivering twice).
+pub(crate) async fn record_delivery<C: Conn>(
+    c: &mut C,
+    event_id: &str,
+    owner: &str,
+    attempt: &DeliveryAttempt,
+) -> DbResult<bool> {
+    let row = c
+        .fetch_optional(
+            Stmt::with_suffix(
+                "SELECT status, lease_owner, next_attempt_at FROM outbox_events WHERE id = $1",
+                C::DIALECT.for_update,
+            )
+            .bind(event_id),
+        )
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    let status = records::outbox_status(&row.text("status")?)?;
+    if status != OutboxStatus::Pending || row.opt_text("lease_owner")?.as_deref() != Some(owner) {
+        return Ok(false);
+    }
+    // Attempts are numbered over the event's whole life (a manual retry resets the counter
+    // that drives backoff, not the numbering).
+    let previous = c
+        .fetch_one(
+            Stmt::new("SELECT COUNT(*) AS n FROM outbox_attempts WHERE event_id = $1")
+                .bind(event_id),
+        )
+        .await?
+        .int("n")?;
+    let (status, result, next_attempt_at, delivered_at) = match attempt.result {
+        DeliveryResult::Delivered => (
+            OutboxStatus::Delivered,
+            "delivered",
+            row.int("next_attempt_at")?,
+            Some(attempt.started_at.saturating_add(attempt.duration_ms)),
+        ),
+        DeliveryResult::RetryAt(at) => (OutboxStatus::Pending, "failed", at, None),
+        DeliveryResult::Dead => (
+            OutboxStatus::Dead,
+            "dead",
+            row.int("next_attempt_at")?,
+            None,
+        ),
+        DeliveryResult::Blocked => (
+            OutboxStatus::Blocked,
+            "blocked",
+            row.int("next_attempt_at")?,
+            None,
+        ),
+    };
+    c.execute(
+        Stmt::new(
+            "INSERT INTO outbox_attempts (event_id, attempt, started_at, duration_ms, result, \
+             response_code, error_message) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(event_id)
+        .bind(previous + 1)
+        .bind(attempt.started_at)
+        .bind(attempt.duration_ms)
+        .bind(result)
+        .bind(attempt.response_code)
+        .bind(&attempt.error),
+    )
+    .await?;
+    c.execute(
+        Stmt::new(
+            "UPDATE outbox_events SET status = $1, attempts = attempts + 1, next_attempt_at = $2, \
+             delivered_at = $3, last_error = $4, lease_owner = NULL, lease_until = NULL WHERE id = $5",
+        )
+        .bind(status.as_str())
+        .bind(next_attempt_at)
+        .bind(delivered_at)
+        .bind(&attempt.error)
+        .bind(event_id),
+    )
+    .await?;
+    Ok(true)
+}
+
+pub(crate) async fn retry<C: Conn>(c: &mut C, event_id: &str, now: Millis) -> DbResult<bool> {
+    let changed = c
+        .execute(
+            Stmt::new(
+                "UPDATE outbox_events SET status = 'pending', attempts = 0, next_attempt_at = $1, \
+                 lease_owner = NULL, lease_until = NULL \
+                 WHERE id = $2 AND status IN ('dead', 'blocked')",
+            )
+            .bind(now)
+            .bind(event_id),
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
+const SELECT_BY_ID: &str = concat!(
+    "SELECT ",
+    outbox_columns!(),
+    " FROM outbox_events WHERE id = $1"
+);
+
+pub(crate) async fn by_id<C: Conn>(c: &mut C, id: &str) -> DbResult<Option<OutboxEvent>> {
+    let row = c.fetch_optional(Stmt::new(SELECT_BY_ID).bind(id)).await?;
+    Ok(row.as_ref().map(records::outbox_event).transpose()?)
+}
+
+pub(crate) async fn list<C: Conn>(
+    c: &mut C,
+    filter: &OutboxFilter,
+    page: &PageRequest,
+) -> DbResult<Page<OutboxEvent>> {
+    let keyset = Keyset::new(page)?;
+    let mut q = SqlBuilder::new(concat!(
+        "SELECT ",
+        outbox_columns!(),
+        " FROM outbox_events WHERE 1 = 1"
+    ));
+    if let Some(status) = filter.status {
+        q.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(channel) = filter.channel {
+        q.push(" AND channel = ").push_bind(channel.as_str());
+    }
+    if let Some(before) = &keyset.before_id {
+        q.push(" AND id < ").push_bind(before);
+    }
+    q.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(keyset.fetch_limit());
+    let rows = c.fetch_all(q.build()).await?;
+    let items = rows
+        .iter()
+        .map(records::outbox_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(keyset.page(items, |e| &e.id))
+}
+
+pub(crate) async fn for_payment<C: Conn>(
+    c: &mut C,
+    payment_id: &str,
+) -> DbResult<Vec<OutboxEvent>> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        outbox_columns!(),
+        " FROM outbox_events WHERE payment_id = $1 ORDER BY created_at, id"
+    );
+    let rows = c.fetch_all(Stmt::new(SQL).bind(payment_id)).await?;
+    Ok(rows
+        .iter()
+        .map(records::outbox_event)
+        .collect::<Result<_, _>>()?)
+}
+
+pub(crate) async fn attempts<C: Conn>(c: &mut C, event_id: &str) -> DbResult<Vec<OutboxAttempt>> {
+    let rows = c
+        .fetch_all(
+            Stmt::new(
+                "SELECT id, event_id, attempt, started_at, duration_ms, result, response_code, \
+                 error_message FROM outbox_attempts WHERE event_id = $1 ORDER BY id",
+            )
+            .bind(event_id),
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(records::outbox_attempt)
+        .collect::<Result<_, _>>()?)
+}
+
+pub(crate) async fn counts<C: Conn>(c: &mut C, now: Millis) -> DbResult<OutboxCounts> {
+    let rows = c
+        .fetch_all(Stmt::new(
+            "SELECT status, COUNT(*) AS n FROM outbox_events GROUP BY status",
+        ))
+        .await?;
+    let mut counts = OutboxCounts::default();
+    for row in &rows {
+        let n = row.int("n")?;
+        match records::outbox_status(&row.text("status")?)? {
+            OutboxStatus::Pending => counts.pending = n,
+            OutboxStatus::Delivered => counts.delivered = n,
+            OutboxStatus::Dead => counts.dead = n,
+            OutboxStatus::Blocked => counts.blocked = n,
+        }
+    }
+    counts.due = c
+        .fetch_one(
+            Stmt::new("SELECT COUNT(*) AS n FROM outbox_events WHERE status = 'pending' AND next_attempt_at <= $1")
+                .bind(now),
+        )
+        .await?
+        .int("n")?;
+    Ok(counts)
+}

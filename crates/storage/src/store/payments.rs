@@ -1,0 +1,552 @@
+//! Payments: creation with idempotency claims, reads, the one shared write path
+//! ([`apply_update`]) and the reconciler's claims.
+
+use mpesa_domain::{PaymentStatus, ReviewChange};
+
+use crate::Millis;
+use crate::cursor::Keyset;
+use crate::db::{Conn, RowExt, SqlBuilder, Stmt};
+use crate::error::{DbResult, StorageError};
+use crate::model::*;
+use crate::records::{self, payment_columns};
+use crate::store::{MAX_KEY_LEN, check_len, outbox};
+
+const SELECT_BY_ID: &str = concat!(
+    "SELECT ",
+    payment_columns!(),
+    " FROM payments WHERE id = $1"
+);
+const SELECT_BY_CHECKOUT: &str = concat!(
+    "SELECT ",
+    payment_columns!(),
+    " FROM payments WHERE checkout_request_id = $1"
+);
+
+/// Whether a read locks the row until the transaction ends (a no-op on SQLite).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lock {
+    None,
+    ForUpdate,
+}
+
+fn with_lock<C: Conn>(sql: &'static str, lock: Lock) -> Stmt {
+    match lock {
+        Lock::None => Stmt::new(sql),
+        Lock::ForUpdate => Stmt::with_suffix(sql, C::DIALECT.for_update),
+    }
+}
+
+pub(crate) async fn by_id<C: Conn>(c: &mut C, id: &str, lock: Lock) -> DbResult<Option<Payment>> {
+    let row = c
+        .fetch_optional(with_lock::<C>(SELECT_BY_ID, lock).bind(id))
+        .await?;
+    Ok(row.as_ref().map(records::payment).transpose()?)
+}
+
+pub(crate) async fn by_checkout_request_id<C: Conn>(
+    c: &mut C,
+    checkout_request_id: &str,
+    lock: Lock,
+) -> DbResult<Option<Payment>> {
+    let row = c
+        .fetch_optional(with_lock::<C>(SELECT_BY_CHECKOUT, lock).bind(checkout_request_id))
+        .await?;
+    Ok(row.as_ref().map(records::payment).transpose()?)
+}
+
+/// Stores a new payment and, when given, claims its idempotency key first: the claim's unique
+/// key decides between concurrent identical requests, so at most one of them inserts a payment.
+pub(crate) async fn create<C: Conn>(
+    c: &mut C,
+    new: &NewPayment,
+    claim: Option<&IdempotencyClaim>,
+) -> DbResult<CreatePaymentResult> {
+    if let Some(claim) = claim {
+        check_len("idempotency key", &claim.key, MAX_KEY_LEN)?;
+        c.execute(
+            Stmt::new(C::DIALECT.insert_idempotency_claim)
+                .bind(&claim.api_key_id)
+                .bind(&claim.key)
+                .bind(&claim.request_hash)
+                .bind(&new.id)
+                .bind(claim.created_at),
+        )
+        .await?;
+        let row = c
+            .fetch_one(
+                Stmt::new(
+                    "SELECT request_hash, payment_id, response_status, response_body \
+                     FROM idempotency_keys WHERE api_key_id = $1 AND idem_key = $2",
+                )
+                .bind(&claim.api_key_id)
+                .bind(&claim.key),
+            )
+            .await?;
+        let owner = row.text("payment_id")?;
+        if owner != new.id {
+            // The key was claimed before us: nothing of ours was written.
+            if row.text("request_hash")? != claim.request_hash {
+                return Ok(CreatePaymentResult::KeyReused);
+            }
+            return Ok(
+                match (
+                    row.opt_int32("response_status")?,
+                    row.opt_text("response_body")?,
+                ) {
+                    (Some(status), Some(body)) => CreatePaymentResult::Replay(StoredResponse {
+                        status: u16::try_from(status).map_err(|_| {
+                            StorageError::Corrupt(format!("stored response status {status}"))
+                        })?,
+                        body,
+                    }),
+                    _ => CreatePaymentResult::InProgress { payment_id: owner },
+                },
+            );
+        }
+    }
+    let payment = insert(c, new).await?;
+    insert_event(
+        c,
+        &payment.id,
+        payment.created_at,
+        &NewPaymentEvent {
+            kind: "created".into(),
+            detail: serde_json::json!({ "source": payment.source.as_str() }).to_string(),
+        },
+    )
+    .await?;
+    Ok(CreatePaymentResult::Created(payment))
+}
+
+async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
+    check_len("payment id", &new.id, MAX_ID_LEN)?;
+    check_len("reference", &new.reference, 64)?;
+    let payment = Payment {
+        id: new.id.clone(),
+        status: PaymentStatus::Initiated,
+        phone: new.phone.clone(),
+        amount: new.amount,
+        reference: new.reference.clone(),
+        description: new.description.clone(),
+        customer_email: new.customer_email.clone(),
+        telegram_chat_id: new.telegram_chat_id,
+        metadata: new.metadata.clone(),
+        checkout_request_id: None,
+        merchant_request_id: None,
+        mpesa_receipt_number: None,
+        result_code: None,
+        result_desc: None,
+        transaction_date: None,
+        needs_review: false,
+        review_reason: None,
+        api_key_id: new.api_key_id.clone(),
+        source: new.source,
+        query_attempts: 0,
+        next_check_at: Some(new.next_check_at),
+        created_at: new.created_at,
+        updated_at: new.created_at,
+        finalized_at: None,
+        version: 1,
+    };
+    c.execute(
+        Stmt::new(
+            "INSERT INTO payments (id, status, phone, amount, reference, description, customer_email, \
+             telegram_chat_id, metadata, needs_review, api_key_id, source, query_attempts, \
+             next_check_at, created_at, updated_at, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        )
+        .bind(&payment.id)
+        .bind(payment.status.as_str())
+        .bind(payment.phone.as_str())
+        .bind(payment.amount.shillings())
+        .bind(&payment.reference)
+        .bind(&payment.description)
+        .bind(&payment.customer_email)
+        .bind(payment.telegram_chat_id)
+        .bind(&payment.metadata)
+        .bind(payment.needs_review)
+        .bind(&payment.api_key_id)
+        .bind(payment.source.as_str())
+        .bind(payment.query_attempts)
+        .bind(payment.next_check_at)
+        .bind(payment.created_at)
+        .bind(payment.updated_at)
+        .bind(payment.version),
+    )
+    .await?;
+    Ok(payment)
+}
+
+pub(crate) const MAX_ID_LEN: usize = 64;
+
+pub(crate) async fn save_idempotent_response<C: Conn>(
+    c: &mut C,
+    api_key_id: &str,
+    key: &str,
+    response: &StoredResponse,
+) -> DbResult<()> {
+    let changed = c
+        .execute(
+            Stmt::new(
+                "UPDATE idempotency_keys SET response_status = $1, response_body = $2 \
+                 WHERE api_key_id = $3 AND idem_key = $4",
+            )
+            .bind(i64::from(response.status))
+            .bind(&response.body)
+            .bind(api_key_id)
+            .bind(key),
+        )
+        .await?;
+    if changed == 0 {
+        return Err(StorageError::NotFound.into());
+    }
+    Ok(())
+}
+
+/// The shared write of every payment change (`update_payment`, callbacks, reapplied
+/// callbacks): applies `update` to the locked row `current` and writes the timeline entry and
+/// the outbox rows. Returns the payment as written.
+pub(crate) async fn apply_update<C: Conn>(
+    c: &mut C,
+    current: &Payment,
+    update: &PaymentUpdate,
+    now: Millis,
+) -> DbResult<Payment> {
+    let next = updated(current, update, now);
+    let changed = c
+        .execute(
+            Stmt::new(
+                "UPDATE payments SET status = $1, checkout_request_id = $2, merchant_request_id = $3, \
+                 mpesa_receipt_number = $4, result_code = $5, result_desc = $6, transaction_date = $7, \
+                 needs_review = $8, review_reason = $9, query_attempts = $10, next_check_at = $11, \
+                 updated_at = $12, finalized_at = $13, version = $14 \
+                 WHERE id = $15 AND version = $16",
+            )
+            .bind(next.status.as_str())
+            .bind(&next.checkout_request_id)
+            .bind(&next.merchant_request_id)
+            .bind(&next.mpesa_receipt_number)
+            .bind(&next.result_code)
+            .bind(&next.result_desc)
+            .bind(next.transaction_date)
+            .bind(next.needs_review)
+            .bind(&next.review_reason)
+            .bind(next.query_attempts)
+            .bind(next.next_check_at)
+            .bind(next.updated_at)
+            .bind(next.finalized_at)
+            .bind(next.version)
+            .bind(&next.id)
+            .bind(current.version),
+        )
+        .await?;
+    if changed != 1 {
+        // The row is locked (or, on SQLite, we are the only writer): this cannot happen unless
+        // the caller passed a row it did not lock.
+        return Err(
+            StorageError::Database(format!("payment {} changed while locked", current.id)).into(),
+        );
+    }
+    if let Some(event) = &update.event {
+        insert_event(c, &next.id, now, event).await?;
+    }
+    outbox::insert_events(c, &update.outbox).await?;
+    Ok(next)
+}
+
+/// The row after `update`, computed from the locked row (pure: no I/O).
+fn updated(current: &Payment, update: &PaymentUpdate, now: Millis) -> Payment {
+    let mut next = current.clone();
+    if let Some(t) = &update.transition {
+        next.status = t.status;
+        if let Some(v) = &t.checkout_request_id {
+            next.checkout_request_id = Some(v.clone());
+        }
+        if let Some(v) = &t.merchant_request_id {
+            next.merchant_request_id = Some(v.clone());
+        }
+        if let Some(v) = &t.result_code {
+            next.result_code = Some(v.as_str().to_owned());
+        }
+        if let Some(v) = &t.result_desc {
+            next.result_desc = Some(v.clone());
+        }
+        if let Some(v) = &t.mpesa_receipt_number {
+            next.mpesa_receipt_number = Some(v.clone());
+        }
+        if let Some(v) = t.transaction_date_ms {
+            next.transaction_date = Some(v);
+        }
+        match &t.review {
+            ReviewChange::Keep => {}
+            ReviewChange::Hold(reason) => {
+                next.needs_review = true;
+                next.review_reason = Some(reason.describe());
+            }
+            ReviewChange::Clear => {
+                next.needs_review = false;
+                next.review_reason = None;
+            }
+        }
+    }
+    if next.status.is_final() && next.finalized_at.is_none() {
+        next.finalized_at = Some(now);
+    }
+    if update.count_query {
+        next.query_attempts = next.query_attempts.saturating_add(1);
+    }
+    match update.schedule {
+        CheckSchedule::Keep => {}
+        CheckSchedule::At(at) => next.next_check_at = Some(at),
+        CheckSchedule::Clear => next.next_check_at = None,
+    }
+    next.updated_at = now;
+    next.version = current.version + 1;
+    next
+}
+
+async fn insert_event<C: Conn>(
+    c: &mut C,
+    payment_id: &str,
+    at: Millis,
+    event: &NewPaymentEvent,
+) -> DbResult<()> {
+    c.execute(
+        Stmt::new("INSERT INTO payment_events (payment_id, occurred_at, kind, detail) VALUES ($1, $2, $3, $4)")
+            .bind(payment_id)
+            .bind(at)
+            .bind(&event.kind)
+            .bind(&event.detail),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn events<C: Conn>(c: &mut C, payment_id: &str) -> DbResult<Vec<PaymentEvent>> {
+    let rows = c
+        .fetch_all(
+            Stmt::new(
+                "SELECT id, payment_id, occurred_at, kind, detail FROM payment_events \
+                 WHERE payment_id = $1 ORDER BY id",
+            )
+            .bind(payment_id),
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(records::payment_event)
+        .collect::<Result<_, _>>()?)
+}
+
+pub(crate) async fn list<C: Conn>(
+    c: &mut C,
+    filter: &PaymentFilter,
+    page: &PageRequest,
+) -> DbResult<Page<Payment>> {
+    let keyset = Keyset::new(page)?;
+    let mut q = SqlBuilder::new(concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments WHERE 1 = 1"
+    ));
+    if let Some(status) = filter.status {
+        q.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(phone) = &filter.phone {
+        q.push(" AND phone = ").push_bind(phone);
+    }
+    if let Some(reference) = &filter.reference {
+        q.push(" AND reference = ").push_bind(reference);
+    }
+    if let Some(receipt) = &filter.receipt {
+        q.push(" AND mpesa_receipt_number = ").push_bind(receipt);
+    }
+    if let Some(needs_review) = filter.needs_review {
+        q.push(" AND needs_review = ").push_bind(needs_review);
+    }
+    if let Some(from) = filter.created_from {
+        q.push(" AND created_at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.created_to {
+        q.push(" AND created_at < ").push_bind(to);
+    }
+    if let Some(search) = filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        q.push(" AND (id = ").push_bind(search);
+        q.push(" OR phone = ").push_bind(search);
+        q.push(" OR reference = ").push_bind(search);
+        q.push(" OR mpesa_receipt_number = ").push_bind(search);
+        q.push(" OR checkout_request_id = ").push_bind(search);
+        q.push(" OR reference LIKE ")
+            .push_bind(like_prefix(search))
+            .push(" ESCAPE '!')");
+    }
+    if let Some(before) = &keyset.before_id {
+        q.push(" AND id < ").push_bind(before);
+    }
+    q.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(keyset.fetch_limit());
+    let rows = c.fetch_all(q.build()).await?;
+    let items = rows
+        .iter()
+        .map(records::payment)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(keyset.page(items, |p| &p.id))
+}
+
+/// `text%` with LIKE's wildcards in `text` escaped (escape character `!`: a backslash means
+/// different things in MySQL and standard SQL string literals).
+fn like_prefix(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 1);
+    for ch in text.chars() {
+        if matches!(ch, '!' | '%' | '_') {
+            out.push('!');
+        }
+        out.push(ch);
+    }
+    out.push('%');
+    out
+}
+
+/// Claims open payments whose check is due, moving their `next_check_at` to `lease_until`.
+pub(crate) async fn claim_due_checks<C: Conn>(
+    c: &mut C,
+    now: Millis,
+    lease_until: Millis,
+    limit: u32,
+) -> DbResult<Vec<Payment>> {
+    const DUE: &str = concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments WHERE status IN ('initiated', 'pending') AND next_check_at <= $1 \
+         ORDER BY next_check_at LIMIT $2"
+    );
+    let rows = c
+        .fetch_all(
+            Stmt::with_suffix(DUE, C::DIALECT.for_update_skip_locked)
+                .bind(now)
+                .bind(limit.max(1)),
+        )
+        .await?;
+    let mut payments = rows
+        .iter()
+        .map(records::payment)
+        .collect::<Result<Vec<_>, _>>()?;
+    if payments.is_empty() {
+        return Ok(payments);
+    }
+    let mut q = SqlBuilder::new("UPDATE payments SET next_check_at = ");
+    q.push_bind(lease_until)
+        .push(", version = version + 1 WHERE id IN (");
+    q.push_bind_list(payments.iter().map(|p| p.id.as_str()))
+        .push(")");
+    c.execute(q.build()).await?;
+    for p in &mut payments {
+        p.next_check_at = Some(lease_until);
+        p.version += 1;
+    }
+    Ok(payments)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mpesa_domain::{Amount, Msisdn, ResultCode, ReviewReason, Transition, TransitionKind};
+
+    fn payment() -> Payment {
+        Payment {
+            id: "pay_1".into(),
+            status: PaymentStatus::Pending,
+            phone: Msisdn::parse("0708374149").unwrap(),
+            amount: Amount::from_stored(100),
+            reference: "INV1".into(),
+            description: "d".into(),
+            customer_email: None,
+            telegram_chat_id: None,
+            metadata: None,
+            checkout_request_id: Some("ws_CO_1".into()),
+            merchant_request_id: Some("m1".into()),
+            mpesa_receipt_number: None,
+            result_code: None,
+            result_desc: None,
+            transaction_date: None,
+            needs_review: false,
+            review_reason: None,
+            api_key_id: None,
+            source: PaymentSource::Api,
+            query_attempts: 2,
+            next_check_at: Some(5),
+            created_at: 1,
+            updated_at: 1,
+            finalized_at: None,
+            version: 3,
+        }
+    }
+
+    fn transition(status: PaymentStatus) -> Transition {
+        Transition {
+            kind: TransitionKind::Callback,
+            status,
+            checkout_request_id: None,
+            merchant_request_id: None,
+            result_code: Some(ResultCode::from("0")),
+            result_desc: Some("ok".into()),
+            mpesa_receipt_number: Some("R1".into()),
+            transaction_date_ms: Some(7),
+            review: ReviewChange::Keep,
+            notify: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn update_sets_given_fields_and_keeps_the_rest() {
+        let mut u = PaymentUpdate::new(Some(transition(PaymentStatus::Completed)));
+        u.count_query = true;
+        u.schedule = CheckSchedule::Clear;
+        let next = updated(&payment(), &u, 50);
+        assert_eq!(next.status, PaymentStatus::Completed);
+        assert_eq!(next.checkout_request_id.as_deref(), Some("ws_CO_1"));
+        assert_eq!(next.mpesa_receipt_number.as_deref(), Some("R1"));
+        assert_eq!(next.result_code.as_deref(), Some("0"));
+        assert_eq!(next.transaction_date, Some(7));
+        assert_eq!(
+            (next.finalized_at, next.updated_at, next.version),
+            (Some(50), 50, 4)
+        );
+        assert_eq!((next.query_attempts, next.next_check_at), (3, None));
+        // A later change keeps the first finalisation time.
+        let again = updated(
+            &next,
+            &PaymentUpdate::new(Some(transition(PaymentStatus::Completed))),
+            90,
+        );
+        assert_eq!(again.finalized_at, Some(50));
+    }
+
+    #[test]
+    fn review_changes() {
+        let mut t = transition(PaymentStatus::Pending);
+        t.review = ReviewChange::Hold(ReviewReason::PhoneMismatch);
+        let held = updated(&payment(), &PaymentUpdate::new(Some(t.clone())), 9);
+        assert!(held.needs_review);
+        assert_eq!(
+            held.review_reason,
+            Some(ReviewReason::PhoneMismatch.describe())
+        );
+        assert_eq!(held.finalized_at, None);
+        t.review = ReviewChange::Clear;
+        let cleared = updated(&held, &PaymentUpdate::new(Some(t)), 10);
+        assert!(!cleared.needs_review);
+        assert_eq!(cleared.review_reason, None);
+    }
+
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(like_prefix("a%b_c!"), "a!%b!_c!!%");
+    }
+}

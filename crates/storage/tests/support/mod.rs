@@ -1,0 +1,293 @@
+//! Fixtures for the contract suite, and a `decide` that behaves like the gateway's: it asks the
+//! domain state machine what an STK callback does to the payment it names.
+
+#![allow(dead_code)]
+
+use mpesa_domain::state_machine::{self, CallbackReport, Outcome, SuccessDetails};
+use mpesa_domain::{
+    Amount, Cents, Msisdn, PaymentStatus, ResultCode, ReviewChange, Transition, TransitionKind,
+};
+use mpesa_storage::testing::TestDatabase;
+use mpesa_storage::*;
+use sqlx::Connection;
+
+/// 2026-01-01 00:00:00 UTC.
+pub const T0: Millis = 1_767_225_600_000;
+pub const HOUR: Millis = 3_600_000;
+pub const DAY: Millis = 24 * HOUR;
+
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as Millis
+}
+
+/// Ids that sort like the gateway's time-ordered ones: a higher number is newer.
+pub fn pay_id(n: u32) -> String {
+    format!("pay_{n:08}")
+}
+
+pub fn phone(text: &str) -> Msisdn {
+    Msisdn::parse(text).unwrap()
+}
+
+pub fn new_payment(id: &str, created_at: Millis) -> NewPayment {
+    NewPayment {
+        id: id.into(),
+        phone: phone("0708374149"),
+        amount: Amount::from_stored(100),
+        reference: "INV1".into(),
+        description: "Dance class".into(),
+        customer_email: Some("wanjiru@example.com".into()),
+        telegram_chat_id: Some(42),
+        metadata: Some(r#"{"order":1}"#.into()),
+        api_key_id: Some("key_1".into()),
+        source: PaymentSource::Api,
+        created_at,
+        next_check_at: created_at + 60_000,
+    }
+}
+
+pub async fn create(s: &dyn Storage, p: NewPayment) -> Payment {
+    match s.create_payment(p, None).await.unwrap() {
+        CreatePaymentResult::Created(p) => p,
+        other => panic!("expected a new payment, got {other:?}"),
+    }
+}
+
+pub async fn list_all(s: &dyn Storage) -> Vec<Payment> {
+    s.list_payments(
+        &PaymentFilter::default(),
+        &PageRequest {
+            limit: 500,
+            cursor: None,
+        },
+    )
+    .await
+    .unwrap()
+    .items
+}
+
+/// Applies `update` through `update_payment`.
+pub async fn apply(
+    s: &dyn Storage,
+    id: &str,
+    now: Millis,
+    update: PaymentUpdate,
+) -> (Payment, PaymentUpdate) {
+    s.update_payment(id, now, &move |_| Some(update.clone()))
+        .await
+        .unwrap()
+        .expect("an update was written")
+}
+
+/// Applies a transition with its timeline entry.
+pub async fn set(s: &dyn Storage, id: &str, now: Millis, t: Transition) -> Payment {
+    let mut update = PaymentUpdate::new(Some(t.clone()));
+    update.event = Some(NewPaymentEvent {
+        kind: t.kind.as_str().into(),
+        detail: "{}".into(),
+    });
+    apply(s, id, now, update).await.0
+}
+
+pub fn transition(kind: TransitionKind, status: PaymentStatus) -> Transition {
+    Transition {
+        kind,
+        status,
+        checkout_request_id: None,
+        merchant_request_id: None,
+        result_code: None,
+        result_desc: None,
+        mpesa_receipt_number: None,
+        transaction_date_ms: None,
+        review: ReviewChange::Keep,
+        notify: None,
+        note: None,
+    }
+}
+
+/// Daraja accepted the push: pending, with its ids.
+pub fn accepted(checkout_request_id: &str) -> Transition {
+    let mut t = transition(TransitionKind::PushAccepted, PaymentStatus::Pending);
+    t.checkout_request_id = Some(checkout_request_id.into());
+    t.merchant_request_id = Some(format!("m-{checkout_request_id}"));
+    t
+}
+
+pub fn completed(receipt: &str) -> Transition {
+    let mut t = transition(TransitionKind::Callback, PaymentStatus::Completed);
+    t.result_code = Some(ResultCode::from("0"));
+    t.mpesa_receipt_number = Some(receipt.into());
+    t
+}
+
+pub fn claim(api_key_id: &str, key: &str, request_hash: &str) -> IdempotencyClaim {
+    IdempotencyClaim {
+        api_key_id: api_key_id.into(),
+        key: key.into(),
+        request_hash: request_hash.into(),
+        created_at: T0,
+    }
+}
+
+pub fn outbox_event(
+    id: &str,
+    payment_id: Option<&str>,
+    dedupe_key: &str,
+    created_at: Millis,
+) -> NewOutboxEvent {
+    NewOutboxEvent {
+        id: id.into(),
+        payment_id: payment_id.map(str::to_owned),
+        channel: Channel::Webhook,
+        event_type: "test".into(),
+        destination: "https://shop.example/hooks/mpesa".into(),
+        payload: r#"{"type":"payment.completed"}"#.into(),
+        dedupe_key: dedupe_key.into(),
+        created_at,
+    }
+}
+
+pub fn attempt(started_at: Millis, result: DeliveryResult) -> DeliveryAttempt {
+    DeliveryAttempt {
+        started_at,
+        duration_ms: 10,
+        result,
+        response_code: None,
+        error: None,
+    }
+}
+
+// ---- callbacks ----------------------------------------------------------------------------------
+
+/// A success for KES 100 from the payments' phone.
+pub fn success_report(receipt: &str) -> CallbackReport {
+    CallbackReport {
+        result_code: ResultCode::from("0"),
+        result_desc: "The service request is processed successfully.".into(),
+        success: Some(SuccessDetails {
+            receipt: receipt.into(),
+            amount: Some(Cents(10_000)),
+            phone: Some("254708374149".into()),
+            transaction_date_ms: Some(T0 + 40),
+        }),
+    }
+}
+
+/// An STK callback as the gateway receives it (here the body is the report as JSON).
+pub fn stk_callback(
+    id: &str,
+    checkout_request_id: &str,
+    report: &CallbackReport,
+) -> IncomingCallback {
+    IncomingCallback {
+        id: id.into(),
+        kind: CallbackKind::Stk,
+        received_at: T0 + 50,
+        remote_addr: Some("196.201.214.200".into()),
+        headers: r#"{"content-type":"application/json"}"#.into(),
+        body: serde_json::to_vec(report).unwrap(),
+        checkout_request_id: Some(checkout_request_id.into()),
+        parse_error: None,
+    }
+}
+
+pub fn unparseable_callback(id: &str) -> IncomingCallback {
+    IncomingCallback {
+        id: id.into(),
+        kind: CallbackKind::Stk,
+        received_at: T0 + 50,
+        remote_addr: Some("196.201.214.200".into()),
+        headers: r#"{"content-type":"application/json"}"#.into(),
+        body: b"\xff\xfe not json {".to_vec(),
+        checkout_request_id: None,
+        parse_error: Some("expected value at line 1 column 1".into()),
+    }
+}
+
+/// What the gateway decides about a callback: the domain rules judge it against the locked
+/// payment; a final state first reached notifies (one webhook, deduped per payment and event);
+/// a success for no known payment raises an alert.
+pub fn decide(item: &IncomingCallback, payment: Option<&Payment>) -> CallbackDecision {
+    let nothing = |outcome| CallbackDecision {
+        outcome,
+        update: None,
+        outbox: Vec::new(),
+    };
+    if item.parse_error.is_some() {
+        return nothing(CallbackOutcome::Unparseable);
+    }
+    let Ok(report) = serde_json::from_slice::<CallbackReport>(&item.body) else {
+        return nothing(CallbackOutcome::Unparseable);
+    };
+    let Some(payment) = payment else {
+        let mut decision = nothing(CallbackOutcome::Unmatched);
+        if report.result_code.is_success() {
+            decision.outbox.push(NewOutboxEvent {
+                id: format!("evt_alert_{}", item.id),
+                payment_id: None,
+                channel: Channel::Telegram,
+                event_type: "callback.unmatched".into(),
+                destination: "-100200300".into(),
+                payload: "{}".into(),
+                dedupe_key: format!("unmatched:{}", item.id),
+                created_at: item.received_at,
+            });
+        }
+        return decision;
+    };
+    match state_machine::on_callback(&payment.snapshot(), &report) {
+        Outcome::Changed(t) => {
+            let outcome = if t.holds_for_review().is_some() {
+                CallbackOutcome::HeldForReview
+            } else {
+                CallbackOutcome::Applied
+            };
+            let mut update = PaymentUpdate::new(Some(t.clone()));
+            update.event = Some(NewPaymentEvent {
+                kind: "callback".into(),
+                detail: "{}".into(),
+            });
+            if let Some(final_outcome) = t.notify {
+                update.schedule = CheckSchedule::Clear;
+                update.outbox.push(NewOutboxEvent {
+                    id: format!("evt_{}", item.id),
+                    payment_id: Some(payment.id.clone()),
+                    channel: Channel::Webhook,
+                    event_type: final_outcome.event_type().into(),
+                    destination: "https://shop.example/hooks/mpesa".into(),
+                    payload: "{}".into(),
+                    dedupe_key: format!("{}:{}:webhook", payment.id, final_outcome.event_type()),
+                    created_at: item.received_at,
+                });
+            }
+            CallbackDecision {
+                outcome,
+                update: Some(update),
+                outbox: Vec::new(),
+            }
+        }
+        Outcome::Duplicate => nothing(CallbackOutcome::Duplicate),
+        Outcome::Unchanged(_) => nothing(CallbackOutcome::Ignored),
+    }
+}
+
+/// Runs SQL on the test database behind storage's back (to plant rows storage would refuse).
+pub async fn execute_directly(db: &TestDatabase, sql: &'static str) {
+    match db.backend() {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(db.url()).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        }
+        Backend::MySql => {
+            let mut c = sqlx::MySqlConnection::connect(db.url()).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        }
+    }
+}
