@@ -234,13 +234,15 @@ fn with_database(server_url: &str, name: &str) -> String {
 }
 
 fn unreachable_server(product: &str, var: &str, url: &str, e: sqlx::Error) -> ! {
-    let mut shown = Url::parse(url).map_or_else(|_| "<invalid URL>".to_owned(), |u| u.to_string());
-    if let Ok(mut u) = Url::parse(url) {
-        if u.password().is_some() {
-            let _ = u.set_password(Some("***"));
+    let shown = match Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
         }
-        shown = u.to_string();
-    }
+        Err(_) => "<invalid URL>".to_owned(),
+    };
     panic!(
         "the {product} test server at {shown} is unreachable ({e}). Start it, or point {var} at one. \
          The storage contract is tested on every backend; none is skipped."

@@ -24,15 +24,18 @@ async fn unknown_schemes_are_unsupported() {
 
 #[tokio::test]
 async fn unreachable_servers_are_unavailable_and_never_quote_the_password() {
+    // sqlx retries a refused connection until the acquire timeout: try both at once.
     let options = ConnectOptions {
         max_connections: 1,
         acquire_timeout: std::time::Duration::from_secs(2),
     };
-    for url in [
+    let urls = [
         "postgres://gateway:s3cr3t-pw@127.0.0.1:1/pay",
         "mysql://gateway:s3cr3t-pw@127.0.0.1:1/pay",
-    ] {
-        let err = connect(url, &options).await.err().expect(url);
+    ];
+    let (pg, my) = tokio::join!(connect(urls[0], &options), connect(urls[1], &options));
+    for (url, result) in urls.iter().zip([pg, my]) {
+        let err = result.err().expect(url);
         assert!(
             matches!(err, StorageError::Unavailable(_)),
             "{url}: {err:?}"
@@ -116,4 +119,36 @@ async fn sqlite_commits_are_durable_and_the_file_is_in_wal_mode() {
             .status,
         mpesa_domain::PaymentStatus::Pending
     );
+}
+
+#[tokio::test]
+async fn mysql_reruns_a_migration_that_a_crash_left_marked_failed() {
+    // MySQL commits DDL as it goes, so a crash mid-migration leaves `success = FALSE` behind,
+    // which sqlx refuses to go past. Our MySQL migrations are re-runnable: storage re-runs it.
+    let db = TestDatabase::mysql().await;
+    let mut raw = sqlx::MySqlConnection::connect(db.url()).await.unwrap();
+    sqlx::raw_sql("UPDATE _sqlx_migrations SET success = FALSE WHERE version = 1")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    sqlx::raw_sql("DROP TABLE leases")
+        .execute(&mut raw)
+        .await
+        .unwrap(); // the part the crash did not reach
+    db.storage().migrate().await.unwrap();
+    let (success,): (bool,) =
+        sqlx::query_as("SELECT success FROM _sqlx_migrations WHERE version = 1")
+            .fetch_one(&mut raw)
+            .await
+            .unwrap();
+    assert!(success);
+    raw.close().await.unwrap();
+    assert!(
+        db.storage()
+            .acquire_lease("l", "me", T0, T0 + 1)
+            .await
+            .unwrap(),
+        "the missing table is back"
+    );
+    create(&*db.storage(), new_payment(&pay_id(1), T0)).await;
 }
