@@ -27,12 +27,28 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
 
     /// Inserts, and returns what had to go to make room.
     pub(crate) fn insert(&mut self, key: K, value: V) -> Vec<(K, V)> {
+        self.insert_keeping(key, value, |_| false)
+    }
+
+    /// Inserts, making room by evicting the oldest entries that `keep` does not protect (the
+    /// map may stay over capacity while everything in it is protected).
+    pub(crate) fn insert_keeping(
+        &mut self,
+        key: K,
+        value: V,
+        keep: impl Fn(&V) -> bool,
+    ) -> Vec<(K, V)> {
         if self.map.insert(key.clone(), value).is_none() {
             self.order.push_back(key);
         }
         let mut evicted = Vec::new();
-        while self.map.len() > self.capacity {
-            let Some(oldest) = self.order.pop_front() else {
+        let mut index = 0;
+        while self.map.len() > self.capacity && index < self.order.len() {
+            if self.map.get(&self.order[index]).is_some_and(&keep) {
+                index += 1;
+                continue;
+            }
+            let Some(oldest) = self.order.remove(index) else {
                 break;
             };
             if let Some(v) = self.map.remove(&oldest) {
@@ -201,7 +217,13 @@ impl StkStore {
             self.open_prompts
                 .insert(tx.phone.clone(), tx.checkout_request_id.clone());
         }
-        for (id, old) in self.transactions.insert(tx.checkout_request_id.clone(), tx) {
+        // A push whose outcome is still to come is never evicted: its callback must go out.
+        // (Pending pushes are bounded by time: the prompt timeout.)
+        for (id, old) in self.transactions.insert_keeping(
+            tx.checkout_request_id.clone(),
+            tx,
+            StkTransaction::is_pending,
+        ) {
             self.release(&old.phone, &id);
         }
     }
@@ -341,7 +363,21 @@ mod tests {
     }
 
     #[test]
-    fn evicting_a_pending_push_releases_its_phone() {
+    fn protected_entries_are_not_evicted() {
+        let mut m = BoundedMap::new(2);
+        m.insert_keeping("a", 1, |v| *v == 1);
+        m.insert_keeping("b", 2, |v| *v == 1);
+        assert_eq!(m.insert_keeping("c", 3, |v| *v == 1), vec![("b", 2)]);
+        assert_eq!(m.insert_keeping("d", 1, |v| *v == 1), vec![("c", 3)]);
+        assert!(
+            m.insert_keeping("e", 1, |v| *v == 1).is_empty(),
+            "over capacity while all are protected"
+        );
+        assert_eq!(m.values_in_order().count(), 3);
+    }
+
+    #[test]
+    fn finished_pushes_go_first_and_pending_ones_stay() {
         let mut s = StkStore::new(1);
         let tx = |id: &str, phone: &str| StkTransaction {
             checkout_request_id: id.into(),
@@ -359,7 +395,26 @@ mod tests {
         };
         s.insert(tx("a", "254700000011"), true);
         s.insert(tx("b", "254700000012"), true);
-        assert!(s.open_prompt("254700000011").is_none());
+        assert!(
+            s.transactions.contains(&"a".to_owned()),
+            "pending: kept over capacity"
+        );
+        let a = s.transactions.get_mut(&"a".to_owned()).unwrap();
+        a.status = StkStatus::Final {
+            result_code: "0".into(),
+            result_desc: "ok".into(),
+            receipt: None,
+            completed_at: Utc::now(),
+        };
+        s.release("254700000011", "a");
+        s.insert(tx("c", "254700000013"), true);
+        assert!(
+            !s.transactions.contains(&"a".to_owned()),
+            "finished: evicted first"
+        );
+        assert!(
+            s.transactions.contains(&"b".to_owned()) && s.transactions.contains(&"c".to_owned())
+        );
         assert_eq!(s.open_prompt("254700000012").map(String::as_str), Some("b"));
     }
 }

@@ -1174,3 +1174,46 @@ async fn each_validation_error_has_darajas_code_message_and_status() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_pushes_all_call_back_and_memory_stays_bounded() {
+    let config = SimConfig {
+        callback_delay: Duration::ZERO,
+        log_capacity: 50,
+        transaction_capacity: 200,
+        ..SimConfig::for_tests()
+    };
+    let server = start(config).await;
+    let receiver = Receiver::start().await;
+    let client = client(&server);
+    client.check_credentials().await.unwrap();
+    let started = std::time::Instant::now();
+    let mut pushes = tokio::task::JoinSet::new();
+    for i in 0..600u32 {
+        let (client, url) = (client.clone(), receiver.url("stk"));
+        pushes.spawn(async move {
+            client
+                .stk_push(&push_params(&format!("2547990{i:05}"), 1, &url))
+                .await
+                .unwrap()
+                .checkout_request_id
+        });
+    }
+    let ids = pushes.join_all().await;
+    receiver.wait_for(600, |r| r.path == "/hooks/stk").await;
+    let elapsed = started.elapsed();
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 600, "every CheckoutRequestID is unique");
+    assert!(
+        server.sim.requests().len() <= 50 && server.sim.callbacks().len() <= 50,
+        "logs are ring buffers"
+    );
+    assert!(
+        server.sim.stk_transactions().len() <= 200 && server.sim.payments().len() <= 200,
+        "old transactions are evicted"
+    );
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "600 pushes and callbacks took {elapsed:?}"
+    );
+}
