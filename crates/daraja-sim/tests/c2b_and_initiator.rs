@@ -852,6 +852,10 @@ async fn nested_under_a_prefix_and_inspectable_with_bounded_logs() {
     assert_eq!(push["status"], 200);
     assert_eq!(push["body"]["PhoneNumber"], "254708374149");
     assert_eq!(
+        push["body"]["Password"], "[REDACTED]",
+        "the passkey never leaves through the log"
+    );
+    assert_eq!(
         push["answer"]["CheckoutRequestID"],
         json!(accepted.checkout_request_id)
     );

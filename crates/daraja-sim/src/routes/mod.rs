@@ -140,7 +140,7 @@ async fn log_request(State(sim): State<Simulator>, request: Request, next: Next)
         method,
         path,
         query,
-        body: kept_body(&request_bytes),
+        body: kept_body(&without_secrets(&request_bytes)),
         status,
         answer: kept_body(&answer),
         answer_delay_ms: delay.map_or(0, |d| d.as_millis() as u64),
@@ -150,6 +150,31 @@ async fn log_request(State(sim): State<Simulator>, request: Request, next: Next)
         tokio::time::sleep(delay).await;
     }
     Response::from_parts(parts, Body::from(answer))
+}
+
+/// Request fields that reveal a secret: `Password` is base64 of the passkey, a
+/// `SecurityCredential` can be replayed. The log (served at `/simulator/requests`) shows them
+/// as `[REDACTED]`; everything else is kept as received.
+const SECRET_FIELDS: [&str; 2] = ["Password", "SecurityCredential"];
+
+fn without_secrets(body: &Bytes) -> Bytes {
+    let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice::<serde_json::Value>(body)
+    else {
+        return body.clone();
+    };
+    let mut changed = false;
+    for field in SECRET_FIELDS {
+        if let Some(value) = map.get_mut(field) {
+            *value = serde_json::Value::String("[REDACTED]".into());
+            changed = true;
+        }
+    }
+    if !changed {
+        return body.clone();
+    }
+    serde_json::to_vec(&map)
+        .map(Bytes::from)
+        .unwrap_or_else(|_| body.clone())
 }
 
 /// What every Daraja API call passes first: an injected endpoint failure, then the bearer
