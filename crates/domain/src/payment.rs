@@ -125,6 +125,8 @@ pub enum ReviewReason {
     ReceiptMismatch,
     /// A success reported after the payment was given up as timed out or failed.
     LateSuccess { previous: PaymentStatus },
+    /// A success whose receipt number already belongs to another payment.
+    ReceiptInUse,
 }
 
 impl ReviewReason {
@@ -151,6 +153,9 @@ impl ReviewReason {
             }
             ReviewReason::LateSuccess { previous } => {
                 format!("success reported after the payment was {previous}")
+            }
+            ReviewReason::ReceiptInUse => {
+                "success callback carries a receipt number that belongs to another payment".into()
             }
         }
     }

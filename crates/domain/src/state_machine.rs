@@ -300,6 +300,16 @@ pub fn on_callback(p: &PaymentSnapshot, cb: &CallbackReport) -> Outcome {
     }
 }
 
+/// A success callback whose receipt number storage found on another payment: it cannot settle
+/// this one. The payment keeps its state and is held for review.
+pub fn on_receipt_in_use(p: &PaymentSnapshot) -> Outcome {
+    Outcome::Changed(Transition::hold(
+        TransitionKind::Callback,
+        p,
+        ReviewReason::ReceiptInUse,
+    ))
+}
+
 /// The answer to an STK Query.
 pub fn on_query(p: &PaymentSnapshot, q: &QueryReport) -> Outcome {
     let kind = TransitionKind::Query;
@@ -677,6 +687,17 @@ mod tests {
             t.review,
             ReviewChange::Hold(ReviewReason::AmountMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_receipt_of_another_payment_holds_without_changing_state() {
+        for status in [PaymentStatus::Pending, PaymentStatus::Completed] {
+            let t = changed(on_receipt_in_use(&snapshot(status)));
+            assert_eq!(t.status, status);
+            assert_eq!(t.review, ReviewChange::Hold(ReviewReason::ReceiptInUse));
+            assert_eq!(t.notify, None);
+            assert_eq!(t.mpesa_receipt_number, None);
+        }
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub struct App {
     state: AppState,
     listener: TcpListener,
     ingestor_task: tokio::task::JoinHandle<()>,
+    ingestor_closed: CancellationToken,
     simulator: Option<daraja_sim::Simulator>,
 }
 
@@ -159,11 +160,13 @@ impl App {
             metrics.clone(),
             outbox_wake.clone(),
         );
+        let ingestor_closed = CancellationToken::new();
         let (ingestor, ingestor_task) = CallbackIngestor::start(
             storage.clone(),
             Arc::new(plan),
             metrics.clone(),
             outbox_wake.clone(),
+            ingestor_closed.clone(),
         );
         let state = AppState::new(StateInner {
             config,
@@ -183,6 +186,7 @@ impl App {
             state,
             listener,
             ingestor_task,
+            ingestor_closed,
             simulator,
         })
     }
@@ -206,6 +210,7 @@ impl App {
             state,
             listener,
             ingestor_task,
+            ingestor_closed,
             simulator,
         } = self;
         let mut router = http::router(state.clone());
@@ -226,7 +231,8 @@ impl App {
         while workers.join_next().await.is_some() {}
         let storage = state.storage.clone();
         drop(state);
-        // Every sender is gone now: the committer finishes its queue and stops.
+        // No request is in flight any more: the committer finishes its queue and stops.
+        ingestor_closed.cancel();
         let _ = ingestor_task.await;
         storage.close().await;
         tracing::info!("mpesa-gateway stopped");

@@ -9,14 +9,18 @@
 
 use std::sync::Arc;
 
-use mpesa_storage::{Backend, IncomingCallback, IngestedCallback, Storage, StorageError};
+use mpesa_domain::state_machine;
+use mpesa_storage::{
+    Backend, CallbackDecision, CallbackOutcome, IncomingCallback, IngestedCallback, Storage,
+    StorageError,
+};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::callbacks::{Reports, decide_stk};
 use crate::ids::now_ms;
 use crate::metrics::Metrics;
 use crate::payments::NotificationPlan;
-use crate::payments::service::observe_committed;
+use crate::payments::service::{build_update, observe_committed};
 
 /// The largest batch one transaction takes.
 const MAX_BATCH: usize = 128;
@@ -41,20 +45,30 @@ pub struct CallbackIngestor {
 }
 
 impl CallbackIngestor {
-    /// Starts the committer. It stops when every `CallbackIngestor` clone is dropped, after
-    /// finishing what is queued (graceful shutdown loses nothing half-written).
+    /// Starts the committer. It stops when `closed` is cancelled (after the HTTP server has
+    /// finished its requests), once everything queued is committed: graceful shutdown loses
+    /// nothing half-written.
     pub fn start(
         storage: Arc<dyn Storage>,
         plan: Arc<NotificationPlan>,
         metrics: Arc<Metrics>,
         outbox_wake: Arc<tokio::sync::Notify>,
+        closed: tokio_util::sync::CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Job>(4096);
         let committers = match storage.backend() {
             Backend::Sqlite => 1,
             Backend::Postgres | Backend::MySql => 4,
         };
-        let handle = tokio::spawn(run(rx, storage, plan, metrics, outbox_wake, committers));
+        let handle = tokio::spawn(run(
+            rx,
+            storage,
+            plan,
+            metrics,
+            outbox_wake,
+            committers,
+            closed,
+        ));
         (CallbackIngestor { queue: tx }, handle)
     }
 
@@ -84,6 +98,7 @@ async fn run(
     metrics: Arc<Metrics>,
     outbox_wake: Arc<tokio::sync::Notify>,
     committers: usize,
+    closed: tokio_util::sync::CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(committers));
     let mut inflight = tokio::task::JoinSet::new();
@@ -95,7 +110,15 @@ async fn run(
             .acquire_owned()
             .await
             .expect("semaphore never closed");
-        let Some(first) = rx.recv().await else { break };
+        let first = tokio::select! {
+            job = rx.recv() => job,
+            _ = closed.cancelled() => {
+                // No new jobs; what is queued is still committed below.
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { break };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -133,51 +156,98 @@ async fn commit(
         callbacks.push(job.callback);
         replies.push(job.reply);
     }
-    let kinds: Vec<&'static str> = callbacks.iter().map(|c| c.kind.as_str()).collect();
+    // Kept to store, alone, any item the batch could not apply.
+    let originals = callbacks.clone();
     let now = now_ms();
     let result = storage
         .ingest_callbacks(callbacks, now, &|incoming, payment| {
             decide_stk(plan, incoming, reports.get(&incoming.id), payment, now)
         })
         .await;
-    match result {
-        Ok(items) => {
-            for ((item, reply), kind) in items.into_iter().zip(replies).zip(kinds) {
-                let answer = match item {
-                    Ok(ingested) => {
-                        metrics.inc(
-                            "mpesa_gateway_callbacks_received_total",
-                            &[("kind", kind), ("outcome", ingested.outcome.as_str())],
-                        );
-                        if let (Some(after), Some(update)) = (&ingested.payment, &ingested.update) {
-                            observe_committed(metrics, wake, after, update);
-                        }
-                        Ok(ingested)
-                    }
-                    Err(e) => {
-                        metrics.inc(
-                            "mpesa_gateway_callbacks_received_total",
-                            &[("kind", kind), ("outcome", "error")],
-                        );
-                        Err(IngestError::Storage(e))
-                    }
-                };
-                let _ = reply.send(answer);
-            }
-        }
+    let items = match result {
+        Ok(items) => items,
         Err(e) => {
             tracing::error!(error = %e, "callback batch could not be committed; answering with an error so nothing is acknowledged");
             let text = e.to_string();
-            for (reply, kind) in replies.into_iter().zip(kinds) {
+            for (reply, cb) in replies.into_iter().zip(&originals) {
                 metrics.inc(
                     "mpesa_gateway_callbacks_received_total",
-                    &[("kind", kind), ("outcome", "error")],
+                    &[("kind", cb.kind.as_str()), ("outcome", "error")],
                 );
                 let _ = reply.send(Err(IngestError::Storage(match &e {
                     StorageError::Unavailable(_) => StorageError::Unavailable(text.clone()),
                     _ => StorageError::Database(text.clone()),
                 })));
             }
+            return;
         }
+    };
+    for ((item, reply), original) in items.into_iter().zip(replies).zip(originals) {
+        let kind = original.kind.as_str();
+        let item = match item {
+            Ok(ingested) => Ok(ingested),
+            Err(error) => store_alone(storage, plan, original, error).await,
+        };
+        let answer = match item {
+            Ok(ingested) => {
+                metrics.inc(
+                    "mpesa_gateway_callbacks_received_total",
+                    &[("kind", kind), ("outcome", ingested.outcome.as_str())],
+                );
+                if let (Some(after), Some(update)) = (&ingested.payment, &ingested.update) {
+                    observe_committed(metrics, wake, after, update);
+                }
+                Ok(ingested)
+            }
+            Err(e) => {
+                metrics.inc(
+                    "mpesa_gateway_callbacks_received_total",
+                    &[("kind", kind), ("outcome", "error")],
+                );
+                Err(IngestError::Storage(e))
+            }
+        };
+        let _ = reply.send(answer);
     }
+}
+
+/// An item the batch could not apply (e.g. a success whose receipt number belongs to another
+/// payment: the unique rule refused it) is stored on its own, with the reason, so that every
+/// raw body is kept; a receipt that is in use holds the payment for review.
+async fn store_alone(
+    storage: &dyn Storage,
+    plan: &NotificationPlan,
+    mut callback: IncomingCallback,
+    error: StorageError,
+) -> Result<IngestedCallback, StorageError> {
+    let receipt_in_use =
+        matches!(&error, StorageError::Conflict(rule) if rule.contains("mpesa_receipt_number"));
+    tracing::warn!(callback_id = %callback.id, %error, "callback could not be applied; storing it alone");
+    callback.parse_error = Some(format!("not applied: {error}"));
+    let now = now_ms();
+    let mut items = storage
+        .ingest_callbacks(vec![callback], now, &|_incoming, payment| match payment {
+            Some(p) if receipt_in_use => {
+                let update = build_update(
+                    plan,
+                    p,
+                    state_machine::on_receipt_in_use(&p.snapshot()),
+                    now,
+                );
+                CallbackDecision {
+                    outcome: CallbackOutcome::HeldForReview,
+                    update: Some(update),
+                    outbox: Vec::new(),
+                }
+            }
+            _ => CallbackDecision {
+                outcome: CallbackOutcome::Ignored,
+                update: None,
+                outbox: Vec::new(),
+            },
+        })
+        .await?;
+    items.pop().unwrap_or(Err(StorageError::Database(
+        "no result for the callback".into(),
+    )))
 }

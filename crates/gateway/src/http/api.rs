@@ -302,7 +302,7 @@ pub async fn list_payments(
         .list_payments(&filter, &PageRequest { limit, cursor })
         .await
         .map_err(|e| match e {
-            mpesa_storage::StorageError::Corrupt(_) => {
+            mpesa_storage::StorageError::InvalidInput(_) => {
                 ApiError::validation("cursor", "not a cursor from a previous page")
             }
             other => other.into(),

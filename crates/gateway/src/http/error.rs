@@ -134,6 +134,10 @@ impl From<mpesa_storage::StorageError> for ApiError {
         match e {
             mpesa_storage::StorageError::Unavailable(d) => ApiError::Unavailable(d),
             mpesa_storage::StorageError::NotFound => ApiError::NotFound("not found"),
+            mpesa_storage::StorageError::InvalidInput(d) => ApiError::validation("request", d),
+            mpesa_storage::StorageError::Conflict(rule) => {
+                ApiError::Conflict(format!("conflicts with an existing record ({rule})"))
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

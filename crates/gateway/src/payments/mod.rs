@@ -10,7 +10,9 @@ pub mod service;
 pub mod view;
 
 pub use notify::NotificationPlan;
-pub use service::{CreateOutcome, NewPaymentRequest, Origin, PaymentError, Payments, PushOutcome};
+pub use service::{
+    AdminDecision, CreateOutcome, NewPaymentRequest, Origin, PaymentError, Payments, PushOutcome,
+};
 pub use view::PaymentView;
 
 use mpesa_domain::{ReviewChange, Transition};

@@ -446,3 +446,46 @@ pub(crate) fn observe_committed(
         outbox_wake.notify_one();
     }
 }
+
+/// What a person decided about a payment held for review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminDecision {
+    /// It is paid: complete it (or keep it completed) and clear the hold.
+    Settle,
+    /// The report that held it is not to be trusted: clear the hold; an open payment fails.
+    Reject,
+}
+
+impl Payments {
+    /// Records an admin's decision on a held payment, with their note, on the timeline.
+    /// `Ok(None)` when the payment is not held for review.
+    pub async fn admin_decide(
+        &self,
+        id: &str,
+        decision: AdminDecision,
+        note: &str,
+        receipt: Option<&str>,
+        username: &str,
+    ) -> Result<Option<Payment>, PaymentError> {
+        let note = note.trim().to_owned();
+        let receipt = receipt
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned);
+        let kind = match decision {
+            AdminDecision::Settle => "admin_settled",
+            AdminDecision::Reject => "admin_rejected",
+        };
+        let detail = json!({ "by": username, "note": note, "receipt": receipt });
+        if self.storage.get_payment(id).await?.is_none() {
+            return Err(PaymentError::NotFound);
+        }
+        self.apply(id, kind, detail, move |p| match decision {
+            AdminDecision::Settle => {
+                state_machine::on_admin_settle(&p.snapshot(), &note, receipt.as_deref())
+            }
+            AdminDecision::Reject => state_machine::on_admin_reject(&p.snapshot(), &note),
+        })
+        .await
+    }
+}

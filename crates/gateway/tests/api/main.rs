@@ -1,0 +1,11 @@
+//! The gateway end to end: one test binary (one link) with a module per concern. Every test
+//! starts real gateways on loopback ports with real databases (a SQLite file, or a fresh
+//! PostgreSQL or MariaDB database) and the Daraja simulator.
+
+mod support;
+
+mod callbacks;
+mod idempotency;
+mod multi_instance;
+mod payments;
+mod reconcile;
