@@ -11,6 +11,7 @@
 //! The payment rules are in the `mpesa-domain` crate, storage in `mpesa-storage`, the Daraja
 //! client in `daraja` and the simulator in `daraja-sim`.
 
+pub mod admin;
 pub mod app;
 pub mod callbacks;
 pub mod cli;

@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(service::metrics))
         .merge(api)
         .merge(callbacks)
+        .merge(crate::admin::router())
         .fallback(|| async { ApiError::NotFound("no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
