@@ -127,6 +127,9 @@ pub enum ReviewReason {
     LateSuccess { previous: PaymentStatus },
     /// A success whose receipt number already belongs to another payment.
     ReceiptInUse,
+    /// The push's answer was lost; a callback with this phone and amount, confirmed by STK
+    /// Query, was tied to the payment. Settled, but a person should look.
+    MatchedAfterUnknownPush,
 }
 
 impl ReviewReason {
@@ -153,6 +156,9 @@ impl ReviewReason {
             }
             ReviewReason::LateSuccess { previous } => {
                 format!("success reported after the payment was {previous}")
+            }
+            ReviewReason::MatchedAfterUnknownPush => {
+                "Daraja's answer to the push was lost; matched to its callback by phone and amount, confirmed by STK Query".into()
             }
             ReviewReason::ReceiptInUse => {
                 "success callback carries a receipt number that belongs to another payment".into()

@@ -300,6 +300,26 @@ pub fn on_callback(p: &PaymentSnapshot, cb: &CallbackReport) -> Outcome {
     }
 }
 
+/// A payment whose push outcome was unknown gets the ids of a callback that matched it by
+/// phone and amount and that Daraja confirmed: it becomes `pending` with those ids, held for a
+/// person to look at. Only an `initiated` payment without ids can be matched this way.
+pub fn on_callback_adopted(
+    p: &PaymentSnapshot,
+    checkout_request_id: &str,
+    merchant_request_id: &str,
+) -> Outcome {
+    if p.status != PaymentStatus::Initiated || p.checkout_request_id.is_some() {
+        return Outcome::Unchanged(
+            "only a payment whose push outcome is unknown can adopt a callback",
+        );
+    }
+    let mut t = Transition::new(TransitionKind::PushAccepted, PaymentStatus::Pending);
+    t.checkout_request_id = Some(checkout_request_id.to_owned());
+    t.merchant_request_id = Some(merchant_request_id.to_owned());
+    t.review = ReviewChange::Hold(ReviewReason::MatchedAfterUnknownPush);
+    Outcome::Changed(t)
+}
+
 /// A success callback whose receipt number storage found on another payment: it cannot settle
 /// this one. The payment keeps its state and is held for review.
 pub fn on_receipt_in_use(p: &PaymentSnapshot) -> Outcome {
@@ -686,6 +706,28 @@ mod tests {
         assert!(matches!(
             t.review,
             ReviewChange::Hold(ReviewReason::AmountMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn only_a_payment_with_an_unknown_push_outcome_adopts_a_callback() {
+        let mut p = snapshot(PaymentStatus::Initiated);
+        p.checkout_request_id = None;
+        let t = changed(on_callback_adopted(&p, "ws_CO_7", "m-7"));
+        assert_eq!(t.status, PaymentStatus::Pending);
+        assert_eq!(t.checkout_request_id.as_deref(), Some("ws_CO_7"));
+        assert_eq!(
+            t.review,
+            ReviewChange::Hold(ReviewReason::MatchedAfterUnknownPush)
+        );
+        assert_eq!(t.notify, None);
+        assert!(matches!(
+            on_callback_adopted(&snapshot(PaymentStatus::Initiated), "x", "y"),
+            Outcome::Unchanged(_)
+        ));
+        assert!(matches!(
+            on_callback_adopted(&snapshot(PaymentStatus::Pending), "x", "y"),
+            Outcome::Unchanged(_)
         ));
     }
 

@@ -158,6 +158,51 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// PostgreSQL only: makes the database unreachable (new connections refused, open ones
+    /// cut), as in an outage, until [`TestDatabase::allow_connections`].
+    pub async fn block_connections(&self) {
+        let (admin_url, name) = self.postgres_admin("block_connections");
+        let mut admin = PgConnection::connect(admin_url)
+            .await
+            .expect("PostgreSQL admin connection");
+        for sql in [
+            format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut admin)
+                .await
+                .expect("outage statement");
+        }
+        let _ = admin.close().await;
+    }
+
+    /// Ends [`TestDatabase::block_connections`].
+    pub async fn allow_connections(&self) {
+        let (admin_url, name) = self.postgres_admin("allow_connections");
+        let mut admin = PgConnection::connect(admin_url)
+            .await
+            .expect("PostgreSQL admin connection");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS true"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("end of outage");
+        let _ = admin.close().await;
+    }
+
+    fn postgres_admin(&self, what: &str) -> (&str, &str) {
+        match (&self.cleanup, self.backend) {
+            (Cleanup::DropDatabase { admin_url, name }, Backend::Postgres) => (admin_url, name),
+            _ => panic!("{what} is only available on PostgreSQL test databases"),
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let Cleanup::DropDatabase { admin_url, name } = &self.cleanup else {

@@ -20,6 +20,7 @@ use crate::payments::service::build_update;
 /// An STK callback body, parsed as far as it goes.
 pub struct ParsedStk {
     pub checkout_request_id: Option<String>,
+    pub merchant_request_id: Option<String>,
     pub report: Result<CallbackReport, String>,
 }
 
@@ -29,6 +30,8 @@ pub fn parse_stk(body: &[u8]) -> ParsedStk {
     match StkCallback::parse(body) {
         Ok(cb) => ParsedStk {
             checkout_request_id: Some(cb.checkout_request_id().to_owned())
+                .filter(|s| !s.is_empty()),
+            merchant_request_id: Some(cb.merchant_request_id().to_owned())
                 .filter(|s| !s.is_empty()),
             report: cb.to_report().map_err(|e| e.to_string()),
         },
@@ -41,6 +44,7 @@ pub fn parse_stk(body: &[u8]) -> ParsedStk {
                         .map(str::to_owned)
                 })
                 .filter(|s| !s.is_empty() && s.len() <= 100),
+            merchant_request_id: None,
             report: Err(e.to_string()),
         },
     }

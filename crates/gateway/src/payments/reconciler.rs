@@ -10,13 +10,13 @@
 
 use std::time::Duration;
 
-use mpesa_domain::state_machine;
-use mpesa_storage::{CallbackOutcome, CheckSchedule, Payment};
+use mpesa_domain::{FinalOutcome, Msisdn, PaymentStatus, QueryVerdict, state_machine};
+use mpesa_storage::{CallbackFilter, CallbackKind, CallbackOutcome, CheckSchedule, PageRequest, Payment, PaymentFilter};
 use rand::Rng;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::callbacks::decide_stored_stk;
+use crate::callbacks::{decide_stored_stk, parse_stk};
 use crate::ids::now_ms;
 use crate::payments::Payments;
 
@@ -38,12 +38,22 @@ pub fn backoff_ms(attempts: i32, base_ms: i64) -> i64 {
     (exp + jitter).max(1000)
 }
 
+/// Every how many passes orphan callbacks are looked at (each may cost an STK Query).
+const ADOPT_EVERY: u64 = 10;
+
 pub async fn run(payments: Payments, shutdown: CancellationToken) {
     tracing::info!("reconciler started");
+    let mut passes: u64 = 0;
     loop {
         if let Err(error) = pass(&payments).await {
             tracing::warn!(%error, "reconciler pass failed; retrying");
         }
+        if passes.is_multiple_of(ADOPT_EVERY)
+            && let Err(error) = adopt_orphan_callbacks(&payments).await
+        {
+            tracing::warn!(%error, "matching orphan callbacks failed; retrying");
+        }
+        passes = passes.wrapping_add(1);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(TICK) => {}
@@ -130,6 +140,88 @@ async fn check_one(payments: &Payments, payment: Payment) {
                 tracing::warn!(payment_id = %payment.id, %error, "could not expire payment")
             }
         }
+    }
+}
+
+/// Unmatched success callbacks that may belong to a payment whose push outcome was unknown (the
+/// push timed out after sending, so Daraja's CheckoutRequestID never reached us). A callback is
+/// tied to such a payment only when its phone and amount fit exactly one of them AND Daraja,
+/// asked about the callback's CheckoutRequestID, confirms the payment succeeded; the payment is
+/// then completed by that query and held for a person to look at. Public for tests.
+pub async fn adopt_orphan_callbacks(payments: &Payments) -> Result<usize, mpesa_storage::StorageError> {
+    let now = now_ms();
+    let window = payments.settings.expires_after_ms;
+    let filter = CallbackFilter { outcome: Some(CallbackOutcome::Unmatched), kind: Some(CallbackKind::Stk), ..Default::default() };
+    let orphans = payments.storage.list_callbacks(&filter, &PageRequest { limit: 50, cursor: None }).await?;
+    let mut adopted = 0;
+    for cb in orphans.items {
+        if cb.received_at < now - 2 * window {
+            break; // newest first: the rest are older still
+        }
+        let parsed = parse_stk(&cb.body);
+        let (Ok(report), Some(checkout), Some(merchant)) = (&parsed.report, &parsed.checkout_request_id, &parsed.merchant_request_id) else {
+            continue;
+        };
+        let Some(details) = &report.success else { continue };
+        let (Some(cents), Some(phone)) = (details.amount, details.phone.as_deref().and_then(|p| Msisdn::parse(p).ok())) else {
+            continue; // a masked or hashed number cannot pick a payment
+        };
+        let candidates: Vec<Payment> = payments
+            .storage
+            .list_payments(
+                &PaymentFilter {
+                    status: Some(PaymentStatus::Initiated),
+                    phone: Some(phone.to_string()),
+                    created_from: Some(cb.received_at - window),
+                    created_to: Some(cb.received_at + 1),
+                    ..Default::default()
+                },
+                &PageRequest { limit: 10, cursor: None },
+            )
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| p.checkout_request_id.is_none() && p.amount.cents() == cents)
+            .collect();
+        let [payment] = candidates.as_slice() else { continue };
+        // Confirm with Daraja before believing the callback's ids.
+        let confirmed = match payments.daraja.stk_query(checkout).await {
+            Ok(answer) => answer.to_report().result_code.query_verdict() == QueryVerdict::Final(FinalOutcome::Completed),
+            Err(error) => {
+                tracing::debug!(callback_id = %cb.id, %error, "could not confirm an orphan callback");
+                false
+            }
+        };
+        if !confirmed {
+            continue;
+        }
+        let (checkout, merchant) = (checkout.clone(), merchant.clone());
+        let detail = json!({ "callback_id": cb.id, "checkout_request_id": checkout });
+        let ids = (checkout.clone(), merchant);
+        let Some(pending) = payments
+            .apply(&payment.id, "callback_adopted", detail, move |p| state_machine::on_callback_adopted(&p.snapshot(), &ids.0, &ids.1))
+            .await
+            .map_err(storage_error)?
+        else {
+            continue;
+        };
+        tracing::warn!(payment_id = %pending.id, callback_id = %cb.id, "orphan callback tied to a payment whose push outcome was unknown; held for review");
+        // Daraja's own answer completes it; the rematch pass then adds the callback's receipt.
+        if let Err(error) = payments.query_and_apply(&pending, &checkout, CheckSchedule::Keep).await {
+            tracing::warn!(payment_id = %pending.id, %error, "query after adopting a callback failed; the reconciler will ask again");
+        }
+        adopted += 1;
+    }
+    if adopted > 0 {
+        rematch_callbacks(payments).await?;
+    }
+    Ok(adopted)
+}
+
+fn storage_error(e: crate::payments::PaymentError) -> mpesa_storage::StorageError {
+    match e {
+        crate::payments::PaymentError::Storage(s) => s,
+        other => mpesa_storage::StorageError::Database(other.to_string()),
     }
 }
 
