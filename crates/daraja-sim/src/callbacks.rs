@@ -119,7 +119,7 @@ impl Simulator {
     ) {
         tracing::info!(
             kind = ?out.kind,
-            reference = %out.reference,
+            reference = %mpesa_domain::mask_checkout_request_id(&out.reference),
             copy,
             outcome = ?outcome,
             http_status,

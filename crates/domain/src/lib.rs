@@ -11,7 +11,7 @@ pub mod text;
 
 pub use money::{Amount, AmountBounds, AmountError, Cents};
 pub use payment::{FinalOutcome, PaymentStatus, ReviewReason};
-pub use phone::{Msisdn, PhoneError};
+pub use phone::{Msisdn, PhoneError, mask_checkout_request_id};
 pub use result_code::{CallbackVerdict, QueryVerdict, ResultCode};
 pub use state_machine::{
     CallbackReport, Outcome, PaymentSnapshot, QueryReport, ReviewChange, SuccessDetails,

@@ -119,6 +119,18 @@ impl Msisdn {
     }
 }
 
+/// A CheckoutRequestID for logs. Safaricom's ids end with the customer's 9-digit subscriber
+/// number (`ws_CO_23052022122137653708374149`), so logging one whole would log the phone number:
+/// like [`Msisdn::masked`], only the last three digits of it are kept.
+pub fn mask_checkout_request_id(id: &str) -> String {
+    let n = id.len();
+    if n >= 15 && id.is_ascii() && id[n - 9..].bytes().all(|b| b.is_ascii_digit()) {
+        format!("{}******{}", &id[..n - 9], &id[n - 3..])
+    } else {
+        id.to_owned()
+    }
+}
+
 impl fmt::Display for Msisdn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -219,6 +231,19 @@ mod tests {
         assert_eq!(
             Msisdn::parse("+0708374149"),
             Err(PhoneError::NotKenyanMobile)
+        );
+    }
+
+    #[test]
+    fn checkout_ids_are_masked_for_logs() {
+        assert_eq!(
+            mask_checkout_request_id("ws_CO_23052022122137653708374149"),
+            "ws_CO_23052022122137653******149"
+        );
+        assert_eq!(mask_checkout_request_id("ws_CO_short"), "ws_CO_short");
+        assert_eq!(
+            mask_checkout_request_id("ws_CO_DMZ_123212312_2342347678234"),
+            "ws_CO_DMZ_123212312_2342******234"
         );
     }
 

@@ -39,7 +39,9 @@ pub async fn announce(app: &App) -> anyhow::Result<()> {
         }
     };
     let addr = app.local_addr();
-    eprintln!(
+    // The banner goes to stdout, for the person at the terminal; logs go to stderr and never
+    // carry the key.
+    println!(
         "\n  mpesa-gateway is running in sandbox mode: payments go to the built-in Daraja simulator.\n\
          \n  API key (saved in ./{SANDBOX_KEY_FILE}): {key}\n\
          \n  Take a payment from a second terminal:\n      mpesa-gateway pay --phone 0708374149 --amount 10\n\

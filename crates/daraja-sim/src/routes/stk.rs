@@ -199,10 +199,10 @@ async fn accept_push(
     };
     sim.notify();
     tracing::info!(
-        checkout_request_id = %checkout_request_id,
+        checkout_request_id = %mpesa_domain::mask_checkout_request_id(&checkout_request_id),
         phone = %fields.phone.masked(),
         amount = fields.amount,
-        scenario = %scenario_name,
+        scenario = %mpesa_domain::Msisdn::parse(&scenario_name).map(|m| m.masked()).unwrap_or_else(|_| scenario_name.to_string()),
         "STK push accepted"
     );
 
@@ -299,7 +299,7 @@ fn settle(
     }
     sim.notify();
     tracing::info!(
-        checkout_request_id = %tx.checkout_request_id,
+        checkout_request_id = %mpesa_domain::mask_checkout_request_id(&tx.checkout_request_id),
         result_code = %outcome.result_code,
         "STK push settled"
     );

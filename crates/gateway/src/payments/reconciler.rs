@@ -11,7 +11,10 @@
 use std::time::Duration;
 
 use mpesa_domain::{FinalOutcome, Msisdn, PaymentStatus, QueryVerdict, state_machine};
-use mpesa_storage::{CallbackFilter, CallbackKind, CallbackOutcome, CheckSchedule, PageRequest, Payment, PaymentFilter};
+use mpesa_storage::{
+    CallbackFilter, CallbackKind, CallbackOutcome, CheckSchedule, PageRequest, Payment,
+    PaymentFilter,
+};
 use rand::Rng;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -148,22 +151,46 @@ async fn check_one(payments: &Payments, payment: Payment) {
 /// tied to such a payment only when its phone and amount fit exactly one of them AND Daraja,
 /// asked about the callback's CheckoutRequestID, confirms the payment succeeded; the payment is
 /// then completed by that query and held for a person to look at. Public for tests.
-pub async fn adopt_orphan_callbacks(payments: &Payments) -> Result<usize, mpesa_storage::StorageError> {
+pub async fn adopt_orphan_callbacks(
+    payments: &Payments,
+) -> Result<usize, mpesa_storage::StorageError> {
     let now = now_ms();
     let window = payments.settings.expires_after_ms;
-    let filter = CallbackFilter { outcome: Some(CallbackOutcome::Unmatched), kind: Some(CallbackKind::Stk), ..Default::default() };
-    let orphans = payments.storage.list_callbacks(&filter, &PageRequest { limit: 50, cursor: None }).await?;
+    let filter = CallbackFilter {
+        outcome: Some(CallbackOutcome::Unmatched),
+        kind: Some(CallbackKind::Stk),
+        ..Default::default()
+    };
+    let orphans = payments
+        .storage
+        .list_callbacks(
+            &filter,
+            &PageRequest {
+                limit: 50,
+                cursor: None,
+            },
+        )
+        .await?;
     let mut adopted = 0;
     for cb in orphans.items {
         if cb.received_at < now - 2 * window {
             break; // newest first: the rest are older still
         }
         let parsed = parse_stk(&cb.body);
-        let (Ok(report), Some(checkout), Some(merchant)) = (&parsed.report, &parsed.checkout_request_id, &parsed.merchant_request_id) else {
+        let (Ok(report), Some(checkout), Some(merchant)) = (
+            &parsed.report,
+            &parsed.checkout_request_id,
+            &parsed.merchant_request_id,
+        ) else {
             continue;
         };
-        let Some(details) = &report.success else { continue };
-        let (Some(cents), Some(phone)) = (details.amount, details.phone.as_deref().and_then(|p| Msisdn::parse(p).ok())) else {
+        let Some(details) = &report.success else {
+            continue;
+        };
+        let (Some(cents), Some(phone)) = (
+            details.amount,
+            details.phone.as_deref().and_then(|p| Msisdn::parse(p).ok()),
+        ) else {
             continue; // a masked or hashed number cannot pick a payment
         };
         let candidates: Vec<Payment> = payments
@@ -176,17 +203,25 @@ pub async fn adopt_orphan_callbacks(payments: &Payments) -> Result<usize, mpesa_
                     created_to: Some(cb.received_at + 1),
                     ..Default::default()
                 },
-                &PageRequest { limit: 10, cursor: None },
+                &PageRequest {
+                    limit: 10,
+                    cursor: None,
+                },
             )
             .await?
             .items
             .into_iter()
             .filter(|p| p.checkout_request_id.is_none() && p.amount.cents() == cents)
             .collect();
-        let [payment] = candidates.as_slice() else { continue };
+        let [payment] = candidates.as_slice() else {
+            continue;
+        };
         // Confirm with Daraja before believing the callback's ids.
         let confirmed = match payments.daraja.stk_query(checkout).await {
-            Ok(answer) => answer.to_report().result_code.query_verdict() == QueryVerdict::Final(FinalOutcome::Completed),
+            Ok(answer) => {
+                answer.to_report().result_code.query_verdict()
+                    == QueryVerdict::Final(FinalOutcome::Completed)
+            }
             Err(error) => {
                 tracing::debug!(callback_id = %cb.id, %error, "could not confirm an orphan callback");
                 false
@@ -199,7 +234,9 @@ pub async fn adopt_orphan_callbacks(payments: &Payments) -> Result<usize, mpesa_
         let detail = json!({ "callback_id": cb.id, "checkout_request_id": checkout });
         let ids = (checkout.clone(), merchant);
         let Some(pending) = payments
-            .apply(&payment.id, "callback_adopted", detail, move |p| state_machine::on_callback_adopted(&p.snapshot(), &ids.0, &ids.1))
+            .apply(&payment.id, "callback_adopted", detail, move |p| {
+                state_machine::on_callback_adopted(&p.snapshot(), &ids.0, &ids.1)
+            })
             .await
             .map_err(storage_error)?
         else {
@@ -207,7 +244,10 @@ pub async fn adopt_orphan_callbacks(payments: &Payments) -> Result<usize, mpesa_
         };
         tracing::warn!(payment_id = %pending.id, callback_id = %cb.id, "orphan callback tied to a payment whose push outcome was unknown; held for review");
         // Daraja's own answer completes it; the rematch pass then adds the callback's receipt.
-        if let Err(error) = payments.query_and_apply(&pending, &checkout, CheckSchedule::Keep).await {
+        if let Err(error) = payments
+            .query_and_apply(&pending, &checkout, CheckSchedule::Keep)
+            .await
+        {
             tracing::warn!(payment_id = %pending.id, %error, "query after adopting a callback failed; the reconciler will ask again");
         }
         adopted += 1;

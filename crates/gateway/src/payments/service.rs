@@ -218,7 +218,7 @@ impl Payments {
                         state_machine::on_push_accepted(&p.snapshot(), &ids.0, &ids.1)
                     })
                     .await?;
-                tracing::info!(payment_id = %payment.id, checkout_request_id = %accepted.checkout_request_id, "push accepted");
+                tracing::info!(payment_id = %payment.id, checkout_request_id = %mpesa_domain::mask_checkout_request_id(&accepted.checkout_request_id), "push accepted");
                 Ok(PushOutcome::Accepted(updated.unwrap_or(payment)))
             }
             Err(error) if error.may_have_been_processed() => {

@@ -6,6 +6,8 @@ mod support;
 
 mod callbacks;
 mod idempotency;
+mod lifecycle;
 mod multi_instance;
 mod payments;
 mod reconcile;
+mod service;

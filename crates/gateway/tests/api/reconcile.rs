@@ -10,37 +10,65 @@ use serde_json::json;
 use crate::on_every_backend;
 use crate::support::*;
 
-on_every_backend!(a_lost_callback_is_resolved_by_stk_query, a_callback_before_the_push_answer_is_matched_later);
+on_every_backend!(
+    a_lost_callback_is_resolved_by_stk_query,
+    a_callback_before_the_push_answer_is_matched_later
+);
 
 fn queries_made(gw: &TestGateway) -> usize {
-    gw.sim().requests().iter().filter(|r| r.path.contains("stkpushquery")).count()
+    gw.sim()
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("stkpushquery"))
+        .count()
 }
 
 fn pushes_made(gw: &TestGateway) -> usize {
-    gw.sim().requests().iter().filter(|r| r.path.contains("stkpush/v1/processrequest")).count()
+    gw.sim()
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("stkpush/v1/processrequest"))
+        .count()
 }
 
 async fn a_lost_callback_is_resolved_by_stk_query(backend: Backend) {
     let gw = spawn_with(Options::new(backend).env("RECONCILE_AFTER_SECS", "1")).await;
     let id = gw.pay(NO_CALLBACK, 40).await;
-    let p = gw.wait_for_status(&id, "completed", Duration::from_secs(15)).await;
+    let p = gw
+        .wait_for_status(&id, "completed", Duration::from_secs(15))
+        .await;
     assert_eq!(p.result_code.as_deref(), Some("0"));
     assert_eq!(p.mpesa_receipt_number, None, "STK Query carries no receipt");
     assert!(p.query_attempts >= 1);
     assert!(queries_made(&gw) >= 1);
-    assert!(gw.sim().callbacks().iter().all(|c| !c.delivered()), "the simulator sent nothing");
-    let kinds: Vec<String> = gw.storage().payment_events(&id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert!(
+        gw.sim().callbacks().iter().all(|c| !c.delivered()),
+        "the simulator sent nothing"
+    );
+    let kinds: Vec<String> = gw
+        .storage()
+        .payment_events(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(kinds.last().map(String::as_str), Some("query"), "{kinds:?}");
     gw.stop().await;
 }
 
 async fn a_callback_before_the_push_answer_is_matched_later(backend: Backend) {
     let mut options = Options::new(backend).env("RECONCILE_AFTER_SECS", "3600");
-    options.sim.faults = Faults::none().with_global(CallbackFaults { before_sync_answer: true, ..CallbackFaults::default() });
+    options.sim.faults = Faults::none().with_global(CallbackFaults {
+        before_sync_answer: true,
+        ..CallbackFaults::default()
+    });
     let gw = spawn_with(options).await;
     let id = gw.pay(SUCCESS, 55).await;
     // The callback came first and was parked as unmatched; the reconciler's rematch applies it.
-    let p = gw.wait_for_status(&id, "completed", Duration::from_secs(10)).await;
+    let p = gw
+        .wait_for_status(&id, "completed", Duration::from_secs(10))
+        .await;
     assert!(p.mpesa_receipt_number.is_some());
     let stored = gw.storage().callbacks_for_payment(&id).await.unwrap();
     assert_eq!(stored.len(), 1);
@@ -53,17 +81,33 @@ async fn a_callback_before_the_push_answer_is_matched_later(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn still_processing_is_asked_again_until_final() {
     let mut options = Options::new(Backend::Sqlite).env("RECONCILE_AFTER_SECS", "1");
-    options.sim.faults = Faults::none().with_global(CallbackFaults { suppress: true, ..CallbackFaults::default() });
+    options.sim.faults = Faults::none().with_global(CallbackFaults {
+        suppress: true,
+        ..CallbackFaults::default()
+    });
     options.sim.pending_query_answer = PendingQueryAnswer::ResultCode4999;
     options.sim.prompt_timeout = Duration::from_millis(2500);
     let gw = spawn_with(options).await;
     let id = gw.pay(NO_ANSWER, 10).await;
-    let p = gw.wait_for_status(&id, "timed_out", Duration::from_secs(20)).await;
-    assert_eq!(p.result_code.as_deref(), Some("1037"), "settled by Daraja's answer, not by expiry");
+    let p = gw
+        .wait_for_status(&id, "timed_out", Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        p.result_code.as_deref(),
+        Some("1037"),
+        "settled by Daraja's answer, not by expiry"
+    );
     let events = gw.storage().payment_events(&id).await.unwrap();
-    let answers: Vec<String> = events.iter().filter(|e| e.kind == "query").map(|e| e.detail.clone()).collect();
+    let answers: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == "query")
+        .map(|e| e.detail.clone())
+        .collect();
     assert!(answers.len() >= 2, "{answers:?}");
-    assert!(answers[0].contains("4999"), "the first answer was 4999: {answers:?}");
+    assert!(
+        answers[0].contains("4999"),
+        "the first answer was 4999: {answers:?}"
+    );
     assert!(answers.last().unwrap().contains("1037"), "{answers:?}");
     gw.stop().await;
 }
@@ -71,17 +115,41 @@ async fn still_processing_is_asked_again_until_final() {
 /// With no final answer by `PAYMENT_EXPIRES_AFTER_SECS`, the payment is given up as timed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_final_answer_times_out_at_expiry() {
-    let mut options = Options::new(Backend::Sqlite).env("RECONCILE_AFTER_SECS", "1").env("PAYMENT_EXPIRES_AFTER_SECS", "3");
-    options.sim.faults = Faults::none().with_global(CallbackFaults { suppress: true, ..CallbackFaults::default() });
+    let mut options = Options::new(Backend::Sqlite)
+        .env("RECONCILE_AFTER_SECS", "1")
+        .env("PAYMENT_EXPIRES_AFTER_SECS", "3");
+    options.sim.faults = Faults::none().with_global(CallbackFaults {
+        suppress: true,
+        ..CallbackFaults::default()
+    });
     options.sim.prompt_timeout = Duration::from_secs(120);
     let gw = spawn_with(options).await;
     let id = gw.pay(NO_ANSWER, 10).await;
-    let p = gw.wait_for_status(&id, "timed_out", Duration::from_secs(15)).await;
+    let p = gw
+        .wait_for_status(&id, "timed_out", Duration::from_secs(15))
+        .await;
     assert_eq!(p.result_code, None);
-    assert!(p.result_desc.as_deref().unwrap().contains("no final answer"), "{:?}", p.result_desc);
+    assert!(
+        p.result_desc
+            .as_deref()
+            .unwrap()
+            .contains("no final answer"),
+        "{:?}",
+        p.result_desc
+    );
     assert!(p.finalized_at.unwrap() - p.created_at >= 3000);
-    let kinds: Vec<String> = gw.storage().payment_events(&id).await.unwrap().into_iter().map(|e| e.kind).collect();
-    assert!(kinds.iter().filter(|k| *k == "query").count() >= 1, "asked before giving up: {kinds:?}");
+    let kinds: Vec<String> = gw
+        .storage()
+        .payment_events(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.iter().filter(|k| *k == "query").count() >= 1,
+        "asked before giving up: {kinds:?}"
+    );
     assert_eq!(kinds.last().map(String::as_str), Some("expired"));
     gw.stop().await;
 }
@@ -90,23 +158,47 @@ async fn no_final_answer_times_out_at_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_never_downgrades_a_completed_payment() {
     let mut options = Options::new(Backend::Sqlite).env("RECONCILE_AFTER_SECS", "3600");
-    options.sim.faults = Faults::none().with_global(CallbackFaults { suppress: true, ..CallbackFaults::default() });
+    options.sim.faults = Faults::none().with_global(CallbackFaults {
+        suppress: true,
+        ..CallbackFaults::default()
+    });
     let gw = spawn_with(options).await;
     // The simulator cancels this one (1032) but sends nothing; a success callback arrives on
     // the secret path (as a genuine, if surprising, Safaricom callback would).
     let id = gw.pay(CANCELLED, 70).await;
-    let checkout = gw.storage().get_payment(&id).await.unwrap().unwrap().checkout_request_id.unwrap();
-    gw.sim().wait_for_stk_outcome(&checkout, Duration::from_secs(5)).await.expect("the simulator settles it");
-    let (status, _) = gw.post_stk_callback(&stk_success(&checkout, "70.00", CANCELLED, "SGE5XYZ111")).await;
+    let checkout = gw
+        .storage()
+        .get_payment(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .checkout_request_id
+        .unwrap();
+    gw.sim()
+        .wait_for_stk_outcome(&checkout, Duration::from_secs(5))
+        .await
+        .expect("the simulator settles it");
+    let (status, _) = gw
+        .post_stk_callback(&stk_success(&checkout, "70.00", CANCELLED, "SGE5XYZ111"))
+        .await;
     assert_eq!(status, 200);
     // Daraja's query now says 1032: the completed payment stays completed.
-    let r = gw.client.post(gw.url(&format!("/api/v1/payments/{id}/refresh"))).bearer_auth(&gw.api_key).send().await.unwrap();
+    let r = gw
+        .client
+        .post(gw.url(&format!("/api/v1/payments/{id}/refresh")))
+        .bearer_auth(&gw.api_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let view: serde_json::Value = r.json().await.unwrap();
     assert_eq!(view["status"], "completed");
     assert_eq!(view["mpesa_receipt_number"], "SGE5XYZ111");
     let events = gw.storage().payment_events(&id).await.unwrap();
-    let query = events.iter().find(|e| e.kind == "query").expect("the query is on the timeline");
+    let query = events
+        .iter()
+        .find(|e| e.kind == "query")
+        .expect("the query is on the timeline");
     assert!(query.detail.contains("1032"), "{}", query.detail);
     assert_eq!(queries_made(&gw), 1);
     gw.stop().await;
@@ -117,15 +209,37 @@ async fn a_query_never_downgrades_a_completed_payment() {
 async fn refresh_asks_daraja_now() {
     let gw = spawn_with(Options::new(Backend::Sqlite).env("RECONCILE_AFTER_SECS", "3600")).await;
     let id = gw.pay(NO_CALLBACK, 15).await;
-    let checkout = gw.storage().get_payment(&id).await.unwrap().unwrap().checkout_request_id.unwrap();
-    gw.sim().wait_for_stk_outcome(&checkout, Duration::from_secs(5)).await.expect("the simulator settles it");
+    let checkout = gw
+        .storage()
+        .get_payment(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .checkout_request_id
+        .unwrap();
+    gw.sim()
+        .wait_for_stk_outcome(&checkout, Duration::from_secs(5))
+        .await
+        .expect("the simulator settles it");
     assert_eq!(gw.get_payment(&id).await["status"], "pending");
-    let r = gw.client.post(gw.url(&format!("/api/v1/payments/{id}/refresh"))).bearer_auth(&gw.api_key).send().await.unwrap();
+    let r = gw
+        .client
+        .post(gw.url(&format!("/api/v1/payments/{id}/refresh")))
+        .bearer_auth(&gw.api_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let view: serde_json::Value = r.json().await.unwrap();
     assert_eq!(view["status"], "completed");
     assert_eq!(queries_made(&gw), 1);
-    let r = gw.client.post(gw.url("/api/v1/payments/pay_nope/refresh")).bearer_auth(&gw.api_key).send().await.unwrap();
+    let r = gw
+        .client
+        .post(gw.url("/api/v1/payments/pay_nope/refresh"))
+        .bearer_auth(&gw.api_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     gw.stop().await;
 }
@@ -134,20 +248,47 @@ async fn refresh_asks_daraja_now() {
 /// matched by phone and amount and confirmed by STK Query, settles it for review.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_push_answer_is_never_pushed_again_and_is_resolved() {
-    let mut options = Options::new(Backend::Sqlite).env("MPESA_TIMEOUT_SECS", "1").env("RECONCILE_AFTER_SECS", "1");
-    options.sim.faults = Faults::none().with_global(CallbackFaults { slow_answer_ms: 2500, ..CallbackFaults::default() });
+    let mut options = Options::new(Backend::Sqlite)
+        .env("MPESA_TIMEOUT_SECS", "1")
+        .env("RECONCILE_AFTER_SECS", "1");
+    options.sim.faults = Faults::none().with_global(CallbackFaults {
+        slow_answer_ms: 2500,
+        ..CallbackFaults::default()
+    });
     let gw = spawn_with(options).await;
-    let (status, body) = gw.create_payment(json!({ "phone": SUCCESS, "amount": 99, "reference": "LOST1" })).await;
+    let (status, body) = gw
+        .create_payment(json!({ "phone": SUCCESS, "amount": 99, "reference": "LOST1" }))
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["status"], "initiated");
     assert_eq!(body["checkout_request_id"], serde_json::Value::Null);
     let id = body["id"].as_str().unwrap().to_owned();
-    let p = gw.wait_for_status(&id, "completed", Duration::from_secs(20)).await;
+    let p = gw
+        .wait_for_status(&id, "completed", Duration::from_secs(20))
+        .await;
     assert!(p.needs_review);
-    assert!(p.review_reason.as_deref().unwrap().contains("lost"), "{:?}", p.review_reason);
-    assert!(p.mpesa_receipt_number.is_some(), "the callback's receipt is added after Daraja confirmed");
+    assert!(
+        p.review_reason.as_deref().unwrap().contains("lost"),
+        "{:?}",
+        p.review_reason
+    );
+    assert!(
+        p.mpesa_receipt_number.is_some(),
+        "the callback's receipt is added after Daraja confirmed"
+    );
     assert_eq!(pushes_made(&gw), 1, "no second push");
-    let kinds: Vec<String> = gw.storage().payment_events(&id).await.unwrap().into_iter().map(|e| e.kind).collect();
-    assert!(kinds.contains(&"push_outcome_unknown".into()) && kinds.contains(&"callback_adopted".into()), "{kinds:?}");
+    let kinds: Vec<String> = gw
+        .storage()
+        .payment_events(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.contains(&"push_outcome_unknown".into())
+            && kinds.contains(&"callback_adopted".into()),
+        "{kinds:?}"
+    );
     gw.stop().await;
 }

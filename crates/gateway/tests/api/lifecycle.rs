@@ -1,0 +1,279 @@
+//! The real binary: `serve --sandbox` with `pay` in a second terminal, and SIGTERM.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mpesa_storage::{CallbackOutcome, PageRequest};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_mpesa-gateway");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Running {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `mpesa-gateway serve --sandbox` in `dir` (so its SQLite file and key file land there)
+/// and waits for `/health`.
+async fn serve_sandbox(dir: &Path, extra_env: &[(&str, &str)]) -> Running {
+    let port = free_port();
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--sandbox"])
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DARAJA_SIM_CALLBACK_DELAY_MS", "300")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        command.env(k, v);
+    }
+    daraja::install_crypto_provider();
+    let child = command.spawn().expect("the gateway binary starts");
+    let running = Running {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("{}/health", running.base)).send().await
+            && r.status() == 200
+        {
+            return running;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not become healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn pay(dir: &Path, base: &str, phone: &str) -> std::process::Output {
+    Command::new(BINARY)
+        .args(["pay", "--phone", phone, "--amount", "10", "--url", base])
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .expect("pay runs")
+}
+
+/// The README's first two commands: `serve --sandbox`, then `pay` with no other setup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_follows_a_sandbox_payment_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = serve_sandbox(dir.path(), &[]).await;
+    assert!(
+        dir.path().join("mpesa-gateway.sandbox-key").exists(),
+        "the key is saved for `pay`"
+    );
+    assert!(
+        dir.path().join("mpesa-gateway.db").exists(),
+        "the embedded SQLite default"
+    );
+
+    let out = pay(dir.path(), &gw.base, "0708374149");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("completed: KES 10 paid, M-Pesa receipt "),
+        "{stdout}"
+    );
+
+    let out = pay(dir.path(), &gw.base, "0700001032");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a cancelled payment is not success: {stdout}"
+    );
+    assert!(stdout.contains("cancelled"), "{stdout}");
+
+    let out = pay(dir.path(), &gw.base, "12345");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("phone"),
+        "a clear refusal"
+    );
+}
+
+/// SIGTERM while callbacks stream in: every callback answered 200 is stored, the process exits
+/// cleanly, and requests after it get no half-answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = serve_sandbox(
+        dir.path(),
+        &[("MPESA_CALLBACK_SECRET", "0123456789abcdef0123456789abcdef")],
+    )
+    .await;
+    let url = format!("{}/callbacks/0123456789abcdef0123456789abcdef/stk", gw.base);
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..400 {
+        let client = client.clone();
+        let url = url.clone();
+        tasks.spawn(async move {
+            let body = format!(
+                r#"{{"Body":{{"stkCallback":{{"MerchantRequestID":"m","CheckoutRequestID":"ws_CO_term{i:05}","ResultCode":1032,"ResultDesc":"Request cancelled by user"}}}}}}"#
+            );
+            client.post(url).header("content-type", "application/json").body(body).send().await.map(|r| r.status().as_u16())
+        });
+        if i == 100 {
+            // SIGTERM while requests are in flight.
+            let pid = gw.child.id().to_string();
+            assert!(
+                Command::new("kill")
+                    .args(["-TERM", &pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+    }
+    let mut acknowledged = 0;
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            Ok(200) => acknowledged += 1,
+            Ok(other) => assert_eq!(other, 503, "only a clear 'unavailable' while stopping"),
+            Err(_) => {} // refused after the listener closed: never acknowledged
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || gw.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exits cleanly on SIGTERM: {status:?}");
+    assert!(acknowledged >= 1);
+    // Every acknowledged callback is in the database.
+    let storage = mpesa_storage::connect(
+        &format!("sqlite://{}", dir.path().join("mpesa-gateway.db").display()),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut stored = 0;
+    let mut cursor = None;
+    loop {
+        let page = storage
+            .list_callbacks(&Default::default(), &PageRequest { limit: 500, cursor })
+            .await
+            .unwrap();
+        stored += page
+            .items
+            .iter()
+            .filter(|c| c.outcome == CallbackOutcome::Unmatched)
+            .count();
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert!(
+        stored >= acknowledged,
+        "{stored} stored, {acknowledged} acknowledged"
+    );
+}
+
+/// Guarantee 7: secrets and whole phone numbers never reach the logs, even at debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_carry_no_secrets_and_no_whole_phone_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = [
+        ("MPESA_CONSUMER_KEY", "log-test-consumer-key-4242"),
+        ("MPESA_CONSUMER_SECRET", "log-test-consumer-secret-4242"),
+        ("MPESA_PASS_KEY", "log-test-passkey-4242"),
+        ("MPESA_CALLBACK_SECRET", "feedfacefeedfacefeedfacefeedface"),
+        ("WEBHOOK_SECRET", "log-test-webhook-secret-4242"),
+    ];
+    let mut env: Vec<(&str, &str)> = secrets.to_vec();
+    env.extend([
+        ("WEBHOOK_URL", "http://127.0.0.1:9/hook"),
+        ("WEBHOOK_ALLOW_PRIVATE", "true"),
+    ]);
+    let mut gw = serve_sandbox(dir.path(), &env).await;
+    // Debug logs for this run.
+    drop(gw.child.stderr.take());
+    let _ = gw.child.kill();
+    let _ = gw.child.wait();
+    let port = free_port();
+    let log_path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--sandbox"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DARAJA_SIM_CALLBACK_DELAY_MS", "100")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, v) in &env {
+        command.env(k, v);
+    }
+    let child = command.spawn().unwrap();
+    let gw = Running {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{}/health", gw.base))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let api_key = std::fs::read_to_string(dir.path().join("mpesa-gateway.sandbox-key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    for phone in ["0708374149", "0700001032"] {
+        let out = pay(dir.path(), &gw.base, phone);
+        assert!(out.status.code().is_some());
+    }
+    drop(gw);
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("payment created"), "the log was captured");
+    for (name, value) in secrets {
+        assert!(!text.contains(value), "{name} leaked into the logs");
+    }
+    assert!(!text.contains(&api_key), "the API key leaked into the logs");
+    for whole in ["254708374149", "708374149", "254700001032"] {
+        assert!(
+            !text.contains(whole),
+            "a whole phone number ({whole}) leaked into the logs"
+        );
+    }
+    assert!(text.contains("2547*****149"), "masked numbers are logged");
+}
