@@ -18,6 +18,7 @@ use crate::health::DependencyHealth;
 use crate::http;
 use crate::ids::{new_id, random_hex};
 use crate::metrics::Metrics;
+use crate::outbox::{Deliverers, OutboxWorker};
 use crate::payments::{NotificationPlan, Payments, reconciler};
 use crate::state::{AppState, StateInner};
 
@@ -45,6 +46,7 @@ pub struct App {
     ingestor_task: tokio::task::JoinHandle<()>,
     ingestor_closed: CancellationToken,
     simulator: Option<daraja_sim::Simulator>,
+    outbox: OutboxWorker,
 }
 
 /// Opens, checks and migrates the database a configuration names.
@@ -160,6 +162,18 @@ impl App {
             metrics.clone(),
             outbox_wake.clone(),
         );
+        let outbox = OutboxWorker {
+            storage: storage.clone(),
+            deliverers: Deliverers::from_config(&config, storage.clone())
+                .map_err(|e| StartError::Config(e.to_string()))?,
+            schedules: config.outbox.schedules.clone(),
+            owner: String::new(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            wake: outbox_wake.clone(),
+            lease: config.outbox.lease,
+            poll_interval: config.outbox.poll_interval,
+        };
         let ingestor_closed = CancellationToken::new();
         let (ingestor, ingestor_task) = CallbackIngestor::start(
             storage.clone(),
@@ -168,6 +182,11 @@ impl App {
             outbox_wake.clone(),
             ingestor_closed.clone(),
         );
+        let instance_id = new_id("gw");
+        let outbox = OutboxWorker {
+            owner: instance_id.clone(),
+            ..outbox
+        };
         let state = AppState::new(StateInner {
             config,
             storage,
@@ -179,7 +198,7 @@ impl App {
             callback_secret,
             api_keys: Default::default(),
             outbox_wake,
-            instance_id: new_id("gw"),
+            instance_id,
             started_at: std::time::Instant::now(),
         });
         Ok(App {
@@ -188,6 +207,7 @@ impl App {
             ingestor_task,
             ingestor_closed,
             simulator,
+            outbox,
         })
     }
 
@@ -212,6 +232,7 @@ impl App {
             ingestor_task,
             ingestor_closed,
             simulator,
+            outbox,
         } = self;
         let mut router = http::router(state.clone());
         if let Some(sim) = &simulator {
@@ -219,6 +240,7 @@ impl App {
         }
         let mut workers = tokio::task::JoinSet::new();
         workers.spawn(reconciler::run(state.payments.clone(), shutdown.clone()));
+        workers.spawn(outbox.run(shutdown.clone()));
 
         tracing::info!(listen = %state.config.listen, sandbox = state.config.sandbox, "mpesa-gateway listening");
         let server = axum::serve(

@@ -72,6 +72,36 @@ pub struct EmailSettings {
     pub smtp_url: SecretString,
     pub from: String,
     pub admin_email: Option<String>,
+    /// `SMTP_CA_FILE`: a PEM file of extra CAs to trust (a private relay's own CA).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The outbox worker: retry schedules, lease and timeouts.
+#[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    /// `OUTBOX_RETRY_WEBHOOK`, `OUTBOX_RETRY_EMAIL`, `OUTBOX_RETRY_TELEGRAM`.
+    pub schedules: crate::outbox::RetrySchedules,
+    /// `OUTBOX_LEASE`: how long a claimed event is this instance's; after a crash, how long
+    /// until another instance (or the restarted one) takes it over.
+    pub lease: Duration,
+    /// `OUTBOX_POLL_INTERVAL`: how often an idle worker looks for retries that came due.
+    pub poll_interval: Duration,
+    /// `WEBHOOK_TIMEOUT`: one webhook attempt, connection included.
+    pub webhook_timeout: Duration,
+    /// `SMTP_TIMEOUT`: each SMTP command.
+    pub smtp_timeout: Duration,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        OutboxSettings {
+            schedules: crate::outbox::RetrySchedules::default(),
+            lease: Duration::from_secs(120),
+            poll_interval: Duration::from_secs(1),
+            webhook_timeout: Duration::from_secs(10),
+            smtp_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -108,6 +138,7 @@ pub struct Config {
     pub email: Option<EmailSettings>,
     pub webhook: Option<WebhookSettings>,
     pub webhook_allow_private: bool,
+    pub outbox: OutboxSettings,
     pub log_format: LogFormat,
     /// Secure cookies for the dashboard (set when the public URL is https).
     pub secure_cookies: bool,
@@ -414,6 +445,7 @@ impl Config {
                     },
                 )?,
                 admin_email: r.string(&["ADMIN_EMAIL"]),
+                ca_file: r.string(&["SMTP_CA_FILE"]).map(Into::into),
             }),
         };
 
@@ -492,6 +524,7 @@ impl Config {
             email,
             webhook,
             webhook_allow_private: r.bool(&["WEBHOOK_ALLOW_PRIVATE"])?.unwrap_or(false),
+            outbox: outbox_settings(&r)?,
             log_format,
         })
     }
@@ -604,8 +637,71 @@ impl Config {
             "WEBHOOK_ALLOW_PRIVATE",
             self.webhook_allow_private.to_string(),
         ));
+        let o = &self.outbox;
+        if let Some(e) = &self.email {
+            rows.push((
+                "SMTP_CA_FILE",
+                e.ca_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "(not set: the system's CAs)".into()),
+            ));
+        }
+        rows.push(("SMTP_TIMEOUT", format!("{:?}", o.smtp_timeout)));
+        rows.push(("WEBHOOK_TIMEOUT", format!("{:?}", o.webhook_timeout)));
+        rows.push(("OUTBOX_RETRY_WEBHOOK", o.schedules.webhook.to_string()));
+        rows.push(("OUTBOX_RETRY_EMAIL", o.schedules.email.to_string()));
+        rows.push(("OUTBOX_RETRY_TELEGRAM", o.schedules.telegram.to_string()));
+        rows.push(("OUTBOX_LEASE", format!("{:?}", o.lease)));
+        rows.push(("OUTBOX_POLL_INTERVAL", format!("{:?}", o.poll_interval)));
         rows
     }
+}
+
+/// The outbox's schedules, lease and timeouts (durations like `500ms`, `30s`, `2m`).
+fn outbox_settings<S: Source>(r: &Reader<S>) -> Result<OutboxSettings, ConfigError> {
+    use crate::outbox::{RetrySchedule, schedule::parse_duration};
+    let mut o = OutboxSettings::default();
+    for (name, slot) in [
+        ("OUTBOX_RETRY_WEBHOOK", &mut o.schedules.webhook),
+        ("OUTBOX_RETRY_EMAIL", &mut o.schedules.email),
+        ("OUTBOX_RETRY_TELEGRAM", &mut o.schedules.telegram),
+    ] {
+        if let Some((name, v)) = r.first(&[name]) {
+            *slot =
+                RetrySchedule::parse(&v).map_err(|reason| ConfigError::Invalid { name, reason })?;
+        }
+    }
+    for (name, slot, min) in [
+        ("OUTBOX_LEASE", &mut o.lease, Duration::from_secs(1)),
+        (
+            "OUTBOX_POLL_INTERVAL",
+            &mut o.poll_interval,
+            Duration::from_millis(10),
+        ),
+        (
+            "WEBHOOK_TIMEOUT",
+            &mut o.webhook_timeout,
+            Duration::from_millis(100),
+        ),
+        (
+            "SMTP_TIMEOUT",
+            &mut o.smtp_timeout,
+            Duration::from_millis(100),
+        ),
+    ] {
+        if let Some((name, v)) = r.first(&[name]) {
+            let d = parse_duration(&v).map_err(|reason| ConfigError::Invalid { name, reason })?;
+            if d < min {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("at least {min:?}"),
+                });
+            }
+            *slot = d;
+        }
+    }
+    Ok(o)
 }
 
 /// The FastAPI document's MySQL settings, used when `DATABASE_URL` is unset.

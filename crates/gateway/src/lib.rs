@@ -6,6 +6,7 @@
 //! * [`http`]: the HTTP edge (merchant API, Safaricom callbacks, health, metrics, OpenAPI);
 //! * [`payments`]: creating payments, sending pushes, the reconciler, notification planning;
 //! * [`callbacks`]: callback parsing, decisions, and group-committed ingestion;
+//! * [`outbox`]: delivering email, Telegram and webhook notifications; [`telegram`]: the Bot API;
 //! * [`cli`]: the command line.
 //!
 //! The payment rules are in the `mpesa-domain` crate, storage in `mpesa-storage`, the Daraja
@@ -24,4 +25,5 @@ pub mod outbox;
 pub mod payments;
 pub mod sandbox;
 pub mod state;
+pub mod telegram;
 pub mod telemetry;

@@ -75,6 +75,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             storage.close().await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Outbox { command } => {
+            let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
+            let result = cli::outbox::run(storage.as_ref(), command).await;
+            storage.close().await;
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notify { command } => {
+            telemetry::init(config::LogFormat::Text);
+            // The channels read the same with or without Daraja credentials: a deployment
+            // trying its email does not need them.
+            let config = Config::from_source(ProcessEnv, false)
+                .or_else(|first| Config::from_source(ProcessEnv, true).map_err(|_| first))?;
+            Ok(if cli::notify::run(&config, command).await? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Config {
             command: ConfigCommand::Check { sandbox },
         } => {

@@ -60,5 +60,80 @@ pub async fn run(config: &Config) -> bool {
         };
         report("daraja", result);
     }
+
+    if let Some(email) = &config.email {
+        let result = match crate::outbox::email::EmailSender::new(email, config.outbox.smtp_timeout)
+        {
+            Ok(sender) => {
+                let t = sender.target().clone();
+                match tokio::time::timeout(Duration::from_secs(30), sender.check_connection()).await
+                {
+                    Ok(Ok(())) => Ok(format!(
+                        "{}:{} answered ({}{})",
+                        t.host,
+                        t.port,
+                        t.security.describe(),
+                        if t.username.is_some() {
+                            ", logged in"
+                        } else {
+                            ""
+                        }
+                    )),
+                    Ok(Err(e)) => Err(format!("{}:{}: {e}", t.host, t.port)),
+                    Err(_) => Err(format!("{}:{}: no answer in 30 s", t.host, t.port)),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        report("smtp", result);
+    }
+
+    if let Some(telegram) = &config.telegram {
+        let result =
+            match crate::telegram::BotApi::new(&telegram.api_base, telegram.bot_token.clone()) {
+                Ok(api) => match api.get_me().await {
+                    Ok(me) => Ok(format!(
+                        "getMe: the bot is @{}",
+                        me.username.unwrap_or(me.first_name)
+                    )),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+        report("telegram", result);
+    }
+
+    if let Some(webhook) = &config.webhook {
+        let result = match crate::outbox::webhook::WebhookSender::new(
+            webhook.url.clone(),
+            webhook.secret.clone(),
+            config.webhook_allow_private,
+            config.outbox.webhook_timeout,
+        ) {
+            Ok(sender) => match sender.check_destination().await {
+                Ok(addrs) => {
+                    let reachable = match addrs.first() {
+                        Some(addr) => tokio::time::timeout(
+                            Duration::from_secs(10),
+                            tokio::net::TcpStream::connect(addr),
+                        )
+                        .await
+                        .map_err(|_| format!("{addr}: no answer in 10 s"))
+                        .and_then(|r| r.map_err(|e| format!("{addr}: {e}"))),
+                        None => Err("the host has no address".into()),
+                    };
+                    reachable.map(|_| {
+                        format!(
+                            "{} accepts connections (nothing sent; try `notify test --channel webhook`)",
+                            crate::config::mask_url(webhook.url.as_str())
+                        )
+                    })
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        report("webhook", result);
+    }
     all_ok
 }

@@ -3,6 +3,8 @@
 pub mod admin;
 pub mod api_keys;
 pub mod config_check;
+pub mod notify;
+pub mod outbox;
 pub mod pay;
 pub mod payments;
 
@@ -54,6 +56,16 @@ pub enum Command {
     Admin {
         #[command(subcommand)]
         command: admin::AdminCommand,
+    },
+    /// The outbox: notifications waiting, delivered and dead-lettered.
+    Outbox {
+        #[command(subcommand)]
+        command: outbox::OutboxCommand,
+    },
+    /// Notifications: send a test message on a channel.
+    Notify {
+        #[command(subcommand)]
+        command: notify::NotifyCommand,
     },
     /// Configuration.
     Config {

@@ -8,7 +8,11 @@
 //! status, error and duration; failures are retried on the channel's schedule and, after the
 //! last, dead-lettered until a person retries them (`mpesa-gateway outbox retry ID`).
 
+pub mod email;
+pub mod message;
 pub mod schedule;
+pub mod telegram;
+pub mod webhook;
 
 pub use schedule::{RetrySchedule, RetrySchedules};
 
@@ -17,18 +21,19 @@ use std::time::{Duration, Instant};
 
 use mpesa_storage::{Channel, DeliveryAttempt, DeliveryResult, OutboxEvent, Storage};
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::health::DependencyHealth;
 use crate::ids::now_ms;
 use crate::metrics::Metrics;
 
-/// How long a claim protects an event; every attempt is bounded well below it.
-const LEASE_MS: i64 = 120_000;
 const BATCH: u32 = 32;
 const CONCURRENCY: usize = 8;
-/// How often to look for retries that came due while idle.
-const IDLE_POLL: Duration = Duration::from_secs(1);
+/// On shutdown, how long in-flight deliveries may finish before they are abandoned (their
+/// lease then lapses and the event is delivered after the restart).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What one attempt came to, as a channel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +90,41 @@ impl<S: Sender> DynSender for S {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Email(#[from] email::EmailSetupError),
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookSetupError),
+    #[error("Telegram client: {0}")]
+    Telegram(#[from] crate::telegram::BotApiError),
+}
+
 impl Deliverers {
+    /// The senders for the channels the configuration turns on.
+    pub fn from_config(config: &Config, storage: Arc<dyn Storage>) -> Result<Self, SetupError> {
+        let mut deliverers = Deliverers::default();
+        if let Some(w) = &config.webhook {
+            deliverers.webhook = Some(Arc::new(webhook::WebhookSender::new(
+                w.url.clone(),
+                w.secret.clone(),
+                config.webhook_allow_private,
+                config.outbox.webhook_timeout,
+            )?));
+        }
+        if let Some(e) = &config.email {
+            deliverers.email = Some(Arc::new(email::EmailSender::new(
+                e,
+                config.outbox.smtp_timeout,
+            )?));
+        }
+        if let Some(t) = &config.telegram {
+            let api = crate::telegram::BotApi::new(&t.api_base, t.bot_token.clone())?;
+            deliverers.telegram = Some(Arc::new(telegram::TelegramSender::new(api, storage)));
+        }
+        Ok(deliverers)
+    }
+
     fn for_channel(&self, channel: Channel) -> Option<&Arc<dyn DynSender>> {
         match channel {
             Channel::Webhook => self.webhook.as_ref(),
@@ -104,13 +143,19 @@ pub struct OutboxWorker {
     pub metrics: Arc<Metrics>,
     pub health: Arc<DependencyHealth>,
     pub wake: Arc<Notify>,
+    /// How long a claim protects an event (`OUTBOX_LEASE`). Every attempt ends before it does.
+    pub lease: Duration,
+    /// How often an idle worker looks for retries that came due (`OUTBOX_POLL_INTERVAL`).
+    pub poll_interval: Duration,
 }
 
 impl OutboxWorker {
+    /// Delivers until `shutdown`: then claims nothing more, gives in-flight deliveries a
+    /// bounded time to finish, and abandons the rest to their lease.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(owner = %self.owner, "outbox worker started");
         loop {
-            let claimed = match self.pass().await {
+            let claimed = match self.pass_until(&shutdown).await {
                 Ok(n) => n,
                 Err(error) => {
                     tracing::warn!(%error, "outbox pass failed; retrying");
@@ -125,7 +170,7 @@ impl OutboxWorker {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = tokio::time::sleep(self.poll_interval) => {}
                 }
             }
         }
@@ -134,29 +179,79 @@ impl OutboxWorker {
 
     /// Claims due events and delivers them; returns how many were claimed. Public for tests.
     pub async fn pass(&self) -> Result<usize, mpesa_storage::StorageError> {
+        self.pass_until(&CancellationToken::new()).await
+    }
+
+    async fn pass_until(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<usize, mpesa_storage::StorageError> {
         let now = now_ms();
+        let lease_ms = self.lease.as_millis() as i64;
+        // Attempts must be over before the lease is: past it, another worker may take the
+        // event and deliver it a second time. A tenth of the lease is kept as a margin.
+        let deadline = Instant::now() + self.lease - self.lease / 10;
         let events = self
             .storage
-            .claim_outbox(now, &self.owner, now + LEASE_MS, BATCH)
+            .claim_outbox(now, &self.owner, now + lease_ms, BATCH)
             .await?;
+        self.health.ok("outbox");
         let n = events.len();
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut tasks = JoinSet::new();
         for event in events {
-            let worker = self.clone();
-            tasks.spawn(async move { worker.deliver(event).await });
             while tasks.len() >= CONCURRENCY {
-                let _ = tasks.join_next().await;
+                if !join_one(&mut tasks, shutdown).await {
+                    break;
+                }
+            }
+            if shutdown.is_cancelled() {
+                // Not started: left to the lease, delivered after the restart.
+                break;
+            }
+            let worker = self.clone();
+            tasks.spawn(async move { worker.deliver(event, deadline).await });
+        }
+        while !tasks.is_empty() {
+            if !join_one(&mut tasks, shutdown).await {
+                break;
             }
         }
-        while tasks.join_next().await.is_some() {}
+        if !tasks.is_empty() {
+            let grace = SHUTDOWN_GRACE.min(deadline.saturating_duration_since(Instant::now()));
+            let finished =
+                tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+                    .await;
+            if finished.is_err() {
+                tracing::warn!(
+                    abandoned = tasks.len(),
+                    "stopping with deliveries in flight; their leases will lapse and they will be retried"
+                );
+                tasks.shutdown().await;
+            }
+        }
         Ok(n)
     }
 
-    async fn deliver(&self, event: OutboxEvent) {
+    async fn deliver(&self, event: OutboxEvent, deadline: Instant) {
         let started_at = now_ms();
         let started = Instant::now();
+        let Some(time_left) = deadline.checked_duration_since(started) else {
+            tracing::debug!(event_id = %event.id, "lease nearly over before the attempt; left for the next claim");
+            return;
+        };
         let outcome = match self.deliverers.for_channel(event.channel) {
-            Some(sender) => sender.send_boxed(&event).await,
+            Some(sender) => {
+                match tokio::time::timeout(time_left, sender.send_boxed(&event)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Delivery::Failed {
+                        error: format!(
+                            "the attempt was still running after {time_left:?}, the time its lease left"
+                        ),
+                        code: None,
+                        after: None,
+                    },
+                }
+            }
             None => Delivery::Permanent {
                 error: format!(
                     "the {} channel is not configured on this instance",
@@ -205,10 +300,10 @@ impl OutboxWorker {
         };
         match &outcome {
             Delivery::Delivered { .. } => self.health.ok(dependency),
-            Delivery::Failed { error, .. } | Delivery::Permanent { error, .. } => {
-                self.health.failing(dependency, error.clone())
-            }
-            Delivery::Blocked { .. } => {}
+            Delivery::Failed { error, .. } => self.health.failing(dependency, error.clone()),
+            // The server answered, refusing this one recipient or message: it is up.
+            Delivery::Permanent { code: Some(_), .. } => self.health.ok(dependency),
+            Delivery::Permanent { code: None, .. } | Delivery::Blocked { .. } => {}
         }
         match &result {
             DeliveryResult::Delivered => {
@@ -241,5 +336,14 @@ impl OutboxWorker {
                 tracing::error!(event_id = %event.id, %error, "could not record the delivery attempt; the lease will lapse and the event be retried")
             }
         }
+    }
+}
+
+/// Waits for one delivery to finish; false when shutdown came first.
+async fn join_one(tasks: &mut JoinSet<()>, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        biased;
+        _ = tasks.join_next() => true,
+        _ = shutdown.cancelled() => false,
     }
 }

@@ -44,25 +44,12 @@ impl RetrySchedules {
 impl RetrySchedule {
     /// `30s,2m,1h,1d`; plain numbers are seconds; `ms` is allowed for tests.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut delays = Vec::new();
-        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (number, unit) = match part.find(|c: char| !c.is_ascii_digit()) {
-                Some(i) => part.split_at(i),
-                None => (part, "s"),
-            };
-            let n: u64 = number
-                .parse()
-                .map_err(|_| format!("{part:?} is not a duration like 30s or 2m"))?;
-            let d = match unit {
-                "ms" => Duration::from_millis(n),
-                "s" => Duration::from_secs(n),
-                "m" => Duration::from_secs(n * 60),
-                "h" => Duration::from_secs(n * 3600),
-                "d" => Duration::from_secs(n * 86_400),
-                _ => return Err(format!("{part:?}: use ms, s, m, h or d")),
-            };
-            delays.push(d);
-        }
+        let delays = text
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(parse_duration)
+            .collect::<Result<Vec<_>, _>>()?;
         if delays.is_empty() {
             return Err("the schedule needs at least one delay".into());
         }
@@ -92,6 +79,46 @@ impl RetrySchedule {
     }
 }
 
+/// `500ms`, `30s`, `2m`, `1h`, `1d`; a plain number is seconds.
+pub fn parse_duration(part: &str) -> Result<Duration, String> {
+    let part = part.trim();
+    let (number, unit) = match part.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => part.split_at(i),
+        None => (part, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{part:?} is not a duration like 30s or 2m"))?;
+    Ok(match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86_400),
+        _ => return Err(format!("{part:?}: use ms, s, m, h or d")),
+    })
+}
+
+/// Written back the way it is configured: `30s,2m,1h`.
+impl std::fmt::Display for RetrySchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, d) in self.delays.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let ms = d.as_millis();
+            match ms {
+                _ if ms % 86_400_000 == 0 => write!(f, "{}d", ms / 86_400_000)?,
+                _ if ms % 3_600_000 == 0 => write!(f, "{}h", ms / 3_600_000)?,
+                _ if ms % 60_000 == 0 => write!(f, "{}m", ms / 60_000)?,
+                _ if ms % 1000 == 0 => write!(f, "{}s", ms / 1000)?,
+                _ => write!(f, "{ms}ms")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +133,12 @@ mod tests {
         );
         assert!(RetrySchedule::parse("").is_err());
         assert!(RetrySchedule::parse("5 parsecs").is_err());
+        assert_eq!(
+            RetrySchedule::parse("30s,120s,90m,1d,200ms")
+                .unwrap()
+                .to_string(),
+            "30s,2m,90m,1d,200ms"
+        );
     }
 
     #[test]

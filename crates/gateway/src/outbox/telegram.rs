@@ -1,0 +1,234 @@
+//! Telegram alerts to the admin chat and receipts to customers, in HTML parse mode with every
+//! outside value escaped. A 429's `retry_after` sets the next attempt; a 403 (the chat blocked
+//! the bot) is recorded on the chat and ends the event as `blocked`.
+
+use std::sync::Arc;
+
+use mpesa_storage::{OutboxEvent, Storage};
+
+use super::Delivery;
+use super::message::{Notification, PaymentFacts, clip, headline, ksh};
+use crate::ids::now_ms;
+use crate::telegram::{BotApi, BotApiError, ChatId, SendMessage, escape_html};
+
+pub struct TelegramSender {
+    api: BotApi,
+    storage: Arc<dyn Storage>,
+}
+
+impl TelegramSender {
+    pub fn new(api: BotApi, storage: Arc<dyn Storage>) -> Self {
+        TelegramSender { api, storage }
+    }
+}
+
+impl super::Sender for TelegramSender {
+    async fn send(&self, event: &OutboxEvent) -> Delivery {
+        let notification = match Notification::parse(&event.payload) {
+            Ok(n) => n,
+            Err(error) => return Delivery::Permanent { error, code: None },
+        };
+        let text = match render(&event.event_type, &notification) {
+            Ok(text) => text,
+            Err(error) => return Delivery::Permanent { error, code: None },
+        };
+        let chat: ChatId = event.destination.parse().expect("infallible");
+        if let ChatId::Id(id) = chat
+            && let Ok(Some(link)) = self.storage.find_telegram_link(id).await
+            && link.blocked_at.is_some()
+        {
+            return Delivery::Blocked {
+                error: "this chat blocked the bot earlier".into(),
+                code: None,
+            };
+        }
+        match self
+            .api
+            .send_message(&SendMessage::html(chat.clone(), text))
+            .await
+        {
+            Ok(_) => Delivery::Delivered { code: Some(200) },
+            Err(error) => delivery_for(error, &chat, self.storage.as_ref()).await,
+        }
+    }
+}
+
+async fn delivery_for(error: BotApiError, chat: &ChatId, storage: &dyn Storage) -> Delivery {
+    let code = error.code().map(i32::from);
+    match error {
+        BotApiError::TooManyRequests { retry_after, .. } => Delivery::Failed {
+            error: error.to_string(),
+            code,
+            after: Some(retry_after),
+        },
+        BotApiError::Forbidden { .. } => {
+            if let ChatId::Id(id) = chat
+                && let Err(e) = storage.mark_telegram_chat_blocked(*id, now_ms()).await
+            {
+                tracing::warn!(error = %e, "could not record a blocked Telegram chat");
+            }
+            Delivery::Blocked {
+                error: error.to_string(),
+                code,
+            }
+        }
+        // Chat not found, or a message Telegram cannot parse: sending it again changes nothing.
+        BotApiError::BadRequest { .. } => Delivery::Permanent {
+            error: error.to_string(),
+            code,
+        },
+        // A wrong token, Telegram down, no network: fixable, so retried on the schedule.
+        BotApiError::Unauthorized { .. }
+        | BotApiError::Api { .. }
+        | BotApiError::Transport(_)
+        | BotApiError::Decode(_) => Delivery::Failed {
+            error: error.to_string(),
+            code,
+            after: None,
+        },
+    }
+}
+
+/// The message text (Telegram HTML) for a row.
+pub fn render(event_type: &str, n: &Notification) -> Result<String, String> {
+    match n.kind.as_str() {
+        "customer_receipt" => Ok(customer_receipt(n.payment()?)),
+        "admin_alert" => Ok(admin_alert(event_type, n.payment()?, None)),
+        "review_alert" => Ok(admin_alert(
+            event_type,
+            n.payment()?,
+            n.reason
+                .as_deref()
+                .or(n.payment()?.review_reason.as_deref()),
+        )),
+        "test" => Ok(format!(
+            "🔔 <b>mpesa-gateway test message</b>\n{}",
+            escape_html(n.message.as_deref().unwrap_or("Telegram delivery works."))
+        )),
+        other => Err(format!("unknown Telegram notification kind {other:?}")),
+    }
+}
+
+fn icon(event_type: &str) -> &'static str {
+    match event_type {
+        "payment.completed" | "receipt" => "✅",
+        "payment.failed" => "❌",
+        "payment.cancelled" => "🚫",
+        "payment.timed_out" => "⌛",
+        "payment.held_for_review" => "⚠️",
+        _ => "ℹ️",
+    }
+}
+
+/// To the business's own admin chat: what happened, with the full phone number.
+fn admin_alert(event_type: &str, p: &PaymentFacts, review_reason: Option<&str>) -> String {
+    let e = |s: &str| escape_html(&clip(s, 200));
+    let mut lines = vec![
+        format!("{} <b>{}</b>", icon(event_type), headline(event_type)),
+        format!("Amount: <b>{}</b>", ksh(p.amount)),
+        format!("Phone: {}", e(&p.phone)),
+        format!("Reference: {}", e(&p.reference)),
+    ];
+    if !p.description.is_empty() {
+        lines.push(format!("Description: {}", e(&p.description)));
+    }
+    if let Some(receipt) = &p.mpesa_receipt_number {
+        lines.push(format!("M-Pesa receipt: <code>{}</code>", e(receipt)));
+    }
+    if event_type != "payment.completed"
+        && let Some(desc) = &p.result_desc
+    {
+        let code = p.result_code.as_deref().unwrap_or("?");
+        lines.push(format!("Result: {} ({})", e(desc), e(code)));
+    }
+    if let Some(reason) = review_reason {
+        lines.push(format!("Why held: {}", e(reason)));
+        lines.push(format!("Status stays: {}", e(&p.status)));
+    }
+    if let Some(time) = p.mpesa_time().or_else(|| p.updated_time()) {
+        lines.push(format!("Time: {time}"));
+    }
+    lines.push(format!("Payment: <code>{}</code>", e(&p.id)));
+    lines.join("\n")
+}
+
+/// To the customer: their own payment only.
+fn customer_receipt(p: &PaymentFacts) -> String {
+    let e = |s: &str| escape_html(&clip(s, 200));
+    let mut lines = vec![
+        "✅ <b>Payment received</b>".to_owned(),
+        format!("Amount: <b>{}</b>", ksh(p.amount)),
+        format!("Reference: {}", e(&p.reference)),
+    ];
+    if !p.description.is_empty() {
+        lines.push(format!("For: {}", e(&p.description)));
+    }
+    if let Some(receipt) = &p.mpesa_receipt_number {
+        lines.push(format!("M-Pesa receipt: <code>{}</code>", e(receipt)));
+    }
+    if let Some(time) = p.mpesa_time() {
+        lines.push(format!("Date: {time}"));
+    }
+    lines.push("Thank you.".into());
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payment() -> PaymentFacts {
+        PaymentFacts {
+            id: "pay_1".into(),
+            status: "completed".into(),
+            phone: "254708374149".into(),
+            amount: 1500,
+            reference: "INV42".into(),
+            description: "<b>free</b> & <a href=\"https://evil\">click</a>\nAmount: KSh 1".into(),
+            mpesa_receipt_number: Some("SGA1XYZ123".into()),
+            transaction_date: Some("2024-07-10T06:15:41.000Z".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn customer_text_is_escaped_and_complete() {
+        let n = Notification {
+            kind: "customer_receipt".into(),
+            payment: Some(payment()),
+            reason: None,
+            message: None,
+        };
+        let text = render("receipt", &n).unwrap();
+        assert!(text.contains("KSh 1,500"));
+        assert!(text.contains("SGA1XYZ123"));
+        assert!(text.contains("10 Jul 2024 09:15:41 EAT"));
+        assert!(
+            text.contains("&lt;b&gt;free&lt;/b&gt; &amp; &lt;a href=&quot;https://evil&quot;&gt;")
+        );
+        assert!(!text.contains("<a "), "{text}");
+        assert!(
+            !text.contains("254708374149"),
+            "a receipt carries no phone number"
+        );
+    }
+
+    #[test]
+    fn admin_alert_says_what_happened() {
+        let mut p = payment();
+        p.status = "failed".into();
+        p.mpesa_receipt_number = None;
+        p.result_code = Some("1".into());
+        p.result_desc = Some("The balance is insufficient <for> the transaction.".into());
+        let n = Notification {
+            kind: "admin_alert".into(),
+            payment: Some(p),
+            reason: None,
+            message: None,
+        };
+        let text = render("payment.failed", &n).unwrap();
+        assert!(text.starts_with("❌ <b>Payment failed</b>"), "{text}");
+        assert!(text.contains("254708374149"));
+        assert!(text.contains("insufficient &lt;for&gt; the"));
+    }
+}

@@ -1,0 +1,407 @@
+//! A small client for the Telegram Bot API (`POST {base}/bot{token}/{method}` with a JSON body,
+//! answered `{"ok":true,"result":…}` or `{"ok":false,"error_code":…,"description":…}`).
+//!
+//! Every method goes through [`BotApi::call`], so new ones (getUpdates, editMessageText,
+//! answerCallbackQuery, setWebhook…) are a request type, a result type and a one-line method.
+//! The token is part of every URL: errors are built without the URL, and any text that could
+//! still carry the token is scrubbed, so it never reaches a log or an outbox record.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// How long one call may take (long polling callers pass their own).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum BotApiError {
+    /// 429: Telegram says when to try again.
+    #[error("Telegram asks to wait {}s before trying again: {description}", retry_after.as_secs())]
+    TooManyRequests {
+        retry_after: Duration,
+        description: String,
+    },
+    /// 403: the chat refuses the bot for good (it blocked the bot, was deactivated, or the
+    /// bot was removed from it).
+    #[error("Telegram refused (403): {description}")]
+    Forbidden { description: String },
+    /// 400: the request itself is wrong (chat not found, text that does not parse…).
+    #[error("Telegram rejected the request (400): {description}")]
+    BadRequest { description: String },
+    /// 401 or 404: the token is wrong or revoked.
+    #[error("Telegram does not accept the bot token ({code}): {description}")]
+    Unauthorized { code: u16, description: String },
+    /// Any other error answer (5xx…).
+    #[error("Telegram answered {code}: {description}")]
+    Api { code: u16, description: String },
+    /// No answer: connection refused, timeout, TLS…
+    #[error("Telegram unreachable: {0}")]
+    Transport(String),
+    #[error("unexpected answer from Telegram: {0}")]
+    Decode(String),
+}
+
+impl BotApiError {
+    /// The HTTP-like code Telegram answered with, if it answered.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            BotApiError::TooManyRequests { .. } => Some(429),
+            BotApiError::Forbidden { .. } => Some(403),
+            BotApiError::BadRequest { .. } => Some(400),
+            BotApiError::Unauthorized { code, .. } | BotApiError::Api { code, .. } => Some(*code),
+            BotApiError::Transport(_) | BotApiError::Decode(_) => None,
+        }
+    }
+}
+
+/// A chat: a numeric id, or `@username` for public channels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ChatId {
+    Id(i64),
+    Username(String),
+}
+
+impl From<i64> for ChatId {
+    fn from(id: i64) -> Self {
+        ChatId::Id(id)
+    }
+}
+
+impl std::str::FromStr for ChatId {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim().parse::<i64>() {
+            Ok(id) => ChatId::Id(id),
+            Err(_) => ChatId::Username(s.trim().to_owned()),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ParseMode {
+    #[serde(rename = "HTML")]
+    Html,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkPreviewOptions {
+    pub is_disabled: bool,
+}
+
+/// `sendMessage`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SendMessage {
+    pub chat_id: ChatId,
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parse_mode: Option<ParseMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_preview_options: Option<LinkPreviewOptions>,
+    /// An inline keyboard or other markup, as Telegram's JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_markup: Option<serde_json::Value>,
+}
+
+impl SendMessage {
+    /// An HTML message without link previews (a reference that looks like a URL must not
+    /// turn into a preview card). `html` must already be escaped (see [`super::escape_html`]).
+    pub fn html(chat_id: ChatId, html: String) -> Self {
+        SendMessage {
+            chat_id,
+            text: html,
+            parse_mode: Some(ParseMode::Html),
+            link_preview_options: Some(LinkPreviewOptions { is_disabled: true }),
+            reply_markup: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct User {
+    pub id: i64,
+    pub is_bot: bool,
+    pub first_name: String,
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Chat {
+    pub id: i64,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Message {
+    pub message_id: i64,
+    pub chat: Chat,
+    #[serde(default)]
+    pub date: i64,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope<T> {
+    ok: bool,
+    result: Option<T>,
+    error_code: Option<u16>,
+    description: Option<String>,
+    parameters: Option<ResponseParameters>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResponseParameters {
+    retry_after: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct BotApi {
+    http: reqwest::Client,
+    base: String,
+    token: SecretString,
+}
+
+impl std::fmt::Debug for BotApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BotApi")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BotApi {
+    /// `base` is `https://api.telegram.org` or a test double.
+    pub fn new(base: &Url, token: SecretString) -> Result<Self, BotApiError> {
+        daraja::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(DEFAULT_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mpesa-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| BotApiError::Transport(e.without_url().to_string()))?;
+        Ok(BotApi {
+            http,
+            base: base.as_str().trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    /// Calls any Bot API method with a JSON body and decodes its `result`.
+    pub async fn call<P: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &P,
+    ) -> Result<R, BotApiError> {
+        self.call_with_timeout(method, params, DEFAULT_TIMEOUT)
+            .await
+    }
+
+    /// As [`BotApi::call`], with this call's own timeout (long polling).
+    pub async fn call_with_timeout<P: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &P,
+        timeout: Duration,
+    ) -> Result<R, BotApiError> {
+        let url = format!("{}/bot{}/{method}", self.base, self.token.expose_secret());
+        let response = self
+            .http
+            .post(url)
+            .timeout(timeout)
+            .json(params)
+            .send()
+            .await
+            .map_err(|e| BotApiError::Transport(self.scrub(&error_chain(e))))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| BotApiError::Transport(self.scrub(&error_chain(e))))?;
+        let envelope: Envelope<R> = serde_json::from_slice(&body).map_err(|e| {
+            BotApiError::Decode(self.scrub(&format!(
+                "HTTP {status}, {e}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )))
+        })?;
+        if envelope.ok {
+            return envelope
+                .result
+                .ok_or_else(|| BotApiError::Decode("ok without a result".into()));
+        }
+        let code = envelope.error_code.unwrap_or(status);
+        let description = self.scrub(
+            &envelope
+                .description
+                .unwrap_or_else(|| format!("HTTP {status}")),
+        );
+        Err(match code {
+            429 => BotApiError::TooManyRequests {
+                retry_after: Duration::from_secs(
+                    envelope.parameters.and_then(|p| p.retry_after).unwrap_or(1),
+                ),
+                description,
+            },
+            403 => BotApiError::Forbidden { description },
+            400 => BotApiError::BadRequest { description },
+            401 | 404 => BotApiError::Unauthorized { code, description },
+            _ => BotApiError::Api { code, description },
+        })
+    }
+
+    pub async fn send_message(&self, message: &SendMessage) -> Result<Message, BotApiError> {
+        self.call("sendMessage", message).await
+    }
+
+    /// Checks the token (`config check`).
+    pub async fn get_me(&self) -> Result<User, BotApiError> {
+        self.call("getMe", &serde_json::json!({})).await
+    }
+
+    /// Belt and braces: no text leaves this client with the token in it.
+    fn scrub(&self, text: &str) -> String {
+        let token = self.token.expose_secret();
+        if token.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(token, "****")
+        }
+    }
+}
+
+/// A reqwest error and its causes, without the URL (which holds the token).
+fn error_chain(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremock::matchers::{body_json, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const TOKEN: &str = "123456:secret-token-value";
+
+    async fn api(server: &MockServer) -> BotApi {
+        BotApi::new(
+            &Url::parse(&server.uri()).unwrap(),
+            SecretString::from(TOKEN),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn sends_html_messages_and_decodes_the_result() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(format!("/bot{TOKEN}/sendMessage")))
+            .and(body_json(serde_json::json!({
+                "chat_id": 42, "text": "<b>hi</b>", "parse_mode": "HTML",
+                "link_preview_options": {"is_disabled": true}
+            })))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "ok": true, "result": {"message_id": 7, "chat": {"id": 42, "type": "private"}, "date": 1, "text": "hi"}
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let m = api(&server)
+            .await
+            .send_message(&SendMessage::html(42.into(), "<b>hi</b>".into()))
+            .await
+            .unwrap();
+        assert_eq!((m.message_id, m.chat.id), (7, 42));
+    }
+
+    #[tokio::test]
+    async fn maps_error_answers() {
+        let server = MockServer::start().await;
+        for (chat, status, body) in [
+            (
+                1,
+                429,
+                serde_json::json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 7", "parameters": {"retry_after": 7}}),
+            ),
+            (
+                2,
+                403,
+                serde_json::json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}),
+            ),
+            (
+                3,
+                400,
+                serde_json::json!({"ok": false, "error_code": 400, "description": "Bad Request: chat not found"}),
+            ),
+            (
+                4,
+                401,
+                serde_json::json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
+            ),
+            (
+                5,
+                502,
+                serde_json::json!({"ok": false, "error_code": 502, "description": "Bad Gateway"}),
+            ),
+        ] {
+            Mock::given(method("POST"))
+                .and(body_json(serde_json::json!({"chat_id": chat, "text": "x"})))
+                .respond_with(ResponseTemplate::new(status).set_body_json(body))
+                .mount(&server)
+                .await;
+        }
+        let api = api(&server).await;
+        let send = |chat: i64| {
+            let api = api.clone();
+            async move {
+                api.call::<_, Message>(
+                    "sendMessage",
+                    &serde_json::json!({"chat_id": chat, "text": "x"}),
+                )
+                .await
+                .unwrap_err()
+            }
+        };
+        assert_eq!(
+            send(1).await,
+            BotApiError::TooManyRequests {
+                retry_after: Duration::from_secs(7),
+                description: "Too Many Requests: retry after 7".into()
+            }
+        );
+        assert!(matches!(send(2).await, BotApiError::Forbidden { .. }));
+        assert!(matches!(send(3).await, BotApiError::BadRequest { .. }));
+        assert!(matches!(
+            send(4).await,
+            BotApiError::Unauthorized { code: 401, .. }
+        ));
+        assert_eq!(send(5).await.code(), Some(502));
+    }
+
+    #[tokio::test]
+    async fn errors_never_carry_the_token() {
+        // Nothing listens on port 9 of loopback: a transport error, whose URL holds the token.
+        let api = BotApi::new(
+            &Url::parse("http://127.0.0.1:9").unwrap(),
+            SecretString::from(TOKEN),
+        )
+        .unwrap();
+        let error = api.get_me().await.unwrap_err();
+        assert!(matches!(error, BotApiError::Transport(_)), "{error:?}");
+        let text = format!("{error} {error:?} {api:?}");
+        assert!(!text.contains("secret-token-value"), "{text}");
+    }
+}

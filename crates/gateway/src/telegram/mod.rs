@@ -1,0 +1,36 @@
+//! Telegram: the Bot API client ([`api`]) shared by the outbox (alerts and receipts) and the bot.
+
+pub mod api;
+
+pub use api::{BotApi, BotApiError, ChatId, SendMessage};
+
+/// Escapes text for Telegram's HTML parse mode: every value that comes from outside
+/// (references, descriptions, names, Daraja's texts) goes through this, so no one can close a
+/// tag, open a link or forge a line of a message.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape_html(r#"<a href="x">&amp;</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;amp;&lt;/a&gt;"
+        );
+        assert_eq!(escape_html("INV 42 ✓"), "INV 42 ✓");
+    }
+}
