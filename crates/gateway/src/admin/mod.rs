@@ -1,9 +1,116 @@
-//! The admin dashboard under `/admin/` (being built).
+//! The admin dashboard under `/admin/`: server-rendered pages (askama templates in
+//! `templates/admin/`), no JavaScript, one small stylesheet.
+//!
+//! Where things live:
+//! * [`session`]: signing in and out, the session cookie, the [`session::Admin`] extractor;
+//! * [`csrf`]: the token every form carries, and the [`csrf::ActionForm`] extractor that checks it;
+//! * [`rate_limit`]: sign-in attempts per client address and per username (in memory);
+//! * [`error`]: the one error type of these pages, rendered as an HTML page;
+//! * [`pages`]: one module per page; [`chart`] draws the overview's SVG chart;
+//! * [`assets`]: the stylesheet, served under a content-hashed name.
+//!
+//! Every answer carries the security headers of [`security_headers`]. Every state change is a
+//! POST checked against the session's CSRF token; a GET never changes anything.
 
-use axum::Router;
+pub mod assets;
+pub mod chart;
+pub mod csrf;
+pub mod error;
+pub mod format;
+pub mod layout;
+pub mod pages;
+pub mod params;
+pub mod rate_limit;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
 
 use crate::state::AppState;
 
+pub use error::AdminError;
+
+/// What the dashboard keeps in memory besides [`AppState`]: one per router, so each gateway
+/// (and each test gateway) has its own.
+#[derive(Default)]
+pub struct Dashboard {
+    pub sign_in_limiter: rate_limit::SignInLimiter,
+}
+
+/// `Content-Security-Policy` of every dashboard answer: nothing inline, nothing from elsewhere.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 pub fn router() -> Router<AppState> {
+    let dashboard = Arc::new(Dashboard::default());
     Router::new()
+        .route("/admin", get(pages::overview::show))
+        .route("/admin/", get(pages::overview::show))
+        .route(
+            "/admin/sign-in",
+            get(session::sign_in_form).post(session::sign_in),
+        )
+        .route("/admin/sign-out", post(session::sign_out))
+        .route("/admin/payments", get(pages::payments::list))
+        .route("/admin/payments.csv", get(pages::payments::export_csv))
+        .route("/admin/payments/{id}", get(pages::payment::show))
+        .route("/admin/payments/{id}/query", post(pages::payment::query))
+        .route("/admin/payments/{id}/decide", post(pages::payment::decide))
+        .route("/admin/callbacks", get(pages::callbacks::list))
+        .route("/admin/callbacks/{id}", get(pages::callbacks::show))
+        .route("/admin/outbox", get(pages::outbox::list))
+        .route("/admin/outbox/{id}", get(pages::outbox::show))
+        .route("/admin/outbox/{id}/retry", post(pages::outbox::retry))
+        .route(
+            "/admin/api-keys",
+            get(pages::api_keys::list).post(pages::api_keys::create),
+        )
+        .route("/admin/api-keys/{id}/revoke", post(pages::api_keys::revoke))
+        .route("/admin/settings", get(pages::settings::show))
+        .route("/admin/static/{file}", get(assets::serve))
+        // Unknown dashboard paths get the dashboard's own 404 page, not the API's JSON.
+        .route("/admin/{*rest}", get(not_found).post(not_found))
+        .layer(middleware::from_fn(security_headers))
+        .layer(Extension(dashboard))
+}
+
+async fn not_found() -> AdminError {
+    AdminError::NotFound("There is no such page.")
+}
+
+/// Sets the dashboard's security headers on every answer, errors and redirects included.
+/// `Cache-Control: no-store` unless the handler chose otherwise (the hashed stylesheet).
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let set = |headers: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        CONTENT_SECURITY_POLICY,
+    );
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::REFERRER_POLICY, "no-referrer");
+    set(
+        headers,
+        HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+    set(
+        headers,
+        HeaderName::from_static("permissions-policy"),
+        "camera=(), microphone=(), geolocation=(), payment=()",
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        set(headers, header::CACHE_CONTROL, "no-store");
+    }
+    response
 }

@@ -5,6 +5,7 @@
 mod support;
 
 mod callbacks;
+mod dashboard;
 mod idempotency;
 mod lifecycle;
 mod multi_instance;

@@ -1,0 +1,114 @@
+//! What every page's frame needs: the title, the navigation, the signed-in user and the CSRF
+//! token for the sign-out form, and a notice after an action. Pages embed a [`Layout`] and
+//! render with `templates/admin/base.html`.
+
+use askama::Template;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::admin::assets;
+use crate::admin::error::AdminError;
+use crate::admin::session::Admin;
+
+/// The sections of the navigation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Overview,
+    Payments,
+    Callbacks,
+    Outbox,
+    ApiKeys,
+    Settings,
+    None,
+}
+
+const NAV: [(Section, &str, &str); 6] = [
+    (Section::Overview, "Overview", "/admin/"),
+    (Section::Payments, "Payments", "/admin/payments"),
+    (Section::Callbacks, "Callbacks", "/admin/callbacks"),
+    (Section::Outbox, "Outbox", "/admin/outbox"),
+    (Section::ApiKeys, "API keys", "/admin/api-keys"),
+    (Section::Settings, "Settings", "/admin/settings"),
+];
+
+pub struct NavItem {
+    pub label: &'static str,
+    pub href: &'static str,
+    pub current: bool,
+}
+
+pub struct Layout {
+    pub title: String,
+    pub stylesheet: &'static str,
+    /// Set when signed in: shows the navigation and the sign-out button.
+    pub username: Option<String>,
+    pub csrf_token: String,
+    pub nav: Vec<NavItem>,
+    /// A fixed message after an action (never text from the request).
+    pub notice: Option<&'static str>,
+}
+
+impl Layout {
+    pub fn new(title: impl Into<String>, section: Section, admin: &Admin) -> Self {
+        Layout {
+            title: title.into(),
+            stylesheet: assets::stylesheet_path(),
+            username: Some(admin.session.username.clone()),
+            csrf_token: admin.session.csrf_token.clone(),
+            nav: NAV
+                .iter()
+                .map(|(s, label, href)| NavItem {
+                    label,
+                    href,
+                    current: *s == section,
+                })
+                .collect(),
+            notice: None,
+        }
+    }
+
+    /// The frame without navigation (sign-in and error pages).
+    pub fn bare(title: impl Into<String>) -> Self {
+        Layout {
+            title: title.into(),
+            stylesheet: assets::stylesheet_path(),
+            username: None,
+            csrf_token: String::new(),
+            nav: Vec::new(),
+            notice: None,
+        }
+    }
+
+    pub fn with_notice(mut self, notice: Option<&'static str>) -> Self {
+        self.notice = notice;
+        self
+    }
+}
+
+/// Renders a page as `text/html`.
+pub fn render(page: &impl Template) -> Result<Response, AdminError> {
+    Ok(Html(page.render()?).into_response())
+}
+
+/// The messages that `?notice=` can show after a redirect. Only these fixed texts are ever
+/// shown, so the parameter cannot put words on the page.
+pub fn notice(code: Option<&str>) -> Option<&'static str> {
+    Some(match code? {
+        "queried" => "Daraja was asked about this payment; its answer is on the timeline.",
+        "query_failed" => {
+            "Daraja could not answer the query now; the attempt is recorded on the timeline."
+        }
+        "not_queryable" => {
+            "This payment has no CheckoutRequestID yet, so there is nothing to ask Daraja about."
+        }
+        "settled" => "The payment was settled and your note was kept on its timeline.",
+        "rejected" => "The report was rejected and your note was kept on its timeline.",
+        "not_held" => "This payment is not held for review; nothing was changed.",
+        "note_required" => "Write a note saying why before settling or rejecting.",
+        "retried" => "The event is back in the queue and will be sent again now.",
+        "not_dead" => "Only dead-lettered or blocked events can be retried; nothing was changed.",
+        "key_revoked" => "The API key was revoked; requests using it are refused.",
+        "key_not_found" => "No active API key matched; nothing was changed.",
+        "signed_out" => "You have signed out.",
+        _ => return None,
+    })
+}

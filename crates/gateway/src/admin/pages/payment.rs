@@ -1,0 +1,403 @@
+//! `GET /admin/payments/{id}`: one payment's whole story on a timeline: the request as stored,
+//! Daraja's answer to the push, every raw callback (pretty-printed), every STK Query, every
+//! notification and each of its delivery attempts, and what people decided.
+//!
+//! Actions (POST, CSRF-checked): ask Daraja now (`/query`), and for a payment held for review,
+//! settle or reject it with a note (`/decide`) that is kept on the timeline with the admin's name.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use mpesa_storage::{OutboxAttempt, OutboxEvent, Payment, PaymentEvent, RawCallback};
+
+use crate::admin::csrf::ActionForm;
+use crate::admin::error::AdminError;
+use crate::admin::format;
+use crate::admin::layout::{self, Layout, Section, render};
+use crate::admin::pages::{Fact, destination, facts, path_segment, payment_href};
+use crate::admin::params::Params;
+use crate::admin::session::Admin;
+use crate::payments::{AdminDecision, PaymentError};
+use crate::state::AppState;
+
+const MAX_NOTE_CHARS: usize = 500;
+
+/// One entry of the timeline.
+pub struct Entry {
+    pub at: i64,
+    /// Among entries at the same millisecond, the order they happened in.
+    order: u8,
+    pub when: String,
+    pub machine: String,
+    /// `t-callback`, `t-daraja`, `t-admin`, `t-notify`, `t-problem` or empty.
+    pub class: &'static str,
+    pub title: String,
+    pub summary: String,
+    pub body: String,
+    pub body_label: &'static str,
+    /// Raw callbacks are shown unfolded; other details folded.
+    pub open: bool,
+    pub link_href: String,
+    pub link_text: String,
+}
+
+impl Entry {
+    fn new(at: i64, order: u8, class: &'static str, title: impl Into<String>) -> Self {
+        Entry {
+            at,
+            order,
+            when: format::when_precise(at),
+            machine: format::machine_time(at),
+            class,
+            title: title.into(),
+            summary: String::new(),
+            body: String::new(),
+            body_label: "Details",
+            open: false,
+            link_href: String::new(),
+            link_text: String::new(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/payment.html")]
+struct PaymentPage {
+    layout: Layout,
+    id: String,
+    status: String,
+    badge: String,
+    amount: String,
+    needs_review: bool,
+    review_reason: String,
+    request: Vec<Fact>,
+    outcome: Vec<Fact>,
+    metadata: String,
+    timeline: Vec<Entry>,
+    can_query: bool,
+    query_action: String,
+    decide_action: String,
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    Params(params): Params,
+) -> Result<Response, AdminError> {
+    let storage = &state.storage;
+    let Some(p) = storage.get_payment(&id).await? else {
+        return Err(AdminError::NotFound("There is no such payment."));
+    };
+    let (events, callbacks, outbox) = tokio::try_join!(
+        storage.payment_events(&id),
+        storage.callbacks_for_payment(&id),
+        storage.outbox_for_payment(&id),
+    )?;
+    // A payment has a handful of notifications; their attempts are read one event at a time.
+    let attempts =
+        futures::future::try_join_all(outbox.iter().map(|e| storage.outbox_attempts(&e.id)))
+            .await?;
+    let timeline = timeline(&events, &callbacks, &outbox, &attempts);
+
+    let page = PaymentPage {
+        layout: Layout::new(
+            format!("Payment {}", p.reference),
+            Section::Payments,
+            &admin,
+        )
+        .with_notice(layout::notice(params.get("notice"))),
+        id: p.id.clone(),
+        status: format::label(p.status.as_str()),
+        badge: format::badge_class(p.status.as_str()),
+        amount: format::money(p.amount.shillings()),
+        needs_review: p.needs_review,
+        review_reason: p.review_reason.clone().unwrap_or_default(),
+        request: request_facts(&p),
+        outcome: outcome_facts(&p),
+        metadata: p
+            .metadata
+            .as_deref()
+            .map(format::pretty_json)
+            .unwrap_or_default(),
+        timeline,
+        can_query: p.checkout_request_id.is_some(),
+        query_action: format!("{}/query", payment_href(&p.id)),
+        decide_action: format!("{}/decide", payment_href(&p.id)),
+    };
+    render(&page)
+}
+
+fn request_facts(p: &Payment) -> Vec<Fact> {
+    facts(vec![
+        ("Payment id", Some(p.id.clone()), true),
+        ("Phone", Some(p.phone.as_str().to_owned()), true),
+        ("Amount", Some(format::money(p.amount.shillings())), false),
+        ("Reference", Some(p.reference.clone()), true),
+        ("Description", Some(p.description.clone()), false),
+        ("Customer email", p.customer_email.clone(), false),
+        (
+            "Telegram chat",
+            p.telegram_chat_id.map(|c| c.to_string()),
+            true,
+        ),
+        ("Started from", Some(p.source.as_str().to_owned()), false),
+        ("API key", p.api_key_id.clone(), true),
+        ("Created", Some(format::when_precise(p.created_at)), false),
+    ])
+}
+
+fn outcome_facts(p: &Payment) -> Vec<Fact> {
+    facts(vec![
+        ("M-Pesa receipt", p.mpesa_receipt_number.clone(), true),
+        (
+            "Result",
+            p.result_code
+                .as_ref()
+                .map(|c| format!("{c}: {}", p.result_desc.as_deref().unwrap_or_default())),
+            false,
+        ),
+        (
+            "Paid at (M-Pesa)",
+            p.transaction_date.map(format::when_precise),
+            false,
+        ),
+        ("CheckoutRequestID", p.checkout_request_id.clone(), true),
+        ("MerchantRequestID", p.merchant_request_id.clone(), true),
+        ("Queries made", Some(p.query_attempts.to_string()), false),
+        (
+            "Next check",
+            p.next_check_at.map(format::when_precise),
+            false,
+        ),
+        (
+            "Final since",
+            p.finalized_at.map(format::when_precise),
+            false,
+        ),
+        (
+            "Last change",
+            Some(format::when_precise(p.updated_at)),
+            false,
+        ),
+    ])
+}
+
+/// Events, callbacks, notifications and attempts in the order they happened.
+fn timeline(
+    events: &[PaymentEvent],
+    callbacks: &[RawCallback],
+    outbox: &[OutboxEvent],
+    attempts: &[Vec<OutboxAttempt>],
+) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    for e in events {
+        let (class, title) = event_title(&e.kind);
+        let mut entry = Entry::new(e.at, 1, class, title);
+        entry.summary = event_summary(e);
+        entry.body = format::pretty_json(&e.detail);
+        entries.push(entry);
+    }
+    for c in callbacks {
+        // The raw callback is stored before its effect is written: it comes first.
+        let mut entry = Entry::new(
+            c.received_at,
+            0,
+            "t-callback",
+            format!("Callback received ({})", format::label(c.outcome.as_str())),
+        );
+        let (text, lossy) = format::body_text(&c.body);
+        entry.summary = match (&c.error, lossy) {
+            (Some(error), _) => format!("Could not be parsed: {error}"),
+            (None, true) => "The body is not UTF-8; shown with replacement characters.".into(),
+            (None, false) => String::new(),
+        };
+        entry.body = text;
+        entry.body_label = "Raw body";
+        entry.open = true;
+        entry.link_href = format!("/admin/callbacks/{}", path_segment(&c.id));
+        entry.link_text = format!("Callback {}", c.id);
+        entries.push(entry);
+    }
+    for (e, attempts) in outbox.iter().zip(attempts) {
+        let mut entry = Entry::new(
+            e.created_at,
+            2,
+            "t-notify",
+            format!(
+                "{} queued: {}",
+                channel_name(e.channel.as_str()),
+                e.event_type
+            ),
+        );
+        entry.summary = format!(
+            "To {}. Now {} after {} attempt{}.",
+            destination(e),
+            format::label(e.status.as_str()).to_lowercase(),
+            e.attempts,
+            if e.attempts == 1 { "" } else { "s" }
+        );
+        entry.link_href = format!("/admin/outbox/{}", path_segment(&e.id));
+        entry.link_text = format!("Event {}", e.id);
+        entries.push(entry);
+        for a in attempts {
+            let failed = a.result != "delivered";
+            let mut entry = Entry::new(
+                a.started_at,
+                3,
+                if failed { "t-problem" } else { "t-notify" },
+                format!(
+                    "{} attempt {}: {}",
+                    channel_name(e.channel.as_str()),
+                    a.attempt,
+                    a.result
+                ),
+            );
+            entry.summary = [
+                a.response_code.map(|c| format!("Answer {c}.")),
+                a.error.clone(),
+                Some(format!("Took {} ms.", a.duration_ms)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+            entries.push(entry);
+        }
+    }
+    entries.sort_by_key(|e| (e.at, e.order));
+    entries
+}
+
+fn channel_name(channel: &str) -> &'static str {
+    match channel {
+        "webhook" => "Webhook",
+        "email" => "Email",
+        "telegram" => "Telegram message",
+        _ => "Notification",
+    }
+}
+
+fn event_title(kind: &str) -> (&'static str, String) {
+    let (class, title) = match kind {
+        "created" => ("", "Payment request stored"),
+        "push_accepted" => ("t-daraja", "Daraja accepted the STK push"),
+        "push_refused" => ("t-problem", "Daraja refused the STK push"),
+        "push_outcome_unknown" => (
+            "t-problem",
+            "STK push outcome unknown (not sent again; the reconciler will ask)",
+        ),
+        "callback" => ("t-callback", "Callback applied"),
+        "query" => ("t-daraja", "STK Query"),
+        "expired" => ("t-problem", "Given up: no answer in time"),
+        "held_for_review" => ("t-problem", "Held for review"),
+        "admin_settled" => ("t-admin", "Settled by an admin"),
+        "admin_rejected" => ("t-admin", "Rejected by an admin"),
+        other => return ("", format::label(other)),
+    };
+    (class, title.to_owned())
+}
+
+/// One line from an event's detail that says what happened, when there is one.
+fn event_summary(e: &PaymentEvent) -> String {
+    let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap_or_default();
+    let text = |key: &str| detail.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    match e.kind.as_str() {
+        "created" => text("source")
+            .map(|s| format!("Started from {s}."))
+            .unwrap_or_default(),
+        "admin_settled" | "admin_rejected" => {
+            let by = text("by").unwrap_or_else(|| "someone".into());
+            let note = text("note").unwrap_or_default();
+            match text("receipt") {
+                Some(receipt) => format!("By {by}, receipt {receipt}: {note}"),
+                None => format!("By {by}: {note}"),
+            }
+        }
+        "query" | "callback" => match (text("result_code"), text("result_desc")) {
+            (Some(code), Some(desc)) => format!("Result {code}: {desc}"),
+            _ => text("error").unwrap_or_default(),
+        },
+        "push_refused" => text("error_message").unwrap_or_default(),
+        "push_outcome_unknown" => text("error").unwrap_or_default(),
+        "push_accepted" => text("customer_message").unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// `POST /admin/payments/{id}/query`: an STK Query now. Its answer (or failure) is on the
+/// timeline either way.
+pub async fn query(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: ActionForm,
+) -> Result<Response, AdminError> {
+    let username = &form.admin.session.username;
+    let notice = match state.payments.refresh(&id).await {
+        Ok(p) => {
+            tracing::info!(payment_id = %p.id, %username, status = p.status.as_str(), "STK Query from the dashboard");
+            "queried"
+        }
+        Err(PaymentError::NotQueryable) => "not_queryable",
+        Err(PaymentError::Daraja(error)) => {
+            tracing::warn!(payment_id = %id, %username, %error, "STK Query from the dashboard failed");
+            "query_failed"
+        }
+        Err(other) => return Err(other.into()),
+    };
+    Ok(Redirect::to(&format!("{}?notice={notice}", payment_href(&id))).into_response())
+}
+
+/// `POST /admin/payments/{id}/decide`: settle or reject a held payment, with a note.
+pub async fn decide(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: ActionForm,
+) -> Result<Response, AdminError> {
+    let decision = match form.fields.get("decision") {
+        Some("settle") => AdminDecision::Settle,
+        Some("reject") => AdminDecision::Reject,
+        _ => return Err(AdminError::BadRequest("Choose settle or reject.".into())),
+    };
+    let back = |notice: &str| -> Result<Response, AdminError> {
+        Ok(Redirect::to(&format!("{}?notice={notice}", payment_href(&id))).into_response())
+    };
+    let note = form.fields.get("note").unwrap_or_default();
+    if note.is_empty() {
+        return back("note_required");
+    }
+    if note.chars().count() > MAX_NOTE_CHARS {
+        return Err(AdminError::BadRequest(format!(
+            "The note is too long (at most {MAX_NOTE_CHARS} characters)."
+        )));
+    }
+    let receipt = form
+        .fields
+        .text("receipt", "Receipt")
+        .map_err(AdminError::BadRequest)?;
+    if receipt
+        .as_deref()
+        .is_some_and(|r| r.len() > 20 || !r.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return Err(AdminError::BadRequest(
+            "An M-Pesa receipt is letters and digits, like SGA1XYZ123.".into(),
+        ));
+    }
+    let receipt = receipt.map(|r| r.to_uppercase());
+    let username = form.admin.session.username.clone();
+    let decided = state
+        .payments
+        .admin_decide(&id, decision, note, receipt.as_deref(), &username)
+        .await?;
+    let label = match decision {
+        AdminDecision::Settle => "settled",
+        AdminDecision::Reject => "rejected",
+    };
+    match decided {
+        Some(p) => {
+            tracing::info!(payment_id = %p.id, %username, decision = label, status = p.status.as_str(), "payment decided from the dashboard");
+            back(label)
+        }
+        None => back("not_held"),
+    }
+}
