@@ -28,7 +28,13 @@ impl LoadReport {
     }
 }
 
-pub async fn run_load(base: &str, path: &str, bodies: &[Vec<u8>], connections: usize, bearer: Option<&str>) -> anyhow::Result<LoadReport> {
+pub async fn run_load(
+    base: &str,
+    path: &str,
+    bodies: &[Vec<u8>],
+    connections: usize,
+    bearer: Option<&str>,
+) -> anyhow::Result<LoadReport> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .timeout(Duration::from_secs(60))
@@ -40,14 +46,23 @@ pub async fn run_load(base: &str, path: &str, bodies: &[Vec<u8>], connections: u
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..connections {
-        let (client, bodies, next, url, bearer) = (client.clone(), bodies.clone(), next.clone(), url.clone(), bearer.clone());
+        let (client, bodies, next, url, bearer) = (
+            client.clone(),
+            bodies.clone(),
+            next.clone(),
+            url.clone(),
+            bearer.clone(),
+        );
         workers.spawn(async move {
             let mut latencies = Vec::new();
             let (mut ok, mut errors) = (0u64, 0u64);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
-                let mut request = client.post(url.as_str()).header("content-type", "application/json").body(body.clone());
+                let mut request = client
+                    .post(url.as_str())
+                    .header("content-type", "application/json")
+                    .body(body.clone());
                 if let Some(b) = &bearer {
                     request = request.bearer_auth(b.as_str());
                 }
@@ -64,7 +79,13 @@ pub async fn run_load(base: &str, path: &str, bodies: &[Vec<u8>], connections: u
             (latencies, ok, errors)
         });
     }
-    let mut report = LoadReport { sent: 0, ok: 0, errors: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
+    let mut report = LoadReport {
+        sent: 0,
+        ok: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+    };
     while let Some(r) = workers.join_next().await {
         let (latencies, ok, errors) = r?;
         report.latencies_us.extend(latencies);

@@ -63,15 +63,18 @@ enum Backend {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     daraja::install_crypto_provider();
-    let cli = Cli::parse();
-    for bin in [&cli.gateway, &cli.floor] {
-        if !bin.exists() {
-            bail!("{} not found: build first with `cargo build --release -p mpesa-gateway -p mpesa-bench`", bin.display());
-        }
+    let mut cli = Cli::parse();
+    for bin in [&mut cli.gateway, &mut cli.floor] {
+        // The gateway runs in a temporary directory: the path must not be relative.
+        *bin = bin.canonicalize().with_context(|| {
+            format!("{} not found: build first with `cargo build --release -p mpesa-gateway -p mpesa-bench`", bin.display())
+        })?;
     }
     let mut rows = Vec::new();
     match cli.command {
-        Command::Ingest { backend, requests } => rows.extend(ingest(&cli, backend, requests).await?),
+        Command::Ingest { backend, requests } => {
+            rows.extend(ingest(&cli, backend, requests).await?)
+        }
         Command::Initiate { requests } => rows.extend(initiate(&cli, requests).await?),
         Command::All { requests } => {
             rows.extend(ingest(&cli, Backend::Sqlite, requests).await?);
@@ -99,8 +102,12 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgres",
     };
-    eprintln!("== ingestion on {name}: {requests} callbacks over {} connections", cli.connections);
+    eprintln!(
+        "== ingestion on {name}: {requests} callbacks over {} connections",
+        cli.connections
+    );
     let dir = tempfile_dir()?;
+    let log_filter = std::env::var("MPESA_BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into());
     let (database_url, _guard) = match backend {
         Backend::Sqlite => (format!("sqlite://{}/bench.db", dir.display()), None),
         Backend::Postgres => {
@@ -108,13 +115,17 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
             (url, Some(guard))
         }
     };
-    let gateway = Child::gateway(&cli.gateway, &dir, &[
-        ("DATABASE_URL", database_url.as_str()),
-        ("MPESA_CALLBACK_SECRET", CALLBACK_SECRET),
-        ("RECONCILE_AFTER_SECS", "86400"),
-        ("PAYMENT_EXPIRES_AFTER_SECS", "172800"),
-        ("RUST_LOG", "warn"),
-    ])
+    let gateway = Child::gateway(
+        &cli.gateway,
+        &dir,
+        &[
+            ("DATABASE_URL", database_url.as_str()),
+            ("MPESA_CALLBACK_SECRET", CALLBACK_SECRET),
+            ("RECONCILE_AFTER_SECS", "86400"),
+            ("PAYMENT_EXPIRES_AFTER_SECS", "172800"),
+            ("RUST_LOG", log_filter.as_str()),
+        ],
+    )
     .await?;
     let warmup = 1_000;
     let payments = requests + warmup;
@@ -136,20 +147,36 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
     // Nothing acknowledged is lost: count what is in the database against the 200s.
     let stored = count_applied(&database_url).await?;
     let acknowledged = report.ok + warm.len() as u64;
-    let note = format!("{stored} callbacks applied in the database for {acknowledged} answered 200");
+    let note =
+        format!("{stored} callbacks applied in the database for {acknowledged} answered 200");
     if stored < acknowledged {
         bail!("LOST: {note}");
     }
     drop(gateway);
     let ratio = report.throughput() / floor_report.throughput();
     Ok(vec![
-        Row { scenario: "floor: bare axum, parse JSON".into(), report: floor_report, peak_rss_kib: floor_rss, ratio_to_floor: Some(1.0), note: String::new() },
-        Row { scenario: format!("gateway: durable ingestion, {name}"), report, peak_rss_kib: rss, ratio_to_floor: Some(ratio), note },
+        Row {
+            scenario: "floor: bare axum, parse JSON".into(),
+            report: floor_report,
+            peak_rss_kib: floor_rss,
+            ratio_to_floor: Some(1.0),
+            note: String::new(),
+        },
+        Row {
+            scenario: format!("gateway: durable ingestion, {name}"),
+            report,
+            peak_rss_kib: rss,
+            ratio_to_floor: Some(ratio),
+            note,
+        },
     ])
 }
 
 async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
-    eprintln!("== initiation: {requests} payments over {} connections, in-process simulator", cli.connections);
+    eprintln!(
+        "== initiation: {requests} payments over {} connections, in-process simulator",
+        cli.connections
+    );
     let dir = tempfile_dir()?;
     let database_url = format!("sqlite://{}/bench.db", dir.display());
     let env = [
@@ -161,7 +188,10 @@ async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
         ("RUST_LOG", "warn"),
     ];
     let gateway = Child::gateway(&cli.gateway, &dir, &env).await?;
-    let key = std::fs::read_to_string(dir.join("mpesa-gateway.sandbox-key")).context("the sandbox API key")?.trim().to_owned();
+    let key = std::fs::read_to_string(dir.join("mpesa-gateway.sandbox-key"))
+        .context("the sandbox API key")?
+        .trim()
+        .to_owned();
     // A different number per payment: M-Pesa (and the simulator) lock a number while its prompt is open.
     let bodies: Vec<Vec<u8>> = (0..requests + 500)
         .map(|i| serde_json::to_vec(&json!({ "phone": format!("2547{:08}", 10_000_000 + i), "amount": 10, "reference": "BENCH" })).unwrap())
@@ -169,12 +199,36 @@ async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
     let (warm, measured) = bodies.split_at(500);
     let floor = Child::floor(&cli.floor).await?;
     run_load(&floor.base, "/api/v1/payments", warm, cli.connections, None).await?;
-    let floor_report = run_load(&floor.base, "/api/v1/payments", measured, cli.connections, None).await?;
+    let floor_report = run_load(
+        &floor.base,
+        "/api/v1/payments",
+        measured,
+        cli.connections,
+        None,
+    )
+    .await?;
     drop(floor);
-    run_load(&gateway.base, "/api/v1/payments", warm, cli.connections, Some(&key)).await?;
-    let report = run_load(&gateway.base, "/api/v1/payments", measured, cli.connections, Some(&key)).await?;
+    run_load(
+        &gateway.base,
+        "/api/v1/payments",
+        warm,
+        cli.connections,
+        Some(&key),
+    )
+    .await?;
+    let report = run_load(
+        &gateway.base,
+        "/api/v1/payments",
+        measured,
+        cli.connections,
+        Some(&key),
+    )
+    .await?;
     let rss = peak_rss_kib(gateway.pid());
-    let metrics = reqwest::get(format!("{}/metrics", gateway.base)).await?.text().await?;
+    let metrics = reqwest::get(format!("{}/metrics", gateway.base))
+        .await?
+        .text()
+        .await?;
     let tokens = metrics
         .lines()
         .find(|l| l.starts_with("mpesa_gateway_daraja_token_requests_total "))
@@ -184,13 +238,22 @@ async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
     drop(gateway);
     let ratio = report.throughput() / floor_report.throughput();
     Ok(vec![
-        Row { scenario: "floor: bare axum, parse JSON".into(), report: floor_report, peak_rss_kib: None, ratio_to_floor: Some(1.0), note: String::new() },
+        Row {
+            scenario: "floor: bare axum, parse JSON".into(),
+            report: floor_report,
+            peak_rss_kib: None,
+            ratio_to_floor: Some(1.0),
+            note: String::new(),
+        },
         Row {
             scenario: "gateway: create payment + STK push to the simulator".into(),
             report,
             peak_rss_kib: rss,
             ratio_to_floor: Some(ratio),
-            note: format!("{tokens} OAuth token request(s) for {} payments", requests + 500),
+            note: format!(
+                "{tokens} OAuth token request(s) for {} payments",
+                requests + 500
+            ),
         },
     ])
 }
@@ -205,7 +268,9 @@ fn stk_success_body(i: usize) -> Vec<u8> {
 /// Payments waiting for their callback, written in bulk (the gateway's own create path costs a
 /// commit each, and is not what this measures).
 async fn seed_pending_payments(database_url: &str, n: usize) -> anyhow::Result<()> {
-    let now = 1_790_000_000_000i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
     let mut statements = Vec::new();
     for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
         let values: Vec<String> = chunk
@@ -225,12 +290,16 @@ async fn seed_pending_payments(database_url: &str, n: usize) -> anyhow::Result<(
     if database_url.starts_with("sqlite") {
         let mut conn = sqlx::SqliteConnection::connect(database_url).await?;
         for s in statements {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(s)).execute(&mut conn).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(s))
+                .execute(&mut conn)
+                .await?;
         }
     } else {
         let mut conn = sqlx::PgConnection::connect(database_url).await?;
         for s in statements {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(s)).execute(&mut conn).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(s))
+                .execute(&mut conn)
+                .await?;
         }
     }
     Ok(())
@@ -251,10 +320,15 @@ async fn count_applied(database_url: &str) -> anyhow::Result<u64> {
 /// A fresh PostgreSQL database on `MPESA_BENCH_POSTGRES_URL` (default the local server), dropped
 /// afterwards.
 async fn fresh_postgres_database() -> anyhow::Result<(String, DropDatabase)> {
-    let admin = std::env::var("MPESA_BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = std::env::var("MPESA_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let name = format!("mpesa_bench_{}", uuid::Uuid::now_v7().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.context("PostgreSQL for the benchmark")?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .context("PostgreSQL for the benchmark")?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
     let url = match admin.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => bail!("MPESA_BENCH_POSTGRES_URL needs a database path"),
@@ -271,10 +345,16 @@ impl Drop for DropDatabase {
     fn drop(&mut self) {
         let (admin, name) = (self.admin.clone(), self.name.clone());
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 let mut conn = sqlx::PgConnection::connect(&admin).await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await?;
                 Ok::<_, anyhow::Error>(())
             })
         })
@@ -289,8 +369,12 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn print_table(rows: &[Row], connections: usize) {
-    println!("\n{connections} connections; throughput in requests/s; latency in ms; ratio = throughput / floor's in the same run\n");
-    println!("| scenario | requests | ok | throughput | p50 | p99 | max | peak RSS | ratio to floor | note |");
+    println!(
+        "\n{connections} connections; throughput in requests/s; latency in ms; ratio = throughput / floor's in the same run\n"
+    );
+    println!(
+        "| scenario | requests | ok | throughput | p50 | p99 | max | peak RSS | ratio to floor | note |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for r in rows {
         println!(
@@ -302,8 +386,12 @@ fn print_table(rows: &[Row], connections: usize) {
             r.report.percentile_ms(50.0),
             r.report.percentile_ms(99.0),
             r.report.percentile_ms(100.0),
-            r.peak_rss_kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "-".into()),
-            r.ratio_to_floor.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
+            r.peak_rss_kib
+                .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into()),
+            r.ratio_to_floor
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "-".into()),
             r.note
         );
     }
@@ -312,7 +400,10 @@ fn print_table(rows: &[Row], connections: usize) {
 fn save(rows: &[Row]) -> anyhow::Result<()> {
     let dir = PathBuf::from("bench/results");
     std::fs::create_dir_all(&dir)?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
     let json: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {

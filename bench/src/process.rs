@@ -16,7 +16,9 @@ pub struct Child {
 impl Child {
     /// `mpesa-gateway serve --sandbox` in `dir`, ready when `/health` answers.
     pub async fn gateway(binary: &Path, dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Child> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let mut command = Command::new(binary);
         command
             .args(["serve", "--sandbox"])
@@ -27,8 +29,13 @@ impl Child {
         for (k, v) in env {
             command.env(k, v);
         }
-        let child = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
-        let gw = Child { child, base: format!("http://127.0.0.1:{port}") };
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let gw = Child {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = reqwest::get(format!("{}/health", gw.base)).await
@@ -45,10 +52,16 @@ impl Child {
 
     /// The floor binary on a free port (it prints its address).
     pub async fn floor(binary: &Path) -> anyhow::Result<Child> {
-        let mut child = Command::new(binary).arg("127.0.0.1:0").stdout(Stdio::piped()).spawn()?;
+        let mut child = Command::new(binary)
+            .arg("127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().context("floor stdout")?).read_line(&mut line)?;
-        Ok(Child { child, base: format!("http://{}", line.trim()) })
+        Ok(Child {
+            child,
+            base: format!("http://{}", line.trim()),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -59,7 +72,9 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         // SIGTERM first: the gateway stops gracefully.
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -75,5 +90,11 @@ impl Drop for Child {
 /// The process's peak resident set size (VmHWM), in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }

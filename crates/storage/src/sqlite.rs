@@ -66,6 +66,32 @@ fn classify(e: &dyn DatabaseError) -> ServerErrorClass {
 pub(crate) struct SqliteDriver {
     writer: SqlitePool,
     readers: SqlitePool,
+    /// Stops the background checkpointer when the storage closes.
+    checkpointer: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Copies the WAL into the database file off the commit path. With SQLite's automatic
+/// checkpoints the committing transaction does that work (and its fsync) itself every ~1000
+/// pages, which shows as latency spikes on callbacks. A PASSIVE checkpoint never blocks the
+/// writer or readers.
+async fn checkpoint_forever(readers: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if readers.is_closed() {
+            break;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&readers)
+            .await
+        {
+            tracing::debug!(error = %e, "WAL checkpoint failed; trying again later");
+        }
+    }
 }
 
 impl SqliteDriver {
@@ -78,6 +104,12 @@ impl SqliteDriver {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        // Checkpoints run in the background (see `checkpoint_forever`), except in memory.
+        let writer_options = if in_memory {
+            base.clone()
+        } else {
+            base.clone().pragma("wal_autocheckpoint", "0")
+        };
         // The writer keeps its connection open for the life of the pool.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -85,7 +117,7 @@ impl SqliteDriver {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(base.clone())
+            .connect_with(writer_options)
             .await
             .map_err(|e| StorageError::from(map_error(e)))?;
         let readers = if in_memory {
@@ -98,7 +130,12 @@ impl SqliteDriver {
                 .await
                 .map_err(|e| StorageError::from(map_error(e)))?
         };
-        Ok(SqliteDriver { writer, readers })
+        let checkpointer = (!in_memory).then(|| tokio::spawn(checkpoint_forever(readers.clone())));
+        Ok(SqliteDriver {
+            writer,
+            readers,
+            checkpointer,
+        })
     }
 }
 
@@ -142,7 +179,14 @@ impl Driver for SqliteDriver {
     }
 
     async fn close(&self) {
+        if let Some(task) = &self.checkpointer {
+            task.abort();
+        }
         self.readers.close().await;
+        // A last checkpoint so the file is whole without its WAL.
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await;
         self.writer.close().await;
     }
 }

@@ -24,6 +24,9 @@ use crate::payments::service::{build_update, observe_committed};
 
 /// The largest batch one transaction takes.
 const MAX_BATCH: usize = 128;
+/// How long a committer under load waits for more callbacks before committing (a commit's
+/// fsync costs several milliseconds; this costs at most one).
+const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -102,6 +105,7 @@ async fn run(
 ) {
     let permits = Arc::new(Semaphore::new(committers));
     let mut inflight = tokio::task::JoinSet::new();
+    let mut last_batch = 0usize;
     loop {
         // Wait for a committer first: while all are busy, callbacks pile up and form the next
         // batch.
@@ -119,6 +123,11 @@ async fn run(
             }
         };
         let Some(first) = first else { break };
+        // Under load, callbacks answered by the last commit come straight back; a moment's wait
+        // lets them join this batch instead of each paying for a commit of its own.
+        if last_batch > 1 {
+            tokio::time::sleep(LINGER).await;
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -126,6 +135,7 @@ async fn run(
                 Err(_) => break,
             }
         }
+        last_batch = batch.len();
         let storage = storage.clone();
         let plan = plan.clone();
         let metrics = metrics.clone();
@@ -159,11 +169,18 @@ async fn commit(
     // Kept to store, alone, any item the batch could not apply.
     let originals = callbacks.clone();
     let now = now_ms();
+    let size = callbacks.len();
+    let started = std::time::Instant::now();
     let result = storage
         .ingest_callbacks(callbacks, now, &|incoming, payment| {
             decide_stk(plan, incoming, reports.get(&incoming.id), payment, now)
         })
         .await;
+    tracing::trace!(
+        size,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "callback batch committed"
+    );
     let items = match result {
         Ok(items) => items,
         Err(e) => {

@@ -9,6 +9,43 @@ use crate::store::payments::{self, Lock};
 use crate::store::{MAX_KEY_LEN, outbox};
 use crate::{DecideCallback, Millis};
 
+/// The fast path of a batch: no savepoints (each costs two statements). `Ok(None)` when an item
+/// failed: the caller must then drop the transaction (rolling everything back) and run the batch
+/// again with [`ingest_batch`], which isolates the failing item.
+pub(crate) async fn ingest_batch_unisolated<C: Conn>(
+    c: &mut C,
+    batch: &[IncomingCallback],
+    now: Millis,
+    decide: DecideCallback<'_>,
+) -> DbResult<Option<Vec<crate::Result<IngestedCallback>>>> {
+    let mut results: Vec<Option<IngestedCallback>> = batch.iter().map(|_| None).collect();
+    for i in lock_order(batch) {
+        match ingest_one(c, &batch[i], now, decide).await {
+            Ok(done) => results[i] = Some(done),
+            Err(e) if e.transient => return Err(e),
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(Some(
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| StorageError::Database("not processed".into())))
+            .collect(),
+    ))
+}
+
+/// CheckoutRequestID order, so that two instances ingesting overlapping batches lock payment
+/// rows in the same order and cannot deadlock each other.
+fn lock_order(batch: &[IncomingCallback]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| {
+        batch[a]
+            .checkout_request_id
+            .cmp(&batch[b].checkout_request_id)
+    });
+    order
+}
+
 /// Applies one batch in the caller's transaction. Items are processed in the order of their
 /// CheckoutRequestID, so that two instances ingesting overlapping batches lock payment rows in
 /// the same order and cannot deadlock each other; results come back in the batch's order.
@@ -19,12 +56,7 @@ pub(crate) async fn ingest_batch<C: Conn>(
     now: Millis,
     decide: DecideCallback<'_>,
 ) -> DbResult<Vec<crate::Result<IngestedCallback>>> {
-    let mut order: Vec<usize> = (0..batch.len()).collect();
-    order.sort_by(|&a, &b| {
-        batch[a]
-            .checkout_request_id
-            .cmp(&batch[b].checkout_request_id)
-    });
+    let order = lock_order(batch);
     let mut results: Vec<crate::Result<IngestedCallback>> = batch
         .iter()
         .map(|_| Err(StorageError::Database("not processed".into())))

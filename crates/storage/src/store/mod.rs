@@ -182,6 +182,27 @@ impl<D: Driver> Storage for SqlStorage<D> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        // Fast path without a savepoint per item. If an item fails, this attempt is rolled back
+        // whole (the transaction is dropped) and the batch runs again with savepoints.
+        let fast: DbResult<Option<Vec<Result<IngestedCallback>>>> = async {
+            let mut tx = self.driver.begin().await?;
+            let c: &mut D::Conn = &mut tx;
+            match callbacks::ingest_batch_unisolated(c, &batch, now, decide).await? {
+                Some(results) => {
+                    D::commit(tx).await?;
+                    Ok(Some(results))
+                }
+                None => Ok(None),
+            }
+        }
+        .await;
+        match fast {
+            Ok(Some(results)) => return Ok(results),
+            Ok(None) => {}
+            // A conflict: the isolated path below runs it again (and retries conflicts itself).
+            Err(e) if e.transient => {}
+            Err(e) => return Err(e.into()),
+        }
         write_tx!(self, "ingest_callbacks", |c| callbacks::ingest_batch(
             c, &batch, now, decide
         ))
