@@ -35,6 +35,9 @@ use crate::payments::{
     CreateOutcome, NewPaymentRequest, Origin, PaymentError, Payments, PushOutcome,
 };
 
+/// A `/pay` older than this (sent while the bot was down, say) starts no payment: a prompt
+/// for a request the customer made long ago would surprise them.
+const PAY_REQUEST_FRESH_FOR_SECS: i64 = 10 * 60;
 /// How many payments `/history` lists.
 const HISTORY_LEN: u32 = 5;
 /// How many payments `/pending` lists.
@@ -303,7 +306,7 @@ impl Bot {
             }
             Command::Pay(args) => {
                 self.count("pay");
-                self.pay(update_id, chat, &from, args).await
+                self.pay(update_id, &m, &from, args).await
             }
             Command::Status => {
                 self.count("status");
@@ -529,10 +532,11 @@ impl Bot {
     async fn pay(
         &self,
         update_id: i64,
-        chat: i64,
+        m: &Message,
         from: &User,
         args: &str,
     ) -> Result<(), BotError> {
+        let chat = m.chat.id;
         let (amount_text, reference_text) = match args.split_once(char::is_whitespace) {
             Some((a, r)) => (a, r.trim()),
             None => (args, ""),
@@ -579,13 +583,19 @@ impl Bot {
         })?;
         // One payment at a time: another one to this number still waiting blocks a new one
         // (unless it is this very update's, handed over again after a restart).
+        let mut resuming = false;
         for status in [PaymentStatus::Pending, PaymentStatus::Initiated] {
-            if let Some(open) = self
+            let Some(open) = self
                 .payments_of(phone.as_str(), Some(status), 1)
                 .await?
-                .first()
-                && started_by_update(open, update_id) != Some(true)
-            {
+                .into_iter()
+                .next()
+            else {
+                continue;
+            };
+            if started_by_update(&open, update_id) == Some(true) {
+                resuming = true;
+            } else {
                 let text = format!(
                     "⏳ A payment is already in progress: <b>{}</b>, reference {}.\n\
                      Finish it on your phone (or let it expire) before starting another one.",
@@ -595,9 +605,21 @@ impl Bot {
                 return self.reply(chat, text, None).await;
             }
         }
+        if !resuming && m.date > 0 && now_ms() / 1000 - m.date > PAY_REQUEST_FRESH_FOR_SECS {
+            tracing::info!(update_id, chat_id = chat, "a stale /pay was not acted on");
+            return self
+                .reply(
+                    chat,
+                    "⌛ That /pay was sent a while ago and was not started. Send it again to pay now."
+                        .into(),
+                    None,
+                )
+                .await;
+        }
+        // `clip` adds an ellipsis: 99 characters and it, within the 100 a description may have.
         let description = Description::parse(&clip(
             &format!("Telegram: {}", printable(&from.first_name)),
-            100,
+            99,
         ))
         .unwrap_or_else(|_| Description::parse("Telegram payment").expect("valid"));
         let request_hash = sha256_hex(
@@ -834,7 +856,7 @@ impl Bot {
                 }
             }
         }
-        found.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        found.sort_by_key(|p| std::cmp::Reverse(p.created_at));
         let text = if found.is_empty() {
             "✅ Nothing is waiting or held for review.".to_owned()
         } else {

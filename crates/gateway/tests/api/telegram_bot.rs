@@ -484,6 +484,55 @@ async fn clear_replies_to_everything_wrong() {
         "pending"
     );
 
+    // A /pay sent long ago (the bot was down) starts nothing.
+    let late = User::new(7035, "Late");
+    link(&tg, &late, SUCCESS).await;
+    tg.text_sent_ago(late.id, &late, "/pay 100", Duration::from_secs(3600));
+    let texts = tg.wait_for_messages(late.id, 3).await;
+    assert!(
+        texts[2].starts_with("⌛ That /pay was sent a while ago and was not started."),
+        "{}",
+        texts[2]
+    );
+    assert_eq!(stk_pushes(gw.sim()), 1);
+
+    // A chat that blocked the bot is recorded; writing to the bot again lifts it.
+    tg.block(late.id);
+    tg.text(late.id, &late, "/status");
+    tg.wait_until(Duration::from_secs(10), "the refused answer", |f| {
+        f.refused().iter().any(|c| c.body["chat_id"] == late.id)
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while gw
+        .storage()
+        .find_telegram_link(late.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .blocked_at
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the block was not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tg.unblock(late.id);
+    tg.text(late.id, &late, "/help");
+    let texts = tg.wait_for_messages(late.id, 4).await;
+    assert!(texts[3].starts_with("<b>What I can do</b>"));
+    assert_eq!(
+        gw.storage()
+            .find_telegram_link(late.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .blocked_at,
+        None
+    );
+
     // A flood: five messages pass, the sixth is told to wait, the rest are ignored.
     let user = User::new(7040, "Flood");
     for _ in 0..9 {
@@ -507,7 +556,11 @@ async fn clear_replies_to_everything_wrong() {
         "the rest of the flood is not answered"
     );
 
-    assert!(tg.refused().is_empty(), "{:?}", tg.refused());
+    let refused = tg.refused();
+    assert!(
+        refused.iter().all(|c| c.body["chat_id"] == late.id),
+        "{refused:?}"
+    );
     gw.stop().await;
 }
 

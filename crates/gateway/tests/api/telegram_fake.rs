@@ -102,6 +102,17 @@ impl FakeTelegram {
         self.push(json!({ "message": message(chat, from, json!({ "text": text })) }))
     }
 
+    /// A text message sent `ago` before now.
+    pub fn text_sent_ago(&self, chat: i64, from: &User, text: &str, ago: Duration) -> i64 {
+        let mut m = message(chat, from, json!({ "text": text }));
+        m["date"] = json!(m["date"].as_u64().unwrap() - ago.as_secs());
+        self.push(json!({ "message": m }))
+    }
+
+    pub fn unblock(&self, chat: i64) {
+        self.inner().blocked.remove(&chat);
+    }
+
     pub fn contact(
         &self,
         chat: i64,
@@ -276,8 +287,12 @@ impl User {
 }
 
 fn message(chat: i64, from: &User, content: Value) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let mut m = json!({
-        "message_id": 1, "date": 1_767_225_600,
+        "message_id": 1, "date": now,
         "chat": { "id": chat, "type": if chat > 0 { "private" } else { "group" } },
         "from": { "id": from.id, "is_bot": false, "first_name": from.first_name, "language_code": "en" },
     });
