@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use daraja_sim::faults::{CallbackFaults, Faults};
 use mpesa_storage::Backend;
 use serde_json::json;
 
@@ -70,6 +71,64 @@ async fn a_restart_in_the_middle_repeats_no_reply_and_no_push() {
         .unwrap()
         .items;
     assert_eq!(payments.len(), 1);
+    assert!(tg.refused().is_empty(), "{:?}", tg.refused());
+    b.stop().await;
+}
+
+/// Killed while the push is at Daraja (its answer not recorded): the next instance never pushes
+/// that payment again; the reconciler gives it up, and the status message says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_the_push_never_pushes_again() {
+    let tg = FakeTelegram::start().await;
+    let expiring = |o: Options| {
+        o.env("RECONCILE_AFTER_SECS", "1")
+            .env("PAYMENT_EXPIRES_AFTER_SECS", "3")
+    };
+    let mut options = expiring(bot_options(Backend::Sqlite, &tg));
+    options.sim.faults = Faults::none().with_global(CallbackFaults {
+        slow_answer_ms: 30_000,
+        suppress: true,
+        ..CallbackFaults::default()
+    });
+    let mut a = spawn_with(options).await;
+    let user = User::new(9191, "Kiprop");
+    link(&tg, &user, SUCCESS).await;
+    tg.text(user.id, &user, "/pay 100 R2");
+    let (message_id, payment_id, _) = status_message(&tg, user.id).await;
+    let sim = a.sim().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sim.stk_transactions().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the push never reached Daraja"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.kill().await;
+
+    let mut options = expiring(bot_options(Backend::Sqlite, &tg));
+    options.database = Some(a.database.clone());
+    let b = spawn_with(options).await;
+    let shown = wait_for_text(&tg, user.id, message_id, "Payment timed out").await;
+    assert!(shown.starts_with("⌛ <b>Payment timed out</b>"), "{shown}");
+    let payment = b.storage().get_payment(&payment_id).await.unwrap().unwrap();
+    assert_eq!(payment.status.as_str(), "timed_out");
+    assert_eq!(
+        payment.checkout_request_id, None,
+        "its push answer was never recorded"
+    );
+    assert_eq!(
+        sim.stk_transactions().len(),
+        1,
+        "one push, by the first instance"
+    );
+    assert_eq!(stk_pushes(b.sim()), 0, "the second instance pushed nothing");
+    let statuses = tg
+        .texts_to(user.id)
+        .iter()
+        .filter(|t| t.contains("Sending the payment request"))
+        .count();
+    assert_eq!(statuses, 1, "{:?}", tg.texts_to(user.id));
     assert!(tg.refused().is_empty(), "{:?}", tg.refused());
     b.stop().await;
 }
