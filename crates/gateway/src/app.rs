@@ -183,6 +183,30 @@ impl App {
             ingestor_closed.clone(),
         );
         let instance_id = new_id("gw");
+        let telegram_bot = match &config.telegram {
+            Some(t) => {
+                let webhook_url = match (&t.webhook_secret, &t.webhook_url) {
+                    (None, _) => None,
+                    (Some(_), Some(url)) => Some(url.clone()),
+                    (Some(_), None) => Some(public_url.join("telegram/webhook").map_err(|e| {
+                        StartError::Config(format!(
+                            "MPESA_CALLBACK_URL cannot carry the Telegram webhook path: {e}"
+                        ))
+                    })?),
+                };
+                Some(Arc::new(
+                    crate::telegram::Bot::new(
+                        t,
+                        webhook_url,
+                        storage.clone(),
+                        payments.clone(),
+                        metrics.clone(),
+                    )
+                    .map_err(|e| StartError::Config(format!("Telegram client: {e}")))?,
+                ))
+            }
+            None => None,
+        };
         let outbox = OutboxWorker {
             owner: instance_id.clone(),
             ..outbox
@@ -198,6 +222,7 @@ impl App {
             callback_secret,
             api_keys: Default::default(),
             outbox_wake,
+            telegram_bot,
             instance_id,
             started_at: std::time::Instant::now(),
         });
@@ -241,6 +266,24 @@ impl App {
         let mut workers = tokio::task::JoinSet::new();
         workers.spawn(reconciler::run(state.payments.clone(), shutdown.clone()));
         workers.spawn(outbox.run(shutdown.clone()));
+        if let (Some(bot), Some(telegram)) = (&state.telegram_bot, &state.config.telegram) {
+            if bot.webhook.is_some() {
+                workers.spawn(crate::telegram::webhook::register(
+                    bot.clone(),
+                    shutdown.clone(),
+                ));
+            } else {
+                let poller = crate::telegram::poller::Poller {
+                    bot: bot.clone(),
+                    storage: state.storage.clone(),
+                    health: state.health.clone(),
+                    owner: state.instance_id.clone(),
+                    poll_timeout: telegram.poll_timeout,
+                    lease: telegram.poll_lease,
+                };
+                workers.spawn(poller.run(shutdown.clone()));
+            }
+        }
 
         tracing::info!(listen = %state.config.listen, sandbox = state.config.sandbox, "mpesa-gateway listening");
         let server = axum::serve(

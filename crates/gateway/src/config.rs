@@ -64,6 +64,14 @@ pub struct TelegramSettings {
     pub api_base: Url,
     /// `TELEGRAM_WEBHOOK_SECRET`: when set, updates come by webhook instead of long polling.
     pub webhook_secret: Option<SecretString>,
+    /// `TELEGRAM_WEBHOOK_URL`: where Telegram posts updates in webhook mode; by default
+    /// `<MPESA_CALLBACK_URL>/telegram/webhook`.
+    pub webhook_url: Option<Url>,
+    /// `TELEGRAM_POLL_TIMEOUT`: how long one long poll (`getUpdates`) may wait (1s to 50s).
+    pub poll_timeout: Duration,
+    /// `TELEGRAM_POLL_LEASE`: how long the poller's lease lasts unrenewed; after a crash, how
+    /// long until another instance sharing the database polls instead.
+    pub poll_lease: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -428,9 +436,20 @@ impl Config {
                 api_base: r
                     .url(&["TELEGRAM_API_BASE"])?
                     .unwrap_or_else(|| Url::parse("https://api.telegram.org").expect("static URL")),
-                webhook_secret: r
-                    .string(&["TELEGRAM_WEBHOOK_SECRET"])
-                    .map(SecretString::from),
+                webhook_secret: telegram_webhook_secret(&r)?,
+                webhook_url: r.url(&["TELEGRAM_WEBHOOK_URL"])?,
+                poll_timeout: duration_within(
+                    &r,
+                    "TELEGRAM_POLL_TIMEOUT",
+                    Duration::from_secs(30),
+                    Duration::from_secs(1)..=Duration::from_secs(50),
+                )?,
+                poll_lease: duration_within(
+                    &r,
+                    "TELEGRAM_POLL_LEASE",
+                    Duration::from_secs(60),
+                    Duration::from_secs(1)..=Duration::from_secs(3600),
+                )?,
             }),
         };
 
@@ -612,6 +631,25 @@ impl Config {
                         .unwrap_or_else(|| "(not set)".into()),
                 ));
                 rows.push(("TELEGRAM_API_BASE", t.api_base.to_string()));
+                rows.push((
+                    "TELEGRAM_WEBHOOK_SECRET",
+                    match &t.webhook_secret {
+                        Some(secret) => format!("{} (webhook mode)", mask(secret)),
+                        None => "(not set: long polling)".into(),
+                    },
+                ));
+                if t.webhook_secret.is_some() {
+                    rows.push((
+                        "TELEGRAM_WEBHOOK_URL",
+                        t.webhook_url
+                            .as_ref()
+                            .map(|u| mask_url(u.as_str()))
+                            .unwrap_or_else(|| "(from MPESA_CALLBACK_URL)".into()),
+                    ));
+                } else {
+                    rows.push(("TELEGRAM_POLL_TIMEOUT", format!("{:?}", t.poll_timeout)));
+                    rows.push(("TELEGRAM_POLL_LEASE", format!("{:?}", t.poll_lease)));
+                }
             }
             None => rows.push(("TELEGRAM_BOT_TOKEN", "(not set: Telegram off)".into())),
         }
@@ -702,6 +740,46 @@ fn outbox_settings<S: Source>(r: &Reader<S>) -> Result<OutboxSettings, ConfigErr
         }
     }
     Ok(o)
+}
+
+/// A duration variable (`30s`, `2m`) within bounds, or its default.
+fn duration_within<S: Source>(
+    r: &Reader<S>,
+    name: &'static str,
+    default: Duration,
+    bounds: std::ops::RangeInclusive<Duration>,
+) -> Result<Duration, ConfigError> {
+    let Some((name, v)) = r.first(&[name]) else {
+        return Ok(default);
+    };
+    let d = crate::outbox::schedule::parse_duration(&v)
+        .map_err(|reason| ConfigError::Invalid { name, reason })?;
+    if !bounds.contains(&d) {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!("between {:?} and {:?}", bounds.start(), bounds.end()),
+        });
+    }
+    Ok(d)
+}
+
+/// Telegram's `secret_token`: 1 to 256 of `A-Z a-z 0-9 _ -`.
+fn telegram_webhook_secret<S: Source>(r: &Reader<S>) -> Result<Option<SecretString>, ConfigError> {
+    let Some((name, v)) = r.first(&["TELEGRAM_WEBHOOK_SECRET"]) else {
+        return Ok(None);
+    };
+    if v.len() > 256
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: "Telegram accepts 1 to 256 letters, digits, _ and - (the value is not shown)"
+                .into(),
+        });
+    }
+    Ok(Some(SecretString::from(v)))
 }
 
 /// The FastAPI document's MySQL settings, used when `DATABASE_URL` is unset.

@@ -6,7 +6,9 @@
 //! * [`http`]: the HTTP edge (merchant API, Safaricom callbacks, health, metrics, OpenAPI);
 //! * [`payments`]: creating payments, sending pushes, the reconciler, notification planning;
 //! * [`callbacks`]: callback parsing, decisions, and group-committed ingestion;
-//! * [`outbox`]: delivering email, Telegram and webhook notifications; [`telegram`]: the Bot API;
+//! * [`outbox`]: delivering email, Telegram and webhook notifications;
+//! * [`telegram`]: the Bot API client and the customer bot (long polling or webhook, `/pay`,
+//!   the status message the outbox edits to the final state);
 //! * [`cli`]: the command line.
 //!
 //! The payment rules are in the `mpesa-domain` crate, storage in `mpesa-storage`, the Daraja

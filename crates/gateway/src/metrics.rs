@@ -92,6 +92,13 @@ const FAMILIES: &[(&str, Family)] = &[
         },
     ),
     (
+        "mpesa_gateway_telegram_updates_total",
+        Family {
+            help: "Telegram updates handled by the bot, by what they were.",
+            kind: "counter",
+        },
+    ),
+    (
         "mpesa_gateway_http_requests_total",
         Family {
             help: "HTTP requests, by route and status class.",

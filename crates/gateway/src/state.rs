@@ -30,6 +30,8 @@ pub struct StateInner {
     pub callback_secret: SecretString,
     pub api_keys: ApiKeyCache,
     pub outbox_wake: Arc<Notify>,
+    /// The Telegram bot, when `TELEGRAM_BOT_TOKEN` is set.
+    pub telegram_bot: Option<Arc<crate::telegram::Bot>>,
     /// This process, in leases and logs.
     pub instance_id: String,
     pub started_at: std::time::Instant,

@@ -275,6 +275,16 @@ pub trait Storage: Send + Sync + 'static {
     async fn unlink_telegram_chat(&self, chat_id: i64) -> Result<bool>;
     /// Records that a chat blocked the bot (403) so nothing more is sent to it.
     async fn mark_telegram_chat_blocked(&self, chat_id: i64, now: Millis) -> Result<()>;
+    /// Links a chat to a phone number and removes every other chat's link to that number, in one
+    /// transaction (the bot's "one chat, one number"). Returns how many other links went.
+    async fn link_telegram_chat_exclusively(&self, link: &TelegramLink) -> Result<u64>;
+    /// Records (or replaces) the status message of a payment. `Err(NotFound)` if there is no
+    /// such payment.
+    async fn put_telegram_status_message(&self, message: &TelegramStatusMessage) -> Result<()>;
+    async fn find_telegram_status_message(
+        &self,
+        payment_id: &str,
+    ) -> Result<Option<TelegramStatusMessage>>;
 
     // ---- settings and leases -----------------------------------------------------------------
 

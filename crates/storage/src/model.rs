@@ -536,6 +536,15 @@ pub struct TelegramLink {
     pub blocked_at: Option<Millis>,
 }
 
+/// The message the bot keeps up to date for a payment started from a chat (one per payment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TelegramStatusMessage {
+    pub payment_id: String,
+    pub chat_id: i64,
+    pub message_id: i64,
+    pub updated_at: Millis,
+}
+
 // ---- pages and statistics ----------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Eq)]

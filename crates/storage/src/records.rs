@@ -182,3 +182,12 @@ pub(crate) fn telegram_link(row: &impl RowExt) -> Result<TelegramLink> {
         blocked_at: row.opt_int("blocked_at")?,
     })
 }
+
+pub(crate) fn telegram_status_message(row: &impl RowExt) -> Result<TelegramStatusMessage> {
+    Ok(TelegramStatusMessage {
+        payment_id: row.text("payment_id")?,
+        chat_id: row.int("chat_id")?,
+        message_id: row.int("message_id")?,
+        updated_at: row.int("updated_at")?,
+    })
+}

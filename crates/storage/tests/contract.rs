@@ -66,6 +66,7 @@ contract!(
     api_keys,
     admin_users_and_sessions,
     telegram_links,
+    telegram_links_exclusive_and_status_messages,
     settings_agree_between_racing_instances,
     named_leases,
     statistics_and_daily_volume,
@@ -1702,6 +1703,95 @@ async fn telegram_links(db: TestDatabase) {
         None
     );
     s.mark_telegram_chat_blocked(12345, T0).await.unwrap(); // an unknown chat: nothing to do
+}
+
+async fn telegram_links_exclusive_and_status_messages(db: TestDatabase) {
+    let s = db.storage();
+    let link = |chat_id: i64, phone: &str, linked_at: Millis| TelegramLink {
+        chat_id,
+        user_id: chat_id,
+        phone: phone.into(),
+        linked_at,
+        blocked_at: None,
+    };
+    s.link_telegram_chat(&link(1, "254708374149", T0))
+        .await
+        .unwrap();
+    s.link_telegram_chat(&link(2, "254708374149", T0 + 1))
+        .await
+        .unwrap();
+    s.link_telegram_chat(&link(3, "254711000000", T0 + 2))
+        .await
+        .unwrap();
+    // Chat 4 links the number that chats 1 and 2 had: theirs go, chat 3's other number stays.
+    assert_eq!(
+        s.link_telegram_chat_exclusively(&link(4, "254708374149", T0 + 3))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(s.find_telegram_link(1).await.unwrap(), None);
+    assert_eq!(s.find_telegram_link(2).await.unwrap(), None);
+    assert_eq!(
+        s.find_telegram_link(4).await.unwrap(),
+        Some(link(4, "254708374149", T0 + 3))
+    );
+    assert!(s.find_telegram_link(3).await.unwrap().is_some());
+    // Again, and with a new number for the same chat: nothing else to remove, the link moves.
+    assert_eq!(
+        s.link_telegram_chat_exclusively(&link(4, "254708374149", T0 + 4))
+            .await
+            .unwrap(),
+        0
+    );
+    s.mark_telegram_chat_blocked(4, T0 + 5).await.unwrap();
+    assert_eq!(
+        s.link_telegram_chat_exclusively(&link(4, "254722000000", T0 + 6))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.find_telegram_link(4).await.unwrap(),
+        Some(link(4, "254722000000", T0 + 6)),
+        "relinking clears the block"
+    );
+
+    // Status messages: one per payment, replaced when the bot sends a new one.
+    let p = create(s.as_ref(), new_payment(&pay_id(1), T0)).await;
+    assert_eq!(s.find_telegram_status_message(&p.id).await.unwrap(), None);
+    let message = |message_id: i64, updated_at: Millis| TelegramStatusMessage {
+        payment_id: p.id.clone(),
+        chat_id: -100_123_456_789,
+        message_id,
+        updated_at,
+    };
+    s.put_telegram_status_message(&message(41, T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_telegram_status_message(&p.id).await.unwrap(),
+        Some(message(41, T0))
+    );
+    s.put_telegram_status_message(&message(i64::MAX, T0 + 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_telegram_status_message(&p.id).await.unwrap(),
+        Some(message(i64::MAX, T0 + 1))
+    );
+    let unknown = TelegramStatusMessage {
+        payment_id: "pay_unknown".into(),
+        ..message(1, T0)
+    };
+    assert!(matches!(
+        s.put_telegram_status_message(&unknown).await,
+        Err(StorageError::NotFound)
+    ));
+    assert_eq!(
+        s.find_telegram_status_message("pay_unknown").await.unwrap(),
+        None
+    );
 }
 
 async fn settings_agree_between_racing_instances(db: TestDatabase) {

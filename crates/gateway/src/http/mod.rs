@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(callbacks)
         .merge(crate::admin::router())
+        .merge(crate::telegram::webhook::router())
         .fallback(|| async { ApiError::NotFound("no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -1,6 +1,7 @@
 //! Telegram alerts to the admin chat and receipts to customers, in HTML parse mode with every
-//! outside value escaped. A 429's `retry_after` sets the next attempt; a 403 (the chat blocked
-//! the bot) is recorded on the chat and ends the event as `blocked`.
+//! outside value escaped; for payments started from the bot, the edit of its status message.
+//! A 429's `retry_after` sets the next attempt; a 403 (the chat blocked the bot) is recorded
+//! on the chat and ends the event as `blocked`.
 
 use std::sync::Arc;
 
@@ -9,7 +10,8 @@ use mpesa_storage::{OutboxEvent, Storage};
 use super::Delivery;
 use super::message::{Notification, PaymentFacts, clip, headline, ksh};
 use crate::ids::now_ms;
-use crate::telegram::{BotApi, BotApiError, ChatId, SendMessage, escape_html};
+use crate::payments::notify::STATUS_MESSAGE;
+use crate::telegram::{BotApi, BotApiError, ChatId, SendMessage, escape_html, status};
 
 pub struct TelegramSender {
     api: BotApi,
@@ -28,19 +30,16 @@ impl super::Sender for TelegramSender {
             Ok(n) => n,
             Err(error) => return Delivery::Permanent { error, code: None },
         };
+        if notification.kind == STATUS_MESSAGE {
+            return self.edit_status_message(event, &notification).await;
+        }
         let text = match render(&event.event_type, &notification) {
             Ok(text) => text,
             Err(error) => return Delivery::Permanent { error, code: None },
         };
         let chat: ChatId = event.destination.parse().expect("infallible");
-        if let ChatId::Id(id) = chat
-            && let Ok(Some(link)) = self.storage.find_telegram_link(id).await
-            && link.blocked_at.is_some()
-        {
-            return Delivery::Blocked {
-                error: "this chat blocked the bot earlier".into(),
-                code: None,
-            };
+        if let Some(blocked) = self.blocked(&chat).await {
+            return blocked;
         }
         match self
             .api
@@ -49,6 +48,52 @@ impl super::Sender for TelegramSender {
         {
             Ok(_) => Delivery::Delivered { code: Some(200) },
             Err(error) => delivery_for(error, &chat, self.storage.as_ref()).await,
+        }
+    }
+}
+
+impl TelegramSender {
+    /// `Blocked` for a chat recorded as having blocked the bot.
+    async fn blocked(&self, chat: &ChatId) -> Option<Delivery> {
+        if let ChatId::Id(id) = chat
+            && let Ok(Some(link)) = self.storage.find_telegram_link(*id).await
+            && link.blocked_at.is_some()
+        {
+            return Some(Delivery::Blocked {
+                error: "this chat blocked the bot earlier".into(),
+                code: None,
+            });
+        }
+        None
+    }
+
+    /// A payment started from the bot reached its final state: its status message is edited
+    /// to show it, rendered from the payment as stored now (see `telegram::status`).
+    async fn edit_status_message(&self, event: &OutboxEvent, n: &Notification) -> Delivery {
+        let payment_id = match (&event.payment_id, &n.payment) {
+            (Some(id), _) => id.clone(),
+            (None, Some(p)) => p.id.clone(),
+            (None, None) => {
+                return Delivery::Permanent {
+                    error: "a status message row without its payment".into(),
+                    code: None,
+                };
+            }
+        };
+        let chat: ChatId = event.destination.parse().expect("infallible");
+        if let Some(blocked) = self.blocked(&chat).await {
+            return blocked;
+        }
+        match status::refresh(&self.api, self.storage.as_ref(), &payment_id).await {
+            Ok(_) => Delivery::Delivered { code: Some(200) },
+            Err(status::RefreshError::Telegram(error)) => {
+                delivery_for(error, &chat, self.storage.as_ref()).await
+            }
+            Err(status::RefreshError::Storage(error)) => Delivery::Failed {
+                error: format!("database: {error}"),
+                code: None,
+                after: None,
+            },
         }
     }
 }

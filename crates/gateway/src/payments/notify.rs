@@ -2,11 +2,13 @@
 //!
 //! For each final state first reached: a signed webhook to the merchant's app, a Telegram alert
 //! to the admin chat, a receipt to the customer (email and/or Telegram) when it completed, and
-//! an admin email when it failed. A payment held for review alerts the admin. Each row has a
+//! an admin email when it failed. A payment started from the Telegram bot gets no separate
+//! Telegram receipt: its chat's status message is edited to the final state (completed with
+//! the receipt number, or why it did not), whatever that state is. A payment held for review alerts the admin. Each row has a
 //! dedupe key, so a second write of the same fact adds nothing.
 
 use mpesa_domain::{FinalOutcome, Transition};
-use mpesa_storage::{Channel, NewOutboxEvent, Payment};
+use mpesa_storage::{Channel, NewOutboxEvent, Payment, PaymentSource};
 use serde_json::json;
 
 use crate::config::Config;
@@ -26,6 +28,9 @@ pub struct NotificationPlan {
 /// Event types carried by email and Telegram rows besides `payment.*`.
 pub const RECEIPT: &str = "receipt";
 pub const HELD_FOR_REVIEW: &str = "payment.held_for_review";
+/// The kind of Telegram row that edits the bot's status message of a payment started from a
+/// chat to its final state (see `telegram::status`).
+pub const STATUS_MESSAGE: &str = "status_message";
 
 impl NotificationPlan {
     pub fn from_config(c: &Config) -> Self {
@@ -71,7 +76,24 @@ impl NotificationPlan {
                         now,
                     ));
                 }
-                if outcome == FinalOutcome::Completed
+                if after.source == PaymentSource::Telegram
+                    && let Some(chat) = after.telegram_chat_id
+                {
+                    // Started from the bot: its status message moves to the final state (an
+                    // edit), and that is the receipt; no second message.
+                    let payload = json!({ "kind": STATUS_MESSAGE, "payment": view });
+                    let mut r = row(
+                        new_id("evt"),
+                        after,
+                        Channel::Telegram,
+                        event_type,
+                        &chat.to_string(),
+                        payload.to_string(),
+                        now,
+                    );
+                    r.dedupe_key = format!("{}:telegram:{STATUS_MESSAGE}:{chat}", after.id);
+                    rows.push(r);
+                } else if outcome == FinalOutcome::Completed
                     && let Some(chat) = after.telegram_chat_id
                     && Some(chat) != self.admin_chat_id
                 {

@@ -36,6 +36,21 @@ pub struct Origin {
     pub api_key_id: Option<String>,
 }
 
+/// The owner of the Telegram bot's idempotency keys (derived from update ids), in the place
+/// of an API key id (those are `key_…`).
+pub const TELEGRAM_IDEMPOTENCY_SCOPE: &str = "telegram-bot";
+
+impl Origin {
+    /// Whose idempotency keys a request's key is among: its API key's, or the bot's.
+    fn idempotency_scope(&self) -> Option<String> {
+        match (&self.api_key_id, self.source) {
+            (Some(api_key_id), _) => Some(api_key_id.clone()),
+            (None, PaymentSource::Telegram) => Some(TELEGRAM_IDEMPOTENCY_SCOPE.to_owned()),
+            (None, _) => None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {
     #[error(transparent)]
@@ -156,9 +171,9 @@ impl Payments {
             created_at: now,
             next_check_at: now + self.settings.reconcile_after_ms,
         };
-        let claim = match (idempotency, origin.api_key_id) {
-            (Some((key, request_hash)), Some(api_key_id)) => Some(IdempotencyClaim {
-                api_key_id,
+        let claim = match (idempotency, origin.idempotency_scope()) {
+            (Some((key, request_hash)), Some(scope)) => Some(IdempotencyClaim {
+                api_key_id: scope,
                 key,
                 request_hash,
                 created_at: now,

@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+pub use super::updates::{Chat, Message, User};
+
 /// How long one call may take (long polling callers pass their own).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -45,6 +47,18 @@ pub enum BotApiError {
 }
 
 impl BotApiError {
+    /// An edit that would leave the message as it is (it already shows this text).
+    pub fn is_not_modified(&self) -> bool {
+        matches!(self, BotApiError::BadRequest { description } if description.contains("not modified"))
+    }
+
+    /// The message to edit is gone (the user deleted it) or can no longer be edited.
+    pub fn is_message_gone(&self) -> bool {
+        matches!(self, BotApiError::BadRequest { description }
+            if description.contains("message to edit not found")
+                || description.contains("message can't be edited"))
+    }
+
     /// The HTTP-like code Telegram answered with, if it answered.
     pub fn code(&self) -> Option<u16> {
         match self {
@@ -120,30 +134,77 @@ impl SendMessage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct User {
-    pub id: i64,
-    pub is_bot: bool,
-    pub first_name: String,
-    #[serde(default)]
-    pub username: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Chat {
-    pub id: i64,
-    #[serde(rename = "type", default)]
-    pub kind: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Message {
+/// `editMessageText`. Without `reply_markup` the message's inline keyboard is removed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EditMessageText {
+    pub chat_id: ChatId,
     pub message_id: i64,
-    pub chat: Chat,
-    #[serde(default)]
-    pub date: i64,
-    #[serde(default)]
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parse_mode: Option<ParseMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_preview_options: Option<LinkPreviewOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_markup: Option<serde_json::Value>,
+}
+
+impl EditMessageText {
+    /// As [`SendMessage::html`]: `html` must already be escaped.
+    pub fn html(chat_id: ChatId, message_id: i64, html: String) -> Self {
+        EditMessageText {
+            chat_id,
+            message_id,
+            text: html,
+            parse_mode: Some(ParseMode::Html),
+            link_preview_options: Some(LinkPreviewOptions { is_disabled: true }),
+            reply_markup: None,
+        }
+    }
+}
+
+/// `getUpdates`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GetUpdates {
+    /// The first update to return; asking for it confirms every update before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    /// Long polling: how long Telegram may hold the request open, in seconds.
+    pub timeout: u64,
+    pub limit: u32,
+    pub allowed_updates: Vec<String>,
+}
+
+/// `answerCallbackQuery`: the small notice shown where the button was pressed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnswerCallbackQuery {
+    pub callback_query_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+}
+
+/// `setWebhook`.
+#[derive(Clone, PartialEq, Serialize)]
+pub struct SetWebhook {
+    pub url: String,
+    /// Sent back by Telegram in `X-Telegram-Bot-Api-Secret-Token` with every update.
+    pub secret_token: String,
+    pub allowed_updates: Vec<String>,
+    /// 1: Telegram sends the next update only once the previous one was answered, so updates
+    /// are handled in order, one at a time, as with long polling.
+    pub max_connections: u32,
+}
+
+impl std::fmt::Debug for SetWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetWebhook")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The update kinds the bot asks for.
+pub fn allowed_updates() -> Vec<String> {
+    vec!["message".into(), "callback_query".into()]
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,6 +323,51 @@ impl BotApi {
     /// Checks the token (`config check`).
     pub async fn get_me(&self) -> Result<User, BotApiError> {
         self.call("getMe", &serde_json::json!({})).await
+    }
+
+    /// Long polling: waits up to `request.timeout` seconds for updates. Each is returned as
+    /// JSON, read one by one by the caller (see `updates::Update::from_value`), so one odd
+    /// update cannot make the whole batch unreadable.
+    pub async fn get_updates(
+        &self,
+        request: &GetUpdates,
+    ) -> Result<Vec<serde_json::Value>, BotApiError> {
+        let timeout = Duration::from_secs(request.timeout) + Duration::from_secs(10);
+        self.call_with_timeout("getUpdates", request, timeout).await
+    }
+
+    /// Edits a message the bot sent. Telegram answers "message is not modified" (400) when
+    /// the text is the same: see [`BotApiError::is_not_modified`].
+    pub async fn edit_message_text(&self, edit: &EditMessageText) -> Result<(), BotApiError> {
+        self.call::<_, serde_json::Value>("editMessageText", edit)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn answer_callback_query(
+        &self,
+        answer: &AnswerCallbackQuery,
+    ) -> Result<(), BotApiError> {
+        self.call::<_, bool>("answerCallbackQuery", answer)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn set_webhook(&self, request: &SetWebhook) -> Result<(), BotApiError> {
+        self.call::<_, bool>("setWebhook", request)
+            .await
+            .map(|_| ())
+    }
+
+    /// Turns webhook delivery off (long polling cannot work while a webhook is set). Pending
+    /// updates are kept.
+    pub async fn delete_webhook(&self) -> Result<(), BotApiError> {
+        self.call::<_, bool>(
+            "deleteWebhook",
+            &serde_json::json!({ "drop_pending_updates": false }),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Belt and braces: no text leaves this client with the token in it.

@@ -1,8 +1,18 @@
-//! Telegram: the Bot API client ([`api`]) shared by the outbox (alerts and receipts) and the bot.
+//! Telegram: the Bot API client ([`api`]) shared by the outbox (alerts and receipts) and the
+//! customer bot ([`bot`]): updates ([`updates`]) come by long polling ([`poller`]) or webhook
+//! ([`webhook`]); a payment started from a chat is shown in one status message ([`status`]);
+//! chats are rate limited ([`rate_limit`]).
 
 pub mod api;
+pub mod bot;
+pub mod poller;
+pub mod rate_limit;
+pub mod status;
+pub mod updates;
+pub mod webhook;
 
 pub use api::{BotApi, BotApiError, ChatId, SendMessage};
+pub use bot::Bot;
 
 /// Escapes text for Telegram's HTML parse mode: every value that comes from outside
 /// (references, descriptions, names, Daraja's texts) goes through this, so no one can close a

@@ -16,3 +16,6 @@ mod outbox_receivers;
 mod payments;
 mod reconcile;
 mod service;
+mod telegram_bot;
+mod telegram_bot_delivery;
+mod telegram_fake;

@@ -2,7 +2,7 @@
 
 use crate::Millis;
 use crate::db::{Conn, RowExt, Stmt};
-use crate::error::DbResult;
+use crate::error::{DbResult, StorageError};
 use crate::model::*;
 use crate::records;
 use crate::store::check_len;
@@ -237,4 +237,71 @@ pub(crate) async fn mark_telegram_chat_blocked<C: Conn>(
     )
     .await?;
     Ok(())
+}
+
+/// Links the chat and removes other chats' links to the same number: a number recycled to a new
+/// owner must not stay payable from its previous owner's chat.
+pub(crate) async fn link_telegram_chat_exclusively<C: Conn>(
+    c: &mut C,
+    link: &TelegramLink,
+) -> DbResult<u64> {
+    let removed = c
+        .execute(
+            Stmt::new("DELETE FROM telegram_links WHERE phone = $1 AND chat_id <> $2")
+                .bind(&link.phone)
+                .bind(link.chat_id),
+        )
+        .await?;
+    link_telegram_chat(c, link).await?;
+    Ok(removed)
+}
+
+pub(crate) async fn put_telegram_status_message<C: Conn>(
+    c: &mut C,
+    message: &TelegramStatusMessage,
+) -> DbResult<()> {
+    if c.fetch_optional(
+        Stmt::new("SELECT id FROM payments WHERE id = $1").bind(&message.payment_id),
+    )
+    .await?
+    .is_none()
+    {
+        return Err(StorageError::NotFound.into());
+    }
+    c.execute(
+        Stmt::new("DELETE FROM telegram_status_messages WHERE payment_id = $1")
+            .bind(&message.payment_id),
+    )
+    .await?;
+    c.execute(
+        Stmt::new(
+            "INSERT INTO telegram_status_messages (payment_id, chat_id, message_id, updated_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&message.payment_id)
+        .bind(message.chat_id)
+        .bind(message.message_id)
+        .bind(message.updated_at),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn telegram_status_message<C: Conn>(
+    c: &mut C,
+    payment_id: &str,
+) -> DbResult<Option<TelegramStatusMessage>> {
+    let row = c
+        .fetch_optional(
+            Stmt::new(
+                "SELECT payment_id, chat_id, message_id, updated_at \
+                 FROM telegram_status_messages WHERE payment_id = $1",
+            )
+            .bind(payment_id),
+        )
+        .await?;
+    Ok(row
+        .as_ref()
+        .map(records::telegram_status_message)
+        .transpose()?)
 }

@@ -417,6 +417,25 @@ impl<D: Driver> Storage for SqlStorage<D> {
         })
     }
 
+    async fn link_telegram_chat_exclusively(&self, link: &TelegramLink) -> Result<u64> {
+        write_tx!(self, "link_telegram_chat_exclusively", |c| {
+            accounts::link_telegram_chat_exclusively(c, link)
+        })
+    }
+
+    async fn put_telegram_status_message(&self, message: &TelegramStatusMessage) -> Result<()> {
+        write_tx!(self, "put_telegram_status_message", |c| {
+            accounts::put_telegram_status_message(c, message)
+        })
+    }
+
+    async fn find_telegram_status_message(
+        &self,
+        payment_id: &str,
+    ) -> Result<Option<TelegramStatusMessage>> {
+        read!(self, |c| accounts::telegram_status_message(c, payment_id))
+    }
+
     // ---- settings and leases -------------------------------------------------------------------
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {

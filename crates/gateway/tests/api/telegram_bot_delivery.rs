@@ -1,0 +1,290 @@
+//! How updates reach the bot: a restart in the middle of a `/pay` repeats no reply and no push;
+//! one poller among instances sharing a database, with take-over; webhook mode with its
+//! secret header.
+
+use std::time::{Duration, Instant};
+
+use daraja_sim::faults::{CallbackFaults, Faults};
+use mpesa_storage::Backend;
+use serde_json::json;
+
+use crate::support::*;
+use crate::telegram_bot::*;
+use crate::telegram_fake::*;
+
+const OFFSET_KEY: &str = "telegram_update_offset:7001";
+
+/// Killed after the push, before its update was confirmed: the next instance gets the update
+/// again and only brings the status message up to date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_the_middle_repeats_no_reply_and_no_push() {
+    let tg = FakeTelegram::start().await;
+    let mut a = spawn_with(bot_options(Backend::Sqlite, &tg)).await;
+    let user = User::new(9090, "Akinyi");
+    link(&tg, &user, SUCCESS).await;
+
+    // Edits never reach Telegram: instance A stops right after the push.
+    tg.hold("editMessageText");
+    let help = tg.text(user.id, &user, "/help");
+    let pay = tg.text(user.id, &user, "/pay 100 R1");
+    let (message_id, payment_id, _) = status_message(&tg, user.id).await;
+    tg.wait_until(Duration::from_secs(10), "the edit after the push", |f| {
+        !f.calls_of("editMessageText").is_empty()
+    })
+    .await;
+    a.wait_for_status(&payment_id, "completed", Duration::from_secs(10))
+        .await;
+    let storage = a.storage();
+    assert_eq!(
+        storage.get_setting(OFFSET_KEY).await.unwrap(),
+        Some(pay.to_string()),
+        "/help (update {help}) is confirmed, /pay is not"
+    );
+    a.kill().await;
+    tg.release_all();
+
+    let mut options = bot_options(Backend::Sqlite, &tg);
+    options.database = Some(a.database.clone());
+    let b = spawn_with(options).await;
+    let shown = wait_for_text(&tg, user.id, message_id, "Payment completed").await;
+    assert!(shown.starts_with("✅ <b>Payment completed</b>"), "{shown}");
+    wait_for_offset_past(&b, pay).await;
+    outbox_settled(b.storage().as_ref()).await;
+
+    let texts = tg.texts_to(user.id);
+    let helps = texts
+        .iter()
+        .filter(|t| t.starts_with("<b>What I can do</b>"))
+        .count();
+    let statuses = texts
+        .iter()
+        .filter(|t| t.contains("Sending the payment request"))
+        .count();
+    assert_eq!((helps, statuses), (1, 1), "no reply repeated: {texts:?}");
+    assert_eq!(texts.len(), 4, "welcome, linked, help, status: {texts:?}");
+    assert_eq!(stk_pushes(a.sim()), 1, "one push, by the first instance");
+    assert_eq!(stk_pushes(b.sim()), 0, "none by the second");
+    let payments = b
+        .storage()
+        .list_payments(&Default::default(), &Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(payments.len(), 1);
+    assert!(tg.refused().is_empty(), "{:?}", tg.refused());
+    b.stop().await;
+}
+
+/// Killed while the push is at Daraja (its answer not recorded): the next instance never pushes
+/// that payment again; the reconciler gives it up, and the status message says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_the_push_never_pushes_again() {
+    let tg = FakeTelegram::start().await;
+    let expiring = |o: Options| {
+        o.env("RECONCILE_AFTER_SECS", "1")
+            .env("PAYMENT_EXPIRES_AFTER_SECS", "3")
+    };
+    let mut options = expiring(bot_options(Backend::Sqlite, &tg));
+    options.sim.faults = Faults::none().with_global(CallbackFaults {
+        slow_answer_ms: 30_000,
+        suppress: true,
+        ..CallbackFaults::default()
+    });
+    let mut a = spawn_with(options).await;
+    let user = User::new(9191, "Kiprop");
+    link(&tg, &user, SUCCESS).await;
+    tg.text(user.id, &user, "/pay 100 R2");
+    let (message_id, payment_id, _) = status_message(&tg, user.id).await;
+    let sim = a.sim().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sim.stk_transactions().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the push never reached Daraja"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.kill().await;
+
+    let mut options = expiring(bot_options(Backend::Sqlite, &tg));
+    options.database = Some(a.database.clone());
+    let b = spawn_with(options).await;
+    let shown = wait_for_text(&tg, user.id, message_id, "Payment timed out").await;
+    assert!(shown.starts_with("⌛ <b>Payment timed out</b>"), "{shown}");
+    let payment = b.storage().get_payment(&payment_id).await.unwrap().unwrap();
+    assert_eq!(payment.status.as_str(), "timed_out");
+    assert_eq!(
+        payment.checkout_request_id, None,
+        "its push answer was never recorded"
+    );
+    assert_eq!(
+        sim.stk_transactions().len(),
+        1,
+        "one push, by the first instance"
+    );
+    assert_eq!(stk_pushes(b.sim()), 0, "the second instance pushed nothing");
+    let statuses = tg
+        .texts_to(user.id)
+        .iter()
+        .filter(|t| t.contains("Sending the payment request"))
+        .count();
+    assert_eq!(statuses, 1, "{:?}", tg.texts_to(user.id));
+    assert!(tg.refused().is_empty(), "{:?}", tg.refused());
+    b.stop().await;
+}
+
+/// Waits until the stored offset has moved past `update_id` (the update is confirmed).
+async fn wait_for_offset_past(gw: &TestGateway, update_id: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let offset = gw.storage().get_setting(OFFSET_KEY).await.unwrap();
+        if offset
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_some_and(|o| o > update_id)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "update {update_id} never confirmed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two instances on one database: one polls at a time. Stopped gracefully, the poller stops
+/// within a long poll and releases its lease at once; killed, its lease lapses and another
+/// instance takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_polls_and_another_takes_over() {
+    let (sim, daraja_url) = shared_simulator().await;
+    let _ = sim;
+    let tg = FakeTelegram::start().await;
+    let database =
+        std::sync::Arc::new(mpesa_storage::testing::TestDatabase::new(Backend::Postgres).await);
+    let instance = || {
+        let mut o = bot_options(Backend::Postgres, &tg);
+        o.database = Some(database.clone());
+        o.daraja_url = Some(daraja_url.clone());
+        o
+    };
+    let a = spawn_with(instance()).await;
+    let mut b = spawn_with(instance()).await;
+    let user = User::new(1234, "Mwangi");
+    tg.text(user.id, &user, "/help");
+    tg.wait_for_messages(user.id, 1).await;
+    // Several long polls go by: never two at once.
+    let polls = tg.polls();
+    tg.wait_until(Duration::from_secs(10), "a few more polls", |f| {
+        f.polls() >= polls + 3
+    })
+    .await;
+    assert_eq!(tg.max_polls_in_flight(), 1, "only one instance polls");
+
+    // Which one? Stop it gracefully: the other takes over at once.
+    let stopped = Instant::now();
+    a.stop().await;
+    let stop_took = stopped.elapsed();
+    tg.text(user.id, &user, "/help");
+    tg.wait_for_messages(user.id, 2).await;
+    b.kill().await;
+    let c = spawn_with(instance()).await;
+    let killed = Instant::now();
+    tg.text(user.id, &user, "/help");
+    tg.wait_for_messages(user.id, 3).await;
+    let takeover = killed.elapsed();
+    assert!(
+        stop_took < Duration::from_secs(5),
+        "graceful stop took {stop_took:?}"
+    );
+    assert!(
+        takeover < Duration::from_secs(8),
+        "take-over took {takeover:?}"
+    );
+    assert_eq!(tg.max_polls_in_flight(), 1, "never two pollers at once");
+    assert_eq!(tg.texts_to(user.id).len(), 3, "each update answered once");
+    c.stop().await;
+}
+
+/// A simulator on its own port shared by several gateways.
+async fn shared_simulator() -> (daraja_sim::Simulator, String) {
+    let sim = daraja_sim::Simulator::new(daraja_sim::SimConfig::for_tests()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(sim.clone().serve(listener, std::future::pending()));
+    (sim, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_mode_checks_the_secret_token() {
+    const SECRET: &str = "tg-webhook-secret_0123456789";
+    let tg = FakeTelegram::start().await;
+    let gw = spawn_with(
+        bot_options(Backend::Sqlite, &tg)
+            .env("TELEGRAM_WEBHOOK_SECRET", SECRET)
+            .env("MPESA_CALLBACK_URL", "https://pay.example.com/base/"),
+    )
+    .await;
+    tg.wait_until(Duration::from_secs(10), "setWebhook", |f| {
+        !f.calls_of("setWebhook").is_empty()
+    })
+    .await;
+    assert_eq!(
+        tg.calls_of("setWebhook")[0],
+        json!({
+            "url": "https://pay.example.com/base/telegram/webhook",
+            "secret_token": SECRET,
+            "allowed_updates": ["message", "callback_query"],
+            "max_connections": 1,
+        })
+    );
+
+    let url = gw.url("/telegram/webhook");
+    let update = json!({
+        "update_id": 500,
+        "message": { "message_id": 1, "date": 0, "chat": { "id": 77, "type": "private" },
+                     "from": { "id": 77, "is_bot": false, "first_name": "Zawadi" }, "text": "/help" }
+    });
+    let post = |secret: Option<&'static str>, body: serde_json::Value| {
+        let mut request = gw.client.post(&url).json(&body);
+        if let Some(s) = secret {
+            request = request.header("X-Telegram-Bot-Api-Secret-Token", s);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post(None, update.clone()).await, 401);
+    assert_eq!(
+        post(Some("tg-webhook-secret_0123456788"), update.clone()).await,
+        401
+    );
+    assert_eq!(post(Some("short"), update.clone()).await, 401);
+    assert!(tg.sent_to(77).is_empty());
+
+    assert_eq!(post(Some(SECRET), update.clone()).await, 200);
+    let texts = tg.wait_for_messages(77, 1).await;
+    assert!(texts[0].starts_with("<b>What I can do</b>"));
+    // Telegram sends it again (our answer was lost): handled once.
+    assert_eq!(post(Some(SECRET), update.clone()).await, 200);
+    assert_eq!(post(Some(SECRET), json!({ "not": "an update" })).await, 400);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(tg.sent_to(77).len(), 1);
+    assert_eq!(tg.polls(), 0, "no long polling in webhook mode");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_webhook_mode_the_route_does_not_exist() {
+    let tg = FakeTelegram::start().await;
+    let gw = spawn_with(bot_options(Backend::Sqlite, &tg)).await;
+    let status = gw
+        .client
+        .post(gw.url("/telegram/webhook"))
+        .header("X-Telegram-Bot-Api-Secret-Token", "anything")
+        .json(&json!({ "update_id": 1 }))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+    gw.stop().await;
+}
