@@ -130,7 +130,7 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
     let warmup = 1_000;
     let payments = requests + warmup;
     seed_pending_payments(&database_url, payments).await?;
-    let bodies: Vec<Vec<u8>> = (0..payments).map(|i| stk_success_body(i)).collect();
+    let bodies: Vec<Vec<u8>> = (0..payments).map(stk_success_body).collect();
     let (warm, measured) = bodies.split_at(warmup);
 
     let floor = Child::floor(&cli.floor).await?;
