@@ -10,10 +10,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
-use sqlx::Connection;
 
 use crate::load::{LoadReport, run_load};
-use crate::process::{Child, peak_rss_kib};
+use crate::process::Floor;
+use mpesa_harness::database::{Backend as DbBackend, Db, FreshDatabase, seed_pending_payments};
+use mpesa_harness::process::{ManagedProcess, proc_status_kib};
 
 const CALLBACK_SECRET: &str = "0123456789abcdef0123456789abcdef";
 
@@ -108,14 +109,17 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
     );
     let dir = tempfile_dir()?;
     let log_filter = std::env::var("MPESA_BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into());
-    let (database_url, _guard) = match backend {
-        Backend::Sqlite => (format!("sqlite://{}/bench.db", dir.display()), None),
-        Backend::Postgres => {
-            let (url, guard) = fresh_postgres_database().await?;
-            (url, Some(guard))
-        }
-    };
-    let gateway = Child::gateway(
+    let database = FreshDatabase::create(
+        match backend {
+            Backend::Sqlite => DbBackend::Sqlite,
+            Backend::Postgres => DbBackend::Postgres,
+        },
+        "mpesa_bench",
+        &dir,
+    )
+    .await?;
+    let database_url = database.url.clone();
+    let gateway = ManagedProcess::sandbox_gateway(
         &cli.gateway,
         &dir,
         &[
@@ -129,23 +133,29 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
     .await?;
     let warmup = 1_000;
     let payments = requests + warmup;
-    seed_pending_payments(&database_url, payments).await?;
-    let bodies: Vec<Vec<u8>> = (0..payments).map(stk_success_body).collect();
+    let db = Db::connect(&database_url).await?;
+    seed_pending_payments(&db, 0..payments, None).await?;
+    let bodies: Vec<Vec<u8>> = (0..payments)
+        .map(mpesa_harness::callbacks::stk_success)
+        .collect();
     let (warm, measured) = bodies.split_at(warmup);
 
-    let floor = Child::floor(&cli.floor).await?;
+    let floor = Floor::start(&cli.floor).await?;
     let path = format!("/callbacks/{CALLBACK_SECRET}/stk");
     run_load(&floor.base, &path, warm, cli.connections, None).await?;
     let floor_report = run_load(&floor.base, &path, measured, cli.connections, None).await?;
-    let floor_rss = peak_rss_kib(floor.pid());
+    let floor_rss = proc_status_kib(floor.pid(), "VmHWM:");
     drop(floor);
 
     run_load(&gateway.base, &path, warm, cli.connections, None).await?;
     let report = run_load(&gateway.base, &path, measured, cli.connections, None).await?;
-    let rss = peak_rss_kib(gateway.pid());
+    let rss = gateway.peak_rss_kib();
 
     // Nothing acknowledged is lost: count what is in the database against the 200s.
-    let stored = count_applied(&database_url).await?;
+    let stored = db
+        .count("SELECT COUNT(*) FROM callbacks WHERE outcome = 'applied'")
+        .await? as u64;
+    db.close().await;
     let acknowledged = report.ok + warm.len() as u64;
     let note =
         format!("{stored} callbacks applied in the database for {acknowledged} answered 200");
@@ -187,7 +197,7 @@ async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
         ("DARAJA_SIM_NO_CALLBACKS", "true"),
         ("RUST_LOG", "warn"),
     ];
-    let gateway = Child::gateway(&cli.gateway, &dir, &env).await?;
+    let gateway = ManagedProcess::sandbox_gateway(&cli.gateway, &dir, &env).await?;
     let key = std::fs::read_to_string(dir.join("mpesa-gateway.sandbox-key"))
         .context("the sandbox API key")?
         .trim()
@@ -197,7 +207,7 @@ async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
         .map(|i| serde_json::to_vec(&json!({ "phone": format!("2547{:08}", 10_000_000 + i), "amount": 10, "reference": "BENCH" })).unwrap())
         .collect();
     let (warm, measured) = bodies.split_at(500);
-    let floor = Child::floor(&cli.floor).await?;
+    let floor = Floor::start(&cli.floor).await?;
     run_load(&floor.base, "/api/v1/payments", warm, cli.connections, None).await?;
     let floor_report = run_load(
         &floor.base,
@@ -224,7 +234,7 @@ async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
         Some(&key),
     )
     .await?;
-    let rss = peak_rss_kib(gateway.pid());
+    let rss = gateway.peak_rss_kib();
     let metrics = reqwest::get(format!("{}/metrics", gateway.base))
         .await?
         .text()
@@ -256,110 +266,6 @@ async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
             ),
         },
     ])
-}
-
-fn stk_success_body(i: usize) -> Vec<u8> {
-    format!(
-        r#"{{"Body":{{"stkCallback":{{"MerchantRequestID":"bench-{i}","CheckoutRequestID":"ws_CO_bench{i:09}","ResultCode":0,"ResultDesc":"The service request is processed successfully.","CallbackMetadata":{{"Item":[{{"Name":"Amount","Value":10.00}},{{"Name":"MpesaReceiptNumber","Value":"B{i:09}"}},{{"Name":"Balance"}},{{"Name":"TransactionDate","Value":20261122101500}},{{"Name":"PhoneNumber","Value":254708374149}}]}}}}}}}}"#
-    )
-    .into_bytes()
-}
-
-/// Payments waiting for their callback, written in bulk (the gateway's own create path costs a
-/// commit each, and is not what this measures).
-async fn seed_pending_payments(database_url: &str, n: usize) -> anyhow::Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
-    let mut statements = Vec::new();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|i| {
-                format!(
-                    "('pay_bench{i:09}','pending','254708374149',10,'BENCH','bench','ws_CO_bench{i:09}','bench-{i}','api',{next},{now},{now},FALSE,1,0)",
-                    next = now + 86_400_000
-                )
-            })
-            .collect();
-        statements.push(format!(
-            "INSERT INTO payments (id,status,phone,amount,reference,description,checkout_request_id,merchant_request_id,source,next_check_at,created_at,updated_at,needs_review,version,query_attempts) VALUES {}",
-            values.join(",")
-        ));
-    }
-    if database_url.starts_with("sqlite") {
-        let mut conn = sqlx::SqliteConnection::connect(database_url).await?;
-        for s in statements {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(s))
-                .execute(&mut conn)
-                .await?;
-        }
-    } else {
-        let mut conn = sqlx::PgConnection::connect(database_url).await?;
-        for s in statements {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(s))
-                .execute(&mut conn)
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-async fn count_applied(database_url: &str) -> anyhow::Result<u64> {
-    let sql = "SELECT COUNT(*) FROM callbacks WHERE outcome = 'applied'";
-    let n: i64 = if database_url.starts_with("sqlite") {
-        let mut conn = sqlx::SqliteConnection::connect(database_url).await?;
-        sqlx::query_scalar(sql).fetch_one(&mut conn).await?
-    } else {
-        let mut conn = sqlx::PgConnection::connect(database_url).await?;
-        sqlx::query_scalar(sql).fetch_one(&mut conn).await?
-    };
-    Ok(n as u64)
-}
-
-/// A fresh PostgreSQL database on `MPESA_BENCH_POSTGRES_URL` (default the local server), dropped
-/// afterwards.
-async fn fresh_postgres_database() -> anyhow::Result<(String, DropDatabase)> {
-    let admin = std::env::var("MPESA_BENCH_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("mpesa_bench_{}", uuid::Uuid::now_v7().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .context("PostgreSQL for the benchmark")?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await?;
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => bail!("MPESA_BENCH_POSTGRES_URL needs a database path"),
-    };
-    Ok((url, DropDatabase { admin, name }))
-}
-
-struct DropDatabase {
-    admin: String,
-    name: String,
-}
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
-                let mut conn = sqlx::PgConnection::connect(&admin).await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await?;
-                Ok::<_, anyhow::Error>(())
-            })
-        })
-        .join();
-    }
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

@@ -1,64 +1,28 @@
-//! The processes measured: the gateway and the floor, each its own OS process so its memory is
-//! its own.
+//! The floor as its own OS process, so that its memory is its own (the gateway is started
+//! through mpesa-harness).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
-pub struct Child {
+pub struct Floor {
     child: std::process::Child,
     pub base: String,
 }
 
-impl Child {
-    /// `mpesa-gateway serve --sandbox` in `dir`, ready when `/health` answers.
-    pub async fn gateway(binary: &Path, dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Child> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut command = Command::new(binary);
-        command
-            .args(["serve", "--sandbox"])
-            .current_dir(dir)
-            .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let gw = Child {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{}/health", gw.base)).await
-                && r.status().is_success()
-            {
-                return Ok(gw);
-            }
-            if Instant::now() > deadline {
-                bail!("the gateway did not become healthy");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
+impl Floor {
     /// The floor binary on a free port (it prints its address).
-    pub async fn floor(binary: &Path) -> anyhow::Result<Child> {
+    pub async fn start(binary: &Path) -> anyhow::Result<Floor> {
         let mut child = Command::new(binary)
             .arg("127.0.0.1:0")
             .stdout(Stdio::piped())
             .spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().context("floor stdout")?).read_line(&mut line)?;
-        Ok(Child {
+        Ok(Floor {
             child,
             base: format!("http://{}", line.trim()),
         })
@@ -69,9 +33,8 @@ impl Child {
     }
 }
 
-impl Drop for Child {
+impl Drop for Floor {
     fn drop(&mut self) {
-        // SIGTERM first: the gateway stops gracefully.
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -85,16 +48,4 @@ impl Drop for Child {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The process's peak resident set size (VmHWM), in KiB.
-pub fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }

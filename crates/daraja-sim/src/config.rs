@@ -426,6 +426,7 @@ impl SimConfig {
     /// | `DARAJA_SIM_CREDENTIAL_MODE` | `lenient` or `strict` |
     /// | `DARAJA_SIM_MAX_AMOUNT` | largest amount in shillings |
     /// | `DARAJA_SIM_NO_CALLBACKS` | `true`: never send any callback or result |
+    /// | `DARAJA_SIM_LOCK_SUBSCRIBER` | `false`: accept a push to a number whose prompt is open |
     /// | `DARAJA_SIM_PENDING_QUERY` | `being_processed` or `4999` |
     pub fn apply_env(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SimError> {
         let get = |name: &str| {
@@ -514,6 +515,9 @@ impl SimConfig {
         if let Some(b) = flag("DARAJA_SIM_NO_CALLBACKS")? {
             self.faults.global.suppress = b;
         }
+        if let Some(b) = flag("DARAJA_SIM_LOCK_SUBSCRIBER")? {
+            self.lock_subscriber = b;
+        }
         if let Some(v) = get("DARAJA_SIM_PENDING_QUERY") {
             self.pending_query_answer = match v.to_ascii_lowercase().as_str() {
                 "being_processed" | "500" => PendingQueryAnswer::BeingProcessed,
@@ -579,6 +583,7 @@ mod tests {
             ("DARAJA_SIM_CALLBACK_DELAY_MS", "25"),
             ("DARAJA_SIM_NO_CALLBACKS", "true"),
             ("DARAJA_SIM_ENVIRONMENT", "production"),
+            ("DARAJA_SIM_LOCK_SUBSCRIBER", "false"),
         ];
         let lookup = |name: &str| {
             vars.iter()
@@ -589,6 +594,8 @@ mod tests {
         assert_eq!(config.callback_delay, Duration::from_millis(25));
         assert!(config.faults.global.suppress);
         assert_eq!(config.environment, SimEnvironment::Production);
+        assert!(!config.lock_subscriber);
+        assert!(SimConfig::default().lock_subscriber);
         let bad = SimConfig::default()
             .apply_env(|n| (n == "DARAJA_SIM_MAX_AMOUNT").then(|| "lots".to_string()));
         assert!(matches!(

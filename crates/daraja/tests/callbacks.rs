@@ -264,6 +264,15 @@ fn c2b_bodies_without_what_matters_are_refused() {
             ..
         })
     ));
+    // A payment of minus five shillings is no payment (the c2b_payment fuzz target's invariant).
+    let negative = br#"{"TransID":"RKL51ZDR4F","TransAmount":"-5.00"}"#;
+    assert!(matches!(
+        C2bPayment::parse(negative),
+        Err(CallbackParseError::InvalidAmount {
+            field: "TransAmount",
+            ..
+        })
+    ));
     let no_id = br#"{"TransID":" ","TransAmount":"5.00"}"#;
     assert_eq!(
         C2bPayment::parse(no_id).unwrap_err(),
@@ -430,6 +439,27 @@ fn results_without_what_matters_are_refused() {
             .account_balance(),
         Err(CallbackParseError::InvalidAccountBalance(_))
     ));
+    // An amount paid out is never negative (balances may be).
+    let negative = br#"{"Result":{"ResultCode":0,"ConversationID":"AG_1","TransactionID":"SG1","ResultParameters":{"ResultParameter":[{"Key":"TransactionAmount","Value":-10},{"Key":"B2CChargesPaidAccountAvailableFunds","Value":-1540.00}]}}}"#;
+    assert!(matches!(
+        ResultEnvelope::parse(negative).unwrap().b2c(),
+        Err(CallbackParseError::InvalidAmount {
+            field: "TransactionAmount",
+            ..
+        })
+    ));
+    let funds = std::str::from_utf8(negative)
+        .unwrap()
+        .replace("-10}", "10}");
+    let payout = ResultEnvelope::parse(funds.as_bytes())
+        .unwrap()
+        .b2c()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        payout.charges_paid_account_available_funds,
+        Some(Cents(-154_000))
+    );
     // An amount in exponent form is refused rather than guessed through a float.
     let exp = br#"{"Result":{"ResultCode":0,"ConversationID":"AG_1","TransactionID":"SG1","ResultParameters":{"ResultParameter":[{"Key":"TransactionAmount","Value":1e3}]}}}"#;
     assert!(matches!(

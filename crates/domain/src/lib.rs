@@ -4,6 +4,7 @@
 
 pub mod money;
 pub mod payment;
+pub mod payment_request;
 pub mod phone;
 pub mod result_code;
 pub mod state_machine;
@@ -11,6 +12,7 @@ pub mod text;
 
 pub use money::{Amount, AmountBounds, AmountError, Cents};
 pub use payment::{FinalOutcome, PaymentStatus, ReviewReason};
+pub use payment_request::{FieldError, PaymentRequest, check_email, parse_payment_request};
 pub use phone::{Msisdn, PhoneError, mask_checkout_request_id};
 pub use result_code::{CallbackVerdict, QueryVerdict, ResultCode};
 pub use state_machine::{

@@ -57,6 +57,7 @@ contract!(
     idempotency_keys_replay_wait_or_refuse,
     concurrent_identical_creates_make_one_payment,
     callback_batch_stores_everything_and_isolates_a_failing_item,
+    callback_batch_without_a_failure_applies_each_payment_once,
     unmatched_callbacks_are_rematched_once,
     concurrent_duplicate_callbacks_apply_once,
     claims_from_two_instances_never_overlap,
@@ -674,6 +675,88 @@ async fn concurrent_identical_creates_make_one_payment(db: TestDatabase) {
 }
 
 // ---- callbacks ----------------------------------------------------------------------------------
+
+/// The fast path (no item fails): many payments, duplicates of one, a success for an unknown id
+/// and garbage in one batch, each payment written once with its timeline and outbox rows.
+async fn callback_batch_without_a_failure_applies_each_payment_once(db: TestDatabase) {
+    let s = db.storage();
+    let checkouts = ["ws_CO_D", "ws_CO_A", "ws_CO_C", "ws_CO_B"];
+    for (n, checkout) in checkouts.iter().enumerate() {
+        create(&*s, new_payment(&pay_id(n as u32 + 1), T0)).await;
+        set(&*s, &pay_id(n as u32 + 1), T0 + 1, accepted(checkout)).await;
+    }
+    let mut batch = vec![
+        stk_callback("cb_1", "ws_CO_A", &success_report("RCPT_A")),
+        unparseable_callback("cb_2"),
+        stk_callback("cb_3", "ws_CO_UNKNOWN", &success_report("RCPT_U")),
+    ];
+    for (n, checkout) in checkouts.iter().enumerate() {
+        batch.push(stk_callback(
+            &format!("cb_{}", n + 4),
+            checkout,
+            &success_report(&format!("RCPT_{checkout}")),
+        ));
+    }
+    let results = s.ingest_callbacks(batch, T0 + 100, &decide).await.unwrap();
+    let outcomes: Vec<_> = results
+        .iter()
+        .map(|r| {
+            let r = r.as_ref().unwrap();
+            (r.callback_id.as_str(), r.outcome)
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("cb_1", CallbackOutcome::Applied),
+            ("cb_2", CallbackOutcome::Unparseable),
+            ("cb_3", CallbackOutcome::Unmatched),
+            ("cb_4", CallbackOutcome::Applied),
+            // ws_CO_A again, with another receipt: it contradicts the settled payment.
+            ("cb_5", CallbackOutcome::HeldForReview),
+            ("cb_6", CallbackOutcome::Applied),
+            ("cb_7", CallbackOutcome::Applied),
+        ],
+        "results in the batch's order; the second callback for A saw the first's result"
+    );
+    for (n, checkout) in checkouts.iter().enumerate() {
+        let id = pay_id(n as u32 + 1);
+        let stored = s.get_payment(&id).await.unwrap().unwrap();
+        assert_eq!(stored.status, PaymentStatus::Completed, "{checkout}");
+        let returned = results
+            .iter()
+            .filter_map(|r| r.as_ref().unwrap().payment.as_ref())
+            .rfind(|p| p.id == id)
+            .unwrap();
+        assert_eq!(&stored, returned, "what was written is what was returned");
+        let outbox: Vec<_> = s
+            .outbox_for_payment(&id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        assert_eq!(outbox, ["payment.completed"], "{checkout}");
+    }
+    let a = s.get_payment(&pay_id(2)).await.unwrap().unwrap();
+    assert_eq!(a.mpesa_receipt_number.as_deref(), Some("RCPT_A"));
+    assert!(
+        a.needs_review,
+        "held for review by the contradicting callback"
+    );
+    let timeline: Vec<_> = s
+        .payment_events(&pay_id(2))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.at == T0 + 100)
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(timeline.len(), 2, "one entry per change: {timeline:?}");
+    for n in 1..=7 {
+        assert!(s.get_callback(&format!("cb_{n}")).await.unwrap().is_some());
+    }
+}
 
 async fn callback_batch_stores_everything_and_isolates_a_failing_item(db: TestDatabase) {
     let s = db.storage();

@@ -194,7 +194,7 @@ impl fmt::Debug for C2bPayment {
 
 impl C2bPayment {
     /// Reads a validation or confirmation body and checks what matters: a non-empty `TransID`
-    /// and a `TransAmount` that is an exact decimal amount.
+    /// and a `TransAmount` that is an exact, non-negative decimal amount.
     pub fn parse(body: &[u8]) -> Result<Self, CallbackParseError> {
         let payment: C2bPayment =
             serde_json::from_slice(body).map_err(CallbackParseError::from_json)?;
@@ -210,9 +210,9 @@ impl C2bPayment {
         Ok(payment)
     }
 
-    /// The amount paid, exactly.
+    /// The amount paid, exactly; `None` when it is not an exact, non-negative amount.
     pub fn amount(&self) -> Option<Cents> {
-        self.trans_amount.cents()
+        self.trans_amount.cents().filter(|c| c.0 >= 0)
     }
 
     /// The utility balance after the payment, when reported (empty at validation).

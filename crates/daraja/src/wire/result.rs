@@ -137,6 +137,17 @@ impl ResultEnvelope {
         }
     }
 
+    /// Like [`Self::cents`], for an amount that moved (never negative); balances use `cents`.
+    fn moved_cents(&self, key: &str) -> Result<Option<Cents>, CallbackParseError> {
+        match self.cents(key)? {
+            Some(c) if c.0 < 0 => Err(CallbackParseError::InvalidAmount {
+                field: static_key(key),
+                value: c.to_string(),
+            }),
+            other => Ok(other),
+        }
+    }
+
     fn eat_time(&self, key: &str) -> Option<i64> {
         let t = self.text(key)?;
         parse_eat_timestamp(&t).or_else(|| parse_eat_dotted(&t))
@@ -159,7 +170,7 @@ impl ResultEnvelope {
             .ok_or(CallbackParseError::Missing("TransactionReceipt"))?;
         Ok(Some(B2cPayout {
             receipt,
-            amount: self.cents("TransactionAmount")?,
+            amount: self.moved_cents("TransactionAmount")?,
             receiver_party_public_name: self.text("ReceiverPartyPublicName"),
             completed_at_ms: self.eat_time("TransactionCompletedDateTime"),
             utility_account_available_funds: self.cents("B2CUtilityAccountAvailableFunds")?,
@@ -182,7 +193,7 @@ impl ResultEnvelope {
         Ok(Some(TransactionStatusDetails {
             receipt_no: self.text("ReceiptNo"),
             transaction_status: self.text("TransactionStatus"),
-            amount: self.cents("Amount")?,
+            amount: self.moved_cents("Amount")?,
             debit_party_name: self.text("DebitPartyName"),
             credit_party_name: self.text("CreditPartyName"),
             originator_conversation_id: self.text("OriginatorConversationID"),
@@ -225,8 +236,8 @@ impl ResultEnvelope {
         Ok(Some(ReversalDetails {
             transaction_id: self.result.transaction_id.clone(),
             original_transaction_id: self.text("OriginalTransactionID"),
-            amount: self.cents("Amount")?,
-            charge: self.cents("Charge")?,
+            amount: self.moved_cents("Amount")?,
+            charge: self.moved_cents("Charge")?,
             completed_at_ms: self.eat_time("TransCompletedTime"),
             credit_party_public_name: self.text("CreditPartyPublicName"),
             debit_party_public_name: self.text("DebitPartyPublicName"),

@@ -262,8 +262,8 @@ impl StkCallback {
 
     /// The callback as the payment rules see it. `TransactionDate` (East Africa Time) becomes
     /// Unix milliseconds, `PhoneNumber` stays the text Safaricom reported (full, masked or
-    /// hashed), and `Amount` is exact cents, or `None` when missing or unreadable (the rules then
-    /// hold the payment for review rather than settle it).
+    /// hashed), and `Amount` is exact, non-negative cents, or `None` when missing, unreadable or
+    /// negative (the rules then hold the payment for review rather than settle it).
     pub fn to_report(&self) -> Result<CallbackReport, CallbackParseError> {
         let data = &self.body.stk_callback;
         if data.checkout_request_id.trim().is_empty() {
@@ -282,7 +282,11 @@ impl StkCallback {
                 .ok_or(CallbackParseError::MissingReceipt)?;
             Some(SuccessDetails {
                 receipt,
-                amount: self.metadata_value("Amount").and_then(WireValue::cents),
+                // A negative amount is no payment: unreadable, so the payment is held.
+                amount: self
+                    .metadata_value("Amount")
+                    .and_then(WireValue::cents)
+                    .filter(|c| c.0 >= 0),
                 phone: self
                     .metadata_value("PhoneNumber")
                     .and_then(|v| v.as_text())
@@ -394,6 +398,20 @@ mod tests {
             serde_json::to_string(&built).unwrap(),
             r#"{"Body":{"stkCallback":{"MerchantRequestID":"m","CheckoutRequestID":"ws_CO_1","ResultCode":1032,"ResultDesc":"Request cancelled by user"}}}"#
         );
+    }
+
+    /// Found by the `stk_callback` fuzz target's invariant: `"Amount": -1.00` was read as a
+    /// payment of minus one shilling.
+    #[test]
+    fn a_negative_amount_is_unreadable() {
+        let body = DOCS_SUCCESS.replace(r#""Value":1.00"#, r#""Value":-1.00"#);
+        let report = StkCallback::parse(body.as_bytes())
+            .unwrap()
+            .to_report()
+            .unwrap();
+        let success = report.success.unwrap();
+        assert_eq!(success.receipt, "SGA1XYZ123");
+        assert_eq!(success.amount, None);
     }
 
     #[test]

@@ -3,12 +3,15 @@
 //! PostgreSQL or MariaDB database) and the Daraja simulator.
 
 mod support;
+#[path = "../common/test_tls.rs"]
+mod test_tls;
 
 mod callbacks;
 mod dashboard;
 mod idempotency;
 mod lifecycle;
 mod multi_instance;
+mod openapi_contract;
 mod outbox;
 mod outbox_channels;
 mod outbox_process;

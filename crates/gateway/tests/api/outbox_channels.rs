@@ -41,7 +41,7 @@ fn email_sender(smtp_url: &str, ca: bool) -> EmailSender {
     if ca {
         env.insert(
             "SMTP_CA_FILE".to_owned(),
-            tls_dir().join("ca.pem").display().to_string(),
+            test_tls().ca.display().to_string(),
         );
     }
     let config = Config::from_source(&env, true).unwrap();

@@ -212,10 +212,7 @@ async fn notify_test_and_config_check_use_the_real_channels() {
                 smtp.port
             ),
         ),
-        (
-            "SMTP_CA_FILE",
-            tls_dir().join("ca.pem").display().to_string(),
-        ),
+        ("SMTP_CA_FILE", test_tls().ca.display().to_string()),
         ("EMAIL_FROM", "shop@example.com".to_owned()),
         ("ADMIN_EMAIL", "admin@example.com".to_owned()),
     ];

@@ -1,5 +1,7 @@
 //! Raw callbacks: stored first and always, then applied to the payment they name.
 
+use std::collections::HashMap;
+
 use crate::cursor::Keyset;
 use crate::db::{Conn, SqlBuilder, Stmt};
 use crate::error::{DbResult, StorageError};
@@ -9,29 +11,155 @@ use crate::store::payments::{self, Lock};
 use crate::store::{MAX_KEY_LEN, outbox};
 use crate::{DecideCallback, Millis};
 
-/// The fast path of a batch: no savepoints (each costs two statements). `Ok(None)` when an item
-/// failed: the caller must then drop the transaction (rolling everything back) and run the batch
-/// again with [`ingest_batch`], which isolates the failing item.
+/// The fast path of a batch: no savepoints, and few statements whatever the batch's size. The
+/// payments the batch names are locked in one statement, every decision is made in memory
+/// against the locked rows (a callback sees what an earlier one in the same batch did to its
+/// payment), then the raw callbacks are inserted in one statement, each changed payment is
+/// written once, and the timeline and outbox rows follow. `Ok(None)` when a statement failed:
+/// the caller must then drop the transaction (rolling everything back) and run the batch again
+/// with [`ingest_batch`], which isolates the failing item.
 pub(crate) async fn ingest_batch_unisolated<C: Conn>(
     c: &mut C,
     batch: &[IncomingCallback],
     now: Millis,
     decide: DecideCallback<'_>,
 ) -> DbResult<Option<Vec<crate::Result<IngestedCallback>>>> {
-    let mut results: Vec<Option<IngestedCallback>> = batch.iter().map(|_| None).collect();
-    for i in lock_order(batch) {
-        match ingest_one(c, &batch[i], now, decide).await {
-            Ok(done) => results[i] = Some(done),
-            Err(e) if e.transient => return Err(e),
-            Err(_) => return Ok(None),
-        }
+    match ingest_batch_in_bulk(c, batch, now, decide).await {
+        Ok(results) => Ok(Some(results.into_iter().map(Ok).collect())),
+        Err(e) if e.transient => Err(e),
+        Err(_) => Ok(None),
     }
-    Ok(Some(
-        results
+}
+
+async fn ingest_batch_in_bulk<C: Conn>(
+    c: &mut C,
+    batch: &[IncomingCallback],
+    now: Millis,
+    decide: DecideCallback<'_>,
+) -> DbResult<Vec<IngestedCallback>> {
+    let order = lock_order(batch);
+    let mut checkout_ids: Vec<&str> = order.iter().filter_map(|&i| named(&batch[i])).collect();
+    checkout_ids.dedup();
+    // Each payment as locked (its version guards the write) and as the batch has left it.
+    let mut payments: HashMap<String, (i64, Payment)> =
+        payments::by_checkout_request_ids_locked(c, &checkout_ids)
+            .await?
             .into_iter()
-            .map(|r| r.ok_or_else(|| StorageError::Database("not processed".into())))
-            .collect(),
-    ))
+            .filter_map(|p| {
+                let key = p.checkout_request_id.clone()?;
+                Some((key, (p.version, p)))
+            })
+            .collect();
+
+    let mut rows = Vec::with_capacity(batch.len());
+    let mut results: Vec<Option<IngestedCallback>> = batch.iter().map(|_| None).collect();
+    let mut changed: Vec<String> = Vec::new();
+    let mut timeline: Vec<(String, NewPaymentEvent)> = Vec::new();
+    let mut events: Vec<NewOutboxEvent> = Vec::new();
+    for i in order {
+        let item = &batch[i];
+        let checkout_request_id = named(item);
+        let entry = checkout_request_id.and_then(|id| payments.get_mut(id));
+        let decision = decide(item, entry.as_deref().map(|(_, p)| p));
+        rows.push((
+            i,
+            checkout_request_id,
+            entry.as_ref().map(|(_, p)| p.id.clone()),
+            decision.outcome,
+        ));
+        let (payment, update) = match (entry, decision.update) {
+            (Some((_, current)), Some(update)) => {
+                *current = payments::updated(current, &update, now);
+                if let Some(key) = &current.checkout_request_id
+                    && !changed.contains(key)
+                {
+                    changed.push(key.clone());
+                }
+                if let Some(event) = &update.event {
+                    timeline.push((current.id.clone(), event.clone()));
+                }
+                events.extend(update.outbox.iter().cloned());
+                (Some(current.clone()), Some(update))
+            }
+            (entry, _) => (entry.map(|(_, p)| p.clone()), None),
+        };
+        events.extend(decision.outbox);
+        results[i] = Some(IngestedCallback {
+            callback_id: item.id.clone(),
+            outcome: decision.outcome,
+            payment,
+            update,
+        });
+    }
+
+    insert_bulk(c, batch, &rows).await?;
+    for key in &changed {
+        let (locked_version, next) = &payments[key];
+        payments::write_row(c, *locked_version, next).await?;
+    }
+    let timeline: Vec<(&str, &NewPaymentEvent)> =
+        timeline.iter().map(|(id, e)| (id.as_str(), e)).collect();
+    payments::insert_events_bulk(c, now, &timeline).await?;
+    outbox::insert_events(c, &events).await?;
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// The CheckoutRequestID by which an STK callback names its payment, when it can.
+fn named(item: &IncomingCallback) -> Option<&str> {
+    match item.kind {
+        CallbackKind::Stk => storable_checkout_request_id(item.checkout_request_id.as_deref()),
+        _ => None,
+    }
+}
+
+/// The raw callbacks of a batch in one statement (rows: batch index, CheckoutRequestID,
+/// payment id, outcome).
+async fn insert_bulk<C: Conn>(
+    c: &mut C,
+    batch: &[IncomingCallback],
+    rows: &[(usize, Option<&str>, Option<String>, CallbackOutcome)],
+) -> DbResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut sql = SqlBuilder::new(
+        "INSERT INTO callbacks (id, kind, received_at, remote_addr, headers, body, \
+         checkout_request_id, payment_id, outcome, error_message) VALUES ",
+    );
+    for (n, (i, checkout_request_id, payment_id, outcome)) in rows.iter().enumerate() {
+        let item = &batch[*i];
+        sql.push(if n == 0 { "(" } else { ", (" })
+            .push_bind(&item.id)
+            .push(", ")
+            .push_bind(item.kind.as_str())
+            .push(", ")
+            .push_bind(item.received_at)
+            .push(", ")
+            .push_bind(
+                item.remote_addr
+                    .as_deref()
+                    .map(|a| storable_text(a).into_owned()),
+            )
+            .push(", ")
+            .push_bind(storable_text(&item.headers).into_owned())
+            .push(", ")
+            .push_bind(item.body.as_slice())
+            .push(", ")
+            .push_bind(*checkout_request_id)
+            .push(", ")
+            .push_bind(payment_id.clone())
+            .push(", ")
+            .push_bind(outcome.as_str())
+            .push(", ")
+            .push_bind(
+                item.parse_error
+                    .as_deref()
+                    .map(|e| storable_text(e).into_owned()),
+            )
+            .push(")");
+    }
+    c.execute(sql.build()).await?;
+    Ok(())
 }
 
 /// CheckoutRequestID order, so that two instances ingesting overlapping batches lock payment
@@ -155,33 +283,13 @@ async fn insert<C: Conn>(
     payment_id: Option<&str>,
     outcome: CallbackOutcome,
 ) -> DbResult<()> {
-    c.execute(
-        Stmt::new(
-            "INSERT INTO callbacks (id, kind, received_at, remote_addr, headers, body, \
-             checkout_request_id, payment_id, outcome, error_message) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&item.id)
-        .bind(item.kind.as_str())
-        .bind(item.received_at)
-        .bind(
-            item.remote_addr
-                .as_deref()
-                .map(|a| storable_text(a).into_owned()),
-        )
-        .bind(storable_text(&item.headers).into_owned())
-        .bind(item.body.as_slice())
-        .bind(checkout_request_id)
-        .bind(payment_id)
-        .bind(outcome.as_str())
-        .bind(
-            item.parse_error
-                .as_deref()
-                .map(|e| storable_text(e).into_owned()),
-        ),
-    )
-    .await?;
-    Ok(())
+    let row = (
+        0,
+        checkout_request_id,
+        payment_id.map(str::to_owned),
+        outcome,
+    );
+    insert_bulk(c, std::slice::from_ref(item), &[row]).await
 }
 
 const SELECT_BY_ID: &str = concat!(

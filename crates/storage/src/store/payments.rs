@@ -213,6 +213,20 @@ pub(crate) async fn apply_update<C: Conn>(
     now: Millis,
 ) -> DbResult<Payment> {
     let next = updated(current, update, now);
+    write_row(c, current.version, &next).await?;
+    if let Some(event) = &update.event {
+        insert_event(c, &next.id, now, event).await?;
+    }
+    outbox::insert_events(c, &update.outbox).await?;
+    Ok(next)
+}
+
+/// Writes `next` over the locked row that had `locked_version`.
+pub(crate) async fn write_row<C: Conn>(
+    c: &mut C,
+    locked_version: i64,
+    next: &Payment,
+) -> DbResult<()> {
     let changed = c
         .execute(
             Stmt::new(
@@ -237,25 +251,73 @@ pub(crate) async fn apply_update<C: Conn>(
             .bind(next.finalized_at)
             .bind(next.version)
             .bind(&next.id)
-            .bind(current.version),
+            .bind(locked_version),
         )
         .await?;
     if changed != 1 {
         // The row is locked (or, on SQLite, we are the only writer): this cannot happen unless
         // the caller passed a row it did not lock.
         return Err(
-            StorageError::Database(format!("payment {} changed while locked", current.id)).into(),
+            StorageError::Database(format!("payment {} changed while locked", next.id)).into(),
         );
     }
-    if let Some(event) = &update.event {
-        insert_event(c, &next.id, now, event).await?;
+    Ok(())
+}
+
+/// Locks, in one statement, the payments that `checkout_request_ids` name, in
+/// CheckoutRequestID order (byte order on every backend: `C`/`utf8mb4_bin`/`BINARY`), the same
+/// order in which single callbacks lock them, so that instances cannot deadlock each other.
+pub(crate) async fn by_checkout_request_ids_locked<C: Conn>(
+    c: &mut C,
+    checkout_request_ids: &[&str],
+) -> DbResult<Vec<Payment>> {
+    if checkout_request_ids.is_empty() {
+        return Ok(Vec::new());
     }
-    outbox::insert_events(c, &update.outbox).await?;
-    Ok(next)
+    let mut sql = SqlBuilder::new(concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments WHERE checkout_request_id IN ("
+    ));
+    sql.push_bind_list(checkout_request_ids.iter().copied())
+        .push(") ORDER BY checkout_request_id")
+        .push(C::DIALECT.for_update);
+    let rows = c.fetch_all(sql.build()).await?;
+    Ok(rows
+        .iter()
+        .map(records::payment)
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Timeline entries of several payments in one statement.
+pub(crate) async fn insert_events_bulk<C: Conn>(
+    c: &mut C,
+    at: Millis,
+    events: &[(&str, &NewPaymentEvent)],
+) -> DbResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut sql = SqlBuilder::new(
+        "INSERT INTO payment_events (payment_id, occurred_at, kind, detail) VALUES ",
+    );
+    for (i, (payment_id, event)) in events.iter().enumerate() {
+        sql.push(if i == 0 { "(" } else { ", (" })
+            .push_bind(*payment_id)
+            .push(", ")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(&event.kind)
+            .push(", ")
+            .push_bind(&event.detail)
+            .push(")");
+    }
+    c.execute(sql.build()).await?;
+    Ok(())
 }
 
 /// The row after `update`, computed from the locked row (pure: no I/O).
-fn updated(current: &Payment, update: &PaymentUpdate, now: Millis) -> Payment {
+pub(crate) fn updated(current: &Payment, update: &PaymentUpdate, now: Millis) -> Payment {
     let mut next = current.clone();
     if let Some(t) = &update.transition {
         next.status = t.status;

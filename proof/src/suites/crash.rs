@@ -1,0 +1,265 @@
+//! `crash`: SIGKILL in the middle of a callback stream, restart on the same database.
+//!
+//! Asserts: every callback answered 200 is stored and its payment completed; each completed
+//! payment has exactly one webhook event and that event reached the receiver; an event delivered
+//! twice is tolerated (at-least-once) only when its first 2xx came before the kill and the second after it, i.e. the
+//! crash could have lost the record of it. Any other duplicate fails the suite.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use mpesa_harness::callbacks::stk_success;
+use mpesa_harness::database::{Backend, Db, FreshDatabase, seed_pending_payments};
+use mpesa_harness::process::{ManagedProcess, free_port};
+
+use crate::common::*;
+use crate::ensure_guarantee;
+use crate::receivers::WebhookReceiver;
+
+pub struct CrashOptions {
+    pub payments: usize,
+    pub clients: usize,
+    /// Kill when this share of the callbacks has been answered 200.
+    pub kill_at: f64,
+}
+
+pub async fn run(gateway: &Path, backend: Backend, o: &CrashOptions) -> anyhow::Result<()> {
+    section(&format!(
+        "crash on {}: {} callbacks from {} clients, kill -9 at {:.0}%",
+        backend.name(),
+        o.payments,
+        o.clients,
+        o.kill_at * 100.0
+    ));
+    let dir = run_dir(&format!("crash-{}", backend.name()))?;
+    let database = FreshDatabase::create(backend, "mpesa_proof_crash", &dir).await?;
+    let receiver = WebhookReceiver::start().await?;
+    let spec = gateway_spec(gateway, &dir, &database.url, "gateway.log").env(
+        "WEBHOOK_URL",
+        format!("http://{}/hooks/mpesa", receiver.addr),
+    );
+    let mut process = ManagedProcess::gateway(spec, free_port()?).await?;
+    let db = Db::connect(&database.url).await?;
+    seed_pending_payments(&db, 0..o.payments, None).await?;
+    progress(format!(
+        "{} pending payments seeded; streaming callbacks",
+        o.payments
+    ));
+
+    let bodies = Arc::new((0..o.payments).map(stk_success).collect::<Vec<_>>());
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let stream = tokio::spawn(stream_callbacks(
+        vec![process.base.clone()],
+        bodies,
+        o.clients,
+        acknowledged.clone(),
+        Duration::from_secs(120),
+    ));
+    let kill_after = ((o.payments as f64) * o.kill_at) as usize;
+    eventually(
+        "callbacks to be acknowledged before the kill",
+        Duration::from_secs(120),
+        || {
+            let n = acknowledged.load(Ordering::Relaxed);
+            async move { Ok(n >= kill_after) }
+        },
+    )
+    .await?;
+    process.kill9()?;
+    let killed_at = Instant::now();
+    let acknowledged_before_kill = acknowledged.load(Ordering::Relaxed);
+    progress(format!(
+        "kill -9 after {acknowledged_before_kill} acknowledged; restarting"
+    ));
+    process.restart()?;
+    process
+        .wait_ready("/health", Duration::from_secs(60))
+        .await?;
+    let downtime = killed_at.elapsed();
+    let outcomes = stream.await??;
+    let stream_done = Instant::now();
+
+    // Every 200 stored and applied.
+    let unacknowledged: Vec<usize> = outcomes
+        .iter()
+        .filter(|c| c.acknowledged_at.is_none())
+        .map(|c| c.index)
+        .collect();
+    ensure_guarantee!(
+        unacknowledged.is_empty(),
+        "{} callbacks never got a 200 after the restart (first: {:?})",
+        unacknowledged.len(),
+        unacknowledged.first()
+    );
+    let stored: BTreeSet<String> = db
+        .text_pairs("SELECT checkout_request_id, outcome FROM callbacks WHERE checkout_request_id IS NOT NULL")
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let status: BTreeMap<String, String> = db
+        .text_pairs("SELECT checkout_request_id, status FROM payments")
+        .await?
+        .into_iter()
+        .collect();
+    let mut lost = Vec::new();
+    let mut not_applied = Vec::new();
+    for c in &outcomes {
+        let checkout = mpesa_harness::database::seeded_checkout_id(c.index);
+        if !stored.contains(&checkout) {
+            lost.push(checkout.clone());
+        }
+        if status.get(&checkout).map(String::as_str) != Some("completed") {
+            not_applied.push(checkout);
+        }
+    }
+    let acked_before_kill = outcomes
+        .iter()
+        .filter(|c| c.acknowledged_at.is_some_and(|t| t < killed_at))
+        .count();
+    ensure_guarantee!(
+        lost.is_empty(),
+        "{} callbacks answered 200 are not stored (e.g. {:?}) — guarantee 1",
+        lost.len(),
+        lost.first()
+    );
+    ensure_guarantee!(
+        not_applied.is_empty(),
+        "{} payments whose callback was answered 200 are not completed (e.g. {:?})",
+        not_applied.len(),
+        not_applied.first()
+    );
+
+    // Every completed payment's webhook delivered; one event per payment.
+    let events = db
+        .text_pairs("SELECT id, payment_id FROM outbox_events WHERE channel = 'webhook'")
+        .await?;
+    let mut per_payment: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, p) in &events {
+        *per_payment.entry(p.clone()).or_default() += 1;
+    }
+    ensure_guarantee!(
+        per_payment.len() == o.payments && per_payment.values().all(|n| *n == 1),
+        "expected one webhook event for each of {} payments; {} payments have events, {} have more than one — guarantee 2",
+        o.payments,
+        per_payment.len(),
+        per_payment.values().filter(|n| **n > 1).count()
+    );
+    let event_ids: BTreeSet<String> = events.iter().map(|(id, _)| id.clone()).collect();
+    let drain = eventually(
+        "every webhook event delivered to the receiver",
+        Duration::from_secs(120),
+        || {
+            let delivered: BTreeSet<String> = receiver.log.counts().into_keys().collect();
+            let missing = event_ids.difference(&delivered).count();
+            async move { Ok(missing == 0) }
+        },
+    )
+    .await;
+    let delivered = receiver.log.counts();
+    let missing: Vec<&String> = event_ids
+        .iter()
+        .filter(|id| !delivered.contains_key(*id))
+        .collect();
+    ensure_guarantee!(
+        drain.is_ok() && missing.is_empty(),
+        "{} webhook events never delivered (e.g. {:?}) — guarantee 6",
+        missing.len(),
+        missing.first()
+    );
+    let drained_in = stream_done.elapsed();
+    let strangers: Vec<&String> = delivered
+        .keys()
+        .filter(|k| !event_ids.contains(*k))
+        .collect();
+    ensure_guarantee!(
+        strangers.is_empty(),
+        "the receiver got {} event ids the database does not have (e.g. {:?})",
+        strangers.len(),
+        strangers.first()
+    );
+    // A duplicate is explained by the one crash only if the event was answered exactly twice,
+    // the first 2xx before the kill (the gateway may have died between the receiver's answer
+    // and recording it) and the second after it (the restarted instance, once the lease lapsed).
+    let mut answers: BTreeMap<String, Vec<Instant>> = BTreeMap::new();
+    for d in receiver.log.all() {
+        answers.entry(d.key).or_default().push(d.answered_at);
+    }
+    let duplicated: Vec<(&String, usize)> = delivered
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, n)| (k, *n))
+        .collect();
+    let explained_by_crash =
+        |times: &[Instant]| times.len() == 2 && times[0] < killed_at && times[1] >= killed_at;
+    let unexplained: Vec<&(&String, usize)> = duplicated
+        .iter()
+        .filter(|(k, _)| !explained_by_crash(&answers[*k]))
+        .collect();
+    let state_events = db
+        .count("SELECT COUNT(*) FROM outbox_events WHERE channel = 'webhook' AND status <> 'delivered'")
+        .await?;
+
+    let latencies = {
+        let mut l: Vec<Duration> = outcomes.iter().map(|c| c.latency).collect();
+        l.sort_unstable();
+        l
+    };
+    figure("callbacks acknowledged (200)", outcomes.len());
+    figure("acknowledged before the kill", acked_before_kill);
+    figure(
+        "attempts refused or failed while down (then re-sent)",
+        outcomes
+            .iter()
+            .map(|c| c.failed_attempts as u64)
+            .sum::<u64>(),
+    );
+    figure(
+        "raw callback rows stored",
+        db.count("SELECT COUNT(*) FROM callbacks").await?,
+    );
+    figure(
+        "downtime (kill to healthy)",
+        format!("{} ms", downtime.as_millis()),
+    );
+    figure(
+        "callback latency p50 / p99",
+        format!(
+            "{:.1} / {:.1} ms",
+            percentile_ms(&latencies, 50.0),
+            percentile_ms(&latencies, 99.0)
+        ),
+    );
+    figure("webhook events", event_ids.len());
+    figure(
+        "webhook deliveries (2xx)",
+        delivered.values().sum::<usize>(),
+    );
+    figure(
+        "events delivered twice across the kill (allowed)",
+        duplicated.len() - unexplained.len(),
+    );
+    figure(
+        "events delivered more than once otherwise",
+        unexplained.len(),
+    );
+    figure("events not marked delivered in the database", state_events);
+    figure(
+        "outbox drained after the stream ended in",
+        format!("{} ms", drained_in.as_millis()),
+    );
+    ensure_guarantee!(
+        unexplained.is_empty(),
+        "{} webhook events delivered more than once with the first delivery after the restart (e.g. {:?}) — guarantee 6",
+        unexplained.len(),
+        unexplained.first()
+    );
+    db.close().await;
+    drop(process);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("  PASS");
+    Ok(())
+}

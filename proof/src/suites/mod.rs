@@ -1,0 +1,4 @@
+pub mod crash;
+pub mod duplicates;
+pub mod faults;
+pub mod soak;
