@@ -216,6 +216,11 @@ pub async fn adopt_orphan_callbacks(
         let [payment] = candidates.as_slice() else {
             continue;
         };
+        // A push still on its way to Daraja is not "outcome unknown": its answer will bring the
+        // ids, and the rematch pass will apply this callback without asking Daraja anything.
+        if !push_outcome_is_unknown(payments, payment, now).await? {
+            continue;
+        }
         // Confirm with Daraja before believing the callback's ids.
         let confirmed = match payments.daraja.stk_query(checkout).await {
             Ok(answer) => {
@@ -256,6 +261,23 @@ pub async fn adopt_orphan_callbacks(
         rematch_callbacks(payments).await?;
     }
     Ok(adopted)
+}
+
+/// Whether the payment's push can no longer bring its own answer: it was recorded as
+/// "outcome unknown", or it is older than the longest a push can take (a token request and the
+/// push, each up to the request timeout), as after a crash while the push was at Daraja.
+async fn push_outcome_is_unknown(
+    payments: &Payments,
+    payment: &Payment,
+    now: i64,
+) -> Result<bool, mpesa_storage::StorageError> {
+    let config = payments.daraja.config();
+    let longest_push = 2 * (config.connect_timeout + config.request_timeout);
+    if now - payment.created_at > longest_push.as_millis() as i64 {
+        return Ok(true);
+    }
+    let events = payments.storage.payment_events(&payment.id).await?;
+    Ok(events.iter().any(|e| e.kind == "push_outcome_unknown"))
 }
 
 fn storage_error(e: crate::payments::PaymentError) -> mpesa_storage::StorageError {

@@ -58,16 +58,22 @@ async fn a_lost_callback_is_resolved_by_stk_query(backend: Backend) {
 }
 
 async fn a_callback_before_the_push_answer_is_matched_later(backend: Backend) {
-    let mut options = Options::new(backend).env("RECONCILE_AFTER_SECS", "3600");
+    let mut options = Options::new(backend)
+        .env("RECONCILE_AFTER_SECS", "3600")
+        .env("MPESA_TIMEOUT_SECS", "20");
+    // The callback comes first and Daraja's answer to the push 8 s later, so the orphan pass
+    // (every ~5 s) sees the parked callback while the push is still in flight: it must not take
+    // that payment for one whose push outcome is unknown and ask Daraja about it.
     options.sim.faults = Faults::none().with_global(CallbackFaults {
         before_sync_answer: true,
+        slow_answer_ms: 8000,
         ..CallbackFaults::default()
     });
     let gw = spawn_with(options).await;
     let id = gw.pay(SUCCESS, 55).await;
-    // The callback came first and was parked as unmatched; the reconciler's rematch applies it.
+    // The callback was parked as unmatched; the reconciler's rematch applies it.
     let p = gw
-        .wait_for_status(&id, "completed", Duration::from_secs(10))
+        .wait_for_status(&id, "completed", Duration::from_secs(20))
         .await;
     assert!(p.mpesa_receipt_number.is_some());
     let stored = gw.storage().callbacks_for_payment(&id).await.unwrap();
