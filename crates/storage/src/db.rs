@@ -1,8 +1,8 @@
 //! The layer the three backends plug into.
 //!
 //! The shared queries (in `store/`) are written once, against the [`Conn`] trait, as
-//! statements-as-data: SQL with `$1, $2, …` placeholders plus the list of arguments. SQLite and
-//! PostgreSQL take that SQL as it is; the MySQL backend rewrites the placeholders to `?` before
+//! statements-as-data: SQL with `$1, $2, …` placeholders plus the list of arguments. PostgreSQL
+//! takes that SQL as it is; the MySQL and SQLite backends rewrite the placeholders to `?` before
 //! sending it. Where the dialects really differ (upserts, row locks, casts), the SQL lives in a
 //! [`Dialect`], written out in full for each backend so that a reader sees exactly what runs.
 
@@ -173,12 +173,15 @@ impl SqlBuilder {
     }
 }
 
-/// Rewrites `$N` placeholders to MySQL's positional `?`, reordering (and repeating) the
-/// arguments to match. Text inside quotes is left alone.
+/// Rewrites `$N` placeholders to positional `?`, reordering (and repeating) the arguments to
+/// match. Text inside quotes is left alone. MySQL knows no other form; SQLite takes `$N` too, but
+/// sqlx looks up each named parameter's name by a linear scan, which makes binding a multi-row
+/// `INSERT` quadratic in its arguments.
 pub(crate) fn to_question_marks(stmt: Stmt) -> (String, Vec<Arg>) {
     let sql = stmt.sql.as_ref();
     let mut out = String::with_capacity(sql.len());
-    let mut args = Vec::with_capacity(stmt.args.len());
+    // Which argument each `?` takes, in order.
+    let mut order = Vec::with_capacity(stmt.args.len());
     let mut chars = sql.char_indices().peekable();
     let mut in_quote = false;
     while let Some((_, c)) = chars.next() {
@@ -191,19 +194,24 @@ pub(crate) fn to_question_marks(stmt: Stmt) -> (String, Vec<Arg>) {
                 n = n * 10 + (d as usize - '0' as usize);
                 chars.next();
             }
-            // A placeholder without an argument binds NULL, as PostgreSQL would refuse it
-            // anyway; shared statements are tested on all backends.
-            args.push(
-                stmt.args
-                    .get(n.wrapping_sub(1))
-                    .cloned()
-                    .unwrap_or(Arg::Text(None)),
-            );
+            order.push(n.wrapping_sub(1));
             out.push('?');
         } else {
             out.push(c);
         }
     }
+    let in_order = order.len() == stmt.args.len() && order.iter().enumerate().all(|(i, &n)| i == n);
+    let args = if in_order {
+        // The common case (every builder-made statement): no copy of the arguments.
+        stmt.args
+    } else {
+        // A placeholder without an argument binds NULL, as PostgreSQL would refuse it
+        // anyway; shared statements are tested on all backends.
+        order
+            .into_iter()
+            .map(|n| stmt.args.get(n).cloned().unwrap_or(Arg::Text(None)))
+            .collect()
+    };
     (out, args)
 }
 
@@ -368,7 +376,7 @@ macro_rules! impl_conn {
 }
 pub(crate) use impl_conn;
 
-/// SQLite and PostgreSQL take our SQL as written.
+/// PostgreSQL takes our SQL as written.
 pub(crate) fn as_written(stmt: Stmt) -> (Cow<'static, str>, Vec<Arg>) {
     (stmt.sql, stmt.args)
 }

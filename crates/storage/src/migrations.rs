@@ -17,12 +17,21 @@ macro_rules! migration_files {
     };
 }
 
-pub(crate) const SQLITE: &[MigrationFile] =
-    migration_files!("sqlite": "0001_initial.sql", "0002_telegram_status_messages.sql");
-pub(crate) const POSTGRES: &[MigrationFile] =
-    migration_files!("postgres": "0001_initial.sql", "0002_telegram_status_messages.sql");
-pub(crate) const MYSQL: &[MigrationFile] =
-    migration_files!("mysql": "0001_initial.sql", "0002_telegram_status_messages.sql");
+pub(crate) const SQLITE: &[MigrationFile] = migration_files!(
+    "sqlite": "0001_initial.sql",
+    "0002_telegram_status_messages.sql",
+    "0003_callbacks_outcome_kind_index.sql",
+);
+pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
+    "postgres": "0001_initial.sql",
+    "0002_telegram_status_messages.sql",
+    "0003_callbacks_outcome_kind_index.sql",
+);
+pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
+    "mysql": "0001_initial.sql",
+    "0002_telegram_status_messages.sql",
+    "0003_callbacks_outcome_kind_index.sql",
+);
 
 /// `0001_initial.sql` → version 1, description `initial`.
 fn version_and_description(name: &str) -> (i64, &str) {

@@ -20,7 +20,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use crate::db::{Dialect, Driver, as_written, impl_conn, standard_sql};
+use crate::db::{Dialect, Driver, impl_conn, standard_sql, to_question_marks};
 use crate::error::{
     DbError, DbResult, ServerErrorClass, map_sqlx_error, unique_rule_from_sqlite_message,
 };
@@ -45,7 +45,13 @@ const DIALECT: Dialect = Dialect {
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_READERS: u32 = 4;
 
-impl_conn!(SqliteConnection, Sqlite, &DIALECT, as_written, map_error);
+impl_conn!(
+    SqliteConnection,
+    Sqlite,
+    &DIALECT,
+    to_question_marks,
+    map_error
+);
 
 fn map_error(e: sqlx::Error) -> DbError {
     map_sqlx_error(e, classify, |db| {
@@ -308,6 +314,49 @@ mod wal_tests {
             "the WAL grew: {} bytes after 4,000 rows, {} after 8,000",
             largest[0],
             largest[1]
+        );
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    /// Regression: filtering callbacks by outcome and kind (the orphan pass, the dashboard) used
+    /// the (kind, id) index and walked every callback of that kind.
+    #[tokio::test]
+    async fn callbacks_by_outcome_and_kind_use_their_index() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        for (_, sql) in migrations::SQLITE {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "EXPLAIN QUERY PLAN SELECT id FROM callbacks WHERE 1 = 1 AND outcome = ? AND kind = ? \
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind("unmatched")
+        .bind("stk")
+        .bind(51)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let detail: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+        assert!(
+            detail
+                .iter()
+                .any(|d| d.contains("ix_callbacks_outcome_kind_id")),
+            "{detail:?}"
+        );
+        assert!(
+            !detail.iter().any(|d| d.contains("TEMP B-TREE")),
+            "no sort: {detail:?}"
         );
     }
 }

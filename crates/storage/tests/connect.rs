@@ -152,3 +152,38 @@ async fn mysql_reruns_a_migration_that_a_crash_left_marked_failed() {
     );
     create(&*db.storage(), new_payment(&pay_id(1), T0)).await;
 }
+
+#[tokio::test]
+async fn mysql_reruns_the_index_migration_whether_or_not_its_index_was_made() {
+    // 0003 adds an index, which MySQL 8 cannot do with IF NOT EXISTS: the migration checks
+    // information_schema itself, so a rerun works with the index present and with it missing.
+    let db = TestDatabase::mysql().await;
+    let mut raw = sqlx::MySqlConnection::connect(db.url()).await.unwrap();
+    async fn index_count(raw: &mut sqlx::MySqlConnection) -> Result<i64, sqlx::Error> {
+        let sql = "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() \
+                   AND table_name = 'callbacks' AND index_name = 'ix_callbacks_outcome_kind_id'";
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(raw).await
+    }
+    for drop_it in [false, true] {
+        sqlx::raw_sql("UPDATE _sqlx_migrations SET success = FALSE WHERE version = 3")
+            .execute(&mut raw)
+            .await
+            .unwrap();
+        if drop_it {
+            sqlx::raw_sql("ALTER TABLE callbacks DROP INDEX ix_callbacks_outcome_kind_id")
+                .execute(&mut raw)
+                .await
+                .unwrap();
+            assert_eq!(index_count(&mut raw).await.unwrap(), 0);
+        }
+        db.storage().migrate().await.unwrap();
+        let (success,): (bool,) =
+            sqlx::query_as("SELECT success FROM _sqlx_migrations WHERE version = 3")
+                .fetch_one(&mut raw)
+                .await
+                .unwrap();
+        assert!(success, "rerun with the index dropped: {drop_it}");
+        assert!(index_count(&mut raw).await.unwrap() > 0);
+    }
+    raw.close().await.unwrap();
+}

@@ -2,10 +2,15 @@
 //! came) for a duration, with webhooks flowing; RSS and latency sampled per interval.
 //!
 //! Asserts: memory flat (mean RSS of the last third of the run at most `RSS_GROWTH_FACTOR` x the
-//! second third's mean + `RSS_GROWTH_SLACK_MIB`); latency steady (every interval's p99 at most
-//! `P99_FACTOR` x the first interval's, floored at `P99_FLOOR_MS`); the rate held (at least 95%
-//! of the target sent); nothing lost (every 200 stored and its payment completed, every webhook
-//! event delivered, no non-200 answer).
+//! second third's mean + `RSS_GROWTH_SLACK_MIB`); latency steady (the p99 of all the last
+//! third's callbacks at most `P99_FACTOR` x the first third's, floored at `P99_FLOOR_MS`, and no
+//! interval's p99 above `STALL_MS`); the rate held (at least 95% of the target sent); nothing
+//! lost (every 200 stored and its payment completed, every webhook event delivered, no non-200
+//! answer).
+//!
+//! Drift is judged on thirds, not on single intervals: one interval slowed by something else on
+//! the machine (a compiler linking next to the CI run) is not drift; a gateway that slows as it
+//! runs is.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -23,6 +28,8 @@ pub const RSS_GROWTH_FACTOR: f64 = 1.10;
 pub const RSS_GROWTH_SLACK_MIB: f64 = 8.0;
 pub const P99_FACTOR: f64 = 5.0;
 pub const P99_FLOOR_MS: f64 = 50.0;
+/// No interval's p99 may pass this: a stall, not noise.
+pub const STALL_MS: f64 = 2000.0;
 
 pub struct SoakOptions {
     pub rate: u32,
@@ -150,8 +157,10 @@ pub async fn run(gateway: &Path, o: &SoakOptions) -> anyhow::Result<()> {
     .await;
     let events = db.count("SELECT COUNT(*) FROM outbox_events").await?;
 
-    println!("  | interval | sent | ok | p50 ms | p99 ms | max ms | RSS MiB (mean of samples) |");
-    println!("  | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "  | interval | sent | ok | p50 ms | p99 ms | max ms | RSS MiB | anonymous MiB (means of samples) |"
+    );
+    println!("  | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut p99s = Vec::new();
     let mut rss_means = Vec::new();
     for (i, b) in buckets.iter().enumerate() {
@@ -192,7 +201,16 @@ pub async fn run(gateway: &Path, o: &SoakOptions) -> anyhow::Result<()> {
     };
     let (second, last) = (third(1), third(2));
     let rss_bound = second * RSS_GROWTH_FACTOR + RSS_GROWTH_SLACK_MIB;
-    let first_p99 = p99s.first().copied().unwrap_or(0.0);
+    let third_p99 = |k: usize| {
+        let n = buckets.len();
+        let mut pooled: Vec<_> = buckets[n * k / 3..n * (k + 1) / 3]
+            .iter()
+            .flat_map(|b| b.latencies.iter().copied())
+            .collect();
+        pooled.sort_unstable();
+        percentile_ms(&pooled, 99.0)
+    };
+    let (first_p99, last_p99) = (third_p99(0), third_p99(2));
     let p99_bound = P99_FACTOR * first_p99.max(P99_FLOOR_MS);
     let worst_p99 = p99s.iter().copied().fold(0.0, f64::max);
     let achieved = sent as f64 / elapsed.as_secs_f64();
@@ -225,10 +243,14 @@ pub async fn run(gateway: &Path, o: &SoakOptions) -> anyhow::Result<()> {
         ),
     );
     figure(
-        "p99 first interval / worst interval",
+        "p99 first third -> last third",
         format!(
-            "{first_p99:.1} / {worst_p99:.1} ms (bound {p99_bound:.1} ms = {P99_FACTOR} x max(first, {P99_FLOOR_MS} ms))"
+            "{first_p99:.1} -> {last_p99:.1} ms (bound {p99_bound:.1} ms = {P99_FACTOR} x max(first, {P99_FLOOR_MS} ms))"
         ),
+    );
+    figure(
+        "worst interval's p99",
+        format!("{worst_p99:.1} ms (bound {STALL_MS} ms)"),
     );
     if let Some(peak) = process.peak_rss_kib() {
         figure("peak RSS", format!("{:.1} MiB", peak as f64 / 1024.0));
@@ -262,8 +284,12 @@ pub async fn run(gateway: &Path, o: &SoakOptions) -> anyhow::Result<()> {
         "memory grew: last third {last:.1} MiB > {rss_bound:.1} MiB"
     );
     ensure_guarantee!(
-        worst_p99 <= p99_bound,
-        "latency drifted: an interval's p99 {worst_p99:.1} ms > {p99_bound:.1} ms"
+        last_p99 <= p99_bound,
+        "latency drifted: the last third's p99 {last_p99:.1} ms > {p99_bound:.1} ms"
+    );
+    ensure_guarantee!(
+        worst_p99 <= STALL_MS,
+        "the gateway stalled: an interval's p99 {worst_p99:.1} ms > {STALL_MS} ms"
     );
     db.close().await;
     drop(process);

@@ -123,16 +123,23 @@ async fn run(
             }
         };
         let Some(first) = first else { break };
-        // Under load, callbacks answered by the last commit come straight back; a moment's wait
-        // lets them join this batch instead of each paying for a commit of its own.
-        if last_batch > 1 {
-            tokio::time::sleep(LINGER).await;
-        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
+            }
+        }
+        // Under load, callbacks answered by the last commit come straight back; a moment's wait
+        // lets them join this batch instead of each paying for a commit of its own. The wait
+        // ends as soon as as many have come as last time.
+        if batch.len() < last_batch {
+            let deadline = tokio::time::Instant::now() + LINGER;
+            while batch.len() < last_batch.min(MAX_BATCH) {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    Ok(None) | Err(_) => break,
+                }
             }
         }
         last_batch = batch.len();
