@@ -440,6 +440,9 @@ pub(crate) struct Dialect {
     /// Args: from, to. Columns: day (days since 1970-01-01 in East Africa Time), total_count,
     /// completed_count, completed_amount.
     pub(crate) daily_volume: &'static str,
+    /// Whether `UPDATE … FROM (VALUES …)` works, so that a batch's payments are written in one
+    /// statement (SQLite 3.33+ and PostgreSQL; MySQL writes them one by one).
+    pub(crate) update_from_values: bool,
 }
 
 /// SQLite and PostgreSQL spell upserts the same way (`ON CONFLICT`), and both cast with

@@ -58,6 +58,7 @@ const DIALECT: Dialect = Dialect {
         CAST(SUM(CASE WHEN status = 'completed' THEN amount ELSE 0 END) AS SIGNED) AS completed_amount \
         FROM payments WHERE created_at >= $1 AND created_at < $2 \
         GROUP BY (created_at + 10800000) DIV 86400000 ORDER BY day",
+    update_from_values: false,
 };
 
 /// Seconds a statement waits for a row lock before the transaction is run again.

@@ -29,6 +29,7 @@ const DIALECT: Dialect = Dialect {
     upsert_telegram_link: standard_sql::UPSERT_TELEGRAM_LINK,
     payment_totals_by_status: standard_sql::PAYMENT_TOTALS_BY_STATUS,
     daily_volume: standard_sql::DAILY_VOLUME,
+    update_from_values: true,
 };
 
 impl_conn!(PgConnection, Postgres, &DIALECT, as_written, map_error);

@@ -39,6 +39,7 @@ const DIALECT: Dialect = Dialect {
     upsert_telegram_link: standard_sql::UPSERT_TELEGRAM_LINK,
     payment_totals_by_status: standard_sql::PAYMENT_TOTALS_BY_STATUS,
     daily_volume: standard_sql::DAILY_VOLUME,
+    update_from_values: true,
 };
 
 /// How long a connection waits for another process's write lock before giving up.

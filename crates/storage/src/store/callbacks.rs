@@ -93,10 +93,14 @@ async fn ingest_batch_in_bulk<C: Conn>(
     }
 
     insert_bulk(c, batch, &rows).await?;
-    for key in &changed {
-        let (locked_version, next) = &payments[key];
-        payments::write_row(c, *locked_version, next).await?;
-    }
+    let written: Vec<(i64, &Payment)> = changed
+        .iter()
+        .map(|key| {
+            let (locked_version, next) = &payments[key];
+            (*locked_version, next)
+        })
+        .collect();
+    payments::write_rows(c, &written).await?;
     let timeline: Vec<(&str, &NewPaymentEvent)> =
         timeline.iter().map(|(id, e)| (id.as_str(), e)).collect();
     payments::insert_events_bulk(c, now, &timeline).await?;

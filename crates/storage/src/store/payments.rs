@@ -264,6 +264,72 @@ pub(crate) async fn write_row<C: Conn>(
     Ok(())
 }
 
+/// Writes several locked payments as [`write_row`] does, in one statement where the backend can
+/// (`UPDATE … FROM (VALUES …)`; the derived table's columns are `column1…` on SQLite and
+/// PostgreSQL alike). Every row must still have the version it was locked at.
+pub(crate) async fn write_rows<C: Conn>(c: &mut C, rows: &[(i64, &Payment)]) -> DbResult<()> {
+    if !C::DIALECT.update_from_values || rows.len() < 2 {
+        for (locked_version, next) in rows {
+            write_row(c, *locked_version, next).await?;
+        }
+        return Ok(());
+    }
+    let mut sql = SqlBuilder::new(
+        "UPDATE payments SET status = v.column3, checkout_request_id = v.column4, \
+         merchant_request_id = v.column5, mpesa_receipt_number = v.column6, result_code = v.column7, \
+         result_desc = v.column8, transaction_date = v.column9, needs_review = v.column10, \
+         review_reason = v.column11, query_attempts = v.column12, next_check_at = v.column13, \
+         updated_at = v.column14, finalized_at = v.column15, version = v.column16 FROM (VALUES ",
+    );
+    for (i, (locked_version, next)) in rows.iter().enumerate() {
+        sql.push(if i == 0 { "(" } else { ", (" })
+            .push_bind(&next.id)
+            .push(", ")
+            .push_bind(*locked_version)
+            .push(", ")
+            .push_bind(next.status.as_str())
+            .push(", ")
+            .push_bind(&next.checkout_request_id)
+            .push(", ")
+            .push_bind(&next.merchant_request_id)
+            .push(", ")
+            .push_bind(&next.mpesa_receipt_number)
+            .push(", ")
+            .push_bind(&next.result_code)
+            .push(", ")
+            .push_bind(&next.result_desc)
+            .push(", ")
+            .push_bind(next.transaction_date)
+            .push(", ")
+            .push_bind(next.needs_review)
+            .push(", ")
+            .push_bind(&next.review_reason)
+            .push(", ")
+            .push_bind(next.query_attempts)
+            .push(", ")
+            .push_bind(next.next_check_at)
+            .push(", ")
+            .push_bind(next.updated_at)
+            .push(", ")
+            .push_bind(next.finalized_at)
+            .push(", ")
+            .push_bind(next.version)
+            .push(")");
+    }
+    sql.push(") AS v WHERE payments.id = v.column1 AND payments.version = v.column2");
+    let changed = c.execute(sql.build()).await?;
+    if changed != rows.len() as u64 {
+        // As in `write_row`: only rows the caller did not lock can have moved.
+        return Err(StorageError::Database(format!(
+            "{} of {} payments changed while locked",
+            rows.len() as u64 - changed.min(rows.len() as u64),
+            rows.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Locks, in one statement, the payments that `checkout_request_ids` name, in
 /// CheckoutRequestID order (byte order on every backend: `C`/`utf8mb4_bin`/`BINARY`), the same
 /// order in which single callbacks lock them, so that instances cannot deadlock each other.
