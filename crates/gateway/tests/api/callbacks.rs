@@ -264,14 +264,13 @@ async fn hostile_bodies_get_4xx_and_lose_nothing(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 404);
     // Too large: 413, nothing stored.
-    let r = gw
-        .client
-        .post(gw.url(&format!("/callbacks/{}/stk", gw.callback_secret())))
-        .header("content-type", "application/json")
-        .body(vec![b' '; 200_000])
-        .send()
-        .await
-        .unwrap();
+    let r = send_refused_early(|| {
+        gw.client
+            .post(gw.url(&format!("/callbacks/{}/stk", gw.callback_secret())))
+            .header("content-type", "application/json")
+            .body(vec![b' '; 200_000])
+    })
+    .await;
     assert_eq!(r.status(), 413);
     let after_refusals = storage
         .list_callbacks(

@@ -167,15 +167,14 @@ async fn bad_input_gets_422_and_stores_nothing(backend: Backend) {
         "{{\"phone\":\"{SUCCESS}\",\"amount\":10,\"description\":\"{}\"}}",
         "x".repeat(200_000)
     );
-    let r = gw
-        .client
-        .post(&url)
-        .bearer_auth(&gw.api_key)
-        .header("content-type", "application/json")
-        .body(huge)
-        .send()
-        .await
-        .unwrap();
+    let r = send_refused_early(|| {
+        gw.client
+            .post(&url)
+            .bearer_auth(&gw.api_key)
+            .header("content-type", "application/json")
+            .body(huge.clone())
+    })
+    .await;
     assert_eq!(r.status(), 413);
     let error: serde_json::Value = r.json().await.unwrap();
     assert_eq!(error["error"]["code"], "payload_too_large");

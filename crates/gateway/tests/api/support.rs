@@ -292,3 +292,19 @@ pub fn stk_failure(checkout_request_id: &str, code: i64, desc: &str) -> Vec<u8> 
     )
     .into_bytes()
 }
+
+/// Sends a request the gateway refuses from its headers alone (413). The gateway answers and
+/// closes without reading the body, so on a busy machine the client can still be writing when
+/// the connection goes (broken pipe) and never sees the answer: that transport race is retried;
+/// the answer itself is returned for the caller to check.
+pub async fn send_refused_early(make: impl Fn() -> reqwest::RequestBuilder) -> reqwest::Response {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match make().send().await {
+            Ok(r) => return r,
+            Err(e) if attempts < 5 && e.is_request() => continue,
+            Err(e) => panic!("no answer after {attempts} attempts: {e}"),
+        }
+    }
+}
