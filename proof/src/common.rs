@@ -36,6 +36,21 @@ where
     }
 }
 
+/// Waits until no outbox event is left undelivered.
+pub async fn outbox_drained(
+    db: &mpesa_harness::database::Db,
+    what: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    eventually(what, within, || async {
+        Ok(db
+            .count("SELECT COUNT(*) FROM outbox_events WHERE status <> 'delivered'")
+            .await?
+            == 0)
+    })
+    .await
+}
+
 /// A guarantee that broke: the suite stops with this message and a non-zero exit.
 #[macro_export]
 macro_rules! ensure_guarantee {

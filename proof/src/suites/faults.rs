@@ -316,17 +316,8 @@ pub async fn run(gateway: &Path) -> anyhow::Result<()> {
         all_final(&db)
     })
     .await;
-    let delivered = eventually(
-        "every outbox event delivered",
-        Duration::from_secs(90),
-        || async {
-            Ok(db
-                .count("SELECT COUNT(*) FROM outbox_events WHERE status <> 'delivered'")
-                .await?
-                == 0)
-        },
-    )
-    .await;
+    let delivered =
+        outbox_drained(&db, "every outbox event delivered", Duration::from_secs(90)).await;
     let statuses = db.text_pairs("SELECT id, status FROM payments").await?;
     let events = db
         .text_pairs("SELECT id, channel FROM outbox_events")

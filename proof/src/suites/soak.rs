@@ -144,15 +144,10 @@ pub async fn run(gateway: &Path, o: &SoakOptions) -> anyhow::Result<()> {
         .count("SELECT COUNT(*) FROM payments WHERE status = 'completed'")
         .await?;
     let drain_started = Instant::now();
-    let drained = eventually(
+    let drained = outbox_drained(
+        &db,
         "every webhook event delivered",
         Duration::from_secs(120),
-        || async {
-            Ok(db
-                .count("SELECT COUNT(*) FROM outbox_events WHERE status <> 'delivered'")
-                .await?
-                == 0)
-        },
     )
     .await;
     let events = db.count("SELECT COUNT(*) FROM outbox_events").await?;

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use mpesa_domain::state_machine::TransitionKind;
 use mpesa_domain::{FinalOutcome, Msisdn, PaymentStatus, QueryVerdict, state_machine};
 use mpesa_storage::{
     CallbackFilter, CallbackKind, CallbackOutcome, CheckSchedule, PageRequest, Payment,
@@ -277,7 +278,8 @@ async fn push_outcome_is_unknown(
         return Ok(true);
     }
     let events = payments.storage.payment_events(&payment.id).await?;
-    Ok(events.iter().any(|e| e.kind == "push_outcome_unknown"))
+    let unknown = TransitionKind::PushOutcomeUnknown.as_str();
+    Ok(events.iter().any(|e| e.kind == unknown))
 }
 
 fn storage_error(e: crate::payments::PaymentError) -> mpesa_storage::StorageError {

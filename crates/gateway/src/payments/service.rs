@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use daraja::{DarajaClient, DarajaError, StkPushParams, StkQueryAnswer};
-use mpesa_domain::state_machine::{self, Outcome};
+use mpesa_domain::state_machine::{self, Outcome, TransitionKind};
 use mpesa_domain::{AccountReference, Amount, AmountBounds, Description, Msisdn, TransactionDesc};
 use mpesa_storage::{
     CheckSchedule, CreatePaymentResult, IdempotencyClaim, NewPayment, NewPaymentEvent, Payment,
@@ -240,9 +240,12 @@ impl Payments {
                 let reason = error.to_string();
                 let detail = json!({ "error": reason, "duration_ms": elapsed_ms });
                 let updated = self
-                    .apply(&payment.id, "push_outcome_unknown", detail, move |p| {
-                        state_machine::on_push_outcome_unknown(&p.snapshot(), &reason)
-                    })
+                    .apply(
+                        &payment.id,
+                        TransitionKind::PushOutcomeUnknown.as_str(),
+                        detail,
+                        move |p| state_machine::on_push_outcome_unknown(&p.snapshot(), &reason),
+                    )
                     .await?;
                 tracing::warn!(payment_id = %payment.id, %error, "push outcome unknown; not sending it again, the reconciler will resolve it");
                 Ok(PushOutcome::Unknown {
