@@ -134,26 +134,49 @@ async fn sigterm_finishes_in_flight_requests() {
     let url = format!("{}/callbacks/0123456789abcdef0123456789abcdef/stk", gw.base);
     let client = reqwest::Client::new();
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..400 {
+    // The first acknowledgement, awaited: SIGTERM must land while callbacks are being answered,
+    // not before the first one (on a busy machine the first answer can take a while).
+    let (first_ack, first_ack_received) = tokio::sync::watch::channel(false);
+    let post = |i: usize| {
         let client = client.clone();
         let url = url.clone();
-        tasks.spawn(async move {
+        let first_ack = first_ack.clone();
+        async move {
             let body = format!(
                 r#"{{"Body":{{"stkCallback":{{"MerchantRequestID":"m","CheckoutRequestID":"ws_CO_term{i:05}","ResultCode":1032,"ResultDesc":"Request cancelled by user"}}}}}}"#
             );
-            client.post(url).header("content-type", "application/json").body(body).send().await.map(|r| r.status().as_u16())
-        });
-        if i == 100 {
-            // SIGTERM while requests are in flight.
-            let pid = gw.child.id().to_string();
-            assert!(
-                Command::new("kill")
-                    .args(["-TERM", &pid])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
+            let status = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            if matches!(status, Ok(200)) {
+                first_ack.send_replace(true);
+            }
+            status
         }
+    };
+    for i in 0..100 {
+        tasks.spawn(post(i));
+    }
+    let mut acked = first_ack_received.clone();
+    tokio::time::timeout(Duration::from_secs(60), acked.wait_for(|a| *a))
+        .await
+        .expect("a callback is acknowledged within a minute")
+        .unwrap();
+    // SIGTERM while requests are in flight, and more arriving after it.
+    let pid = gw.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for i in 100..400 {
+        tasks.spawn(post(i));
     }
     let mut acknowledged = 0;
     while let Some(result) = tasks.join_next().await {
