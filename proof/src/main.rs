@@ -63,7 +63,28 @@ enum Suite {
         #[arg(long, value_enum, default_value = "sqlite")]
         backend: CrashBackend,
     },
-    /// The CI subset: crash (SQLite, PostgreSQL), duplicates (PostgreSQL, MariaDB), faults, soak 30 s.
+    /// Three instances on a three-node MariaDB Galera cluster made for the run: duplicates, kill -9
+    /// of a node, SIGSTOP of a node.
+    Galera {
+        /// Payments in the duplicates scenario, and copies of each one's callback.
+        #[arg(long, default_value_t = 30)]
+        payments: usize,
+        #[arg(long, default_value_t = 30)]
+        copies: usize,
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Callbacks streamed while a node is killed, and again while one is frozen.
+        #[arg(long, default_value_t = 2_000)]
+        stream: usize,
+        /// How long the frozen node stays frozen, e.g. 20s.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        freeze_for: Duration,
+        /// How long the killed node stays down, e.g. 5s.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        down_for: Duration,
+    },
+    /// The CI subset: crash (SQLite, PostgreSQL), duplicates (PostgreSQL, MariaDB), faults, soak 30 s,
+    /// galera (quick form).
     Quick {
         /// The soak's rate in quick mode.
         #[arg(long, default_value_t = 200)]
@@ -183,6 +204,24 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                 suites::soak::run(gateway, &options).await?;
             }
         }
+        Suite::Galera {
+            payments,
+            copies,
+            clients,
+            stream,
+            freeze_for,
+            down_for,
+        } => {
+            let options = suites::galera::GaleraOptions {
+                payments,
+                copies,
+                clients,
+                stream,
+                freeze_for,
+                down_for,
+            };
+            suites::galera::run(gateway, &options).await?;
+        }
         Suite::Quick { soak_rate } => {
             let crash = suites::crash::CrashOptions {
                 payments: 2_000,
@@ -205,6 +244,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                 },
             )
             .await?;
+            suites::galera::run(gateway, &suites::galera::GaleraOptions::quick()).await?;
         }
     }
     Ok(())

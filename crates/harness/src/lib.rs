@@ -4,4 +4,5 @@
 
 pub mod callbacks;
 pub mod database;
+pub mod galera;
 pub mod process;

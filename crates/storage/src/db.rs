@@ -402,6 +402,10 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// The server's version text, checked against our minimum.
     async fn check_server(&self) -> Result<String>;
     async fn close(&self);
+    /// The state of the Galera node behind this driver, when it is one.
+    fn cluster_status(&self) -> Option<crate::ClusterStatus> {
+        None
+    }
 }
 
 // ---- dialects -----------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ pub mod model;
 mod cursor;
 mod db;
 mod error;
+mod galera;
 mod migrations;
 mod mysql;
 mod postgres;
@@ -48,6 +49,7 @@ mod store;
 pub mod testing;
 
 pub use error::StorageError;
+pub use galera::ClusterStatus;
 pub use model::*;
 
 use std::sync::Arc;
@@ -84,6 +86,13 @@ pub trait Storage: Send + Sync + 'static {
 
     /// A cheap round trip for `/health`.
     async fn ping(&self) -> Result<()>;
+
+    /// The state of the MariaDB Galera node this instance uses, when it uses one: refreshed
+    /// every half second; while it is not `serving`, every read and write is refused with
+    /// `Unavailable`.
+    fn cluster_status(&self) -> Option<ClusterStatus> {
+        None
+    }
 
     /// Waits for in-flight writes and closes the pool (graceful shutdown).
     async fn close(&self);
@@ -149,6 +158,10 @@ pub trait Storage: Send + Sync + 'static {
     /// database lock payments in the same order) and reported in the batch's order. A
     /// CheckoutRequestID longer than 255 bytes or holding a NUL cannot be one of ours: the
     /// callback is stored and matched to no payment.
+    ///
+    /// When the database aborts the batch for a conflict (a deadlock; on Galera, a
+    /// certification failure), the raw callbacks are stored alone, which cannot conflict, and
+    /// reported `Received`: acknowledged, to be applied with [`Storage::reapply_callback`].
     async fn ingest_callbacks(
         &self,
         batch: Vec<IncomingCallback>,
@@ -156,13 +169,23 @@ pub trait Storage: Send + Sync + 'static {
         decide: DecideCallback<'_>,
     ) -> Result<Vec<Result<IngestedCallback>>>;
 
+    /// Callbacks stored raw (`received`) at or before `received_before` and not applied yet,
+    /// oldest first: [`Storage::ingest_callbacks`] stores a batch so, and acknowledges it, when
+    /// applying it conflicted with another transaction. Each is applied with
+    /// [`Storage::reapply_callback`].
+    async fn received_callbacks(
+        &self,
+        received_before: Millis,
+        limit: u32,
+    ) -> Result<Vec<RawCallback>>;
+
     /// Unmatched STK callbacks whose CheckoutRequestID now belongs to a payment (the callback
     /// came before the push's answer was recorded). Oldest first.
     async fn rematchable_callbacks(&self, limit: u32) -> Result<Vec<RawCallback>>;
 
     /// Applies an already stored callback again (see [`Storage::rematchable_callbacks`]) and
     /// updates its recorded outcome, in one transaction. Only a callback that has not acted yet
-    /// (`unmatched`, `unparseable`, `stored`) is decided again; for any other the recorded
+    /// (`unmatched`, `unparseable`, `stored`, `received`) is decided again; for any other the recorded
     /// outcome is returned and nothing is written, so two instances racing to reapply the same
     /// callback apply it once. `Err(NotFound)` if there is no such callback.
     async fn reapply_callback(

@@ -264,6 +264,10 @@ pub enum CallbackOutcome {
     Unparseable,
     /// Stored only (kinds the gateway does not act on yet).
     Stored,
+    /// Stored raw and acknowledged, not applied yet: applying it conflicted with another
+    /// transaction (on Galera, another node settling the same payment), so it is applied
+    /// afterwards, by whichever instance gets to it first (also after a crash).
+    Received,
 }
 
 impl CallbackOutcome {
@@ -276,6 +280,7 @@ impl CallbackOutcome {
             CallbackOutcome::Unmatched => "unmatched",
             CallbackOutcome::Unparseable => "unparseable",
             CallbackOutcome::Stored => "stored",
+            CallbackOutcome::Received => "received",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -287,6 +292,7 @@ impl CallbackOutcome {
             Self::Unmatched,
             Self::Unparseable,
             Self::Stored,
+            Self::Received,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -11,6 +11,8 @@
 //! * Placeholders are `?`: the shared `$N` statements are rewritten before they are sent.
 //! * DDL commits implicitly, so migrations cannot roll back half-way. Ours are written to be
 //!   re-run safely, and one that a crash left marked as failed is run again.
+//! * A node of a MariaDB Galera cluster is recognised (`wsrep_on`) and handled as `galera.rs`
+//!   says: settings and state checked at start, state watched, causal reads.
 
 use std::str::FromStr;
 
@@ -18,12 +20,13 @@ use async_trait::async_trait;
 use sqlx::error::DatabaseError;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::{MySql, MySqlConnection, MySqlPool, Transaction};
+use sqlx::{Connection as _, MySql, MySqlConnection, MySqlPool, Transaction};
 
 use crate::db::{Dialect, Driver, impl_conn, to_question_marks};
 use crate::error::{
     DbError, DbResult, ServerErrorClass, map_sqlx_error, unique_rule_from_mysql_message,
 };
+use crate::galera::{self, ClusterStatus, GaleraWatch};
 use crate::{Backend, ConnectOptions, Result, StorageError, migrations, server_version};
 
 const DIALECT: Dialect = Dialect {
@@ -95,8 +98,17 @@ fn classify(e: &dyn DatabaseError) -> ServerErrorClass {
     }
 }
 
+/// Distinguishes migrators of one process id on different hosts.
+fn galera_owner_salt() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 pub(crate) struct MySqlDriver {
     pool: MySqlPool,
+    /// Set when the server is a node of a Galera cluster.
+    galera: Option<GaleraWatch>,
 }
 
 impl MySqlDriver {
@@ -108,10 +120,20 @@ impl MySqlDriver {
         let connect = MySqlConnectOptions::from_str(&url)
             .map_err(|_| StorageError::Unsupported("invalid MySQL URL".into()))?
             .charset("utf8mb4");
+        // Galera or not decides how every session is set up.
+        let cluster = {
+            let mut conn = MySqlConnection::connect_with(&connect)
+                .await
+                .map_err(|e| StorageError::from(map_error(e)))?;
+            let checked = galera::check_settings(&mut conn).await;
+            let _ = conn.close().await;
+            checked?
+        };
+        let causal_reads = cluster.is_some();
         let pool = MySqlPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
-            .after_connect(|conn, _meta| {
+            .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     sqlx::raw_sql("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                         .execute(&mut *conn)
@@ -120,13 +142,32 @@ impl MySqlDriver {
                         .bind(LOCK_WAIT_TIMEOUT_SECS)
                         .execute(&mut *conn)
                         .await?;
+                    if causal_reads {
+                        // Reads and BEGIN wait until this node has applied every write the
+                        // cluster committed before them (a lease, a claim, a payment another
+                        // instance created a moment ago on another node).
+                        sqlx::raw_sql("SET SESSION wsrep_sync_wait = 1")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
                     Ok(())
                 })
             })
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(|e| StorageError::from(map_error(e)))?;
-        Ok(MySqlDriver { pool })
+        let galera = cluster.map(|status| {
+            tracing::info!(node = %status.node, cluster_size = status.cluster_size, "MariaDB Galera node, Synced");
+            GaleraWatch::start(connect, status)
+        });
+        Ok(MySqlDriver { pool, galera })
+    }
+
+    fn check_galera(&self) -> DbResult<()> {
+        match &self.galera {
+            Some(watch) => watch.check(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -139,6 +180,7 @@ impl Driver for MySqlDriver {
     const BACKEND: Backend = Backend::MySql;
 
     async fn begin(&self) -> DbResult<Self::Tx> {
+        self.check_galera()?;
         self.pool.begin().await.map_err(map_error)
     }
 
@@ -147,7 +189,12 @@ impl Driver for MySqlDriver {
     }
 
     async fn reader(&self) -> DbResult<Self::Reader> {
+        self.check_galera()?;
         self.pool.acquire().await.map_err(map_error)
+    }
+
+    fn cluster_status(&self) -> Option<ClusterStatus> {
+        self.galera.as_ref().map(GaleraWatch::status)
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -162,6 +209,11 @@ impl Driver for MySqlDriver {
             return Err(StorageError::Unavailable(
                 "another instance has been migrating for a minute".into(),
             ));
+        }
+        // GET_LOCK is local to a Galera node: the cluster needs a lock of its own.
+        let owner = format!("{:x}", std::process::id() as u64 ^ galera_owner_salt());
+        if self.galera.is_some() {
+            galera::lock_migrations(&mut conn, &owner).await?;
         }
         let result = async {
             let has_table: i64 = sqlx::query_scalar(
@@ -189,9 +241,16 @@ impl Driver for MySqlDriver {
             migrations::migrator(migrations::MYSQL)
                 .run_direct(None, &mut *conn, false)
                 .await
-                .map_err(|e| migrations::map_migrate_error(e, map_error))
+                .map_err(|e| migrations::map_migrate_error(e, map_error))?;
+            if self.galera.is_some() {
+                galera::check_primary_keys(&mut conn).await?;
+            }
+            Ok(())
         }
         .await;
+        if self.galera.is_some() {
+            galera::unlock_migrations(&mut conn, &owner).await;
+        }
         let released = sqlx::query("SELECT RELEASE_LOCK(?)")
             .bind(MIGRATION_LOCK)
             .execute(&mut *conn)
@@ -214,10 +273,25 @@ impl Driver for MySqlDriver {
         } else {
             "MySQL"
         };
-        Ok(format!("{product} {version}"))
+        match &self.galera {
+            Some(watch) => {
+                let status = watch.status();
+                if !status.serving {
+                    return Err(StorageError::Unavailable(status.refusal()));
+                }
+                Ok(format!(
+                    "{product} {version}, Galera node {} of {} ({})",
+                    status.node, status.cluster_size, status.state
+                ))
+            }
+            None => Ok(format!("{product} {version}")),
+        }
     }
 
     async fn close(&self) {
+        if let Some(watch) = &self.galera {
+            watch.stop();
+        }
         self.pool.close().await;
     }
 }

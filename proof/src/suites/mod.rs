@@ -1,4 +1,5 @@
 pub mod crash;
 pub mod duplicates;
 pub mod faults;
+pub mod galera;
 pub mod soak;

@@ -6,6 +6,11 @@
 //! waiting request. Under light load a batch is a single callback and nothing waits; under load
 //! batches grow by themselves. SQLite has one committer (it has one writer anyway); PostgreSQL and
 //! MySQL have a few, so their connection pools are used.
+//!
+//! A batch that conflicts with another transaction is stored raw by storage (`received`) and
+//! acknowledged; [`redrive`](super::redrive) applies it right after. A request that gets no
+//! answer within [`CALLBACK_DEADLINE`] (a database that hangs, a Galera node cut off from its
+//! cluster) is answered with an error rather than left waiting.
 
 use std::sync::Arc;
 
@@ -16,6 +21,7 @@ use mpesa_storage::{
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::callbacks::redrive::Redrive;
 use crate::callbacks::{Reports, decide_stk};
 use crate::ids::now_ms;
 use crate::metrics::Metrics;
@@ -27,6 +33,9 @@ const MAX_BATCH: usize = 128;
 /// How long a committer under load waits for more callbacks before committing (a commit's
 /// fsync costs several milliseconds; this costs at most one).
 const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
+/// The longest a callback waits for its commit before it is answered 503 (its transaction may
+/// still commit: answering an error for a stored callback is safe, the reverse is not).
+pub const CALLBACK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -34,6 +43,8 @@ pub enum IngestError {
     Storage(#[from] StorageError),
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("not committed within {0:?}")]
+    Deadline(std::time::Duration),
 }
 
 struct Job {
@@ -82,15 +93,20 @@ impl CallbackIngestor {
         report: Option<mpesa_domain::CallbackReport>,
     ) -> Result<IngestedCallback, IngestError> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Job {
-                callback,
-                report,
-                reply,
-            })
+        let queued_and_answered = async {
+            self.queue
+                .send(Job {
+                    callback,
+                    report,
+                    reply,
+                })
+                .await
+                .map_err(|_| IngestError::ShuttingDown)?;
+            answer.await.map_err(|_| IngestError::ShuttingDown)?
+        };
+        tokio::time::timeout(CALLBACK_DEADLINE, queued_and_answered)
             .await
-            .map_err(|_| IngestError::ShuttingDown)?;
-        answer.await.map_err(|_| IngestError::ShuttingDown)?
+            .map_err(|_| IngestError::Deadline(CALLBACK_DEADLINE))?
     }
 }
 
@@ -105,6 +121,17 @@ async fn run(
 ) {
     let permits = Arc::new(Semaphore::new(committers));
     let mut inflight = tokio::task::JoinSet::new();
+    let (stored, stored_ids) = mpsc::unbounded_channel();
+    let redrive_stop = tokio_util::sync::CancellationToken::new();
+    let redrive = tokio::spawn(
+        Redrive {
+            storage: storage.clone(),
+            plan: plan.clone(),
+            metrics: metrics.clone(),
+            outbox_wake: outbox_wake.clone(),
+        }
+        .run(stored_ids, redrive_stop.clone()),
+    );
     let mut last_batch = 0usize;
     loop {
         // Wait for a committer first: while all are busy, callbacks pile up and form the next
@@ -147,13 +174,17 @@ async fn run(
         let plan = plan.clone();
         let metrics = metrics.clone();
         let wake = outbox_wake.clone();
+        let stored = stored.clone();
         inflight.spawn(async move {
-            commit(batch, storage.as_ref(), &plan, &metrics, &wake).await;
+            commit(batch, storage.as_ref(), &plan, &metrics, &wake, &stored).await;
             drop(permit);
         });
         while inflight.try_join_next().is_some() {}
     }
     while inflight.join_next().await.is_some() {}
+    // What is still `received` stays stored; the next start (or another instance) applies it.
+    redrive_stop.cancel();
+    let _ = redrive.await;
 }
 
 async fn commit(
@@ -162,6 +193,7 @@ async fn commit(
     plan: &NotificationPlan,
     metrics: &Metrics,
     wake: &tokio::sync::Notify,
+    stored: &mpsc::UnboundedSender<String>,
 ) {
     let mut reports = Reports::new();
     let mut callbacks = Vec::with_capacity(batch.len());
@@ -220,6 +252,9 @@ async fn commit(
                 );
                 if let (Some(after), Some(update)) = (&ingested.payment, &ingested.update) {
                     observe_committed(metrics, wake, after, update);
+                }
+                if ingested.outcome == CallbackOutcome::Received {
+                    let _ = stored.send(ingested.callback_id.clone());
                 }
                 Ok(ingested)
             }

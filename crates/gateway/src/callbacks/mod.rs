@@ -2,6 +2,7 @@
 //! group commit.
 
 pub mod ingest;
+mod redrive;
 
 pub use ingest::{CallbackIngestor, IngestError};
 

@@ -229,6 +229,10 @@ async fn receive(
         Err(IngestError::ShuttingDown) => {
             refused(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable")
         }
+        Err(IngestError::Deadline(waited)) => {
+            tracing::error!(%callback_id, ?waited, "callback not committed in time; answering an error so it is not acknowledged");
+            refused(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable")
+        }
         Err(IngestError::Storage(e)) => {
             tracing::error!(%callback_id, error = %e, "callback NOT stored; answering an error so it is not acknowledged");
             refused(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable")

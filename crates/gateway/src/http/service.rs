@@ -64,7 +64,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
             json!({ "status": "disabled" })
         }
     };
-    let body = json!({
+    let mut body = json!({
         "status": if database_ok { "healthy" } else { "unhealthy" },
         "timestamp": rfc3339(now_ms()),
         "version": env!("CARGO_PKG_VERSION"),
@@ -77,6 +77,17 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "webhook": dependency("webhook", state.config.webhook.is_some()),
         "outbox": outbox.map(|c| json!({ "pending": c.pending, "due": c.due, "dead": c.dead, "blocked": c.blocked, "delivered": c.delivered })),
     });
+    // On a Galera node: its state, and why it is not served from when it is not.
+    if let Some(cluster) = state.storage.cluster_status() {
+        body["galera"] = json!({
+            "node": cluster.node,
+            "state": cluster.state,
+            "cluster_status": cluster.cluster_status,
+            "cluster_size": cluster.cluster_size,
+            "serving": cluster.serving,
+            "reason": (!cluster.serving).then(|| cluster.refusal()),
+        });
+    }
     let status = if database_ok {
         StatusCode::OK
     } else {

@@ -166,6 +166,46 @@ async fn insert_bulk<C: Conn>(
     Ok(())
 }
 
+/// Stores callbacks raw, as `received` and tied to no payment (see `SqlStorage::store_received`).
+pub(crate) async fn insert_received<C: Conn>(
+    c: &mut C,
+    batch: &[IncomingCallback],
+) -> DbResult<()> {
+    let rows: Vec<_> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            (
+                i,
+                storable_checkout_request_id(item.checkout_request_id.as_deref()),
+                None,
+                CallbackOutcome::Received,
+            )
+        })
+        .collect();
+    insert_bulk(c, batch, &rows).await
+}
+
+/// Callbacks stored raw and not applied yet, received at or before `before`, oldest first.
+pub(crate) async fn received<C: Conn>(
+    c: &mut C,
+    before: Millis,
+    limit: u32,
+) -> DbResult<Vec<RawCallback>> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        callback_columns!(),
+        " FROM callbacks WHERE outcome = 'received' AND received_at <= $1 ORDER BY id LIMIT $2"
+    );
+    let rows = c
+        .fetch_all(Stmt::new(SQL).bind(before).bind(limit.max(1)))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(records::callback)
+        .collect::<Result<_, _>>()?)
+}
+
 /// CheckoutRequestID order, so that two instances ingesting overlapping batches lock payment
 /// rows in the same order and cannot deadlock each other.
 fn lock_order(batch: &[IncomingCallback]) -> Vec<usize> {
@@ -306,7 +346,10 @@ const SELECT_BY_ID: &str = concat!(
 fn not_acted_on(outcome: CallbackOutcome) -> bool {
     matches!(
         outcome,
-        CallbackOutcome::Unmatched | CallbackOutcome::Unparseable | CallbackOutcome::Stored
+        CallbackOutcome::Unmatched
+            | CallbackOutcome::Unparseable
+            | CallbackOutcome::Stored
+            | CallbackOutcome::Received
     )
 }
 

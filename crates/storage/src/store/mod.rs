@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use crate::db::{Conn, Driver};
 use crate::error::{DbResult, StorageError};
 use crate::model::*;
-use crate::{Backend, DecideCallback, DecidePayment, Millis, Result, Storage};
+use crate::{Backend, ClusterStatus, DecideCallback, DecidePayment, Millis, Result, Storage};
 use payments::Lock;
 
 /// Longest idempotency key, dedupe key or CheckoutRequestID we store (indexed columns).
@@ -43,8 +43,10 @@ impl<D: Driver> SqlStorage<D> {
 
 /// Runs `$body` (an expression using `$tx: &mut D::Conn`) in a write transaction and commits.
 /// When the database aborts the transaction for a conflict (a deadlock, a serialization
-/// failure, SQLite busy), the whole transaction runs again, up to `MAX_TX_ATTEMPTS` times.
-macro_rules! write_tx {
+/// failure, a Galera certification failure, SQLite busy), the whole transaction runs again, up
+/// to `MAX_TX_ATTEMPTS` times, after a short random pause. The error keeps whether the last
+/// attempt failed for a conflict.
+macro_rules! write_tx_db {
     ($self:ident, $op:literal, |$tx:ident| $body:expr) => {{
         let mut attempt = 1;
         loop {
@@ -59,12 +61,26 @@ macro_rules! write_tx {
             match result {
                 Err(e) if e.transient && attempt < MAX_TX_ATTEMPTS => {
                     tracing::warn!(operation = $op, attempt, error = %e.error, "transaction conflict; running it again");
+                    conflict_backoff(attempt).await;
                     attempt += 1;
                 }
-                other => break other.map_err(StorageError::from),
+                other => break other,
             }
         }
     }};
+}
+
+/// [`write_tx_db`] with the error as callers see it.
+macro_rules! write_tx {
+    ($self:ident, $op:literal, |$tx:ident| $body:expr) => {{ write_tx_db!($self, $op, |$tx| $body).map_err(StorageError::from) }};
+}
+
+/// A random pause before attempt `attempt + 1` of a transaction a conflict aborted (up to 4, 8,
+/// 16, 32 ms): instances that collided once do not collide again in lockstep.
+async fn conflict_backoff(attempt: u32) {
+    let cap_us = 4_000u64 << attempt.saturating_sub(1).min(4);
+    let pause = rand::random::<u64>() % cap_us;
+    tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
 }
 
 /// Runs `$body` on a pooled read connection.
@@ -78,6 +94,34 @@ macro_rules! read {
         .await;
         result.map_err(StorageError::from)
     }};
+}
+
+impl<D: Driver> SqlStorage<D> {
+    /// Stores a batch's raw callbacks as `received`, to be applied later
+    /// ([`Storage::received_callbacks`], [`Storage::reapply_callback`]). The transaction inserts
+    /// only new rows under new keys, with no reference to any payment, so there is nothing it
+    /// can conflict with: on Galera its certification cannot fail.
+    async fn store_received(
+        &self,
+        batch: &[IncomingCallback],
+        cause: &StorageError,
+    ) -> Result<Vec<Result<IngestedCallback>>> {
+        tracing::info!(size = batch.len(), %cause, "callback batch conflicted; storing it raw, to apply afterwards");
+        write_tx!(self, "store_received_callbacks", |c| {
+            callbacks::insert_received(c, batch)
+        })?;
+        Ok(batch
+            .iter()
+            .map(|cb| {
+                Ok(IngestedCallback {
+                    callback_id: cb.id.clone(),
+                    outcome: CallbackOutcome::Received,
+                    payment: None,
+                    update: None,
+                })
+            })
+            .collect())
+    }
 }
 
 fn now_millis() -> Millis {
@@ -102,6 +146,10 @@ impl<D: Driver> Storage for SqlStorage<D> {
 
     async fn ping(&self) -> Result<()> {
         read!(self, |c| c.execute_raw("SELECT 1"))
+    }
+
+    fn cluster_status(&self) -> Option<ClusterStatus> {
+        self.driver.cluster_status()
     }
 
     async fn close(&self) {
@@ -199,13 +247,27 @@ impl<D: Driver> Storage for SqlStorage<D> {
         match fast {
             Ok(Some(results)) => return Ok(results),
             Ok(None) => {}
-            // A conflict: the isolated path below runs it again (and retries conflicts itself).
-            Err(e) if e.transient => {}
+            // A conflict (on Galera: another node settled one of these payments a moment ago)
+            // is likely to happen again if the batch runs again now. The callbacks are stored
+            // raw instead, which cannot conflict, and applied afterwards.
+            Err(e) if e.transient => return self.store_received(&batch, &e.error).await,
             Err(e) => return Err(e.into()),
         }
-        write_tx!(self, "ingest_callbacks", |c| callbacks::ingest_batch(
+        let isolated = write_tx_db!(self, "ingest_callbacks", |c| callbacks::ingest_batch(
             c, &batch, now, decide
-        ))
+        ));
+        match isolated {
+            Err(e) if e.transient => self.store_received(&batch, &e.error).await,
+            other => other.map_err(StorageError::from),
+        }
+    }
+
+    async fn received_callbacks(
+        &self,
+        received_before: Millis,
+        limit: u32,
+    ) -> Result<Vec<RawCallback>> {
+        read!(self, |c| callbacks::received(c, received_before, limit))
     }
 
     async fn rematchable_callbacks(&self, limit: u32) -> Result<Vec<RawCallback>> {

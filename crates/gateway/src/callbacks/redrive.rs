@@ -1,0 +1,113 @@
+//! Callbacks stored raw and acknowledged before they were applied (`received`): applying their
+//! batch conflicted with another transaction, typically another Galera node settling the same
+//! payment at the same moment, and the gateway does not make Safaricom wait (or retry) for that.
+//!
+//! The instance that stored them applies them a moment later, one transaction each; a sweep
+//! applies whatever is still `received` a few seconds after it came (an instance that crashed in
+//! between, or an apply that conflicted again), on every instance. Applying is idempotent: the
+//! callback row is locked and only a callback that has not acted yet is decided, so two
+//! instances applying the same one apply it once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mpesa_storage::{CallbackOutcome, Storage};
+use rand::Rng as _;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::callbacks::decide_stored_stk;
+use crate::ids::now_ms;
+use crate::metrics::Metrics;
+use crate::payments::NotificationPlan;
+use crate::payments::service::observe_committed;
+
+/// How often every instance looks for callbacks left `received`, and how old they must be
+/// (younger ones are the storing instance's to apply).
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+const LEFT_AFTER_MS: i64 = 5_000;
+const SWEEP_BATCH: u32 = 200;
+
+pub(crate) struct Redrive {
+    pub storage: Arc<dyn Storage>,
+    pub plan: Arc<NotificationPlan>,
+    pub metrics: Arc<Metrics>,
+    pub outbox_wake: Arc<Notify>,
+}
+
+impl Redrive {
+    /// Applies the callbacks whose ids come on `stored` (this instance's), and sweeps for
+    /// everyone's leftovers, until `stop`.
+    pub(crate) async fn run(
+        self,
+        mut stored: mpsc::UnboundedReceiver<String>,
+        stop: CancellationToken,
+    ) {
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                id = stored.recv() => {
+                    let Some(id) = id else { break };
+                    // The transaction it collided with is committing now; let it land.
+                    let pause = rand::thread_rng().gen_range(1..=20);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    self.apply(&id).await;
+                }
+                _ = sweep.tick() => self.sweep().await,
+            }
+        }
+    }
+
+    async fn sweep(&self) {
+        let left = match self
+            .storage
+            .received_callbacks(now_ms() - LEFT_AFTER_MS, SWEEP_BATCH)
+            .await
+        {
+            Ok(left) => left,
+            Err(error) => {
+                tracing::debug!(%error, "could not look for received callbacks");
+                return;
+            }
+        };
+        if !left.is_empty() {
+            tracing::info!(
+                count = left.len(),
+                "applying callbacks stored earlier and not applied yet"
+            );
+        }
+        for cb in left {
+            self.apply(&cb.id).await;
+        }
+    }
+
+    async fn apply(&self, callback_id: &str) {
+        let now = now_ms();
+        let plan = self.plan.clone();
+        let result = self
+            .storage
+            .reapply_callback(callback_id, now, &move |incoming, payment| {
+                decide_stored_stk(&plan, incoming, payment, now)
+            })
+            .await;
+        match result {
+            Ok(ingested) if ingested.outcome == CallbackOutcome::Received => {}
+            Ok(ingested) => {
+                self.metrics.inc(
+                    "mpesa_gateway_callbacks_redriven_total",
+                    &[("outcome", ingested.outcome.as_str())],
+                );
+                if let (Some(after), Some(update)) = (&ingested.payment, &ingested.update) {
+                    observe_committed(&self.metrics, &self.outbox_wake, after, update);
+                }
+                tracing::debug!(%callback_id, outcome = ingested.outcome.as_str(), "stored callback applied");
+            }
+            // Left `received`: the sweep tries again.
+            Err(error) => {
+                tracing::warn!(%callback_id, %error, "could not apply a stored callback yet")
+            }
+        }
+    }
+}
