@@ -89,6 +89,7 @@ impl DarajaClient {
             clock.clone(),
             config.token_refresh_margin,
             metrics.clone(),
+            config.request_timeout,
         );
         Ok(DarajaClient {
             inner: Arc::new(Inner {
@@ -104,6 +105,13 @@ impl DarajaClient {
 
     pub fn config(&self) -> &DarajaConfig {
         &self.inner.config
+    }
+
+    /// Shares the access token with the deployment's other instances through `store` (their
+    /// database), so that they cost one token request per token lifetime between them instead
+    /// of knocking each other's tokens out. Call once, before the first call to Daraja.
+    pub fn share_tokens_through(&self, store: Arc<dyn crate::token::SharedTokenStore>) {
+        self.inner.tokens.share_through(store);
     }
 
     pub fn environment(&self) -> Environment {

@@ -68,6 +68,7 @@ pub use security::{
     EncryptionCertificate, SecurityCredential, SecurityError, StkPassword, stk_password,
     stk_password_at,
 };
+pub use token::{SharedToken, SharedTokenError, SharedTokenStore};
 pub use validate::{UrlProblem, check_callback_url, parse_callback_url};
 pub use wire::{C2bPayment, ResultEnvelope, StkCallback};
 

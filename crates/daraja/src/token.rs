@@ -7,6 +7,13 @@
 //! * When Daraja rejects a token, the caller drops it (only if it is still the current one, so a
 //!   late rejection cannot throw away a newer token) and asks again.
 //! * If a refresh fails while the old token is still within its lifetime, the old token is used.
+//! * Shared (optional, [`SharedTokenStore`]): Daraja invalidates a consumer key's previous token
+//!   whenever it issues a new one, so instances that each fetch their own knock each other's
+//!   out. With a store (the gateway keeps one in its database), the instances of a deployment
+//!   use one token: an instance whose cache is stale first looks in the store; only the one
+//!   instance holding the store's refresh lease asks Daraja, and publishes the token with its
+//!   refresh and expiry times, which every instance then follows. If the store cannot be
+//!   reached, the instance fetches a token of its own (availability first).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -15,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret as _, SecretString};
+use std::sync::OnceLock;
 
 use crate::api::Api;
 use crate::clock::Clock;
@@ -29,6 +37,12 @@ const DEFAULT_LIFETIME_SECS: u64 = 3599;
 /// A stated lifetime beyond a day is not believed.
 const MAX_LIFETIME_SECS: u64 = 86_400;
 
+/// How long an instance may take to get a token from Daraja and publish it before another one
+/// may try (the store's refresh lease), beyond the request's own timeout.
+const SHARED_REFRESH_SLACK: Duration = Duration::from_secs(5);
+/// How often an instance waiting for another's refresh looks in the store.
+const SHARED_POLL: Duration = Duration::from_millis(100);
+
 /// A token and the generation that identifies it in the cache.
 #[derive(Clone)]
 pub(crate) struct AccessToken {
@@ -40,6 +54,68 @@ struct CachedToken {
     token: AccessToken,
     refresh_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
+    /// Its serial in the shared store, when it came from (or went to) one.
+    serial: Option<u64>,
+}
+
+/// The token the instances of one deployment share, as a [`SharedTokenStore`] keeps it.
+#[derive(Clone)]
+pub struct SharedToken {
+    /// The access token itself: a secret (the store should keep it encrypted).
+    pub value: SecretString,
+    /// Counts the deployment's tokens: a refused token is told apart from a newer one by it.
+    pub serial: u64,
+    /// When instances stop using it and one of them asks Daraja for the next.
+    pub refresh_at: DateTime<Utc>,
+    /// When Daraja stops accepting it.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for SharedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedToken")
+            .field("value", &"[REDACTED]")
+            .field("serial", &self.serial)
+            .field("refresh_at", &self.refresh_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// The store could not be read or written (the database is down): the instance then gets a
+/// token of its own.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("shared token store: {0}")]
+pub struct SharedTokenError(pub String);
+
+/// Where the instances of a deployment keep their one token, and the lease that lets one of
+/// them at a time refresh it. Implemented by the application over its shared database; this
+/// crate does not know which.
+#[async_trait::async_trait]
+pub trait SharedTokenStore: Send + Sync + 'static {
+    /// The current token, if one was published (and can still be read).
+    async fn load(&self) -> Result<Option<SharedToken>, SharedTokenError>;
+    /// Takes the refresh lease until `until` if no other instance holds it; true when this
+    /// instance holds it now.
+    async fn begin_refresh(&self, until: DateTime<Utc>) -> Result<bool, SharedTokenError>;
+    /// Publishes a new token.
+    async fn publish(&self, token: &SharedToken) -> Result<(), SharedTokenError>;
+    /// Gives the refresh lease back.
+    async fn end_refresh(&self) -> Result<(), SharedTokenError>;
+}
+
+/// Why a shared refresh gave no token.
+enum SharedFailure {
+    /// The store is unusable: fetch a token of our own.
+    Store(SharedTokenError),
+    /// Daraja refused or failed the token request.
+    Daraja(DarajaError),
+}
+
+impl From<SharedTokenError> for SharedFailure {
+    fn from(e: SharedTokenError) -> Self {
+        SharedFailure::Store(e)
+    }
 }
 
 /// What the refresh lock protects: the outcome of the last attempt, for the callers that waited
@@ -58,6 +134,11 @@ pub(crate) struct TokenManager {
     refresh: tokio::sync::Mutex<RefreshState>,
     attempts: AtomicU64,
     generations: AtomicU64,
+    shared: OnceLock<Arc<dyn SharedTokenStore>>,
+    /// The shared serial Daraja refused last: not to be taken from the store again.
+    refused_serial: Mutex<Option<u64>>,
+    /// How long the token request may take (the refresh lease is this plus some slack).
+    request_timeout: Duration,
 }
 
 impl TokenManager {
@@ -67,6 +148,7 @@ impl TokenManager {
         clock: Arc<dyn Clock>,
         margin: Duration,
         metrics: Arc<Metrics>,
+        request_timeout: Duration,
     ) -> Self {
         TokenManager {
             consumer_key,
@@ -78,7 +160,16 @@ impl TokenManager {
             refresh: tokio::sync::Mutex::new(RefreshState { last_error: None }),
             attempts: AtomicU64::new(0),
             generations: AtomicU64::new(0),
+            shared: OnceLock::new(),
+            refused_serial: Mutex::new(None),
+            request_timeout,
         }
+    }
+
+    /// Shares tokens with the other instances through `store` from now on. Only the first call
+    /// counts.
+    pub(crate) fn share_through(&self, store: Arc<dyn SharedTokenStore>) {
+        let _ = self.shared.set(store);
     }
 
     /// A token that is fresh (before its refresh time), fetching one if needed.
@@ -99,6 +190,23 @@ impl TokenManager {
         {
             return self.still_valid(now).ok_or_else(|| error.clone());
         }
+        if let Some(store) = self.shared.get() {
+            match self.get_shared(store.as_ref(), transport).await {
+                Ok(token) => {
+                    self.attempts.fetch_add(1, Ordering::SeqCst);
+                    state.last_error = None;
+                    return Ok(token);
+                }
+                Err(SharedFailure::Daraja(error)) => {
+                    self.attempts.fetch_add(1, Ordering::SeqCst);
+                    state.last_error = Some(error.clone());
+                    return self.still_valid(self.clock.now()).ok_or(error);
+                }
+                Err(SharedFailure::Store(error)) => {
+                    tracing::warn!(%error, "cannot share the access token; this instance gets its own");
+                }
+            }
+        }
         let result = self.fetch(transport).await;
         self.attempts.fetch_add(1, Ordering::SeqCst);
         match result {
@@ -115,15 +223,111 @@ impl TokenManager {
         }
     }
 
-    /// Drops the token of this generation if it is still the cached one.
+    /// Drops the token of this generation if it is still the cached one (and, when it was the
+    /// shared one, remembers not to take it from the store again).
     pub(crate) fn invalidate(&self, generation: u64) {
         let mut current = self.lock_current();
-        if current
-            .as_ref()
-            .is_some_and(|c| c.token.generation == generation)
+        if let Some(c) = current.as_ref()
+            && c.token.generation == generation
         {
+            if let Some(serial) = c.serial {
+                *self
+                    .refused_serial
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(serial);
+            }
             *current = None;
         }
+    }
+
+    /// The shared token if it is fresh and not refused; otherwise the refresh lease and a new
+    /// token from Daraja, published; otherwise waits for the instance that holds the lease.
+    async fn get_shared(
+        &self,
+        store: &dyn SharedTokenStore,
+        transport: &Transport,
+    ) -> Result<AccessToken, SharedFailure> {
+        let lease = self.request_timeout + SHARED_REFRESH_SLACK;
+        let give_up = Instant::now() + lease + SHARED_REFRESH_SLACK;
+        loop {
+            let now = self.clock.now();
+            let current = store.load().await?;
+            if let Some(token) = self.adopt_if_usable(current.as_ref(), now) {
+                return Ok(token);
+            }
+            let until = now + chrono::Duration::from_std(lease).expect("seconds");
+            if store.begin_refresh(until).await? {
+                let result = self.refresh_shared(store, transport).await;
+                if let Err(error) = store.end_refresh().await {
+                    tracing::debug!(%error, "could not give the token refresh lease back; it lapses");
+                }
+                return result;
+            }
+            if Instant::now() > give_up {
+                return Err(SharedFailure::Store(SharedTokenError(
+                    "another instance held the token refresh lease too long".into(),
+                )));
+            }
+            // Another instance is asking Daraja: its token will be in the store.
+            tokio::time::sleep(SHARED_POLL).await;
+        }
+    }
+
+    /// Under the refresh lease: the store once more (another instance may have published just
+    /// before we took the lease), then Daraja.
+    async fn refresh_shared(
+        &self,
+        store: &dyn SharedTokenStore,
+        transport: &Transport,
+    ) -> Result<AccessToken, SharedFailure> {
+        let current = store.load().await?;
+        if let Some(token) = self.adopt_if_usable(current.as_ref(), self.clock.now()) {
+            return Ok(token);
+        }
+        let mut fetched = self.fetch(transport).await.map_err(SharedFailure::Daraja)?;
+        let serial = current.map_or(1, |c| c.serial.wrapping_add(1));
+        fetched.serial = Some(serial);
+        let shared = SharedToken {
+            value: fetched.token.value.clone(),
+            serial,
+            refresh_at: fetched.refresh_at,
+            expires_at: fetched.expires_at,
+        };
+        let token = fetched.token.clone();
+        *self.lock_current() = Some(fetched);
+        // Not published: the others will refresh for themselves (and refuse ours); still ours.
+        if let Err(error) = store.publish(&shared).await {
+            tracing::warn!(%error, "could not publish the new access token to the other instances");
+        }
+        Ok(token)
+    }
+
+    /// Caches and returns `shared` if it can be used now: before its refresh time and not the
+    /// one Daraja refused.
+    fn adopt_if_usable(
+        &self,
+        shared: Option<&SharedToken>,
+        now: DateTime<Utc>,
+    ) -> Option<AccessToken> {
+        let shared = shared?;
+        let refused = *self
+            .refused_serial
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if now >= shared.refresh_at || refused == Some(shared.serial) {
+            return None;
+        }
+        let token = AccessToken {
+            value: shared.value.clone(),
+            generation: self.generations.fetch_add(1, Ordering::SeqCst) + 1,
+        };
+        *self.lock_current() = Some(CachedToken {
+            token: token.clone(),
+            refresh_at: shared.refresh_at,
+            expires_at: shared.expires_at,
+            serial: Some(shared.serial),
+        });
+        Some(token)
     }
 
     fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<CachedToken>> {
@@ -188,6 +392,7 @@ impl TokenManager {
             },
             refresh_at: requested_at + to_chrono(lifetime - margin),
             expires_at: requested_at + to_chrono(lifetime),
+            serial: None,
         })
     }
 }
@@ -225,6 +430,7 @@ mod tests {
             Arc::new(SystemClock),
             Duration::from_secs(300),
             metrics.clone(),
+            Duration::from_secs(5),
         );
         let first = tokens.get(&transport).await.unwrap();
         tokens.invalidate(first.generation);

@@ -144,6 +144,10 @@ impl App {
             (false, _) => None,
         };
         let daraja = DarajaClient::new(daraja_config(&config))?;
+        // One token for every instance on this database (Daraja invalidates the previous one).
+        daraja.share_tokens_through(Arc::new(
+            crate::daraja_token::DatabaseTokenStore::for_client(storage.clone(), &daraja),
+        ));
 
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(DependencyHealth::default());

@@ -6,6 +6,7 @@
 //! * [`http`]: the HTTP edge (merchant API, Safaricom callbacks, health, metrics, OpenAPI);
 //! * [`payments`]: creating payments, sending pushes, the reconciler, notification planning;
 //! * [`callbacks`]: callback parsing, decisions, and group-committed ingestion;
+//! * [`daraja_token`]: the Daraja access token shared by the instances through the database;
 //! * [`outbox`]: delivering email, Telegram and webhook notifications;
 //! * [`telegram`]: the Bot API client and the customer bot (long polling or webhook, `/pay`,
 //!   the status message the outbox edits to the final state);
@@ -19,6 +20,7 @@ pub mod app;
 pub mod callbacks;
 pub mod cli;
 pub mod config;
+pub mod daraja_token;
 pub mod health;
 pub mod http;
 pub mod ids;

@@ -19,6 +19,7 @@ mod outbox_receivers;
 mod payments;
 mod reconcile;
 mod service;
+mod shared_token;
 mod telegram_bot;
 mod telegram_bot_delivery;
 mod telegram_fake;
