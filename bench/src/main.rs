@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::load::{LoadReport, run_load};
 use crate::process::Floor;
 use mpesa_harness::database::{Backend as DbBackend, Db, FreshDatabase, seed_pending_payments};
+use mpesa_harness::galera::GaleraCluster;
 use mpesa_harness::process::{ManagedProcess, proc_status_kib};
 
 const CALLBACK_SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -48,7 +49,8 @@ enum Command {
         #[arg(long, default_value_t = 5_000)]
         requests: usize,
     },
-    /// Everything: ingestion on SQLite and PostgreSQL, then initiation.
+    /// Everything: ingestion on SQLite, PostgreSQL, MariaDB and a 3-node Galera cluster, then
+    /// initiation.
     All {
         #[arg(long, default_value_t = 20_000)]
         requests: usize,
@@ -59,6 +61,21 @@ enum Command {
 enum Backend {
     Sqlite,
     Postgres,
+    /// The MariaDB server at `MPESA_PROOF_MYSQL_URL` (default 127.0.0.1:3306).
+    Mariadb,
+    /// A 3-node MariaDB Galera cluster made for the run on loopback; the gateway on node 1.
+    Galera,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::Mariadb => "mariadb",
+            Backend::Galera => "galera (node 1 of 3)",
+        }
+    }
 }
 
 #[tokio::main]
@@ -78,8 +95,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Initiate { requests } => rows.extend(initiate(&cli, requests).await?),
         Command::All { requests } => {
-            rows.extend(ingest(&cli, Backend::Sqlite, requests).await?);
-            rows.extend(ingest(&cli, Backend::Postgres, requests).await?);
+            for backend in [
+                Backend::Sqlite,
+                Backend::Postgres,
+                Backend::Mariadb,
+                Backend::Galera,
+            ] {
+                rows.extend(ingest(&cli, backend, requests).await?);
+            }
             rows.extend(initiate(&cli, requests / 4).await?);
         }
     }
@@ -99,26 +122,30 @@ struct Row {
 }
 
 async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<Vec<Row>> {
-    let name = match backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
-    };
+    let name = backend.name();
     eprintln!(
         "== ingestion on {name}: {requests} callbacks over {} connections",
         cli.connections
     );
     let dir = tempfile_dir()?;
     let log_filter = std::env::var("MPESA_BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into());
-    let database = FreshDatabase::create(
-        match backend {
-            Backend::Sqlite => DbBackend::Sqlite,
-            Backend::Postgres => DbBackend::Postgres,
-        },
-        "mpesa_bench",
-        &dir,
-    )
-    .await?;
-    let database_url = database.url.clone();
+    // Kept until the end of the run: dropping them removes the database (and the cluster).
+    let (database_url, made) = match backend {
+        Backend::Sqlite | Backend::Postgres | Backend::Mariadb => {
+            let kind = match backend {
+                Backend::Sqlite => DbBackend::Sqlite,
+                Backend::Postgres => DbBackend::Postgres,
+                _ => DbBackend::MySql,
+            };
+            let db = FreshDatabase::create(kind, "mpesa_bench", &dir).await?;
+            (db.url.clone(), Fresh::Database(db))
+        }
+        Backend::Galera => {
+            let cluster = GaleraCluster::start(3, &dir.join("cluster")).await?;
+            let name = cluster.create_database("mpesa_bench").await?;
+            (cluster.nodes[0].url(&name), Fresh::Cluster(cluster))
+        }
+    };
     let gateway = ManagedProcess::sandbox_gateway(
         &cli.gateway,
         &dir,
@@ -163,6 +190,8 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
         bail!("LOST: {note}");
     }
     drop(gateway);
+    drop(made);
+    let _ = std::fs::remove_dir_all(&dir);
     let ratio = report.throughput() / floor_report.throughput();
     Ok(vec![
         Row {
@@ -266,6 +295,12 @@ async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
             ),
         },
     ])
+}
+
+/// What a run made for its database, removed when dropped.
+enum Fresh {
+    Database(#[allow(dead_code)] FreshDatabase),
+    Cluster(#[allow(dead_code)] GaleraCluster),
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
