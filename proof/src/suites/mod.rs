@@ -3,3 +3,4 @@ pub mod duplicates;
 pub mod faults;
 pub mod galera;
 pub mod soak;
+pub mod wal_order;
