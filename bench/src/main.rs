@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::load::{LoadReport, run_load};
 use crate::process::Floor;
-use mpesa_harness::database::{Backend as DbBackend, Db, FreshDatabase, seed_pending_payments};
+use mpesa_harness::database::{Backend as DbBackend, Db, TestDatabase, seed_pending_payments};
 use mpesa_harness::process::{ManagedProcess, proc_status_kib};
 
 const CALLBACK_SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -108,17 +108,17 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
         cli.connections
     );
     let dir = tempfile_dir()?;
-    let log_filter = std::env::var("MPESA_BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into());
-    let database = FreshDatabase::create(
+    let log_filter = mpesa_harness::env::gateway_log();
+    let database = TestDatabase::create(
         match backend {
             Backend::Sqlite => DbBackend::Sqlite,
             Backend::Postgres => DbBackend::Postgres,
         },
         "mpesa_bench",
-        &dir,
+        Some(&dir),
     )
     .await?;
-    let database_url = database.url.clone();
+    let database_url = database.url().to_owned();
     let gateway = ManagedProcess::sandbox_gateway(
         &cli.gateway,
         &dir,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mpesa_harness::callbacks::stk_success;
-use mpesa_harness::database::{Backend, Db, FreshDatabase, seed_pending_payments};
+use mpesa_harness::database::{Backend, Db, TestDatabase, seed_pending_payments};
 use mpesa_harness::process::{ManagedProcess, free_port};
 
 use crate::common::*;
@@ -29,20 +29,20 @@ pub struct CrashOptions {
 pub async fn run(gateway: &Path, backend: Backend, o: &CrashOptions) -> anyhow::Result<()> {
     section(&format!(
         "crash on {}: {} callbacks from {} clients, kill -9 at {:.0}%",
-        backend.name(),
+        backend.as_str(),
         o.payments,
         o.clients,
         o.kill_at * 100.0
     ));
-    let dir = run_dir(&format!("crash-{}", backend.name()))?;
-    let database = FreshDatabase::create(backend, "mpesa_proof_crash", &dir).await?;
+    let dir = run_dir(&format!("crash-{}", backend.as_str()))?;
+    let database = TestDatabase::create(backend, "mpesa_proof_crash", Some(&dir)).await?;
     let receiver = WebhookReceiver::start().await?;
-    let spec = gateway_spec(gateway, &dir, &database.url, "gateway.log").env(
+    let spec = gateway_spec(gateway, &dir, database.url(), "gateway.log").env(
         "WEBHOOK_URL",
         format!("http://{}/hooks/mpesa", receiver.addr),
     );
     let mut process = ManagedProcess::gateway(spec, free_port()?).await?;
-    let db = Db::connect(&database.url).await?;
+    let db = Db::connect(database.url()).await?;
     seed_pending_payments(&db, 0..o.payments, None).await?;
     progress(format!(
         "{} pending payments seeded; streaming callbacks",
