@@ -185,6 +185,19 @@ impl ManagedProcess {
             .unwrap_or_default()
     }
 
+    /// The exit status if the process has exited (it is then no longer running), `None` while
+    /// it runs.
+    pub fn try_exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("the process is not running");
+        };
+        let status = child.try_wait()?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

@@ -1,71 +1,28 @@
 //! The real binary: `serve --sandbox` with `pay` in a second terminal, and SIGTERM.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use mpesa_harness::process::{ManagedProcess, ProcessSpec, free_port};
 use mpesa_storage::{CallbackOutcome, PageRequest};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mpesa-gateway");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Running {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `mpesa-gateway serve --sandbox` in `dir` (so its SQLite file and key file land there)
-/// and waits for `/health`.
-async fn serve_sandbox(dir: &Path, extra_env: &[(&str, &str)]) -> Running {
-    let port = free_port();
-    let mut command = Command::new(BINARY);
-    command
-        .args(["serve", "--sandbox"])
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+/// Starts `mpesa-gateway serve --sandbox` in `dir` (so its SQLite file and key file land there),
+/// logging to `dir/gateway.log`, and waits for `/health`. Stopped (SIGTERM) when dropped.
+async fn serve_sandbox(dir: &Path, extra_env: &[(&str, &str)]) -> ManagedProcess {
+    let mut spec = ProcessSpec::new(Path::new(BINARY), dir, &["serve", "--sandbox"])
         .env("DARAJA_SIM_CALLBACK_DELAY_MS", "300")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .log_to(dir.join("gateway.log"));
     for (k, v) in extra_env {
-        command.env(k, v);
+        spec = spec.env(k, *v);
     }
     daraja::install_crypto_provider();
-    let child = command.spawn().expect("the gateway binary starts");
-    let running = Running {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(format!("{}/health", running.base)).send().await
-            && r.status() == 200
-        {
-            return running;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    ManagedProcess::gateway(spec, free_port().unwrap())
+        .await
+        .expect("the gateway becomes healthy")
 }
 
 fn pay(dir: &Path, base: &str, phone: &str) -> std::process::Output {
@@ -167,14 +124,7 @@ async fn sigterm_finishes_in_flight_requests() {
         .expect("a callback is acknowledged within a minute")
         .unwrap();
     // SIGTERM while requests are in flight, and more arriving after it.
-    let pid = gw.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    gw.sigterm().unwrap();
     for i in 100..400 {
         tasks.spawn(post(i));
     }
@@ -186,10 +136,7 @@ async fn sigterm_finishes_in_flight_requests() {
             Err(_) => {} // refused after the listener closed: never acknowledged
         }
     }
-    let status = tokio::task::spawn_blocking(move || gw.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = gw.exited(Duration::from_secs(60)).await.unwrap();
     assert!(status.success(), "exits cleanly on SIGTERM: {status:?}");
     assert!(acknowledged >= 1);
     // Every acknowledged callback is in the database.
@@ -238,45 +185,12 @@ async fn logs_carry_no_secrets_and_no_whole_phone_numbers() {
         ("WEBHOOK_URL", "http://127.0.0.1:9/hook"),
         ("WEBHOOK_ALLOW_PRIVATE", "true"),
     ]);
-    let mut gw = serve_sandbox(dir.path(), &env).await;
-    // Debug logs for this run.
-    drop(gw.child.stderr.take());
-    let _ = gw.child.kill();
-    let _ = gw.child.wait();
-    let port = free_port();
+    env.extend([
+        ("RUST_LOG", "debug"),
+        ("DARAJA_SIM_CALLBACK_DELAY_MS", "100"),
+    ]);
+    let gw = serve_sandbox(dir.path(), &env).await;
     let log_path = dir.path().join("gateway.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut command = Command::new(BINARY);
-    command
-        .args(["serve", "--sandbox"])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("DARAJA_SIM_CALLBACK_DELAY_MS", "100")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (k, v) in &env {
-        command.env(k, v);
-    }
-    let child = command.spawn().unwrap();
-    let gw = Running {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{}/health", gw.base))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let api_key = std::fs::read_to_string(dir.path().join("mpesa-gateway.sandbox-key"))
         .unwrap()
         .trim()
