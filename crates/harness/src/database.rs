@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sqlx::{Connection, MySqlConnection, PgConnection};
 use url::Url;
 
 pub use mpesa_storage::Backend;
@@ -110,51 +109,34 @@ impl TestDatabase {
                 let url = format!("sqlite://{}", dir.join("db.sqlite").display());
                 Self::open(backend, url, cleanup).await
             }
-            Backend::Postgres => {
-                let admin_url = env::postgres_url();
-                let mut admin = PgConnection::connect(&admin_url).await.map_err(|e| {
-                    unreachable_server("PostgreSQL", env::POSTGRES_URL, &admin_url, e)
-                })?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut admin)
+            Backend::Postgres | Backend::MySql => {
+                let (product, var, admin_url, create) = match backend {
+                    Backend::Postgres => (
+                        "PostgreSQL",
+                        env::POSTGRES_URL,
+                        env::postgres_url(),
+                        format!("CREATE DATABASE {name}"),
+                    ),
+                    _ => (
+                        "MySQL/MariaDB",
+                        env::MYSQL_URL,
+                        env::mysql_url(),
+                        format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"),
+                    ),
+                };
+                let admin = Db::connect_one(&admin_url)
                     .await
-                    .with_context(|| format!("creating the PostgreSQL database {name}"))?;
-                let _ = admin.close().await;
+                    .map_err(|e| unreachable_server(product, var, &admin_url, e))?;
+                let created = admin.execute(&create).await;
+                admin.close().await;
+                created.with_context(|| format!("creating the {product} database {name}"))?;
                 let url = with_database(&admin_url, &name)?;
-                Self::open(
+                let cleanup = Cleanup::DropDatabase {
                     backend,
-                    url,
-                    Cleanup::DropDatabase {
-                        backend,
-                        admin_url,
-                        name,
-                    },
-                )
-                .await
-            }
-            Backend::MySql => {
-                let admin_url = env::mysql_url();
-                let mut admin = MySqlConnection::connect(&admin_url).await.map_err(|e| {
-                    unreachable_server("MySQL/MariaDB", env::MYSQL_URL, &admin_url, e)
-                })?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-                )))
-                .execute(&mut admin)
-                .await
-                .with_context(|| format!("creating the MySQL database {name}"))?;
-                let _ = admin.close().await;
-                let url = with_database(&admin_url, &name)?;
-                Self::open(
-                    backend,
-                    url,
-                    Cleanup::DropDatabase {
-                        backend,
-                        admin_url,
-                        name,
-                    },
-                )
-                .await
+                    admin_url,
+                    name,
+                };
+                Self::open(backend, url, cleanup).await
             }
         }
     }
@@ -214,36 +196,27 @@ impl TestDatabase {
     /// cut), as in an outage, until [`TestDatabase::allow_connections`].
     pub async fn block_connections(&self) {
         let (admin_url, name) = self.postgres_admin("block_connections");
-        let mut admin = PgConnection::connect(admin_url)
-            .await
-            .expect("PostgreSQL admin connection");
-        for sql in [
-            format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
-            format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        admin_sql(
+            admin_url,
+            &format!(
+                "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> pg_backend_pid()"
             ),
-        ] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut admin)
-                .await
-                .expect("outage statement");
-        }
-        let _ = admin.close().await;
+        )
+        .await
+        .expect("the outage's statements");
     }
 
     /// Ends [`TestDatabase::block_connections`].
     pub async fn allow_connections(&self) {
         let (admin_url, name) = self.postgres_admin("allow_connections");
-        let mut admin = PgConnection::connect(admin_url)
-            .await
-            .expect("PostgreSQL admin connection");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "ALTER DATABASE {name} ALLOW_CONNECTIONS true"
-        )))
-        .execute(&mut admin)
+        admin_sql(
+            admin_url,
+            &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+        )
         .await
-        .expect("end of outage");
-        let _ = admin.close().await;
+        .expect("the end of the outage");
     }
 
     fn postgres_admin(&self, what: &str) -> (&str, &str) {
@@ -288,32 +261,32 @@ impl Drop for Cleanup {
 
 async fn drop_database(backend: Backend, admin_url: &str, name: &str) -> anyhow::Result<()> {
     match backend {
+        // FORCE (PostgreSQL 13+) ends the test's own pooled connections.
         Backend::Postgres => {
-            let mut admin = PgConnection::connect(admin_url).await?;
-            // FORCE (PostgreSQL 13+) ends the test's own pooled connections.
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut admin)
-            .await?;
-            admin.close().await?;
+            admin_sql(
+                admin_url,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            )
+            .await
         }
+        // Without hanging on a connection that a failed test left inside a transaction.
         Backend::MySql => {
-            let mut admin = MySqlConnection::connect(admin_url).await?;
-            // Do not hang on a connection that a failed test left inside a transaction.
-            sqlx::raw_sql("SET SESSION lock_wait_timeout = 5")
-                .execute(&mut admin)
-                .await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name}"
-            )))
-            .execute(&mut admin)
-            .await?;
-            admin.close().await?;
+            admin_sql(
+                admin_url,
+                &format!("SET SESSION lock_wait_timeout = 5; DROP DATABASE IF EXISTS {name}"),
+            )
+            .await
         }
-        Backend::Sqlite => {}
+        Backend::Sqlite => Ok(()),
     }
-    Ok(())
+}
+
+/// Statements on the server's admin database, over one connection.
+async fn admin_sql(admin_url: &str, sql: &str) -> anyhow::Result<()> {
+    let admin = Db::connect_one(admin_url).await?;
+    let result = admin.execute(sql).await;
+    admin.close().await;
+    result
 }
 
 /// The server URL with its database replaced by `name`.
@@ -323,7 +296,7 @@ fn with_database(server_url: &str, name: &str) -> anyhow::Result<String> {
     Ok(url.to_string())
 }
 
-fn unreachable_server(product: &str, var: &str, url: &str, e: sqlx::Error) -> anyhow::Error {
+fn unreachable_server(product: &str, var: &str, url: &str, e: anyhow::Error) -> anyhow::Error {
     let shown = match Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {
@@ -360,24 +333,33 @@ macro_rules! on_pool {
 
 impl Db {
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        Self::connect_with(url, 2).await
+    }
+
+    /// One connection: statements that must share a session (`SET SESSION …; DROP …`).
+    async fn connect_one(url: &str) -> anyhow::Result<Db> {
+        Self::connect_with(url, 1).await
+    }
+
+    async fn connect_with(url: &str, connections: u32) -> anyhow::Result<Db> {
         Ok(if url.starts_with("sqlite") {
             Db::Sqlite(
                 sqlx::sqlite::SqlitePoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(connections)
                     .connect(url)
                     .await?,
             )
         } else if url.starts_with("postgres") {
             Db::Postgres(
                 sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(connections)
                     .connect(url)
                     .await?,
             )
         } else if url.starts_with("mysql") {
             Db::MySql(
                 sqlx::mysql::MySqlPoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(connections)
                     .connect(url)
                     .await?,
             )
