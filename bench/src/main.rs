@@ -189,13 +189,14 @@ async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
     );
     let dir = tempfile_dir()?;
     let database_url = format!("sqlite://{}/bench.db", dir.display());
+    let log_filter = mpesa_harness::env::gateway_log();
     let env = [
         ("DATABASE_URL", database_url.as_str()),
         ("RECONCILE_AFTER_SECS", "86400"),
         ("PAYMENT_EXPIRES_AFTER_SECS", "172800"),
         // The push is what is measured: no callbacks competing for the same two cores.
         ("DARAJA_SIM_NO_CALLBACKS", "true"),
-        ("RUST_LOG", "warn"),
+        ("RUST_LOG", log_filter.as_str()),
     ];
     let gateway = ManagedProcess::sandbox_gateway(&cli.gateway, &dir, &env).await?;
     let key = std::fs::read_to_string(dir.join("mpesa-gateway.sandbox-key"))
