@@ -256,7 +256,8 @@ setup_postgres() {
     [ "$DRY_RUN" = 1 ] && return 0
     psql "$MPESA_TEST_POSTGRES_URL" -Atqc 'SELECT 1' >/dev/null \
         || fail "cannot log in to PostgreSQL as $TEST_ROLE either (pg_hba.conf?)"
-    say "PostgreSQL: ready at $host:$port as $TEST_ROLE (MPESA_TEST_POSTGRES_URL)"
+    say "PostgreSQL: ready at $host:$port as $TEST_ROLE; for cargo test alone:"
+    echo "    export MPESA_TEST_POSTGRES_URL=$MPESA_TEST_POSTGRES_URL" >&2
 }
 
 # `ping` succeeds whenever the server answers, even when it refuses the login.
@@ -305,5 +306,6 @@ setup_mariadb() {
     [ "$DRY_RUN" = 1 ] && return 0
     MYSQL_PWD="$TEST_ROLE" mariadb -h "$host" -P "$port" -u "$TEST_ROLE" -e 'SELECT 1' >/dev/null \
         || fail "cannot log in to MariaDB as $TEST_ROLE either"
-    say "MariaDB: ready at $host:$port as $TEST_ROLE (MPESA_TEST_MYSQL_URL)"
+    say "MariaDB: ready at $host:$port as $TEST_ROLE; for cargo test alone:"
+    echo "    export MPESA_TEST_MYSQL_URL=$MPESA_TEST_MYSQL_URL" >&2
 }
