@@ -182,6 +182,11 @@ impl Config {
                     },
                     None => match var.when_unset {
                         WhenUnset::Means(what) if !what.is_empty() => {
+                            // "none (required with X)" reads as "(not set: required with X)".
+                            let what = what
+                                .strip_prefix("none (")
+                                .and_then(|w| w.strip_suffix(')'))
+                                .unwrap_or(what);
                             format!("(not set: {})", what.replace('`', ""))
                         }
                         _ => "(not set)".to_owned(),
