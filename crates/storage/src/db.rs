@@ -381,6 +381,119 @@ pub(crate) fn as_written(stmt: Stmt) -> (Cow<'static, str>, Vec<Arg>) {
     (stmt.sql, stmt.args)
 }
 
+// ---- write transactions -------------------------------------------------------------------------
+
+/// A write transaction on a pooled connection, begun and ended with plain SQL (`BEGIN`,
+/// `COMMIT`, `ROLLBACK`) rather than sqlx's `Transaction`.
+///
+/// A connection whose `BEGIN`, `COMMIT` or `ROLLBACK` failed is closed instead of going back to
+/// the pool, and the pool opens a new one. The driver's idea of the connection can no longer be
+/// trusted then: SQLite rolls a transaction back by itself when a COMMIT fails on a full disk,
+/// sqlx's queued ROLLBACK then fails too, and sqlx kept believing a transaction was open, so every
+/// later write on the one writer connection failed until a restart. A transaction dropped while
+/// still open (its future cancelled) is rolled back on a spawned task before the connection is
+/// returned, or closed when that fails.
+pub(crate) struct WriteTx<DB: Database>
+where
+    DB::Connection: Conn,
+{
+    conn: Option<sqlx::pool::PoolConnection<DB>>,
+    open: bool,
+}
+
+impl<DB: Database> WriteTx<DB>
+where
+    DB::Connection: Conn,
+{
+    /// Takes a connection from `pool` and runs `begin` (`BEGIN`, or SQLite's `BEGIN IMMEDIATE`).
+    pub(crate) async fn begin(
+        pool: &sqlx::Pool<DB>,
+        begin: &'static str,
+        map_err: fn(sqlx::Error) -> crate::error::DbError,
+    ) -> DbResult<Self> {
+        let mut conn = pool.acquire().await.map_err(map_err)?;
+        if let Err(e) = conn.execute_raw(begin).await {
+            conn.close_on_drop();
+            return Err(e);
+        }
+        Ok(WriteTx {
+            conn: Some(conn),
+            open: true,
+        })
+    }
+
+    pub(crate) async fn commit(mut self) -> DbResult<()> {
+        self.end("COMMIT").await
+    }
+
+    /// Rolls back; a failure closes the connection (which ends the transaction on the server).
+    pub(crate) async fn rollback(mut self) {
+        if let Err(e) = self.end("ROLLBACK").await {
+            tracing::warn!(error = %e.error, "ROLLBACK failed; the connection is replaced");
+        }
+    }
+
+    async fn end(&mut self, sql: &'static str) -> DbResult<()> {
+        self.open = false;
+        let conn = self
+            .conn
+            .as_mut()
+            .expect("an open transaction has its connection");
+        let result = conn.execute_raw(sql).await;
+        if result.is_err() {
+            conn.close_on_drop();
+        }
+        result
+    }
+}
+
+impl<DB: Database> std::ops::Deref for WriteTx<DB>
+where
+    DB::Connection: Conn,
+{
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        self.conn
+            .as_ref()
+            .expect("a transaction has its connection")
+    }
+}
+
+impl<DB: Database> DerefMut for WriteTx<DB>
+where
+    DB::Connection: Conn,
+{
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        self.conn
+            .as_mut()
+            .expect("a transaction has its connection")
+    }
+}
+
+impl<DB: Database> Drop for WriteTx<DB>
+where
+    DB::Connection: Conn,
+{
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if conn.execute_raw("ROLLBACK").await.is_err() {
+                        conn.close_on_drop();
+                    }
+                });
+            }
+            Err(_) => conn.close_on_drop(),
+        }
+    }
+}
+
 // ---- drivers ------------------------------------------------------------------------------------
 
 /// One backend: its pools, how it begins a write transaction, migrations and version check.
@@ -395,7 +508,10 @@ pub(crate) trait Driver: Send + Sync + 'static {
     const BACKEND: crate::Backend;
 
     async fn begin(&self) -> DbResult<Self::Tx>;
+    /// Commits; a connection whose COMMIT failed is closed, never reused.
     async fn commit(tx: Self::Tx) -> DbResult<()>;
+    /// Rolls back; a connection whose ROLLBACK failed is closed, never reused.
+    async fn rollback(tx: Self::Tx);
     async fn reader(&self) -> DbResult<Self::Reader>;
 
     async fn migrate(&self) -> Result<()>;
@@ -529,5 +645,155 @@ mod tests {
         let stmt = b.build();
         assert_eq!(stmt.sql, "SELECT 1 WHERE a IN ($1, $2) AND b = $3");
         assert_eq!(stmt.args.len(), 3);
+    }
+}
+
+#[cfg(test)]
+mod write_tx_tests {
+    //! A connection whose COMMIT or ROLLBACK failed is replaced, on every backend (issue: a
+    //! failed SQLite COMMIT on a full disk poisoned the single writer until restart).
+
+    use super::*;
+    use crate::testing::TestDatabase;
+    use crate::{
+        ConnectOptions, mysql::MySqlDriver, postgres::PostgresDriver, sqlite::SqliteDriver,
+    };
+
+    async fn count_rows<D: Driver>(driver: &D) -> i64 {
+        let mut reader = driver.reader().await.unwrap();
+        reader
+            .fetch_one(Stmt::new("SELECT COUNT(*) AS n FROM write_tx_probe"))
+            .await
+            .unwrap()
+            .int("n")
+            .unwrap()
+    }
+
+    /// A write transaction commits on the driver, whatever happened before.
+    async fn a_write_commits<D: Driver>(driver: &D) {
+        let mut tx = driver.begin().await.expect("a write transaction begins");
+        tx.execute(Stmt::new("INSERT INTO write_tx_probe (x) VALUES (1)"))
+            .await
+            .expect("the insert runs");
+        D::commit(tx).await.expect("and commits");
+    }
+
+    async fn create_table<D: Driver>(driver: &D) {
+        let mut tx = driver.begin().await.unwrap();
+        tx.execute_raw("CREATE TABLE write_tx_probe (x INTEGER)")
+            .await
+            .unwrap();
+        D::commit(tx).await.unwrap();
+    }
+
+    fn sqlite_url(dir: &tempfile::TempDir) -> String {
+        format!("sqlite://{}", dir.path().join("tx.db").display())
+    }
+
+    /// The state a COMMIT that failed on a full disk leaves behind: SQLite ended the transaction
+    /// by itself, so the COMMIT fails and so does the ROLLBACK after it. Reproduced here by
+    /// ending the transaction under the driver's feet.
+    #[tokio::test]
+    async fn sqlite_writer_is_replaced_after_a_failed_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = SqliteDriver::connect(&sqlite_url(&dir), &ConnectOptions::default())
+            .await
+            .unwrap();
+        create_table(&driver).await;
+        let mut tx = driver.begin().await.unwrap();
+        tx.execute(Stmt::new("INSERT INTO write_tx_probe (x) VALUES (1)"))
+            .await
+            .unwrap();
+        tx.execute_raw("ROLLBACK").await.unwrap();
+        let failed = SqliteDriver::commit(tx).await;
+        assert!(failed.is_err(), "the COMMIT fails: no transaction is open");
+        // Before the fix: "attempted to call begin_with at non-zero transaction depth", forever.
+        a_write_commits(&driver).await;
+        a_write_commits(&driver).await;
+        assert_eq!(count_rows(&driver).await, 2);
+        driver.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_writer_is_replaced_after_a_failed_rollback_or_a_dropped_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = SqliteDriver::connect(&sqlite_url(&dir), &ConnectOptions::default())
+            .await
+            .unwrap();
+        create_table(&driver).await;
+        // A ROLLBACK that fails.
+        let mut tx = driver.begin().await.unwrap();
+        tx.execute_raw("ROLLBACK").await.unwrap();
+        SqliteDriver::rollback(tx).await;
+        a_write_commits(&driver).await;
+        // A transaction dropped half-way (its future cancelled): rolled back, the writer free.
+        let mut tx = driver.begin().await.unwrap();
+        tx.execute(Stmt::new("INSERT INTO write_tx_probe (x) VALUES (2)"))
+            .await
+            .unwrap();
+        drop(tx);
+        a_write_commits(&driver).await;
+        assert_eq!(count_rows(&driver).await, 2, "the dropped insert is gone");
+        driver.close().await;
+    }
+
+    /// PostgreSQL: the server side of the connection goes away between the last statement and
+    /// the COMMIT.
+    #[tokio::test]
+    async fn postgres_connection_is_replaced_after_a_failed_commit() {
+        let db = TestDatabase::postgres().await;
+        let driver = PostgresDriver::connect(db.url(), &ConnectOptions::default())
+            .await
+            .unwrap();
+        create_table(&driver).await;
+        let mut tx = driver.begin().await.unwrap();
+        tx.execute(Stmt::new("INSERT INTO write_tx_probe (x) VALUES (1)"))
+            .await
+            .unwrap();
+        let pid = tx
+            .fetch_one(Stmt::new("SELECT pg_backend_pid() AS pid"))
+            .await
+            .unwrap()
+            .int32("pid")
+            .unwrap();
+        let mut other = driver.reader().await.unwrap();
+        other
+            .execute(Stmt::new("SELECT pg_terminate_backend(CAST($1 AS INTEGER))").bind(pid))
+            .await
+            .unwrap();
+        drop(other);
+        assert!(PostgresDriver::commit(tx).await.is_err());
+        a_write_commits(&driver).await;
+        assert_eq!(count_rows(&driver).await, 1, "only the second insert");
+        driver.close().await;
+    }
+
+    #[tokio::test]
+    async fn mysql_connection_is_replaced_after_a_failed_commit() {
+        let db = TestDatabase::mysql().await;
+        let driver = MySqlDriver::connect(db.url(), &ConnectOptions::default())
+            .await
+            .unwrap();
+        create_table(&driver).await;
+        let mut tx = driver.begin().await.unwrap();
+        tx.execute(Stmt::new("INSERT INTO write_tx_probe (x) VALUES (1)"))
+            .await
+            .unwrap();
+        let id = tx
+            .fetch_one(Stmt::new("SELECT CAST(CONNECTION_ID() AS SIGNED) AS id"))
+            .await
+            .unwrap()
+            .int("id")
+            .unwrap();
+        let mut other = driver.reader().await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL {id}")))
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        drop(other);
+        assert!(MySqlDriver::commit(tx).await.is_err());
+        a_write_commits(&driver).await;
+        assert_eq!(count_rows(&driver).await, 1, "only the second insert");
+        driver.close().await;
     }
 }

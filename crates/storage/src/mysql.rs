@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use sqlx::error::DatabaseError;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::{MySql, MySqlConnection, MySqlPool, Transaction};
+use sqlx::{MySql, MySqlConnection, MySqlPool};
 
-use crate::db::{Dialect, Driver, impl_conn, to_question_marks};
+use crate::db::{Dialect, Driver, WriteTx, impl_conn, to_question_marks};
 use crate::error::{
     DbError, DbResult, ServerErrorClass, map_sqlx_error, unique_rule_from_mysql_message,
 };
@@ -133,17 +133,21 @@ impl MySqlDriver {
 #[async_trait]
 impl Driver for MySqlDriver {
     type Conn = MySqlConnection;
-    type Tx = Transaction<'static, MySql>;
+    type Tx = WriteTx<MySql>;
     type Reader = PoolConnection<MySql>;
 
     const BACKEND: Backend = Backend::MySql;
 
     async fn begin(&self) -> DbResult<Self::Tx> {
-        self.pool.begin().await.map_err(map_error)
+        WriteTx::begin(&self.pool, "BEGIN", map_error).await
     }
 
     async fn commit(tx: Self::Tx) -> DbResult<()> {
-        tx.commit().await.map_err(map_error)
+        tx.commit().await
+    }
+
+    async fn rollback(tx: Self::Tx) {
+        tx.rollback().await
     }
 
     async fn reader(&self) -> DbResult<Self::Reader> {

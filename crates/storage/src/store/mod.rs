@@ -51,9 +51,16 @@ macro_rules! write_tx {
             let result: DbResult<_> = async {
                 let mut tx = $self.driver.begin().await?;
                 let $tx: &mut D::Conn = &mut tx;
-                let value = $body.await?;
-                D::commit(tx).await?;
-                Ok(value)
+                match $body.await {
+                    Ok(value) => {
+                        D::commit(tx).await?;
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        D::rollback(tx).await;
+                        Err(e)
+                    }
+                }
             }
             .await;
             match result {
@@ -187,12 +194,19 @@ impl<D: Driver> Storage for SqlStorage<D> {
         let fast: DbResult<Option<Vec<Result<IngestedCallback>>>> = async {
             let mut tx = self.driver.begin().await?;
             let c: &mut D::Conn = &mut tx;
-            match callbacks::ingest_batch_unisolated(c, &batch, now, decide).await? {
-                Some(results) => {
+            match callbacks::ingest_batch_unisolated(c, &batch, now, decide).await {
+                Ok(Some(results)) => {
                     D::commit(tx).await?;
                     Ok(Some(results))
                 }
-                None => Ok(None),
+                Ok(None) => {
+                    D::rollback(tx).await;
+                    Ok(None)
+                }
+                Err(e) => {
+                    D::rollback(tx).await;
+                    Err(e)
+                }
             }
         }
         .await;
