@@ -548,6 +548,10 @@ pub(crate) struct Dialect {
 
     /// Upserts that overwrite. Args: name, value, updated_at.
     pub(crate) upsert_setting: &'static str,
+    /// Args: instance_id, written_at.
+    pub(crate) upsert_health_probe: &'static str,
+    /// One more failure for a (username, address) pair. Args: username, address, now.
+    pub(crate) count_sign_in_failure: &'static str,
     /// Args: chat_id, user_id, phone, linked_at. Clears `blocked_at`.
     pub(crate) upsert_telegram_link: &'static str,
 
@@ -579,6 +583,13 @@ pub(crate) mod standard_sql {
         VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
     pub(crate) const INSERT_LEASE_IF_ABSENT: &str = "INSERT INTO leases (name, owner, expires_at) \
         VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
+    pub(crate) const UPSERT_HEALTH_PROBE: &str = "INSERT INTO health_probes \
+        (instance_id, written_at) VALUES ($1, $2) \
+        ON CONFLICT (instance_id) DO UPDATE SET written_at = excluded.written_at";
+    pub(crate) const COUNT_SIGN_IN_FAILURE: &str = "INSERT INTO sign_in_failures \
+        (username, address, failures, last_failed_at) VALUES ($1, $2, 1, $3) \
+        ON CONFLICT (username, address) DO UPDATE SET \
+        failures = sign_in_failures.failures + 1, last_failed_at = excluded.last_failed_at";
     pub(crate) const UPSERT_SETTING: &str = "INSERT INTO settings (name, value, updated_at) \
         VALUES ($1, $2, $3) \
         ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";

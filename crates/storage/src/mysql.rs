@@ -45,6 +45,11 @@ const DIALECT: Dialect = Dialect {
         ON DUPLICATE KEY UPDATE name = name",
     upsert_setting: "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \
         ON DUPLICATE KEY UPDATE value = VALUES(value), updated_at = VALUES(updated_at)",
+    upsert_health_probe: "INSERT INTO health_probes (instance_id, written_at) VALUES ($1, $2) \
+        ON DUPLICATE KEY UPDATE written_at = VALUES(written_at)",
+    count_sign_in_failure: "INSERT INTO sign_in_failures \
+        (username, address, failures, last_failed_at) VALUES ($1, $2, 1, $3) \
+        ON DUPLICATE KEY UPDATE failures = failures + 1, last_failed_at = VALUES(last_failed_at)",
     upsert_telegram_link: "INSERT INTO telegram_links (chat_id, user_id, phone, linked_at, blocked_at) \
         VALUES ($1, $2, $3, $4, NULL) \
         ON DUPLICATE KEY UPDATE user_id = VALUES(user_id), phone = VALUES(phone), \

@@ -36,6 +36,8 @@ const DIALECT: Dialect = Dialect {
     insert_setting_if_absent: standard_sql::INSERT_SETTING_IF_ABSENT,
     insert_lease_if_absent: standard_sql::INSERT_LEASE_IF_ABSENT,
     upsert_setting: standard_sql::UPSERT_SETTING,
+    upsert_health_probe: standard_sql::UPSERT_HEALTH_PROBE,
+    count_sign_in_failure: standard_sql::COUNT_SIGN_IN_FAILURE,
     upsert_telegram_link: standard_sql::UPSERT_TELEGRAM_LINK,
     payment_totals_by_status: standard_sql::PAYMENT_TOTALS_BY_STATUS,
     daily_volume: standard_sql::DAILY_VOLUME,

@@ -111,6 +111,14 @@ impl<D: Driver> Storage for SqlStorage<D> {
         read!(self, |c| c.execute_raw("SELECT 1"))
     }
 
+    async fn write_probe(&self, instance_id: &str, now: Millis) -> Result<()> {
+        write_tx!(self, "write_probe", |c| settings::write_probe(
+            c,
+            instance_id,
+            now
+        ))
+    }
+
     async fn close(&self) {
         self.driver.close().await;
     }
@@ -369,6 +377,50 @@ impl<D: Driver> Storage for SqlStorage<D> {
         write_tx!(self, "upsert_admin_user", |c| accounts::upsert_admin_user(
             c, user
         ))
+    }
+
+    async fn delete_admin_user(&self, username: &str) -> Result<bool> {
+        write_tx!(self, "delete_admin_user", |c| accounts::delete_admin_user(
+            c, username
+        ))
+    }
+
+    async fn delete_sessions_of(&self, username: &str) -> Result<u64> {
+        write_tx!(
+            self,
+            "delete_sessions_of",
+            |c| accounts::delete_sessions_of(c, username)
+        )
+    }
+
+    async fn begin_sign_in(
+        &self,
+        username: &str,
+        address: &str,
+        now: Millis,
+        address_since: Millis,
+        decide: crate::DecideSignIn<'_>,
+    ) -> Result<Option<Millis>> {
+        write_tx!(self, "begin_sign_in", |c| accounts::begin_sign_in(
+            c,
+            username,
+            address,
+            now,
+            address_since,
+            decide
+        ))
+    }
+
+    async fn clear_sign_in_failures(&self, username: &str, address: &str) -> Result<()> {
+        write_tx!(self, "clear_sign_in_failures", |c| {
+            accounts::clear_sign_in_failures(c, username, address)
+        })
+    }
+
+    async fn delete_sign_in_failures_before(&self, before: Millis) -> Result<u64> {
+        write_tx!(self, "delete_sign_in_failures_before", |c| {
+            accounts::delete_sign_in_failures_before(c, before)
+        })
     }
 
     async fn find_admin_user(&self, username: &str) -> Result<Option<AdminUser>> {
