@@ -157,6 +157,7 @@ impl App {
                 amount_bounds: config.amount_bounds,
                 reconcile_after_ms: config.reconcile_after.as_millis() as i64,
                 expires_after_ms: config.payment_expires_after.as_millis() as i64,
+                keep_asking_ms: config.reconcile_keep_asking.as_millis() as i64,
             },
             plan.clone(),
             metrics.clone(),

@@ -141,6 +141,9 @@ pub struct Config {
     pub sandbox: bool,
     pub reconcile_after: Duration,
     pub payment_expires_after: Duration,
+    /// `RECONCILE_KEEP_ASKING_SECS`: how long Daraja is asked about a payment whose queries get
+    /// no answer (then it is held for a person).
+    pub reconcile_keep_asking: Duration,
     pub amount_bounds: AmountBounds,
     pub telegram: Option<TelegramSettings>,
     pub email: Option<EmailSettings>,
@@ -414,6 +417,10 @@ impl Config {
                 reason: "must be above 0".into(),
             });
         }
+        let reconcile_keep_asking = Duration::from_secs(
+            r.parse(&["RECONCILE_KEEP_ASKING_SECS"], "seconds")?
+                .unwrap_or(86_400),
+        );
         let min = r.parse(&["AMOUNT_MIN"], "whole shillings")?.unwrap_or(1i64);
         let max = r
             .parse(&["AMOUNT_MAX"], "whole shillings")?
@@ -538,6 +545,7 @@ impl Config {
             sandbox,
             reconcile_after,
             payment_expires_after,
+            reconcile_keep_asking,
             amount_bounds: AmountBounds { min, max },
             telegram,
             email,
@@ -617,6 +625,10 @@ impl Config {
             (
                 "PAYMENT_EXPIRES_AFTER_SECS",
                 self.payment_expires_after.as_secs().to_string(),
+            ),
+            (
+                "RECONCILE_KEEP_ASKING_SECS",
+                self.reconcile_keep_asking.as_secs().to_string(),
             ),
             ("AMOUNT_MIN", self.amount_bounds.min.to_string()),
             ("AMOUNT_MAX", self.amount_bounds.max.to_string()),

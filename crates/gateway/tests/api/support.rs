@@ -238,6 +238,43 @@ impl TestGateway {
         }
     }
 
+    /// Waits (up to `within`) until the stored payment satisfies `done`; returns it. Fails at
+    /// once, naming what it saw, if `never` holds first.
+    pub async fn wait_for_payment(
+        &self,
+        id: &str,
+        what: &str,
+        within: Duration,
+        done: impl Fn(&Payment) -> bool,
+        never: impl Fn(&Payment) -> bool,
+    ) -> Payment {
+        let storage = self.storage();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let p = storage
+                .get_payment(id)
+                .await
+                .unwrap()
+                .expect("payment exists");
+            if done(&p) {
+                return p;
+            }
+            assert!(
+                !never(&p),
+                "payment {id} became {} (needs_review: {}) while waiting for: {what}",
+                p.status,
+                p.needs_review
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "payment {id} is {} (needs_review: {}) after {within:?}, waiting for: {what}",
+                p.status,
+                p.needs_review
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// POSTs a callback body to this gateway's STK callback path.
     pub async fn post_stk_callback(&self, body: &[u8]) -> (u16, Value) {
         let response = self

@@ -97,7 +97,7 @@ pub async fn outbox_settled(storage: &dyn Storage) {
     }
 }
 
-fn edit_texts(tg: &FakeTelegram, chat: i64, message_id: i64) -> Vec<String> {
+pub fn edit_texts(tg: &FakeTelegram, chat: i64, message_id: i64) -> Vec<String> {
     tg.edits_of(chat, message_id)
         .iter()
         .map(|b| b["text"].as_str().unwrap().to_owned())
