@@ -220,6 +220,7 @@ impl App {
             ingestor,
             metrics,
             health,
+            write_probe: Default::default(),
             callback_secret,
             api_keys: Default::default(),
             outbox_wake,
@@ -265,7 +266,11 @@ impl App {
             router = router.nest("/sandbox", sim.router());
         }
         let mut workers = tokio::task::JoinSet::new();
-        workers.spawn(reconciler::run(state.payments.clone(), shutdown.clone()));
+        workers.spawn(reconciler::run(
+            state.payments.clone(),
+            state.health.clone(),
+            shutdown.clone(),
+        ));
         workers.spawn(outbox.run(shutdown.clone()));
         if let (Some(bot), Some(telegram)) = (&state.telegram_bot, &state.config.telegram) {
             if bot.webhook.is_some() {

@@ -89,6 +89,12 @@ pub trait Storage: Send + Sync + 'static {
     /// A cheap round trip for `/health` (a read).
     async fn ping(&self) -> Result<()>;
 
+    /// When (Unix ms) and why the last write transaction failed for want of the database
+    /// (`Unavailable`: disk full, I/O error, server gone), if one did since start. A small write
+    /// may still commit while larger ones fail (SQLite reuses its WAL file's space on a full
+    /// disk): `/health` looks at this besides [`Storage::write_probe`].
+    fn last_write_failure(&self) -> Option<(Millis, String)>;
+
     /// Proof for `/health` that a write transaction commits: rewrites this instance's own row of
     /// a small table (so instances never wait for each other), on the same path every write
     /// takes (SQLite: the one writer connection), and deletes rows of instances gone for a week.

@@ -74,12 +74,20 @@ pub fn schedule(next: NextCheck, now: i64, attempts: i32, base_ms: i64) -> Check
 /// Every how many passes orphan callbacks are looked at (each may cost an STK Query).
 const ADOPT_EVERY: u64 = 10;
 
-pub async fn run(payments: Payments, shutdown: CancellationToken) {
+pub async fn run(
+    payments: Payments,
+    health: std::sync::Arc<crate::health::DependencyHealth>,
+    shutdown: CancellationToken,
+) {
     tracing::info!("reconciler started");
     let mut passes: u64 = 0;
     loop {
-        if let Err(error) = pass(&payments).await {
-            tracing::warn!(%error, "reconciler pass failed; retrying");
+        match pass(&payments).await {
+            Ok(_) => health.ok("reconciler"),
+            Err(error) => {
+                tracing::warn!(%error, "reconciler pass failed; retrying");
+                health.failing("reconciler", error.to_string());
+            }
         }
         if passes.is_multiple_of(ADOPT_EVERY)
             && let Err(error) = adopt_orphan_callbacks(&payments).await

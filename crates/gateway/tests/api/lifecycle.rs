@@ -300,3 +300,199 @@ async fn logs_carry_no_secrets_and_no_whole_phone_numbers() {
     }
     assert!(text.contains("2547*****149"), "masked numbers are logged");
 }
+
+/// A callback body of about `pad` bytes for `checkout`.
+fn padded_callback(checkout: &str, pad: usize) -> String {
+    format!(
+        r#"{{"Body":{{"stkCallback":{{"MerchantRequestID":"m","CheckoutRequestID":"{checkout}","ResultCode":1032,"ResultDesc":"{}"}}}}}}"#,
+        "x".repeat(pad)
+    )
+}
+
+/// Sets the soft file-size limit (`RLIMIT_FSIZE`) of a running process: the gateway's disk "fills
+/// up" at `bytes` per file, or has room again with `None`.
+fn set_file_size_limit(pid: u32, bytes: Option<u64>) {
+    let limit = bytes.map_or_else(|| "unlimited".to_owned(), |b| b.to_string());
+    let status = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--fsize={limit}:")])
+        .status()
+        .expect("prlimit (util-linux) runs");
+    assert!(status.success(), "prlimit --fsize={limit}");
+}
+
+/// Issue 11, item 1: the SQLite file's disk fills up (here a file-size limit on the gateway's
+/// process, with SIGXFSZ ignored, so a write past it fails as on a full disk). A COMMIT then
+/// failed and left the single writer connection believing a transaction was open: after space
+/// came back every write still failed until a restart, while `/health` said `healthy`. Now
+/// `/health` answers 503 naming the database writes, the API answers 503 (not 500), and the
+/// gateway recovers by itself when space returns; every callback answered 200 is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_and_survived_on_sqlite() {
+    const SECRET: &str = "diskfull0123456789abcdef01234567";
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    // `trap '' XFSZ` before exec: an ignored signal stays ignored in the gateway, so a write
+    // past the limit fails with EFBIG instead of killing it.
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            "trap '' XFSZ; exec \"$0\" \"$@\"",
+            BINARY,
+            "serve",
+            "--sandbox",
+        ])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MPESA_CALLBACK_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    daraja::install_crypto_provider();
+    let mut gw = Running {
+        child: command.spawn().expect("the gateway starts"),
+        base: base.clone(),
+    };
+    let pid = gw.child.id();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let health = || async {
+        let r = client.get(format!("{base}/health")).send().await.ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.json::<serde_json::Value>().await.ok()?))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(health().await, Some((200, _))) {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not become healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("{base}/callbacks/{SECRET}/stk");
+    let post = |i: usize| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(padded_callback(&format!("ws_CO_full{i:05}"), 40_000))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let mut acknowledged = Vec::new();
+    assert_eq!(post(0).await, 200);
+    acknowledged.push(0);
+
+    // The disk is full: each file may grow by a few KiB at most.
+    let size = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let largest = size("mpesa-gateway.db").max(size("mpesa-gateway.db-wal"));
+    set_file_size_limit(pid, Some(largest + 8 * 1024));
+    let mut refused = None;
+    for i in 1..200 {
+        match post(i).await {
+            200 => acknowledged.push(i),
+            status => {
+                refused = Some(status);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(503),
+        "a callback the gateway cannot store is refused with 503"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        if let Some((503, body)) = health().await {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health kept answering 200 while writes failed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["status"], "unhealthy", "{body}");
+    assert_eq!(body["database"], "connected", "reads still work: {body}");
+    assert_eq!(body["database_writes"]["status"], "failing", "{body}");
+    let api_key = std::fs::read_to_string(dir.path().join("mpesa-gateway.sandbox-key")).unwrap();
+    let created = client
+        .post(format!("{base}/api/v1/payments"))
+        .bearer_auth(api_key.trim())
+        .json(&serde_json::json!({"phone": "0708374149", "amount": 10}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(
+        created, 503,
+        "a payment that cannot be stored is 503, not 500"
+    );
+
+    // Space returns: the gateway recovers by itself.
+    set_file_size_limit(pid, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(health().await, Some((200, _))) {
+        assert!(
+            Instant::now() < deadline,
+            "/health did not recover after space returned: {:?}",
+            health().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 200..205 {
+        assert_eq!(post(i).await, 200, "callbacks are stored again");
+        acknowledged.push(i);
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || gw.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let storage = mpesa_storage::connect(
+        &format!("sqlite://{}", dir.path().join("mpesa-gateway.db").display()),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let stored: std::collections::BTreeSet<String> = storage
+        .list_callbacks(
+            &Default::default(),
+            &PageRequest {
+                limit: 500,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.checkout_request_id)
+        .collect();
+    for i in acknowledged {
+        assert!(
+            stored.contains(&format!("ws_CO_full{i:05}")),
+            "callback {i} was answered 200 but is not stored"
+        );
+    }
+}

@@ -33,11 +33,27 @@ pub(crate) fn check_len(what: &str, value: &str, max: usize) -> Result<()> {
 
 pub(crate) struct SqlStorage<D: Driver> {
     driver: D,
+    /// The last write transaction that failed for want of the database (disk full, I/O error,
+    /// server gone): when, and why. For `/health`.
+    last_write_failure: std::sync::Mutex<Option<(Millis, String)>>,
 }
 
 impl<D: Driver> SqlStorage<D> {
     pub(crate) fn new(driver: D) -> Self {
-        SqlStorage { driver }
+        SqlStorage {
+            driver,
+            last_write_failure: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Remembers a write that failed for want of the database.
+    fn note_write<T>(&self, result: &Result<T>) {
+        if let Err(StorageError::Unavailable(why)) = result {
+            *self
+                .last_write_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((now_millis(), why.clone()));
+        }
     }
 }
 
@@ -68,7 +84,11 @@ macro_rules! write_tx {
                     tracing::warn!(operation = $op, attempt, error = %e.error, "transaction conflict; running it again");
                     attempt += 1;
                 }
-                other => break other.map_err(StorageError::from),
+                other => {
+                    let other = other.map_err(StorageError::from);
+                    $self.note_write(&other);
+                    break other;
+                }
             }
         }
     }};
@@ -109,6 +129,13 @@ impl<D: Driver> Storage for SqlStorage<D> {
 
     async fn ping(&self) -> Result<()> {
         read!(self, |c| c.execute_raw("SELECT 1"))
+    }
+
+    fn last_write_failure(&self) -> Option<(Millis, String)> {
+        self.last_write_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn write_probe(&self, instance_id: &str, now: Millis) -> Result<()> {
@@ -223,7 +250,11 @@ impl<D: Driver> Storage for SqlStorage<D> {
             Ok(None) => {}
             // A conflict: the isolated path below runs it again (and retries conflicts itself).
             Err(e) if e.transient => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                let failed = Err(e.into());
+                self.note_write(&failed);
+                return failed;
+            }
         }
         write_tx!(self, "ingest_callbacks", |c| callbacks::ingest_batch(
             c, &batch, now, decide
