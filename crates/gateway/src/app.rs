@@ -292,12 +292,8 @@ impl App {
         }
 
         tracing::info!(listen = %state.config.listen, sandbox = state.config.sandbox, "mpesa-gateway listening");
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let result = server.await;
+        let result =
+            http::server::serve(listener, router, state.config.http, shutdown.clone()).await;
         shutdown.cancel();
         while workers.join_next().await.is_some() {}
         let storage = state.storage.clone();

@@ -130,6 +130,9 @@ impl std::fmt::Debug for WebhookSettings {
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `HTTP_HEADER_READ_TIMEOUT`, `HTTP_IDLE_TIMEOUT`, `HTTP_MAX_CONNECTIONS`,
+    /// `HTTP_SHUTDOWN_GRACE`.
+    pub http: crate::http::server::ServerLimits,
     pub database_url: SecretString,
     pub database_max_connections: u32,
     /// The public base URL Safaricom calls back (`MPESA_CALLBACK_URL`); when unset, the gateway
@@ -517,6 +520,7 @@ impl Config {
 
         Ok(Config {
             listen,
+            http: http_limits(&r)?,
             database_url: SecretString::from(database_url),
             database_max_connections: r
                 .parse(&["DATABASE_MAX_CONNECTIONS"], "a number")?
@@ -572,6 +576,19 @@ impl Config {
         let d = &self.daraja;
         let mut rows = vec![
             ("GATEWAY_LISTEN", self.listen.to_string()),
+            (
+                "HTTP_HEADER_READ_TIMEOUT",
+                format!("{:?}", self.http.header_read_timeout),
+            ),
+            ("HTTP_IDLE_TIMEOUT", format!("{:?}", self.http.idle_timeout)),
+            (
+                "HTTP_MAX_CONNECTIONS",
+                self.http.max_connections.to_string(),
+            ),
+            (
+                "HTTP_SHUTDOWN_GRACE",
+                format!("{:?}", self.http.shutdown_grace),
+            ),
             ("DATABASE_URL", mask_url(self.database_url.expose_secret())),
             ("MPESA_ENVIRONMENT", d.environment.as_str().to_owned()),
             (
@@ -752,6 +769,41 @@ fn outbox_settings<S: Source>(r: &Reader<S>) -> Result<OutboxSettings, ConfigErr
         }
     }
     Ok(o)
+}
+
+/// The HTTP server's limits (see `http::server`).
+fn http_limits<S: Source>(r: &Reader<S>) -> Result<crate::http::server::ServerLimits, ConfigError> {
+    let defaults = crate::http::server::ServerLimits::default();
+    let max_connections: usize = r
+        .parse(&["HTTP_MAX_CONNECTIONS"], "a number of connections")?
+        .unwrap_or(defaults.max_connections);
+    if max_connections == 0 {
+        return Err(ConfigError::Invalid {
+            name: "HTTP_MAX_CONNECTIONS",
+            reason: "must be above 0".into(),
+        });
+    }
+    Ok(crate::http::server::ServerLimits {
+        header_read_timeout: duration_within(
+            r,
+            "HTTP_HEADER_READ_TIMEOUT",
+            defaults.header_read_timeout,
+            Duration::from_millis(100)..=Duration::from_secs(600),
+        )?,
+        idle_timeout: duration_within(
+            r,
+            "HTTP_IDLE_TIMEOUT",
+            defaults.idle_timeout,
+            Duration::from_millis(100)..=Duration::from_secs(3600),
+        )?,
+        max_connections,
+        shutdown_grace: duration_within(
+            r,
+            "HTTP_SHUTDOWN_GRACE",
+            defaults.shutdown_grace,
+            Duration::ZERO..=Duration::from_secs(3600),
+        )?,
+    })
 }
 
 /// A duration variable (`30s`, `2m`) within bounds, or its default.

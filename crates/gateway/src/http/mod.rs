@@ -5,6 +5,7 @@ pub mod auth;
 pub mod callbacks;
 pub mod error;
 pub mod openapi;
+pub mod server;
 pub mod service;
 
 use std::time::{Duration, Instant};

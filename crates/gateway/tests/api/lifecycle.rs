@@ -1,5 +1,6 @@
 //! The real binary: `serve --sandbox` with `pay` in a second terminal, and SIGTERM.
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,8 +32,20 @@ impl Drop for Running {
 /// Starts `mpesa-gateway serve --sandbox` in `dir` (so its SQLite file and key file land there)
 /// and waits for `/health`.
 async fn serve_sandbox(dir: &Path, extra_env: &[(&str, &str)]) -> Running {
+    serve_sandbox_under(dir, extra_env, &[]).await
+}
+
+/// As [`serve_sandbox`], started through `launcher` (e.g. `prlimit --nofile=…`).
+async fn serve_sandbox_under(dir: &Path, extra_env: &[(&str, &str)], launcher: &[&str]) -> Running {
     let port = free_port();
-    let mut command = Command::new(BINARY);
+    let mut command = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(BINARY);
+            c
+        }
+        None => Command::new(BINARY),
+    };
     command
         .args(["serve", "--sandbox"])
         .current_dir(dir)
@@ -495,4 +508,160 @@ async fn a_full_disk_is_reported_and_survived_on_sqlite() {
             "callback {i} was answered 200 but is not stored"
         );
     }
+}
+
+/// Opens a connection and sends the start of a request head, never its end.
+fn half_head(base: &str) -> std::net::TcpStream {
+    let mut stream = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    stream
+        .write_all(b"POST /callbacks/x/stk HTTP/1.1\r\nHost: gateway\r\n")
+        .unwrap();
+    stream
+}
+
+/// Whether the server closed `stream` within `within` (reads until EOF or a reset).
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Issue 11, item 4: a client that trickles its request head (one header line every 200 ms) or
+/// sends nothing held its connection forever. Now both are cut off at HTTP_HEADER_READ_TIMEOUT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_or_silent_client_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = serve_sandbox(dir.path(), &[("HTTP_HEADER_READ_TIMEOUT", "1s")]).await;
+    let base = gw.base.clone();
+    let (trickled, silent) = tokio::task::spawn_blocking(move || {
+        let mut silent = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+        let mut trickling = half_head(&base);
+        let mut writer = trickling.try_clone().unwrap();
+        let trickle = std::thread::spawn(move || {
+            for i in 0..100 {
+                if writer
+                    .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                    .is_err()
+                {
+                    return i;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            100
+        });
+        let trickled = closed_within(&mut trickling, Duration::from_secs(15));
+        let silent = closed_within(&mut silent, Duration::from_secs(15));
+        drop(trickling);
+        let lines = trickle.join().unwrap();
+        (trickled && lines < 100, silent)
+    })
+    .await
+    .unwrap();
+    assert!(trickled, "the trickling client was never cut off");
+    assert!(silent, "the silent client was never cut off");
+    // The gateway still serves.
+    let r = reqwest::get(format!("{}/health", gw.base)).await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Issue 11, item 4: with a file-descriptor limit of 256, 300 connections that trickle their
+/// heads made accept fail (`Too many open files`) and Safaricom's callbacks went unanswered.
+/// Now the connection cap stays under the limit, stalled heads are cut off, and a real callback
+/// is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_gets_through_a_flood_of_stalled_connections() {
+    const SECRET: &str = "capacity0123456789abcdef01234567";
+    let dir = tempfile::tempdir().unwrap();
+    let gw = serve_sandbox_under(
+        dir.path(),
+        &[
+            ("MPESA_CALLBACK_SECRET", SECRET),
+            ("HTTP_HEADER_READ_TIMEOUT", "2s"),
+        ],
+        &["prlimit", "--nofile=256:256", "--"],
+    )
+    .await;
+    let base = gw.base.clone();
+    let flood: Vec<std::net::TcpStream> =
+        tokio::task::spawn_blocking(move || (0..300).map(|_| half_head(&base)).collect::<Vec<_>>())
+            .await
+            .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let answer = client
+        .post(format!("{}/callbacks/{SECRET}/stk", gw.base))
+        .header("content-type", "application/json")
+        .body(
+            r#"{"Body":{"stkCallback":{"MerchantRequestID":"m","CheckoutRequestID":"ws_CO_flood1","ResultCode":1032,"ResultDesc":"Request cancelled by user"}}}"#,
+        )
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(
+        answer.ok(),
+        Some(200),
+        "the callback behind the flood was not answered"
+    );
+    drop(flood);
+}
+
+/// Issue 11, item 4: one half-sent request head delayed the exit after SIGTERM until its client
+/// gave up (44 s). Now the process exits within HTTP_SHUTDOWN_GRACE (here 1 s, with a
+/// header-read timeout far longer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_half_sent_head_exits_within_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = serve_sandbox(
+        dir.path(),
+        &[
+            ("HTTP_HEADER_READ_TIMEOUT", "300s"),
+            ("HTTP_SHUTDOWN_GRACE", "1s"),
+        ],
+    )
+    .await;
+    let half = half_head(&gw.base);
+    // Connections are accepted in order: once a later one is answered, the half one is open
+    // on the server too.
+    let r = reqwest::get(format!("{}/health", gw.base)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let pid = gw.child.id().to_string();
+    let signalled = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = signalled + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 15 s after SIGTERM with a half-sent head open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(10), "exit took {took:?}");
+    drop(half);
 }
