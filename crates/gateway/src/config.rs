@@ -156,6 +156,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Secure cookies for the dashboard (set when the public URL is https).
     pub secure_cookies: bool,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` / `Forwarded` name the client.
+    pub trusted_proxies: crate::http::client_addr::TrustedProxies,
 }
 
 /// Debug output is the masked description: a stray `{:?}` must not leak a secret.
@@ -518,8 +520,15 @@ impl Config {
             }
         };
 
+        let trusted_proxies = match r.first(&["TRUSTED_PROXIES"]) {
+            None => Default::default(),
+            Some((name, v)) => crate::http::client_addr::TrustedProxies::parse(&v)
+                .map_err(|reason| ConfigError::Invalid { name, reason })?,
+        };
+
         Ok(Config {
             listen,
+            trusted_proxies,
             http: http_limits(&r)?,
             database_url: SecretString::from(database_url),
             database_max_connections: r
@@ -700,6 +709,14 @@ impl Config {
             }
             None => rows.push(("WEBHOOK_URL", "(not set: webhooks off)".into())),
         }
+        rows.push((
+            "TRUSTED_PROXIES",
+            if self.trusted_proxies.is_empty() {
+                "(none: forwarding headers are ignored)".to_owned()
+            } else {
+                self.trusted_proxies.to_string()
+            },
+        ));
         rows.push((
             "WEBHOOK_ALLOW_PRIVATE",
             self.webhook_allow_private.to_string(),

@@ -17,16 +17,18 @@ pub enum Section {
     Callbacks,
     Outbox,
     ApiKeys,
+    Users,
     Settings,
     None,
 }
 
-const NAV: [(Section, &str, &str); 6] = [
+const NAV: [(Section, &str, &str); 7] = [
     (Section::Overview, "Overview", "/admin/"),
     (Section::Payments, "Payments", "/admin/payments"),
     (Section::Callbacks, "Callbacks", "/admin/callbacks"),
     (Section::Outbox, "Outbox", "/admin/outbox"),
     (Section::ApiKeys, "API keys", "/admin/api-keys"),
+    (Section::Users, "Users", "/admin/users"),
     (Section::Settings, "Settings", "/admin/settings"),
 ];
 
@@ -109,6 +111,12 @@ pub fn notice(code: Option<&str>) -> Option<&'static str> {
         "key_revoked" => "The API key was revoked; requests using it are refused.",
         "key_not_found" => "No active API key matched; nothing was changed.",
         "signed_out" => "You have signed out.",
+        "signed_out_everywhere" => "Every session of that user has ended.",
+        "user_removed" => "The user was removed and their sessions have ended.",
+        "user_not_found" => "There is no such user; nothing was changed.",
+        "not_yourself" => {
+            "You cannot remove yourself here: another admin can, or `mpesa-gateway admin delete-user`."
+        }
         _ => return None,
     })
 }

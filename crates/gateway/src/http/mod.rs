@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod callbacks;
+pub mod client_addr;
 pub mod error;
 pub mod openapi;
 pub mod server;
