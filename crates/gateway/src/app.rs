@@ -108,15 +108,21 @@ impl App {
 
         let callback_secret = match &config.callback_secret {
             Some(s) => s.clone(),
-            None => SecretString::from(
-                storage
+            None => {
+                let stored = storage
                     .put_setting_if_absent(
                         CALLBACK_SECRET_SETTING,
-                        &random_hex(16),
+                        &generate_callback_secret(),
                         crate::ids::now_ms(),
                     )
-                    .await?,
-            ),
+                    .await?;
+                crate::config::check_callback_secret(&stored).map_err(|reason| {
+                    StartError::Config(format!(
+                        "the callback secret stored in the database (setting {CALLBACK_SECRET_SETTING}): {reason}; set MPESA_CALLBACK_SECRET instead"
+                    ))
+                })?;
+                SecretString::from(stored)
+            }
         };
         let callback_url = public_url
             .join(&format!(
@@ -263,7 +269,15 @@ impl App {
         } = self;
         let mut router = http::router(state.clone());
         if let Some(sim) = &simulator {
-            router = router.nest("/sandbox", sim.router());
+            for mount in crate::sandbox::MOUNTS {
+                router = router.nest(
+                    mount,
+                    sim.router().layer(axum::middleware::from_fn_with_state(
+                        state.clone(),
+                        crate::sandbox::guard_simulator,
+                    )),
+                );
+            }
         }
         let mut workers = tokio::task::JoinSet::new();
         workers.spawn(reconciler::run(
@@ -305,6 +319,12 @@ impl App {
         tracing::info!("mpesa-gateway stopped");
         result
     }
+}
+
+/// A new callback secret: 32 random bytes as 64 hex digits, well within the rule of
+/// `config::check_callback_secret`.
+pub fn generate_callback_secret() -> String {
+    random_hex(32)
 }
 
 /// The simulator `serve --sandbox` runs: it accepts the configured credentials, shortcode and
@@ -363,4 +383,19 @@ pub async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutdown requested; finishing in-flight work");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_generated_callback_secret_meets_the_rule() {
+        for _ in 0..50 {
+            let secret = super::generate_callback_secret();
+            assert_eq!(
+                crate::config::check_callback_secret(&secret),
+                Ok(()),
+                "{secret}"
+            );
+        }
+    }
 }

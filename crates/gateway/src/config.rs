@@ -536,7 +536,14 @@ impl Config {
                 .unwrap_or(10),
             secure_cookies: public_url.as_ref().is_some_and(|u| u.scheme() == "https"),
             public_url,
-            callback_secret: r.string(&["MPESA_CALLBACK_SECRET"]).map(SecretString::from),
+            callback_secret: match r.first(&["MPESA_CALLBACK_SECRET"]) {
+                None => None,
+                Some((name, v)) => {
+                    check_callback_secret(&v)
+                        .map_err(|reason| ConfigError::Invalid { name, reason })?;
+                    Some(SecretString::from(v))
+                }
+            },
             daraja: DarajaSettings {
                 environment,
                 base_url,
@@ -844,6 +851,25 @@ fn duration_within<S: Source>(
     Ok(d)
 }
 
+/// The fewest characters a callback secret has: it is all that keeps forged callbacks out.
+pub const CALLBACK_SECRET_MIN_CHARS: usize = 32;
+
+/// A callback secret is a path segment of the URL Safaricom calls: at least
+/// [`CALLBACK_SECRET_MIN_CHARS`] of `A-Z a-z 0-9 _ -`, so it is long enough not to be guessed
+/// and needs no escaping (`/` or `?` made callback URLs the gateway then refused itself). The
+/// reason never quotes the value.
+pub fn check_callback_secret(secret: &str) -> Result<(), String> {
+    let allowed = secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if secret.len() < CALLBACK_SECRET_MIN_CHARS || !allowed {
+        return Err(format!(
+            "use at least {CALLBACK_SECRET_MIN_CHARS} characters of A-Z a-z 0-9 _ - (e.g. the output of `openssl rand -hex 32`); the value is not shown"
+        ));
+    }
+    Ok(())
+}
+
 /// Telegram's `secret_token`: 1 to 256 of `A-Z a-z 0-9 _ -`.
 fn telegram_webhook_secret<S: Source>(r: &Reader<S>) -> Result<Option<SecretString>, ConfigError> {
     let Some((name, v)) = r.first(&["TELEGRAM_WEBHOOK_SECRET"]) else {
@@ -1100,6 +1126,30 @@ mod tests {
         }
     }
 
+    /// Issue 11, item 7: `ab/cd` and `ab?cd` made callback URLs the gateway then refused, and a
+    /// one-character secret was accepted.
+    #[test]
+    fn the_callback_secret_is_long_and_url_safe() {
+        for bad in [
+            "ab/cd",
+            "ab?cd",
+            "x",
+            &"a".repeat(31),
+            &format!("{}/", "a".repeat(40)),
+        ] {
+            let err = Config::from_source(env(&[("MPESA_CALLBACK_SECRET", bad)]), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("MPESA_CALLBACK_SECRET"), "{err}");
+            if bad.len() > 4 {
+                assert!(!err.contains(bad), "the value is not quoted: {err}");
+            }
+        }
+        let good = "Ab0_-".repeat(7);
+        let c = Config::from_source(env(&[("MPESA_CALLBACK_SECRET", &good)]), true).unwrap();
+        assert_eq!(c.callback_secret.unwrap().expose_secret(), good);
+    }
+
     #[test]
     fn describe_never_shows_secrets() {
         let c = Config::from_source(
@@ -1117,7 +1167,10 @@ mod tests {
                 ),
                 ("WEBHOOK_SECRET", "webhook-secret-value-0123"),
                 ("MPESA_INITIATOR_PASSWORD", "initiator-password-value"),
-                ("MPESA_CALLBACK_SECRET", "callback-secret-value"),
+                (
+                    "MPESA_CALLBACK_SECRET",
+                    "callback-secret-value-0123456789ab",
+                ),
             ]),
             false,
         )
@@ -1132,7 +1185,7 @@ mod tests {
             "hook-token-value",
             "webhook-secret-value-0123",
             "initiator-password-value",
-            "callback-secret-value",
+            "callback-secret-value-0123456789ab",
             "EfGhIjKlMnOp",
         ] {
             assert!(!text.contains(secret), "{secret} leaked");
