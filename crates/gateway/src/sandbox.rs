@@ -91,9 +91,12 @@ pub async fn announce(app: &App) -> anyhow::Result<()> {
     let key = match existing {
         Some(k) => k,
         None => {
-            // The file is gone or names a key this database does not know: start afresh.
-            let _ = storage.revoke_api_key(SANDBOX_KEY_NAME, now_ms()).await?;
-            let (secret, record) = generate_api_key(SANDBOX_KEY_NAME);
+            // The file is gone or names a key this database does not know: a new key, under a
+            // name of its own. Names are unique (revoked keys keep theirs), and another
+            // `serve --sandbox` sharing this database may be using its own key: nothing is
+            // revoked here (`mpesa-gateway api-keys list|revoke` tidies up).
+            let name = format!("{SANDBOX_KEY_NAME}-{}", crate::ids::random_token(8));
+            let (secret, record) = generate_api_key(&name);
             storage.create_api_key(&record).await?;
             write_private(SANDBOX_KEY_FILE, &secret)?;
             secret

@@ -100,11 +100,14 @@ pub fn notice(code: Option<&str>) -> Option<&'static str> {
             "Daraja could not answer the query now; the attempt is recorded on the timeline."
         }
         "not_queryable" => {
-            "This payment has no CheckoutRequestID yet, so there is nothing to ask Daraja about."
+            "This payment has no CheckoutRequestID (Daraja refused its push, or its answer never came), so there is nothing to ask Daraja about."
         }
         "settled" => "The payment was settled and your note was kept on its timeline.",
         "rejected" => "The report was rejected and your note was kept on its timeline.",
         "not_held" => "This payment is not held for review; nothing was changed.",
+        "receipt_in_use" => {
+            "That M-Pesa receipt already belongs to another payment; nothing was changed. Check the receipt number."
+        }
         "note_required" => "Write a note saying why before settling or rejecting.",
         "retried" => "The event is back in the queue and will be sent again now.",
         "not_dead" => "Only dead-lettered or blocked events can be retried; nothing was changed.",

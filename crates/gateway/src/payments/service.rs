@@ -59,8 +59,9 @@ pub enum PaymentError {
     Storage(#[from] StorageError),
     #[error("no such payment")]
     NotFound,
-    #[error("the payment has no CheckoutRequestID to ask Daraja about")]
-    NotQueryable,
+    /// No CheckoutRequestID: Daraja refused the push, or its answer never came.
+    #[error("the payment ({status}) has no CheckoutRequestID to ask Daraja about")]
+    NotQueryable { status: mpesa_domain::PaymentStatus },
     #[error(transparent)]
     Daraja(#[from] DarajaError),
 }
@@ -314,7 +315,9 @@ impl Payments {
             .await?
             .ok_or(PaymentError::NotFound)?;
         let Some(checkout) = payment.checkout_request_id.clone() else {
-            return Err(PaymentError::NotQueryable);
+            return Err(PaymentError::NotQueryable {
+                status: payment.status,
+            });
         };
         self.query_and_apply(&payment, &checkout, ScheduleRule::Keep)
             .await

@@ -872,6 +872,53 @@ async fn a_new_password_ends_sessions_and_users_can_be_signed_out_or_removed() {
     gw.stop().await;
 }
 
+/// Issue 11, item 9: **Settle** with a receipt that another payment holds showed a 500 page;
+/// now it says why and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settling_with_another_payments_receipt_says_why() {
+    let gw = quiet_gateway(Backend::Sqlite, &[]).await;
+    add_admin(&gw).await;
+    let (paid, checkout) = pending_payment(&gw, SUCCESS, 20, "PAID1").await;
+    let (status, _) = gw
+        .post_stk_callback(&stk_success(&checkout, "20.00", SUCCESS, "SGA1TAKEN1"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        gw.storage()
+            .get_payment(&paid)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .as_str(),
+        "completed"
+    );
+    let held = held_payment(&gw, "254700000007", "HELD9").await;
+    let admin = AdminClient::signed_in(&gw).await;
+    let page = admin.get(&format!("/admin/payments/{held}")).await;
+    let answer = admin
+        .post(
+            &format!("/admin/payments/{held}/decide"),
+            &[
+                ("csrf", &page.csrf()),
+                ("decision", "settle"),
+                ("note", "customer showed the SMS"),
+                ("receipt", "sga1taken1"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert_eq!(
+        answer.location(),
+        format!("/admin/payments/{held}?notice=receipt_in_use")
+    );
+    let page = admin.get(answer.location()).await;
+    assert!(page.body.contains("already belongs to another payment"));
+    let p = gw.storage().get_payment(&held).await.unwrap().unwrap();
+    assert_eq!((p.status.as_str(), p.needs_review), ("pending", true));
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_from_outside_are_shown_as_text() {
     let gw = quiet_gateway(Backend::Sqlite, &[]).await;

@@ -665,3 +665,66 @@ async fn sigterm_with_a_half_sent_head_exits_within_the_grace() {
     assert!(took < Duration::from_secs(10), "exit took {took:?}");
     drop(half);
 }
+
+/// Issue 11, item 9: restarting `serve --sandbox` after deleting `mpesa-gateway.sandbox-key`
+/// exited 2 with `conflict: api_keys.name`; it now makes a new key and `pay` works with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_restarted_without_its_key_file_makes_a_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = serve_sandbox(dir.path(), &[]).await;
+    let key_file = dir.path().join("mpesa-gateway.sandbox-key");
+    let old_key = std::fs::read_to_string(&key_file).unwrap();
+    drop(first);
+    std::fs::remove_file(&key_file).unwrap();
+    let second = serve_sandbox(dir.path(), &[]).await;
+    let new_key = std::fs::read_to_string(&key_file).expect("a new key file");
+    assert_ne!(new_key, old_key);
+    let out = pay(dir.path(), &second.base, "0708374149");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue 11, item 9: two `serve --sandbox` on one shared database failed at the second's start
+/// (the same key name). Both run, each with its own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sandboxes_share_one_database() {
+    let db = mpesa_storage::testing::TestDatabase::postgres().await;
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = serve_sandbox(a_dir.path(), &[("DATABASE_URL", db.url())]).await;
+    let b = serve_sandbox(b_dir.path(), &[("DATABASE_URL", db.url())]).await;
+    for (dir, gw) in [(&a_dir, &a), (&b_dir, &b)] {
+        let out = pay(dir.path(), &gw.base, "0708374149");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Issue 11, item 7: a callback secret that is short or not URL-safe stops the start, naming
+/// the variable (`ab/cd` made callback URLs the gateway then refused itself).
+#[test]
+fn a_bad_callback_secret_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for secret in ["ab/cd", "ab?cd", "x"] {
+        let out = Command::new(BINARY)
+            .args(["serve", "--sandbox"])
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("GATEWAY_LISTEN", "127.0.0.1:0")
+            .env("MPESA_CALLBACK_SECRET", secret)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{secret}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("MPESA_CALLBACK_SECRET"),
+            "{secret}: {stderr}"
+        );
+    }
+}
