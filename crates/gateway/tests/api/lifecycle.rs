@@ -711,17 +711,36 @@ async fn two_sandboxes_share_one_database() {
 fn a_bad_callback_secret_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     for secret in ["ab/cd", "ab?cd", "x"] {
-        let out = Command::new(BINARY)
+        let mut child = Command::new(BINARY)
             .args(["serve", "--sandbox"])
             .current_dir(dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("GATEWAY_LISTEN", "127.0.0.1:0")
             .env("MPESA_CALLBACK_SECRET", secret)
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{secret}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{secret}: the gateway started with it");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(2), "{secret}");
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
         assert!(
             stderr.contains("MPESA_CALLBACK_SECRET"),
             "{secret}: {stderr}"
