@@ -260,12 +260,15 @@ pub async fn run(gateway: &Path) -> anyhow::Result<()> {
     }
 
     // 5. The database down, with callbacks on their way.
+    let mut on_their_way = Vec::new();
     for _ in 0..3 {
         let (status, body, _) = h.create_payment().await?;
         ensure_guarantee!(status == 201, "before the database outage: {status} {body}");
+        if let Some(checkout) = body["checkout_request_id"].as_str() {
+            on_their_way.push(checkout.to_owned());
+        }
     }
     db_proxy.cut();
-    let cut_at = Instant::now();
     let (status, health, took_health) = {
         let t = Instant::now();
         let (s, b) = h.health().await?;
@@ -292,10 +295,27 @@ pub async fn run(gateway: &Path) -> anyhow::Result<()> {
         (500..=599).contains(&status) && took < ANSWER_WITHIN,
         "with the database down the API answered {status} after {took:?}: {body}"
     );
-    // Keep it down while the simulator's callbacks for those payments arrive (and fail).
-    while cut_at.elapsed() < Duration::from_secs(3) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Keep it down until the simulator has sent the callbacks of those payments (awaited in its
+    // own log: they arrive while the database is down, and fail or not).
+    eventually(
+        "the simulator sent the callbacks of the payments made before the outage",
+        Duration::from_secs(30),
+        || async {
+            let sent: Value = h
+                .client
+                .get(format!("{}/simulator/callbacks?limit=1000", sim.base))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let sent: BTreeSet<&str> = sent
+                .as_array()
+                .map(|a| a.iter().filter_map(|c| c["reference"].as_str()).collect())
+                .unwrap_or_default();
+            Ok(on_their_way.iter().all(|c| sent.contains(c.as_str())))
+        },
+    )
+    .await?;
     db_proxy.restore();
     eventually(
         "/health 200 after the database came back",
