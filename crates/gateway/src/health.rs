@@ -60,7 +60,7 @@ const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// While writes fail, `/health` tries again this often (so it sees them come back soon).
 const PROBE_AGAIN_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(1);
 /// A real write that failed for want of the database keeps `/health` failing this long.
-pub const RECENT_WRITE_FAILURE_MS: i64 = 10_000;
+pub const RECENT_WRITE_FAILURE_MS: i64 = 5_000;
 /// A probe that takes longer fails.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
