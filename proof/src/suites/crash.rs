@@ -345,7 +345,10 @@ pub async fn disk_full(gateway: &Path, payments: usize, clients: usize) -> anyho
         .timeout(Duration::from_secs(10))
         .build()?;
     let health = || async {
-        let r = client.get(format!("{}/health", process.base)).send().await?;
+        let r = client
+            .get(format!("{}/health", process.base))
+            .send()
+            .await?;
         let status = r.status().as_u16();
         anyhow::Ok((status, r.json::<serde_json::Value>().await?))
     };
@@ -472,7 +475,10 @@ pub async fn disk_full(gateway: &Path, payments: usize, clients: usize) -> anyho
         "acknowledged while full (until /health said so)",
         acknowledged_while_full,
     );
-    figure("attempts refused while full (then re-sent)", refused_while_full);
+    figure(
+        "attempts refused while full (then re-sent)",
+        refused_while_full,
+    );
     figure(
         "disk full to /health 503",
         format!("{} ms", detected_in.as_millis()),
@@ -481,7 +487,10 @@ pub async fn disk_full(gateway: &Path, payments: usize, clients: usize) -> anyho
         "space back to /health 200",
         format!("{} ms", recovered_in.as_millis()),
     );
-    figure("/health while full: database_writes", &seen["database_writes"]);
+    figure(
+        "/health while full: database_writes",
+        &seen["database_writes"],
+    );
     db.close().await;
     drop(process);
     let _ = std::fs::remove_dir_all(&dir);

@@ -12,7 +12,6 @@ use crate::support::*;
 use crate::telegram_bot::*;
 use crate::telegram_fake::*;
 
-
 /// Killed after the push, before its update was confirmed: the next instance gets the update
 /// again and only brings the status message up to date.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
