@@ -55,7 +55,7 @@ pub async fn run(gateway: &Path, backend: Backend, o: &CrashOptions) -> anyhow::
         vec![process.base.clone()],
         bodies,
         o.clients,
-        acknowledged.clone(),
+        (acknowledged.clone(), Default::default()),
         Duration::from_secs(120),
     ));
     let kill_after = ((o.payments as f64) * o.kill_at) as usize;
@@ -317,11 +317,12 @@ pub async fn disk_full(gateway: &Path, payments: usize, clients: usize) -> anyho
 
     let bodies = Arc::new((0..payments).map(stk_success).collect::<Vec<_>>());
     let acknowledged = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stream = tokio::spawn(stream_callbacks(
         vec![process.base.clone()],
         bodies,
         clients,
-        acknowledged.clone(),
+        (acknowledged.clone(), refused.clone()),
         Duration::from_secs(120),
     ));
     let fill_after = payments / 4;
@@ -352,11 +353,16 @@ pub async fn disk_full(gateway: &Path, payments: usize, clients: usize) -> anyho
         let status = r.status().as_u16();
         anyhow::Ok((status, r.json::<serde_json::Value>().await?))
     };
+    let refused_before = refused.load(Ordering::Relaxed);
     let seen = std::sync::Mutex::new(serde_json::Value::Null);
+    // Full until a callback has been refused and /health has said so.
     let reported = eventually(
-        "/health 503 naming the database writes",
+        "a callback refused and /health 503 naming the database writes",
         Duration::from_secs(60),
         || async {
+            if refused.load(Ordering::Relaxed) == refused_before {
+                return Ok(false);
+            }
             let (status, body) = health().await?;
             let failing = status == 503 && body["database_writes"]["status"] == "failing";
             if failing {
@@ -374,7 +380,7 @@ pub async fn disk_full(gateway: &Path, payments: usize, clients: usize) -> anyho
     let emptied_at = Instant::now();
     ensure_guarantee!(
         reported.is_ok(),
-        "writes failed on a full disk but /health never said so"
+        "with the disk full, no callback was refused or /health never said so: {reported:?}"
     );
     ensure_guarantee!(
         seen["database"] == "connected",

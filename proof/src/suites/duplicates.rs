@@ -63,7 +63,7 @@ pub async fn run(
         vec![first.base.clone(), second.base.clone()],
         bodies,
         clients,
-        Arc::new(AtomicUsize::new(0)),
+        (Arc::new(AtomicUsize::new(0)), Default::default()),
         Duration::from_secs(60),
     )
     .await?;

@@ -363,7 +363,8 @@ async fn a_full_disk_is_reported_and_survived_on_sqlite() {
         .env("MPESA_CALLBACK_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        // Logs on the same full disk: a log line that cannot be written must not cost an answer.
+        .stderr(std::fs::File::create(dir.path().join("gateway.log")).unwrap());
     daraja::install_crypto_provider();
     let mut gw = Running {
         child: command.spawn().expect("the gateway starts"),
