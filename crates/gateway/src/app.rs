@@ -280,12 +280,28 @@ impl App {
             }
         }
         let mut workers = tokio::task::JoinSet::new();
-        workers.spawn(reconciler::run(
-            state.payments.clone(),
-            state.health.clone(),
-            shutdown.clone(),
-        ));
-        workers.spawn(outbox.run(shutdown.clone()));
+        {
+            let (payments, health, stop) = (
+                state.payments.clone(),
+                state.health.clone(),
+                shutdown.clone(),
+            );
+            workers.spawn(supervise(
+                "reconciler",
+                state.health.clone(),
+                shutdown.clone(),
+                move || reconciler::run(payments.clone(), health.clone(), stop.clone()),
+            ));
+        }
+        {
+            let stop = shutdown.clone();
+            workers.spawn(supervise(
+                "outbox",
+                state.health.clone(),
+                shutdown.clone(),
+                move || outbox.clone().run(stop.clone()),
+            ));
+        }
         if let (Some(bot), Some(telegram)) = (&state.telegram_bot, &state.config.telegram) {
             if bot.webhook.is_some() {
                 workers.spawn(crate::telegram::webhook::register(
@@ -325,6 +341,37 @@ impl App {
 /// `config::check_callback_secret`.
 pub fn generate_callback_secret() -> String {
     random_hex(32)
+}
+
+/// Runs a background worker until `shutdown`, and starts it again (after a second) if it ever
+/// panics: a reconciler or outbox worker that died would leave payments unresolved and
+/// notifications unsent, with no one the wiser. The panic is logged and shown on `/health`.
+async fn supervise<F, Fut>(
+    name: &'static str,
+    health: Arc<DependencyHealth>,
+    shutdown: CancellationToken,
+    start: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let outcome = tokio::spawn(start()).await;
+        match outcome {
+            Err(e) if e.is_panic() && !shutdown.is_cancelled() => {
+                tracing::error!(
+                    worker = name,
+                    "background worker panicked; starting it again"
+                );
+                health.failing(name, "the worker panicked and was started again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+            _ => return,
+        }
+    }
 }
 
 /// The simulator `serve --sandbox` runs: it accepts the configured credentials, shortcode and
@@ -387,6 +434,37 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio_util::sync::CancellationToken;
+
+    use crate::health::DependencyHealth;
+
+    /// A worker that panics is started again; one that returns is not.
+    #[tokio::test]
+    async fn a_panicked_worker_is_started_again() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let health = Arc::new(DependencyHealth::default());
+        let counted = runs.clone();
+        super::supervise(
+            "test-worker",
+            health.clone(),
+            CancellationToken::new(),
+            move || {
+                let counted = counted.clone();
+                async move {
+                    if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                        panic!("first run fails");
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(health.state("test-worker").status, "failing");
+    }
+
     #[test]
     fn a_generated_callback_secret_meets_the_rule() {
         for _ in 0..50 {
