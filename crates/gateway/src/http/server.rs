@@ -50,7 +50,9 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            // Longer than nginx's upstream keep-alive (60 s): the proxy closes an idle connection
+            // first, and never sends a request on one the gateway is closing.
+            idle_timeout: Duration::from_secs(75),
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(20),
         }
