@@ -748,35 +748,52 @@ mod write_tx_tests {
         driver.close().await;
     }
 
-    /// PostgreSQL: the server side of the connection goes away between the last statement and
-    /// the COMMIT.
+    /// The server ends the transaction's connection between its last statement and the COMMIT
+    /// (`kill`, run on another connection with the transaction's connection id): the COMMIT
+    /// fails, and the next write transaction works on a new connection.
+    async fn commit_fails_when_the_server_drops_the_connection<D: Driver>(
+        driver: D,
+        connection_id: &'static str,
+        kill: impl Fn(i64) -> String,
+    ) {
+        create_table(&driver).await;
+        let mut tx = driver.begin().await.unwrap();
+        tx.execute(Stmt::new("INSERT INTO write_tx_probe (x) VALUES (1)"))
+            .await
+            .unwrap();
+        let id = tx
+            .fetch_one(Stmt::new(connection_id))
+            .await
+            .unwrap()
+            .int("id")
+            .unwrap();
+        let mut other = driver.reader().await.unwrap();
+        other
+            .fetch_all(Stmt {
+                sql: std::borrow::Cow::Owned(kill(id)),
+                args: Vec::new(),
+            })
+            .await
+            .unwrap();
+        drop(other);
+        assert!(D::commit(tx).await.is_err());
+        a_write_commits(&driver).await;
+        assert_eq!(count_rows(&driver).await, 1, "only the second insert");
+        driver.close().await;
+    }
+
     #[tokio::test]
     async fn postgres_connection_is_replaced_after_a_failed_commit() {
         let db = TestDatabase::postgres().await;
         let driver = PostgresDriver::connect(db.url(), &ConnectOptions::default())
             .await
             .unwrap();
-        create_table(&driver).await;
-        let mut tx = driver.begin().await.unwrap();
-        tx.execute(Stmt::new("INSERT INTO write_tx_probe (x) VALUES (1)"))
-            .await
-            .unwrap();
-        let pid = tx
-            .fetch_one(Stmt::new("SELECT pg_backend_pid() AS pid"))
-            .await
-            .unwrap()
-            .int32("pid")
-            .unwrap();
-        let mut other = driver.reader().await.unwrap();
-        other
-            .execute(Stmt::new("SELECT pg_terminate_backend(CAST($1 AS INTEGER))").bind(pid))
-            .await
-            .unwrap();
-        drop(other);
-        assert!(PostgresDriver::commit(tx).await.is_err());
-        a_write_commits(&driver).await;
-        assert_eq!(count_rows(&driver).await, 1, "only the second insert");
-        driver.close().await;
+        commit_fails_when_the_server_drops_the_connection(
+            driver,
+            "SELECT CAST(pg_backend_pid() AS BIGINT) AS id",
+            |id| format!("SELECT pg_terminate_backend({id})"),
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -785,26 +802,11 @@ mod write_tx_tests {
         let driver = MySqlDriver::connect(db.url(), &ConnectOptions::default())
             .await
             .unwrap();
-        create_table(&driver).await;
-        let mut tx = driver.begin().await.unwrap();
-        tx.execute(Stmt::new("INSERT INTO write_tx_probe (x) VALUES (1)"))
-            .await
-            .unwrap();
-        let id = tx
-            .fetch_one(Stmt::new("SELECT CAST(CONNECTION_ID() AS SIGNED) AS id"))
-            .await
-            .unwrap()
-            .int("id")
-            .unwrap();
-        let mut other = driver.reader().await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL {id}")))
-            .execute(&mut *other)
-            .await
-            .unwrap();
-        drop(other);
-        assert!(MySqlDriver::commit(tx).await.is_err());
-        a_write_commits(&driver).await;
-        assert_eq!(count_rows(&driver).await, 1, "only the second insert");
-        driver.close().await;
+        commit_fails_when_the_server_drops_the_connection(
+            driver,
+            "SELECT CAST(CONNECTION_ID() AS SIGNED) AS id",
+            |id| format!("KILL {id}"),
+        )
+        .await;
     }
 }

@@ -94,71 +94,15 @@ pub async fn run(gateway: &Path, backend: Backend, o: &CrashOptions) -> anyhow::
         unacknowledged.len(),
         unacknowledged.first()
     );
-    let stored: BTreeSet<String> = db
-        .text_pairs("SELECT checkout_request_id, outcome FROM callbacks WHERE checkout_request_id IS NOT NULL")
-        .await?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    let status: BTreeMap<String, String> = db
-        .text_pairs("SELECT checkout_request_id, status FROM payments")
-        .await?
-        .into_iter()
-        .collect();
-    let mut lost = Vec::new();
-    let mut not_applied = Vec::new();
-    for c in &outcomes {
-        let checkout = mpesa_harness::database::seeded_checkout_id(c.index);
-        if !stored.contains(&checkout) {
-            lost.push(checkout.clone());
-        }
-        if status.get(&checkout).map(String::as_str) != Some("completed") {
-            not_applied.push(checkout);
-        }
-    }
+    acknowledged_are_stored_and_applied(&db, &outcomes).await?;
     let acked_before_kill = outcomes
         .iter()
         .filter(|c| c.acknowledged_at.is_some_and(|t| t < killed_at))
         .count();
-    ensure_guarantee!(
-        lost.is_empty(),
-        "{} callbacks answered 200 are not stored (e.g. {:?}) — guarantee 1",
-        lost.len(),
-        lost.first()
-    );
-    ensure_guarantee!(
-        not_applied.is_empty(),
-        "{} payments whose callback was answered 200 are not completed (e.g. {:?})",
-        not_applied.len(),
-        not_applied.first()
-    );
 
     // Every completed payment's webhook delivered; one event per payment.
-    let events = db
-        .text_pairs("SELECT id, payment_id FROM outbox_events WHERE channel = 'webhook'")
-        .await?;
-    let mut per_payment: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, p) in &events {
-        *per_payment.entry(p.clone()).or_default() += 1;
-    }
-    ensure_guarantee!(
-        per_payment.len() == o.payments && per_payment.values().all(|n| *n == 1),
-        "expected one webhook event for each of {} payments; {} payments have events, {} have more than one — guarantee 2",
-        o.payments,
-        per_payment.len(),
-        per_payment.values().filter(|n| **n > 1).count()
-    );
-    let event_ids: BTreeSet<String> = events.iter().map(|(id, _)| id.clone()).collect();
-    let drain = eventually(
-        "every webhook event delivered to the receiver",
-        Duration::from_secs(120),
-        || {
-            let delivered: BTreeSet<String> = receiver.log.counts().into_keys().collect();
-            let missing = event_ids.difference(&delivered).count();
-            async move { Ok(missing == 0) }
-        },
-    )
-    .await;
+    let event_ids = one_webhook_event_per_payment(&db, o.payments).await?;
+    let drain = all_delivered(&receiver, &event_ids).await;
     let delivered = receiver.log.counts();
     let missing: Vec<&String> = event_ids
         .iter()
@@ -262,6 +206,86 @@ pub async fn run(gateway: &Path, backend: Backend, o: &CrashOptions) -> anyhow::
     let _ = std::fs::remove_dir_all(&dir);
     println!("  PASS");
     Ok(())
+}
+
+/// Every callback answered 200 is stored (guarantee 1) and its payment completed.
+async fn acknowledged_are_stored_and_applied(
+    db: &Db,
+    outcomes: &[CallbackOutcome],
+) -> anyhow::Result<()> {
+    let stored: BTreeSet<String> = db
+        .text_pairs("SELECT checkout_request_id, outcome FROM callbacks WHERE checkout_request_id IS NOT NULL")
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let status: BTreeMap<String, String> = db
+        .text_pairs("SELECT checkout_request_id, status FROM payments")
+        .await?
+        .into_iter()
+        .collect();
+    let mut lost = Vec::new();
+    let mut not_applied = Vec::new();
+    for c in outcomes.iter().filter(|c| c.acknowledged_at.is_some()) {
+        let checkout = mpesa_harness::database::seeded_checkout_id(c.index);
+        if !stored.contains(&checkout) {
+            lost.push(checkout.clone());
+        }
+        if status.get(&checkout).map(String::as_str) != Some("completed") {
+            not_applied.push(checkout);
+        }
+    }
+    ensure_guarantee!(
+        lost.is_empty(),
+        "{} callbacks answered 200 are not stored (e.g. {:?}) — guarantee 1",
+        lost.len(),
+        lost.first()
+    );
+    ensure_guarantee!(
+        not_applied.is_empty(),
+        "{} payments whose callback was answered 200 are not completed (e.g. {:?})",
+        not_applied.len(),
+        not_applied.first()
+    );
+    Ok(())
+}
+
+/// Each of the `payments` has exactly one webhook event (guarantee 2); their ids.
+async fn one_webhook_event_per_payment(
+    db: &Db,
+    payments: usize,
+) -> anyhow::Result<BTreeSet<String>> {
+    let events = db
+        .text_pairs("SELECT id, payment_id FROM outbox_events WHERE channel = 'webhook'")
+        .await?;
+    let mut per_payment: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, p) in &events {
+        *per_payment.entry(p.clone()).or_default() += 1;
+    }
+    ensure_guarantee!(
+        per_payment.len() == payments && per_payment.values().all(|n| *n == 1),
+        "expected one webhook event for each of {payments} payments; {} payments have events, {} have more than one — guarantee 2",
+        per_payment.len(),
+        per_payment.values().filter(|n| **n > 1).count()
+    );
+    Ok(events.into_iter().map(|(id, _)| id).collect())
+}
+
+/// Waits until the receiver has every one of `event_ids`.
+async fn all_delivered(
+    receiver: &WebhookReceiver,
+    event_ids: &BTreeSet<String>,
+) -> anyhow::Result<()> {
+    eventually(
+        "every webhook event delivered to the receiver",
+        Duration::from_secs(120),
+        || {
+            let delivered: BTreeSet<String> = receiver.log.counts().into_keys().collect();
+            let missing = event_ids.difference(&delivered).count();
+            async move { Ok(missing == 0) }
+        },
+    )
+    .await
 }
 
 /// Sets the soft file-size limit (`RLIMIT_FSIZE`) of a running process with `prlimit`
@@ -412,64 +436,9 @@ pub async fn disk_full(gateway: &Path, payments: usize, clients: usize) -> anyho
         refused_while_full > 0,
         "no callback was refused while the disk was full: the round proved nothing"
     );
-    let stored: BTreeSet<String> = db
-        .text_pairs("SELECT checkout_request_id, outcome FROM callbacks WHERE checkout_request_id IS NOT NULL")
-        .await?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    let status: BTreeMap<String, String> = db
-        .text_pairs("SELECT checkout_request_id, status FROM payments")
-        .await?
-        .into_iter()
-        .collect();
-    let mut lost = Vec::new();
-    let mut not_applied = Vec::new();
-    for c in &outcomes {
-        let checkout = mpesa_harness::database::seeded_checkout_id(c.index);
-        if !stored.contains(&checkout) {
-            lost.push(checkout.clone());
-        }
-        if status.get(&checkout).map(String::as_str) != Some("completed") {
-            not_applied.push(checkout);
-        }
-    }
-    ensure_guarantee!(
-        lost.is_empty(),
-        "{} callbacks answered 200 are not stored (e.g. {:?}) — guarantee 1",
-        lost.len(),
-        lost.first()
-    );
-    ensure_guarantee!(
-        not_applied.is_empty(),
-        "{} payments whose callback was answered 200 are not completed (e.g. {:?})",
-        not_applied.len(),
-        not_applied.first()
-    );
-    let events = db
-        .text_pairs("SELECT id, payment_id FROM outbox_events WHERE channel = 'webhook'")
-        .await?;
-    let mut per_payment: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, p) in &events {
-        *per_payment.entry(p.clone()).or_default() += 1;
-    }
-    ensure_guarantee!(
-        per_payment.len() == payments && per_payment.values().all(|n| *n == 1),
-        "expected one webhook event for each of {payments} payments; {} have events, {} more than one — guarantee 2",
-        per_payment.len(),
-        per_payment.values().filter(|n| **n > 1).count()
-    );
-    let event_ids: BTreeSet<String> = events.iter().map(|(id, _)| id.clone()).collect();
-    let drained = eventually(
-        "every webhook event delivered",
-        Duration::from_secs(120),
-        || {
-            let delivered: BTreeSet<String> = receiver.log.counts().into_keys().collect();
-            let missing = event_ids.difference(&delivered).count();
-            async move { Ok(missing == 0) }
-        },
-    )
-    .await;
+    acknowledged_are_stored_and_applied(&db, &outcomes).await?;
+    let event_ids = one_webhook_event_per_payment(&db, payments).await?;
+    let drained = all_delivered(&receiver, &event_ids).await;
     ensure_guarantee!(
         drained.is_ok(),
         "webhook events were not all delivered after the disk emptied — guarantee 6"

@@ -95,6 +95,17 @@ impl Harness {
     }
 }
 
+/// What the simulator sent (`/simulator/callbacks`), newest first.
+async fn sent_callbacks(client: &reqwest::Client, sim_base: &str) -> anyhow::Result<Vec<Value>> {
+    let sent: Value = client
+        .get(format!("{sim_base}/simulator/callbacks?limit=1000"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(sent.as_array().cloned().unwrap_or_default())
+}
+
 pub async fn run(gateway: &Path) -> anyhow::Result<()> {
     section("faults on postgres: Daraja, SMTP, Telegram, webhook receiver, database down and back");
     let dir = run_dir("faults")?;
@@ -301,17 +312,11 @@ pub async fn run(gateway: &Path) -> anyhow::Result<()> {
         "the simulator sent the callbacks of the payments made before the outage",
         Duration::from_secs(30),
         || async {
-            let sent: Value = h
-                .client
-                .get(format!("{}/simulator/callbacks?limit=1000", sim.base))
-                .send()
-                .await?
-                .json()
-                .await?;
+            let sent = sent_callbacks(&h.client, &sim.base).await?;
             let sent: BTreeSet<&str> = sent
-                .as_array()
-                .map(|a| a.iter().filter_map(|c| c["reference"].as_str()).collect())
-                .unwrap_or_default();
+                .iter()
+                .filter_map(|c| c["reference"].as_str())
+                .collect();
             Ok(on_their_way.iter().all(|c| sent.contains(c.as_str())))
         },
     )
@@ -354,14 +359,7 @@ pub async fn run(gateway: &Path) -> anyhow::Result<()> {
         .collect();
     // What the simulator (since its restart) sent: every callback answered 2xx must be stored;
     // those refused during the database outage must have been resolved by STK Query.
-    let sent: Value = h
-        .client
-        .get(format!("{}/simulator/callbacks?limit=1000", sim.base))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let sent = sent.as_array().cloned().unwrap_or_default();
+    let sent = sent_callbacks(&h.client, &sim.base).await?;
     let stored_callbacks: BTreeSet<String> = db
         .text_pairs("SELECT checkout_request_id, outcome FROM callbacks WHERE checkout_request_id IS NOT NULL")
         .await?

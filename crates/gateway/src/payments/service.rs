@@ -427,36 +427,14 @@ impl Payments {
         detail: serde_json::Value,
         decide: impl Fn(&Payment) -> Outcome + Send + Sync,
     ) -> Result<Option<Payment>, PaymentError> {
-        let plan = self.plan.clone();
-        let now = now_ms();
-        let detail = detail.to_string();
-        let kind = event_kind.to_owned();
-        let written = self
-            .storage
-            .update_payment(id, now, &move |p: &Payment| {
-                let outcome = decide(p);
-                if !matches!(outcome, Outcome::Changed(_)) {
-                    return None;
-                }
-                let mut update = build_update(&plan, p, outcome, now);
-                update.event = Some(NewPaymentEvent {
-                    kind: kind.clone(),
-                    detail: detail.clone(),
-                });
-                Some(update)
-            })
-            .await?;
-        Ok(match written {
-            Some((after, update)) => {
-                self.after_write(&after, &update);
-                Some(after)
-            }
-            None => None,
+        self.apply_with(id, event_kind, detail, move |p| {
+            (decide(p), CheckSchedule::Keep)
         })
+        .await
     }
 
     /// As [`Payments::apply`], and sets the reconciler's next check in the same write, whether
-    /// the event changed the payment or not.
+    /// the event changed the payment or not. `Ok(Some)` with the payment when it changed.
     pub(crate) async fn apply_with(
         &self,
         id: &str,
@@ -473,6 +451,9 @@ impl Payments {
             .update_payment(id, now, &move |p: &Payment| {
                 let (outcome, schedule) = decide(p);
                 let changed = matches!(outcome, Outcome::Changed(_));
+                if !changed && schedule == CheckSchedule::Keep {
+                    return None;
+                }
                 let mut update = build_update(&plan, p, outcome, now);
                 if update.schedule == CheckSchedule::Keep {
                     update.schedule = schedule;

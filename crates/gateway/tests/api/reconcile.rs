@@ -16,6 +16,23 @@ on_every_backend!(
     a_callback_before_the_push_answer_is_matched_later
 );
 
+/// The CheckoutRequestID of a payment, once the simulator has settled it.
+async fn settled_by_the_simulator(gw: &TestGateway, id: &str) -> String {
+    let checkout = gw
+        .storage()
+        .get_payment(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .checkout_request_id
+        .unwrap();
+    gw.sim()
+        .wait_for_stk_outcome(&checkout, Duration::from_secs(5))
+        .await
+        .expect("the simulator settles it");
+    checkout
+}
+
 fn queries_made(gw: &TestGateway) -> usize {
     gw.sim()
         .requests()
@@ -173,18 +190,7 @@ async fn a_query_never_downgrades_a_completed_payment() {
     // The simulator cancels this one (1032) but sends nothing; a success callback arrives on
     // the secret path (as a genuine, if surprising, Safaricom callback would).
     let id = gw.pay(CANCELLED, 70).await;
-    let checkout = gw
-        .storage()
-        .get_payment(&id)
-        .await
-        .unwrap()
-        .unwrap()
-        .checkout_request_id
-        .unwrap();
-    gw.sim()
-        .wait_for_stk_outcome(&checkout, Duration::from_secs(5))
-        .await
-        .expect("the simulator settles it");
+    let checkout = settled_by_the_simulator(&gw, &id).await;
     let (status, _) = gw
         .post_stk_callback(&stk_success(&checkout, "70.00", CANCELLED, "SGE5XYZ111"))
         .await;
@@ -216,18 +222,7 @@ async fn a_query_never_downgrades_a_completed_payment() {
 async fn refresh_asks_daraja_now() {
     let gw = spawn_with(Options::new(Backend::Sqlite).env("RECONCILE_AFTER_SECS", "3600")).await;
     let id = gw.pay(NO_CALLBACK, 15).await;
-    let checkout = gw
-        .storage()
-        .get_payment(&id)
-        .await
-        .unwrap()
-        .unwrap()
-        .checkout_request_id
-        .unwrap();
-    gw.sim()
-        .wait_for_stk_outcome(&checkout, Duration::from_secs(5))
-        .await
-        .expect("the simulator settles it");
+    settled_by_the_simulator(&gw, &id).await;
     assert_eq!(gw.get_payment(&id).await["status"], "pending");
     let r = gw
         .client
@@ -365,18 +360,7 @@ async fn a_held_payment_is_settled_or_rejected_by_a_person_only() {
     });
     let gw = spawn_with(options).await;
     let id = gw.pay(SUCCESS, 500).await;
-    let checkout = gw
-        .storage()
-        .get_payment(&id)
-        .await
-        .unwrap()
-        .unwrap()
-        .checkout_request_id
-        .unwrap();
-    gw.sim()
-        .wait_for_stk_outcome(&checkout, Duration::from_secs(5))
-        .await
-        .expect("the simulator settles it");
+    let checkout = settled_by_the_simulator(&gw, &id).await;
     let (status, _) = gw
         .post_stk_callback(&stk_success(&checkout, "5.00", SUCCESS, "SHK9HELD02"))
         .await;
@@ -466,8 +450,15 @@ async fn a_lost_push_answer_is_never_pushed_again_and_is_resolved() {
         p.review_reason
     );
     assert!(p.checkout_request_id.is_some(), "the callback's ids");
-    let stored = gw.storage().callbacks_for_payment(&id).await.unwrap();
-    assert_eq!(stored.len(), 1, "the callback is kept with the payment");
+    // The rematch pass that follows the adoption ties the callback to the payment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while gw.storage().callbacks_for_payment(&id).await.unwrap().len() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the callback is kept with the payment"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(pushes_made(&gw), 1, "no second push");
     let kinds: Vec<String> = gw
         .storage()

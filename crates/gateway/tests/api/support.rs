@@ -218,24 +218,14 @@ impl TestGateway {
 
     /// Waits (up to `within`) until the payment's stored status is `status`; returns it.
     pub async fn wait_for_status(&self, id: &str, status: &str, within: Duration) -> Payment {
-        let storage = self.storage();
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let p = storage
-                .get_payment(id)
-                .await
-                .unwrap()
-                .expect("payment exists");
-            if p.status.as_str() == status {
-                return p;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "payment {id} is {} after {within:?}, expected {status}",
-                p.status
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_for_payment(
+            id,
+            &format!("status {status}"),
+            within,
+            |p| p.status.as_str() == status,
+            |_| false,
+        )
+        .await
     }
 
     /// Waits (up to `within`) until the stored payment satisfies `done`; returns it. Fails at
