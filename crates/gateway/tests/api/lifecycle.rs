@@ -748,3 +748,48 @@ fn a_bad_callback_secret_stops_the_start() {
         );
     }
 }
+
+/// With a small connection cap taken up by stalled heads, a real callback waits for a place
+/// (the stalled ones are cut off at the header-read timeout) and is answered: the cap never
+/// turns a callback away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_waits_for_a_place_under_a_small_connection_cap() {
+    const SECRET: &str = "smallcap0123456789abcdef01234567";
+    let dir = tempfile::tempdir().unwrap();
+    let gw = serve_sandbox(
+        dir.path(),
+        &[
+            ("MPESA_CALLBACK_SECRET", SECRET),
+            ("HTTP_MAX_CONNECTIONS", "4"),
+            ("HTTP_HEADER_READ_TIMEOUT", "1s"),
+        ],
+    )
+    .await;
+    let base = gw.base.clone();
+    let mut stalled =
+        tokio::task::spawn_blocking(move || (0..4).map(|_| half_head(&base)).collect::<Vec<_>>())
+            .await
+            .unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("{}/callbacks/{SECRET}/stk", gw.base))
+        .header("content-type", "application/json")
+        .body(
+            r#"{"Body":{"stkCallback":{"MerchantRequestID":"m","CheckoutRequestID":"ws_CO_cap1","ResultCode":1032,"ResultDesc":"Request cancelled by user"}}}"#,
+        )
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(answer.ok(), Some(200));
+    // The stalled ones were cut off to make room.
+    let cut = tokio::task::spawn_blocking(move || {
+        stalled
+            .iter_mut()
+            .map(|s| closed_within(s, Duration::from_secs(10)))
+            .filter(|closed| *closed)
+            .count()
+    })
+    .await
+    .unwrap();
+    assert_eq!(cut, 4);
+}
