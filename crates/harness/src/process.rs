@@ -19,6 +19,9 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     /// Where stderr goes (appended across restarts); `None` inherits the harness's stderr.
     pub log: Option<PathBuf>,
+    /// A program (with its arguments) that runs the binary and execs it, e.g.
+    /// `prlimit --nofile=256:256 --`: the process keeps the binary's pid.
+    pub launcher: Vec<String>,
 }
 
 impl ProcessSpec {
@@ -29,7 +32,14 @@ impl ProcessSpec {
             args: args.iter().map(|a| a.to_string()).collect(),
             env: Vec::new(),
             log: None,
+            launcher: Vec::new(),
         }
+    }
+
+    /// Starts the binary through `launcher` (see [`ProcessSpec::launcher`]).
+    pub fn under(mut self, launcher: &[&str]) -> Self {
+        self.launcher = launcher.iter().map(|a| a.to_string()).collect();
+        self
     }
 
     pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -76,7 +86,14 @@ impl ManagedProcess {
 
     fn start(&mut self) -> anyhow::Result<()> {
         let spec = &self.spec;
-        let mut command = Command::new(&spec.binary);
+        let mut command = match spec.launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&spec.binary);
+                c
+            }
+            None => Command::new(&spec.binary),
+        };
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

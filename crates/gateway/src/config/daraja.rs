@@ -141,7 +141,9 @@ pub(super) fn read<S: Source>(
     Ok(DarajaSection {
         client,
         public_url,
-        callback_secret: r.string("MPESA_CALLBACK_SECRET").map(SecretString::from),
+        callback_secret: r.read("MPESA_CALLBACK_SECRET", |v| {
+            check_callback_secret(v).map(|()| SecretString::from(v.to_owned()))
+        })?,
     })
 }
 
@@ -161,4 +163,23 @@ fn callback_base_url(v: &str, production: bool) -> Result<Url, String> {
     }
     u.set_query(None);
     Ok(u)
+}
+
+/// The fewest characters a callback secret has: it is all that keeps forged callbacks out.
+pub const CALLBACK_SECRET_MIN_CHARS: usize = 32;
+
+/// A callback secret is a path segment of the URL Safaricom calls: at least
+/// [`CALLBACK_SECRET_MIN_CHARS`] of `A-Z a-z 0-9 _ -`, so it is long enough not to be guessed
+/// and needs no escaping (`/` or `?` made callback URLs the gateway then refused itself). The
+/// reason never quotes the value.
+pub fn check_callback_secret(secret: &str) -> Result<(), String> {
+    let allowed = secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if secret.len() < CALLBACK_SECRET_MIN_CHARS || !allowed {
+        return Err(format!(
+            "use at least {CALLBACK_SECRET_MIN_CHARS} characters of A-Z a-z 0-9 _ - (e.g. the output of `openssl rand -hex 32`); the value is not shown"
+        ));
+    }
+    Ok(())
 }

@@ -29,6 +29,7 @@ pub use ::daraja::DarajaConfig;
 /// Safaricom's published sandbox Lipa na M-Pesa Online shortcode and passkey (public test values).
 pub use ::daraja::config::{SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
 pub use ::daraja::{Environment, TransactionType};
+pub use daraja::{CALLBACK_SECRET_MIN_CHARS, check_callback_secret};
 pub use email::EmailSettings;
 use mpesa_domain::AmountBounds;
 pub use outbox::OutboxSettings;
@@ -60,6 +61,9 @@ pub enum ConfigError {
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `HTTP_HEADER_READ_TIMEOUT`, `HTTP_IDLE_TIMEOUT`, `HTTP_MAX_CONNECTIONS`,
+    /// `HTTP_SHUTDOWN_GRACE`.
+    pub http: crate::http::server::ServerLimits,
     pub database_url: SecretString,
     pub database_max_connections: u32,
     /// The public base URL Safaricom calls back (`MPESA_CALLBACK_URL`); when unset, the gateway
@@ -73,6 +77,9 @@ pub struct Config {
     pub sandbox: bool,
     pub reconcile_after: Duration,
     pub payment_expires_after: Duration,
+    /// `RECONCILE_KEEP_ASKING_SECS`: how long Daraja is asked about a payment whose queries get
+    /// no answer (then it is held for a person).
+    pub reconcile_keep_asking: Duration,
     pub amount_bounds: AmountBounds,
     pub telegram: Option<TelegramSettings>,
     pub email: Option<EmailSettings>,
@@ -82,6 +89,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Secure cookies for the dashboard (set when the public URL is https).
     pub secure_cookies: bool,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` / `Forwarded` name the client.
+    pub trusted_proxies: crate::http::client_addr::TrustedProxies,
 }
 
 /// Debug output is the masked description: a stray `{:?}` must not leak a secret.
@@ -138,6 +147,8 @@ impl Config {
         let daraja = daraja::read(&r, sandbox, payments.amount_bounds)?;
         Ok(Config {
             listen,
+            http: server::limits(&r)?,
+            trusted_proxies: server::trusted_proxies(&r)?,
             database_url: SecretString::from(database_url),
             database_max_connections: database::max_connections(&r)?,
             secure_cookies: daraja
@@ -150,6 +161,7 @@ impl Config {
             sandbox,
             reconcile_after: payments.reconcile_after,
             payment_expires_after: payments.payment_expires_after,
+            reconcile_keep_asking: payments.reconcile_keep_asking,
             amount_bounds: payments.amount_bounds,
             telegram: telegram::read(&r)?,
             email: email::read(&r)?,
@@ -368,6 +380,30 @@ mod tests {
         }
     }
 
+    /// Issue 11, item 7: `ab/cd` and `ab?cd` made callback URLs the gateway then refused, and a
+    /// one-character secret was accepted.
+    #[test]
+    fn the_callback_secret_is_long_and_url_safe() {
+        for bad in [
+            "ab/cd",
+            "ab?cd",
+            "x",
+            &"a".repeat(31),
+            &format!("{}/", "a".repeat(40)),
+        ] {
+            let err = Config::from_source(env(&[("MPESA_CALLBACK_SECRET", bad)]), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("MPESA_CALLBACK_SECRET"), "{err}");
+            if bad.len() > 4 {
+                assert!(!err.contains(bad), "the value is not quoted: {err}");
+            }
+        }
+        let good = "Ab0_-".repeat(7);
+        let c = Config::from_source(env(&[("MPESA_CALLBACK_SECRET", &good)]), true).unwrap();
+        assert_eq!(c.callback_secret.unwrap().expose_secret(), good);
+    }
+
     #[test]
     fn describe_never_shows_secrets() {
         let c = Config::from_source(
@@ -385,7 +421,10 @@ mod tests {
                 ),
                 ("WEBHOOK_SECRET", "webhook-secret-value-0123"),
                 ("MPESA_INITIATOR_PASSWORD", "initiator-password-value"),
-                ("MPESA_CALLBACK_SECRET", "callback-secret-value"),
+                (
+                    "MPESA_CALLBACK_SECRET",
+                    "callback-secret-value-0123456789ab",
+                ),
             ]),
             false,
         )
@@ -400,7 +439,7 @@ mod tests {
             "hook-token-value",
             "webhook-secret-value-0123",
             "initiator-password-value",
-            "callback-secret-value",
+            "callback-secret-value-0123456789ab",
             "EfGhIjKlMnOp",
         ] {
             assert!(!text.contains(secret), "{secret} leaked");

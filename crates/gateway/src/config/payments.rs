@@ -10,6 +10,9 @@ use super::{ConfigError, Source};
 pub(super) struct PaymentsSection {
     pub reconcile_after: Duration,
     pub payment_expires_after: Duration,
+    /// How long Daraja is asked about a payment whose queries get no answer (then it is held
+    /// for a person).
+    pub reconcile_keep_asking: Duration,
     pub amount_bounds: AmountBounds,
 }
 
@@ -23,6 +26,9 @@ pub(super) fn read<S: Source>(r: &Reader<S>) -> Result<PaymentsSection, ConfigEr
                 secs => Ok(secs),
             }
         })?);
+    let reconcile_keep_asking = Duration::from_secs(
+        r.read_or_default("RECONCILE_KEEP_ASKING_SECS", parse::from_str("seconds"))?,
+    );
     let min: i64 = r.read_or_default("AMOUNT_MIN", parse::from_str("whole shillings"))?;
     let max: i64 = r.read_or_default("AMOUNT_MAX", parse::from_str("whole shillings"))?;
     if min < 1 || max < min {
@@ -34,6 +40,7 @@ pub(super) fn read<S: Source>(r: &Reader<S>) -> Result<PaymentsSection, ConfigEr
     Ok(PaymentsSection {
         reconcile_after,
         payment_expires_after,
+        reconcile_keep_asking,
         amount_bounds: AmountBounds { min, max },
     })
 }

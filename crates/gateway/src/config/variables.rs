@@ -284,7 +284,7 @@ pub static VARIABLES: &[Var] = &[
         )
     },
     Var {
-        when_unset: WhenUnset::Means("generated once and stored in the database"),
+        when_unset: WhenUnset::Means("64 hex digits, generated once and stored in the database"),
         secret: Secret::Yes,
         show: Some(|c| {
             c.callback_secret
@@ -294,7 +294,7 @@ pub static VARIABLES: &[Var] = &[
         ..var(
             "MPESA_CALLBACK_SECRET",
             Daraja,
-            "The secret path segment of callback URLs. Unset is best: every instance sharing the database then uses the one generated. To set it, use letters and digits (`openssl rand -hex 32`).",
+            "The secret path segment of callback URLs: at least 32 of `A-Z a-z 0-9 _ -` (the gateway refuses to start otherwise). Unset is best: every instance sharing the database then uses the one generated. To set it, use `openssl rand -hex 32`.",
         )
     },
     Var {
@@ -360,7 +360,7 @@ pub static VARIABLES: &[Var] = &[
         ..var(
             "PAYMENT_EXPIRES_AFTER_SECS",
             Payments,
-            "Seconds after which an unanswered payment is given up as `timed_out`.",
+            "Seconds after which a payment Daraja answered about, with no final result, is given up as `timed_out` (one Daraja could not answer about keeps being asked: `RECONCILE_KEEP_ASKING_SECS`).",
         )
     },
     Var {
@@ -381,6 +381,15 @@ pub static VARIABLES: &[Var] = &[
             "The largest accepted amount, in whole shillings.",
         )
     },
+    Var {
+        when_unset: WhenUnset::Value("86400"),
+        show: Some(|c| Some(c.reconcile_keep_asking.as_secs().to_string())),
+        ..var(
+            "RECONCILE_KEEP_ASKING_SECS",
+            Payments,
+            "How long (from its creation) Daraja is asked about a payment whose STK Queries get no answer; then it is held for a person.",
+        )
+    },
     // --- Server and logs ----------------------------------------------------------------------
     Var {
         when_unset: WhenUnset::Value("127.0.0.1:8000"),
@@ -389,6 +398,52 @@ pub static VARIABLES: &[Var] = &[
             "GATEWAY_LISTEN",
             Server,
             "The address the HTTP server binds. The Docker image sets `0.0.0.0:8000`; keep `127.0.0.1` behind a local nginx.",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("10s"),
+        show: Some(|c| Some(duration(c.http.header_read_timeout))),
+        ..var(
+            "HTTP_HEADER_READ_TIMEOUT",
+            Server,
+            "How long a client has to send a whole request head (from the connection's start, or on a kept-alive connection from the head's first byte).",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("75s"),
+        show: Some(|c| Some(duration(c.http.idle_timeout))),
+        ..var(
+            "HTTP_IDLE_TIMEOUT",
+            Server,
+            "How long a kept-alive connection may wait for its next request, and an answer for a client that stopped reading it (longer than a proxy's upstream keep-alive: nginx's is 60 s).",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("1024"),
+        show: Some(|c| Some(c.http.max_connections.to_string())),
+        ..var(
+            "HTTP_MAX_CONNECTIONS",
+            Server,
+            "Open connections at most; at the cap new ones wait in the kernel's queue. Never more than the open-files limit leaves room for (a quarter of it is kept for the database, Daraja and mail).",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("20s"),
+        show: Some(|c| Some(duration(c.http.shutdown_grace))),
+        ..var(
+            "HTTP_SHUTDOWN_GRACE",
+            Server,
+            "On SIGTERM, how long requests in flight may take to finish before their connections are closed.",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Means("none: forwarding headers are ignored"),
+        examples: &["127.0.0.1"],
+        show: Some(|c| (!c.trusted_proxies.is_empty()).then(|| c.trusted_proxies.to_string())),
+        ..var(
+            "TRUSTED_PROXIES",
+            Server,
+            "Addresses or networks (`127.0.0.1, 10.0.0.0/8`) of your reverse proxies: only from them are `X-Forwarded-For` / `Forwarded` believed for the client's address (sign-in limits, the sandbox's simulator routes).",
         )
     },
     Var {
