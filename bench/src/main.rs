@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::load::{LoadReport, run_load};
 use crate::process::Floor;
-use mpesa_harness::database::{Backend as DbBackend, Db, FreshDatabase, seed_pending_payments};
+use mpesa_harness::database::{Backend as DbBackend, Db, TestDatabase, seed_pending_payments};
 use mpesa_harness::galera::GaleraCluster;
 use mpesa_harness::process::{ManagedProcess, proc_status_kib};
 
@@ -61,7 +61,7 @@ enum Command {
 enum Backend {
     Sqlite,
     Postgres,
-    /// The MariaDB server at `MPESA_PROOF_MYSQL_URL` (default 127.0.0.1:3306).
+    /// The MariaDB server at `MPESA_TEST_MYSQL_URL` (default 127.0.0.1:3306).
     Mariadb,
     /// A 3-node MariaDB Galera cluster made for the run on loopback; the gateway on node 1.
     Galera,
@@ -128,7 +128,7 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
         cli.connections
     );
     let dir = tempfile_dir()?;
-    let log_filter = std::env::var("MPESA_BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into());
+    let log_filter = mpesa_harness::env::gateway_log();
     // Kept until the end of the run: dropping them removes the database (and the cluster).
     let (database_url, made) = match backend {
         Backend::Sqlite | Backend::Postgres | Backend::Mariadb => {
@@ -137,8 +137,8 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
                 Backend::Postgres => DbBackend::Postgres,
                 _ => DbBackend::MySql,
             };
-            let db = FreshDatabase::create(kind, "mpesa_bench", &dir).await?;
-            (db.url.clone(), Fresh::Database(db))
+            let db = TestDatabase::create(kind, "mpesa_bench", Some(&dir)).await?;
+            (db.url().to_owned(), Fresh::Database(db))
         }
         Backend::Galera => {
             let cluster = GaleraCluster::start(3, &dir.join("cluster")).await?;
@@ -218,13 +218,14 @@ async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
     );
     let dir = tempfile_dir()?;
     let database_url = format!("sqlite://{}/bench.db", dir.display());
+    let log_filter = mpesa_harness::env::gateway_log();
     let env = [
         ("DATABASE_URL", database_url.as_str()),
         ("RECONCILE_AFTER_SECS", "86400"),
         ("PAYMENT_EXPIRES_AFTER_SECS", "172800"),
         // The push is what is measured: no callbacks competing for the same two cores.
         ("DARAJA_SIM_NO_CALLBACKS", "true"),
-        ("RUST_LOG", "warn"),
+        ("RUST_LOG", log_filter.as_str()),
     ];
     let gateway = ManagedProcess::sandbox_gateway(&cli.gateway, &dir, &env).await?;
     let key = std::fs::read_to_string(dir.join("mpesa-gateway.sandbox-key"))
@@ -299,7 +300,7 @@ async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
 
 /// What a run made for its database, removed when dropped.
 enum Fresh {
-    Database(#[allow(dead_code)] FreshDatabase),
+    Database(#[allow(dead_code)] TestDatabase),
     Cluster(#[allow(dead_code)] GaleraCluster),
 }
 

@@ -27,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Suite {
-    /// kill -9 mid-stream of callbacks, restart on the same database.
+    /// kill -9 mid-stream of callbacks, restart on the same database; on SQLite also a disk
+    /// that fills up mid-stream and empties again.
     Crash {
         #[arg(long, value_enum, default_value = "all")]
         backend: CrashBackend,
@@ -83,8 +84,8 @@ enum Suite {
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         down_for: Duration,
     },
-    /// The CI subset: crash (SQLite, PostgreSQL), duplicates (PostgreSQL, MariaDB), faults, soak 30 s,
-    /// galera (quick form).
+    /// The CI subset: crash (SQLite with its strace and disk-full rounds, PostgreSQL), duplicates
+    /// (PostgreSQL, MariaDB), faults, soak 30 s, galera (quick form).
     Quick {
         /// The soak's rate in quick mode.
         #[arg(long, default_value_t = 200)]
@@ -171,6 +172,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             };
             for b in crash_backends(backend) {
                 suites::crash::run(gateway, b, &options).await?;
+                if b == Backend::Sqlite {
+                    suites::crash::disk_full(gateway, payments, clients).await?;
+                }
             }
         }
         Suite::Duplicates {
@@ -229,6 +233,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                 kill_at: 0.4,
             };
             suites::crash::run(gateway, Backend::Sqlite, &crash).await?;
+            suites::crash::disk_full(gateway, 600, 8).await?;
             suites::crash::run(gateway, Backend::Postgres, &crash).await?;
             suites::duplicates::run(gateway, Backend::Postgres, 1_000, 32).await?;
             suites::duplicates::run(gateway, Backend::MySql, 1_000, 32).await?;

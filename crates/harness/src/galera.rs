@@ -5,8 +5,8 @@
 //! SIGKILL and started again (they rejoin), or frozen with SIGSTOP (to the others, a node cut
 //! off by the network) and thawed. Dropping the cluster kills every node.
 //!
-//! Needs Debian's `mariadb-server` (10.6 or later), `galera-4` and `rsync`. Overrides:
-//! `MPESA_GALERA_MARIADBD`, `MPESA_GALERA_INSTALL_DB`, `MPESA_GALERA_PROVIDER`.
+//! Needs Debian's `mariadb-server` (10.6 or later), `galera-4` and `rsync`. Other paths: see
+//! `crate::env` (`MPESA_GALERA_MARIADBD`, `MPESA_GALERA_INSTALL_DB`, `MPESA_GALERA_PROVIDER`).
 
 use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::process::CommandExt as _;
@@ -27,21 +27,21 @@ const PROVIDER_TIMEOUTS: &str = "evs.keepalive_period=PT0.5S;evs.suspect_timeout
 
 fn mariadbd() -> PathBuf {
     env_path(
-        "MPESA_GALERA_MARIADBD",
+        crate::env::GALERA_MARIADBD,
         &["/usr/sbin/mariadbd", "/usr/bin/mariadbd"],
     )
 }
 
 fn install_db() -> PathBuf {
     env_path(
-        "MPESA_GALERA_INSTALL_DB",
+        crate::env::GALERA_INSTALL_DB,
         &["/usr/bin/mariadb-install-db", "/usr/bin/mysql_install_db"],
     )
 }
 
 fn provider() -> PathBuf {
     env_path(
-        "MPESA_GALERA_PROVIDER",
+        crate::env::GALERA_PROVIDER,
         &[
             "/usr/lib/galera/libgalera_smm.so",
             "/usr/lib/libgalera_smm.so",

@@ -14,7 +14,7 @@ mod support;
 use std::time::Duration;
 
 use mpesa_domain::PaymentStatus;
-use mpesa_storage::testing::TestDatabase;
+use mpesa_harness::database::TestDatabase;
 use mpesa_storage::*;
 use sqlx::Connection as _;
 use support::*;

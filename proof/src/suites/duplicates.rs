@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mpesa_harness::callbacks::stk_success;
 use mpesa_harness::database::{
-    Backend, Db, FreshDatabase, seed_pending_payments, seeded_checkout_id,
+    Backend, Db, TestDatabase, seed_pending_payments, seeded_checkout_id,
 };
 use mpesa_harness::process::{ManagedProcess, free_port};
 
@@ -31,15 +31,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     section(&format!(
         "duplicates on {}: {copies} copies of one callback over 2 instances, {clients} clients",
-        backend.name()
+        backend.as_str()
     ));
-    let dir = run_dir(&format!("duplicates-{}", backend.name()))?;
-    let database = FreshDatabase::create(backend, "mpesa_proof_dup", &dir).await?;
+    let dir = run_dir(&format!("duplicates-{}", backend.as_str()))?;
+    let database = TestDatabase::create(backend, "mpesa_proof_dup", Some(&dir)).await?;
     let webhook = WebhookReceiver::start().await?;
     let smtp = SmtpServer::start().await?;
     let telegram = TelegramFake::start().await?;
     let spec = |log: &str| {
-        gateway_spec(gateway, &dir, &database.url, log)
+        gateway_spec(gateway, &dir, database.url(), log)
             .env(
                 "WEBHOOK_URL",
                 format!("http://{}/hooks/mpesa", webhook.addr),
@@ -53,7 +53,7 @@ pub async fn run(
     // One after the other: the first applies the migrations.
     let first = ManagedProcess::gateway(spec("gateway-a.log"), free_port()?).await?;
     let second = ManagedProcess::gateway(spec("gateway-b.log"), free_port()?).await?;
-    let db = Db::connect(&database.url).await?;
+    let db = Db::connect(database.url()).await?;
     seed_pending_payments(&db, 0..1, Some("customer@example.com")).await?;
     let checkout = seeded_checkout_id(0);
 
@@ -63,7 +63,7 @@ pub async fn run(
         vec![first.base.clone(), second.base.clone()],
         bodies,
         clients,
-        Arc::new(AtomicUsize::new(0)),
+        (Arc::new(AtomicUsize::new(0)), Default::default()),
         Duration::from_secs(60),
     )
     .await?;
@@ -86,13 +86,12 @@ pub async fn run(
         },
     )
     .await?;
-    // Deliveries are recorded by the receivers as they answer; the database says delivered only
-    // after that. A late second delivery would come from a second event row or a second claim;
-    // give it one more second to show itself.
-    let quiet = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < quiet {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // A late second delivery would come from a second event row or a second claim. Stop both
+    // gateways (SIGTERM, awaited: in-flight deliveries finish first): after that nothing more can
+    // reach the receivers, and what they logged is final.
+    let (mut first, mut second) = (first, second);
+    first.terminate();
+    second.terminate();
 
     let stored = db
         .count(&format!(

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mpesa_harness::callbacks::stk_success;
@@ -149,7 +149,7 @@ async fn duplicates(
         instances.bases(),
         Arc::new(bodies),
         o.clients,
-        Arc::new(AtomicUsize::new(0)),
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicU64::new(0))),
         Duration::from_secs(60),
     )
     .await?;
@@ -438,7 +438,7 @@ fn start_stream(
         instances.bases(),
         bodies,
         clients,
-        acknowledged.clone(),
+        (acknowledged.clone(), Arc::new(AtomicU64::new(0))),
         Duration::from_secs(180),
     ));
     (stream, acknowledged)

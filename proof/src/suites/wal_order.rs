@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use mpesa_harness::callbacks::stk_success;
-use mpesa_harness::database::{Backend, Db, FreshDatabase, seed_pending_payments};
-use mpesa_harness::process::{ManagedProcess, ProcessSpec, free_port};
+use mpesa_harness::database::{Backend, Db, TestDatabase, seed_pending_payments};
+use mpesa_harness::process::{ManagedProcess, free_port};
 
 use crate::common::*;
 use crate::ensure_guarantee;
@@ -44,10 +44,12 @@ pub async fn run(gateway: &Path) -> anyhow::Result<()> {
         bail!("strace is needed for this round (apt-get install strace)");
     }
     let dir = run_dir("wal-order")?;
-    let database = FreshDatabase::create(Backend::Sqlite, "mpesa_proof_wal", &dir).await?;
+    let database = TestDatabase::create(Backend::Sqlite, "mpesa_proof_wal", Some(&dir)).await?;
     let log = dir.join("strace.log");
-    let plain = gateway_spec(gateway, &dir, &database.url, "gateway.log");
-    let mut args: Vec<String> = [
+    let log_path = log.display().to_string();
+    // strace starts the gateway as its child (the process's pid is strace's).
+    let spec = gateway_spec(gateway, &dir, database.url(), "gateway.log").under(&[
+        "/usr/bin/strace",
         "-f",
         "-ttt",
         "-T",
@@ -57,20 +59,11 @@ pub async fn run(gateway: &Path) -> anyhow::Result<()> {
         "-e",
         "trace=pwrite64,write,writev,sendto,sendmsg,fdatasync,fsync",
         "-o",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(log.display().to_string());
-    args.push("--".into());
-    args.push(gateway.display().to_string());
-    args.extend(plain.args.iter().cloned());
-    let mut spec = ProcessSpec::new(strace, &dir, &[]);
-    spec.args = args;
-    spec.env = plain.env.clone();
-    spec.log = plain.log.clone();
+        &log_path,
+        "--",
+    ]);
     let mut process = ManagedProcess::gateway(spec, free_port()?).await?;
-    let db = Db::connect(&database.url).await?;
+    let db = Db::connect(database.url()).await?;
     seed_pending_payments(&db, 0..CALLBACKS, None).await?;
     let client = reqwest::Client::new();
     let url = format!("{}{}", process.base, callback_path());

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use daraja_sim::faults::{CallbackFaults, Faults};
 use daraja_sim::{SimConfig, Simulator};
+use mpesa_harness::database::TestDatabase;
 use mpesa_storage::Backend;
-use mpesa_storage::testing::TestDatabase;
 use serde_json::{Value, json};
 use std::sync::Arc;
 

@@ -33,11 +33,33 @@ pub(crate) fn check_len(what: &str, value: &str, max: usize) -> Result<()> {
 
 pub(crate) struct SqlStorage<D: Driver> {
     driver: D,
+    /// The last write transaction that failed for want of the database (disk full, I/O error,
+    /// server gone): when, and why. For `/health`.
+    last_write_failure: std::sync::Mutex<Option<(Millis, String)>>,
 }
 
 impl<D: Driver> SqlStorage<D> {
     pub(crate) fn new(driver: D) -> Self {
-        SqlStorage { driver }
+        SqlStorage {
+            driver,
+            last_write_failure: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Remembers a write that failed for want of the database.
+    fn note_write<T>(&self, result: &Result<T>) {
+        if let Err(e) = result {
+            self.note_write_error(e);
+        }
+    }
+
+    fn note_write_error(&self, error: &StorageError) {
+        if let StorageError::Unavailable(why) = error {
+            *self
+                .last_write_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((now_millis(), why.clone()));
+        }
     }
 }
 
@@ -53,9 +75,16 @@ macro_rules! write_tx_db {
             let result: DbResult<_> = async {
                 let mut tx = $self.driver.begin().await?;
                 let $tx: &mut D::Conn = &mut tx;
-                let value = $body.await?;
-                D::commit(tx).await?;
-                Ok(value)
+                match $body.await {
+                    Ok(value) => {
+                        D::commit(tx).await?;
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        D::rollback(tx).await;
+                        Err(e)
+                    }
+                }
             }
             .await;
             match result {
@@ -64,7 +93,15 @@ macro_rules! write_tx_db {
                     conflict_backoff(attempt).await;
                     attempt += 1;
                 }
-                other => break other,
+                other => {
+                    // A conflict is not the database failing (on Galera it is routine).
+                    if let Err(e) = &other
+                        && !e.transient
+                    {
+                        $self.note_write_error(&e.error);
+                    }
+                    break other;
+                }
             }
         }
     }};
@@ -152,6 +189,21 @@ impl<D: Driver> Storage for SqlStorage<D> {
         self.driver.cluster_status()
     }
 
+    fn last_write_failure(&self) -> Option<(Millis, String)> {
+        self.last_write_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn write_probe(&self, instance_id: &str, now: Millis) -> Result<()> {
+        write_tx!(self, "write_probe", |c| settings::write_probe(
+            c,
+            instance_id,
+            now
+        ))
+    }
+
     async fn close(&self) {
         self.driver.close().await;
     }
@@ -235,12 +287,19 @@ impl<D: Driver> Storage for SqlStorage<D> {
         let fast: DbResult<Option<Vec<Result<IngestedCallback>>>> = async {
             let mut tx = self.driver.begin().await?;
             let c: &mut D::Conn = &mut tx;
-            match callbacks::ingest_batch_unisolated(c, &batch, now, decide).await? {
-                Some(results) => {
+            match callbacks::ingest_batch_unisolated(c, &batch, now, decide).await {
+                Ok(Some(results)) => {
                     D::commit(tx).await?;
                     Ok(Some(results))
                 }
-                None => Ok(None),
+                Ok(None) => {
+                    D::rollback(tx).await;
+                    Ok(None)
+                }
+                Err(e) => {
+                    D::rollback(tx).await;
+                    Err(e)
+                }
             }
         }
         .await;
@@ -251,7 +310,11 @@ impl<D: Driver> Storage for SqlStorage<D> {
             // is likely to happen again if the batch runs again now. The callbacks are stored
             // raw instead, which cannot conflict, and applied afterwards.
             Err(e) if e.transient => return self.store_received(&batch, &e.error).await,
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                let failed = Err(e.into());
+                self.note_write(&failed);
+                return failed;
+            }
         }
         let isolated = write_tx_db!(self, "ingest_callbacks", |c| callbacks::ingest_batch(
             c, &batch, now, decide
@@ -417,6 +480,50 @@ impl<D: Driver> Storage for SqlStorage<D> {
         write_tx!(self, "upsert_admin_user", |c| accounts::upsert_admin_user(
             c, user
         ))
+    }
+
+    async fn delete_admin_user(&self, username: &str) -> Result<bool> {
+        write_tx!(self, "delete_admin_user", |c| accounts::delete_admin_user(
+            c, username
+        ))
+    }
+
+    async fn delete_sessions_of(&self, username: &str) -> Result<u64> {
+        write_tx!(
+            self,
+            "delete_sessions_of",
+            |c| accounts::delete_sessions_of(c, username)
+        )
+    }
+
+    async fn begin_sign_in(
+        &self,
+        username: &str,
+        address: &str,
+        now: Millis,
+        address_since: Millis,
+        decide: crate::DecideSignIn<'_>,
+    ) -> Result<Option<Millis>> {
+        write_tx!(self, "begin_sign_in", |c| accounts::begin_sign_in(
+            c,
+            username,
+            address,
+            now,
+            address_since,
+            decide
+        ))
+    }
+
+    async fn clear_sign_in_failures(&self, username: &str, address: &str) -> Result<()> {
+        write_tx!(self, "clear_sign_in_failures", |c| {
+            accounts::clear_sign_in_failures(c, username, address)
+        })
+    }
+
+    async fn delete_sign_in_failures_before(&self, before: Millis) -> Result<u64> {
+        write_tx!(self, "delete_sign_in_failures_before", |c| {
+            accounts::delete_sign_in_failures_before(c, before)
+        })
     }
 
     async fn find_admin_user(&self, username: &str) -> Result<Option<AdminUser>> {
