@@ -97,6 +97,16 @@ impl GaleraNode {
         self.dir.join("error.log")
     }
 
+    /// The last `lines` lines of its error log that say something (errors, warnings).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("Warning") || l.contains("Aborting"))
+            .collect();
+        kept[kept.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// `mysql://root@127.0.0.1:PORT/DATABASE`.
     pub fn url(&self, database: &str) -> String {
         format!("mysql://root@127.0.0.1:{}/{database}", self.port)
@@ -114,8 +124,23 @@ pub struct GaleraCluster {
 
 impl GaleraCluster {
     /// Makes and starts a cluster of `size` nodes under `dir` (created), each Synced when this
-    /// returns.
+    /// returns. A node that dies while the cluster forms (another process took one of the ports
+    /// picked for it between the pick and the bind, on a busy machine) makes it start over once,
+    /// on other ports.
     pub async fn start(size: usize, dir: &Path) -> anyhow::Result<GaleraCluster> {
+        match Self::start_once(size, dir).await {
+            Ok(cluster) => Ok(cluster),
+            Err(first) => {
+                eprintln!("Galera cluster did not form ({first:#}); starting over on other ports");
+                let _ = std::fs::remove_dir_all(dir);
+                Self::start_once(size, dir)
+                    .await
+                    .map_err(|again| again.context(format!("and before that: {first:#}")))
+            }
+        }
+    }
+
+    async fn start_once(size: usize, dir: &Path) -> anyhow::Result<GaleraCluster> {
         available()?;
         if size == 0 {
             bail!("a cluster needs a node");
@@ -309,9 +334,10 @@ impl GaleraCluster {
             {
                 self.nodes[i].child = None;
                 bail!(
-                    "Galera node {} exited before it was Synced: {status} (log: {})",
+                    "Galera node {} exited before it was Synced: {status}; the end of its log ({}):\n{}",
                     i + 1,
-                    self.nodes[i].log().display()
+                    self.nodes[i].log().display(),
+                    self.nodes[i].log_tail(15)
                 );
             }
             if Instant::now() > deadline {

@@ -100,7 +100,7 @@ pub async fn run(gateway: &Path, backend: Backend, o: &CrashOptions) -> anyhow::
         unacknowledged.len(),
         unacknowledged.first()
     );
-    acknowledged_are_stored_and_applied(&db, &outcomes).await?;
+    acknowledged_are_stored_and_applied(&db, &outcomes, 0).await?;
     let acked_before_kill = outcomes
         .iter()
         .filter(|c| c.acknowledged_at.is_some_and(|t| t < killed_at))
@@ -214,10 +214,12 @@ pub async fn run(gateway: &Path, backend: Backend, o: &CrashOptions) -> anyhow::
     Ok(())
 }
 
-/// Every callback answered 200 is stored (guarantee 1) and its payment completed.
-async fn acknowledged_are_stored_and_applied(
+/// Every callback answered 200 is stored (guarantee 1) and its payment completed. Outcome `i`
+/// is seeded payment `first + i`.
+pub(crate) async fn acknowledged_are_stored_and_applied(
     db: &Db,
     outcomes: &[CallbackOutcome],
+    first: usize,
 ) -> anyhow::Result<()> {
     let stored: BTreeSet<String> = db
         .text_pairs("SELECT checkout_request_id, outcome FROM callbacks WHERE checkout_request_id IS NOT NULL")
@@ -233,7 +235,7 @@ async fn acknowledged_are_stored_and_applied(
     let mut lost = Vec::new();
     let mut not_applied = Vec::new();
     for c in outcomes.iter().filter(|c| c.acknowledged_at.is_some()) {
-        let checkout = mpesa_harness::database::seeded_checkout_id(c.index);
+        let checkout = mpesa_harness::database::seeded_checkout_id(first + c.index);
         if !stored.contains(&checkout) {
             lost.push(checkout.clone());
         }
@@ -427,7 +429,7 @@ pub async fn disk_full(gateway: &Path, payments: usize, clients: usize) -> anyho
         refused_while_full > 0,
         "no callback was refused while the disk was full: the round proved nothing"
     );
-    acknowledged_are_stored_and_applied(&db, &outcomes).await?;
+    acknowledged_are_stored_and_applied(&db, &outcomes, 0).await?;
     let event_ids = one_webhook_event_per_payment(&db, payments).await?;
     let drained = all_delivered(&receiver, &event_ids).await;
     ensure_guarantee!(

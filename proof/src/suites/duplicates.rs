@@ -21,6 +21,25 @@ use crate::ensure_guarantee;
 use crate::receivers::{SmtpServer, TelegramFake, WebhookReceiver};
 
 pub const ADMIN_CHAT_ID: &str = "4242";
+
+/// A gateway that sends webhooks, receipt emails (to customers with an address) and Telegram
+/// admin alerts to the suite's own receivers.
+pub fn with_receivers(
+    spec: mpesa_harness::process::ProcessSpec,
+    webhook: &WebhookReceiver,
+    smtp: &SmtpServer,
+    telegram: &TelegramFake,
+) -> mpesa_harness::process::ProcessSpec {
+    spec.env(
+        "WEBHOOK_URL",
+        format!("http://{}/hooks/mpesa", webhook.addr),
+    )
+    .env("SMTP_URL", format!("smtp://{}?tls=none", smtp.addr))
+    .env("EMAIL_FROM", "shop@example.com")
+    .env("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
+    .env("TELEGRAM_API_BASE", format!("http://{}", telegram.addr))
+    .env("ADMIN_CHAT_ID", ADMIN_CHAT_ID)
+}
 pub const BOT_TOKEN: &str = "123456:proof-bot-token";
 
 pub async fn run(
@@ -39,16 +58,12 @@ pub async fn run(
     let smtp = SmtpServer::start().await?;
     let telegram = TelegramFake::start().await?;
     let spec = |log: &str| {
-        gateway_spec(gateway, &dir, database.url(), log)
-            .env(
-                "WEBHOOK_URL",
-                format!("http://{}/hooks/mpesa", webhook.addr),
-            )
-            .env("SMTP_URL", format!("smtp://{}?tls=none", smtp.addr))
-            .env("EMAIL_FROM", "shop@example.com")
-            .env("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
-            .env("TELEGRAM_API_BASE", format!("http://{}", telegram.addr))
-            .env("ADMIN_CHAT_ID", ADMIN_CHAT_ID)
+        with_receivers(
+            gateway_spec(gateway, &dir, database.url(), log),
+            &webhook,
+            &smtp,
+            &telegram,
+        )
     };
     // One after the other: the first applies the migrations.
     let first = ManagedProcess::gateway(spec("gateway-a.log"), free_port()?).await?;

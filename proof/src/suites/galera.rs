@@ -14,21 +14,21 @@
 //! The streams' senders retry a callback that got no 200 (as the crash suite's do), each at the
 //! instance it first went to, so an instance that recovers by itself is what gets them answered.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mpesa_harness::callbacks::stk_success;
-use mpesa_harness::database::{Db, seed_pending_payments, seeded_checkout_id};
+use mpesa_harness::database::{Db, seed_pending_payments};
 use mpesa_harness::galera::{GaleraCluster, causal_db};
 use mpesa_harness::process::{ManagedProcess, free_port};
 
 use crate::common::*;
 use crate::ensure_guarantee;
 use crate::receivers::{SmtpServer, TelegramFake, WebhookReceiver};
-use crate::suites::duplicates::{ADMIN_CHAT_ID, BOT_TOKEN};
+use crate::suites::duplicates::with_receivers;
 
 pub struct GaleraOptions {
     /// Payments of the duplicates scenario, and copies of each one's callback.
@@ -90,21 +90,17 @@ pub async fn run(gateway: &Path, o: &GaleraOptions) -> anyhow::Result<()> {
     let mut gateways = Vec::new();
     // One after the other: the first applies the migrations.
     for (i, node) in cluster.nodes.iter().enumerate() {
-        let spec = gateway_spec(
-            gateway,
-            &dir,
-            &node.url(&database),
-            &format!("gateway-{}.log", i + 1),
-        )
-        .env(
-            "WEBHOOK_URL",
-            format!("http://{}/hooks/mpesa", webhook.addr),
-        )
-        .env("SMTP_URL", format!("smtp://{}?tls=none", smtp.addr))
-        .env("EMAIL_FROM", "shop@example.com")
-        .env("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
-        .env("TELEGRAM_API_BASE", format!("http://{}", telegram.addr))
-        .env("ADMIN_CHAT_ID", ADMIN_CHAT_ID);
+        let spec = with_receivers(
+            gateway_spec(
+                gateway,
+                &dir,
+                &node.url(&database),
+                &format!("gateway-{}.log", i + 1),
+            ),
+            &webhook,
+            &smtp,
+            &telegram,
+        );
         gateways.push(ManagedProcess::gateway(spec, free_port()?).await?);
     }
     let instances = Instances { gateways };
@@ -268,15 +264,14 @@ async fn kill_a_node(
     first: usize,
     webhook: &WebhookReceiver,
 ) -> anyhow::Result<()> {
-    progress(format!(
-        "kill -9: {} callbacks over 3 instances; node {} killed at 30%",
-        o.stream,
-        VICTIM + 1
-    ));
-    let range = first..first + o.stream;
-    seed_pending_payments(db, range.clone(), None).await?;
-    let (stream, acknowledged) = start_stream(instances, range.clone(), o.clients);
-    wait_for(&acknowledged, o.stream * 3 / 10).await?;
+    let (range, stream, acknowledged) = stream_until_30_percent(
+        db,
+        instances,
+        o,
+        first,
+        &format!("kill -9: node {} killed", VICTIM + 1),
+    )
+    .await?;
     cluster.kill9(VICTIM)?;
     let killed_at = Instant::now();
     let before = acknowledged.load(Ordering::Relaxed);
@@ -324,16 +319,14 @@ async fn freeze_a_node(
     first: usize,
     webhook: &WebhookReceiver,
 ) -> anyhow::Result<()> {
-    progress(format!(
-        "SIGSTOP: {} callbacks over 3 instances; node {} frozen at 30% for {:?}",
-        o.stream,
-        VICTIM + 1,
-        o.freeze_for
-    ));
-    let range = first..first + o.stream;
-    seed_pending_payments(db, range.clone(), None).await?;
-    let (stream, acknowledged) = start_stream(instances, range.clone(), o.clients);
-    wait_for(&acknowledged, o.stream * 3 / 10).await?;
+    let (range, stream, _) = stream_until_30_percent(
+        db,
+        instances,
+        o,
+        first,
+        &format!("SIGSTOP: node {} frozen for {:?}", VICTIM + 1, o.freeze_for),
+    )
+    .await?;
     cluster.freeze(VICTIM)?;
     let frozen_at = Instant::now();
     // While frozen, the other two must drop it and go on.
@@ -422,15 +415,34 @@ async fn rejoin(cluster: &mut GaleraCluster) -> anyhow::Result<()> {
     cluster.wait_synced(VICTIM, Duration::from_secs(120)).await
 }
 
+type Stream = tokio::task::JoinHandle<anyhow::Result<Vec<CallbackOutcome>>>;
+
+/// Seeds `o.stream` payments from `first`, streams their success callbacks over the three
+/// instances, and returns once 30% are acknowledged (the moment of the disruption).
+async fn stream_until_30_percent(
+    db: &Db,
+    instances: &Instances,
+    o: &GaleraOptions,
+    first: usize,
+    what: &str,
+) -> anyhow::Result<(std::ops::Range<usize>, Stream, Arc<AtomicUsize>)> {
+    progress(format!(
+        "{what} at 30% of {} callbacks over 3 instances",
+        o.stream
+    ));
+    let range = first..first + o.stream;
+    seed_pending_payments(db, range.clone(), None).await?;
+    let (stream, acknowledged) = start_stream(instances, range.clone(), o.clients);
+    wait_for(&acknowledged, o.stream * 3 / 10).await?;
+    Ok((range, stream, acknowledged))
+}
+
 /// Streams the success callbacks of seeded payments `range` over the instances.
 fn start_stream(
     instances: &Instances,
     range: std::ops::Range<usize>,
     clients: usize,
-) -> (
-    tokio::task::JoinHandle<anyhow::Result<Vec<CallbackOutcome>>>,
-    Arc<AtomicUsize>,
-) {
+) -> (Stream, Arc<AtomicUsize>) {
     let bodies = Arc::new(range.map(stk_success).collect::<Vec<_>>());
     let acknowledged = Arc::new(AtomicUsize::new(0));
     // Body i of the stream goes to instance i % 3 (and is retried there).
@@ -533,44 +545,12 @@ async fn settled(
         },
     )
     .await?;
-    let stored: BTreeSet<String> = db
-        .text_pairs("SELECT DISTINCT checkout_request_id, '' FROM callbacks WHERE checkout_request_id IS NOT NULL")
-        .await?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    let status: BTreeMap<String, String> = db
-        .text_pairs("SELECT checkout_request_id, status FROM payments")
-        .await?
-        .into_iter()
-        .collect();
-    let offset = range.start;
-    let mut lost = Vec::new();
-    let mut not_completed = Vec::new();
-    for c in outcomes {
-        let checkout = seeded_checkout_id(offset + c.index);
-        if !stored.contains(&checkout) {
-            lost.push(checkout.clone());
-        }
-        if status.get(&checkout).map(String::as_str) != Some("completed") {
-            not_completed.push(checkout);
-        }
-    }
+    crate::suites::crash::acknowledged_are_stored_and_applied(db, outcomes, range.start)
+        .await
+        .map_err(|e| anyhow::anyhow!("{scenario}: {e}"))?;
     figure(
-        "acknowledged and stored",
-        format!("{} of {}", outcomes.len() - lost.len(), outcomes.len()),
-    );
-    ensure_guarantee!(
-        lost.is_empty(),
-        "{scenario}: {} callbacks answered 200 are not in the cluster (e.g. {:?}) — guarantee 1",
-        lost.len(),
-        lost.first()
-    );
-    ensure_guarantee!(
-        not_completed.is_empty(),
-        "{scenario}: {} payments whose callback was answered 200 are not completed (e.g. {:?})",
-        not_completed.len(),
-        not_completed.first()
+        "acknowledged and stored, payment completed",
+        format!("{} of {}", outcomes.len(), outcomes.len()),
     );
     Ok(())
 }

@@ -12,8 +12,9 @@ use serde_json::json;
 
 use crate::support::*;
 
-/// A simulator on its own port that both gateways use; it never calls back, the test does.
-async fn shared_simulator() -> (Simulator, String) {
+/// A simulator on its own port that both gateways use; it never calls back, the test does. It
+/// invalidates a consumer key's previous token when it issues one (its default, as Daraja).
+pub(crate) async fn shared_simulator() -> (Simulator, String) {
     let mut config = SimConfig::for_tests();
     config.faults = Faults::none().with_global(CallbackFaults {
         suppress: true,

@@ -6,30 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use daraja_sim::faults::{CallbackFaults, Faults};
-use daraja_sim::{SimConfig, Simulator};
 use mpesa_harness::database::TestDatabase;
 use mpesa_storage::Backend;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
+use crate::multi_instance::shared_simulator;
 use crate::support::*;
-
-/// A simulator of its own that invalidates the previous token on each token request (its
-/// default) and sends no callbacks.
-async fn invalidating_simulator() -> (Simulator, String) {
-    let mut config = SimConfig::for_tests();
-    assert!(config.invalidate_previous_token, "the simulator's default");
-    config.faults = Faults::none().with_global(CallbackFaults {
-        suppress: true,
-        ..CallbackFaults::default()
-    });
-    let sim = Simulator::new(config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(sim.clone().serve(listener, std::future::pending()));
-    (sim, url)
-}
 
 /// Requests the simulator received, by path, read from `GET /simulator/requests`.
 async fn requests_by_path(daraja_url: &str) -> BTreeMap<String, usize> {
@@ -49,7 +32,11 @@ async fn requests_by_path(daraja_url: &str) -> BTreeMap<String, usize> {
 }
 
 async fn two_instances_share_one_token(backend: Backend) {
-    let (_sim, daraja_url) = invalidating_simulator().await;
+    let (sim, daraja_url) = shared_simulator().await;
+    assert!(
+        sim.config().invalidate_previous_token,
+        "the simulator's default"
+    );
     let database = Arc::new(TestDatabase::new(backend).await);
     let instance = || {
         let mut o = Options::new(backend)

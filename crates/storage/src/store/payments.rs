@@ -321,12 +321,15 @@ pub(crate) async fn write_rows<C: Conn>(c: &mut C, rows: &[(i64, &Payment)]) -> 
     }
     sql.push(") AS v WHERE payments.id = v.column1 AND payments.version = v.column2");
     let changed = c.execute(sql.build()).await?;
-    if changed != rows.len() as u64 {
-        // As in `write_row`: only rows the caller did not lock can have moved.
+    all_written(changed, rows.len())
+}
+
+/// As in `write_row`: only rows the caller did not lock can have moved.
+fn all_written(changed: u64, rows: usize) -> DbResult<()> {
+    if changed != rows as u64 {
         return Err(StorageError::Database(format!(
-            "{} of {} payments changed while locked",
-            rows.len() as u64 - changed.min(rows.len() as u64),
-            rows.len()
+            "{} of {rows} payments changed while locked",
+            rows as u64 - changed.min(rows as u64)
         ))
         .into());
     }
@@ -387,15 +390,7 @@ async fn write_rows_by_case<C: Conn>(c: &mut C, rows: &[(i64, &Payment)]) -> DbR
     }
     sql.push(" END");
     let changed = c.execute(sql.build()).await?;
-    if changed != rows.len() as u64 {
-        return Err(StorageError::Database(format!(
-            "{} of {} payments changed while locked",
-            rows.len() as u64 - changed.min(rows.len() as u64),
-            rows.len()
-        ))
-        .into());
-    }
-    Ok(())
+    all_written(changed, rows.len())
 }
 
 /// Locks, in one statement, the payments that `checkout_request_ids` name, in
