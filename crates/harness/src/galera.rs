@@ -193,7 +193,7 @@ impl GaleraCluster {
                  wsrep_sst_method = rsync\n\
                  wsrep_sst_receive_address = 127.0.0.1:{sst}\n\
                  wsrep_provider_options = \"gmcast.listen_addr=tcp://127.0.0.1:{group};\
-                 ist.recv_addr=127.0.0.1:{ist};gcache.size=64M;{PROVIDER_TIMEOUTS}\"\n",
+                 ist.recv_addr=127.0.0.1:{ist};gcache.size=32M;{PROVIDER_TIMEOUTS}\"\n",
                 data = node_dir.join("data").display(),
                 dir = node_dir.display(),
                 provider = provider().display(),
