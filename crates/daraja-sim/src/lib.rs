@@ -55,13 +55,13 @@ use tokio::sync::watch;
 
 pub use config::{
     C2bMsisdnModes, ConsumerCredentials, CredentialMode, InitialBalances, InitiatorConfig,
-    MsisdnMode, PendingQueryAnswer, SANDBOX_C2B_SHORTCODE, SANDBOX_CONSUMER_KEY,
+    LongReferences, MsisdnMode, PendingQueryAnswer, SANDBOX_C2B_SHORTCODE, SANDBOX_CONSUMER_KEY,
     SANDBOX_CONSUMER_SECRET, SANDBOX_INITIATOR_NAME, SANDBOX_INITIATOR_PASSWORD, SANDBOX_PASSKEY,
     SANDBOX_SHORTCODE, ShortcodeConfig, SimConfig, SimEnvironment, WrongCredentialsAnswer,
 };
 pub use credential::{SIMULATOR_CERTIFICATE_PEM, SIMULATOR_PRIVATE_KEY_PEM};
 pub use errors::{SimError, WaitTimeout};
-pub use faults::{CallbackFaults, Endpoint, EndpointFailure, FailureAnswer, Faults};
+pub use faults::{CallbackFaults, Endpoint, EndpointFailure, FailureAnswer, Faults, Flow};
 pub use journal::{CallbackKind, CallbackRecord, DeliveryOutcome, RequestRecord};
 pub use ledger::{Balances, PaymentKind, PaymentRecord};
 pub use scenarios::{Resolution, Scenario, ScenarioTable, StkOutcome};

@@ -13,31 +13,52 @@ use crate::errors::ApiError;
 /// A request body read as a JSON object.
 pub(crate) struct Fields(Map<String, Value>);
 
-/// Reads a body as a JSON object. A form-encoded body (no JSON at all) is reported the way
-/// Daraja reports it, as the first field it could not find (`bad_form`); anything else that is
-/// not a JSON object is `400.002.05 Invalid Request Payload`.
+/// Reads a body as a JSON object, the way Daraja does:
+/// * without `Content-Type: application/json` (missing, `text/plain`, a form…) nothing is parsed,
+///   and the request is refused as its first field (`bad_form`), even when the body is valid
+///   JSON: "Invalid BusinessShortCode is the typical symptom of a missing
+///   `Content-Type: application/json`" (`shared/daraja/stk.md`, synchronous errors;
+///   `problems.md` #7);
+/// * with it, a form-encoded body (`a=1&b=2`) is also reported as the first field
+///   (`problems.md` #7: "body sent form-encoded (Python `data=` instead of `json=`)");
+/// * any other body that is not a JSON object is `400.002.05 Invalid Request Payload`.
 pub(crate) fn json_object(
     headers: &HeaderMap,
     body: &Bytes,
     bad_form: impl FnOnce() -> ApiError,
 ) -> Result<Fields, ApiError> {
+    if !is_json_content_type(headers) {
+        return Err(bad_form());
+    }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(Fields(map)),
         Ok(_) => Err(ApiError::invalid_payload()),
-        Err(_) => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if content_type.starts_with("application/x-www-form-urlencoded")
-                || content_type.starts_with("multipart/form-data")
-            {
-                Err(bad_form())
-            } else {
-                Err(ApiError::invalid_payload())
-            }
-        }
+        Err(_) if looks_form_encoded(body) => Err(bad_form()),
+        Err(_) => Err(ApiError::invalid_payload()),
     }
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`), in any letter case.
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// `key=value` pairs joined by `&`: what a form encoder produces.
+fn looks_form_encoded(body: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    let text = text.trim();
+    !text.is_empty()
+        && !text.starts_with(['{', '[', '"'])
+        && text.split('&').all(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(k, _)| !k.is_empty() && !k.contains(char::is_whitespace))
+        })
 }
 
 /// Reads the typed request once the fields have been checked. A body that passed the checks
@@ -65,16 +86,27 @@ impl Fields {
         self.0.get(name).is_some_and(|v| !v.is_null())
     }
 
-    /// A whole, positive amount from a number (`1`, `1.0`) or a numeric string (`"1"`,
-    /// `"1.00"`). Fractions, exponents, zero and negatives are `None`.
-    pub(crate) fn whole_amount(&self, name: &str) -> Option<i64> {
+    /// A whole, positive amount: a JSON integer (`100`) or a string of plain digits (`"100"`).
+    /// Daraja supports "only whole numbers" (`shared/daraja/stk.md`, Amount) and names float
+    /// formatting such as `1e+05` as a cause of `Invalid Amount` (`problems.md` #8), so what a
+    /// float encoder writes is refused however whole its value: `1.0`, `100000.0`, `1E5`,
+    /// `1e+05`, `"1.00"`, as are `"0100"`, `" 100"`, zero and negatives. With `lenient` the
+    /// older reading applies: any decimal text whose value is whole (`1.0`, `"1.00"`).
+    pub(crate) fn whole_amount(&self, name: &str, lenient: bool) -> Option<i64> {
         let text = match self.0.get(name)? {
             Value::Number(n) => n.to_string(),
-            Value::String(s) => s.trim().to_owned(),
+            Value::String(s) => s.clone(),
             _ => return None,
         };
-        let cents = Cents::parse(&text)?;
-        (cents.0 % 100 == 0 && cents.0 > 0).then_some(cents.0 / 100)
+        if lenient {
+            let cents = Cents::parse(&text)?;
+            return (cents.0 % 100 == 0 && cents.0 > 0).then_some(cents.0 / 100);
+        }
+        let plain = !text.is_empty()
+            && text.len() <= 15
+            && text.bytes().all(|b| b.is_ascii_digit())
+            && !text.starts_with('0');
+        plain.then(|| text.parse::<i64>().ok()).flatten()
     }
 
     /// Text of at most `max` characters (at least one).

@@ -134,7 +134,7 @@ fn simulate(
         .filter(|c| COMMANDS.contains(&c.as_str()))
         .ok_or_else(|| invalid("CommandID"))?;
     let amount = f
-        .whole_amount("Amount")
+        .whole_amount("Amount", sim.config().lenient_amounts)
         .filter(|a| *a <= sim.config().max_amount)
         .ok_or_else(|| invalid("Amount"))?;
     let payer = f
