@@ -239,7 +239,7 @@ pub enum LongReferences {
 }
 
 /// What a C2B callback's `MSISDN` carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MsisdnMode {
     /// `2547 ***** 149`: the first four and last three digits.
@@ -251,7 +251,7 @@ pub enum MsisdnMode {
 }
 
 /// `MSISDN` form per C2B API version. The 2025 C2B FAQ: v1 hashed, v2 masked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct C2bMsisdnModes {
     pub v1: MsisdnMode,
     pub v2: MsisdnMode,
@@ -344,6 +344,9 @@ pub struct SimConfig {
     pub timestamp_max_skew: Option<Duration>,
     pub long_references: LongReferences,
     pub c2b_msisdn: C2bMsisdnModes,
+    /// Records per Pull Transactions page (`OffSetValue` moves by this much). Safaricom does
+    /// not publish its page size.
+    pub pull_page_size: usize,
     pub initial_balances: InitialBalances,
     /// How many requests and callbacks the inspection logs keep (each).
     pub log_capacity: usize,
@@ -389,6 +392,7 @@ impl Default for SimConfig {
             timestamp_max_skew: None,
             long_references: LongReferences::PromptLimit,
             c2b_msisdn: C2bMsisdnModes::default(),
+            pull_page_size: 100,
             initial_balances: InitialBalances::default(),
             log_capacity: 1_000,
             transaction_capacity: 10_000,

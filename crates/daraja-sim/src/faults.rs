@@ -78,6 +78,8 @@ pub enum Endpoint {
     TransactionStatus,
     AccountBalance,
     Reversal,
+    PullRegister,
+    PullQuery,
 }
 
 impl Endpoint {
@@ -93,6 +95,8 @@ impl Endpoint {
             Endpoint::TransactionStatus => "transaction_status",
             Endpoint::AccountBalance => "account_balance",
             Endpoint::Reversal => "reversal",
+            Endpoint::PullRegister => "pull_register",
+            Endpoint::PullQuery => "pull_query",
         }
     }
 }

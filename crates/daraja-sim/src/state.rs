@@ -272,7 +272,7 @@ impl StkStore {
 }
 
 /// Which C2B API version a registration or simulation used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum C2bApiVersion {
     V1,
@@ -291,10 +291,24 @@ pub struct C2bRegistration {
     pub registered_at: DateTime<Utc>,
 }
 
-/// C2B registrations by shortcode and version.
+/// A shortcode registered for Pull Transactions.
+#[derive(Debug, Clone, Serialize)]
+pub struct PullRegistration {
+    pub short_code: String,
+    pub nominated_number: String,
+    pub callback_url: String,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// C2B registrations by shortcode and version, runtime C2B settings, Pull registrations.
 #[derive(Debug, Default)]
 pub(crate) struct C2bStore {
     registrations: HashMap<(String, C2bApiVersion), C2bRegistration>,
+    /// External validation switched on or off at runtime, over the configuration.
+    pub(crate) validation: HashMap<String, bool>,
+    /// `MSISDN` forms set at runtime, over the configuration.
+    pub(crate) msisdn: Option<crate::config::C2bMsisdnModes>,
+    pub(crate) pull: HashMap<String, PullRegistration>,
 }
 
 impl C2bStore {
@@ -335,7 +349,7 @@ impl C2bStore {
     }
 
     pub(crate) fn clear(&mut self) {
-        self.registrations.clear();
+        *self = C2bStore::default();
     }
 }
 

@@ -378,6 +378,7 @@ fn pay_out(
         reference: request.occasion.clone(),
         reversed_by: None,
         original_receipt: None,
+        buy_goods: false,
     });
     sim.notify();
     let balances = match booked {
@@ -732,6 +733,7 @@ fn reverse(
                     reference: None,
                     reversed_by: None,
                     original_receipt: Some(o.receipt.clone()),
+                    buy_goods: false,
                 });
                 match booked {
                     Ok(balances) => {

@@ -363,6 +363,7 @@ fn settle(
             reference: Some(tx.account_reference.clone()),
             reversed_by: None,
             original_receipt: None,
+            buy_goods: tx.transaction_type == "CustomerBuyGoodsOnline",
         });
     }
     sim.notify();
