@@ -145,9 +145,15 @@ pub(crate) fn is_callback_url(text: &str, production: bool) -> bool {
 mod tests {
     use super::*;
 
+    fn json_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        h
+    }
+
     fn fields(json: &str) -> Fields {
         json_object(
-            &HeaderMap::new(),
+            &json_headers(),
             &Bytes::from(json.to_owned()),
             ApiError::invalid_payload,
         )
@@ -155,19 +161,25 @@ mod tests {
         .unwrap()
     }
 
+    /// Issue 17, item 6: stk.md "Amount" ("Only whole numbers are supported") and problems.md
+    /// #8 (`1e+05` as a cause of `Invalid Amount`).
     #[test]
-    fn amounts() {
+    fn amounts_are_whole_numbers_written_as_such() {
         let f = fields(
-            r#"{"a":1,"b":1.0,"c":"10","d":"5.00","e":1.5,"f":0,"g":-3,"h":"1e3","i":"x","j":250000}"#,
+            r#"{"a":1,"c":"10","j":250000,"b":1.0,"d":"5.00","e":1.5,"f":0,"g":-3,"h":"1e3","i":"x","k":1e+05,"l":1E5,"m":100000.0,"n":"0100","o":" 100","p":"100 ","q":"-5","r":"+5"}"#,
         );
-        assert_eq!(f.whole_amount("a"), Some(1));
-        assert_eq!(f.whole_amount("b"), Some(1));
-        assert_eq!(f.whole_amount("c"), Some(10));
-        assert_eq!(f.whole_amount("d"), Some(5));
-        for bad in ["e", "f", "g", "h", "i", "missing"] {
-            assert_eq!(f.whole_amount(bad), None, "{bad}");
+        assert_eq!(f.whole_amount("a", false), Some(1));
+        assert_eq!(f.whole_amount("c", false), Some(10));
+        assert_eq!(f.whole_amount("j", false), Some(250_000));
+        for bad in [
+            "b", "d", "e", "f", "g", "h", "i", "k", "l", "m", "n", "o", "p", "q", "r", "missing",
+        ] {
+            assert_eq!(f.whole_amount(bad, false), None, "{bad}");
         }
-        assert_eq!(f.whole_amount("j"), Some(250_000));
+        // The lenient option keeps the older reading: whole-valued decimals.
+        assert_eq!(f.whole_amount("b", true), Some(1));
+        assert_eq!(f.whole_amount("d", true), Some(5));
+        assert_eq!(f.whole_amount("e", true), None);
     }
 
     #[test]
@@ -198,41 +210,48 @@ mod tests {
         assert!(!is_callback_url("ftp://example.com/cb", false));
     }
 
+    /// Issue 17, item 2 and the form-as-JSON case: stk.md synchronous errors ("Invalid
+    /// BusinessShortCode is the typical symptom of a missing `Content-Type: application/json`
+    /// or form-encoded body") and problems.md #7.
     #[test]
     fn payloads() {
-        let body = Bytes::from_static(b"BusinessShortCode=174379");
-        let mut form = HeaderMap::new();
-        form.insert(
-            header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded".parse().unwrap(),
+        let first_field = || ApiError::invalid_field("BusinessShortCode");
+        let message = |e: ApiError| match e.body {
+            crate::errors::ErrorBody::Envelope(env) => (env.error_code.0, env.error_message),
+            _ => panic!("not an envelope"),
+        };
+        let json = Bytes::from_static(br#"{"BusinessShortCode":"174379"}"#);
+        let form = Bytes::from_static(b"BusinessShortCode=174379&Amount=1");
+        let invalid_shortcode = (
+            "400.002.02".to_owned(),
+            "Bad Request - Invalid BusinessShortCode".to_owned(),
         );
-        let e = json_object(&form, &body, || {
-            ApiError::invalid_field("BusinessShortCode")
-        })
-        .err()
-        .unwrap();
-        assert!(
-            matches!(e.body, crate::errors::ErrorBody::Envelope(ref env) if env.error_message == "Bad Request - Invalid BusinessShortCode")
-        );
-        let e = json_object(
-            &HeaderMap::new(),
-            &Bytes::from_static(b"{not json"),
-            ApiError::invalid_payload,
-        )
-        .err()
-        .unwrap();
-        assert!(
-            matches!(e.body, crate::errors::ErrorBody::Envelope(ref env) if env.error_code.0 == "400.002.05")
-        );
-        let e = json_object(
-            &HeaderMap::new(),
-            &Bytes::from_static(b"[1]"),
-            ApiError::invalid_payload,
-        )
-        .err()
-        .unwrap();
-        assert!(
-            matches!(e.body, crate::errors::ErrorBody::Envelope(ref env) if env.error_code.0 == "400.002.05")
-        );
+        let with = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            h
+        };
+        // Valid JSON without the JSON content type is not read at all.
+        for headers in [
+            HeaderMap::new(),
+            with("text/plain"),
+            with("application/x-www-form-urlencoded"),
+        ] {
+            let e = json_object(&headers, &json, first_field).err().unwrap();
+            assert_eq!(message(e), invalid_shortcode);
+        }
+        assert!(json_object(&with("Application/JSON; charset=utf-8"), &json, first_field).is_ok());
+        // A form body sent as JSON: Daraja names the first field too.
+        let e = json_object(&json_headers(), &form, first_field)
+            .err()
+            .unwrap();
+        assert_eq!(message(e), invalid_shortcode);
+        // Broken JSON and non-objects are an invalid payload.
+        for body in [&b"{not json"[..], b"[1]", b"{\"BusinessShortCode\": "] {
+            let e = json_object(&json_headers(), &Bytes::copy_from_slice(body), first_field)
+                .err()
+                .unwrap();
+            assert_eq!(message(e).0, "400.002.05");
+        }
     }
 }

@@ -178,12 +178,14 @@ struct C2bSettings {
 
 /// `GET /simulator/c2b`: registrations, validation per shortcode, `MSISDN` forms, Pull.
 pub(crate) async fn c2b_settings(State(sim): State<Simulator>) -> Json<serde_json::Value> {
+    // (One lock at a time: `c2b_registrations` and `c2b_validation` take it too.)
+    let switched: Vec<String> = lock(&sim.inner.c2b).validation.keys().cloned().collect();
     let mut codes: Vec<String> = sim
         .config()
         .shortcodes
         .iter()
         .map(|s| s.shortcode.clone())
-        .chain(lock(&sim.inner.c2b).validation.keys().cloned())
+        .chain(switched)
         .chain(sim.c2b_registrations().into_iter().map(|r| r.short_code))
         .collect();
     codes.sort();
