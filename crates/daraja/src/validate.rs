@@ -66,8 +66,10 @@ pub fn parse_callback_url(text: &str, production: bool) -> Result<Url, UrlProble
         &text[7..]
     } else if lower.starts_with("http:") || lower.starts_with("https:") {
         return Err(UrlProblem::NotAUrl);
-    } else {
+    } else if Url::parse(text).is_ok() {
         return Err(UrlProblem::Scheme);
+    } else {
+        return Err(UrlProblem::NotAUrl);
     };
     if rest.is_empty() || rest.starts_with(['/', '\\', '?', '#']) {
         return Err(UrlProblem::NoHost);
@@ -229,10 +231,10 @@ mod tests {
             );
         }
         assert!(parse_callback_url("HTTPS://example.com/cb", false).is_ok());
-        // `https:my_app` reads as the host `my_app`, which production refuses as not public.
+        // `https:my_app` is not repaired into the host `my_app`: Daraja refuses the text.
         assert_eq!(
             parse_callback_url("https:my_app", true),
-            Err(UrlProblem::NotPublic)
+            Err(UrlProblem::NotAUrl)
         );
         assert_eq!(
             parse_callback_url("not a url", false),
