@@ -308,14 +308,27 @@ impl App {
 /// The simulator `serve --sandbox` runs: it accepts the configured credentials, shortcode and
 /// passkey besides its defaults.
 pub fn sandbox_simulator_config(config: &Config) -> daraja_sim::SimConfig {
-    daraja_sim::SimConfig::with_credentials(
-        config.daraja.consumer_key.clone(),
-        config.daraja.consumer_secret.expose_secret().to_owned(),
+    let d = &config.daraja;
+    // Safaricom's STK-only 174379 stays STK-only (it cannot register C2B URLs); a buy-goods
+    // setup's till belongs to the store number; a configured initiator exists.
+    let mut shortcode = if d.shortcode == daraja_sim::SANDBOX_SHORTCODE {
+        daraja_sim::ShortcodeConfig::sandbox_stk()
+    } else {
+        daraja_sim::ShortcodeConfig::new(d.shortcode.clone(), None)
+    };
+    shortcode.passkey = Some(d.passkey.expose_secret().to_owned());
+    if d.party_b != d.shortcode {
+        shortcode = shortcode.with_till(d.party_b.clone());
+    }
+    let mut sim = daraja_sim::SimConfig::with_credentials(
+        d.consumer_key.clone(),
+        d.consumer_secret.expose_secret().to_owned(),
     )
-    .with_shortcode(daraja_sim::ShortcodeConfig::new(
-        config.daraja.shortcode.clone(),
-        Some(config.daraja.passkey.expose_secret()),
-    ))
+    .with_shortcode(shortcode);
+    if let (Some(name), Some(password)) = (&d.initiator_name, &d.initiator_password) {
+        sim = sim.with_initiator(name.clone(), password.expose_secret().to_owned());
+    }
+    sim
 }
 
 pub fn daraja_config(config: &Config) -> DarajaConfig {
