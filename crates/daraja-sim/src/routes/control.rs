@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use mpesa_domain::Cents;
+use mpesa_domain::{Cents, escape_html as escape};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -149,21 +149,6 @@ fn page_html(sim: &Simulator, message: &str) -> String {
 <p><a href="../simulator">Simulator overview (JSON)</a></p>
 </body></html>"#
     )
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[derive(Debug, Deserialize)]
