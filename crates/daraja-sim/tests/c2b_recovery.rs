@@ -508,8 +508,12 @@ async fn customers_pay_over_http_and_from_the_page() {
     let page = get(&server, "/simulator/pay").await;
     let html = page.body.as_str().unwrap();
     assert!(
-        html.contains("<form method=\"post\" action=\"c2b/pay\">"),
+        html.contains("<form method=\"post\" action=\"/simulator/c2b/pay\">"),
         "{html}"
+    );
+    assert!(
+        !html.contains("/hooks/confirm"),
+        "only the origin of a callback URL is shown"
     );
     let answered = http()
         .post(format!("{}/simulator/c2b/pay", server.base_url))

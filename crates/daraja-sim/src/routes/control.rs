@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use mpesa_domain::{Cents, escape_html as escape};
@@ -33,7 +33,12 @@ fn is_form(headers: &HeaderMap) -> bool {
 
 /// `POST /simulator/c2b/pay`: a customer pays now. JSON (a [`CustomerPayment`]) answers JSON
 /// (a [`crate::C2bOutcome`]); the page's form answers a page.
-pub(crate) async fn pay(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn pay(
+    State(sim): State<Simulator>,
+    OriginalUri(original): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if is_form(&headers) {
         let page = match payment_from_form(&body) {
             Ok(payment) => match check_payment(&sim, &payment) {
@@ -68,7 +73,7 @@ pub(crate) async fn pay(State(sim): State<Simulator>, headers: HeaderMap, body: 
             },
             Err(e) => format!("<p class=\"error\">{}</p>", escape(&e)),
         };
-        return Html(page_html(&sim, &page)).into_response();
+        return Html(page_html(&sim, original.path(), &page)).into_response();
     }
     let payment: CustomerPayment = match serde_json::from_slice(&body) {
         Ok(p) => p,
@@ -102,11 +107,19 @@ fn payment_from_form(body: &[u8]) -> Result<CustomerPayment, String> {
 }
 
 /// `GET /simulator/pay`: a page where a person pays the paybill or a till as a customer.
-pub(crate) async fn pay_page(State(sim): State<Simulator>) -> Html<String> {
-    Html(page_html(&sim, ""))
+pub(crate) async fn pay_page(
+    State(sim): State<Simulator>,
+    OriginalUri(original): OriginalUri,
+) -> Html<String> {
+    let action = format!("{}/c2b/pay", original.path().trim_end_matches("/pay"));
+    Html(page_html(&sim, &action, ""))
 }
 
-fn page_html(sim: &Simulator, message: &str) -> String {
+/// The page; `action` is the full path of `/simulator/c2b/pay` under whatever prefix the
+/// simulator is nested (`/sandbox` in `serve --sandbox`).
+fn page_html(sim: &Simulator, action: &str, message: &str) -> String {
+    let overview = escape(action.trim_end_matches("/c2b/pay"));
+    let action = escape(action);
     let registrations: String = sim
         .c2b_registrations()
         .iter()
@@ -115,7 +128,8 @@ fn page_html(sim: &Simulator, message: &str) -> String {
                 "<li>{} ({:?}): confirmations to {}{}</li>",
                 escape(&r.short_code),
                 r.version,
-                escape(&r.confirmation_url),
+                // The origin only: a gateway's callback path carries its secret.
+                escape(&daraja::redact::url_origin(&r.confirmation_url)),
                 if sim.c2b_validation(&r.short_code) {
                     ", validated first"
                 } else {
@@ -137,7 +151,7 @@ fn page_html(sim: &Simulator, message: &str) -> String {
 <h1>Pay as a customer</h1>
 <p>What a customer does in the M-Pesa menu: Lipa na M-Pesa, pay bill (with an account number) or buy goods (a till).</p>
 {message}
-<form method="post" action="c2b/pay">
+<form method="post" action="{action}">
 <label>Paybill or till <input name="short_code" value="600000" inputmode="numeric"></label>
 <label>Account number <input name="account" value="ACC1"></label>
 <label>Amount (KES) <input name="amount" value="100" inputmode="numeric"></label>
@@ -146,7 +160,7 @@ fn page_html(sim: &Simulator, message: &str) -> String {
 <button type="submit" id="pay">Pay</button>
 </form>
 <h2>Registered C2B URLs</h2><ul>{registrations}</ul>
-<p><a href="../simulator">Simulator overview (JSON)</a></p>
+<p><a href="{overview}">Simulator overview (JSON)</a></p>
 </body></html>"#
     )
 }
