@@ -101,12 +101,14 @@ pub struct ShortcodeConfig {
 }
 
 impl ShortcodeConfig {
-    /// A shortcode with a passkey that may also register C2B URLs.
+    /// A shortcode with a passkey that may also register C2B URLs, except Safaricom's
+    /// STK-only sandbox shortcode 174379, which cannot (operations.md, sandbox test values).
     pub fn new(shortcode: impl Into<String>, passkey: Option<&str>) -> Self {
+        let shortcode = shortcode.into();
         ShortcodeConfig {
-            shortcode: shortcode.into(),
+            c2b: shortcode != SANDBOX_SHORTCODE,
+            shortcode,
             passkey: passkey.map(str::to_owned),
-            c2b: true,
             external_validation: false,
             name: "TEST BUSINESS".into(),
             tills: Vec::new(),
@@ -131,10 +133,7 @@ impl ShortcodeConfig {
 
     /// 174379 with the public sandbox passkey, STK only.
     pub fn sandbox_stk() -> Self {
-        ShortcodeConfig {
-            c2b: false,
-            ..Self::new(SANDBOX_SHORTCODE, Some(SANDBOX_PASSKEY))
-        }
+        Self::new(SANDBOX_SHORTCODE, Some(SANDBOX_PASSKEY))
     }
 
     /// 600000: C2B and B2C, no passkey.
@@ -730,6 +729,18 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_sandbox_stk_shortcode_stays_stk_only_however_it_is_configured() {
+        assert!(!ShortcodeConfig::new(SANDBOX_SHORTCODE, Some("another-passkey")).c2b);
+        assert!(!ShortcodeConfig::sandbox_stk().c2b);
+        assert!(ShortcodeConfig::new("600000", None).c2b);
+        let config = SimConfig::default().with_shortcode(ShortcodeConfig::new(
+            SANDBOX_SHORTCODE,
+            Some(SANDBOX_PASSKEY),
+        ));
+        assert!(!config.shortcode(SANDBOX_SHORTCODE).unwrap().c2b);
     }
 
     #[test]

@@ -309,14 +309,9 @@ impl App {
 /// passkey besides its defaults.
 pub fn sandbox_simulator_config(config: &Config) -> daraja_sim::SimConfig {
     let d = &config.daraja;
-    // Safaricom's STK-only 174379 stays STK-only (it cannot register C2B URLs); a buy-goods
-    // setup's till belongs to the store number; a configured initiator exists.
-    let mut shortcode = if d.shortcode == daraja_sim::SANDBOX_SHORTCODE {
-        daraja_sim::ShortcodeConfig::sandbox_stk()
-    } else {
-        daraja_sim::ShortcodeConfig::new(d.shortcode.clone(), None)
-    };
-    shortcode.passkey = Some(d.passkey.expose_secret().to_owned());
+    // A buy-goods setup's till belongs to the store number; a configured initiator exists.
+    let mut shortcode =
+        daraja_sim::ShortcodeConfig::new(d.shortcode.clone(), Some(d.passkey.expose_secret()));
     if d.party_b != d.shortcode {
         shortcode = shortcode.with_till(d.party_b.clone());
     }
@@ -374,4 +369,43 @@ pub async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutdown requested; finishing in-flight work");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        let env: std::collections::BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_source(env, true).unwrap()
+    }
+
+    #[test]
+    fn the_sandbox_simulator_knows_the_configured_till_and_initiator_and_keeps_174379_stk_only() {
+        let sim = sandbox_simulator_config(&config(&[]));
+        let stk = sim
+            .shortcodes
+            .iter()
+            .find(|s| s.shortcode == "174379")
+            .unwrap();
+        assert!(!stk.c2b, "Safaricom's 174379 cannot register C2B URLs");
+        assert!(stk.tills.is_empty());
+
+        let sim = sandbox_simulator_config(&config(&[
+            ("MPESA_TRANSACTION_TYPE", "CustomerBuyGoodsOnline"),
+            ("MPESA_PARTY_B", "5432100"),
+            ("MPESA_INITIATOR_NAME", "ops"),
+            ("MPESA_INITIATOR_PASSWORD", "ops-password"),
+        ]));
+        let stk = sim
+            .shortcodes
+            .iter()
+            .find(|s| s.shortcode == "174379")
+            .unwrap();
+        assert_eq!(stk.tills, vec!["5432100".to_owned()]);
+        assert!(sim.initiators.iter().any(|i| i.name == "ops"));
+    }
 }
