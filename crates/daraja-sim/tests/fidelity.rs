@@ -434,6 +434,19 @@ async fn item9_a_timestamp_far_from_east_africa_time_is_refused_in_strict_mode()
     );
     let a = post_json(&strict, PUSH, &t, &with_timestamp("254711000902", &eat)).await;
     assert_eq!(a.status, 200, "{}", a.body);
+    // STK Query uses the same Password/Timestamp scheme (stk.md line 88): the same rule.
+    let checkout = a.body["CheckoutRequestID"].as_str().unwrap();
+    let query = |ts: &str| {
+        json!({"BusinessShortCode": SANDBOX_SHORTCODE, "Password": password(SANDBOX_SHORTCODE, SANDBOX_PASSKEY, ts),
+            "Timestamp": ts, "CheckoutRequestID": checkout})
+    };
+    let q = post_json(&strict, "/mpesa/stkpushquery/v1/query", &t, &query(&utc)).await;
+    assert_eq!(
+        q.error(),
+        (400, "400.002.02", "Bad Request - Invalid Timestamp")
+    );
+    let q = post_json(&strict, "/mpesa/stkpushquery/v1/query", &t, &query(&eat)).await;
+    assert_ne!(q.error().2, "Bad Request - Invalid Timestamp", "{}", q.body);
     // Default: the format is all that is checked (what every library passes today).
     let lenient = start(SimConfig::for_tests()).await;
     let t = token(&lenient).await;

@@ -423,7 +423,7 @@ fn answer_query(sim: &Simulator, headers: &HeaderMap, body: &Bytes) -> Result<Re
         .ok_or_else(|| invalid("BusinessShortCode"))?;
     f.text("Password").ok_or_else(|| invalid("Password"))?;
     f.text("Timestamp")
-        .filter(|t| is_timestamp(t))
+        .filter(|t| is_timestamp(t) && timestamp_is_current(sim, t))
         .ok_or_else(|| invalid("Timestamp"))?;
     f.text("CheckoutRequestID")
         .ok_or_else(|| invalid("CheckoutRequestID"))?;
