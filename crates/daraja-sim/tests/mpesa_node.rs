@@ -10,9 +10,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use common::*;
 use daraja::wire::{C2bPayment, ResultEnvelope, StkCallback};
 use daraja_sim::{
@@ -23,10 +20,6 @@ use serde_json::Value;
 
 const KEY: &str = "mpesa-node-key";
 const SECRET: &str = "mpesa-node-secret";
-
-fn conformance_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
-}
 
 struct NodeClient {
     envs: Vec<(&'static str, String)>,
@@ -70,29 +63,17 @@ impl NodeClient {
         }
     }
 
-    /// Runs one operation in a child process (off the runtime's threads) and returns what the
-    /// library got: `{"ok", "status", "data"}`.
+    /// Runs one operation and returns what the library got: `{"ok", "status", "data"}`.
     async fn run(&self, args: &[&str]) -> Value {
-        let mut command = Command::new("node");
-        command
-            .current_dir(conformance_dir())
-            .arg("mpesa-node.js")
-            .args(args)
-            .envs(self.envs.iter().map(|(k, v)| (*k, v.as_str())));
-        let output = tokio::task::spawn_blocking(move || command.output())
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| {
-                panic!("cannot run node ({e}): install nodejs (apt-get install nodejs npm)")
-            });
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "node {args:?} failed: {stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("node {args:?} printed no JSON ({e}): {stdout}"))
+        run_client(
+            "node",
+            "mpesa-node.js",
+            args,
+            &self.envs,
+            None,
+            "install nodejs and npm, then `npm ci --prefix crates/daraja-sim/tests/conformance`",
+        )
+        .await
     }
 }
 
