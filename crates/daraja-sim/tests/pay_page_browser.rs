@@ -161,15 +161,14 @@ async fn a_person_pays_the_paybill_from_the_simulators_page() {
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // The old page shows a receipt too: wait until the new page shows another one (while it
+    // loads, the element may be missing or stale).
     let second = loop {
-        let shown = browser
-            .find(Locator::Id("receipt"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if shown != receipt {
+        let shown = match browser.find(Locator::Id("receipt")).await {
+            Ok(element) => element.text().await.ok(),
+            Err(_) => None,
+        };
+        if let Some(shown) = shown.filter(|s| *s != receipt) {
             break shown;
         }
         assert!(tokio::time::Instant::now() < deadline, "no second payment");
