@@ -210,8 +210,9 @@ async fn item4_an_unknown_initiator_fails_in_lenient_mode() {
     }
 }
 
-/// Item 5. stk.md STK ResultCodes (`17`: "Same amount to the same customer pushed again within
-/// 2 minutes"); operations.md "Business rules that behave like rate limits".
+/// Item 5. stk.md STK ResultCodes, line 269 (`17`: "Same amount to the same customer pushed
+/// again within 2 minutes"); operations.md line 95 ("Business rules that behave like rate
+/// limits").
 #[tokio::test]
 async fn item5_the_same_phone_and_amount_again_within_the_window_is_rule_limited() {
     let server = start(SimConfig {
