@@ -158,13 +158,13 @@ pub struct CallbackOutcome {
 
 /// Streams `bodies` at the gateways in `bases` (body `i` to `bases[i % len]`) from `clients`
 /// concurrent keep-alive clients. A body that gets no 200 is sent again (as a retrying sender
-/// would) until `give_up_after`. `acknowledged` counts 200s as they come, for whoever waits
-/// on it.
+/// would) until `give_up_after`. `acknowledged` counts 200s and `refused` attempts that got no
+/// 200 as they come, for whoever waits on them.
 pub async fn stream_callbacks(
     bases: Vec<String>,
     bodies: Arc<Vec<Vec<u8>>>,
     clients: usize,
-    acknowledged: Arc<AtomicUsize>,
+    (acknowledged, refused): (Arc<AtomicUsize>, Arc<AtomicU64>),
     give_up_after: Duration,
 ) -> anyhow::Result<Vec<CallbackOutcome>> {
     let client = reqwest::Client::builder()
@@ -178,7 +178,7 @@ pub async fn stream_callbacks(
             .collect(),
     );
     let next = Arc::new(AtomicUsize::new(0));
-    let failed_total = Arc::new(AtomicU64::new(0));
+    let failed_total = refused;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..clients {
         let (client, urls, bodies, next, acknowledged, failed_total) = (

@@ -27,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Suite {
-    /// kill -9 mid-stream of callbacks, restart on the same database.
+    /// kill -9 mid-stream of callbacks, restart on the same database; on SQLite also a disk
+    /// that fills up mid-stream and empties again.
     Crash {
         #[arg(long, value_enum, default_value = "all")]
         backend: CrashBackend,
@@ -63,7 +64,8 @@ enum Suite {
         #[arg(long, value_enum, default_value = "sqlite")]
         backend: CrashBackend,
     },
-    /// The CI subset: crash (SQLite, PostgreSQL), duplicates (PostgreSQL, MariaDB), faults, soak 30 s.
+    /// The CI subset: crash (SQLite with its disk-full round, PostgreSQL), duplicates
+    /// (PostgreSQL, MariaDB), faults, soak 30 s.
     Quick {
         /// The soak's rate in quick mode.
         #[arg(long, default_value_t = 200)]
@@ -150,6 +152,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             };
             for b in crash_backends(backend) {
                 suites::crash::run(gateway, b, &options).await?;
+                if b == Backend::Sqlite {
+                    suites::crash::disk_full(gateway, payments, clients).await?;
+                }
             }
         }
         Suite::Duplicates {
@@ -190,6 +195,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                 kill_at: 0.4,
             };
             suites::crash::run(gateway, Backend::Sqlite, &crash).await?;
+            suites::crash::disk_full(gateway, 600, 8).await?;
             suites::crash::run(gateway, Backend::Postgres, &crash).await?;
             suites::duplicates::run(gateway, Backend::Postgres, 1_000, 32).await?;
             suites::duplicates::run(gateway, Backend::MySql, 1_000, 32).await?;

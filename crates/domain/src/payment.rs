@@ -128,8 +128,14 @@ pub enum ReviewReason {
     /// A success whose receipt number already belongs to another payment.
     ReceiptInUse,
     /// The push's answer was lost; a callback with this phone and amount, confirmed by STK
-    /// Query, was tied to the payment. Settled, but a person should look.
+    /// Query, was tied to the payment. The match is by phone and amount only: a person settles.
     MatchedAfterUnknownPush,
+    /// Daraja answered none of the STK Queries until its records ran out: M-Pesa may have taken
+    /// the money.
+    NoAnswerFromDaraja { asked_for_hours: i64 },
+    /// The push's answer never came and no callback named the payment by its expiry: M-Pesa may
+    /// have taken the money.
+    PushOutcomeUnknown,
 }
 
 impl ReviewReason {
@@ -159,6 +165,12 @@ impl ReviewReason {
             }
             ReviewReason::MatchedAfterUnknownPush => {
                 "Daraja's answer to the push was lost; matched to its callback by phone and amount, confirmed by STK Query".into()
+            }
+            ReviewReason::NoAnswerFromDaraja { asked_for_hours } => format!(
+                "Daraja answered no STK Query for {asked_for_hours} hours: M-Pesa may have taken the money; check the statement"
+            ),
+            ReviewReason::PushOutcomeUnknown => {
+                "Daraja's answer to the push never came and no callback named it: M-Pesa may have taken the money; check the statement".into()
             }
             ReviewReason::ReceiptInUse => {
                 "success callback carries a receipt number that belongs to another payment".into()

@@ -11,7 +11,12 @@
 //!   payment is held for review and keeps its state;
 //! * an STK Query answer never downgrades a completed payment, and an unknown query code means
 //!   "ask again", not "failed";
-//! * people are told about a final state exactly when it is first reached (`notify`).
+//! * people are told about a final state exactly when it is first reached (`notify`);
+//! * a payment held for review is settled or rejected by a person only: callbacks, queries and
+//!   expiry never finalise it or tell anyone, they are kept on its timeline;
+//! * a payment is given up as `timed_out` only when Daraja answered our questions (or was never
+//!   asked) and no final result came: when Daraja did not answer, the reconciler keeps asking
+//!   for as long as Daraja keeps its records, then holds the payment for a person.
 
 use serde::{Deserialize, Serialize};
 
@@ -220,10 +225,17 @@ pub fn on_push_outcome_unknown(p: &PaymentSnapshot, reason: &str) -> Outcome {
     }
 }
 
+/// Why an event leaves a payment held for review as it is.
+const HELD: &str = "held for review: only a person settles or rejects it";
+
 /// Safaricom's STK callback for this payment's CheckoutRequestID.
 pub fn on_callback(p: &PaymentSnapshot, cb: &CallbackReport) -> Outcome {
     let CallbackVerdict::Final(reported) = cb.result_code.callback_verdict();
     let kind = TransitionKind::Callback;
+    if p.needs_review && !p.status.is_final() {
+        // The callback is kept with the payment for the person deciding.
+        return Outcome::Unchanged(HELD);
+    }
     match (p.status, reported) {
         (PaymentStatus::Initiated | PaymentStatus::Pending, FinalOutcome::Completed) => {
             let details = match &cb.success {
@@ -333,6 +345,10 @@ pub fn on_receipt_in_use(p: &PaymentSnapshot) -> Outcome {
 /// The answer to an STK Query.
 pub fn on_query(p: &PaymentSnapshot, q: &QueryReport) -> Outcome {
     let kind = TransitionKind::Query;
+    if p.needs_review {
+        // The answer is kept on the timeline for the person deciding.
+        return Outcome::Unchanged(HELD);
+    }
     match (p.status, q.result_code.query_verdict()) {
         (PaymentStatus::Initiated | PaymentStatus::Pending, QueryVerdict::StillProcessing) => {
             Outcome::Unchanged("M-Pesa is still processing the payment")
@@ -362,21 +378,129 @@ pub fn on_query(p: &PaymentSnapshot, q: &QueryReport) -> Outcome {
     }
 }
 
-/// No final answer came within `expires_after_ms` of the payment's creation.
-pub fn on_expiry(p: &PaymentSnapshot, now_ms: i64, expires_after_ms: i64) -> Outcome {
+/// What the reconciler's last question to Daraja about a payment brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastQuery {
+    /// Nothing to ask: the payment has no CheckoutRequestID (the push's answer never came).
+    NotAsked,
+    /// Daraja answered, with this verdict ("still processing" included).
+    Answered(QueryVerdict),
+    /// No answer: a timeout, a refused connection, or one of Daraja's own error answers
+    /// (`500.003.02` "system busy", an expired token…). Money may have moved.
+    Unanswered,
+}
+
+/// How long the reconciler works on a payment, counted from its creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// `PAYMENT_EXPIRES_AFTER_SECS`: a payment Daraja answered about (or that could not be
+    /// asked about) with no final result by then is given up.
+    pub expires_after_ms: i64,
+    /// How long Daraja is asked about a payment whose queries get no answer (about as long as
+    /// Daraja keeps the records STK Query reads); then a person decides.
+    pub keep_asking_ms: i64,
+}
+
+impl Deadlines {
+    fn expires_at(&self, p: &PaymentSnapshot) -> i64 {
+        p.created_at_ms.saturating_add(self.expires_after_ms)
+    }
+
+    fn stop_asking_at(&self, p: &PaymentSnapshot) -> i64 {
+        p.created_at_ms
+            .saturating_add(self.keep_asking_ms.max(self.expires_after_ms))
+    }
+}
+
+/// The reconciler found the payment still open at `now`, after its last question to Daraja.
+/// Past `expires_after_ms` it is given up as `timed_out` when Daraja answered (with no final
+/// result); when Daraja did not answer, it stays open while the reconciler keeps asking, and is
+/// held for a person once `keep_asking_ms` has passed; a payment that could not be asked about
+/// (its push's answer never came) is held for a person at once. Nobody is told "timed out"
+/// about money that may have moved.
+pub fn on_expiry(p: &PaymentSnapshot, now_ms: i64, d: &Deadlines, last: LastQuery) -> Outcome {
     if p.status.is_final() {
         return Outcome::Unchanged("the payment is already final");
     }
-    if now_ms < p.created_at_ms.saturating_add(expires_after_ms) {
+    if p.needs_review {
+        return Outcome::Unchanged(HELD);
+    }
+    if now_ms < d.expires_at(p) {
         return Outcome::Unchanged("the payment has not expired yet");
     }
-    let mut t = Transition::new(TransitionKind::Expired, PaymentStatus::TimedOut);
-    t.result_desc = Some(format!(
-        "no final answer from M-Pesa within {} seconds",
-        expires_after_ms / 1000
-    ));
-    t.notify = Some(FinalOutcome::TimedOut);
-    Outcome::Changed(t)
+    match last {
+        LastQuery::Answered(_) => {
+            let mut t = Transition::new(TransitionKind::Expired, PaymentStatus::TimedOut);
+            t.result_desc = Some(format!(
+                "no final answer from M-Pesa within {} seconds",
+                d.expires_after_ms / 1000
+            ));
+            t.notify = Some(FinalOutcome::TimedOut);
+            Outcome::Changed(t)
+        }
+        LastQuery::Unanswered if now_ms < d.stop_asking_at(p) => {
+            Outcome::Unchanged("Daraja did not answer: the reconciler asks again")
+        }
+        LastQuery::Unanswered => Outcome::Changed(Transition::hold(
+            TransitionKind::Expired,
+            p,
+            ReviewReason::NoAnswerFromDaraja {
+                asked_for_hours: d.keep_asking_ms.max(d.expires_after_ms) / 3_600_000,
+            },
+        )),
+        LastQuery::NotAsked => Outcome::Changed(Transition::hold(
+            TransitionKind::Expired,
+            p,
+            ReviewReason::PushOutcomeUnknown,
+        )),
+    }
+}
+
+/// When the reconciler looks at an open payment again, after a check at `now` (its question
+/// answered or not, and [`on_expiry`] applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextCheck {
+    /// At this time exactly.
+    At(i64),
+    /// After the reconciler's backoff, but no later than `not_after_ms`. `slow`: past the
+    /// expiry, while Daraja does not answer, ask less often.
+    Backoff { not_after_ms: i64, slow: bool },
+    /// Never again: the payment is final, or a person decides.
+    Never,
+}
+
+/// See [`NextCheck`]. A held payment is asked about until Daraja gives a final answer (it goes on
+/// the timeline for the person deciding), or until Daraja's records run out.
+pub fn next_check(p: &PaymentSnapshot, now_ms: i64, d: &Deadlines, last: LastQuery) -> NextCheck {
+    if p.status.is_final() {
+        return NextCheck::Never;
+    }
+    let (expires_at, stop_at) = (d.expires_at(p), d.stop_asking_at(p));
+    if p.needs_review {
+        return match last {
+            LastQuery::NotAsked | LastQuery::Answered(QueryVerdict::Final(_)) => NextCheck::Never,
+            _ if now_ms >= stop_at => NextCheck::Never,
+            _ => NextCheck::Backoff {
+                not_after_ms: stop_at,
+                slow: now_ms >= expires_at,
+            },
+        };
+    }
+    match last {
+        // Nothing to ask: look again at the expiry (a callback may settle it before).
+        LastQuery::NotAsked if now_ms < expires_at => NextCheck::At(expires_at),
+        // One last question right at the expiry: a success must never be booked as timed out.
+        _ if now_ms < expires_at => NextCheck::Backoff {
+            not_after_ms: expires_at,
+            slow: false,
+        },
+        // Past the expiry and still open: Daraja did not answer. Ask until its records run out
+        // (past that, `on_expiry` has held it; a backoff is only a safe default).
+        _ => NextCheck::Backoff {
+            not_after_ms: if now_ms < stop_at { stop_at } else { i64::MAX },
+            slow: true,
+        },
+    }
 }
 
 /// An admin settles a payment held for review as paid.
@@ -783,20 +907,161 @@ mod tests {
         ));
     }
 
+    const DEADLINES: Deadlines = Deadlines {
+        expires_after_ms: 300_000,
+        keep_asking_ms: 86_400_000,
+    };
+    const STILL: LastQuery = LastQuery::Answered(QueryVerdict::StillProcessing);
+
     #[test]
-    fn expiry_times_out_open_payments_only_when_due() {
+    fn expiry_times_out_open_payments_only_when_due_and_answered() {
         let p = snapshot(PaymentStatus::Pending);
         assert!(matches!(
-            on_expiry(&p, 1_000_000 + 299_999, 300_000),
+            on_expiry(&p, 1_000_000 + 299_999, &DEADLINES, STILL),
             Outcome::Unchanged(_)
         ));
-        let t = changed(on_expiry(&p, 1_000_000 + 300_000, 300_000));
+        let t = changed(on_expiry(&p, 1_000_000 + 300_000, &DEADLINES, STILL));
         assert_eq!(t.status, PaymentStatus::TimedOut);
         assert_eq!(t.notify, Some(FinalOutcome::TimedOut));
         assert!(matches!(
-            on_expiry(&snapshot(PaymentStatus::Completed), i64::MAX, 1),
+            on_expiry(
+                &snapshot(PaymentStatus::Completed),
+                i64::MAX,
+                &DEADLINES,
+                STILL
+            ),
             Outcome::Unchanged(_)
         ));
+    }
+
+    /// Issue: a paid payment was booked `timed_out` because STK Query failed at expiry.
+    #[test]
+    fn unanswered_queries_never_time_out_a_payment_they_hold_it_once_daraja_forgets() {
+        let p = snapshot(PaymentStatus::Pending);
+        let at_expiry = 1_000_000 + 300_000;
+        assert!(
+            matches!(
+                on_expiry(&p, at_expiry, &DEADLINES, LastQuery::Unanswered),
+                Outcome::Unchanged(_)
+            ),
+            "still open: the reconciler asks again"
+        );
+        assert_eq!(
+            next_check(&p, at_expiry, &DEADLINES, LastQuery::Unanswered),
+            NextCheck::Backoff {
+                not_after_ms: 1_000_000 + 86_400_000,
+                slow: true
+            }
+        );
+        let t = changed(on_expiry(
+            &p,
+            1_000_000 + 86_400_000,
+            &DEADLINES,
+            LastQuery::Unanswered,
+        ));
+        assert_eq!(t.status, PaymentStatus::Pending, "never timed out");
+        assert_eq!(t.notify, None, "the merchant is told nothing");
+        assert_eq!(
+            t.review,
+            ReviewChange::Hold(ReviewReason::NoAnswerFromDaraja {
+                asked_for_hours: 24
+            })
+        );
+        let mut held = p.clone();
+        held.needs_review = true;
+        assert_eq!(
+            next_check(
+                &held,
+                1_000_000 + 86_400_000,
+                &DEADLINES,
+                LastQuery::Unanswered
+            ),
+            NextCheck::Never,
+            "Daraja's records are gone: a person decides"
+        );
+    }
+
+    /// A push whose answer never came cannot be asked about: held, never "timed out".
+    #[test]
+    fn a_payment_that_could_not_be_asked_about_is_held_at_expiry() {
+        let mut p = snapshot(PaymentStatus::Initiated);
+        p.checkout_request_id = None;
+        assert_eq!(
+            next_check(&p, 1_000_000, &DEADLINES, LastQuery::NotAsked),
+            NextCheck::At(1_300_000)
+        );
+        let t = changed(on_expiry(&p, 1_300_000, &DEADLINES, LastQuery::NotAsked));
+        assert_eq!(t.status, PaymentStatus::Initiated);
+        assert_eq!(t.notify, None);
+        assert_eq!(
+            t.review,
+            ReviewChange::Hold(ReviewReason::PushOutcomeUnknown)
+        );
+    }
+
+    #[test]
+    fn before_expiry_the_last_question_comes_right_at_it() {
+        let p = snapshot(PaymentStatus::Pending);
+        for last in [STILL, LastQuery::Unanswered] {
+            assert_eq!(
+                next_check(&p, 1_000_000 + 60_000, &DEADLINES, last),
+                NextCheck::Backoff {
+                    not_after_ms: 1_300_000,
+                    slow: false
+                }
+            );
+        }
+        assert_eq!(
+            next_check(&snapshot(PaymentStatus::Completed), 0, &DEADLINES, STILL),
+            NextCheck::Never
+        );
+    }
+
+    /// Issue: a held payment was completed by the next reconciler pass, and Reject left it
+    /// completed.
+    #[test]
+    fn a_held_open_payment_is_decided_by_a_person_only() {
+        let mut held = snapshot(PaymentStatus::Pending);
+        held.needs_review = true;
+        for code in ["0", "1", "1032", "1037", "4999"] {
+            assert_eq!(
+                on_query(&held, &query(code)),
+                Outcome::Unchanged(HELD),
+                "query {code}"
+            );
+        }
+        assert_eq!(
+            on_callback(&held, &success(10_000, "254708374149", "R1")),
+            Outcome::Unchanged(HELD)
+        );
+        assert_eq!(
+            on_callback(&held, &failure("1032")),
+            Outcome::Unchanged(HELD)
+        );
+        for last in [STILL, LastQuery::Unanswered, LastQuery::NotAsked] {
+            assert_eq!(
+                on_expiry(&held, i64::MAX / 2, &DEADLINES, last),
+                Outcome::Unchanged(HELD)
+            );
+        }
+        // Daraja keeps being asked until it gives a final answer, for the person to read.
+        let final_answer = LastQuery::Answered(QueryVerdict::Final(FinalOutcome::Completed));
+        assert_eq!(
+            next_check(&held, 1_000_000, &DEADLINES, final_answer),
+            NextCheck::Never
+        );
+        assert!(matches!(
+            next_check(&held, 1_000_000, &DEADLINES, STILL),
+            NextCheck::Backoff { .. }
+        ));
+        // The person's decision ends it, and is told once.
+        let t = changed(on_admin_reject(&held, "not ours"));
+        assert_ne!(t.status, PaymentStatus::Completed);
+        assert!(t.status.is_final());
+        assert_eq!(t.notify, Some(FinalOutcome::Failed));
+        let t = changed(on_admin_settle(&held, "on the statement", Some("R1")));
+        assert_eq!(t.status, PaymentStatus::Completed);
+        assert_eq!(t.notify, Some(FinalOutcome::Completed));
     }
 
     #[test]
@@ -887,7 +1152,9 @@ mod tests {
         fn final_states_never_change_by_events(status in any_status(), cb in any_callback(), code in any_code(), now in 0i64..i64::MAX / 2) {
             prop_assume!(status.is_final());
             let p = snapshot(status);
-            for outcome in [on_callback(&p, &cb), on_query(&p, &query(&code)), on_expiry(&p, now, 1),
+            let d = Deadlines { expires_after_ms: 1, keep_asking_ms: 1 };
+            for outcome in [on_callback(&p, &cb), on_query(&p, &query(&code)), on_expiry(&p, now, &d, STILL),
+                            on_expiry(&p, now, &d, LastQuery::Unanswered), on_expiry(&p, now, &d, LastQuery::NotAsked),
                             on_push_refused(&p, "500", "x"), on_push_outcome_unknown(&p, "x")] {
                 if let Outcome::Changed(t) = outcome {
                     prop_assert_eq!(t.status, status);
@@ -919,6 +1186,36 @@ mod tests {
                     prop_assert_eq!(d.amount, Some(Cents(10_000)));
                     prop_assert_eq!(d.phone.as_deref(), Some("254708374149"));
                     prop_assert!(t.mpesa_receipt_number.is_some());
+            }
+        }
+
+        /// A payment held for review is never finalised nor notified by any event but a
+        /// person's decision.
+        #[test]
+        fn held_payments_are_never_finalised_by_events(status in any_status(), cb in any_callback(), code in any_code(), now in 0i64..i64::MAX / 2) {
+            let mut p = snapshot(status);
+            p.needs_review = true;
+            let d = Deadlines { expires_after_ms: 1, keep_asking_ms: 1 };
+            for outcome in [on_callback(&p, &cb), on_query(&p, &query(&code)), on_expiry(&p, now, &d, STILL),
+                            on_expiry(&p, now, &d, LastQuery::Unanswered), on_expiry(&p, now, &d, LastQuery::NotAsked)] {
+                if let Outcome::Changed(t) = outcome {
+                    prop_assert_eq!(t.status, status);
+                    prop_assert_eq!(t.notify, None);
+                }
+            }
+        }
+
+        /// Nobody is told "timed out" unless Daraja answered, or could not be asked.
+        #[test]
+        fn timed_out_only_after_an_answer(status in any_status(), now in 0i64..i64::MAX / 2) {
+            let p = snapshot(status);
+            let d = Deadlines { expires_after_ms: 1, keep_asking_ms: 2 };
+            if let Outcome::Changed(t) = on_expiry(&p, now, &d, LastQuery::Unanswered) {
+                prop_assert_ne!(t.status, PaymentStatus::TimedOut);
+                prop_assert_eq!(t.notify, None);
+            }
+            if let Outcome::Changed(t) = on_expiry(&p, now, &d, LastQuery::NotAsked) {
+                prop_assert_eq!(t.notify, None);
             }
         }
 

@@ -108,15 +108,21 @@ impl App {
 
         let callback_secret = match &config.callback_secret {
             Some(s) => s.clone(),
-            None => SecretString::from(
-                storage
+            None => {
+                let stored = storage
                     .put_setting_if_absent(
                         CALLBACK_SECRET_SETTING,
-                        &random_hex(16),
+                        &generate_callback_secret(),
                         crate::ids::now_ms(),
                     )
-                    .await?,
-            ),
+                    .await?;
+                crate::config::check_callback_secret(&stored).map_err(|reason| {
+                    StartError::Config(format!(
+                        "the callback secret stored in the database (setting {CALLBACK_SECRET_SETTING}): {reason}; set MPESA_CALLBACK_SECRET instead"
+                    ))
+                })?;
+                SecretString::from(stored)
+            }
         };
         let callback_url = public_url
             .join(&format!(
@@ -157,6 +163,7 @@ impl App {
                 amount_bounds: config.amount_bounds,
                 reconcile_after_ms: config.reconcile_after.as_millis() as i64,
                 expires_after_ms: config.payment_expires_after.as_millis() as i64,
+                keep_asking_ms: config.reconcile_keep_asking.as_millis() as i64,
             },
             plan.clone(),
             metrics.clone(),
@@ -219,6 +226,7 @@ impl App {
             ingestor,
             metrics,
             health,
+            write_probe: Default::default(),
             callback_secret,
             api_keys: Default::default(),
             outbox_wake,
@@ -261,11 +269,39 @@ impl App {
         } = self;
         let mut router = http::router(state.clone());
         if let Some(sim) = &simulator {
-            router = router.nest("/sandbox", sim.router());
+            for mount in crate::sandbox::MOUNTS {
+                router = router.nest(
+                    mount,
+                    sim.router().layer(axum::middleware::from_fn_with_state(
+                        state.clone(),
+                        crate::sandbox::guard_simulator,
+                    )),
+                );
+            }
         }
         let mut workers = tokio::task::JoinSet::new();
-        workers.spawn(reconciler::run(state.payments.clone(), shutdown.clone()));
-        workers.spawn(outbox.run(shutdown.clone()));
+        {
+            let (payments, health, stop) = (
+                state.payments.clone(),
+                state.health.clone(),
+                shutdown.clone(),
+            );
+            workers.spawn(supervise(
+                "reconciler",
+                state.health.clone(),
+                shutdown.clone(),
+                move || reconciler::run(payments.clone(), health.clone(), stop.clone()),
+            ));
+        }
+        {
+            let stop = shutdown.clone();
+            workers.spawn(supervise(
+                "outbox",
+                state.health.clone(),
+                shutdown.clone(),
+                move || outbox.clone().run(stop.clone()),
+            ));
+        }
         if let (Some(bot), Some(telegram)) = (&state.telegram_bot, &state.config.telegram) {
             if bot.webhook.is_some() {
                 workers.spawn(crate::telegram::webhook::register(
@@ -286,12 +322,8 @@ impl App {
         }
 
         tracing::info!(listen = %state.config.listen, sandbox = state.config.sandbox, "mpesa-gateway listening");
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let result = server.await;
+        let result =
+            http::server::serve(listener, router, state.config.http, shutdown.clone()).await;
         shutdown.cancel();
         while workers.join_next().await.is_some() {}
         let storage = state.storage.clone();
@@ -302,6 +334,43 @@ impl App {
         storage.close().await;
         tracing::info!("mpesa-gateway stopped");
         result
+    }
+}
+
+/// A new callback secret: 32 random bytes as 64 hex digits, well within the rule of
+/// `config::check_callback_secret`.
+pub fn generate_callback_secret() -> String {
+    random_hex(32)
+}
+
+/// Runs a background worker until `shutdown`, and starts it again (after a second) if it ever
+/// panics: a reconciler or outbox worker that died would leave payments unresolved and
+/// notifications unsent, with no one the wiser. The panic is logged and shown on `/health`.
+async fn supervise<F, Fut>(
+    name: &'static str,
+    health: Arc<DependencyHealth>,
+    shutdown: CancellationToken,
+    start: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let outcome = tokio::spawn(start()).await;
+        match outcome {
+            Err(e) if e.is_panic() && !shutdown.is_cancelled() => {
+                tracing::error!(
+                    worker = name,
+                    "background worker panicked; starting it again"
+                );
+                health.failing(name, "the worker panicked and was started again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+            _ => return,
+        }
     }
 }
 
@@ -374,6 +443,48 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio_util::sync::CancellationToken;
+
+    use crate::health::DependencyHealth;
+
+    /// A worker that panics is started again; one that returns is not.
+    #[tokio::test]
+    async fn a_panicked_worker_is_started_again() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let health = Arc::new(DependencyHealth::default());
+        let counted = runs.clone();
+        super::supervise(
+            "test-worker",
+            health.clone(),
+            CancellationToken::new(),
+            move || {
+                let counted = counted.clone();
+                async move {
+                    if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                        panic!("first run fails");
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(health.state("test-worker").status, "failing");
+    }
+
+    #[test]
+    fn a_generated_callback_secret_meets_the_rule() {
+        for _ in 0..50 {
+            let secret = super::generate_callback_secret();
+            assert_eq!(
+                crate::config::check_callback_secret(&secret),
+                Ok(()),
+                "{secret}"
+            );
+        }
+    }
 
     fn config(pairs: &[(&str, &str)]) -> Config {
         let env: std::collections::BTreeMap<String, String> = pairs

@@ -130,6 +130,9 @@ impl std::fmt::Debug for WebhookSettings {
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `HTTP_HEADER_READ_TIMEOUT`, `HTTP_IDLE_TIMEOUT`, `HTTP_MAX_CONNECTIONS`,
+    /// `HTTP_SHUTDOWN_GRACE`.
+    pub http: crate::http::server::ServerLimits,
     pub database_url: SecretString,
     pub database_max_connections: u32,
     /// The public base URL Safaricom calls back (`MPESA_CALLBACK_URL`); when unset, the gateway
@@ -141,6 +144,9 @@ pub struct Config {
     pub sandbox: bool,
     pub reconcile_after: Duration,
     pub payment_expires_after: Duration,
+    /// `RECONCILE_KEEP_ASKING_SECS`: how long Daraja is asked about a payment whose queries get
+    /// no answer (then it is held for a person).
+    pub reconcile_keep_asking: Duration,
     pub amount_bounds: AmountBounds,
     pub telegram: Option<TelegramSettings>,
     pub email: Option<EmailSettings>,
@@ -150,6 +156,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Secure cookies for the dashboard (set when the public URL is https).
     pub secure_cookies: bool,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` / `Forwarded` name the client.
+    pub trusted_proxies: crate::http::client_addr::TrustedProxies,
 }
 
 /// Debug output is the masked description: a stray `{:?}` must not leak a secret.
@@ -414,6 +422,10 @@ impl Config {
                 reason: "must be above 0".into(),
             });
         }
+        let reconcile_keep_asking = Duration::from_secs(
+            r.parse(&["RECONCILE_KEEP_ASKING_SECS"], "seconds")?
+                .unwrap_or(86_400),
+        );
         let min = r.parse(&["AMOUNT_MIN"], "whole shillings")?.unwrap_or(1i64);
         let max = r
             .parse(&["AMOUNT_MAX"], "whole shillings")?
@@ -508,15 +520,30 @@ impl Config {
             }
         };
 
+        let trusted_proxies = match r.first(&["TRUSTED_PROXIES"]) {
+            None => Default::default(),
+            Some((name, v)) => crate::http::client_addr::TrustedProxies::parse(&v)
+                .map_err(|reason| ConfigError::Invalid { name, reason })?,
+        };
+
         Ok(Config {
             listen,
+            trusted_proxies,
+            http: http_limits(&r)?,
             database_url: SecretString::from(database_url),
             database_max_connections: r
                 .parse(&["DATABASE_MAX_CONNECTIONS"], "a number")?
                 .unwrap_or(10),
             secure_cookies: public_url.as_ref().is_some_and(|u| u.scheme() == "https"),
             public_url,
-            callback_secret: r.string(&["MPESA_CALLBACK_SECRET"]).map(SecretString::from),
+            callback_secret: match r.first(&["MPESA_CALLBACK_SECRET"]) {
+                None => None,
+                Some((name, v)) => {
+                    check_callback_secret(&v)
+                        .map_err(|reason| ConfigError::Invalid { name, reason })?;
+                    Some(SecretString::from(v))
+                }
+            },
             daraja: DarajaSettings {
                 environment,
                 base_url,
@@ -538,6 +565,7 @@ impl Config {
             sandbox,
             reconcile_after,
             payment_expires_after,
+            reconcile_keep_asking,
             amount_bounds: AmountBounds { min, max },
             telegram,
             email,
@@ -564,6 +592,19 @@ impl Config {
         let d = &self.daraja;
         let mut rows = vec![
             ("GATEWAY_LISTEN", self.listen.to_string()),
+            (
+                "HTTP_HEADER_READ_TIMEOUT",
+                format!("{:?}", self.http.header_read_timeout),
+            ),
+            ("HTTP_IDLE_TIMEOUT", format!("{:?}", self.http.idle_timeout)),
+            (
+                "HTTP_MAX_CONNECTIONS",
+                self.http.max_connections.to_string(),
+            ),
+            (
+                "HTTP_SHUTDOWN_GRACE",
+                format!("{:?}", self.http.shutdown_grace),
+            ),
             ("DATABASE_URL", mask_url(self.database_url.expose_secret())),
             ("MPESA_ENVIRONMENT", d.environment.as_str().to_owned()),
             (
@@ -618,6 +659,10 @@ impl Config {
                 "PAYMENT_EXPIRES_AFTER_SECS",
                 self.payment_expires_after.as_secs().to_string(),
             ),
+            (
+                "RECONCILE_KEEP_ASKING_SECS",
+                self.reconcile_keep_asking.as_secs().to_string(),
+            ),
             ("AMOUNT_MIN", self.amount_bounds.min.to_string()),
             ("AMOUNT_MAX", self.amount_bounds.max.to_string()),
         ];
@@ -671,6 +716,14 @@ impl Config {
             }
             None => rows.push(("WEBHOOK_URL", "(not set: webhooks off)".into())),
         }
+        rows.push((
+            "TRUSTED_PROXIES",
+            if self.trusted_proxies.is_empty() {
+                "(none: forwarding headers are ignored)".to_owned()
+            } else {
+                self.trusted_proxies.to_string()
+            },
+        ));
         rows.push((
             "WEBHOOK_ALLOW_PRIVATE",
             self.webhook_allow_private.to_string(),
@@ -742,6 +795,41 @@ fn outbox_settings<S: Source>(r: &Reader<S>) -> Result<OutboxSettings, ConfigErr
     Ok(o)
 }
 
+/// The HTTP server's limits (see `http::server`).
+fn http_limits<S: Source>(r: &Reader<S>) -> Result<crate::http::server::ServerLimits, ConfigError> {
+    let defaults = crate::http::server::ServerLimits::default();
+    let max_connections: usize = r
+        .parse(&["HTTP_MAX_CONNECTIONS"], "a number of connections")?
+        .unwrap_or(defaults.max_connections);
+    if max_connections == 0 {
+        return Err(ConfigError::Invalid {
+            name: "HTTP_MAX_CONNECTIONS",
+            reason: "must be above 0".into(),
+        });
+    }
+    Ok(crate::http::server::ServerLimits {
+        header_read_timeout: duration_within(
+            r,
+            "HTTP_HEADER_READ_TIMEOUT",
+            defaults.header_read_timeout,
+            Duration::from_millis(100)..=Duration::from_secs(600),
+        )?,
+        idle_timeout: duration_within(
+            r,
+            "HTTP_IDLE_TIMEOUT",
+            defaults.idle_timeout,
+            Duration::from_millis(100)..=Duration::from_secs(3600),
+        )?,
+        max_connections,
+        shutdown_grace: duration_within(
+            r,
+            "HTTP_SHUTDOWN_GRACE",
+            defaults.shutdown_grace,
+            Duration::ZERO..=Duration::from_secs(3600),
+        )?,
+    })
+}
+
 /// A duration variable (`30s`, `2m`) within bounds, or its default.
 fn duration_within<S: Source>(
     r: &Reader<S>,
@@ -761,6 +849,25 @@ fn duration_within<S: Source>(
         });
     }
     Ok(d)
+}
+
+/// The fewest characters a callback secret has: it is all that keeps forged callbacks out.
+pub const CALLBACK_SECRET_MIN_CHARS: usize = 32;
+
+/// A callback secret is a path segment of the URL Safaricom calls: at least
+/// [`CALLBACK_SECRET_MIN_CHARS`] of `A-Z a-z 0-9 _ -`, so it is long enough not to be guessed
+/// and needs no escaping (`/` or `?` made callback URLs the gateway then refused itself). The
+/// reason never quotes the value.
+pub fn check_callback_secret(secret: &str) -> Result<(), String> {
+    let allowed = secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if secret.len() < CALLBACK_SECRET_MIN_CHARS || !allowed {
+        return Err(format!(
+            "use at least {CALLBACK_SECRET_MIN_CHARS} characters of A-Z a-z 0-9 _ - (e.g. the output of `openssl rand -hex 32`); the value is not shown"
+        ));
+    }
+    Ok(())
 }
 
 /// Telegram's `secret_token`: 1 to 256 of `A-Z a-z 0-9 _ -`.
@@ -1019,6 +1126,30 @@ mod tests {
         }
     }
 
+    /// Issue 11, item 7: `ab/cd` and `ab?cd` made callback URLs the gateway then refused, and a
+    /// one-character secret was accepted.
+    #[test]
+    fn the_callback_secret_is_long_and_url_safe() {
+        for bad in [
+            "ab/cd",
+            "ab?cd",
+            "x",
+            &"a".repeat(31),
+            &format!("{}/", "a".repeat(40)),
+        ] {
+            let err = Config::from_source(env(&[("MPESA_CALLBACK_SECRET", bad)]), true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("MPESA_CALLBACK_SECRET"), "{err}");
+            if bad.len() > 4 {
+                assert!(!err.contains(bad), "the value is not quoted: {err}");
+            }
+        }
+        let good = "Ab0_-".repeat(7);
+        let c = Config::from_source(env(&[("MPESA_CALLBACK_SECRET", &good)]), true).unwrap();
+        assert_eq!(c.callback_secret.unwrap().expose_secret(), good);
+    }
+
     #[test]
     fn describe_never_shows_secrets() {
         let c = Config::from_source(
@@ -1036,7 +1167,10 @@ mod tests {
                 ),
                 ("WEBHOOK_SECRET", "webhook-secret-value-0123"),
                 ("MPESA_INITIATOR_PASSWORD", "initiator-password-value"),
-                ("MPESA_CALLBACK_SECRET", "callback-secret-value"),
+                (
+                    "MPESA_CALLBACK_SECRET",
+                    "callback-secret-value-0123456789ab",
+                ),
             ]),
             false,
         )
@@ -1051,7 +1185,7 @@ mod tests {
             "hook-token-value",
             "webhook-secret-value-0123",
             "initiator-password-value",
-            "callback-secret-value",
+            "callback-secret-value-0123456789ab",
             "EfGhIjKlMnOp",
         ] {
             assert!(!text.contains(secret), "{secret} leaked");

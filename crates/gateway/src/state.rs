@@ -26,6 +26,8 @@ pub struct StateInner {
     pub ingestor: CallbackIngestor,
     pub metrics: Arc<Metrics>,
     pub health: Arc<DependencyHealth>,
+    /// `/health`'s proof that database writes commit.
+    pub write_probe: crate::health::WriteProbe,
     /// The secret path segment of the callback URLs.
     pub callback_secret: SecretString,
     pub api_keys: ApiKeyCache,

@@ -381,6 +381,119 @@ pub(crate) fn as_written(stmt: Stmt) -> (Cow<'static, str>, Vec<Arg>) {
     (stmt.sql, stmt.args)
 }
 
+// ---- write transactions -------------------------------------------------------------------------
+
+/// A write transaction on a pooled connection, begun and ended with plain SQL (`BEGIN`,
+/// `COMMIT`, `ROLLBACK`) rather than sqlx's `Transaction`.
+///
+/// A connection whose `BEGIN`, `COMMIT` or `ROLLBACK` failed is closed instead of going back to
+/// the pool, and the pool opens a new one. The driver's idea of the connection can no longer be
+/// trusted then: SQLite rolls a transaction back by itself when a COMMIT fails on a full disk,
+/// sqlx's queued ROLLBACK then fails too, and sqlx kept believing a transaction was open, so every
+/// later write on the one writer connection failed until a restart. A transaction dropped while
+/// still open (its future cancelled) is rolled back on a spawned task before the connection is
+/// returned, or closed when that fails.
+pub(crate) struct WriteTx<DB: Database>
+where
+    DB::Connection: Conn,
+{
+    conn: Option<sqlx::pool::PoolConnection<DB>>,
+    open: bool,
+}
+
+impl<DB: Database> WriteTx<DB>
+where
+    DB::Connection: Conn,
+{
+    /// Takes a connection from `pool` and runs `begin` (`BEGIN`, or SQLite's `BEGIN IMMEDIATE`).
+    pub(crate) async fn begin(
+        pool: &sqlx::Pool<DB>,
+        begin: &'static str,
+        map_err: fn(sqlx::Error) -> crate::error::DbError,
+    ) -> DbResult<Self> {
+        let mut conn = pool.acquire().await.map_err(map_err)?;
+        if let Err(e) = conn.execute_raw(begin).await {
+            conn.close_on_drop();
+            return Err(e);
+        }
+        Ok(WriteTx {
+            conn: Some(conn),
+            open: true,
+        })
+    }
+
+    pub(crate) async fn commit(mut self) -> DbResult<()> {
+        self.end("COMMIT").await
+    }
+
+    /// Rolls back; a failure closes the connection (which ends the transaction on the server).
+    pub(crate) async fn rollback(mut self) {
+        if let Err(e) = self.end("ROLLBACK").await {
+            tracing::warn!(error = %e.error, "ROLLBACK failed; the connection is replaced");
+        }
+    }
+
+    async fn end(&mut self, sql: &'static str) -> DbResult<()> {
+        self.open = false;
+        let conn = self
+            .conn
+            .as_mut()
+            .expect("an open transaction has its connection");
+        let result = conn.execute_raw(sql).await;
+        if result.is_err() {
+            conn.close_on_drop();
+        }
+        result
+    }
+}
+
+impl<DB: Database> std::ops::Deref for WriteTx<DB>
+where
+    DB::Connection: Conn,
+{
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        self.conn
+            .as_ref()
+            .expect("a transaction has its connection")
+    }
+}
+
+impl<DB: Database> DerefMut for WriteTx<DB>
+where
+    DB::Connection: Conn,
+{
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        self.conn
+            .as_mut()
+            .expect("a transaction has its connection")
+    }
+}
+
+impl<DB: Database> Drop for WriteTx<DB>
+where
+    DB::Connection: Conn,
+{
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if conn.execute_raw("ROLLBACK").await.is_err() {
+                        conn.close_on_drop();
+                    }
+                });
+            }
+            Err(_) => conn.close_on_drop(),
+        }
+    }
+}
+
 // ---- drivers ------------------------------------------------------------------------------------
 
 /// One backend: its pools, how it begins a write transaction, migrations and version check.
@@ -395,7 +508,10 @@ pub(crate) trait Driver: Send + Sync + 'static {
     const BACKEND: crate::Backend;
 
     async fn begin(&self) -> DbResult<Self::Tx>;
+    /// Commits; a connection whose COMMIT failed is closed, never reused.
     async fn commit(tx: Self::Tx) -> DbResult<()>;
+    /// Rolls back; a connection whose ROLLBACK failed is closed, never reused.
+    async fn rollback(tx: Self::Tx);
     async fn reader(&self) -> DbResult<Self::Reader>;
 
     async fn migrate(&self) -> Result<()>;
@@ -432,6 +548,10 @@ pub(crate) struct Dialect {
 
     /// Upserts that overwrite. Args: name, value, updated_at.
     pub(crate) upsert_setting: &'static str,
+    /// Args: instance_id, written_at.
+    pub(crate) upsert_health_probe: &'static str,
+    /// One more failure for a (username, address) pair. Args: username, address, now.
+    pub(crate) count_sign_in_failure: &'static str,
     /// Args: chat_id, user_id, phone, linked_at. Clears `blocked_at`.
     pub(crate) upsert_telegram_link: &'static str,
 
@@ -463,6 +583,13 @@ pub(crate) mod standard_sql {
         VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
     pub(crate) const INSERT_LEASE_IF_ABSENT: &str = "INSERT INTO leases (name, owner, expires_at) \
         VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
+    pub(crate) const UPSERT_HEALTH_PROBE: &str = "INSERT INTO health_probes \
+        (instance_id, written_at) VALUES ($1, $2) \
+        ON CONFLICT (instance_id) DO UPDATE SET written_at = excluded.written_at";
+    pub(crate) const COUNT_SIGN_IN_FAILURE: &str = "INSERT INTO sign_in_failures \
+        (username, address, failures, last_failed_at) VALUES ($1, $2, 1, $3) \
+        ON CONFLICT (username, address) DO UPDATE SET \
+        failures = sign_in_failures.failures + 1, last_failed_at = excluded.last_failed_at";
     pub(crate) const UPSERT_SETTING: &str = "INSERT INTO settings (name, value, updated_at) \
         VALUES ($1, $2, $3) \
         ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
@@ -529,5 +656,157 @@ mod tests {
         let stmt = b.build();
         assert_eq!(stmt.sql, "SELECT 1 WHERE a IN ($1, $2) AND b = $3");
         assert_eq!(stmt.args.len(), 3);
+    }
+}
+
+#[cfg(test)]
+mod write_tx_tests {
+    //! A connection whose COMMIT or ROLLBACK failed is replaced, on every backend (issue: a
+    //! failed SQLite COMMIT on a full disk poisoned the single writer until restart).
+
+    use super::*;
+    use crate::testing::TestDatabase;
+    use crate::{
+        ConnectOptions, mysql::MySqlDriver, postgres::PostgresDriver, sqlite::SqliteDriver,
+    };
+
+    async fn count_rows<D: Driver>(driver: &D) -> i64 {
+        let mut reader = driver.reader().await.unwrap();
+        reader
+            .fetch_one(Stmt::new("SELECT COUNT(*) AS n FROM write_tx_probe"))
+            .await
+            .unwrap()
+            .int("n")
+            .unwrap()
+    }
+
+    /// A write transaction commits on the driver, whatever happened before.
+    async fn a_write_commits<D: Driver>(driver: &D) {
+        let mut tx = driver.begin().await.expect("a write transaction begins");
+        tx.execute(Stmt::new("INSERT INTO write_tx_probe (x) VALUES (1)"))
+            .await
+            .expect("the insert runs");
+        D::commit(tx).await.expect("and commits");
+    }
+
+    async fn create_table<D: Driver>(driver: &D) {
+        let mut tx = driver.begin().await.unwrap();
+        tx.execute_raw("CREATE TABLE write_tx_probe (x INTEGER)")
+            .await
+            .unwrap();
+        D::commit(tx).await.unwrap();
+    }
+
+    fn sqlite_url(dir: &tempfile::TempDir) -> String {
+        format!("sqlite://{}", dir.path().join("tx.db").display())
+    }
+
+    /// The state a COMMIT that failed on a full disk leaves behind: SQLite ended the transaction
+    /// by itself, so the COMMIT fails and so does the ROLLBACK after it. Reproduced here by
+    /// ending the transaction under the driver's feet.
+    #[tokio::test]
+    async fn sqlite_writer_is_replaced_after_a_failed_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = SqliteDriver::connect(&sqlite_url(&dir), &ConnectOptions::default())
+            .await
+            .unwrap();
+        create_table(&driver).await;
+        let mut tx = driver.begin().await.unwrap();
+        tx.execute(Stmt::new("INSERT INTO write_tx_probe (x) VALUES (1)"))
+            .await
+            .unwrap();
+        tx.execute_raw("ROLLBACK").await.unwrap();
+        let failed = SqliteDriver::commit(tx).await;
+        assert!(failed.is_err(), "the COMMIT fails: no transaction is open");
+        // Before the fix: "attempted to call begin_with at non-zero transaction depth", forever.
+        a_write_commits(&driver).await;
+        a_write_commits(&driver).await;
+        assert_eq!(count_rows(&driver).await, 2);
+        driver.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_writer_is_replaced_after_a_failed_rollback_or_a_dropped_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = SqliteDriver::connect(&sqlite_url(&dir), &ConnectOptions::default())
+            .await
+            .unwrap();
+        create_table(&driver).await;
+        // A ROLLBACK that fails.
+        let mut tx = driver.begin().await.unwrap();
+        tx.execute_raw("ROLLBACK").await.unwrap();
+        SqliteDriver::rollback(tx).await;
+        a_write_commits(&driver).await;
+        // A transaction dropped half-way (its future cancelled): rolled back, the writer free.
+        let mut tx = driver.begin().await.unwrap();
+        tx.execute(Stmt::new("INSERT INTO write_tx_probe (x) VALUES (2)"))
+            .await
+            .unwrap();
+        drop(tx);
+        a_write_commits(&driver).await;
+        assert_eq!(count_rows(&driver).await, 2, "the dropped insert is gone");
+        driver.close().await;
+    }
+
+    /// The server ends the transaction's connection between its last statement and the COMMIT
+    /// (`kill`, run on another connection with the transaction's connection id): the COMMIT
+    /// fails, and the next write transaction works on a new connection.
+    async fn commit_fails_when_the_server_drops_the_connection<D: Driver>(
+        driver: D,
+        connection_id: &'static str,
+        kill: impl Fn(i64) -> String,
+    ) {
+        create_table(&driver).await;
+        let mut tx = driver.begin().await.unwrap();
+        tx.execute(Stmt::new("INSERT INTO write_tx_probe (x) VALUES (1)"))
+            .await
+            .unwrap();
+        let id = tx
+            .fetch_one(Stmt::new(connection_id))
+            .await
+            .unwrap()
+            .int("id")
+            .unwrap();
+        let mut other = driver.reader().await.unwrap();
+        other
+            .fetch_all(Stmt {
+                sql: std::borrow::Cow::Owned(kill(id)),
+                args: Vec::new(),
+            })
+            .await
+            .unwrap();
+        drop(other);
+        assert!(D::commit(tx).await.is_err());
+        a_write_commits(&driver).await;
+        assert_eq!(count_rows(&driver).await, 1, "only the second insert");
+        driver.close().await;
+    }
+
+    #[tokio::test]
+    async fn postgres_connection_is_replaced_after_a_failed_commit() {
+        let db = TestDatabase::postgres().await;
+        let driver = PostgresDriver::connect(db.url(), &ConnectOptions::default())
+            .await
+            .unwrap();
+        commit_fails_when_the_server_drops_the_connection(
+            driver,
+            "SELECT CAST(pg_backend_pid() AS BIGINT) AS id",
+            |id| format!("SELECT pg_terminate_backend({id})"),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn mysql_connection_is_replaced_after_a_failed_commit() {
+        let db = TestDatabase::mysql().await;
+        let driver = MySqlDriver::connect(db.url(), &ConnectOptions::default())
+            .await
+            .unwrap();
+        commit_fails_when_the_server_drops_the_connection(
+            driver,
+            "SELECT CAST(CONNECTION_ID() AS SIGNED) AS id",
+            |id| format!("KILL {id}"),
+        )
+        .await;
     }
 }

@@ -135,6 +135,8 @@ const UNIQUE_RULES: &[(&str, &str)] = &[
     ("pk_telegram_links", "telegram_links.chat_id"),
     ("pk_settings", "settings.name"),
     ("pk_leases", "leases.name"),
+    ("pk_health_probes", "health_probes.instance_id"),
+    ("pk_sign_in_failures", "sign_in_failures.key"),
 ];
 
 /// The rule a named constraint or index stands for; the name itself if it is not ours.

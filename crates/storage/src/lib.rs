@@ -64,6 +64,10 @@ pub type Millis = i64;
 /// database aborts the transaction for a conflict: keep it pure.
 pub type DecidePayment<'a> = &'a (dyn Fn(&Payment) -> Option<PaymentUpdate> + Send + Sync);
 
+/// Decides whether a sign-in attempt may go on, given the failures so far: `None` lets it
+/// through, `Some(at)` refuses it until `at` (Unix ms).
+pub type DecideSignIn<'a> = &'a (dyn Fn(&SignInFailures) -> Option<Millis> + Send + Sync);
+
 /// Decides what an incoming callback does, given the payment it names (locked), if any.
 /// It may be called more than once for one callback: when the database aborts a transaction
 /// for a conflict (a deadlock between instances), the whole transaction runs again.
@@ -82,8 +86,19 @@ pub trait Storage: Send + Sync + 'static {
     /// Checks that the server is reachable and new enough; returns its version text.
     async fn check_server(&self) -> Result<String>;
 
-    /// A cheap round trip for `/health`.
+    /// A cheap round trip for `/health` (a read).
     async fn ping(&self) -> Result<()>;
+
+    /// When (Unix ms) and why the last write transaction failed for want of the database
+    /// (`Unavailable`: disk full, I/O error, server gone), if one did since start. A small write
+    /// may still commit while larger ones fail (SQLite reuses its WAL file's space on a full
+    /// disk): `/health` looks at this besides [`Storage::write_probe`].
+    fn last_write_failure(&self) -> Option<(Millis, String)>;
+
+    /// Proof for `/health` that a write transaction commits: rewrites this instance's own row of
+    /// a small table (so instances never wait for each other), on the same path every write
+    /// takes (SQLite: the one writer connection), and deletes rows of instances gone for a week.
+    async fn write_probe(&self, instance_id: &str, now: Millis) -> Result<()>;
 
     /// Waits for in-flight writes and closes the pool (graceful shutdown).
     async fn close(&self);
@@ -256,8 +271,13 @@ pub trait Storage: Send + Sync + 'static {
 
     // ---- admin users and sessions ------------------------------------------------------------
 
-    /// Creates the user, or replaces the password hash of an existing one. Returns true when created.
+    /// Creates the user, or replaces the password hash of an existing one and ends all of that
+    /// user's sessions, in one transaction. Returns true when created.
     async fn upsert_admin_user(&self, user: &AdminUser) -> Result<bool>;
+    /// Removes the user and all of their sessions. False if there was no such user.
+    async fn delete_admin_user(&self, username: &str) -> Result<bool>;
+    /// Ends every session of the user (signed out everywhere); how many ended.
+    async fn delete_sessions_of(&self, username: &str) -> Result<u64>;
     async fn find_admin_user(&self, username: &str) -> Result<Option<AdminUser>>;
     async fn list_admin_users(&self) -> Result<Vec<AdminUser>>;
     async fn create_session(&self, session: &AdminSession) -> Result<()>;
@@ -265,6 +285,27 @@ pub trait Storage: Send + Sync + 'static {
     async fn find_session(&self, token_hash: &str, now: Millis) -> Result<Option<AdminSession>>;
     async fn delete_session(&self, token_hash: &str) -> Result<()>;
     async fn delete_expired_sessions(&self, now: Millis) -> Result<u64>;
+
+    // ---- sign-in failures ----------------------------------------------------------------------
+
+    /// One dashboard sign-in attempt for (`username`, `address`), in one transaction: reads the
+    /// failures of the pair (locked) and of the address since `address_since`, and asks
+    /// `decide`. When it lets the attempt through (`None`), the attempt is counted as a failure
+    /// until [`Storage::clear_sign_in_failures`] says the password was right, so parallel
+    /// attempts cannot slip past the count. Returns `decide`'s answer. `username` is stored as
+    /// given (the caller normalises it); both are cut to 64 characters.
+    async fn begin_sign_in(
+        &self,
+        username: &str,
+        address: &str,
+        now: Millis,
+        address_since: Millis,
+        decide: DecideSignIn<'_>,
+    ) -> Result<Option<Millis>>;
+    /// A successful sign-in: the pair starts afresh.
+    async fn clear_sign_in_failures(&self, username: &str, address: &str) -> Result<()>;
+    /// Forgets failures older than `before`; how many pairs went.
+    async fn delete_sign_in_failures_before(&self, before: Millis) -> Result<u64>;
 
     // ---- Telegram ----------------------------------------------------------------------------
 

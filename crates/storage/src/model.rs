@@ -527,6 +527,18 @@ pub struct AdminSession {
     pub expires_at: Millis,
 }
 
+/// Failed dashboard sign-ins, as the sign-in limiter sees them (see
+/// [`crate::Storage::begin_sign_in`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignInFailures {
+    /// Failures of this (username, address) pair since its last successful sign-in.
+    pub pair_failures: i64,
+    /// When the last of them was.
+    pub pair_last_failed_at: Option<Millis>,
+    /// Failures from this address, for any username, in pairs that failed since the given time.
+    pub address_failures: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TelegramLink {
     pub chat_id: i64,

@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use sqlx::error::DatabaseError;
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::{MySql, MySqlConnection, MySqlPool, Transaction};
+use sqlx::{MySql, MySqlConnection, MySqlPool};
 
-use crate::db::{Dialect, Driver, impl_conn, to_question_marks};
+use crate::db::{Dialect, Driver, WriteTx, impl_conn, to_question_marks};
 use crate::error::{
     DbError, DbResult, ServerErrorClass, map_sqlx_error, unique_rule_from_mysql_message,
 };
@@ -45,6 +45,11 @@ const DIALECT: Dialect = Dialect {
         ON DUPLICATE KEY UPDATE name = name",
     upsert_setting: "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \
         ON DUPLICATE KEY UPDATE value = VALUES(value), updated_at = VALUES(updated_at)",
+    upsert_health_probe: "INSERT INTO health_probes (instance_id, written_at) VALUES ($1, $2) \
+        ON DUPLICATE KEY UPDATE written_at = VALUES(written_at)",
+    count_sign_in_failure: "INSERT INTO sign_in_failures \
+        (username, address, failures, last_failed_at) VALUES ($1, $2, 1, $3) \
+        ON DUPLICATE KEY UPDATE failures = failures + 1, last_failed_at = VALUES(last_failed_at)",
     upsert_telegram_link: "INSERT INTO telegram_links (chat_id, user_id, phone, linked_at, blocked_at) \
         VALUES ($1, $2, $3, $4, NULL) \
         ON DUPLICATE KEY UPDATE user_id = VALUES(user_id), phone = VALUES(phone), \
@@ -133,17 +138,21 @@ impl MySqlDriver {
 #[async_trait]
 impl Driver for MySqlDriver {
     type Conn = MySqlConnection;
-    type Tx = Transaction<'static, MySql>;
+    type Tx = WriteTx<MySql>;
     type Reader = PoolConnection<MySql>;
 
     const BACKEND: Backend = Backend::MySql;
 
     async fn begin(&self) -> DbResult<Self::Tx> {
-        self.pool.begin().await.map_err(map_error)
+        WriteTx::begin(&self.pool, "BEGIN", map_error).await
     }
 
     async fn commit(tx: Self::Tx) -> DbResult<()> {
-        tx.commit().await.map_err(map_error)
+        tx.commit().await
+    }
+
+    async fn rollback(tx: Self::Tx) {
+        tx.rollback().await
     }
 
     async fn reader(&self) -> DbResult<Self::Reader> {

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use sqlx::error::DatabaseError;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 
-use crate::db::{Dialect, Driver, as_written, impl_conn, standard_sql};
+use crate::db::{Dialect, Driver, WriteTx, as_written, impl_conn, standard_sql};
 use crate::error::{DbError, DbResult, ServerErrorClass, map_sqlx_error, unique_rule_by_name};
 use crate::{Backend, ConnectOptions, Result, StorageError, migrations, server_version};
 
@@ -26,6 +26,8 @@ const DIALECT: Dialect = Dialect {
     insert_setting_if_absent: standard_sql::INSERT_SETTING_IF_ABSENT,
     insert_lease_if_absent: standard_sql::INSERT_LEASE_IF_ABSENT,
     upsert_setting: standard_sql::UPSERT_SETTING,
+    upsert_health_probe: standard_sql::UPSERT_HEALTH_PROBE,
+    count_sign_in_failure: standard_sql::COUNT_SIGN_IN_FAILURE,
     upsert_telegram_link: standard_sql::UPSERT_TELEGRAM_LINK,
     payment_totals_by_status: standard_sql::PAYMENT_TOTALS_BY_STATUS,
     daily_volume: standard_sql::DAILY_VOLUME,
@@ -77,17 +79,21 @@ impl PostgresDriver {
 #[async_trait]
 impl Driver for PostgresDriver {
     type Conn = PgConnection;
-    type Tx = Transaction<'static, Postgres>;
+    type Tx = WriteTx<Postgres>;
     type Reader = PoolConnection<Postgres>;
 
     const BACKEND: Backend = Backend::Postgres;
 
     async fn begin(&self) -> DbResult<Self::Tx> {
-        self.pool.begin().await.map_err(map_error)
+        WriteTx::begin(&self.pool, "BEGIN", map_error).await
     }
 
     async fn commit(tx: Self::Tx) -> DbResult<()> {
-        tx.commit().await.map_err(map_error)
+        tx.commit().await
+    }
+
+    async fn rollback(tx: Self::Tx) {
+        tx.rollback().await
     }
 
     async fn reader(&self) -> DbResult<Self::Reader> {

@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use sqlx::error::DatabaseError;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
-use crate::db::{Dialect, Driver, impl_conn, standard_sql, to_question_marks};
+use crate::db::{Dialect, Driver, WriteTx, impl_conn, standard_sql, to_question_marks};
 use crate::error::{
     DbError, DbResult, ServerErrorClass, map_sqlx_error, unique_rule_from_sqlite_message,
 };
@@ -36,6 +36,8 @@ const DIALECT: Dialect = Dialect {
     insert_setting_if_absent: standard_sql::INSERT_SETTING_IF_ABSENT,
     insert_lease_if_absent: standard_sql::INSERT_LEASE_IF_ABSENT,
     upsert_setting: standard_sql::UPSERT_SETTING,
+    upsert_health_probe: standard_sql::UPSERT_HEALTH_PROBE,
+    count_sign_in_failure: standard_sql::COUNT_SIGN_IN_FAILURE,
     upsert_telegram_link: standard_sql::UPSERT_TELEGRAM_LINK,
     payment_totals_by_status: standard_sql::PAYMENT_TOTALS_BY_STATUS,
     daily_volume: standard_sql::DAILY_VOLUME,
@@ -182,20 +184,21 @@ impl SqliteDriver {
 #[async_trait]
 impl Driver for SqliteDriver {
     type Conn = SqliteConnection;
-    type Tx = Transaction<'static, Sqlite>;
+    type Tx = WriteTx<Sqlite>;
     type Reader = PoolConnection<Sqlite>;
 
     const BACKEND: Backend = Backend::Sqlite;
 
     async fn begin(&self) -> DbResult<Self::Tx> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_error)
+        WriteTx::begin(&self.writer, "BEGIN IMMEDIATE", map_error).await
     }
 
     async fn commit(tx: Self::Tx) -> DbResult<()> {
-        tx.commit().await.map_err(map_error)
+        tx.commit().await
+    }
+
+    async fn rollback(tx: Self::Tx) {
+        tx.rollback().await
     }
 
     async fn reader(&self) -> DbResult<Self::Reader> {

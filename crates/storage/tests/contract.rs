@@ -66,6 +66,9 @@ contract!(
     outbox_lists_and_counts,
     api_keys,
     admin_users_and_sessions,
+    a_new_password_or_a_deletion_ends_every_session,
+    sign_in_failures_are_counted_per_pair_and_shared_by_instances,
+    the_write_probe_writes_each_instance_its_own_row,
     telegram_links,
     telegram_links_exclusive_and_status_messages,
     settings_agree_between_racing_instances,
@@ -1729,6 +1732,158 @@ async fn admin_users_and_sessions(db: TestDatabase) {
     assert_eq!(s.find_session("t3", T0).await.unwrap(), None);
     assert_eq!(s.delete_expired_sessions(T0 + 5_000).await.unwrap(), 2);
     assert_eq!(s.delete_expired_sessions(T0 + 5_000).await.unwrap(), 0);
+}
+
+/// `admin create-user` for an existing user, `admin delete-user`, `admin sign-out-everywhere`.
+async fn a_new_password_or_a_deletion_ends_every_session(db: TestDatabase) {
+    let s = db.storage();
+    let user = |id: &str, name: &str| AdminUser {
+        id: id.into(),
+        username: name.into(),
+        password_hash: "$argon2id$a".into(),
+        created_at: T0,
+    };
+    let session = |token: &str, user_id: &str, username: &str| AdminSession {
+        token_hash: token.into(),
+        user_id: user_id.into(),
+        username: username.into(),
+        csrf_token: "csrf".into(),
+        created_at: T0,
+        expires_at: T0 + 60_000,
+    };
+    s.upsert_admin_user(&user("usr_a", "amina")).await.unwrap();
+    s.upsert_admin_user(&user("usr_b", "baraka")).await.unwrap();
+    for (t, id, name) in [
+        ("a1", "usr_a", "amina"),
+        ("a2", "usr_a", "amina"),
+        ("b1", "usr_b", "baraka"),
+    ] {
+        s.create_session(&session(t, id, name)).await.unwrap();
+    }
+    // A new password for amina: both her sessions end, baraka's stays.
+    assert!(!s.upsert_admin_user(&user("usr_x", "amina")).await.unwrap());
+    assert_eq!(s.find_session("a1", T0).await.unwrap(), None);
+    assert_eq!(s.find_session("a2", T0).await.unwrap(), None);
+    assert!(s.find_session("b1", T0).await.unwrap().is_some());
+    // Signed out everywhere.
+    s.create_session(&session("a3", "usr_a", "amina"))
+        .await
+        .unwrap();
+    assert_eq!(s.delete_sessions_of("amina").await.unwrap(), 1);
+    assert_eq!(s.find_session("a3", T0).await.unwrap(), None);
+    assert_eq!(s.delete_sessions_of("nobody").await.unwrap(), 0);
+    // Removed: the user and the sessions.
+    assert!(s.delete_admin_user("baraka").await.unwrap());
+    assert_eq!(s.find_session("b1", T0).await.unwrap(), None);
+    assert_eq!(s.find_admin_user("baraka").await.unwrap(), None);
+    assert!(!s.delete_admin_user("baraka").await.unwrap());
+    assert!(s.find_admin_user("amina").await.unwrap().is_some());
+}
+
+/// Failures are counted per (username, address), an attempt counts until cleared, and a second
+/// instance sees the first one's count.
+async fn sign_in_failures_are_counted_per_pair_and_shared_by_instances(db: TestDatabase) {
+    let a = db.storage();
+    let b = db.connect_another().await;
+    let seen = std::sync::Mutex::new(Vec::new());
+    let record = |f: &SignInFailures| {
+        seen.lock().unwrap().push(*f);
+        None
+    };
+    for i in 0..3 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            s.begin_sign_in("amina", "192.0.2.1", T0 + i, T0 - 1, &record)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    a.begin_sign_in("zawadi", "192.0.2.1", T0 + 5, T0 - 1, &record)
+        .await
+        .unwrap();
+    a.begin_sign_in("amina", "198.51.100.7", T0 + 6, T0 - 1, &record)
+        .await
+        .unwrap();
+    let seen_now = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen_now.iter().map(|f| f.pair_failures).collect::<Vec<_>>(),
+        [0, 1, 2, 0, 0],
+        "per pair, across instances"
+    );
+    assert_eq!(seen_now[2].pair_last_failed_at, Some(T0 + 1));
+    assert_eq!(
+        seen_now
+            .iter()
+            .map(|f| f.address_failures)
+            .collect::<Vec<_>>(),
+        [0, 1, 2, 3, 0],
+        "per address, across usernames"
+    );
+    // A refused attempt is not counted.
+    let refuse = |_: &SignInFailures| Some(T0 + 99);
+    assert_eq!(
+        b.begin_sign_in("amina", "192.0.2.1", T0 + 7, T0 - 1, &refuse)
+            .await
+            .unwrap(),
+        Some(T0 + 99)
+    );
+    // Only failures since `address_since` count for the address.
+    let check = |expect_pair: i64, expect_address: i64| {
+        move |f: &SignInFailures| {
+            assert_eq!(
+                (f.pair_failures, f.address_failures),
+                (expect_pair, expect_address)
+            );
+            Some(0)
+        }
+    };
+    a.begin_sign_in("amina", "192.0.2.1", T0 + 8, T0 + 3, &check(3, 1))
+        .await
+        .unwrap();
+    // Success clears the pair only.
+    b.clear_sign_in_failures("amina", "192.0.2.1")
+        .await
+        .unwrap();
+    a.begin_sign_in("amina", "192.0.2.1", T0 + 9, T0 - 1, &check(0, 1))
+        .await
+        .unwrap();
+    a.begin_sign_in("amina", "198.51.100.7", T0 + 9, T0 - 1, &check(1, 1))
+        .await
+        .unwrap();
+    // Old failures are forgotten.
+    assert_eq!(a.delete_sign_in_failures_before(T0 + 6).await.unwrap(), 1);
+    a.begin_sign_in("zawadi", "192.0.2.1", T0 + 9, T0 - 1, &check(0, 0))
+        .await
+        .unwrap();
+    // Keys are cut to 64 characters, never refused.
+    let long = "x".repeat(300);
+    a.begin_sign_in(&long, &long, T0, T0, &record)
+        .await
+        .unwrap();
+    a.clear_sign_in_failures(&long, &long).await.unwrap();
+}
+
+async fn the_write_probe_writes_each_instance_its_own_row(db: TestDatabase) {
+    let a = db.storage();
+    let b = db.connect_another().await;
+    let week = 7 * 24 * 3_600_000;
+    a.write_probe("gw_old", T0).await.unwrap();
+    for i in 0..3 {
+        a.write_probe("gw_a", T0 + week + i).await.unwrap();
+        b.write_probe("gw_b", T0 + week + i).await.unwrap();
+    }
+    // Concurrently from both instances: never a conflict.
+    let (x, y) = tokio::join!(
+        a.write_probe("gw_a", T0 + week + 10),
+        b.write_probe("gw_b", T0 + week + 10)
+    );
+    x.unwrap();
+    y.unwrap();
+    assert!(
+        a.write_probe(&"i".repeat(65), T0).await.is_err(),
+        "an instance id longer than its column is refused"
+    );
 }
 
 async fn telegram_links(db: TestDatabase) {

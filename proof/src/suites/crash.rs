@@ -55,7 +55,7 @@ pub async fn run(gateway: &Path, backend: Backend, o: &CrashOptions) -> anyhow::
         vec![process.base.clone()],
         bodies,
         o.clients,
-        acknowledged.clone(),
+        (acknowledged.clone(), Default::default()),
         Duration::from_secs(120),
     ));
     let kill_after = ((o.payments as f64) * o.kill_at) as usize;
@@ -94,71 +94,15 @@ pub async fn run(gateway: &Path, backend: Backend, o: &CrashOptions) -> anyhow::
         unacknowledged.len(),
         unacknowledged.first()
     );
-    let stored: BTreeSet<String> = db
-        .text_pairs("SELECT checkout_request_id, outcome FROM callbacks WHERE checkout_request_id IS NOT NULL")
-        .await?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    let status: BTreeMap<String, String> = db
-        .text_pairs("SELECT checkout_request_id, status FROM payments")
-        .await?
-        .into_iter()
-        .collect();
-    let mut lost = Vec::new();
-    let mut not_applied = Vec::new();
-    for c in &outcomes {
-        let checkout = mpesa_harness::database::seeded_checkout_id(c.index);
-        if !stored.contains(&checkout) {
-            lost.push(checkout.clone());
-        }
-        if status.get(&checkout).map(String::as_str) != Some("completed") {
-            not_applied.push(checkout);
-        }
-    }
+    acknowledged_are_stored_and_applied(&db, &outcomes).await?;
     let acked_before_kill = outcomes
         .iter()
         .filter(|c| c.acknowledged_at.is_some_and(|t| t < killed_at))
         .count();
-    ensure_guarantee!(
-        lost.is_empty(),
-        "{} callbacks answered 200 are not stored (e.g. {:?}) — guarantee 1",
-        lost.len(),
-        lost.first()
-    );
-    ensure_guarantee!(
-        not_applied.is_empty(),
-        "{} payments whose callback was answered 200 are not completed (e.g. {:?})",
-        not_applied.len(),
-        not_applied.first()
-    );
 
     // Every completed payment's webhook delivered; one event per payment.
-    let events = db
-        .text_pairs("SELECT id, payment_id FROM outbox_events WHERE channel = 'webhook'")
-        .await?;
-    let mut per_payment: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, p) in &events {
-        *per_payment.entry(p.clone()).or_default() += 1;
-    }
-    ensure_guarantee!(
-        per_payment.len() == o.payments && per_payment.values().all(|n| *n == 1),
-        "expected one webhook event for each of {} payments; {} payments have events, {} have more than one — guarantee 2",
-        o.payments,
-        per_payment.len(),
-        per_payment.values().filter(|n| **n > 1).count()
-    );
-    let event_ids: BTreeSet<String> = events.iter().map(|(id, _)| id.clone()).collect();
-    let drain = eventually(
-        "every webhook event delivered to the receiver",
-        Duration::from_secs(120),
-        || {
-            let delivered: BTreeSet<String> = receiver.log.counts().into_keys().collect();
-            let missing = event_ids.difference(&delivered).count();
-            async move { Ok(missing == 0) }
-        },
-    )
-    .await;
+    let event_ids = one_webhook_event_per_payment(&db, o.payments).await?;
+    let drain = all_delivered(&receiver, &event_ids).await;
     let delivered = receiver.log.counts();
     let missing: Vec<&String> = event_ids
         .iter()
@@ -256,6 +200,277 @@ pub async fn run(gateway: &Path, backend: Backend, o: &CrashOptions) -> anyhow::
         "{} webhook events delivered more than once with the first delivery after the restart (e.g. {:?}) — guarantee 6",
         unexplained.len(),
         unexplained.first()
+    );
+    db.close().await;
+    drop(process);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("  PASS");
+    Ok(())
+}
+
+/// Every callback answered 200 is stored (guarantee 1) and its payment completed.
+async fn acknowledged_are_stored_and_applied(
+    db: &Db,
+    outcomes: &[CallbackOutcome],
+) -> anyhow::Result<()> {
+    let stored: BTreeSet<String> = db
+        .text_pairs("SELECT checkout_request_id, outcome FROM callbacks WHERE checkout_request_id IS NOT NULL")
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let status: BTreeMap<String, String> = db
+        .text_pairs("SELECT checkout_request_id, status FROM payments")
+        .await?
+        .into_iter()
+        .collect();
+    let mut lost = Vec::new();
+    let mut not_applied = Vec::new();
+    for c in outcomes.iter().filter(|c| c.acknowledged_at.is_some()) {
+        let checkout = mpesa_harness::database::seeded_checkout_id(c.index);
+        if !stored.contains(&checkout) {
+            lost.push(checkout.clone());
+        }
+        if status.get(&checkout).map(String::as_str) != Some("completed") {
+            not_applied.push(checkout);
+        }
+    }
+    ensure_guarantee!(
+        lost.is_empty(),
+        "{} callbacks answered 200 are not stored (e.g. {:?}) — guarantee 1",
+        lost.len(),
+        lost.first()
+    );
+    ensure_guarantee!(
+        not_applied.is_empty(),
+        "{} payments whose callback was answered 200 are not completed (e.g. {:?})",
+        not_applied.len(),
+        not_applied.first()
+    );
+    Ok(())
+}
+
+/// Each of the `payments` has exactly one webhook event (guarantee 2); their ids.
+async fn one_webhook_event_per_payment(
+    db: &Db,
+    payments: usize,
+) -> anyhow::Result<BTreeSet<String>> {
+    let events = db
+        .text_pairs("SELECT id, payment_id FROM outbox_events WHERE channel = 'webhook'")
+        .await?;
+    let mut per_payment: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, p) in &events {
+        *per_payment.entry(p.clone()).or_default() += 1;
+    }
+    ensure_guarantee!(
+        per_payment.len() == payments && per_payment.values().all(|n| *n == 1),
+        "expected one webhook event for each of {payments} payments; {} payments have events, {} have more than one — guarantee 2",
+        per_payment.len(),
+        per_payment.values().filter(|n| **n > 1).count()
+    );
+    Ok(events.into_iter().map(|(id, _)| id).collect())
+}
+
+/// Waits until the receiver has every one of `event_ids`.
+async fn all_delivered(
+    receiver: &WebhookReceiver,
+    event_ids: &BTreeSet<String>,
+) -> anyhow::Result<()> {
+    eventually(
+        "every webhook event delivered to the receiver",
+        Duration::from_secs(120),
+        || {
+            let delivered: BTreeSet<String> = receiver.log.counts().into_keys().collect();
+            let missing = event_ids.difference(&delivered).count();
+            async move { Ok(missing == 0) }
+        },
+    )
+    .await
+}
+
+/// Sets the soft file-size limit (`RLIMIT_FSIZE`) of a running process with `prlimit`
+/// (util-linux): `Some(bytes)` is a full disk for files that would grow past it, `None` room
+/// again.
+fn set_file_size_limit(pid: u32, bytes: Option<u64>) -> anyhow::Result<()> {
+    let limit = bytes.map_or_else(|| "unlimited".to_owned(), |b| b.to_string());
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--fsize={limit}:")])
+        .status()
+        .map_err(|e| anyhow::anyhow!("prlimit (util-linux) did not run: {e}"))?;
+    anyhow::ensure!(status.success(), "prlimit --fsize={limit} failed: {status}");
+    Ok(())
+}
+
+/// `crash`'s disk-full round, SQLite only: the disk fills up mid-stream of callbacks and empties
+/// again, without a restart.
+///
+/// The full disk is a file-size limit (`RLIMIT_FSIZE`, set on the running gateway with
+/// `prlimit`; the gateway runs under a shell that ignores SIGXFSZ, so a write past it fails
+/// with EFBIG as on a full disk): no root, no mount, and the same limit on every file the
+/// gateway writes. Asserts: while full, callbacks are refused (never a 200 for one not stored)
+/// and `/health` answers 503 naming the database writes; when space returns the gateway recovers
+/// by itself (`/health` 200, every callback answered 200 in the end); every callback answered
+/// 200 is stored and its payment completed, with one webhook event, delivered.
+pub async fn disk_full(gateway: &Path, payments: usize, clients: usize) -> anyhow::Result<()> {
+    section(&format!(
+        "disk full on sqlite: {payments} callbacks from {clients} clients, the disk fills at 25% and empties again"
+    ));
+    let dir = run_dir("diskfull-sqlite")?;
+    let database = FreshDatabase::create(Backend::Sqlite, "mpesa_proof_diskfull", &dir).await?;
+    let receiver = WebhookReceiver::start().await?;
+    let mut spec = gateway_spec(gateway, &dir, &database.url, "gateway.log").env(
+        "WEBHOOK_URL",
+        format!("http://{}/hooks/mpesa", receiver.addr),
+    );
+    // `trap '' XFSZ` then exec: an ignored signal stays ignored in the gateway.
+    spec.args = [
+        "-c".to_owned(),
+        "trap '' XFSZ; exec \"$0\" \"$@\"".to_owned(),
+        gateway.display().to_string(),
+    ]
+    .into_iter()
+    .chain(spec.args)
+    .collect();
+    spec.binary = "sh".into();
+    let process = ManagedProcess::gateway(spec, free_port()?).await?;
+    let pid = process
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("the gateway has no pid"))?;
+    let db = Db::connect(&database.url).await?;
+    seed_pending_payments(&db, 0..payments, None).await?;
+
+    let bodies = Arc::new((0..payments).map(stk_success).collect::<Vec<_>>());
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stream = tokio::spawn(stream_callbacks(
+        vec![process.base.clone()],
+        bodies,
+        clients,
+        (acknowledged.clone(), refused.clone()),
+        Duration::from_secs(120),
+    ));
+    let fill_after = payments / 4;
+    eventually(
+        "callbacks acknowledged before the disk fills",
+        Duration::from_secs(120),
+        || {
+            let n = acknowledged.load(Ordering::Relaxed);
+            async move { Ok(n >= fill_after) }
+        },
+    )
+    .await?;
+    // Full: no write past the first byte of any file succeeds.
+    set_file_size_limit(pid, Some(1))?;
+    let filled_at = Instant::now();
+    let acknowledged_at_fill = acknowledged.load(Ordering::Relaxed);
+    progress(format!(
+        "the disk is full after {acknowledged_at_fill} acknowledged; waiting for /health to say so"
+    ));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let health = || async {
+        let r = client
+            .get(format!("{}/health", process.base))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        anyhow::Ok((status, r.json::<serde_json::Value>().await?))
+    };
+    let refused_before = refused.load(Ordering::Relaxed);
+    let seen = std::sync::Mutex::new(serde_json::Value::Null);
+    // Full until a callback has been refused and /health has said so.
+    let reported = eventually(
+        "a callback refused and /health 503 naming the database writes",
+        Duration::from_secs(60),
+        || async {
+            if refused.load(Ordering::Relaxed) == refused_before {
+                return Ok(false);
+            }
+            let (status, body) = health().await?;
+            let failing = status == 503 && body["database_writes"]["status"] == "failing";
+            if failing {
+                *seen.lock().unwrap() = body;
+            }
+            Ok(failing)
+        },
+    )
+    .await;
+    let seen = seen.into_inner().unwrap();
+    let detected_in = filled_at.elapsed();
+    let acknowledged_while_full = acknowledged.load(Ordering::Relaxed) - acknowledged_at_fill;
+    // Space returns: the gateway must recover by itself.
+    set_file_size_limit(pid, None)?;
+    let emptied_at = Instant::now();
+    ensure_guarantee!(
+        reported.is_ok(),
+        "with the disk full, no callback was refused or /health never said so: {reported:?}"
+    );
+    ensure_guarantee!(
+        seen["database"] == "connected",
+        "/health while full: reads should still work: {seen}"
+    );
+    // The callbacks go through again (the clients re-send what was refused), then /health.
+    let outcomes = stream.await??;
+    let callbacks_back_in = emptied_at.elapsed();
+
+    let unacknowledged = outcomes
+        .iter()
+        .filter(|c| c.acknowledged_at.is_none())
+        .count();
+    ensure_guarantee!(
+        unacknowledged == 0,
+        "{unacknowledged} callbacks never got a 200 after space returned"
+    );
+    let refused_while_full: u64 = outcomes.iter().map(|c| c.failed_attempts as u64).sum();
+    ensure_guarantee!(
+        refused_while_full > 0,
+        "no callback was refused while the disk was full: the round proved nothing"
+    );
+    acknowledged_are_stored_and_applied(&db, &outcomes).await?;
+    let event_ids = one_webhook_event_per_payment(&db, payments).await?;
+    let drained = all_delivered(&receiver, &event_ids).await;
+    ensure_guarantee!(
+        drained.is_ok(),
+        "webhook events were not all delivered after the disk emptied — guarantee 6"
+    );
+    let recovered = eventually(
+        "/health 200 after space returned, without a restart",
+        Duration::from_secs(60),
+        || async { Ok(health().await?.0 == 200) },
+    )
+    .await;
+    let recovered_in = emptied_at.elapsed();
+    ensure_guarantee!(
+        recovered.is_ok(),
+        "the gateway did not recover by itself after space returned"
+    );
+
+    figure("callbacks acknowledged (200)", outcomes.len());
+    figure("acknowledged before the disk filled", acknowledged_at_fill);
+    figure(
+        "acknowledged while full (until /health said so)",
+        acknowledged_while_full,
+    );
+    figure(
+        "attempts refused while full (then re-sent)",
+        refused_while_full,
+    );
+    figure(
+        "disk full to /health 503",
+        format!("{} ms", detected_in.as_millis()),
+    );
+    figure(
+        "space back to the last callback answered 200",
+        format!("{} ms", callbacks_back_in.as_millis()),
+    );
+    figure(
+        "space back to /health 200 (it fails for 5 s after a failed write)",
+        format!("{} ms", recovered_in.as_millis()),
+    );
+    figure(
+        "/health while full: database_writes",
+        &seen["database_writes"],
     );
     db.close().await;
     drop(process);

@@ -63,7 +63,7 @@ pub async fn run(
         vec![first.base.clone(), second.base.clone()],
         bodies,
         clients,
-        Arc::new(AtomicUsize::new(0)),
+        (Arc::new(AtomicUsize::new(0)), Default::default()),
         Duration::from_secs(60),
     )
     .await?;
@@ -86,13 +86,12 @@ pub async fn run(
         },
     )
     .await?;
-    // Deliveries are recorded by the receivers as they answer; the database says delivered only
-    // after that. A late second delivery would come from a second event row or a second claim;
-    // give it one more second to show itself.
-    let quiet = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < quiet {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // A late second delivery would come from a second event row or a second claim. Stop both
+    // gateways (SIGTERM, awaited: in-flight deliveries finish first): after that nothing more can
+    // reach the receivers, and what they logged is final.
+    let (mut first, mut second) = (first, second);
+    first.terminate();
+    second.terminate();
 
     let stored = db
         .count(&format!(

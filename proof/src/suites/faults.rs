@@ -95,6 +95,17 @@ impl Harness {
     }
 }
 
+/// What the simulator sent (`/simulator/callbacks`), newest first.
+async fn sent_callbacks(client: &reqwest::Client, sim_base: &str) -> anyhow::Result<Vec<Value>> {
+    let sent: Value = client
+        .get(format!("{sim_base}/simulator/callbacks?limit=1000"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(sent.as_array().cloned().unwrap_or_default())
+}
+
 pub async fn run(gateway: &Path) -> anyhow::Result<()> {
     section("faults on postgres: Daraja, SMTP, Telegram, webhook receiver, database down and back");
     let dir = run_dir("faults")?;
@@ -260,12 +271,15 @@ pub async fn run(gateway: &Path) -> anyhow::Result<()> {
     }
 
     // 5. The database down, with callbacks on their way.
+    let mut on_their_way = Vec::new();
     for _ in 0..3 {
         let (status, body, _) = h.create_payment().await?;
         ensure_guarantee!(status == 201, "before the database outage: {status} {body}");
+        if let Some(checkout) = body["checkout_request_id"].as_str() {
+            on_their_way.push(checkout.to_owned());
+        }
     }
     db_proxy.cut();
-    let cut_at = Instant::now();
     let (status, health, took_health) = {
         let t = Instant::now();
         let (s, b) = h.health().await?;
@@ -292,10 +306,21 @@ pub async fn run(gateway: &Path) -> anyhow::Result<()> {
         (500..=599).contains(&status) && took < ANSWER_WITHIN,
         "with the database down the API answered {status} after {took:?}: {body}"
     );
-    // Keep it down while the simulator's callbacks for those payments arrive (and fail).
-    while cut_at.elapsed() < Duration::from_secs(3) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Keep it down until the simulator has sent the callbacks of those payments (awaited in its
+    // own log: they arrive while the database is down, and fail or not).
+    eventually(
+        "the simulator sent the callbacks of the payments made before the outage",
+        Duration::from_secs(30),
+        || async {
+            let sent = sent_callbacks(&h.client, &sim.base).await?;
+            let sent: BTreeSet<&str> = sent
+                .iter()
+                .filter_map(|c| c["reference"].as_str())
+                .collect();
+            Ok(on_their_way.iter().all(|c| sent.contains(c.as_str())))
+        },
+    )
+    .await?;
     db_proxy.restore();
     eventually(
         "/health 200 after the database came back",
@@ -334,14 +359,7 @@ pub async fn run(gateway: &Path) -> anyhow::Result<()> {
         .collect();
     // What the simulator (since its restart) sent: every callback answered 2xx must be stored;
     // those refused during the database outage must have been resolved by STK Query.
-    let sent: Value = h
-        .client
-        .get(format!("{}/simulator/callbacks?limit=1000", sim.base))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let sent = sent.as_array().cloned().unwrap_or_default();
+    let sent = sent_callbacks(&h.client, &sim.base).await?;
     let stored_callbacks: BTreeSet<String> = db
         .text_pairs("SELECT checkout_request_id, outcome FROM callbacks WHERE checkout_request_id IS NOT NULL")
         .await?

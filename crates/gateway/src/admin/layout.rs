@@ -17,16 +17,18 @@ pub enum Section {
     Callbacks,
     Outbox,
     ApiKeys,
+    Users,
     Settings,
     None,
 }
 
-const NAV: [(Section, &str, &str); 6] = [
+const NAV: [(Section, &str, &str); 7] = [
     (Section::Overview, "Overview", "/admin/"),
     (Section::Payments, "Payments", "/admin/payments"),
     (Section::Callbacks, "Callbacks", "/admin/callbacks"),
     (Section::Outbox, "Outbox", "/admin/outbox"),
     (Section::ApiKeys, "API keys", "/admin/api-keys"),
+    (Section::Users, "Users", "/admin/users"),
     (Section::Settings, "Settings", "/admin/settings"),
 ];
 
@@ -98,17 +100,26 @@ pub fn notice(code: Option<&str>) -> Option<&'static str> {
             "Daraja could not answer the query now; the attempt is recorded on the timeline."
         }
         "not_queryable" => {
-            "This payment has no CheckoutRequestID yet, so there is nothing to ask Daraja about."
+            "This payment has no CheckoutRequestID (Daraja refused its push, or its answer never came), so there is nothing to ask Daraja about."
         }
         "settled" => "The payment was settled and your note was kept on its timeline.",
         "rejected" => "The report was rejected and your note was kept on its timeline.",
         "not_held" => "This payment is not held for review; nothing was changed.",
+        "receipt_in_use" => {
+            "That M-Pesa receipt already belongs to another payment; nothing was changed. Check the receipt number."
+        }
         "note_required" => "Write a note saying why before settling or rejecting.",
         "retried" => "The event is back in the queue and will be sent again now.",
         "not_dead" => "Only dead-lettered or blocked events can be retried; nothing was changed.",
         "key_revoked" => "The API key was revoked; requests using it are refused.",
         "key_not_found" => "No active API key matched; nothing was changed.",
         "signed_out" => "You have signed out.",
+        "signed_out_everywhere" => "Every session of that user has ended.",
+        "user_removed" => "The user was removed and their sessions have ended.",
+        "user_not_found" => "There is no such user; nothing was changed.",
+        "not_yourself" => {
+            "You cannot remove yourself here: another admin can, or `mpesa-gateway admin delete-user`."
+        }
         _ => return None,
     })
 }

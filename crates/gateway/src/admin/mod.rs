@@ -4,7 +4,8 @@
 //! Where things live:
 //! * [`session`]: signing in and out, the session cookie, the [`session::Admin`] extractor;
 //! * [`csrf`]: the token every form carries, and the [`csrf::ActionForm`] extractor that checks it;
-//! * [`rate_limit`]: sign-in attempts per client address and per username (in memory);
+//! * [`rate_limit`]: how many wrong passwords sign-in takes, per username and client address
+//!   (counted in the database);
 //! * [`error`]: the one error type of these pages, rendered as an HTML page;
 //! * [`pages`]: one module per page; [`chart`] draws the overview's SVG chart;
 //! * [`assets`]: the stylesheet, served under a content-hashed name.
@@ -23,31 +24,21 @@ pub mod params;
 pub mod rate_limit;
 pub mod session;
 
-use std::sync::Arc;
-
+use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Extension, Router};
 
 use crate::state::AppState;
 
 pub use error::AdminError;
 
-/// What the dashboard keeps in memory besides [`AppState`]: one per router, so each gateway
-/// (and each test gateway) has its own.
-#[derive(Default)]
-pub struct Dashboard {
-    pub sign_in_limiter: rate_limit::SignInLimiter,
-}
-
 /// `Content-Security-Policy` of every dashboard answer: nothing inline, nothing from elsewhere.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub fn router() -> Router<AppState> {
-    let dashboard = Arc::new(Dashboard::default());
     Router::new()
         .route("/admin", get(pages::overview::show))
         .route("/admin/", get(pages::overview::show))
@@ -71,12 +62,17 @@ pub fn router() -> Router<AppState> {
             get(pages::api_keys::list).post(pages::api_keys::create),
         )
         .route("/admin/api-keys/{id}/revoke", post(pages::api_keys::revoke))
+        .route("/admin/users", get(pages::users::list))
+        .route(
+            "/admin/users/{username}/sign-out",
+            post(pages::users::sign_out_everywhere),
+        )
+        .route("/admin/users/{username}/remove", post(pages::users::remove))
         .route("/admin/settings", get(pages::settings::show))
         .route("/admin/static/{file}", get(assets::serve))
         // Unknown dashboard paths get the dashboard's own 404 page, not the API's JSON.
         .route("/admin/{*rest}", get(not_found).post(not_found))
         .layer(middleware::from_fn(security_headers))
-        .layer(Extension(dashboard))
 }
 
 async fn not_found() -> AdminError {

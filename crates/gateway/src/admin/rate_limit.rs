@@ -1,95 +1,51 @@
-//! Sign-in attempts, limited per client address and per username within a sliding window.
+//! How many wrong passwords the dashboard takes, and from whom.
 //!
-//! Kept in memory, per gateway process: a restart forgets it, and several instances behind a
-//! load balancer each allow the limit. That is enough to make password guessing slow (Argon2
-//! already costs each guess); it is not an account lockout. Every attempt counts, failed or
-//! not, and is counted *before* the password is checked, so parallel requests cannot slip past
-//! the limit; a successful sign-in clears its username's count.
+//! Only failures count, per (username, client address), kept in the database so that every
+//! instance sharing it counts them together (`sign_in_failures`). A pair gets [`FREE_FAILURES`]
+//! tries, then waits 1 s, 2 s, 4 s… (at most [`MAX_WAIT`]) between tries; a right password clears
+//! its pair. So wrong passwords for `amina` from elsewhere never keep the real Amina out: only
+//! her own address's failures for her name do, or her address being abusive itself
+//! ([`ADDRESS_FAILURES`] failures for any names within [`ADDRESS_WINDOW`]). An attempt is counted
+//! *before* its password is checked (and cleared when it was right), so parallel guesses cannot
+//! slip past the count; a refused attempt is not checked at all, which also spares the Argon2
+//! work.
 //!
-//! Behind a reverse proxy every client has the proxy's address, so the per-address limit then
-//! applies to all clients together; the per-username limit still holds.
+//! The client address is the peer's, or the one a trusted proxy names (`TRUSTED_PROXIES`, see
+//! `http::client_addr`): behind a proxy that is not declared, every client shares the proxy's
+//! address, and an abusive client then gets all of them refused together.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Attempts from one address within [`WINDOW`].
-pub const PER_ADDRESS: usize = 20;
-/// Attempts for one username within [`WINDOW`].
-pub const PER_USERNAME: usize = 5;
-pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Past this many tracked keys, expired ones are dropped on the next attempt.
-const PRUNE_ABOVE: usize = 10_000;
+use mpesa_storage::{Millis, SignInFailures};
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    Address(IpAddr),
-    Username(String),
-}
+/// Failures a (username, address) pair may have before it waits between tries.
+pub const FREE_FAILURES: i64 = 5;
+/// The longest wait between two tries of one pair.
+pub const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
+/// Failures from one address, for any usernames, within [`ADDRESS_WINDOW`], after which the
+/// address is refused altogether (even with a right password) until they age out.
+pub const ADDRESS_FAILURES: i64 = 50;
+pub const ADDRESS_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Failures older than this are forgotten.
+pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-#[derive(Default)]
-pub struct SignInLimiter {
-    attempts: Mutex<HashMap<Key, VecDeque<Instant>>>,
-}
-
-impl SignInLimiter {
-    /// Records an attempt, or refuses it with how long to wait when the address or the username
-    /// has used up its attempts.
-    pub fn attempt(
-        &self,
-        address: Option<IpAddr>,
-        username: &str,
-        now: Instant,
-    ) -> Result<(), Duration> {
-        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
-        if attempts.len() > PRUNE_ABOVE {
-            attempts.retain(|_, times| {
-                times
-                    .back()
-                    .is_some_and(|last| now.duration_since(*last) < WINDOW)
-            });
-        }
-        let mut keys = vec![(Key::Username(normalise(username)), PER_USERNAME)];
-        if let Some(address) = address {
-            keys.push((Key::Address(address), PER_ADDRESS));
-        }
-        let mut wait = Duration::ZERO;
-        for (key, limit) in &keys {
-            if let Some(times) = attempts.get_mut(key) {
-                while times
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= WINDOW)
-                {
-                    times.pop_front();
-                }
-                if times.len() >= *limit {
-                    let oldest = times.front().copied().unwrap_or(now);
-                    wait = wait.max(WINDOW.saturating_sub(now.duration_since(oldest)));
-                }
-            }
-        }
-        if !wait.is_zero() {
-            return Err(wait);
-        }
-        for (key, _) in keys {
-            attempts.entry(key).or_default().push_back(now);
-        }
-        Ok(())
+/// Whether an attempt may go on: `None`, or `Some(when)` it may be tried again (Unix ms).
+pub fn decide(f: &SignInFailures, now: Millis) -> Option<Millis> {
+    if f.address_failures >= ADDRESS_FAILURES {
+        return Some(now + 60_000);
     }
-
-    /// A successful sign-in: the username starts afresh.
-    pub fn succeeded(&self, username: &str) {
-        self.attempts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&Key::Username(normalise(username)));
+    let over = f.pair_failures - FREE_FAILURES;
+    if over < 0 {
+        return None;
     }
+    let wait = Duration::from_secs(1u64 << over.clamp(0, 20)).min(MAX_WAIT);
+    let at = f.pair_last_failed_at.unwrap_or(now) + wait.as_millis() as i64;
+    (at > now).then_some(at)
 }
 
-/// Usernames are counted case-blind and cut to a bounded length, so the map cannot be grown
-/// with huge keys.
-fn normalise(username: &str) -> String {
+/// Usernames are counted trimmed, lower-cased and cut to 64 characters, so that `AMINA ` and
+/// `amina` are one name and huge names cannot grow the table.
+pub fn normalise(username: &str) -> String {
     username
         .trim()
         .chars()
@@ -102,48 +58,49 @@ fn normalise(username: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_username_gets_its_attempts_then_waits() {
-        let limiter = SignInLimiter::default();
-        let start = Instant::now();
-        for i in 0..PER_USERNAME {
-            let address = Some(IpAddr::from([10, 0, 0, i as u8]));
-            assert!(limiter.attempt(address, "Alice", start).is_ok());
+    fn failures(pair: i64, last: Option<Millis>, address: i64) -> SignInFailures {
+        SignInFailures {
+            pair_failures: pair,
+            pair_last_failed_at: last,
+            address_failures: address,
         }
-        let refused = limiter
-            .attempt(Some(IpAddr::from([10, 0, 0, 99])), " alice ", start)
-            .unwrap_err();
-        assert!(refused > Duration::from_secs(14 * 60) && refused <= WINDOW);
-        // Others are not affected; after the window, alice may try again.
-        assert!(limiter.attempt(None, "bob", start).is_ok());
-        assert!(limiter.attempt(None, "alice", start + WINDOW).is_ok());
     }
 
     #[test]
-    fn an_address_gets_its_attempts_across_usernames() {
-        let limiter = SignInLimiter::default();
-        let address = Some(IpAddr::from([192, 0, 2, 1]));
-        let now = Instant::now();
-        for i in 0..PER_ADDRESS {
-            assert!(limiter.attempt(address, &format!("user{i}"), now).is_ok());
+    fn a_pair_gets_free_tries_then_waits_longer_and_longer() {
+        let now = 1_000_000;
+        for n in 0..FREE_FAILURES {
+            assert_eq!(decide(&failures(n, Some(now), n), now), None);
         }
-        assert!(limiter.attempt(address, "someone-else", now).is_err());
-        assert!(
-            limiter
-                .attempt(Some(IpAddr::from([192, 0, 2, 2])), "someone-else", now)
-                .is_ok()
+        assert_eq!(
+            decide(&failures(FREE_FAILURES, Some(now), 5), now),
+            Some(now + 1_000)
+        );
+        assert_eq!(
+            decide(&failures(FREE_FAILURES + 3, Some(now), 8), now),
+            Some(now + 8_000)
+        );
+        assert_eq!(
+            decide(&failures(FREE_FAILURES + 3, Some(now - 8_000), 8), now),
+            None,
+            "the wait is over"
+        );
+        assert_eq!(
+            decide(&failures(1_000, Some(now), 10), now),
+            Some(now + MAX_WAIT.as_millis() as i64)
         );
     }
 
     #[test]
-    fn success_clears_the_username() {
-        let limiter = SignInLimiter::default();
-        let now = Instant::now();
-        for _ in 0..PER_USERNAME {
-            limiter.attempt(None, "carol", now).unwrap();
-        }
-        assert!(limiter.attempt(None, "carol", now).is_err());
-        limiter.succeeded("CAROL");
-        assert!(limiter.attempt(None, "carol", now).is_ok());
+    fn an_abusive_address_is_refused_whoever_it_names() {
+        let now = 5;
+        assert!(decide(&failures(0, None, ADDRESS_FAILURES), now).is_some());
+        assert!(decide(&failures(0, None, ADDRESS_FAILURES - 1), now).is_none());
+    }
+
+    #[test]
+    fn names_are_counted_case_blind_and_bounded() {
+        assert_eq!(normalise(" AMINA "), "amina");
+        assert_eq!(normalise(&"x".repeat(500)).len(), 64);
     }
 }

@@ -9,24 +9,23 @@
 //! thread. An unknown username is verified against a dummy hash, so it costs the same time as a
 //! wrong password, and both get the same message.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, LazyLock};
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use askama::Template;
-use axum::Extension;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{AppendHeaders, Html, IntoResponse, Redirect, Response};
 use mpesa_storage::AdminSession;
 
-use crate::admin::Dashboard;
 use crate::admin::csrf::{self, ActionForm};
 use crate::admin::error::AdminError;
 use crate::admin::layout::{self, Layout};
 use crate::admin::params::Params;
+use crate::admin::rate_limit;
 use crate::ids::{now_ms, random_token, sha256_hex};
 use crate::state::AppState;
 
@@ -194,14 +193,15 @@ fn verify_password(password: &str, phc: &str) -> bool {
 /// `POST /admin/sign-in`.
 pub async fn sign_in(
     State(state): State<AppState>,
-    Extension(dashboard): Extension<Arc<Dashboard>>,
     request: Request,
 ) -> Result<Response, AdminError> {
     let (parts, body) = request.into_parts();
-    let address: Option<IpAddr> = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| {
+        state
+            .config
+            .trusted_proxies
+            .client_address(c.0.ip(), &parts.headers)
+    });
     let fields = csrf::read_form(body).await?;
     let next = fields.get("next").and_then(safe_next);
     let username = fields.get("username").unwrap_or_default().to_owned();
@@ -233,12 +233,27 @@ pub async fn sign_in(
             None,
         );
     }
-    if let Err(retry_after) = dashboard
-        .sign_in_limiter
-        .attempt(address, &username, Instant::now())
+    // Counted as a failure until the password proves right (see `rate_limit`).
+    let counted_as = (
+        rate_limit::normalise(&username),
+        address.map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
+    );
+    let now = now_ms();
+    if let Some(retry_at) = state
+        .storage
+        .begin_sign_in(
+            &counted_as.0,
+            &counted_as.1,
+            now,
+            now - rate_limit::ADDRESS_WINDOW.as_millis() as i64,
+            &|failures| rate_limit::decide(failures, now),
+        )
+        .await?
     {
-        tracing::warn!(remote = ?address, "dashboard sign-in refused: too many attempts");
-        return Err(AdminError::TooManyAttempts { retry_after });
+        tracing::warn!(remote = ?address, "dashboard sign-in refused: too many failed attempts");
+        return Err(AdminError::TooManyAttempts {
+            retry_after: Duration::from_millis((retry_at - now).max(1_000) as u64),
+        });
     }
 
     let user = if username.len() <= 64 {
@@ -266,7 +281,10 @@ pub async fn sign_in(
             None,
         );
     };
-    dashboard.sign_in_limiter.succeeded(&username);
+    state
+        .storage
+        .clear_sign_in_failures(&counted_as.0, &counted_as.1)
+        .await?;
 
     // A new token at every sign-in (no session fixation); an older session of this browser ends.
     if let Some(old) = cookie(&parts.headers, SESSION_COOKIE) {
@@ -287,6 +305,14 @@ pub async fn sign_in(
         .await?;
     if let Err(error) = state.storage.delete_expired_sessions(now).await {
         tracing::warn!(%error, "could not delete expired dashboard sessions");
+    }
+    let forget_before = now - rate_limit::FORGET_AFTER.as_millis() as i64;
+    if let Err(error) = state
+        .storage
+        .delete_sign_in_failures_before(forget_before)
+        .await
+    {
+        tracing::warn!(%error, "could not forget old sign-in failures");
     }
     tracing::info!(username = %user.username, remote = ?address, "dashboard sign-in");
     let secure = state.config.secure_cookies;

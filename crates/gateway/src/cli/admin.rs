@@ -1,4 +1,5 @@
-//! `mpesa-gateway admin create-user`: dashboard users, with Argon2 password hashes.
+//! `mpesa-gateway admin create-user|delete-user|sign-out-everywhere|list-users`: dashboard
+//! users, with Argon2 password hashes.
 
 use std::io::{BufRead, IsTerminal};
 
@@ -10,9 +11,20 @@ use crate::ids::{new_id, now_ms};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {
-    /// Create a dashboard user, or set a new password for an existing one. The password is
-    /// asked at a prompt, or read from the first line of stdin when it is not a terminal.
+    /// Create a dashboard user, or set a new password for an existing one (which ends all of
+    /// that user's sessions). The password is asked at a prompt, or read from the first line of
+    /// stdin when it is not a terminal.
     CreateUser {
+        #[arg(long)]
+        username: String,
+    },
+    /// Remove a dashboard user and end their sessions.
+    DeleteUser {
+        #[arg(long)]
+        username: String,
+    },
+    /// End every dashboard session of a user (they sign in again).
+    SignOutEverywhere {
         #[arg(long)]
         username: String,
     },
@@ -55,14 +67,30 @@ pub async fn run(storage: &dyn Storage, command: AdminCommand) -> anyhow::Result
                     created_at: now_ms(),
                 })
                 .await?;
+            if created {
+                println!("created dashboard user {username}");
+            } else {
+                println!(
+                    "updated the password of dashboard user {username}; their sessions have ended"
+                );
+            }
+        }
+        AdminCommand::DeleteUser { username } => {
+            if !storage.delete_admin_user(username.trim()).await? {
+                bail!("there is no dashboard user {}", username.trim());
+            }
             println!(
-                "{} dashboard user {username}",
-                if created {
-                    "created"
-                } else {
-                    "updated the password of"
-                }
+                "removed dashboard user {}; their sessions have ended",
+                username.trim()
             );
+        }
+        AdminCommand::SignOutEverywhere { username } => {
+            let username = username.trim();
+            if storage.find_admin_user(username).await?.is_none() {
+                bail!("there is no dashboard user {username}");
+            }
+            let ended = storage.delete_sessions_of(username).await?;
+            println!("ended {ended} session(s) of dashboard user {username}");
         }
         AdminCommand::ListUsers => {
             for u in storage.list_admin_users().await? {

@@ -148,8 +148,11 @@ impl From<PaymentError> for ApiError {
         match e {
             PaymentError::Storage(s) => s.into(),
             PaymentError::NotFound => ApiError::NotFound("no such payment"),
-            PaymentError::NotQueryable => ApiError::Conflict(
-                "Daraja gave this payment no CheckoutRequestID, so it cannot be queried; the reconciler resolves it".into(),
+            PaymentError::NotQueryable { status } if status.is_final() => ApiError::Conflict(
+                format!("the payment is {status} and Daraja gave it no CheckoutRequestID: there is nothing to ask Daraja about"),
+            ),
+            PaymentError::NotQueryable { .. } => ApiError::Conflict(
+                "Daraja's answer to the push has not come, so there is no CheckoutRequestID to ask about yet; a callback that names the payment settles it, or a person does".into(),
             ),
             PaymentError::Daraja(d) => match d.error_code() {
                 Some(code) => ApiError::DarajaRefused {

@@ -3,8 +3,10 @@
 pub mod api;
 pub mod auth;
 pub mod callbacks;
+pub mod client_addr;
 pub mod error;
 pub mod openapi;
+pub mod server;
 pub mod service;
 
 use std::time::{Duration, Instant};

@@ -30,12 +30,22 @@ pub async fn index(State(state): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-/// 200 when the database answers; 503 when it does not. Other dependencies are reported as last
-/// seen (the gateway keeps working without them: notifications wait in the outbox).
+/// 200 when the database answers reads and commits writes; 503 when either fails, saying which.
+/// Other dependencies are reported as last seen (the gateway keeps working without them:
+/// notifications wait in the outbox).
 pub async fn health(State(state): State<AppState>) -> Response {
     let db = tokio::time::timeout(Duration::from_secs(2), state.storage.ping()).await;
-    let database_ok = matches!(db, Ok(Ok(())));
-    let outbox = if database_ok {
+    let reads_ok = matches!(db, Ok(Ok(())));
+    let writes = if reads_ok {
+        state
+            .write_probe
+            .check(state.storage.as_ref(), &state.instance_id)
+            .await
+    } else {
+        Err("not tried: the database does not answer reads".to_owned())
+    };
+    let database_ok = reads_ok && writes.is_ok();
+    let outbox = if reads_ok {
         tokio::time::timeout(Duration::from_secs(2), state.storage.outbox_counts())
             .await
             .ok()
@@ -69,8 +79,14 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "timestamp": rfc3339(now_ms()),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started_at.elapsed().as_secs(),
-        "database": if database_ok { "connected" } else { "unreachable" },
+        "database": if reads_ok { "connected" } else { "unreachable" },
+        "database_writes": match &writes {
+            Ok(()) => json!({ "status": "ok" }),
+            Err(error) => json!({ "status": "failing", "error": error }),
+        },
         "database_backend": state.storage.backend().as_str(),
+        "reconciler": dependency("reconciler", true),
+        "outbox_worker": dependency("outbox", true),
         "daraja": dependency("daraja", true),
         "telegram": dependency("telegram", state.config.telegram.is_some()),
         "smtp": dependency("smtp", state.config.email.is_some()),

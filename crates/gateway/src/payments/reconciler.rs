@@ -2,15 +2,18 @@
 //!
 //! Every payment is created with `next_check_at = created + RECONCILE_AFTER_SECS`. A callback that
 //! settles it clears the schedule. Otherwise the reconciler claims it when due (several instances
-//! never claim the same payment at once), asks STK Query, and either applies the answer or
-//! schedules the next question with exponential backoff and jitter. At
-//! `PAYMENT_EXPIRES_AFTER_SECS` it asks one last time and, with no final answer, gives the
-//! payment up as `timed_out`. It also re-applies callbacks that arrived before their push's
-//! answer was recorded.
+//! never claim the same payment at once), asks STK Query, applies the answer and schedules the
+//! next question with exponential backoff and jitter. The rules of when to ask again, when to
+//! give a payment up as `timed_out` and when to hold it for a person are the domain's
+//! (`state_machine::on_expiry`, `state_machine::next_check`): at `PAYMENT_EXPIRES_AFTER_SECS`
+//! it asks one last time and gives the payment up only if Daraja answered; while Daraja does not
+//! answer it keeps asking (less often) until `RECONCILE_KEEP_ASKING_SECS`, then holds the payment
+//! for a person. A payment held for review is only asked about, never settled. It also
+//! re-applies callbacks that arrived before their push's answer was recorded.
 
 use std::time::Duration;
 
-use mpesa_domain::state_machine::TransitionKind;
+use mpesa_domain::state_machine::{LastQuery, NextCheck, Outcome, TransitionKind};
 use mpesa_domain::{FinalOutcome, Msisdn, PaymentStatus, QueryVerdict, state_machine};
 use mpesa_storage::{
     CallbackFilter, CallbackKind, CallbackOutcome, CheckSchedule, PageRequest, Payment,
@@ -22,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::callbacks::{decide_stored_stk, parse_stk};
 use crate::ids::now_ms;
-use crate::payments::Payments;
+use crate::payments::service::ScheduleRule;
+use crate::payments::{PaymentError, Payments};
 
 /// How often the reconciler looks for due work when idle.
 const TICK: Duration = Duration::from_millis(500);
@@ -31,26 +35,59 @@ const BATCH: u32 = 50;
 /// A claim hides a payment from other instances this long (a crashed instance's claims lapse).
 const CLAIM_LEASE_MS: i64 = 60_000;
 
-/// Delay before the next query after `attempts` queries: 15 s, 30 s, 60 s… capped at 2 min,
+/// Longest wait between two questions before the expiry.
+const BACKOFF_CAP_MS: i64 = 120_000;
+/// Past the expiry, while Daraja does not answer: ask at most every 15 minutes (about a hundred
+/// questions a day per payment, however long Daraja is down).
+const SLOW_BACKOFF_CAP_MS: i64 = 15 * 60_000;
+
+/// Delay before the next query after `attempts` queries: 15 s, 30 s, 60 s… capped at `cap_ms`,
 /// ±20% jitter so many payments do not query in lockstep (Daraja's spike arrest).
-pub fn backoff_ms(attempts: i32, base_ms: i64) -> i64 {
+pub fn backoff_ms(attempts: i32, base_ms: i64, cap_ms: i64) -> i64 {
     let step = base_ms.max(1000) / 4;
     let exp = step
-        .saturating_mul(1i64 << attempts.clamp(0, 10))
-        .min(120_000);
+        .saturating_mul(1i64 << attempts.clamp(0, 16))
+        .min(cap_ms);
     let jitter = rand::thread_rng().gen_range(-(exp / 5)..=(exp / 5));
     (exp + jitter).max(1000)
+}
+
+/// The domain's [`NextCheck`] as the stored schedule, with this reconciler's backoff.
+pub fn schedule(next: NextCheck, now: i64, attempts: i32, base_ms: i64) -> CheckSchedule {
+    match next {
+        NextCheck::At(at) => CheckSchedule::At(at),
+        NextCheck::Backoff { not_after_ms, slow } => {
+            let cap = if slow {
+                SLOW_BACKOFF_CAP_MS
+            } else {
+                BACKOFF_CAP_MS
+            };
+            CheckSchedule::At(
+                now.saturating_add(backoff_ms(attempts, base_ms, cap))
+                    .min(not_after_ms),
+            )
+        }
+        NextCheck::Never => CheckSchedule::Clear,
+    }
 }
 
 /// Every how many passes orphan callbacks are looked at (each may cost an STK Query).
 const ADOPT_EVERY: u64 = 10;
 
-pub async fn run(payments: Payments, shutdown: CancellationToken) {
+pub async fn run(
+    payments: Payments,
+    health: std::sync::Arc<crate::health::DependencyHealth>,
+    shutdown: CancellationToken,
+) {
     tracing::info!("reconciler started");
     let mut passes: u64 = 0;
     loop {
-        if let Err(error) = pass(&payments).await {
-            tracing::warn!(%error, "reconciler pass failed; retrying");
+        match pass(&payments).await {
+            Ok(_) => health.ok("reconciler"),
+            Err(error) => {
+                tracing::warn!(%error, "reconciler pass failed; retrying");
+                health.failing("reconciler", error.to_string());
+            }
         }
         if passes.is_multiple_of(ADOPT_EVERY)
             && let Err(error) = adopt_orphan_callbacks(&payments).await
@@ -90,59 +127,58 @@ pub async fn pass(payments: &Payments) -> Result<usize, mpesa_storage::StorageEr
 
 async fn check_one(payments: &Payments, payment: Payment) {
     let now = now_ms();
-    let expires_at = payment.created_at + payments.settings.expires_after_ms;
-    let expired = now >= expires_at;
-    if let Some(checkout) = payment.checkout_request_id.clone() {
-        let next = (now + backoff_ms(payment.query_attempts, payments.settings.reconcile_after_ms))
-            .min(expires_at);
-        // At expiry, one last question first: a success must never be booked as timed out.
-        let schedule = if expired {
-            CheckSchedule::At(now)
-        } else {
-            CheckSchedule::At(next)
-        };
-        match payments
-            .query_and_apply(&payment, &checkout, schedule)
+    let (payment, last) = match payment.checkout_request_id.clone() {
+        Some(checkout) => match payments
+            .query_and_apply(&payment, &checkout, ScheduleRule::Reconciler)
             .await
         {
-            Ok(after) if after.status.is_final() => return,
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(payment_id = %payment.id, %error, "STK Query failed");
-                if !expired {
-                    return;
-                }
+            Ok((after, verdict)) => (after, LastQuery::Answered(verdict)),
+            Err(PaymentError::Daraja(error)) => {
+                tracing::warn!(payment_id = %payment.id, %error, "STK Query got no answer from Daraja");
+                (payment, LastQuery::Unanswered)
             }
-        }
-    } else if !expired {
-        // The push's outcome is unknown and Daraja gave us no id to ask about: wait for a
-        // callback (matched by the rematch pass) or for expiry.
-        let _ = payments
-            .storage
-            .update_payment(&payment.id, now, &|_p: &Payment| {
-                let mut u = mpesa_storage::PaymentUpdate::new(None);
-                u.schedule = CheckSchedule::At(expires_at);
-                Some(u)
-            })
-            .await;
+            Err(error) => {
+                // Nothing recorded: the claim lapses and the payment is checked again.
+                tracing::warn!(payment_id = %payment.id, %error, "STK Query could not be recorded");
+                return;
+            }
+        },
+        None => (payment, LastQuery::NotAsked),
+    };
+    if payment.status.is_final() {
         return;
     }
-    if expired {
-        let expires_after = payments.settings.expires_after_ms;
-        let detail = json!({ "after_seconds": expires_after / 1000 });
-        match payments
-            .apply(&payment.id, "expired", detail, move |p| {
-                state_machine::on_expiry(&p.snapshot(), now, expires_after)
-            })
-            .await
-        {
-            Ok(Some(p)) => {
-                tracing::info!(payment_id = %p.id, "payment timed out with no final answer")
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(payment_id = %payment.id, %error, "could not expire payment")
-            }
+    let deadlines = payments.settings.deadlines();
+    let detail = json!({
+        "after_seconds": deadlines.expires_after_ms / 1000,
+        "last_query": match last {
+            LastQuery::NotAsked => "none: no CheckoutRequestID",
+            LastQuery::Answered(_) => "answered",
+            LastQuery::Unanswered => "no answer from Daraja",
+        },
+    });
+    // Expiry, or a hold for a person; and the next check, written with it.
+    let result = payments
+        .apply_with(&payment.id, "expired", detail, move |p| {
+            let outcome = state_machine::on_expiry(&p.snapshot(), now, &deadlines, last);
+            let after = match &outcome {
+                Outcome::Changed(t) => crate::payments::after_transition(p, t, now),
+                _ => p.clone(),
+            };
+            let schedule = payments.next_check(&after, now, last);
+            (outcome, schedule)
+        })
+        .await;
+    match result {
+        Ok(Some(p)) if p.status.is_final() => {
+            tracing::info!(payment_id = %p.id, "payment timed out: Daraja answered, with no final result")
+        }
+        Ok(Some(p)) if p.needs_review => {
+            tracing::warn!(payment_id = %p.id, "payment held for a person: Daraja could not tell what became of it")
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(payment_id = %payment.id, %error, "could not record the payment's expiry")
         }
     }
 }
@@ -251,7 +287,7 @@ pub async fn adopt_orphan_callbacks(
         tracing::warn!(payment_id = %pending.id, callback_id = %cb.id, "orphan callback tied to a payment whose push outcome was unknown; held for review");
         // Daraja's own answer completes it; the rematch pass then adds the callback's receipt.
         if let Err(error) = payments
-            .query_and_apply(&pending, &checkout, CheckSchedule::Keep)
+            .query_and_apply(&pending, &checkout, ScheduleRule::Keep)
             .await
         {
             tracing::warn!(payment_id = %pending.id, %error, "query after adopting a callback failed; the reconciler will ask again");
@@ -324,12 +360,39 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         for _ in 0..100 {
-            let first = backoff_ms(0, 60_000);
+            let first = backoff_ms(0, 60_000, BACKOFF_CAP_MS);
             assert!((12_000..=18_000).contains(&first), "{first}");
-            let later = backoff_ms(3, 60_000);
+            let later = backoff_ms(3, 60_000, BACKOFF_CAP_MS);
             assert!((96_000..=144_000).contains(&later), "{later}");
-            let capped = backoff_ms(30, 60_000);
+            let capped = backoff_ms(30, 60_000, BACKOFF_CAP_MS);
             assert!(capped <= 144_000, "{capped}");
+            let slow = backoff_ms(30, 60_000, SLOW_BACKOFF_CAP_MS);
+            assert!((720_000..=1_080_000).contains(&slow), "{slow}");
         }
+    }
+
+    #[test]
+    fn schedules_follow_the_domain() {
+        assert_eq!(
+            schedule(NextCheck::At(5), 0, 0, 60_000),
+            CheckSchedule::At(5)
+        );
+        assert_eq!(
+            schedule(NextCheck::Never, 0, 0, 60_000),
+            CheckSchedule::Clear
+        );
+        assert_eq!(
+            schedule(
+                NextCheck::Backoff {
+                    not_after_ms: 1_000,
+                    slow: false
+                },
+                0,
+                0,
+                60_000
+            ),
+            CheckSchedule::At(1_000),
+            "never past the expiry"
+        );
     }
 }

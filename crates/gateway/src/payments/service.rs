@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use daraja::{DarajaClient, DarajaError, StkPushParams, StkQueryAnswer};
-use mpesa_domain::state_machine::{self, Outcome, TransitionKind};
-use mpesa_domain::{AccountReference, Amount, AmountBounds, Description, Msisdn, TransactionDesc};
+use mpesa_domain::state_machine::{self, Deadlines, LastQuery, Outcome, TransitionKind};
+use mpesa_domain::{
+    AccountReference, Amount, AmountBounds, Description, Msisdn, QueryVerdict, TransactionDesc,
+};
 use mpesa_storage::{
     CheckSchedule, CreatePaymentResult, IdempotencyClaim, NewPayment, NewPaymentEvent, Payment,
     PaymentSource, PaymentUpdate, Storage, StorageError, StoredResponse,
@@ -57,8 +59,9 @@ pub enum PaymentError {
     Storage(#[from] StorageError),
     #[error("no such payment")]
     NotFound,
-    #[error("the payment has no CheckoutRequestID to ask Daraja about")]
-    NotQueryable,
+    /// No CheckoutRequestID: Daraja refused the push, or its answer never came.
+    #[error("the payment ({status}) has no CheckoutRequestID to ask Daraja about")]
+    NotQueryable { status: mpesa_domain::PaymentStatus },
     #[error(transparent)]
     Daraja(#[from] DarajaError),
 }
@@ -95,6 +98,27 @@ pub struct Settings {
     pub amount_bounds: AmountBounds,
     pub reconcile_after_ms: i64,
     pub expires_after_ms: i64,
+    /// `RECONCILE_KEEP_ASKING_SECS`: how long Daraja is asked about a payment whose queries get
+    /// no answer, from its creation; then it is held for a person.
+    pub keep_asking_ms: i64,
+}
+
+impl Settings {
+    pub fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            expires_after_ms: self.expires_after_ms,
+            keep_asking_ms: self.keep_asking_ms,
+        }
+    }
+}
+
+/// How a query's write moves the reconciler's next check of a payment that stays open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ScheduleRule {
+    /// Leave it (a query a person or the merchant asked for).
+    Keep,
+    /// The reconciler's own question: the domain's [`state_machine::next_check`].
+    Reconciler,
 }
 
 /// The payment service: cheap to clone, shared by the HTTP API, the Telegram bot and the
@@ -291,23 +315,43 @@ impl Payments {
             .await?
             .ok_or(PaymentError::NotFound)?;
         let Some(checkout) = payment.checkout_request_id.clone() else {
-            return Err(PaymentError::NotQueryable);
+            return Err(PaymentError::NotQueryable {
+                status: payment.status,
+            });
         };
-        self.query_and_apply(&payment, &checkout, CheckSchedule::Keep)
+        self.query_and_apply(&payment, &checkout, ScheduleRule::Keep)
             .await
+            .map(|(after, _)| after)
     }
 
-    /// One STK Query for a payment, its answer applied (or, on error, recorded on the timeline
-    /// with the given schedule).
+    /// The reconciler's next check of a payment after a check at `now`, as a schedule.
+    pub(crate) fn next_check(&self, p: &Payment, now: i64, last: LastQuery) -> CheckSchedule {
+        crate::payments::reconciler::schedule(
+            state_machine::next_check(&p.snapshot(), now, &self.settings.deadlines(), last),
+            now,
+            p.query_attempts,
+            self.settings.reconcile_after_ms,
+        )
+    }
+
+    /// One STK Query for a payment, its answer applied (or, on error, recorded on the timeline)
+    /// and, for an open payment, its next check scheduled by `rule`. Returns the payment after
+    /// and Daraja's verdict.
     pub(crate) async fn query_and_apply(
         &self,
         payment: &Payment,
         checkout: &str,
-        schedule_if_open: CheckSchedule,
-    ) -> Result<Payment, PaymentError> {
+        rule: ScheduleRule,
+    ) -> Result<(Payment, QueryVerdict), PaymentError> {
+        let this = self.clone();
+        let schedule_if_open = move |after: &Payment, now: i64, last: LastQuery| match rule {
+            ScheduleRule::Keep => CheckSchedule::Keep,
+            ScheduleRule::Reconciler => this.next_check(after, now, last),
+        };
         match self.daraja.stk_query(checkout).await {
             Ok(answer) => {
                 let report = answer.to_report();
+                let verdict = report.result_code.query_verdict();
                 let label = match &answer {
                     StkQueryAnswer::Result(_) => report.result_code.as_str().to_owned(),
                     StkQueryAnswer::StillProcessing { .. } => "still_processing".to_owned(),
@@ -321,7 +365,7 @@ impl Payments {
                 let now = now_ms();
                 let written = self
                     .storage
-                    .update_payment(&payment.id, now, &move |p: &Payment| {
+                    .update_payment(&payment.id, now, &|p: &Payment| {
                         let outcome = state_machine::on_query(&p.snapshot(), &report);
                         let mut update = build_update(&plan, p, outcome, now);
                         update.count_query = true;
@@ -330,7 +374,12 @@ impl Payments {
                             .as_ref()
                             .is_none_or(|t| !t.status.is_final())
                         {
-                            update.schedule = schedule_if_open;
+                            let after = match &update.transition {
+                                Some(t) => crate::payments::after_transition(p, t, now),
+                                None => p.clone(),
+                            };
+                            update.schedule =
+                                schedule_if_open(&after, now, LastQuery::Answered(verdict));
                         }
                         update.event = Some(NewPaymentEvent {
                             kind: "query".into(),
@@ -341,7 +390,7 @@ impl Payments {
                     .await?;
                 let (after, update) = written.ok_or(PaymentError::NotFound)?;
                 self.after_write(&after, &update);
-                Ok(after)
+                Ok((after, verdict))
             }
             Err(error) => {
                 self.metrics.inc(
@@ -352,10 +401,12 @@ impl Payments {
                     json!({ "error": error.to_string(), "error_code": error.error_code() });
                 let now = now_ms();
                 self.storage
-                    .update_payment(&payment.id, now, &move |_p: &Payment| {
+                    .update_payment(&payment.id, now, &|p: &Payment| {
                         let mut update = PaymentUpdate::new(None);
                         update.count_query = true;
-                        update.schedule = schedule_if_open;
+                        if !p.status.is_final() {
+                            update.schedule = schedule_if_open(p, now, LastQuery::Unanswered);
+                        }
                         update.event = Some(NewPaymentEvent {
                             kind: "query".into(),
                             detail: detail.to_string(),
@@ -376,6 +427,21 @@ impl Payments {
         detail: serde_json::Value,
         decide: impl Fn(&Payment) -> Outcome + Send + Sync,
     ) -> Result<Option<Payment>, PaymentError> {
+        self.apply_with(id, event_kind, detail, move |p| {
+            (decide(p), CheckSchedule::Keep)
+        })
+        .await
+    }
+
+    /// As [`Payments::apply`], and sets the reconciler's next check in the same write, whether
+    /// the event changed the payment or not. `Ok(Some)` with the payment when it changed.
+    pub(crate) async fn apply_with(
+        &self,
+        id: &str,
+        event_kind: &str,
+        detail: serde_json::Value,
+        decide: impl Fn(&Payment) -> (Outcome, CheckSchedule) + Send + Sync,
+    ) -> Result<Option<Payment>, PaymentError> {
         let plan = self.plan.clone();
         let now = now_ms();
         let detail = detail.to_string();
@@ -383,22 +449,28 @@ impl Payments {
         let written = self
             .storage
             .update_payment(id, now, &move |p: &Payment| {
-                let outcome = decide(p);
-                if !matches!(outcome, Outcome::Changed(_)) {
+                let (outcome, schedule) = decide(p);
+                let changed = matches!(outcome, Outcome::Changed(_));
+                if !changed && schedule == CheckSchedule::Keep {
                     return None;
                 }
                 let mut update = build_update(&plan, p, outcome, now);
-                update.event = Some(NewPaymentEvent {
-                    kind: kind.clone(),
-                    detail: detail.clone(),
-                });
+                if update.schedule == CheckSchedule::Keep {
+                    update.schedule = schedule;
+                }
+                if changed {
+                    update.event = Some(NewPaymentEvent {
+                        kind: kind.clone(),
+                        detail: detail.clone(),
+                    });
+                }
                 Some(update)
             })
             .await?;
         Ok(match written {
             Some((after, update)) => {
                 self.after_write(&after, &update);
-                Some(after)
+                update.transition.is_some().then_some(after)
             }
             None => None,
         })

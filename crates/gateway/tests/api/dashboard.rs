@@ -29,8 +29,9 @@ pub const ADMIN: &str = "amina";
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Every page a signed-in admin can open without an id.
-const PAGES: [&str; 7] = [
+const PAGES: [&str; 8] = [
     "/admin/",
+    "/admin/users",
     "/admin/payments",
     "/admin/payments?status=failed&from=2024-01-01",
     "/admin/callbacks",
@@ -194,6 +195,8 @@ pub struct AdminClient {
     base: String,
     http: reqwest::Client,
     jar: Mutex<BTreeMap<String, String>>,
+    /// Sent as `X-Forwarded-For`, as a reverse proxy in front of the gateway would.
+    forwarded_for: Option<String>,
 }
 
 impl AdminClient {
@@ -206,6 +209,15 @@ impl AdminClient {
                 .build()
                 .unwrap(),
             jar: Mutex::new(BTreeMap::new()),
+            forwarded_for: None,
+        }
+    }
+
+    /// A client at `address` behind a proxy on loopback (which says so in `X-Forwarded-For`).
+    pub fn from_address(gw: &TestGateway, address: &str) -> Self {
+        AdminClient {
+            forwarded_for: Some(address.to_owned()),
+            ..AdminClient::new(gw)
         }
     }
 
@@ -241,11 +253,14 @@ impl AdminClient {
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
         let cookies = self.cookie_header();
-        let request = if cookies.is_empty() {
+        let mut request = if cookies.is_empty() {
             request
         } else {
             request.header("cookie", cookies)
         };
+        if let Some(address) = &self.forwarded_for {
+            request = request.header("x-forwarded-for", address);
+        }
         let response = request.send().await.expect("the dashboard answers");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -631,29 +646,276 @@ async fn forms_without_the_csrf_token_are_refused() {
     gw.stop().await;
 }
 
+/// Failed sign-ins wait longer and longer per (username, address); `X-Forwarded-For` from a
+/// peer that is not a trusted proxy is ignored, so rotating it changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sign_in_attempts_are_rate_limited() {
+async fn failed_sign_ins_back_off_and_forged_addresses_are_ignored() {
     let gw = spawn(Backend::Sqlite).await;
     add_admin(&gw).await;
-    let guesser = AdminClient::new(&gw);
     for i in 0..5 {
+        let guesser = AdminClient::from_address(&gw, &format!("203.0.113.{i}"));
         let answer = guesser.sign_in(ADMIN, &format!("guess {i}")).await;
         assert_eq!(answer.status, 401, "attempt {i}");
     }
-    // The sixth attempt for this username is refused before the password is checked, even
-    // the right one.
-    let limited = guesser.sign_in(ADMIN, PASSWORD).await;
+    // The sixth is refused before the password is checked, whatever address it claims.
+    let guesser = AdminClient::from_address(&gw, "203.0.113.99");
+    let limited = guesser.sign_in(ADMIN, "guess 5").await;
     assert_eq!(limited.status, 429, "{}", limited.body);
     assert_security_headers(&limited, "429");
     assert!(limited.body.contains("Too many sign-in attempts"));
     let retry_after: u64 = limited.header("retry-after").parse().unwrap();
-    assert!((60..=900).contains(&retry_after), "{retry_after}");
+    assert!((1..=900).contains(&retry_after), "{retry_after}");
     assert!(guesser.cookie("mpg_session").is_none());
-    // Per address too: this client has 15 attempts left for other names, then none.
-    for i in 0..15 {
-        assert_eq!(guesser.sign_in(&format!("user{i}"), "x").await.status, 401);
+    // Other names from here are not held back by amina's failures.
+    assert_eq!(guesser.sign_in("baraka", "x").await.status, 401);
+    gw.stop().await;
+}
+
+/// Issue 11, item 5: five wrong passwords for `amina` (or `AMINA `) from anywhere locked the
+/// real Amina out for 15 minutes, and 20 attempts with random names locked out everyone behind
+/// the same proxy. Now failures count per (username, client address), the client address
+/// comes from a trusted proxy's `X-Forwarded-For`, and the right password from Amina's own
+/// address gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_from_elsewhere_never_lock_the_real_admin_out() {
+    let gw = spawn_with(Options::new(Backend::Sqlite).env("TRUSTED_PROXIES", "127.0.0.1")).await;
+    add_admin(&gw).await;
+    let attacker = AdminClient::from_address(&gw, "203.0.113.66");
+    for i in 0..5 {
+        let name = if i % 2 == 0 { "AMINA " } else { ADMIN };
+        assert_eq!(
+            attacker.sign_in(name, &format!("guess {i}")).await.status,
+            401
+        );
     }
-    assert_eq!(guesser.sign_in("someone-else", "x").await.status, 429);
+    assert_eq!(attacker.sign_in(ADMIN, "guess 5").await.status, 429);
+    // Random names from 25 clients behind the same proxy.
+    for i in 0..25 {
+        let client = AdminClient::from_address(&gw, &format!("198.51.100.{i}"));
+        assert_eq!(client.sign_in(&format!("nobody{i}"), "x").await.status, 401);
+    }
+    let amina = AdminClient::from_address(&gw, "192.0.2.10");
+    let answer = amina.sign_in(ADMIN, PASSWORD).await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert!(amina.cookie("mpg_session").is_some());
+    // An address that fails for name after name is refused altogether, the others are not.
+    let sprayer = AdminClient::from_address(&gw, "203.0.113.77");
+    let mut refused_at = None;
+    for i in 0..60 {
+        match sprayer.sign_in(&format!("user{i}"), "x").await.status {
+            401 => {}
+            429 => {
+                refused_at = Some(i);
+                break;
+            }
+            other => panic!("attempt {i}: {other}"),
+        }
+    }
+    assert_eq!(refused_at, Some(50), "refused after 50 failures");
+    assert_eq!(sprayer.sign_in(ADMIN, PASSWORD).await.status, 429);
+    let amina_again = AdminClient::from_address(&gw, "192.0.2.11");
+    assert_eq!(amina_again.sign_in(ADMIN, PASSWORD).await.status, 303);
+    gw.stop().await;
+}
+
+/// Issue 11, item 5: the count holds across instances sharing a database (it was kept in each
+/// process's memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_are_counted_across_instances() {
+    let a = spawn_with(Options::new(Backend::Postgres).env("TRUSTED_PROXIES", "127.0.0.1")).await;
+    let mut options = Options::new(Backend::Postgres).env("TRUSTED_PROXIES", "127.0.0.1");
+    options.database = Some(a.database.clone());
+    let b = spawn_with(options).await;
+    add_admin(&a).await;
+    let on_a = AdminClient::from_address(&a, "203.0.113.5");
+    for i in 0..5 {
+        assert_eq!(on_a.sign_in(ADMIN, &format!("guess {i}")).await.status, 401);
+    }
+    let on_b = AdminClient::from_address(&b, "203.0.113.5");
+    assert_eq!(
+        on_b.sign_in(ADMIN, "guess 5").await.status,
+        429,
+        "the other instance knows"
+    );
+    let amina = AdminClient::from_address(&b, "192.0.2.10");
+    assert_eq!(amina.sign_in(ADMIN, PASSWORD).await.status, 303);
+    b.stop().await;
+    a.stop().await;
+}
+
+/// Runs `mpesa-gateway admin …` on the gateway's database, the password (if any) on stdin.
+fn admin_command(gw: &TestGateway, args: &[&str], password: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mpesa-gateway"))
+        .arg("admin")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", gw.database.url())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mpesa-gateway admin runs");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(p) = password {
+        writeln!(stdin, "{p}").unwrap();
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// Whether the client's session still opens a page.
+async fn still_signed_in(client: &AdminClient) -> bool {
+    match client.get("/admin/").await.status {
+        200 => true,
+        303 => false,
+        other => panic!("/admin/ answered {other}"),
+    }
+}
+
+/// Issue 11, item 6: a new password left every session signed in, and there was no way to end
+/// sessions or remove a user. Now `admin create-user` for an existing user ends their sessions;
+/// `admin sign-out-everywhere`, `admin delete-user` and the dashboard's Users page end them or
+/// remove the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_password_ends_sessions_and_users_can_be_signed_out_or_removed() {
+    let gw = spawn(Backend::Sqlite).await;
+    add_admin(&gw).await;
+    let phone = AdminClient::signed_in(&gw).await;
+    let laptop = AdminClient::signed_in(&gw).await;
+    assert!(still_signed_in(&phone).await && still_signed_in(&laptop).await);
+
+    let out = admin_command(
+        &gw,
+        &["create-user", "--username", ADMIN],
+        Some("a new password 42"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !still_signed_in(&phone).await,
+        "the old password's session ended"
+    );
+    assert!(!still_signed_in(&laptop).await);
+    assert_eq!(laptop.sign_in(ADMIN, PASSWORD).await.status, 401);
+    assert_eq!(laptop.sign_in(ADMIN, "a new password 42").await.status, 303);
+
+    let out = admin_command(
+        &gw,
+        &["create-user", "--username", "baraka"],
+        Some("baraka password 1"),
+    );
+    assert!(out.status.success());
+    let baraka = AdminClient::new(&gw);
+    assert_eq!(
+        baraka.sign_in("baraka", "baraka password 1").await.status,
+        303
+    );
+
+    // From the dashboard: sign baraka out everywhere, then remove him.
+    let users = laptop.get("/admin/users").await;
+    assert_eq!(users.status, 200, "{}", users.body);
+    assert_security_headers(&users, "users");
+    assert!(users.body.contains("baraka") && users.body.contains("(you)"));
+    let csrf = users.csrf();
+    let answer = laptop
+        .post("/admin/users/baraka/sign-out", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        answer.location(),
+        "/admin/users?notice=signed_out_everywhere"
+    );
+    assert!(!still_signed_in(&baraka).await);
+    assert_eq!(
+        baraka.sign_in("baraka", "baraka password 1").await.status,
+        303
+    );
+    let answer = laptop
+        .post(&format!("/admin/users/{ADMIN}/remove"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(answer.location(), "/admin/users?notice=not_yourself");
+    let answer = laptop
+        .post("/admin/users/baraka/remove", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(answer.location(), "/admin/users?notice=user_removed");
+    assert!(!still_signed_in(&baraka).await);
+    assert_eq!(
+        baraka.sign_in("baraka", "baraka password 1").await.status,
+        401
+    );
+    assert_eq!(gw.storage().find_admin_user("baraka").await.unwrap(), None);
+    // Without the form's token nothing happens.
+    assert_eq!(
+        laptop.post("/admin/users/amina/sign-out", &[]).await.status,
+        403
+    );
+    assert!(still_signed_in(&laptop).await);
+
+    // And from the command line.
+    let out = admin_command(&gw, &["sign-out-everywhere", "--username", ADMIN], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ended 1 session"));
+    assert!(!still_signed_in(&laptop).await);
+    let out = admin_command(&gw, &["delete-user", "--username", "baraka"], None);
+    assert!(!out.status.success(), "no such user any more");
+    let out = admin_command(&gw, &["delete-user", "--username", ADMIN], None);
+    assert!(out.status.success());
+    assert_eq!(gw.storage().find_admin_user(ADMIN).await.unwrap(), None);
+    gw.stop().await;
+}
+
+/// Issue 11, item 9: **Settle** with a receipt that another payment holds showed a 500 page;
+/// now it says why and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settling_with_another_payments_receipt_says_why() {
+    let gw = quiet_gateway(Backend::Sqlite, &[]).await;
+    add_admin(&gw).await;
+    let (paid, checkout) = pending_payment(&gw, SUCCESS, 20, "PAID1").await;
+    let (status, _) = gw
+        .post_stk_callback(&stk_success(&checkout, "20.00", SUCCESS, "SGA1TAKEN1"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        gw.storage()
+            .get_payment(&paid)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .as_str(),
+        "completed"
+    );
+    let held = held_payment(&gw, "254700000007", "HELD9").await;
+    let admin = AdminClient::signed_in(&gw).await;
+    let page = admin.get(&format!("/admin/payments/{held}")).await;
+    let answer = admin
+        .post(
+            &format!("/admin/payments/{held}/decide"),
+            &[
+                ("csrf", &page.csrf()),
+                ("decision", "settle"),
+                ("note", "customer showed the SMS"),
+                ("receipt", "sga1taken1"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert_eq!(
+        answer.location(),
+        format!("/admin/payments/{held}?notice=receipt_in_use")
+    );
+    let page = admin.get(answer.location()).await;
+    assert!(page.body.contains("already belongs to another payment"));
+    let p = gw.storage().get_payment(&held).await.unwrap().unwrap();
+    assert_eq!((p.status.as_str(), p.needs_review), ("pending", true));
     gw.stop().await;
 }
 

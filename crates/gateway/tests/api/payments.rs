@@ -206,3 +206,50 @@ async fn bad_input_gets_422_and_stores_nothing(backend: Backend) {
     assert!(gw.sim().stk_transactions().is_empty());
     gw.stop().await;
 }
+
+/// Issue 11, item 9: `refresh` of a `rejected` payment said the reconciler would resolve it;
+/// Daraja refused it and there is nothing to ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_of_a_refused_payment_says_there_is_nothing_to_ask() {
+    use daraja_sim::faults::{Endpoint, FailureAnswer, Faults};
+    let mut options = Options::new(Backend::Sqlite);
+    options.sim.faults = Faults::none().fail_next(
+        Endpoint::StkPush,
+        1,
+        FailureAnswer::Custom {
+            status: 400,
+            error_code: "400.002.02".into(),
+            error_message: "Bad Request - Invalid PhoneNumber".into(),
+        },
+    );
+    let gw = spawn_with(options).await;
+    let (status, body) = gw
+        .create_payment(serde_json::json!({ "phone": SUCCESS, "amount": 10, "reference": "R9" }))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    let id = gw
+        .storage()
+        .list_payments(&Default::default(), &Default::default())
+        .await
+        .unwrap()
+        .items[0]
+        .id
+        .clone();
+    assert_eq!(gw.get_payment(&id).await["status"], "rejected");
+    let r = gw
+        .client
+        .post(gw.url(&format!("/api/v1/payments/{id}/refresh")))
+        .bearer_auth(&gw.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("rejected") && message.contains("nothing to ask"),
+        "{message}"
+    );
+    assert!(!message.contains("reconciler"), "{message}");
+    gw.stop().await;
+}

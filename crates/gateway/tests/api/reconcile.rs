@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use daraja_sim::config::PendingQueryAnswer;
-use daraja_sim::faults::{CallbackFaults, Faults};
-use mpesa_storage::{Backend, CallbackOutcome};
+use daraja_sim::faults::{CallbackFaults, Endpoint, FailureAnswer, Faults};
+use mpesa_gateway::payments::AdminDecision;
+use mpesa_storage::{Backend, CallbackOutcome, OutboxEvent, Payment};
 use serde_json::json;
 
 use crate::on_every_backend;
@@ -14,6 +15,23 @@ on_every_backend!(
     a_lost_callback_is_resolved_by_stk_query,
     a_callback_before_the_push_answer_is_matched_later
 );
+
+/// The CheckoutRequestID of a payment, once the simulator has settled it.
+async fn settled_by_the_simulator(gw: &TestGateway, id: &str) -> String {
+    let checkout = gw
+        .storage()
+        .get_payment(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .checkout_request_id
+        .unwrap();
+    gw.sim()
+        .wait_for_stk_outcome(&checkout, Duration::from_secs(5))
+        .await
+        .expect("the simulator settles it");
+    checkout
+}
 
 fn queries_made(gw: &TestGateway) -> usize {
     gw.sim()
@@ -172,18 +190,7 @@ async fn a_query_never_downgrades_a_completed_payment() {
     // The simulator cancels this one (1032) but sends nothing; a success callback arrives on
     // the secret path (as a genuine, if surprising, Safaricom callback would).
     let id = gw.pay(CANCELLED, 70).await;
-    let checkout = gw
-        .storage()
-        .get_payment(&id)
-        .await
-        .unwrap()
-        .unwrap()
-        .checkout_request_id
-        .unwrap();
-    gw.sim()
-        .wait_for_stk_outcome(&checkout, Duration::from_secs(5))
-        .await
-        .expect("the simulator settles it");
+    let checkout = settled_by_the_simulator(&gw, &id).await;
     let (status, _) = gw
         .post_stk_callback(&stk_success(&checkout, "70.00", CANCELLED, "SGE5XYZ111"))
         .await;
@@ -215,18 +222,7 @@ async fn a_query_never_downgrades_a_completed_payment() {
 async fn refresh_asks_daraja_now() {
     let gw = spawn_with(Options::new(Backend::Sqlite).env("RECONCILE_AFTER_SECS", "3600")).await;
     let id = gw.pay(NO_CALLBACK, 15).await;
-    let checkout = gw
-        .storage()
-        .get_payment(&id)
-        .await
-        .unwrap()
-        .unwrap()
-        .checkout_request_id
-        .unwrap();
-    gw.sim()
-        .wait_for_stk_outcome(&checkout, Duration::from_secs(5))
-        .await
-        .expect("the simulator settles it");
+    settled_by_the_simulator(&gw, &id).await;
     assert_eq!(gw.get_payment(&id).await["status"], "pending");
     let r = gw
         .client
@@ -250,8 +246,177 @@ async fn refresh_asks_daraja_now() {
     gw.stop().await;
 }
 
+fn event_kinds(events: &[mpesa_storage::PaymentEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+/// The merchant's webhooks planned for a payment, by event type.
+async fn webhook_types(gw: &TestGateway, id: &str) -> Vec<String> {
+    gw.storage()
+        .outbox_for_payment(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e: &OutboxEvent| e.channel == mpesa_storage::Channel::Webhook)
+        .map(|e| e.event_type)
+        .collect()
+}
+
+/// Webhooks to a port nobody listens on: the outbox rows show what the merchant is told.
+fn with_webhooks(options: Options) -> Options {
+    options
+        .env("WEBHOOK_URL", "http://127.0.0.1:9/hooks")
+        .env("WEBHOOK_SECRET", "whsec_reconcile_test_0123456789")
+        .env("WEBHOOK_ALLOW_PRIVATE", "true")
+}
+
+/// Issue 11, item 2: callbacks lost and every STK Query answered `500.003.02`: the payment
+/// the simulator settled was booked `timed_out` at expiry and `payment.timed_out` sent. Now it
+/// stays open while Daraja is asked again, and is held for a person once Daraja's records are
+/// gone (`RECONCILE_KEEP_ASKING_SECS`); nobody is told "timed out". A person settles it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_queries_never_time_a_payment_out() {
+    let mut options = with_webhooks(
+        Options::new(Backend::Sqlite)
+            .env("RECONCILE_AFTER_SECS", "1")
+            .env("PAYMENT_EXPIRES_AFTER_SECS", "2")
+            .env("RECONCILE_KEEP_ASKING_SECS", "6"),
+    );
+    options.sim.faults = Faults::none()
+        .with_global(CallbackFaults {
+            suppress: true,
+            ..CallbackFaults::default()
+        })
+        .fail_next(Endpoint::StkQuery, 100_000, FailureAnswer::SystemBusy);
+    let gw = spawn_with(options).await;
+    let id = gw.pay(SUCCESS, 10).await;
+    let p = gw
+        .wait_for_payment(
+            &id,
+            "held for a person",
+            Duration::from_secs(30),
+            |p| p.needs_review,
+            |p: &Payment| p.status.is_final(),
+        )
+        .await;
+    assert_eq!(p.status.as_str(), "pending", "never timed out");
+    assert!(
+        p.review_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("answered no STK Query")),
+        "{:?}",
+        p.review_reason
+    );
+    assert_eq!(
+        p.next_check_at, None,
+        "nothing left to ask: a person decides"
+    );
+    let events = gw.storage().payment_events(&id).await.unwrap();
+    let kinds = event_kinds(&events);
+    let queries = kinds.iter().filter(|k| **k == "query").count();
+    let asked_after_expiry = events
+        .iter()
+        .filter(|e| e.kind == "query" && e.at >= p.created_at + 2_000)
+        .count();
+    assert!(
+        queries >= 3 && asked_after_expiry >= 2,
+        "asked again past the expiry: {kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"expired"), "{kinds:?}");
+    assert!(
+        webhook_types(&gw, &id).await.is_empty(),
+        "the merchant was told nothing"
+    );
+
+    // A person settles it (Daraja back, its records show the payment): told once.
+    let settled = gw
+        .state
+        .payments
+        .admin_decide(
+            &id,
+            AdminDecision::Settle,
+            "on the statement",
+            Some("SGA1XYZ123"),
+            "amina",
+        )
+        .await
+        .unwrap()
+        .expect("held, so decided");
+    assert_eq!(settled.status.as_str(), "completed");
+    assert_eq!(webhook_types(&gw, &id).await, ["payment.completed"]);
+    gw.stop().await;
+}
+
+/// Issue 11, item 3: a success callback for another amount holds the payment; the next
+/// reconciler pass completed it from STK Query and sent `payment.completed`, and Reject left it
+/// completed. Now the reconciler only adds Daraja's answer to the timeline (and stops asking
+/// once it is final); Reject ends it unpaid and the merchant hears that once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_payment_is_settled_or_rejected_by_a_person_only() {
+    let mut options = with_webhooks(Options::new(Backend::Sqlite).env("RECONCILE_AFTER_SECS", "1"));
+    options.sim.faults = Faults::none().with_global(CallbackFaults {
+        suppress: true,
+        ..CallbackFaults::default()
+    });
+    let gw = spawn_with(options).await;
+    let id = gw.pay(SUCCESS, 500).await;
+    let checkout = settled_by_the_simulator(&gw, &id).await;
+    let (status, _) = gw
+        .post_stk_callback(&stk_success(&checkout, "5.00", SUCCESS, "SHK9HELD02"))
+        .await;
+    assert_eq!(status, 200);
+    // The reconciler asks Daraja, which says "paid", and then stops asking.
+    let p = gw
+        .wait_for_payment(
+            &id,
+            "the reconciler's question answered and the schedule cleared",
+            Duration::from_secs(30),
+            |p| p.query_attempts >= 1 && p.next_check_at.is_none(),
+            |p: &Payment| p.status.is_final(),
+        )
+        .await;
+    assert_eq!((p.status.as_str(), p.needs_review), ("pending", true));
+    let events = gw.storage().payment_events(&id).await.unwrap();
+    let query = events
+        .iter()
+        .find(|e| e.kind == "query")
+        .expect("Daraja's answer is on the timeline");
+    assert!(
+        query.detail.contains(r#""result_code":"0""#),
+        "{}",
+        query.detail
+    );
+    assert!(
+        webhook_types(&gw, &id).await.is_empty(),
+        "nobody told anything"
+    );
+
+    let rejected = gw
+        .state
+        .payments
+        .admin_decide(&id, AdminDecision::Reject, "paid 5 of 500", None, "amina")
+        .await
+        .unwrap()
+        .expect("held, so decided");
+    assert_ne!(rejected.status.as_str(), "completed");
+    assert!(rejected.status.is_final() && !rejected.needs_review);
+    assert_eq!(webhook_types(&gw, &id).await, ["payment.failed"]);
+    // Decided once: a second decision changes nothing and tells nobody again.
+    assert!(
+        gw.state
+            .payments
+            .admin_decide(&id, AdminDecision::Reject, "again", None, "amina")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(webhook_types(&gw, &id).await, ["payment.failed"]);
+    gw.stop().await;
+}
+
 /// A push whose answer was lost (timeout after sending) is never sent again; its callback,
-/// matched by phone and amount and confirmed by STK Query, settles it for review.
+/// matched by phone and amount and confirmed by STK Query, is tied to it and held for a person
+/// (a match by phone and amount is a guess: a person settles it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_push_answer_is_never_pushed_again_and_is_resolved() {
     let mut options = Options::new(Backend::Sqlite)
@@ -270,18 +435,30 @@ async fn a_lost_push_answer_is_never_pushed_again_and_is_resolved() {
     assert_eq!(body["checkout_request_id"], serde_json::Value::Null);
     let id = body["id"].as_str().unwrap().to_owned();
     let p = gw
-        .wait_for_status(&id, "completed", Duration::from_secs(20))
+        .wait_for_payment(
+            &id,
+            "tied to its callback and held",
+            Duration::from_secs(20),
+            |p| p.needs_review,
+            |p: &Payment| p.status.is_final(),
+        )
         .await;
-    assert!(p.needs_review);
+    assert_eq!(p.status.as_str(), "pending");
     assert!(
         p.review_reason.as_deref().unwrap().contains("lost"),
         "{:?}",
         p.review_reason
     );
-    assert!(
-        p.mpesa_receipt_number.is_some(),
-        "the callback's receipt is added after Daraja confirmed"
-    );
+    assert!(p.checkout_request_id.is_some(), "the callback's ids");
+    // The rematch pass that follows the adoption ties the callback to the payment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while gw.storage().callbacks_for_payment(&id).await.unwrap().len() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the callback is kept with the payment"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(pushes_made(&gw), 1, "no second push");
     let kinds: Vec<String> = gw
         .storage()

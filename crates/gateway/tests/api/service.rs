@@ -171,3 +171,109 @@ async fn list_filters_and_paginates() {
     }
     gw.stop().await;
 }
+
+/// Issue 11, item 8: in `serve --sandbox`, `GET /sandbox/simulator/requests` showed the
+/// CallBackURLs (the callback secret with them) and `POST /sandbox/simulator/faults` was open
+/// to anyone who could reach the port. Now they answer only this machine or a signed-in admin;
+/// Daraja's own routes stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulators_inspection_routes_answer_only_this_machine_or_an_admin() {
+    let gw = spawn_with(Options::new(Backend::Sqlite).env("TRUSTED_PROXIES", "127.0.0.1")).await;
+    gw.pay(SUCCESS, 10).await;
+    let secret = gw.callback_secret();
+    let get = |path: &str, forwarded_for: Option<&str>, cookie: Option<&str>| {
+        let mut r = gw.client.get(gw.url(path));
+        if let Some(a) = forwarded_for {
+            r = r.header("x-forwarded-for", a);
+        }
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // This machine: as before.
+    let (status, body) = get("/sandbox/simulator/requests", None, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(&secret),
+        "the local view shows the CallBackURL"
+    );
+    // A stranger through the proxy, or a proxy on this machine that is not declared.
+    for path in [
+        "/sandbox/simulator",
+        "/sandbox/simulator/requests",
+        "/sandbox/simulator/callbacks",
+        "/sandbox/simulator/faults",
+        "/admin/sandbox/simulator/requests",
+    ] {
+        let (status, body) = get(path, Some("203.0.113.9"), None).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(!body.contains(&secret), "{path}");
+    }
+    let faults_before = gw.sim().faults();
+    let set = gw
+        .client
+        .post(gw.url("/sandbox/simulator/faults"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&serde_json::json!({ "global": { "suppress": true } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 403);
+    assert_eq!(gw.sim().faults(), faults_before, "faults unchanged");
+    // Daraja's own routes stay open (the gateway's client calls them).
+    let token = gw
+        .client
+        .get(gw.url("/sandbox/oauth/v1/generate?grant_type=client_credentials"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .basic_auth("sandbox-consumer-key", Some("sandbox-consumer-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 200);
+    // A signed-in admin, from afar, with the dashboard's session cookie.
+    crate::dashboard::add_admin(&gw).await;
+    let admin = crate::dashboard::AdminClient::from_address(&gw, "203.0.113.9");
+    assert_eq!(
+        admin
+            .sign_in(crate::dashboard::ADMIN, crate::dashboard::PASSWORD)
+            .await
+            .status,
+        303
+    );
+    let session = format!("mpg_session={}", admin.cookie("mpg_session").unwrap());
+    for path in [
+        "/sandbox/simulator/requests",
+        "/admin/sandbox/simulator/requests",
+    ] {
+        let (status, body) = get(path, Some("203.0.113.9"), Some(&session)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, _) = get(
+        "/sandbox/simulator/requests",
+        Some("203.0.113.9"),
+        Some("mpg_session=forged"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    gw.stop().await;
+}
+
+/// Without TRUSTED_PROXIES, a request from loopback that carries forwarding headers came
+/// through a proxy on this machine for someone else: not local.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_request_is_not_taken_for_this_machine() {
+    let gw = spawn(Backend::Sqlite).await;
+    let r = gw
+        .client
+        .get(gw.url("/sandbox/simulator/requests"))
+        .header("x-forwarded-for", "127.0.0.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    gw.stop().await;
+}

@@ -218,6 +218,26 @@ impl TestGateway {
 
     /// Waits (up to `within`) until the payment's stored status is `status`; returns it.
     pub async fn wait_for_status(&self, id: &str, status: &str, within: Duration) -> Payment {
+        self.wait_for_payment(
+            id,
+            &format!("status {status}"),
+            within,
+            |p| p.status.as_str() == status,
+            |_| false,
+        )
+        .await
+    }
+
+    /// Waits (up to `within`) until the stored payment satisfies `done`; returns it. Fails at
+    /// once, naming what it saw, if `never` holds first.
+    pub async fn wait_for_payment(
+        &self,
+        id: &str,
+        what: &str,
+        within: Duration,
+        done: impl Fn(&Payment) -> bool,
+        never: impl Fn(&Payment) -> bool,
+    ) -> Payment {
         let storage = self.storage();
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -226,13 +246,20 @@ impl TestGateway {
                 .await
                 .unwrap()
                 .expect("payment exists");
-            if p.status.as_str() == status {
+            if done(&p) {
                 return p;
             }
             assert!(
+                !never(&p),
+                "payment {id} became {} (needs_review: {}) while waiting for: {what}",
+                p.status,
+                p.needs_review
+            );
+            assert!(
                 tokio::time::Instant::now() < deadline,
-                "payment {id} is {} after {within:?}, expected {status}",
-                p.status
+                "payment {id} is {} (needs_review: {}) after {within:?}, waiting for: {what}",
+                p.status,
+                p.needs_review
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

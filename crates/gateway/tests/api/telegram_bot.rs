@@ -85,6 +85,28 @@ pub fn stk_pushes(sim: &daraja_sim::Simulator) -> usize {
         .count()
 }
 
+/// The bot's stored long-polling offset (the fake Bot API's bot id is 7001).
+pub const OFFSET_KEY: &str = "telegram_update_offset:7001";
+
+/// Waits until the stored offset has moved past `update_id` (the update is confirmed).
+pub async fn wait_for_offset_past(gw: &TestGateway, update_id: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let offset = gw.storage().get_setting(OFFSET_KEY).await.unwrap();
+        if offset
+            .and_then(|v| v.parse::<i64>().ok())
+            .is_some_and(|o| o > update_id)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "update {update_id} never confirmed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until the outbox has nothing left to deliver.
 pub async fn outbox_settled(storage: &dyn Storage) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -97,7 +119,7 @@ pub async fn outbox_settled(storage: &dyn Storage) {
     }
 }
 
-fn edit_texts(tg: &FakeTelegram, chat: i64, message_id: i64) -> Vec<String> {
+pub fn edit_texts(tg: &FakeTelegram, chat: i64, message_id: i64) -> Vec<String> {
     tg.edits_of(chat, message_id)
         .iter()
         .map(|b| b["text"].as_str().unwrap().to_owned())
@@ -535,8 +557,9 @@ async fn clear_replies_to_everything_wrong() {
 
     // A flood: five messages pass, the sixth is told to wait, the rest are ignored.
     let user = User::new(7040, "Flood");
+    let mut last = 0;
     for _ in 0..9 {
-        tg.text(user.id, &user, "/help");
+        last = tg.text(user.id, &user, "/help");
     }
     let texts = tg.wait_for_messages(user.id, 6).await;
     assert!(
@@ -549,7 +572,8 @@ async fn clear_replies_to_everything_wrong() {
         "{}",
         texts[5]
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every update of the flood handled (its offset stored): anything it would answer is sent.
+    wait_for_offset_past(&gw, last).await;
     assert_eq!(
         tg.sent_to(user.id).len(),
         6,

@@ -106,7 +106,116 @@ pub(crate) async fn upsert_admin_user<C: Conn>(c: &mut C, user: &AdminUser) -> D
             .bind(&user.username),
     )
     .await?;
+    // A new password ends every session the old one opened.
+    c.execute(Stmt::new("DELETE FROM admin_sessions WHERE user_id = $1").bind(&owner))
+        .await?;
     Ok(false)
+}
+
+pub(crate) async fn delete_admin_user<C: Conn>(c: &mut C, username: &str) -> DbResult<bool> {
+    // Sessions first: the foreign key's cascade is not relied on (SQLite needs it switched on).
+    delete_sessions_of(c, username).await?;
+    let deleted = c
+        .execute(Stmt::new("DELETE FROM admin_users WHERE username = $1").bind(username))
+        .await?;
+    Ok(deleted > 0)
+}
+
+pub(crate) async fn delete_sessions_of<C: Conn>(c: &mut C, username: &str) -> DbResult<u64> {
+    c.execute(
+        Stmt::new(
+            "DELETE FROM admin_sessions WHERE user_id IN \
+             (SELECT id FROM admin_users WHERE username = $1)",
+        )
+        .bind(username),
+    )
+    .await
+}
+
+/// Longest username or address kept in `sign_in_failures`.
+const SIGN_IN_KEY_CHARS: usize = 64;
+
+fn sign_in_key(s: &str) -> String {
+    s.chars().take(SIGN_IN_KEY_CHARS).collect()
+}
+
+pub(crate) async fn begin_sign_in<C: Conn>(
+    c: &mut C,
+    username: &str,
+    address: &str,
+    now: Millis,
+    address_since: Millis,
+    decide: crate::DecideSignIn<'_>,
+) -> DbResult<Option<Millis>> {
+    let (username, address) = (sign_in_key(username), sign_in_key(address));
+    let pair = c
+        .fetch_optional(
+            Stmt::with_suffix(
+                "SELECT failures, last_failed_at FROM sign_in_failures \
+             WHERE username = $1 AND address = $2",
+                C::DIALECT.for_update,
+            )
+            .bind(&username)
+            .bind(&address),
+        )
+        .await?;
+    // Summed here rather than in SQL (MySQL sums integers as DECIMAL); the rows are few: an
+    // address past its limit adds no more.
+    let mut address_failures = 0i64;
+    for row in c
+        .fetch_all(
+            Stmt::new(
+                "SELECT failures FROM sign_in_failures WHERE address = $1 AND last_failed_at >= $2",
+            )
+            .bind(&address)
+            .bind(address_since),
+        )
+        .await?
+    {
+        address_failures = address_failures.saturating_add(row.int("failures")?);
+    }
+    let failures = SignInFailures {
+        pair_failures: pair
+            .as_ref()
+            .map(|r| r.int("failures"))
+            .transpose()?
+            .unwrap_or(0),
+        pair_last_failed_at: pair.as_ref().map(|r| r.int("last_failed_at")).transpose()?,
+        address_failures,
+    };
+    let refused = decide(&failures);
+    if refused.is_none() {
+        c.execute(
+            Stmt::new(C::DIALECT.count_sign_in_failure)
+                .bind(&username)
+                .bind(&address)
+                .bind(now),
+        )
+        .await?;
+    }
+    Ok(refused)
+}
+
+pub(crate) async fn clear_sign_in_failures<C: Conn>(
+    c: &mut C,
+    username: &str,
+    address: &str,
+) -> DbResult<()> {
+    c.execute(
+        Stmt::new("DELETE FROM sign_in_failures WHERE username = $1 AND address = $2")
+            .bind(sign_in_key(username))
+            .bind(sign_in_key(address)),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_sign_in_failures_before<C: Conn>(
+    c: &mut C,
+    before: Millis,
+) -> DbResult<u64> {
+    c.execute(Stmt::new("DELETE FROM sign_in_failures WHERE last_failed_at < $1").bind(before))
+        .await
 }
 
 pub(crate) async fn admin_user<C: Conn>(c: &mut C, username: &str) -> DbResult<Option<AdminUser>> {

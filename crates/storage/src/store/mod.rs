@@ -33,11 +33,27 @@ pub(crate) fn check_len(what: &str, value: &str, max: usize) -> Result<()> {
 
 pub(crate) struct SqlStorage<D: Driver> {
     driver: D,
+    /// The last write transaction that failed for want of the database (disk full, I/O error,
+    /// server gone): when, and why. For `/health`.
+    last_write_failure: std::sync::Mutex<Option<(Millis, String)>>,
 }
 
 impl<D: Driver> SqlStorage<D> {
     pub(crate) fn new(driver: D) -> Self {
-        SqlStorage { driver }
+        SqlStorage {
+            driver,
+            last_write_failure: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Remembers a write that failed for want of the database.
+    fn note_write<T>(&self, result: &Result<T>) {
+        if let Err(StorageError::Unavailable(why)) = result {
+            *self
+                .last_write_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((now_millis(), why.clone()));
+        }
     }
 }
 
@@ -51,9 +67,16 @@ macro_rules! write_tx {
             let result: DbResult<_> = async {
                 let mut tx = $self.driver.begin().await?;
                 let $tx: &mut D::Conn = &mut tx;
-                let value = $body.await?;
-                D::commit(tx).await?;
-                Ok(value)
+                match $body.await {
+                    Ok(value) => {
+                        D::commit(tx).await?;
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        D::rollback(tx).await;
+                        Err(e)
+                    }
+                }
             }
             .await;
             match result {
@@ -61,7 +84,11 @@ macro_rules! write_tx {
                     tracing::warn!(operation = $op, attempt, error = %e.error, "transaction conflict; running it again");
                     attempt += 1;
                 }
-                other => break other.map_err(StorageError::from),
+                other => {
+                    let other = other.map_err(StorageError::from);
+                    $self.note_write(&other);
+                    break other;
+                }
             }
         }
     }};
@@ -102,6 +129,21 @@ impl<D: Driver> Storage for SqlStorage<D> {
 
     async fn ping(&self) -> Result<()> {
         read!(self, |c| c.execute_raw("SELECT 1"))
+    }
+
+    fn last_write_failure(&self) -> Option<(Millis, String)> {
+        self.last_write_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn write_probe(&self, instance_id: &str, now: Millis) -> Result<()> {
+        write_tx!(self, "write_probe", |c| settings::write_probe(
+            c,
+            instance_id,
+            now
+        ))
     }
 
     async fn close(&self) {
@@ -187,12 +229,19 @@ impl<D: Driver> Storage for SqlStorage<D> {
         let fast: DbResult<Option<Vec<Result<IngestedCallback>>>> = async {
             let mut tx = self.driver.begin().await?;
             let c: &mut D::Conn = &mut tx;
-            match callbacks::ingest_batch_unisolated(c, &batch, now, decide).await? {
-                Some(results) => {
+            match callbacks::ingest_batch_unisolated(c, &batch, now, decide).await {
+                Ok(Some(results)) => {
                     D::commit(tx).await?;
                     Ok(Some(results))
                 }
-                None => Ok(None),
+                Ok(None) => {
+                    D::rollback(tx).await;
+                    Ok(None)
+                }
+                Err(e) => {
+                    D::rollback(tx).await;
+                    Err(e)
+                }
             }
         }
         .await;
@@ -201,7 +250,11 @@ impl<D: Driver> Storage for SqlStorage<D> {
             Ok(None) => {}
             // A conflict: the isolated path below runs it again (and retries conflicts itself).
             Err(e) if e.transient => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                let failed = Err(e.into());
+                self.note_write(&failed);
+                return failed;
+            }
         }
         write_tx!(self, "ingest_callbacks", |c| callbacks::ingest_batch(
             c, &batch, now, decide
@@ -355,6 +408,50 @@ impl<D: Driver> Storage for SqlStorage<D> {
         write_tx!(self, "upsert_admin_user", |c| accounts::upsert_admin_user(
             c, user
         ))
+    }
+
+    async fn delete_admin_user(&self, username: &str) -> Result<bool> {
+        write_tx!(self, "delete_admin_user", |c| accounts::delete_admin_user(
+            c, username
+        ))
+    }
+
+    async fn delete_sessions_of(&self, username: &str) -> Result<u64> {
+        write_tx!(
+            self,
+            "delete_sessions_of",
+            |c| accounts::delete_sessions_of(c, username)
+        )
+    }
+
+    async fn begin_sign_in(
+        &self,
+        username: &str,
+        address: &str,
+        now: Millis,
+        address_since: Millis,
+        decide: crate::DecideSignIn<'_>,
+    ) -> Result<Option<Millis>> {
+        write_tx!(self, "begin_sign_in", |c| accounts::begin_sign_in(
+            c,
+            username,
+            address,
+            now,
+            address_since,
+            decide
+        ))
+    }
+
+    async fn clear_sign_in_failures(&self, username: &str, address: &str) -> Result<()> {
+        write_tx!(self, "clear_sign_in_failures", |c| {
+            accounts::clear_sign_in_failures(c, username, address)
+        })
+    }
+
+    async fn delete_sign_in_failures_before(&self, before: Millis) -> Result<u64> {
+        write_tx!(self, "delete_sign_in_failures_before", |c| {
+            accounts::delete_sign_in_failures_before(c, before)
+        })
     }
 
     async fn find_admin_user(&self, username: &str) -> Result<Option<AdminUser>> {

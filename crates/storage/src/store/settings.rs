@@ -92,3 +92,27 @@ pub(crate) async fn release_lease<C: Conn>(c: &mut C, name: &str, owner: &str) -
     .await?;
     Ok(())
 }
+
+/// Rows of `health_probes` not written for this long belong to instances that are gone.
+const PROBE_ROWS_KEPT_MS: Millis = 7 * 24 * 3_600_000;
+
+/// Rewrites this instance's probe row; deletes rows of instances gone for a week.
+pub(crate) async fn write_probe<C: Conn>(
+    c: &mut C,
+    instance_id: &str,
+    now: Millis,
+) -> DbResult<()> {
+    check_len("instance id", instance_id, 64)?;
+    c.execute(
+        Stmt::new(C::DIALECT.upsert_health_probe)
+            .bind(instance_id)
+            .bind(now),
+    )
+    .await?;
+    c.execute(
+        Stmt::new("DELETE FROM health_probes WHERE written_at < $1")
+            .bind(now.saturating_sub(PROBE_ROWS_KEPT_MS)),
+    )
+    .await?;
+    Ok(())
+}

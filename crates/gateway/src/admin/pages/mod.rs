@@ -7,6 +7,7 @@ pub mod overview;
 pub mod payment;
 pub mod payments;
 pub mod settings;
+pub mod users;
 
 use mpesa_storage::{Channel, OutboxEvent, OutboxStatus, Payment, RawCallback};
 

@@ -8,7 +8,7 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use mpesa_storage::{OutboxAttempt, OutboxEvent, Payment, PaymentEvent, RawCallback};
+use mpesa_storage::{OutboxAttempt, OutboxEvent, Payment, PaymentEvent, RawCallback, StorageError};
 
 use crate::admin::csrf::ActionForm;
 use crate::admin::error::AdminError;
@@ -338,7 +338,7 @@ pub async fn query(
             tracing::info!(payment_id = %p.id, %username, status = p.status.as_str(), "STK Query from the dashboard");
             "queried"
         }
-        Err(PaymentError::NotQueryable) => "not_queryable",
+        Err(PaymentError::NotQueryable { .. }) => "not_queryable",
         Err(PaymentError::Daraja(error)) => {
             tracing::warn!(payment_id = %id, %username, %error, "STK Query from the dashboard failed");
             "query_failed"
@@ -385,10 +385,18 @@ pub async fn decide(
     }
     let receipt = receipt.map(|r| r.to_uppercase());
     let username = form.admin.session.username.clone();
-    let decided = state
+    let decided = match state
         .payments
         .admin_decide(&id, decision, note, receipt.as_deref(), &username)
-        .await?;
+        .await
+    {
+        Err(PaymentError::Storage(StorageError::Conflict(rule)))
+            if rule.contains("mpesa_receipt_number") =>
+        {
+            return back("receipt_in_use");
+        }
+        other => other?,
+    };
     let label = match decision {
         AdminDecision::Settle => "settled",
         AdminDecision::Reject => "rejected",
