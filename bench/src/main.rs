@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::load::{LoadReport, run_load};
 use crate::process::Floor;
-use mpesa_harness::database::{Backend as DbBackend, Db, FreshDatabase, seed_pending_payments};
+use mpesa_harness::database::{Backend as DbBackend, Db, TestDatabase, seed_pending_payments};
 use mpesa_harness::process::{ManagedProcess, proc_status_kib};
 
 const CALLBACK_SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -108,17 +108,17 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
         cli.connections
     );
     let dir = tempfile_dir()?;
-    let log_filter = std::env::var("MPESA_BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into());
-    let database = FreshDatabase::create(
+    let log_filter = mpesa_harness::env::gateway_log();
+    let database = TestDatabase::create(
         match backend {
             Backend::Sqlite => DbBackend::Sqlite,
             Backend::Postgres => DbBackend::Postgres,
         },
         "mpesa_bench",
-        &dir,
+        Some(&dir),
     )
     .await?;
-    let database_url = database.url.clone();
+    let database_url = database.url().to_owned();
     let gateway = ManagedProcess::sandbox_gateway(
         &cli.gateway,
         &dir,
@@ -189,13 +189,14 @@ async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
     );
     let dir = tempfile_dir()?;
     let database_url = format!("sqlite://{}/bench.db", dir.display());
+    let log_filter = mpesa_harness::env::gateway_log();
     let env = [
         ("DATABASE_URL", database_url.as_str()),
         ("RECONCILE_AFTER_SECS", "86400"),
         ("PAYMENT_EXPIRES_AFTER_SECS", "172800"),
         // The push is what is measured: no callbacks competing for the same two cores.
         ("DARAJA_SIM_NO_CALLBACKS", "true"),
-        ("RUST_LOG", "warn"),
+        ("RUST_LOG", log_filter.as_str()),
     ];
     let gateway = ManagedProcess::sandbox_gateway(&cli.gateway, &dir, &env).await?;
     let key = std::fs::read_to_string(dir.join("mpesa-gateway.sandbox-key"))

@@ -122,10 +122,7 @@ pub fn gateway_spec(binary: &Path, dir: &Path, database_url: &str, log: &str) ->
         .env("PAYMENT_EXPIRES_AFTER_SECS", "172800")
         .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("WEBHOOK_ALLOW_PRIVATE", "true")
-        .env(
-            "RUST_LOG",
-            std::env::var("MPESA_PROOF_GATEWAY_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .env("RUST_LOG", mpesa_harness::env::gateway_log())
         .log_to(dir.join(log));
     for (name, default) in OUTBOX_DEFAULTS {
         spec = spec.env(name, std::env::var(name).unwrap_or_else(|_| default.into()));

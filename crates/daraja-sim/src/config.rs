@@ -20,7 +20,7 @@ pub const SANDBOX_CONSUMER_KEY: &str = "sandbox-consumer-key";
 pub const SANDBOX_CONSUMER_SECRET: &str = "sandbox-consumer-secret";
 /// The public Lipa na M-Pesa Online shortcode of Safaricom's sandbox.
 pub const SANDBOX_SHORTCODE: &str = daraja::config::SANDBOX_SHORTCODE;
-/// Its public passkey (published by Safaricom, see `shared/daraja/stk.md`).
+/// Its public passkey (published by Safaricom, see `Daraja's M-Pesa Express documentation`).
 pub const SANDBOX_PASSKEY: &str = daraja::config::SANDBOX_PASSKEY;
 /// The sandbox's C2B / B2C test shortcode ("Shortcode 1" on the test-credentials page).
 pub const SANDBOX_C2B_SHORTCODE: &str = "600000";

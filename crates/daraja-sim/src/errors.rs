@@ -84,7 +84,7 @@ impl ApiError {
         Self::new(404, "404.001.04", "Invalid Authentication Header")
     }
 
-    /// The invalid-token answer of each product (`shared/daraja/oauth.md`).
+    /// The invalid-token answer of each product (`Daraja's OAuth documentation`).
     pub(crate) fn invalid_token(endpoint: Endpoint, token: &str) -> Self {
         match endpoint {
             Endpoint::B2c | Endpoint::AccountBalance => Self::new(

@@ -1,4 +1,4 @@
-//! Identifiers in Safaricom's formats (`shared/daraja/README.md`, "Identifier formats").
+//! Identifiers in Safaricom's formats (`Daraja's documentation and captured payloads`, "Identifier formats").
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

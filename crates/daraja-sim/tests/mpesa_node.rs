@@ -1,12 +1,12 @@
 //! The simulator driven by Safaricom's own Node library, npm `mpesa-node` 0.1.3 (pinned in
-//! `tests/conformance/package.json` and its lockfile): OAuth, STK Push and Query, C2B Register
+//! `scripts/package.json` and its lockfile): OAuth, STK Push and Query, C2B Register
 //! URL and simulate (v1), B2C (v1), Transaction Status, Account Balance and Reversal, with the
 //! initiator password encrypted by the library's own RSA code under the simulator's
 //! certificate (strict credential mode). Each call runs `node tests/conformance/mpesa-node.js`;
 //! the test asserts what the library received and what the simulator sent back to the hooks.
 //!
-//! Needs `node` and the package: `npm ci --prefix crates/daraja-sim/tests/conformance`. Without
-//! them the test fails and says so; it never skips.
+//! Needs `node` and the package, which `./scripts/test` installs into `target/test-tools/node`.
+//! Without them the test fails and says so; it never skips.
 
 mod common;
 
@@ -19,6 +19,7 @@ use daraja_sim::{
 use serde_json::Value;
 
 const KEY: &str = "mpesa-node-key";
+const INSTALL: &str = "run ./scripts/test once (it installs node's test packages, scripts/package.json, into target/test-tools/node; needs nodejs and npm)";
 const SECRET: &str = "mpesa-node-secret";
 
 struct NodeClient {
@@ -38,11 +39,13 @@ mod tempfile_path {
 
 impl NodeClient {
     fn new(server: &SimServer, receiver: &Receiver) -> NodeClient {
-        let dir = conformance_dir();
-        assert!(
-            dir.join("node_modules/mpesa-node/package.json").exists(),
-            "npm package mpesa-node is not installed: run `npm ci --prefix crates/daraja-sim/tests/conformance` (needs node and npm)"
-        );
+        let node_path = test_node_path();
+        let found = std::process::Command::new("node")
+            .args(["-e", "require.resolve('mpesa-node')"])
+            .env("NODE_PATH", &node_path)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(found, "npm package mpesa-node is not installed: {INSTALL}");
         let cert = std::env::temp_dir().join(format!(
             "daraja-sim-cert-{}-{}.pem",
             std::process::id(),
@@ -58,6 +61,7 @@ impl NodeClient {
                 ("CONSUMER_SECRET", SECRET.into()),
                 ("INITIATOR_PASSWORD", SANDBOX_INITIATOR_PASSWORD.into()),
                 ("PASSKEY", SANDBOX_PASSKEY.into()),
+                ("NODE_PATH", node_path),
             ],
             _cert: tempfile_path::TempCert(cert),
         }
@@ -65,15 +69,7 @@ impl NodeClient {
 
     /// Runs one operation and returns what the library got: `{"ok", "status", "data"}`.
     async fn run(&self, args: &[&str]) -> Value {
-        run_client(
-            "node",
-            "mpesa-node.js",
-            args,
-            &self.envs,
-            None,
-            "install nodejs and npm, then `npm ci --prefix crates/daraja-sim/tests/conformance`",
-        )
-        .await
+        run_client("node", "mpesa-node.js", args, &self.envs, None, INSTALL).await
     }
 }
 

@@ -11,8 +11,8 @@
 //! "Disagreements": treated as a bug): the simulator's lenient mode accepts it, and this test
 //! shows that strict mode answers it `2001`, as Daraja would.
 //!
-//! Needs `python3 -m pip install -r scripts/requirements-test.txt`; without it the test fails
-//! and says so.
+//! Needs the package, which `./scripts/test` installs into `target/test-tools/python`; without it
+//! the test fails and says so.
 
 mod common;
 
@@ -25,7 +25,7 @@ use serde_json::Value;
 
 const KEY: &str = "mpesakit-key";
 const SECRET: &str = "mpesakit-secret";
-const INSTALL: &str = "python3 -m pip install -r scripts/requirements-test.txt";
+const INSTALL: &str = "run ./scripts/test once (it installs scripts/requirements-test.txt into target/test-tools/python), or python3 -m pip install -r scripts/requirements-test.txt";
 
 struct Kit {
     envs: Vec<(&'static str, String)>,
@@ -43,7 +43,7 @@ impl Kit {
                 ("PASSKEY", SANDBOX_PASSKEY.into()),
             ],
         };
-        let probe = std::process::Command::new("python3")
+        let probe = std::process::Command::new(test_python())
             .args(["-c", "import mpesakit"])
             .output()
             .unwrap_or_else(|e| panic!("cannot run python3 ({e}): {INSTALL}"));
@@ -56,7 +56,7 @@ impl Kit {
 
     async fn run(&self, args: &[&str]) -> Value {
         run_client(
-            "python3",
+            &test_python(),
             "mpesakit_client.py",
             args,
             &self.envs,
@@ -70,7 +70,7 @@ impl Kit {
     /// or `{"ok": false, "error"}`.
     async fn try_parse(&self, kind: &str, body: &str) -> Value {
         run_client(
-            "python3",
+            &test_python(),
             "mpesakit_client.py",
             &["parse", kind],
             &self.envs,

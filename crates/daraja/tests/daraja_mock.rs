@@ -1,10 +1,11 @@
 //! The client against a Daraja test double nobody on this project wrote: the PyPI package
 //! `daraja-mock` (a Flask app; licence CC-BY-NC-ND, so it is only run here, never copied).
 //!
-//! PREREQUISITE: python3 with the package installed:
+//! PREREQUISITE: python3 with the package installed, as `./scripts/test` does (it installs the
+//! pinned `scripts/requirements-test.txt` into `target/test-tools/python` and puts it on PATH):
 //!
 //! ```text
-//! pip install daraja-mock
+//! pip install -r scripts/requirements-test.txt
 //! ```
 //!
 //! Without it these tests FAIL (they do not skip) with a message saying so.
@@ -28,7 +29,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use url::Url;
 
-const INSTALL_HINT: &str = "the daraja-mock tests need python3 with the PyPI package daraja-mock: run `pip install daraja-mock`";
+const INSTALL_HINT: &str = "the daraja-mock tests need python3 with the PyPI package daraja-mock: run ./scripts/test, which installs scripts/requirements-test.txt and puts it on PATH (or pip install -r scripts/requirements-test.txt)";
 
 const DRIVER: &str = r#"
 import json, logging, sys, threading

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use daraja::{CertificateSource, DarajaClient, DarajaConfig};
+use daraja::DarajaClient;
 use mpesa_storage::{ConnectOptions, Storage};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
@@ -149,7 +149,7 @@ impl App {
             }
             (false, _) => None,
         };
-        let daraja = DarajaClient::new(daraja_config(&config))?;
+        let daraja = DarajaClient::new(config.daraja.clone())?;
 
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(DependencyHealth::default());
@@ -381,11 +381,11 @@ pub fn sandbox_simulator_config(config: &Config) -> daraja_sim::SimConfig {
     // A buy-goods setup's till belongs to the store number; a configured initiator exists.
     let mut shortcode =
         daraja_sim::ShortcodeConfig::new(d.shortcode.clone(), Some(d.passkey.expose_secret()));
-    if d.party_b != d.shortcode {
-        shortcode = shortcode.with_till(d.party_b.clone());
+    if d.effective_party_b() != d.shortcode {
+        shortcode = shortcode.with_till(d.effective_party_b().to_owned());
     }
     let mut sim = daraja_sim::SimConfig::with_credentials(
-        d.consumer_key.clone(),
+        d.consumer_key.expose_secret().to_owned(),
         d.consumer_secret.expose_secret().to_owned(),
     )
     .with_shortcode(shortcode);
@@ -393,28 +393,6 @@ pub fn sandbox_simulator_config(config: &Config) -> daraja_sim::SimConfig {
         sim = sim.with_initiator(name.clone(), password.expose_secret().to_owned());
     }
     sim
-}
-
-pub fn daraja_config(config: &Config) -> DarajaConfig {
-    let d = &config.daraja;
-    let mut c = DarajaConfig::new(
-        d.environment,
-        SecretString::from(d.consumer_key.clone()),
-        d.consumer_secret.clone(),
-    );
-    c.base_url = d.base_url.clone();
-    c.shortcode = d.shortcode.clone();
-    c.passkey = d.passkey.clone();
-    c.transaction_type = d.transaction_type;
-    c.party_b = Some(d.party_b.clone());
-    c.initiator_name = d.initiator_name.clone();
-    c.initiator_password = d.initiator_password.clone();
-    if let Some(path) = &d.certificate_path {
-        c.certificate = CertificateSource::File(path.into());
-    }
-    c.request_timeout = d.request_timeout;
-    c.amount_bounds = config.amount_bounds;
-    c
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).

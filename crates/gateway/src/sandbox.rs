@@ -132,16 +132,13 @@ fn write_private(path: &str, content: &str) -> std::io::Result<()> {
 /// `mpesa-gateway sandbox`: the simulator alone.
 pub async fn run_standalone(listen: SocketAddr) -> anyhow::Result<()> {
     let mut config = daraja_sim::SimConfig::default();
-    if let (Ok(key), Ok(secret)) = (
-        std::env::var("MPESA_CONSUMER_KEY"),
-        std::env::var("MPESA_CONSUMER_SECRET"),
-    ) {
+    let var = |name| crate::config::lookup(crate::config::ProcessEnv, name);
+    if let (Some(key), Some(secret)) = (var("MPESA_CONSUMER_KEY"), var("MPESA_CONSUMER_SECRET")) {
         config = config.accept_credentials(key, secret);
     }
-    if let (Ok(shortcode), Ok(passkey)) = (
-        std::env::var("MPESA_BUSINESS_SHORT_CODE").or_else(|_| std::env::var("MPESA_SHORTCODE")),
-        std::env::var("MPESA_PASS_KEY").or_else(|_| std::env::var("MPESA_PASSKEY")),
-    ) {
+    if let (Some(shortcode), Some(passkey)) =
+        (var("MPESA_BUSINESS_SHORT_CODE"), var("MPESA_PASS_KEY"))
+    {
         config = config.with_shortcode(daraja_sim::ShortcodeConfig::new(shortcode, Some(&passkey)));
     }
     let config = config.apply_env(|name| std::env::var(name).ok())?;

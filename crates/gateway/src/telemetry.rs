@@ -10,7 +10,7 @@ use crate::config::LogFormat;
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,hyper=warn,reqwest=warn,h2=warn,tower_http=warn")
+        EnvFilter::new(crate::config::default_of("RUST_LOG").unwrap_or("info"))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

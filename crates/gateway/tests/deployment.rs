@@ -18,8 +18,10 @@ mod test_tls;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use mpesa_harness::process::{ManagedProcess, ProcessSpec};
 
 use serde_json::{Value, json};
 use test_tls::{TestTls, make_tls};
@@ -62,11 +64,7 @@ fn find_tool(program: &str) -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    mpesa_harness::process::free_port().unwrap()
 }
 
 fn run(command: &mut Command) -> Output {
@@ -77,23 +75,6 @@ fn run(command: &mut Command) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// `SIGTERM`, then a bounded wait, then `SIGKILL`: nginx's master stops its workers and the
-/// gateway finishes in-flight work; nothing is left behind when a test fails.
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -221,8 +202,9 @@ fn nginx_command(nginx: &Path, dir: &Path, conf: &Path) -> Command {
     command
 }
 
+/// nginx in the foreground; stopped (SIGTERM: its master stops its workers) when dropped.
 struct Nginx {
-    child: Child,
+    process: ManagedProcess,
     dir: PathBuf,
     http_port: u16,
     https_port: u16,
@@ -233,21 +215,31 @@ impl Nginx {
     fn start(nginx: &Path, options: &SiteOptions) -> Nginx {
         std::fs::create_dir_all(options.dir).unwrap();
         let conf = write_nginx_conf(options.dir, &render_site(options));
-        let child = nginx_command(nginx, options.dir, &conf)
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx starts");
+        let error_log = options.dir.join("error.log");
+        let spec = ProcessSpec::new(
+            nginx,
+            options.dir,
+            &[
+                "-p",
+                &options.dir.display().to_string(),
+                "-c",
+                &conf.display().to_string(),
+                "-e",
+                &error_log.display().to_string(),
+                "-g",
+                "daemon off;",
+            ],
+        )
+        .log_to(options.dir.join("nginx.stderr"));
         let mut running = Nginx {
-            child,
+            process: ManagedProcess::spawn(spec, options.http_port).expect("nginx starts"),
             dir: options.dir.to_owned(),
             http_port: options.http_port,
             https_port: options.https_port,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(Some(status)) = running.child.try_wait() {
+            if let Ok(Some(status)) = running.process.try_exited() {
                 panic!("nginx exited ({status}): {}", running.error_log());
             }
             let up = |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
@@ -277,12 +269,6 @@ impl Nginx {
 
     fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        stop(&mut self.child);
     }
 }
 
@@ -361,24 +347,6 @@ fn nginx_accepts_the_shipped_site() {
 // ---------------------------------------------------------------------------------------------
 // The gateway behind nginx
 
-struct Gateway {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Gateway {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        stop(&mut self.child);
-    }
-}
-
 /// A command for the binary with a clean environment (no proxies, no stray settings) in `dir`.
 fn gateway_command(dir: &Path) -> Command {
     let mut command = Command::new(BINARY);
@@ -389,38 +357,18 @@ fn gateway_command(dir: &Path) -> Command {
     command
 }
 
-async fn start_gateway(dir: &Path, port: u16, env: &[(&str, String)]) -> Gateway {
-    let log = dir.join("gateway.log");
-    let mut command = gateway_command(dir);
-    command
-        .args(["serve", "--sandbox"])
-        .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+/// `serve --sandbox` in `dir` on `port`, logging to `dir/gateway.log`, ready on `/health`;
+/// stopped (SIGTERM) when dropped.
+async fn start_gateway(dir: &Path, port: u16, env: &[(&str, String)]) -> ManagedProcess {
+    let mut spec = ProcessSpec::new(Path::new(BINARY), dir, &["serve", "--sandbox"])
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
+        .log_to(dir.join("gateway.log"));
     for (k, v) in env {
-        command.env(k, v);
+        spec = spec.env(k, v.as_str());
     }
-    let gateway = Gateway {
-        child: command.spawn().expect("the gateway starts"),
-        base: format!("http://127.0.0.1:{port}"),
-        log,
-    };
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("{}/health", gateway.base)).send().await
-            && r.status() == 200
-        {
-            return gateway;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not become healthy:\n{}",
-            gateway.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    ManagedProcess::gateway(spec, port)
+        .await
+        .expect("the gateway becomes healthy")
 }
 
 /// The Dockerfile's `HEALTHCHECK CMD [...]`, as JSON.

@@ -1,147 +1,320 @@
-//! Databases for a gateway under test: a fresh one per run on the local PostgreSQL or MariaDB
-//! server (dropped afterwards) or a SQLite file; plain SQL reads of what the gateway stored; and
-//! payments seeded in bulk.
+//! Databases for tests, proof suites and benchmarks: a fresh, migrated one per test or run on
+//! each backend (dropped afterwards), plain SQL behind the storage's back, and payments seeded
+//! in bulk.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use mpesa_harness::database::{Backend, TestDatabase};
+//! let db = TestDatabase::new(Backend::Postgres).await; // or ::sqlite(), ::mysql()
+//! let storage = db.storage(); // Arc<dyn Storage>, migrated
+//! let second_instance = db.connect_another().await; // another pool on the same database
+//! let url = db.url(); // DATABASE_URL for the gateway binary
+//! # drop((storage, second_instance, url));
+//! # }
+//! ```
+//!
+//! * SQLite: a file in a temporary directory (or a directory of the caller's).
+//! * PostgreSQL: `CREATE DATABASE <prefix>_<uuid>` on the server [`crate::env::POSTGRES_URL`]
+//!   names (default `postgres://postgres@127.0.0.1:5432/postgres`).
+//! * MySQL/MariaDB: the same on the server [`crate::env::MYSQL_URL`] names (default
+//!   `mysql://root@127.0.0.1:3306/mysql`).
+//!
+//! The database is dropped when the [`TestDatabase`] is (best effort: a killed run leaves
+//! `mpesa_test_*` databases behind). A server that cannot be reached is an error naming the
+//! variable: no backend is ever skipped silently.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sqlx::Connection;
+use url::Url;
 
-/// The three backends the gateway supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-    MySql,
-}
+pub use mpesa_storage::Backend;
+use mpesa_storage::{ConnectOptions, Storage, connect};
 
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-            Backend::MySql => "mariadb",
-        }
+use crate::env;
+
+/// The name prefix of the databases tests make.
+const TEST_PREFIX: &str = "mpesa_test";
+
+/// Pools are kept small: many tests run at once against one server.
+fn test_connect_options() -> ConnectOptions {
+    ConnectOptions {
+        max_connections: 6,
+        acquire_timeout: Duration::from_secs(30),
     }
 }
 
-/// Server URLs, overridable for other setups.
-pub fn postgres_admin_url() -> String {
-    std::env::var("MPESA_PROOF_POSTGRES_URL")
-        .or_else(|_| std::env::var("MPESA_BENCH_POSTGRES_URL"))
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+/// A fresh migrated database; dropped with it.
+pub struct TestDatabase {
+    backend: Backend,
+    url: String,
+    storage: Arc<dyn Storage>,
+    cleanup: Cleanup,
 }
 
-pub fn mysql_admin_url() -> String {
-    std::env::var("MPESA_PROOF_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into())
+/// What happens to the database when it is dropped.
+enum Cleanup {
+    /// Removing the directory removes the SQLite file.
+    TempDir(#[allow(dead_code)] tempfile::TempDir),
+    /// A SQLite file in the caller's directory, kept.
+    Keep,
+    DropDatabase {
+        backend: Backend,
+        admin_url: String,
+        name: String,
+    },
 }
 
-/// A database made for one run; dropped (with its connections) when this is dropped.
-pub struct FreshDatabase {
-    pub backend: Backend,
-    pub url: String,
-    admin_url: String,
-    name: String,
-}
+impl TestDatabase {
+    /// For a test: a database named `mpesa_test_<uuid>`; panics (failing the test) with the
+    /// reason when the server cannot be reached.
+    pub async fn new(backend: Backend) -> TestDatabase {
+        Self::create(backend, TEST_PREFIX, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
 
-impl FreshDatabase {
-    /// A new database named `{prefix}_{uuid}` on the local server; for SQLite, a file `db.sqlite`
-    /// in `dir`.
+    pub async fn sqlite() -> TestDatabase {
+        Self::new(Backend::Sqlite).await
+    }
+
+    pub async fn postgres() -> TestDatabase {
+        Self::new(Backend::Postgres).await
+    }
+
+    pub async fn mysql() -> TestDatabase {
+        Self::new(Backend::MySql).await
+    }
+
+    /// A database named `{prefix}_{uuid}` on the server; for SQLite, `db.sqlite` in
+    /// `sqlite_dir` (kept, for a proof run's record) or in a temporary directory.
     pub async fn create(
         backend: Backend,
         prefix: &str,
-        dir: &std::path::Path,
-    ) -> anyhow::Result<FreshDatabase> {
+        sqlite_dir: Option<&Path>,
+    ) -> anyhow::Result<TestDatabase> {
         let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
         match backend {
-            Backend::Sqlite => Ok(FreshDatabase {
-                backend,
-                url: format!("sqlite://{}/db.sqlite", dir.display()),
-                admin_url: String::new(),
-                name,
-            }),
-            Backend::Postgres => {
-                let admin_url = postgres_admin_url();
-                let mut conn = sqlx::PgConnection::connect(&admin_url)
+            Backend::Sqlite => {
+                let (dir, cleanup) = match sqlite_dir {
+                    Some(dir) => (dir.to_owned(), Cleanup::Keep),
+                    None => {
+                        let temp = tempfile::tempdir()
+                            .context("a temporary directory for the SQLite database")?;
+                        (temp.path().to_owned(), Cleanup::TempDir(temp))
+                    }
+                };
+                let url = format!("sqlite://{}", dir.join("db.sqlite").display());
+                Self::open(backend, url, cleanup).await
+            }
+            Backend::Postgres | Backend::MySql => {
+                let (product, var, admin_url, create) = match backend {
+                    Backend::Postgres => (
+                        "PostgreSQL",
+                        env::POSTGRES_URL,
+                        env::postgres_url(),
+                        format!("CREATE DATABASE {name}"),
+                    ),
+                    _ => (
+                        "MySQL/MariaDB",
+                        env::MYSQL_URL,
+                        env::mysql_url(),
+                        format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"),
+                    ),
+                };
+                let admin = Db::connect_one(&admin_url)
                     .await
-                    .with_context(|| format!("connecting to PostgreSQL at {admin_url}"))?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut conn)
-                    .await?;
-                Ok(FreshDatabase {
+                    .map_err(|e| unreachable_server(product, var, &admin_url, e))?;
+                let created = admin.execute(&create).await;
+                admin.close().await;
+                created.with_context(|| format!("creating the {product} database {name}"))?;
+                let url = with_database(&admin_url, &name)?;
+                let cleanup = Cleanup::DropDatabase {
                     backend,
-                    url: replace_database(&admin_url, &name)?,
                     admin_url,
                     name,
-                })
+                };
+                Self::open(backend, url, cleanup).await
             }
-            Backend::MySql => {
-                let admin_url = mysql_admin_url();
-                let mut conn = sqlx::MySqlConnection::connect(&admin_url)
-                    .await
-                    .with_context(|| format!("connecting to MariaDB at {admin_url}"))?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "CREATE DATABASE {name} CHARACTER SET utf8mb4"
-                )))
-                .execute(&mut conn)
-                .await?;
-                Ok(FreshDatabase {
-                    backend,
-                    url: replace_database(&admin_url, &name)?,
-                    admin_url,
-                    name,
-                })
-            }
+        }
+    }
+
+    async fn open(backend: Backend, url: String, cleanup: Cleanup) -> anyhow::Result<TestDatabase> {
+        // On an error below, dropping `cleanup` drops the database again.
+        let storage = connect(&url, &test_connect_options())
+            .await
+            .with_context(|| format!("opening the {} database", backend.as_str()))?;
+        storage
+            .migrate()
+            .await
+            .with_context(|| format!("migrating the {} database", backend.as_str()))?;
+        Ok(TestDatabase {
+            backend,
+            url,
+            storage,
+            cleanup,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The migrated storage.
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.storage)
+    }
+
+    /// The database URL (`DATABASE_URL` for the gateway binary).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Another storage (its own pools) on the same database: a second gateway instance.
+    pub async fn connect_another(&self) -> Arc<dyn Storage> {
+        connect(&self.url, &test_connect_options())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot open the {} test database again: {e}",
+                    self.backend.as_str()
+                )
+            })
+    }
+
+    /// Runs SQL behind the storage's back (to plant rows it would refuse, to read raw columns).
+    pub async fn execute(&self, sql: &str) -> anyhow::Result<()> {
+        let db = Db::connect(&self.url).await?;
+        let result = db.execute(sql).await;
+        db.close().await;
+        result
+    }
+
+    /// PostgreSQL only: makes the database unreachable (new connections refused, open ones
+    /// cut), as in an outage, until [`TestDatabase::allow_connections`].
+    pub async fn block_connections(&self) {
+        let (admin_url, name) = self.postgres_admin("block_connections");
+        admin_sql(
+            admin_url,
+            &format!(
+                "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ),
+        )
+        .await
+        .expect("the outage's statements");
+    }
+
+    /// Ends [`TestDatabase::block_connections`].
+    pub async fn allow_connections(&self) {
+        let (admin_url, name) = self.postgres_admin("allow_connections");
+        admin_sql(
+            admin_url,
+            &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+        )
+        .await
+        .expect("the end of the outage");
+    }
+
+    fn postgres_admin(&self, what: &str) -> (&str, &str) {
+        match (&self.cleanup, self.backend) {
+            (
+                Cleanup::DropDatabase {
+                    admin_url, name, ..
+                },
+                Backend::Postgres,
+            ) => (admin_url, name),
+            _ => panic!("{what} is only available on PostgreSQL test databases"),
         }
     }
 }
 
-fn replace_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
-    match admin_url.rsplit_once('/') {
-        Some((base, _)) if base.contains("://") && base.len() > base.find("://").unwrap() + 3 => {
-            Ok(format!("{base}/{name}"))
-        }
-        _ => bail!("{admin_url}: the server URL needs a database path"),
-    }
-}
-
-impl Drop for FreshDatabase {
+impl Drop for Cleanup {
     fn drop(&mut self) {
-        let (backend, admin, name) = (self.backend, self.admin_url.clone(), self.name.clone());
-        if backend == Backend::Sqlite {
+        let Cleanup::DropDatabase {
+            backend,
+            admin_url,
+            name,
+        } = self
+        else {
             return;
-        }
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
+        };
+        let (backend, admin_url, name) = (*backend, admin_url.clone(), name.clone());
+        // Drop cannot await, and the caller's runtime may be a single thread that is busy
+        // running this very drop: use a runtime of our own on a thread of our own.
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(async move {
-                match backend {
-                    Backend::Postgres => {
-                        let mut conn = sqlx::PgConnection::connect(&admin).await?;
-                        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&mut conn)
-                        .await?;
-                    }
-                    Backend::MySql => {
-                        let mut conn = sqlx::MySqlConnection::connect(&admin).await?;
-                        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name}"
-                        )))
-                        .execute(&mut conn)
-                        .await?;
-                    }
-                    Backend::Sqlite => {}
-                }
-                Ok::<_, anyhow::Error>(())
-            })
-        })
-        .join();
+            runtime.block_on(drop_database(backend, &admin_url, &name))
+        });
+        match dropper.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: test database left behind: {e:#}"),
+            Err(_) => eprintln!("warning: test database left behind: the dropping thread panicked"),
+        }
     }
 }
 
-/// A connection to the gateway's database for reading what it stored (and seeding).
+async fn drop_database(backend: Backend, admin_url: &str, name: &str) -> anyhow::Result<()> {
+    match backend {
+        // FORCE (PostgreSQL 13+) ends the test's own pooled connections.
+        Backend::Postgres => {
+            admin_sql(
+                admin_url,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            )
+            .await
+        }
+        // Without hanging on a connection that a failed test left inside a transaction.
+        Backend::MySql => {
+            admin_sql(
+                admin_url,
+                &format!("SET SESSION lock_wait_timeout = 5; DROP DATABASE IF EXISTS {name}"),
+            )
+            .await
+        }
+        Backend::Sqlite => Ok(()),
+    }
+}
+
+/// Statements on the server's admin database, over one connection.
+async fn admin_sql(admin_url: &str, sql: &str) -> anyhow::Result<()> {
+    let admin = Db::connect_one(admin_url).await?;
+    let result = admin.execute(sql).await;
+    admin.close().await;
+    result
+}
+
+/// The server URL with its database replaced by `name`.
+fn with_database(server_url: &str, name: &str) -> anyhow::Result<String> {
+    let mut url = Url::parse(server_url).context("the test database server's URL")?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
+}
+
+fn unreachable_server(product: &str, var: &str, url: &str, e: anyhow::Error) -> anyhow::Error {
+    let shown = match Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<invalid URL>".to_owned(),
+    };
+    anyhow::anyhow!(
+        "the {product} server at {shown} is unreachable ({e}). Start it (./scripts/test starts \
+         it when it is installed), or point {var} at one. Every backend is tested; none is \
+         skipped."
+    )
+}
+
+/// A connection to a gateway's database for reading what it stored (and seeding), with no
+/// storage code in between.
 pub enum Db {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
@@ -160,24 +333,33 @@ macro_rules! on_pool {
 
 impl Db {
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        Self::connect_with(url, 2).await
+    }
+
+    /// One connection: statements that must share a session (`SET SESSION …; DROP …`).
+    async fn connect_one(url: &str) -> anyhow::Result<Db> {
+        Self::connect_with(url, 1).await
+    }
+
+    async fn connect_with(url: &str, connections: u32) -> anyhow::Result<Db> {
         Ok(if url.starts_with("sqlite") {
             Db::Sqlite(
                 sqlx::sqlite::SqlitePoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(connections)
                     .connect(url)
                     .await?,
             )
         } else if url.starts_with("postgres") {
             Db::Postgres(
                 sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(connections)
                     .connect(url)
                     .await?,
             )
         } else if url.starts_with("mysql") {
             Db::MySql(
                 sqlx::mysql::MySqlPoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(connections)
                     .connect(url)
                     .await?,
             )
@@ -221,7 +403,7 @@ pub fn seeded_checkout_id(i: usize) -> String {
 
 /// Payments `0..n` waiting for their callback, written in bulk (the gateway's own create path
 /// costs a commit and a push each, and is not what is measured). Amount 10 from 254708374149,
-/// with `customer_email` when given. The gateway must have migrated the database.
+/// with `customer_email` when given. The database must be migrated.
 pub async fn seed_pending_payments(
     db: &Db,
     range: std::ops::Range<usize>,

@@ -1,8 +1,9 @@
-//! The gateway (or its simulator) as an OS process of its own: its memory is its own, and it can
-//! be killed with SIGKILL mid-request and started again on the same port and database.
+//! The gateway (or its simulator, or nginx) as an OS process of its own: its memory is its own,
+//! it sees only the variables it is given, and it can be stopped with SIGTERM, killed with
+//! SIGKILL mid-request and started again on the same port and database.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -18,6 +19,9 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     /// Where stderr goes (appended across restarts); `None` inherits the harness's stderr.
     pub log: Option<PathBuf>,
+    /// A program (with its arguments) that runs the binary and execs it, e.g.
+    /// `prlimit --nofile=256:256 --`: the process keeps the binary's pid.
+    pub launcher: Vec<String>,
 }
 
 impl ProcessSpec {
@@ -28,7 +32,14 @@ impl ProcessSpec {
             args: args.iter().map(|a| a.to_string()).collect(),
             env: Vec::new(),
             log: None,
+            launcher: Vec::new(),
         }
+    }
+
+    /// Starts the binary through `launcher` (see [`ProcessSpec::launcher`]).
+    pub fn under(mut self, launcher: &[&str]) -> Self {
+        self.launcher = launcher.iter().map(|a| a.to_string()).collect();
+        self
     }
 
     pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -75,7 +86,14 @@ impl ManagedProcess {
 
     fn start(&mut self) -> anyhow::Result<()> {
         let spec = &self.spec;
-        let mut command = Command::new(&spec.binary);
+        let mut command = match spec.launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&spec.binary);
+                c
+            }
+            None => Command::new(&spec.binary),
+        };
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -134,7 +152,10 @@ impl ManagedProcess {
 
     /// Waits until `GET path` answers 2xx; fails at once if the process exited.
     pub async fn wait_ready(&mut self, path: &str, within: Duration) -> anyhow::Result<()> {
+        daraja::install_crypto_provider();
+        // Loopback only: a proxy from the environment must not answer for the process.
         let client = reqwest::Client::builder()
+            .no_proxy()
             .timeout(Duration::from_secs(2))
             .build()?;
         let url = format!("{}{path}", self.base);
@@ -172,6 +193,28 @@ impl ManagedProcess {
         }
     }
 
+    /// What the process wrote to its log so far (empty without one).
+    pub fn log(&self) -> String {
+        self.spec
+            .log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// The exit status if the process has exited (it is then no longer running), `None` while
+    /// it runs.
+    pub fn try_exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("the process is not running");
+        };
+        let status = child.try_wait()?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
@@ -185,23 +228,53 @@ impl ManagedProcess {
         Ok(())
     }
 
-    /// SIGTERM and wait (15 s) for a graceful stop, then SIGKILL.
-    pub fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
+    /// SIGTERM, without waiting: the process begins its graceful stop.
+    pub fn sigterm(&self) -> anyhow::Result<()> {
+        let pid = self.pid().context("the process is not running")?;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -TERM {pid}: {status}");
+        }
+        Ok(())
+    }
+
+    /// Waits (without blocking the runtime) until the process exits by itself, and its status;
+    /// an error after `within`, the process still running.
+    pub async fn exited(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let child = self.child.as_mut().context("the process is not running")?;
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("still running after {within:?}{}", self.log_hint());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM and wait (15 s) for a graceful stop, then SIGKILL. The exit status when it
+    /// stopped by itself, `None` when it had to be killed (or was not running).
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
         let _ = child.wait();
+        None
     }
 
     /// Starts it again the same way, on the same port (after [`kill9`](Self::kill9) or

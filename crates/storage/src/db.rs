@@ -665,10 +665,10 @@ mod write_tx_tests {
     //! failed SQLite COMMIT on a full disk poisoned the single writer until restart).
 
     use super::*;
-    use crate::testing::TestDatabase;
     use crate::{
         ConnectOptions, mysql::MySqlDriver, postgres::PostgresDriver, sqlite::SqliteDriver,
     };
+    use mpesa_harness::database::TestDatabase;
 
     async fn count_rows<D: Driver>(driver: &D) -> i64 {
         let mut reader = driver.reader().await.unwrap();

@@ -30,7 +30,9 @@
 //!   and the SQL that differs per dialect (upserts, row locks, casts), written out in full;
 //! * `migrations/{sqlite,postgres,mysql}/`: the schema, one folder per backend with the same
 //!   file names.
-//! * [`testing`] (feature `testing`): a fresh migrated database per test on each backend.
+//!
+//! The tests get a fresh migrated database per test on each backend from the workspace's test
+//! harness (`mpesa_harness::database::TestDatabase`).
 
 pub mod model;
 
@@ -44,8 +46,6 @@ mod records;
 mod server_version;
 mod sqlite;
 mod store;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use error::StorageError;
 pub use model::*;

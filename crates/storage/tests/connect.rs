@@ -3,7 +3,7 @@
 
 mod support;
 
-use mpesa_storage::testing::TestDatabase;
+use mpesa_harness::database::TestDatabase;
 use mpesa_storage::{ConnectOptions, StorageError, connect};
 use sqlx::Connection;
 use support::*;

@@ -1,7 +1,7 @@
 //! The storage contract, one suite run against SQLite, PostgreSQL and MySQL/MariaDB.
 //!
 //! Each case is written once against `Arc<dyn Storage>` and instantiated for every backend by
-//! `contract!`, each on a fresh migrated database (`mpesa_storage::testing`). A server that
+//! `contract!`, each on a fresh migrated database (`mpesa_harness::database`). A server that
 //! cannot be reached fails its tests: `MPESA_TEST_POSTGRES_URL` / `MPESA_TEST_MYSQL_URL`.
 //! The multi-instance cases connect a second storage to the same database; on SQLite that is a
 //! second handle on the same file (SQLite is for one instance, but the file lock still makes
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mpesa_domain::{Amount, PaymentStatus, ResultCode, ReviewChange, ReviewReason, TransitionKind};
-use mpesa_storage::testing::TestDatabase;
+use mpesa_harness::database::TestDatabase;
 use mpesa_storage::*;
 use support::*;
 
@@ -24,7 +24,7 @@ macro_rules! contract {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    super::$case(mpesa_storage::testing::TestDatabase::sqlite().await).await;
+                    super::$case(mpesa_harness::database::TestDatabase::sqlite().await).await;
                 }
             )+
         }
@@ -32,7 +32,7 @@ macro_rules! contract {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    super::$case(mpesa_storage::testing::TestDatabase::postgres().await).await;
+                    super::$case(mpesa_harness::database::TestDatabase::postgres().await).await;
                 }
             )+
         }
@@ -40,7 +40,7 @@ macro_rules! contract {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    super::$case(mpesa_storage::testing::TestDatabase::mysql().await).await;
+                    super::$case(mpesa_harness::database::TestDatabase::mysql().await).await;
                 }
             )+
         }

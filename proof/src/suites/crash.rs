@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mpesa_harness::callbacks::stk_success;
-use mpesa_harness::database::{Backend, Db, FreshDatabase, seed_pending_payments};
+use mpesa_harness::database::{Backend, Db, TestDatabase, seed_pending_payments};
 use mpesa_harness::process::{ManagedProcess, free_port};
 
 use crate::common::*;
@@ -29,20 +29,20 @@ pub struct CrashOptions {
 pub async fn run(gateway: &Path, backend: Backend, o: &CrashOptions) -> anyhow::Result<()> {
     section(&format!(
         "crash on {}: {} callbacks from {} clients, kill -9 at {:.0}%",
-        backend.name(),
+        backend.as_str(),
         o.payments,
         o.clients,
         o.kill_at * 100.0
     ));
-    let dir = run_dir(&format!("crash-{}", backend.name()))?;
-    let database = FreshDatabase::create(backend, "mpesa_proof_crash", &dir).await?;
+    let dir = run_dir(&format!("crash-{}", backend.as_str()))?;
+    let database = TestDatabase::create(backend, "mpesa_proof_crash", Some(&dir)).await?;
     let receiver = WebhookReceiver::start().await?;
-    let spec = gateway_spec(gateway, &dir, &database.url, "gateway.log").env(
+    let spec = gateway_spec(gateway, &dir, database.url(), "gateway.log").env(
         "WEBHOOK_URL",
         format!("http://{}/hooks/mpesa", receiver.addr),
     );
     let mut process = ManagedProcess::gateway(spec, free_port()?).await?;
-    let db = Db::connect(&database.url).await?;
+    let db = Db::connect(database.url()).await?;
     seed_pending_payments(&db, 0..o.payments, None).await?;
     progress(format!(
         "{} pending payments seeded; streaming callbacks",
@@ -316,27 +316,21 @@ pub async fn disk_full(gateway: &Path, payments: usize, clients: usize) -> anyho
         "disk full on sqlite: {payments} callbacks from {clients} clients, the disk fills at 25% and empties again"
     ));
     let dir = run_dir("diskfull-sqlite")?;
-    let database = FreshDatabase::create(Backend::Sqlite, "mpesa_proof_diskfull", &dir).await?;
+    let database =
+        TestDatabase::create(Backend::Sqlite, "mpesa_proof_diskfull", Some(&dir)).await?;
     let receiver = WebhookReceiver::start().await?;
-    let mut spec = gateway_spec(gateway, &dir, &database.url, "gateway.log").env(
-        "WEBHOOK_URL",
-        format!("http://{}/hooks/mpesa", receiver.addr),
-    );
     // `trap '' XFSZ` then exec: an ignored signal stays ignored in the gateway.
-    spec.args = [
-        "-c".to_owned(),
-        "trap '' XFSZ; exec \"$0\" \"$@\"".to_owned(),
-        gateway.display().to_string(),
-    ]
-    .into_iter()
-    .chain(spec.args)
-    .collect();
-    spec.binary = "sh".into();
+    let spec = gateway_spec(gateway, &dir, database.url(), "gateway.log")
+        .env(
+            "WEBHOOK_URL",
+            format!("http://{}/hooks/mpesa", receiver.addr),
+        )
+        .under(&["sh", "-c", "trap '' XFSZ; exec \"$0\" \"$@\""]);
     let process = ManagedProcess::gateway(spec, free_port()?).await?;
     let pid = process
         .pid()
         .ok_or_else(|| anyhow::anyhow!("the gateway has no pid"))?;
-    let db = Db::connect(&database.url).await?;
+    let db = Db::connect(database.url()).await?;
     seed_pending_payments(&db, 0..payments, None).await?;
 
     let bodies = Arc::new((0..payments).map(stk_success).collect::<Vec<_>>());

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mpesa_harness::callbacks::stk_success;
 use mpesa_harness::database::{
-    Backend, Db, FreshDatabase, seed_pending_payments, seeded_checkout_id,
+    Backend, Db, TestDatabase, seed_pending_payments, seeded_checkout_id,
 };
 use mpesa_harness::process::{ManagedProcess, free_port};
 
@@ -31,15 +31,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     section(&format!(
         "duplicates on {}: {copies} copies of one callback over 2 instances, {clients} clients",
-        backend.name()
+        backend.as_str()
     ));
-    let dir = run_dir(&format!("duplicates-{}", backend.name()))?;
-    let database = FreshDatabase::create(backend, "mpesa_proof_dup", &dir).await?;
+    let dir = run_dir(&format!("duplicates-{}", backend.as_str()))?;
+    let database = TestDatabase::create(backend, "mpesa_proof_dup", Some(&dir)).await?;
     let webhook = WebhookReceiver::start().await?;
     let smtp = SmtpServer::start().await?;
     let telegram = TelegramFake::start().await?;
     let spec = |log: &str| {
-        gateway_spec(gateway, &dir, &database.url, log)
+        gateway_spec(gateway, &dir, database.url(), log)
             .env(
                 "WEBHOOK_URL",
                 format!("http://{}/hooks/mpesa", webhook.addr),
@@ -53,7 +53,7 @@ pub async fn run(
     // One after the other: the first applies the migrations.
     let first = ManagedProcess::gateway(spec("gateway-a.log"), free_port()?).await?;
     let second = ManagedProcess::gateway(spec("gateway-b.log"), free_port()?).await?;
-    let db = Db::connect(&database.url).await?;
+    let db = Db::connect(database.url()).await?;
     seed_pending_payments(&db, 0..1, Some("customer@example.com")).await?;
     let checkout = seeded_checkout_id(0);
 

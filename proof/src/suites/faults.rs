@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use mpesa_harness::database::{Backend, Db, FreshDatabase};
+use mpesa_harness::database::{Backend, Db, TestDatabase};
 use mpesa_harness::process::{ManagedProcess, ProcessSpec, free_port};
 use serde_json::{Value, json};
 
@@ -109,8 +109,9 @@ async fn sent_callbacks(client: &reqwest::Client, sim_base: &str) -> anyhow::Res
 pub async fn run(gateway: &Path) -> anyhow::Result<()> {
     section("faults on postgres: Daraja, SMTP, Telegram, webhook receiver, database down and back");
     let dir = run_dir("faults")?;
-    let database = FreshDatabase::create(Backend::Postgres, "mpesa_proof_faults", &dir).await?;
-    let direct: url_parts::PgAddress = url_parts::parse(&database.url)?;
+    let database =
+        TestDatabase::create(Backend::Postgres, "mpesa_proof_faults", Some(&dir)).await?;
+    let direct: url_parts::PgAddress = url_parts::parse(database.url())?;
     let db_proxy = TcpProxy::start(direct.addr).await?;
     let proxied_database_url = direct.with_addr(db_proxy.addr);
     let webhook = WebhookReceiver::start().await?;
@@ -141,7 +142,7 @@ pub async fn run(gateway: &Path) -> anyhow::Result<()> {
         let out = std::process::Command::new(gateway)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &database.url)
+            .env("DATABASE_URL", database.url())
             .current_dir(&dir)
             .args(args)
             .output()?;
@@ -183,7 +184,7 @@ pub async fn run(gateway: &Path) -> anyhow::Result<()> {
         .env("ADMIN_CHAT_ID", ADMIN_CHAT_ID);
     spec.args = vec!["serve".into()];
     let process = ManagedProcess::gateway(spec, gateway_port).await?;
-    let db = Db::connect(&database.url).await?;
+    let db = Db::connect(database.url()).await?;
     let mut h = Harness {
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))

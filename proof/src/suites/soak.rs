@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mpesa_harness::callbacks::stk_success;
-use mpesa_harness::database::{Backend, Db, FreshDatabase, seed_pending_payments};
+use mpesa_harness::database::{Backend, Db, TestDatabase, seed_pending_payments};
 use mpesa_harness::process::{ManagedProcess, free_port};
 
 use crate::common::*;
@@ -51,22 +51,22 @@ struct Interval {
 pub async fn run(gateway: &Path, o: &SoakOptions) -> anyhow::Result<()> {
     section(&format!(
         "soak on {}: {} callbacks/s for {:?}, sampled every {:?}, binary {}",
-        o.backend.name(),
+        o.backend.as_str(),
         o.rate,
         o.duration,
         o.interval,
         gateway.display()
     ));
     let dir = run_dir("soak")?;
-    let database = FreshDatabase::create(o.backend, "mpesa_proof_soak", &dir).await?;
+    let database = TestDatabase::create(o.backend, "mpesa_proof_soak", Some(&dir)).await?;
     let receiver = WebhookReceiver::start().await?;
-    let spec = gateway_spec(gateway, &dir, &database.url, "gateway.log").env(
+    let spec = gateway_spec(gateway, &dir, database.url(), "gateway.log").env(
         "WEBHOOK_URL",
         format!("http://{}/hooks/mpesa", receiver.addr),
     );
     let process = ManagedProcess::gateway(spec, free_port()?).await?;
     let pid = process.pid().unwrap_or(0);
-    let db = Db::connect(&database.url).await?;
+    let db = Db::connect(database.url()).await?;
     let total = (o.rate as f64 * o.duration.as_secs_f64()).ceil() as usize;
     seed_pending_payments(&db, 0..total, None).await?;
     progress(format!("{total} pending payments seeded; soaking"));

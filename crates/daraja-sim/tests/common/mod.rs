@@ -394,9 +394,43 @@ pub fn push_params(phone: &str, amount: i64, callback_url: &str) -> daraja::StkP
     .expect("valid push parameters")
 }
 
-/// `tests/conformance`: the third-party clients' scripts and the npm lockfile.
+/// `tests/conformance`: the third-party clients' scripts.
 pub fn conformance_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
+}
+
+/// `target/test-tools`, where `scripts/test` installs the pinned Python and npm test packages
+/// (`scripts/requirements-test.txt`, `scripts/package.json`).
+pub fn test_tools_dir() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target")
+        });
+    target.join("test-tools")
+}
+
+/// The test packages' `python3`: `target/test-tools/python`'s when `scripts/test` made it, else
+/// the one on `PATH` (which `scripts/test` puts first anyway).
+pub fn test_python() -> String {
+    let venv = test_tools_dir().join("python/bin/python3");
+    if venv.is_file() {
+        venv.display().to_string()
+    } else {
+        "python3".to_owned()
+    }
+}
+
+/// `NODE_PATH` with `target/test-tools/node/node_modules` (the npm test packages) first.
+pub fn test_node_path() -> String {
+    let ours = test_tools_dir()
+        .join("node/node_modules")
+        .display()
+        .to_string();
+    match std::env::var("NODE_PATH") {
+        Ok(p) if !p.is_empty() => format!("{ours}:{p}"),
+        _ => ours,
+    }
 }
 
 /// Runs a third-party client's script once (off the runtime's threads), with `stdin` as its

@@ -46,7 +46,7 @@ pub async fn run(config: &Config) -> bool {
         );
     } else {
         daraja::install_crypto_provider();
-        let result = match daraja::DarajaClient::new(crate::app::daraja_config(config)) {
+        let result = match daraja::DarajaClient::new(config.daraja.clone()) {
             Ok(client) => {
                 match tokio::time::timeout(Duration::from_secs(20), client.check_credentials())
                     .await

@@ -20,13 +20,18 @@ pub struct RetrySchedules {
 }
 
 impl Default for RetrySchedules {
-    /// Webhooks: about 3 days, like Stripe. Email and Telegram: about 1 day.
+    /// The defaults of `OUTBOX_RETRY_*` in the table of variables. Webhooks: about 3 days,
+    /// like Stripe. Email and Telegram: about 1 day.
     fn default() -> Self {
+        let default = |name| {
+            crate::config::default_of(name)
+                .and_then(|text| RetrySchedule::parse(text).ok())
+                .expect("the table's default schedule")
+        };
         RetrySchedules {
-            webhook: RetrySchedule::parse("30s,2m,10m,30m,1h,2h,4h,8h,12h,24h,24h")
-                .expect("static schedule"),
-            email: RetrySchedule::parse("1m,5m,15m,1h,4h,8h,12h").expect("static schedule"),
-            telegram: RetrySchedule::parse("10s,1m,5m,30m,2h,6h,12h").expect("static schedule"),
+            webhook: default("OUTBOX_RETRY_WEBHOOK"),
+            email: default("OUTBOX_RETRY_EMAIL"),
+            telegram: default("OUTBOX_RETRY_TELEGRAM"),
         }
     }
 }

@@ -2,83 +2,38 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mpesa_harness::process::{ManagedProcess, ProcessSpec, free_port};
 use mpesa_storage::{CallbackOutcome, PageRequest};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mpesa-gateway");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Running {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `mpesa-gateway serve --sandbox` in `dir` (so its SQLite file and key file land there)
-/// and waits for `/health`.
-async fn serve_sandbox(dir: &Path, extra_env: &[(&str, &str)]) -> Running {
+/// Starts `mpesa-gateway serve --sandbox` in `dir` (so its SQLite file and key file land there),
+/// logging to `dir/gateway.log`, and waits for `/health`. Stopped (SIGTERM) when dropped.
+async fn serve_sandbox(dir: &Path, extra_env: &[(&str, &str)]) -> ManagedProcess {
     serve_sandbox_under(dir, extra_env, &[]).await
 }
 
 /// As [`serve_sandbox`], started through `launcher` (e.g. `prlimit --nofile=…`).
-async fn serve_sandbox_under(dir: &Path, extra_env: &[(&str, &str)], launcher: &[&str]) -> Running {
-    let port = free_port();
-    let mut command = match launcher.split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(BINARY);
-            c
-        }
-        None => Command::new(BINARY),
-    };
-    command
-        .args(["serve", "--sandbox"])
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+async fn serve_sandbox_under(
+    dir: &Path,
+    extra_env: &[(&str, &str)],
+    launcher: &[&str],
+) -> ManagedProcess {
+    let mut spec = ProcessSpec::new(Path::new(BINARY), dir, &["serve", "--sandbox"])
+        .under(launcher)
         .env("DARAJA_SIM_CALLBACK_DELAY_MS", "300")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .log_to(dir.join("gateway.log"));
     for (k, v) in extra_env {
-        command.env(k, v);
+        spec = spec.env(k, *v);
     }
     daraja::install_crypto_provider();
-    let child = command.spawn().expect("the gateway binary starts");
-    let running = Running {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(format!("{}/health", running.base)).send().await
-            && r.status() == 200
-        {
-            return running;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    ManagedProcess::gateway(spec, free_port().unwrap())
+        .await
+        .expect("the gateway becomes healthy")
 }
 
 fn pay(dir: &Path, base: &str, phone: &str) -> std::process::Output {
@@ -180,14 +135,7 @@ async fn sigterm_finishes_in_flight_requests() {
         .expect("a callback is acknowledged within a minute")
         .unwrap();
     // SIGTERM while requests are in flight, and more arriving after it.
-    let pid = gw.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    gw.sigterm().unwrap();
     for i in 100..400 {
         tasks.spawn(post(i));
     }
@@ -199,10 +147,7 @@ async fn sigterm_finishes_in_flight_requests() {
             Err(_) => {} // refused after the listener closed: never acknowledged
         }
     }
-    let status = tokio::task::spawn_blocking(move || gw.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = gw.exited(Duration::from_secs(60)).await.unwrap();
     assert!(status.success(), "exits cleanly on SIGTERM: {status:?}");
     assert!(acknowledged >= 1);
     // Every acknowledged callback is in the database.
@@ -251,45 +196,12 @@ async fn logs_carry_no_secrets_and_no_whole_phone_numbers() {
         ("WEBHOOK_URL", "http://127.0.0.1:9/hook"),
         ("WEBHOOK_ALLOW_PRIVATE", "true"),
     ]);
-    let mut gw = serve_sandbox(dir.path(), &env).await;
-    // Debug logs for this run.
-    drop(gw.child.stderr.take());
-    let _ = gw.child.kill();
-    let _ = gw.child.wait();
-    let port = free_port();
+    env.extend([
+        ("RUST_LOG", "debug"),
+        ("DARAJA_SIM_CALLBACK_DELAY_MS", "100"),
+    ]);
+    let gw = serve_sandbox(dir.path(), &env).await;
     let log_path = dir.path().join("gateway.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut command = Command::new(BINARY);
-    command
-        .args(["serve", "--sandbox"])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("DARAJA_SIM_CALLBACK_DELAY_MS", "100")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (k, v) in &env {
-        command.env(k, v);
-    }
-    let child = command.spawn().unwrap();
-    let gw = Running {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{}/health", gw.base))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let api_key = std::fs::read_to_string(dir.path().join("mpesa-gateway.sandbox-key"))
         .unwrap()
         .trim()
@@ -314,7 +226,6 @@ async fn logs_carry_no_secrets_and_no_whole_phone_numbers() {
     assert!(text.contains("2547*****149"), "masked numbers are logged");
 }
 
-/// A callback body of about `pad` bytes for `checkout`.
 fn padded_callback(checkout: &str, pad: usize) -> String {
     format!(
         r#"{{"Body":{{"stkCallback":{{"MerchantRequestID":"m","CheckoutRequestID":"{checkout}","ResultCode":1032,"ResultDesc":"{}"}}}}}}"#,
@@ -343,34 +254,17 @@ fn set_file_size_limit(pid: u32, bytes: Option<u64>) {
 async fn a_full_disk_is_reported_and_survived_on_sqlite() {
     const SECRET: &str = "diskfull0123456789abcdef01234567";
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     // `trap '' XFSZ` before exec: an ignored signal stays ignored in the gateway, so a write
-    // past the limit fails with EFBIG instead of killing it.
-    let mut command = Command::new("sh");
-    command
-        .args([
-            "-c",
-            "trap '' XFSZ; exec \"$0\" \"$@\"",
-            BINARY,
-            "serve",
-            "--sandbox",
-        ])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("MPESA_CALLBACK_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        // Logs on the same full disk: a log line that cannot be written must not cost an answer.
-        .stderr(std::fs::File::create(dir.path().join("gateway.log")).unwrap());
-    daraja::install_crypto_provider();
-    let mut gw = Running {
-        child: command.spawn().expect("the gateway starts"),
-        base: base.clone(),
-    };
-    let pid = gw.child.id();
+    // past the limit fails with EFBIG instead of killing it. Its logs go to the same full disk:
+    // a log line that cannot be written must not cost an answer.
+    let mut gw = serve_sandbox_under(
+        dir.path(),
+        &[("MPESA_CALLBACK_SECRET", SECRET)],
+        &["sh", "-c", "trap '' XFSZ; exec \"$0\" \"$@\""],
+    )
+    .await;
+    let base = gw.base.clone();
+    let pid = gw.pid().expect("running");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -380,14 +274,6 @@ async fn a_full_disk_is_reported_and_survived_on_sqlite() {
         let status = r.status().as_u16();
         Some((status, r.json::<serde_json::Value>().await.ok()?))
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(health().await, Some((200, _))) {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let url = format!("{base}/callbacks/{SECRET}/stk");
     let post = |i: usize| {
         let (client, url) = (client.clone(), url.clone());
@@ -473,15 +359,8 @@ async fn a_full_disk_is_reported_and_survived_on_sqlite() {
         assert_eq!(post(i).await, 200, "callbacks are stored again");
         acknowledged.push(i);
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || gw.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    gw.sigterm().unwrap();
+    let exit = gw.exited(Duration::from_secs(60)).await.unwrap();
     assert!(exit.success(), "{exit:?}");
     let storage = mpesa_storage::connect(
         &format!("sqlite://{}", dir.path().join("mpesa-gateway.db").display()),
@@ -641,18 +520,11 @@ async fn sigterm_with_a_half_sent_head_exits_within_the_grace() {
     // on the server too.
     let r = reqwest::get(format!("{}/health", gw.base)).await.unwrap();
     assert_eq!(r.status(), 200);
-    let pid = gw.child.id().to_string();
     let signalled = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    gw.sigterm().unwrap();
     let deadline = signalled + Duration::from_secs(15);
     let status = loop {
-        if let Some(status) = gw.child.try_wait().unwrap() {
+        if let Some(status) = gw.try_exited().unwrap() {
             break status;
         }
         assert!(
@@ -692,7 +564,7 @@ async fn a_sandbox_restarted_without_its_key_file_makes_a_new_key() {
 /// (the same key name). Both run, each with its own key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sandboxes_share_one_database() {
-    let db = mpesa_storage::testing::TestDatabase::postgres().await;
+    let db = mpesa_harness::database::TestDatabase::postgres().await;
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = serve_sandbox(a_dir.path(), &[("DATABASE_URL", db.url())]).await;
     let b = serve_sandbox(b_dir.path(), &[("DATABASE_URL", db.url())]).await;

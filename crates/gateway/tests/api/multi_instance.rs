@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use daraja_sim::faults::{CallbackFaults, Faults};
 use daraja_sim::{SimConfig, Simulator};
-use mpesa_storage::testing::TestDatabase;
+use mpesa_harness::database::TestDatabase;
 use mpesa_storage::{Backend, CallbackOutcome};
 use serde_json::json;
 

@@ -664,7 +664,7 @@ async fn two_instances_on_postgres_deliver_each_event_once() {
     let serving = sim.clone();
     tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
     let database =
-        std::sync::Arc::new(mpesa_storage::testing::TestDatabase::new(Backend::Postgres).await);
+        std::sync::Arc::new(mpesa_harness::database::TestDatabase::new(Backend::Postgres).await);
     let options = || Options {
         database: Some(database.clone()),
         daraja_url: Some(sim_url.clone()),

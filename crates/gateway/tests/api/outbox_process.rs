@@ -2,9 +2,10 @@
 //! `config check`, and the README's verification recipes run with python3 and node.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use mpesa_harness::process::{ManagedProcess, ProcessSpec, free_port};
 use mpesa_storage::{OutboxStatus, Storage};
 use serde_json::json;
 
@@ -12,14 +13,6 @@ use crate::outbox_receivers::*;
 use crate::support::SUCCESS;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mpesa-gateway");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The binary with only the variables given (and PATH), in `dir` (so no stray `.env` is read).
 fn gateway_command(dir: &Path, env: &[(&str, String)]) -> Command {
@@ -41,29 +34,11 @@ async fn open(url: &str) -> std::sync::Arc<dyn Storage> {
     s
 }
 
-async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/health")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the gateway exited early: {status}");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the gateway never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// `serve --sandbox` killed with SIGKILL while the receiver holds the webhook open; after the
 /// restart the event is delivered with the same id, once the dead instance's lease lapsed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_delivery_and_restarted_loses_nothing() {
+    daraja::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}", dir.path().join("gateway.db").display());
     let storage = open(&db_url).await;
@@ -72,11 +47,10 @@ async fn killed_mid_delivery_and_restarted_loses_nothing() {
 
     let receiver = WebhookReceiver::start().await;
     receiver.set_mode(WebhookMode::Hold);
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let env = vec![
+    let mut spec = ProcessSpec::new(Path::new(BIN), dir.path(), &["serve", "--sandbox"])
+        .log_to(dir.path().join("gateway.log"));
+    for (k, v) in [
         ("DATABASE_URL", db_url.clone()),
-        ("GATEWAY_LISTEN", format!("127.0.0.1:{port}")),
         ("WEBHOOK_URL", receiver.url.clone()),
         ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
         ("WEBHOOK_ALLOW_PRIVATE", "true".to_owned()),
@@ -85,19 +59,15 @@ async fn killed_mid_delivery_and_restarted_loses_nothing() {
         ("WEBHOOK_TIMEOUT", "30s".to_owned()),
         ("DARAJA_SIM_CALLBACK_DELAY_MS", "50".to_owned()),
         ("RUST_LOG", "debug,sqlx=warn,hyper=warn,h2=warn".to_owned()),
-    ];
-    let run = |log: &str| {
-        gateway_command(dir.path(), &env)
-            .args(["serve", "--sandbox"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
-            .spawn()
-            .expect("start mpesa-gateway")
-    };
+    ] {
+        spec = spec.env(k, v);
+    }
     let client = reqwest::Client::new();
 
-    let mut first = run("first.log");
-    wait_healthy(&client, &base, &mut first).await;
+    let mut gateway = ManagedProcess::gateway(spec, free_port().unwrap())
+        .await
+        .unwrap();
+    let base = gateway.base.clone();
     let created: serde_json::Value = client
         .post(format!("{base}/api/v1/payments"))
         .bearer_auth(&api_key)
@@ -114,8 +84,7 @@ async fn killed_mid_delivery_and_restarted_loses_nothing() {
         async move { n == 1 }
     })
     .await;
-    first.kill().unwrap(); // SIGKILL: no shutdown, no record of the attempt.
-    first.wait().unwrap();
+    gateway.kill9().unwrap(); // SIGKILL: no shutdown, no record of the attempt.
 
     let event = storage
         .outbox_for_payment(&payment_id)
@@ -128,8 +97,11 @@ async fn killed_mid_delivery_and_restarted_loses_nothing() {
     assert_eq!(receiver.hits()[0].event_id, event.id);
 
     receiver.set_mode(WebhookMode::Ok);
-    let mut second = run("second.log");
-    wait_healthy(&client, &base, &mut second).await;
+    gateway.restart().unwrap();
+    gateway
+        .wait_ready("/health", Duration::from_secs(60))
+        .await
+        .unwrap();
     eventually(
         "delivered after the restart",
         Duration::from_secs(20),
@@ -158,26 +130,13 @@ async fn killed_mid_delivery_and_restarted_loses_nothing() {
     assert!(hits[1].signature_is_valid(WEBHOOK_SECRET));
 
     // A graceful stop of the restarted one.
-    let status = Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let exit = loop {
-        if let Some(exit) = second.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = gateway
+        .terminate()
+        .expect("it stops by itself within 15 s of SIGTERM");
     assert!(exit.success(), "{exit}");
 
-    let logs = std::fs::read_to_string(dir.path().join("first.log")).unwrap()
-        + &std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+    // Both runs' stderr, appended.
+    let logs = gateway.log();
     assert!(logs.contains("outbox worker started"), "{logs}");
     assert!(
         !logs.contains(WEBHOOK_SECRET),

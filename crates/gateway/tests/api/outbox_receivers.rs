@@ -81,7 +81,7 @@ impl WebhookHit {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 
-    /// Checks `Mpesa-Gateway-Signature` as DESIGN.md defines it.
+    /// Checks `Mpesa-Gateway-Signature` as README.md's "Webhooks" section defines it.
     pub fn signature_is_valid(&self, secret: &str) -> bool {
         let header = self.header("mpesa-gateway-signature");
         let mut t = None;

@@ -11,7 +11,7 @@ use mpesa_gateway::app::App;
 use mpesa_gateway::config::Config;
 use mpesa_gateway::http::auth::generate_api_key;
 use mpesa_gateway::state::AppState;
-use mpesa_storage::testing::TestDatabase;
+use mpesa_harness::database::TestDatabase;
 use mpesa_storage::{Backend, Payment, Storage};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};

@@ -153,7 +153,7 @@ async fn one_instance_polls_and_another_takes_over() {
     let _ = sim;
     let tg = FakeTelegram::start().await;
     let database =
-        std::sync::Arc::new(mpesa_storage::testing::TestDatabase::new(Backend::Postgres).await);
+        std::sync::Arc::new(mpesa_harness::database::TestDatabase::new(Backend::Postgres).await);
     let instance = || {
         let mut o = bot_options(Backend::Postgres, &tg);
         o.database = Some(database.clone());

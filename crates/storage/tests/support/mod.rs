@@ -7,9 +7,8 @@ use mpesa_domain::state_machine::{self, CallbackReport, Outcome, SuccessDetails}
 use mpesa_domain::{
     Amount, Cents, Msisdn, PaymentStatus, ResultCode, ReviewChange, Transition, TransitionKind,
 };
-use mpesa_storage::testing::TestDatabase;
+use mpesa_harness::database::TestDatabase;
 use mpesa_storage::*;
-use sqlx::Connection;
 
 /// 2026-01-01 00:00:00 UTC.
 pub const T0: Millis = 1_767_225_600_000;
@@ -276,18 +275,5 @@ pub fn decide(item: &IncomingCallback, payment: Option<&Payment>) -> CallbackDec
 
 /// Runs SQL on the test database behind storage's back (to plant rows storage would refuse).
 pub async fn execute_directly(db: &TestDatabase, sql: &'static str) {
-    match db.backend() {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
-            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(db.url()).await.unwrap();
-            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
-        }
-        Backend::MySql => {
-            let mut c = sqlx::MySqlConnection::connect(db.url()).await.unwrap();
-            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
-        }
-    }
+    db.execute(sql).await.unwrap();
 }

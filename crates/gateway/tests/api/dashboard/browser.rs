@@ -40,8 +40,7 @@ fn find_program(candidates: &[&str]) -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    mpesa_harness::process::free_port().unwrap()
 }
 
 /// `target/dashboard-screenshots`, emptied of the previous run's pictures.
