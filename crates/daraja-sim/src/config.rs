@@ -91,28 +91,49 @@ pub struct ShortcodeConfig {
     /// Whether C2B payments are first sent to the ValidationURL ("external validation", off
     /// unless Safaricom enabled it for the shortcode).
     pub external_validation: bool,
-    /// The organisation name in result parameters (`600000 - TEST BUSINESS`).
+    /// The organisation name in result parameters (`600000 - TEST BUSINESS`) and on the STK
+    /// prompt.
     pub name: String,
+    /// Till numbers whose store (head office) number this is: an STK push with
+    /// `CustomerBuyGoodsOnline` must name one of them as `PartyB`, and C2B Buy Goods payments
+    /// may be made to them. Empty: a paybill.
+    pub tills: Vec<String>,
 }
 
 impl ShortcodeConfig {
-    /// A shortcode with a passkey that may also register C2B URLs.
+    /// A shortcode with a passkey that may also register C2B URLs, except Safaricom's
+    /// STK-only sandbox shortcode 174379, which cannot (operations.md, sandbox test values).
     pub fn new(shortcode: impl Into<String>, passkey: Option<&str>) -> Self {
+        let shortcode = shortcode.into();
         ShortcodeConfig {
-            shortcode: shortcode.into(),
+            c2b: shortcode != SANDBOX_SHORTCODE,
+            shortcode,
             passkey: passkey.map(str::to_owned),
-            c2b: true,
             external_validation: false,
             name: "TEST BUSINESS".into(),
+            tills: Vec::new(),
         }
+    }
+
+    /// Adds a till number served by this store number (`CustomerBuyGoodsOnline`).
+    pub fn with_till(mut self, till: impl Into<String>) -> Self {
+        let till = till.into();
+        if !self.tills.contains(&till) {
+            self.tills.push(till);
+        }
+        self
+    }
+
+    /// Sends C2B payments to the ValidationURL first ("external validation", which Safaricom
+    /// switches on per shortcode on request).
+    pub fn with_external_validation(mut self) -> Self {
+        self.external_validation = true;
+        self
     }
 
     /// 174379 with the public sandbox passkey, STK only.
     pub fn sandbox_stk() -> Self {
-        ShortcodeConfig {
-            c2b: false,
-            ..Self::new(SANDBOX_SHORTCODE, Some(SANDBOX_PASSKEY))
-        }
+        Self::new(SANDBOX_SHORTCODE, Some(SANDBOX_PASSKEY))
     }
 
     /// 600000: C2B and B2C, no passkey.
@@ -133,6 +154,7 @@ impl fmt::Debug for ShortcodeConfig {
             .field("passkey", &passkey)
             .field("c2b", &self.c2b)
             .field("external_validation", &self.external_validation)
+            .field("tills", &self.tills)
             .finish()
     }
 }
@@ -198,8 +220,25 @@ pub enum WrongCredentialsAnswer {
     EmptyBody,
 }
 
+/// What happens to an STK push whose `AccountReference` (over 12 characters) or
+/// `TransactionDesc` (over 13) is longer than the documented limits. `shared/daraja/stk.md`
+/// ("AccountReference and TransactionDesc") establishes only that a prompt longer than 182
+/// characters fails in the callback with `1025`; what Daraja does synchronously with a long
+/// reference is "not established", so that is an option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LongReferences {
+    /// Accepted; when the prompt text would pass 182 characters the push fails with `1025`
+    /// ("An error occurred while sending a push request.") in its callback. (Established.)
+    #[default]
+    PromptLimit,
+    /// Refused at once with `400.002.02 Bad Request - Invalid AccountReference` /
+    /// `Invalid TransactionDesc`. (A guess: what `mpesakit` enforces client-side.)
+    Refuse,
+}
+
 /// What a C2B callback's `MSISDN` carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MsisdnMode {
     /// `2547 ***** 149`: the first four and last three digits.
@@ -211,7 +250,7 @@ pub enum MsisdnMode {
 }
 
 /// `MSISDN` form per C2B API version. The 2025 C2B FAQ: v1 hashed, v2 masked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct C2bMsisdnModes {
     pub v1: MsisdnMode,
     pub v2: MsisdnMode,
@@ -289,7 +328,24 @@ pub struct SimConfig {
     pub b2c_min_amount: i64,
     /// Refuse a second push to a number whose prompt is still open ("Unable to lock subscriber").
     pub lock_subscriber: bool,
+    /// Daraja's rule behind result code `17`: the same amount pushed to the same phone again
+    /// within this window is accepted and then fails with `17` "Rule limited." (stk.md, STK
+    /// ResultCodes; operations.md, business rules: 2 minutes). Zero turns the rule off
+    /// ([`SimConfig::for_tests`] does, because tests push the same number and amount often).
+    pub rule_limit_window: Duration,
+    /// Accept amounts written as whole-valued decimals (`1.0`, `"1.00"`). Off: only integers
+    /// and plain digit strings, as Daraja ("whole numbers only").
+    pub lenient_amounts: bool,
+    /// Refuse an STK `Timestamp` further than this from East Africa Time now
+    /// (`400.002.02 Bad Request - Invalid Timestamp`). `None` (the default) checks only its
+    /// format: whether Daraja rejects a stale or UTC timestamp is "not established" (stk.md,
+    /// "Password and timestamp"); this strict mode is the simulator's guess.
+    pub timestamp_max_skew: Option<Duration>,
+    pub long_references: LongReferences,
     pub c2b_msisdn: C2bMsisdnModes,
+    /// Records per Pull Transactions page (`OffSetValue` moves by this much). Safaricom does
+    /// not publish its page size.
+    pub pull_page_size: usize,
     pub initial_balances: InitialBalances,
     /// How many requests and callbacks the inspection logs keep (each).
     pub log_capacity: usize,
@@ -330,7 +386,12 @@ impl Default for SimConfig {
             max_amount: 250_000,
             b2c_min_amount: 10,
             lock_subscriber: true,
+            rule_limit_window: Duration::from_secs(120),
+            lenient_amounts: false,
+            timestamp_max_skew: None,
+            long_references: LongReferences::PromptLimit,
             c2b_msisdn: C2bMsisdnModes::default(),
+            pull_page_size: 100,
             initial_balances: InitialBalances::default(),
             log_capacity: 1_000,
             transaction_capacity: 10_000,
@@ -369,9 +430,12 @@ impl SimConfig {
     }
 
     /// Fast timings for tests: callbacks after 10 ms, prompt timeout and late delay 300 ms,
-    /// results after 10 ms, C2B validation deadline 1 s, deliveries time out after 5 s.
+    /// results after 10 ms, C2B validation deadline 1 s, deliveries time out after 5 s, and no
+    /// rule-`17` window (tests push the same number and amount many times; set
+    /// `rule_limit_window` to test the rule).
     pub fn for_tests() -> Self {
         SimConfig {
+            rule_limit_window: Duration::ZERO,
             callback_delay: Duration::from_millis(10),
             prompt_timeout: Duration::from_millis(300),
             late_delay: Duration::from_millis(300),
@@ -428,6 +492,11 @@ impl SimConfig {
     /// | `DARAJA_SIM_NO_CALLBACKS` | `true`: never send any callback or result |
     /// | `DARAJA_SIM_LOCK_SUBSCRIBER` | `false`: accept a push to a number whose prompt is open |
     /// | `DARAJA_SIM_PENDING_QUERY` | `being_processed` or `4999` |
+    /// | `DARAJA_SIM_RULE_LIMIT_SECS` | window of the rule-`17` check (0: off) |
+    /// | `DARAJA_SIM_AMOUNTS` | `strict` (whole numbers only) or `lenient` (`1.0`, `"1.00"`) |
+    /// | `DARAJA_SIM_TIMESTAMP_MAX_SKEW_SECS` | refuse STK timestamps further than this from EAT |
+    /// | `DARAJA_SIM_LONG_REFERENCES` | `prompt_limit` (1025 past 182 characters) or `refuse` |
+    /// | `DARAJA_SIM_C2B_VALIDATION` | shortcodes with external validation on, comma-separated |
     pub fn apply_env(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SimError> {
         let get = |name: &str| {
             lookup(name)
@@ -530,6 +599,61 @@ impl SimConfig {
                 }
             };
         }
+        let seconds = |name: &'static str| -> Result<Option<Duration>, SimError> {
+            get(name)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map(Duration::from_secs)
+                        .map_err(|_| SimError::Setting { name, value: v })
+                })
+                .transpose()
+        };
+        if let Some(d) = seconds("DARAJA_SIM_RULE_LIMIT_SECS")? {
+            self.rule_limit_window = d;
+        }
+        if let Some(d) = seconds("DARAJA_SIM_TIMESTAMP_MAX_SKEW_SECS")? {
+            self.timestamp_max_skew = Some(d);
+        }
+        if let Some(v) = get("DARAJA_SIM_AMOUNTS") {
+            self.lenient_amounts = match v.to_ascii_lowercase().as_str() {
+                "strict" => false,
+                "lenient" => true,
+                _ => {
+                    return Err(SimError::Setting {
+                        name: "DARAJA_SIM_AMOUNTS",
+                        value: v,
+                    });
+                }
+            };
+        }
+        if let Some(v) = get("DARAJA_SIM_LONG_REFERENCES") {
+            self.long_references = match v.to_ascii_lowercase().as_str() {
+                "prompt_limit" => LongReferences::PromptLimit,
+                "refuse" => LongReferences::Refuse,
+                _ => {
+                    return Err(SimError::Setting {
+                        name: "DARAJA_SIM_LONG_REFERENCES",
+                        value: v,
+                    });
+                }
+            };
+        }
+        if let Some(v) = get("DARAJA_SIM_C2B_VALIDATION") {
+            for code in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if !crate::validation::is_shortcode(code) {
+                    return Err(SimError::Setting {
+                        name: "DARAJA_SIM_C2B_VALIDATION",
+                        value: v.clone(),
+                    });
+                }
+                match self.shortcodes.iter_mut().find(|s| s.shortcode == code) {
+                    Some(s) => s.external_validation = true,
+                    None => self
+                        .shortcodes
+                        .push(ShortcodeConfig::new(code, None).with_external_validation()),
+                }
+            }
+        }
         Ok(self)
     }
 
@@ -605,6 +729,18 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_sandbox_stk_shortcode_stays_stk_only_however_it_is_configured() {
+        assert!(!ShortcodeConfig::new(SANDBOX_SHORTCODE, Some("another-passkey")).c2b);
+        assert!(!ShortcodeConfig::sandbox_stk().c2b);
+        assert!(ShortcodeConfig::new("600000", None).c2b);
+        let config = SimConfig::default().with_shortcode(ShortcodeConfig::new(
+            SANDBOX_SHORTCODE,
+            Some(SANDBOX_PASSKEY),
+        ));
+        assert!(!config.shortcode(SANDBOX_SHORTCODE).unwrap().c2b);
     }
 
     #[test]

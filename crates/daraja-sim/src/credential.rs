@@ -54,6 +54,11 @@ impl CredentialChecker {
         if ciphertext.len() != 256 {
             return CredentialVerdict::Invalid;
         }
+        // Lenient mode forgives how the password was encrypted, never a user that does not
+        // exist: "wrong user → 20/2001" (b2c-and-results.md, simulator behaviour).
+        if !self.initiators.iter().any(|i| i.name == initiator) {
+            return CredentialVerdict::Invalid;
+        }
         match self.mode {
             CredentialMode::Lenient => CredentialVerdict::Valid,
             CredentialMode::Strict => {
@@ -138,11 +143,16 @@ mod tests {
             .security_credential(&SecretString::from("x"))
             .unwrap();
         assert_eq!(
-            checker.check("anyone", safaricom.expose()),
+            checker.check("testapi", safaricom.expose()),
             CredentialVerdict::Valid
         );
         assert_eq!(
-            checker.check("anyone", "c2VjcmV0"),
+            checker.check("nobody", safaricom.expose()),
+            CredentialVerdict::Invalid,
+            "an initiator that does not exist is refused in lenient mode too"
+        );
+        assert_eq!(
+            checker.check("testapi", "c2VjcmV0"),
             CredentialVerdict::Invalid
         );
         assert_eq!(

@@ -20,6 +20,8 @@ pub enum SimError {
     Key(String),
     #[error("could not build the HTTP client for callbacks: {0}")]
     HttpClient(String),
+    #[error("refused: {0}")]
+    Request(String),
 }
 
 /// Nothing matching arrived in time.

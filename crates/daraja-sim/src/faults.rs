@@ -78,6 +78,8 @@ pub enum Endpoint {
     TransactionStatus,
     AccountBalance,
     Reversal,
+    PullRegister,
+    PullQuery,
 }
 
 impl Endpoint {
@@ -93,6 +95,8 @@ impl Endpoint {
             Endpoint::TransactionStatus => "transaction_status",
             Endpoint::AccountBalance => "account_balance",
             Endpoint::Reversal => "reversal",
+            Endpoint::PullRegister => "pull_register",
+            Endpoint::PullQuery => "pull_query",
         }
     }
 }
@@ -129,6 +133,21 @@ pub struct EndpointFailure {
     pub answer: FailureAnswer,
 }
 
+/// A kind of callback, for faults that apply to one API's callbacks or results only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flow {
+    /// STK callbacks.
+    Stk,
+    /// C2B validation requests and confirmations (simulated, injected, or of an STK payment).
+    C2b,
+    /// B2C results.
+    B2c,
+    TransactionStatus,
+    AccountBalance,
+    Reversal,
+}
+
 /// Every fault in force.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -137,6 +156,8 @@ pub struct Faults {
     pub global: CallbackFaults,
     /// For payments from / to one phone number (`2547…`, `2541…`).
     pub numbers: BTreeMap<String, CallbackFaults>,
+    /// For the callbacks or results of one API, e.g. `{"reversal": {"queue_timeout": true}}`.
+    pub flows: BTreeMap<Flow, CallbackFaults>,
     /// Endpoints that fail for their next requests; counts go down as they are used.
     pub endpoints: Vec<EndpointFailure>,
 }
@@ -169,11 +190,29 @@ impl Faults {
         self
     }
 
+    /// Sets the faults of one API's callbacks or results.
+    pub fn with_flow(mut self, flow: Flow, faults: CallbackFaults) -> Self {
+        self.flows.insert(flow, faults);
+        self
+    }
+
     /// The global faults plus those of `msisdn`.
     pub fn for_number(&self, msisdn: &str) -> CallbackFaults {
         match self.numbers.get(msisdn) {
             Some(f) => self.global.combine(f),
             None => self.global.clone(),
+        }
+    }
+
+    /// The global faults, those of `flow`, and those of `msisdn` (when the flow has a customer).
+    pub fn for_flow(&self, flow: Flow, msisdn: Option<&str>) -> CallbackFaults {
+        let base = match msisdn {
+            Some(m) => self.for_number(m),
+            None => self.global.clone(),
+        };
+        match self.flows.get(&flow) {
+            Some(f) => base.combine(f),
+            None => base,
         }
     }
 

@@ -73,6 +73,8 @@ pub struct PaymentRecord {
     pub reversed_by: Option<String>,
     /// For a reversal: the receipt it reversed.
     pub original_receipt: Option<String>,
+    /// A Buy Goods (till) payment rather than a paybill one.
+    pub buy_goods: bool,
 }
 
 /// Why money could not move.
@@ -100,6 +102,10 @@ impl Books {
 
     pub(crate) fn balances(&mut self, short_code: &str) -> Balances {
         *self.account(short_code)
+    }
+
+    pub(crate) fn set_balances(&mut self, short_code: &str, balances: Balances) {
+        self.balances.insert(short_code.to_owned(), balances);
     }
 
     pub(crate) fn all_balances(&self) -> BTreeMap<String, Balances> {
@@ -174,6 +180,7 @@ mod tests {
             reference: None,
             reversed_by: None,
             original_receipt: None,
+            buy_goods: false,
         }
     }
 

@@ -55,17 +55,19 @@ use tokio::sync::watch;
 
 pub use config::{
     C2bMsisdnModes, ConsumerCredentials, CredentialMode, InitialBalances, InitiatorConfig,
-    MsisdnMode, PendingQueryAnswer, SANDBOX_C2B_SHORTCODE, SANDBOX_CONSUMER_KEY,
+    LongReferences, MsisdnMode, PendingQueryAnswer, SANDBOX_C2B_SHORTCODE, SANDBOX_CONSUMER_KEY,
     SANDBOX_CONSUMER_SECRET, SANDBOX_INITIATOR_NAME, SANDBOX_INITIATOR_PASSWORD, SANDBOX_PASSKEY,
     SANDBOX_SHORTCODE, ShortcodeConfig, SimConfig, SimEnvironment, WrongCredentialsAnswer,
 };
 pub use credential::{SIMULATOR_CERTIFICATE_PEM, SIMULATOR_PRIVATE_KEY_PEM};
 pub use errors::{SimError, WaitTimeout};
-pub use faults::{CallbackFaults, Endpoint, EndpointFailure, FailureAnswer, Faults};
+pub use faults::{CallbackFaults, Endpoint, EndpointFailure, FailureAnswer, Faults, Flow};
 pub use journal::{CallbackKind, CallbackRecord, DeliveryOutcome, RequestRecord};
 pub use ledger::{Balances, PaymentKind, PaymentRecord};
+pub use routes::c2b::{C2bOutcome, C2bStatus, CustomerPayment};
+pub use scenarios::UNREGISTERED_RECIPIENT_NUMBER;
 pub use scenarios::{Resolution, Scenario, ScenarioTable, StkOutcome};
-pub use state::{C2bApiVersion, C2bRegistration, StkStatus, StkTransaction};
+pub use state::{C2bApiVersion, C2bRegistration, PullRegistration, StkStatus, StkTransaction};
 
 use credential::CredentialChecker;
 use ids::IdGenerator;
@@ -248,6 +250,13 @@ impl Simulator {
     /// A shortcode's balances (a shortcode never used shows its initial balances).
     pub fn balances(&self, short_code: &str) -> Balances {
         lock(&self.inner.books).balances(short_code)
+    }
+
+    /// Sets a shortcode's balances, e.g. a Utility account too low for the next B2C payout or
+    /// reversal (result `1`).
+    pub fn set_balances(&self, short_code: &str, balances: Balances) {
+        lock(&self.inner.books).set_balances(short_code, balances);
+        self.notify();
     }
 
     pub fn c2b_registrations(&self) -> Vec<C2bRegistration> {

@@ -38,6 +38,8 @@ pub const EXPIRED_NUMBER: &str = "254700001019";
 pub const RULE_LIMITED_NUMBER: &str = "254700000017";
 pub const NOT_PERMITTED_NUMBER: &str = "254700002028";
 pub const OPERATOR_MISSING_NUMBER: &str = "254700009003";
+/// B2C: a recipient who is not a registered M-Pesa customer (result `2040`).
+pub const UNREGISTERED_RECIPIENT_NUMBER: &str = "254700002040";
 
 /// An STK result: the code (`"0"`, `"1032"`, `"SFC_IC0003"`) and its description as Safaricom
 /// writes it.
@@ -81,6 +83,11 @@ impl StkOutcome {
 
     pub fn rule_limited() -> Self {
         Self::new("17", "Rule limited.")
+    }
+
+    /// `1025`: the push could not be sent (a prompt longer than 182 characters).
+    pub fn push_failed() -> Self {
+        Self::new("1025", "An error occurred while sending a push request.")
     }
 
     pub fn not_permitted() -> Self {

@@ -197,6 +197,8 @@ impl StkTransaction {
 pub(crate) struct StkStore {
     pub(crate) transactions: BoundedMap<String, StkTransaction>,
     open_prompts: HashMap<String, String>,
+    /// When each (phone, amount) was last pushed, for the rule behind result code `17`.
+    recent_pushes: HashMap<(String, i64), DateTime<Utc>>,
 }
 
 impl StkStore {
@@ -204,7 +206,30 @@ impl StkStore {
         StkStore {
             transactions: BoundedMap::new(capacity),
             open_prompts: HashMap::new(),
+            recent_pushes: HashMap::new(),
         }
+    }
+
+    /// Records a push of `amount` to `phone` at `now`, and says whether the same amount went to
+    /// the same phone within `window` before ("Rule limited", `17`). Entries older than the
+    /// window are forgotten, so the map holds at most the pushes of one window.
+    pub(crate) fn note_push(
+        &mut self,
+        phone: &str,
+        amount: i64,
+        now: DateTime<Utc>,
+        window: std::time::Duration,
+    ) -> bool {
+        let Ok(window) = chrono::Duration::from_std(window) else {
+            return false;
+        };
+        if window.is_zero() {
+            return false;
+        }
+        self.recent_pushes.retain(|_, at| now - *at < window);
+        self.recent_pushes
+            .insert((phone.to_owned(), amount), now)
+            .is_some()
     }
 
     /// The CheckoutRequestID of the prompt open on this phone, if any.
@@ -242,11 +267,12 @@ impl StkStore {
     pub(crate) fn clear(&mut self) {
         self.transactions.clear();
         self.open_prompts.clear();
+        self.recent_pushes.clear();
     }
 }
 
 /// Which C2B API version a registration or simulation used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum C2bApiVersion {
     V1,
@@ -265,10 +291,24 @@ pub struct C2bRegistration {
     pub registered_at: DateTime<Utc>,
 }
 
-/// C2B registrations by shortcode and version.
+/// A shortcode registered for Pull Transactions.
+#[derive(Debug, Clone, Serialize)]
+pub struct PullRegistration {
+    pub short_code: String,
+    pub nominated_number: String,
+    pub callback_url: String,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// C2B registrations by shortcode and version, runtime C2B settings, Pull registrations.
 #[derive(Debug, Default)]
 pub(crate) struct C2bStore {
     registrations: HashMap<(String, C2bApiVersion), C2bRegistration>,
+    /// External validation switched on or off at runtime, over the configuration.
+    pub(crate) validation: HashMap<String, bool>,
+    /// `MSISDN` forms set at runtime, over the configuration.
+    pub(crate) msisdn: Option<crate::config::C2bMsisdnModes>,
+    pub(crate) pull: HashMap<String, PullRegistration>,
 }
 
 impl C2bStore {
@@ -309,7 +349,7 @@ impl C2bStore {
     }
 
     pub(crate) fn clear(&mut self) {
-        self.registrations.clear();
+        *self = C2bStore::default();
     }
 }
 

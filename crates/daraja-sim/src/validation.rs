@@ -13,31 +13,52 @@ use crate::errors::ApiError;
 /// A request body read as a JSON object.
 pub(crate) struct Fields(Map<String, Value>);
 
-/// Reads a body as a JSON object. A form-encoded body (no JSON at all) is reported the way
-/// Daraja reports it, as the first field it could not find (`bad_form`); anything else that is
-/// not a JSON object is `400.002.05 Invalid Request Payload`.
+/// Reads a body as a JSON object, the way Daraja does:
+/// * without `Content-Type: application/json` (missing, `text/plain`, a form…) nothing is parsed,
+///   and the request is refused as its first field (`bad_form`), even when the body is valid
+///   JSON: "Invalid BusinessShortCode is the typical symptom of a missing
+///   `Content-Type: application/json`" (`shared/daraja/stk.md`, synchronous errors;
+///   `problems.md` #7);
+/// * with it, a form-encoded body (`a=1&b=2`) is also reported as the first field
+///   (`problems.md` #7: "body sent form-encoded (Python `data=` instead of `json=`)");
+/// * any other body that is not a JSON object is `400.002.05 Invalid Request Payload`.
 pub(crate) fn json_object(
     headers: &HeaderMap,
     body: &Bytes,
     bad_form: impl FnOnce() -> ApiError,
 ) -> Result<Fields, ApiError> {
+    if !is_json_content_type(headers) {
+        return Err(bad_form());
+    }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(Fields(map)),
         Ok(_) => Err(ApiError::invalid_payload()),
-        Err(_) => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if content_type.starts_with("application/x-www-form-urlencoded")
-                || content_type.starts_with("multipart/form-data")
-            {
-                Err(bad_form())
-            } else {
-                Err(ApiError::invalid_payload())
-            }
-        }
+        Err(_) if looks_form_encoded(body) => Err(bad_form()),
+        Err(_) => Err(ApiError::invalid_payload()),
     }
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`), in any letter case.
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// `key=value` pairs joined by `&`: what a form encoder produces.
+fn looks_form_encoded(body: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    let text = text.trim();
+    !text.is_empty()
+        && !text.starts_with(['{', '[', '"'])
+        && text.split('&').all(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(k, _)| !k.is_empty() && !k.contains(char::is_whitespace))
+        })
 }
 
 /// Reads the typed request once the fields have been checked. A body that passed the checks
@@ -65,16 +86,27 @@ impl Fields {
         self.0.get(name).is_some_and(|v| !v.is_null())
     }
 
-    /// A whole, positive amount from a number (`1`, `1.0`) or a numeric string (`"1"`,
-    /// `"1.00"`). Fractions, exponents, zero and negatives are `None`.
-    pub(crate) fn whole_amount(&self, name: &str) -> Option<i64> {
+    /// A whole, positive amount: a JSON integer (`100`) or a string of plain digits (`"100"`).
+    /// Daraja supports "only whole numbers" (`shared/daraja/stk.md`, Amount) and names float
+    /// formatting such as `1e+05` as a cause of `Invalid Amount` (`problems.md` #8), so what a
+    /// float encoder writes is refused however whole its value: `1.0`, `100000.0`, `1E5`,
+    /// `1e+05`, `"1.00"`, as are `"0100"`, `" 100"`, zero and negatives. With `lenient` the
+    /// older reading applies: any decimal text whose value is whole (`1.0`, `"1.00"`).
+    pub(crate) fn whole_amount(&self, name: &str, lenient: bool) -> Option<i64> {
         let text = match self.0.get(name)? {
             Value::Number(n) => n.to_string(),
-            Value::String(s) => s.trim().to_owned(),
+            Value::String(s) => s.clone(),
             _ => return None,
         };
-        let cents = Cents::parse(&text)?;
-        (cents.0 % 100 == 0 && cents.0 > 0).then_some(cents.0 / 100)
+        if lenient {
+            let cents = Cents::parse(&text)?;
+            return (cents.0 % 100 == 0 && cents.0 > 0).then_some(cents.0 / 100);
+        }
+        let plain = !text.is_empty()
+            && text.len() <= 15
+            && text.bytes().all(|b| b.is_ascii_digit())
+            && !text.starts_with('0');
+        plain.then(|| text.parse::<i64>().ok()).flatten()
     }
 
     /// Text of at most `max` characters (at least one).
@@ -113,9 +145,15 @@ pub(crate) fn is_callback_url(text: &str, production: bool) -> bool {
 mod tests {
     use super::*;
 
+    fn json_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        h
+    }
+
     fn fields(json: &str) -> Fields {
         json_object(
-            &HeaderMap::new(),
+            &json_headers(),
             &Bytes::from(json.to_owned()),
             ApiError::invalid_payload,
         )
@@ -123,19 +161,25 @@ mod tests {
         .unwrap()
     }
 
+    /// Issue 17, item 6: stk.md "Amount" ("Only whole numbers are supported") and problems.md
+    /// #8 (`1e+05` as a cause of `Invalid Amount`).
     #[test]
-    fn amounts() {
+    fn amounts_are_whole_numbers_written_as_such() {
         let f = fields(
-            r#"{"a":1,"b":1.0,"c":"10","d":"5.00","e":1.5,"f":0,"g":-3,"h":"1e3","i":"x","j":250000}"#,
+            r#"{"a":1,"c":"10","j":250000,"b":1.0,"d":"5.00","e":1.5,"f":0,"g":-3,"h":"1e3","i":"x","k":1e+05,"l":1E5,"m":100000.0,"n":"0100","o":" 100","p":"100 ","q":"-5","r":"+5"}"#,
         );
-        assert_eq!(f.whole_amount("a"), Some(1));
-        assert_eq!(f.whole_amount("b"), Some(1));
-        assert_eq!(f.whole_amount("c"), Some(10));
-        assert_eq!(f.whole_amount("d"), Some(5));
-        for bad in ["e", "f", "g", "h", "i", "missing"] {
-            assert_eq!(f.whole_amount(bad), None, "{bad}");
+        assert_eq!(f.whole_amount("a", false), Some(1));
+        assert_eq!(f.whole_amount("c", false), Some(10));
+        assert_eq!(f.whole_amount("j", false), Some(250_000));
+        for bad in [
+            "b", "d", "e", "f", "g", "h", "i", "k", "l", "m", "n", "o", "p", "q", "r", "missing",
+        ] {
+            assert_eq!(f.whole_amount(bad, false), None, "{bad}");
         }
-        assert_eq!(f.whole_amount("j"), Some(250_000));
+        // The lenient option keeps the older reading: whole-valued decimals.
+        assert_eq!(f.whole_amount("b", true), Some(1));
+        assert_eq!(f.whole_amount("d", true), Some(5));
+        assert_eq!(f.whole_amount("e", true), None);
     }
 
     #[test]
@@ -166,41 +210,48 @@ mod tests {
         assert!(!is_callback_url("ftp://example.com/cb", false));
     }
 
+    /// Issue 17, item 2 and the form-as-JSON case: stk.md synchronous errors ("Invalid
+    /// BusinessShortCode is the typical symptom of a missing `Content-Type: application/json`
+    /// or form-encoded body") and problems.md #7.
     #[test]
     fn payloads() {
-        let body = Bytes::from_static(b"BusinessShortCode=174379");
-        let mut form = HeaderMap::new();
-        form.insert(
-            header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded".parse().unwrap(),
+        let first_field = || ApiError::invalid_field("BusinessShortCode");
+        let message = |e: ApiError| match e.body {
+            crate::errors::ErrorBody::Envelope(env) => (env.error_code.0, env.error_message),
+            _ => panic!("not an envelope"),
+        };
+        let json = Bytes::from_static(br#"{"BusinessShortCode":"174379"}"#);
+        let form = Bytes::from_static(b"BusinessShortCode=174379&Amount=1");
+        let invalid_shortcode = (
+            "400.002.02".to_owned(),
+            "Bad Request - Invalid BusinessShortCode".to_owned(),
         );
-        let e = json_object(&form, &body, || {
-            ApiError::invalid_field("BusinessShortCode")
-        })
-        .err()
-        .unwrap();
-        assert!(
-            matches!(e.body, crate::errors::ErrorBody::Envelope(ref env) if env.error_message == "Bad Request - Invalid BusinessShortCode")
-        );
-        let e = json_object(
-            &HeaderMap::new(),
-            &Bytes::from_static(b"{not json"),
-            ApiError::invalid_payload,
-        )
-        .err()
-        .unwrap();
-        assert!(
-            matches!(e.body, crate::errors::ErrorBody::Envelope(ref env) if env.error_code.0 == "400.002.05")
-        );
-        let e = json_object(
-            &HeaderMap::new(),
-            &Bytes::from_static(b"[1]"),
-            ApiError::invalid_payload,
-        )
-        .err()
-        .unwrap();
-        assert!(
-            matches!(e.body, crate::errors::ErrorBody::Envelope(ref env) if env.error_code.0 == "400.002.05")
-        );
+        let with = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            h
+        };
+        // Valid JSON without the JSON content type is not read at all.
+        for headers in [
+            HeaderMap::new(),
+            with("text/plain"),
+            with("application/x-www-form-urlencoded"),
+        ] {
+            let e = json_object(&headers, &json, first_field).err().unwrap();
+            assert_eq!(message(e), invalid_shortcode);
+        }
+        assert!(json_object(&with("Application/JSON; charset=utf-8"), &json, first_field).is_ok());
+        // A form body sent as JSON: Daraja names the first field too.
+        let e = json_object(&json_headers(), &form, first_field)
+            .err()
+            .unwrap();
+        assert_eq!(message(e), invalid_shortcode);
+        // Broken JSON and non-objects are an invalid payload.
+        for body in [&b"{not json"[..], b"[1]", b"{\"BusinessShortCode\": "] {
+            let e = json_object(&json_headers(), &Bytes::copy_from_slice(body), first_field)
+                .err()
+                .unwrap();
+            assert_eq!(message(e).0, "400.002.05");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The simulator driven by a client nobody here wrote: the `mpesa` crate (c12i/mpesa-rust 1.1)
 //! from crates.io. Its requests differ from Daraja's documented shapes in places (`Amount` as a
-//! float such as `10.0`, B2C v1 with `Occasion`, a password from the host's local time); the
-//! simulator treats them as Daraja would, and accepts what Daraja accepts.
+//! float such as `10.0`, B2C v1 with `Occasion`, a password from the host's local time). Daraja
+//! takes "only whole numbers" (stk.md), so by default the simulator refuses the float with
+//! `Invalid Amount`, as this test shows first; the rest runs with `lenient_amounts`.
 //!
 //! Where the crate cannot read Daraja's *answer*, the simulator still answers like Daraja: C2B
 //! Register URL and simulate answer with `OriginatorCoversationID` (Daraja's own misspelling),
@@ -42,8 +43,33 @@ fn decoding_failure(result: &Result<impl std::fmt::Debug, MpesaError>) -> bool {
 
 #[tokio::test]
 async fn the_mpesa_crate_runs_oauth_stk_c2b_and_b2c_against_the_simulator() {
+    // Daraja's rule: the crate's `"Amount": 10.0` is not a whole number as written.
+    // (Another key: the crate keeps one cached token, keyed by consumer key, for all clients.)
+    let strict =
+        start(SimConfig::for_tests().accept_credentials("mpesa-rs-strict", "mpesa-rs-secret"))
+            .await;
+    let refused = Mpesa::new(
+        "mpesa-rs-strict",
+        "mpesa-rs-secret",
+        Simulated {
+            base_url: strict.base_url.clone(),
+        },
+    )
+    .express_request(SHORTCODE)
+    .phone_number("254708374149")
+    .amount(10)
+    .callback_url("http://127.0.0.1:9/hooks/stk")
+    .account_ref("INV42")
+    .send()
+    .await;
+    assert!(
+        format!("{refused:?}").contains("Bad Request - Invalid Amount"),
+        "{refused:?}"
+    );
+
     let config = SimConfig {
         credential_mode: CredentialMode::Strict,
+        lenient_amounts: true,
         ..SimConfig::for_tests()
     }
     .accept_credentials("mpesa-rs-key", "mpesa-rs-secret");

@@ -31,6 +31,7 @@ debug_hiding_url_paths!(C2bRegisterParams { short_code, response_type, version }
 debug_hiding_url_paths!(B2cParams { originator_conversation_id, command, amount, phone, remarks, occasion } urls { result_url, queue_timeout_url });
 debug_hiding_url_paths!(TransactionStatusParams { transaction_id, original_conversation_id, party_a, identifier_type, remarks, occasion } urls { result_url, queue_timeout_url });
 debug_hiding_url_paths!(AccountBalanceParams { party_a, identifier_type, remarks } urls { result_url, queue_timeout_url });
+debug_hiding_url_paths!(PullRegisterParams { short_code, nominated_number } urls { callback_url });
 debug_hiding_url_paths!(ReversalParams { transaction_id, amount, receiver_party, remarks, occasion } urls { result_url, queue_timeout_url });
 
 /// The Daraja APIs this client calls; names metrics and log lines.
@@ -45,10 +46,12 @@ pub enum Api {
     TransactionStatus,
     AccountBalance,
     Reversal,
+    PullRegister,
+    PullQuery,
 }
 
 impl Api {
-    pub const ALL: [Api; 9] = [
+    pub const ALL: [Api; 11] = [
         Api::OAuth,
         Api::StkPush,
         Api::StkQuery,
@@ -58,6 +61,8 @@ impl Api {
         Api::TransactionStatus,
         Api::AccountBalance,
         Api::Reversal,
+        Api::PullRegister,
+        Api::PullQuery,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +76,8 @@ impl Api {
             Api::TransactionStatus => "transaction_status",
             Api::AccountBalance => "account_balance",
             Api::Reversal => "reversal",
+            Api::PullRegister => "pull_register",
+            Api::PullQuery => "pull_query",
         }
     }
 
@@ -340,4 +347,41 @@ pub struct InitiatorAccepted {
     pub conversation_id: String,
     pub response_code: String,
     pub response_description: String,
+}
+
+/// Pull Transactions registration (once per shortcode).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PullRegisterParams {
+    /// Defaults to the configured C2B shortcode.
+    pub short_code: Option<String>,
+    /// The number Safaricom tells about the registration.
+    pub nominated_number: Msisdn,
+    pub callback_url: Url,
+}
+
+/// Pull Transactions registration was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRegistered {
+    /// `1001`: the shortcode was registered before (still a success).
+    pub already_registered: bool,
+    pub response_ref_id: String,
+    pub response_description: String,
+}
+
+/// One page of Pull Transactions: what the shortcode received between `start` and `end`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullQueryParams {
+    /// Defaults to the configured C2B shortcode.
+    pub short_code: Option<String>,
+    pub start: chrono::DateTime<chrono::Utc>,
+    pub end: chrono::DateTime<chrono::Utc>,
+    /// Index of the first record: 0, then the number of records already read.
+    pub offset: u32,
+}
+
+/// A page of Pull Transactions; empty when Daraja has none (`1001`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullPage {
+    pub response_ref_id: String,
+    pub transactions: Vec<crate::wire::PullTransaction>,
 }

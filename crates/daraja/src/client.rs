@@ -13,8 +13,9 @@ use url::Url;
 
 use crate::api::{
     AccountBalanceParams, Api, B2cParams, C2bAccepted, C2bRegisterParams, C2bSimulateParams,
-    C2bVersion, InitiatorAccepted, ReversalParams, StkPushAccepted, StkPushParams, StkQueryAnswer,
-    StkQueryResult, TransactionStatusParams,
+    C2bVersion, InitiatorAccepted, PullPage, PullQueryParams, PullRegisterParams, PullRegistered,
+    ReversalParams, StkPushAccepted, StkPushParams, StkQueryAnswer, StkQueryResult,
+    TransactionStatusParams,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{DarajaConfig, Environment};
@@ -27,13 +28,15 @@ use crate::transport::{Transport, decode};
 use crate::validate::check_callback_url;
 use crate::wire::paths::{
     ACCOUNT_BALANCE_PATH, B2C_V3_PATH, C2B_REGISTER_URL_V1_PATH, C2B_REGISTER_URL_V2_PATH,
-    C2B_SIMULATE_V1_PATH, C2B_SIMULATE_V2_PATH, REVERSAL_PATH, STK_PUSH_PATH, STK_QUERY_PATH,
-    TRANSACTION_STATUS_PATH,
+    C2B_SIMULATE_V1_PATH, C2B_SIMULATE_V2_PATH, PULL_QUERY_PATH, PULL_REGISTER_PATH, REVERSAL_PATH,
+    STK_PUSH_PATH, STK_QUERY_PATH, TRANSACTION_STATUS_PATH,
 };
+use crate::wire::pull::{PULL_ALREADY_OR_EMPTY, PULL_DATE_FORMAT, PULL_SUCCESS};
 use crate::wire::{
     AccountBalanceRequest, B2cRequest, C2bResponse, C2bSimulateRequest, InitiatorResponse,
-    LooseString, RegisterUrlRequest, ReversalRequest, StkPushRequest, StkPushResponse,
-    StkQueryRequest, StkQueryResponse, TransactionStatusRequest, WireValue,
+    LooseString, PullQueryRequest, PullQueryResponse, PullRegisterRequest, PullRegisterResponse,
+    RegisterUrlRequest, ReversalRequest, StkPushRequest, StkPushResponse, StkQueryRequest,
+    StkQueryResponse, TransactionStatusRequest, WireValue,
 };
 
 /// `500.001.1001` answers to STK Query that mean "no outcome yet".
@@ -452,6 +455,90 @@ impl DarajaClient {
         };
         let response: InitiatorResponse = self.call(Api::Reversal, REVERSAL_PATH, &request).await?;
         initiator_accepted(Api::Reversal, response)
+    }
+
+    /// Registers the shortcode for Pull Transactions. `1001` (already registered) is a success
+    /// too: the goal is to be registered.
+    pub async fn pull_register(
+        &self,
+        params: &PullRegisterParams,
+    ) -> Result<PullRegistered, DarajaError> {
+        check_url("CallBackURL", &params.callback_url, self.production())?;
+        let request = PullRegisterRequest {
+            short_code: LooseString::from(
+                params
+                    .short_code
+                    .as_deref()
+                    .unwrap_or(&self.inner.config.shortcode),
+            ),
+            request_type: "Pull".into(),
+            nominated_number: LooseString::from(params.nominated_number.as_str()),
+            callback_url: params.callback_url.as_str().to_owned(),
+        };
+        let response: PullRegisterResponse = self
+            .call(Api::PullRegister, PULL_REGISTER_PATH, &request)
+            .await?;
+        let status = response.response_status.as_str().trim();
+        if status != PULL_SUCCESS && status != PULL_ALREADY_OR_EMPTY {
+            return Err(refused_in_body(
+                Api::PullRegister,
+                &crate::wire::WireCode::text(status),
+                &response.response_description,
+            ));
+        }
+        Ok(PullRegistered {
+            already_registered: status == PULL_ALREADY_OR_EMPTY,
+            response_ref_id: response.response_ref_id,
+            response_description: response.response_description,
+        })
+    }
+
+    /// One page of what the shortcode received between `start` and `end` (sent as East Africa
+    /// Time). Ask again with `offset` + the records read until a page comes back empty.
+    pub async fn pull_query(&self, params: &PullQueryParams) -> Result<PullPage, DarajaError> {
+        if params.end < params.start {
+            return Err(InvalidRequest::Format {
+                field: "EndDate",
+                reason: "must not be before StartDate",
+            }
+            .into());
+        }
+        let eat = |t: chrono::DateTime<chrono::Utc>| {
+            t.with_timezone(
+                &chrono::FixedOffset::east_opt(crate::clock::EAT_OFFSET_SECONDS)
+                    .expect("+03:00 is valid"),
+            )
+            .format(PULL_DATE_FORMAT)
+            .to_string()
+        };
+        let request = PullQueryRequest {
+            short_code: LooseString::from(
+                params
+                    .short_code
+                    .as_deref()
+                    .unwrap_or(&self.inner.config.shortcode),
+            ),
+            start_date: eat(params.start),
+            end_date: eat(params.end),
+            offset_value: LooseString(params.offset.to_string()),
+        };
+        let response: PullQueryResponse =
+            self.call(Api::PullQuery, PULL_QUERY_PATH, &request).await?;
+        match response.response_code.as_str().trim() {
+            PULL_SUCCESS => Ok(PullPage {
+                transactions: response.transactions().cloned().collect(),
+                response_ref_id: response.response_ref_id,
+            }),
+            PULL_ALREADY_OR_EMPTY => Ok(PullPage {
+                response_ref_id: response.response_ref_id,
+                transactions: Vec::new(),
+            }),
+            other => Err(refused_in_body(
+                Api::PullQuery,
+                &crate::wire::WireCode::text(other),
+                &response.response_message,
+            )),
+        }
     }
 
     /// A `SecurityCredential` for the configured initiator password and certificate.

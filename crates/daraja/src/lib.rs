@@ -3,7 +3,8 @@
 //! * [`wire`]: every request, response, error envelope and callback exactly as Safaricom sends
 //!   and expects it, `Serialize + Deserialize`, shared with the simulator (`crates/daraja-sim`).
 //! * [`DarajaClient`]: STK Push and Query, C2B Register URL (v1/v2) and simulate, B2C v3,
-//!   Transaction Status, Account Balance, Reversal. Cheap to clone, `Send + Sync`.
+//!   Transaction Status, Account Balance, Reversal, Pull Transactions (register and query).
+//!   Cheap to clone, `Send + Sync`.
 //! * The OAuth token (inside the client): one shared token, refreshed before it expires, one
 //!   token request however many callers wait, and one retry of a call that Daraja refused for
 //!   its token. [`DarajaClient::check_credentials`] fetches it for `config check`.
@@ -55,9 +56,9 @@ pub mod wire;
 
 pub use api::{
     AccountBalanceParams, Api, B2cCommand, B2cParams, C2bAccepted, C2bRegisterParams,
-    C2bResponseType, C2bSimulateParams, C2bVersion, IdentifierType, InitiatorAccepted,
-    ReversalParams, StkPushAccepted, StkPushParams, StkQueryAnswer, StkQueryResult,
-    TransactionStatusParams,
+    C2bResponseType, C2bSimulateParams, C2bVersion, IdentifierType, InitiatorAccepted, PullPage,
+    PullQueryParams, PullRegisterParams, PullRegistered, ReversalParams, StkPushAccepted,
+    StkPushParams, StkQueryAnswer, StkQueryResult, TransactionStatusParams,
 };
 pub use client::DarajaClient;
 pub use clock::{Clock, ManualClock, SystemClock, eat_timestamp, parse_eat_timestamp};

@@ -56,6 +56,24 @@ pub fn parse_callback_url(text: &str, production: bool) -> Result<Url, UrlProble
     if text.chars().any(char::is_whitespace) {
         return Err(UrlProblem::Whitespace);
     }
+    // URL parsers repair `https:my_app.example.com/cb` and `https:/127.0.0.1/cb` into valid
+    // URLs; Daraja refuses them (`Invalid CallBackURL`, problems.md #6), so the text itself
+    // must read `http://host…` or `https://host…`.
+    let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        &text[8..]
+    } else if lower.starts_with("http://") {
+        &text[7..]
+    } else if lower.starts_with("http:") || lower.starts_with("https:") {
+        return Err(UrlProblem::NotAUrl);
+    } else if Url::parse(text).is_ok() {
+        return Err(UrlProblem::Scheme);
+    } else {
+        return Err(UrlProblem::NotAUrl);
+    };
+    if rest.is_empty() || rest.starts_with(['/', '\\', '?', '#']) {
+        return Err(UrlProblem::NoHost);
+    }
     let url = Url::parse(text).map_err(|_| UrlProblem::NotAUrl)?;
     check_callback_url(&url, production)?;
     Ok(url)
@@ -195,10 +213,28 @@ mod tests {
             parse_callback_url("ftp://example.com/cb", false),
             Err(UrlProblem::Scheme)
         );
-        // `https:my_app` reads as the host `my_app`, which production refuses as not public.
+        // Forms a URL parser silently repairs, which Daraja refuses (problems.md #6).
+        for repaired in [
+            "https:my_app.example.com/cb",
+            "https:/127.0.0.1:8000/cb",
+            "http:/example.com/cb",
+            "https:///example.com/cb",
+            "https://",
+        ] {
+            assert!(
+                Url::parse(repaired).is_ok() || repaired == "https://",
+                "{repaired} parses"
+            );
+            assert!(
+                parse_callback_url(repaired, false).is_err(),
+                "{repaired} is refused"
+            );
+        }
+        assert!(parse_callback_url("HTTPS://example.com/cb", false).is_ok());
+        // `https:my_app` is not repaired into the host `my_app`: Daraja refuses the text.
         assert_eq!(
             parse_callback_url("https:my_app", true),
-            Err(UrlProblem::NotPublic)
+            Err(UrlProblem::NotAUrl)
         );
         assert_eq!(
             parse_callback_url("not a url", false),

@@ -19,4 +19,4 @@ pub use state_machine::{
     CallbackReport, Deadlines, LastQuery, NextCheck, Outcome, PaymentSnapshot, QueryReport,
     ReviewChange, SuccessDetails, Transition, TransitionKind,
 };
-pub use text::{AccountReference, Description, TextError, TransactionDesc};
+pub use text::{AccountReference, Description, TextError, TransactionDesc, escape_html};

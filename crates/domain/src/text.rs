@@ -148,9 +148,34 @@ macro_rules! string_conversions {
 }
 string_conversions!(AccountReference, TransactionDesc, Description);
 
+/// Escapes text for HTML element content and attribute values: every value that came from
+/// outside (account numbers, names, Daraja's texts) goes through this before a page shows it.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn html_escapes_what_could_open_a_tag_or_end_an_attribute() {
+        assert_eq!(
+            escape_html(r#"<a href="x">O'Neil & co</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;O&#39;Neil &amp; co&lt;/a&gt;"
+        );
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -381,14 +381,22 @@ async fn supervise<F, Fut>(
 /// The simulator `serve --sandbox` runs: it accepts the configured credentials, shortcode and
 /// passkey besides its defaults.
 pub fn sandbox_simulator_config(config: &Config) -> daraja_sim::SimConfig {
-    daraja_sim::SimConfig::with_credentials(
-        config.daraja.consumer_key.expose_secret().to_owned(),
-        config.daraja.consumer_secret.expose_secret().to_owned(),
+    let d = &config.daraja;
+    // A buy-goods setup's till belongs to the store number; a configured initiator exists.
+    let mut shortcode =
+        daraja_sim::ShortcodeConfig::new(d.shortcode.clone(), Some(d.passkey.expose_secret()));
+    if d.effective_party_b() != d.shortcode {
+        shortcode = shortcode.with_till(d.effective_party_b().to_owned());
+    }
+    let mut sim = daraja_sim::SimConfig::with_credentials(
+        d.consumer_key.expose_secret().to_owned(),
+        d.consumer_secret.expose_secret().to_owned(),
     )
-    .with_shortcode(daraja_sim::ShortcodeConfig::new(
-        config.daraja.shortcode.clone(),
-        Some(config.daraja.passkey.expose_secret()),
-    ))
+    .with_shortcode(shortcode);
+    if let (Some(name), Some(password)) = (&d.initiator_name, &d.initiator_password) {
+        sim = sim.with_initiator(name.clone(), password.expose_secret().to_owned());
+    }
+    sim
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
@@ -416,6 +424,7 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -457,5 +466,39 @@ mod tests {
                 "{secret}"
             );
         }
+    }
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        let env: std::collections::BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_source(env, true).unwrap()
+    }
+
+    #[test]
+    fn the_sandbox_simulator_knows_the_configured_till_and_initiator_and_keeps_174379_stk_only() {
+        let sim = sandbox_simulator_config(&config(&[]));
+        let stk = sim
+            .shortcodes
+            .iter()
+            .find(|s| s.shortcode == "174379")
+            .unwrap();
+        assert!(!stk.c2b, "Safaricom's 174379 cannot register C2B URLs");
+        assert!(stk.tills.is_empty());
+
+        let sim = sandbox_simulator_config(&config(&[
+            ("MPESA_TRANSACTION_TYPE", "CustomerBuyGoodsOnline"),
+            ("MPESA_PARTY_B", "5432100"),
+            ("MPESA_INITIATOR_NAME", "ops"),
+            ("MPESA_INITIATOR_PASSWORD", "ops-password"),
+        ]));
+        let stk = sim
+            .shortcodes
+            .iter()
+            .find(|s| s.shortcode == "174379")
+            .unwrap();
+        assert_eq!(stk.tills, vec!["5432100".to_owned()]);
+        assert!(sim.initiators.iter().any(|i| i.name == "ops"));
     }
 }

@@ -11,16 +11,18 @@ use daraja::wire::{
     RegisterUrlRequest, WireValue,
 };
 use mpesa_domain::Cents;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{admit, answer};
 use crate::callbacks::{Outgoing, PostOutcome};
-use crate::config::MsisdnMode;
+use crate::config::{C2bMsisdnModes, MsisdnMode};
 use crate::errors::ApiError;
-use crate::faults::{CallbackFaults, Endpoint};
+use crate::errors::SimError;
+use crate::faults::{CallbackFaults, Endpoint, Flow};
 use crate::journal::{CallbackKind, DeliveryOutcome};
 use crate::ledger::{PaymentKind, PaymentRecord};
-use crate::state::{C2bApiVersion, C2bRegistration, StkTransaction};
+use crate::state::{C2bApiVersion, C2bRegistration, PullRegistration, StkTransaction};
 use crate::validation::{is_callback_url, is_shortcode, json_object, msisdn, typed};
 use crate::{Simulator, ids, lock};
 
@@ -134,7 +136,7 @@ fn simulate(
         .filter(|c| COMMANDS.contains(&c.as_str()))
         .ok_or_else(|| invalid("CommandID"))?;
     let amount = f
-        .whole_amount("Amount")
+        .whole_amount("Amount", sim.config().lenient_amounts)
         .filter(|a| *a <= sim.config().max_amount)
         .ok_or_else(|| invalid("Amount"))?;
     let payer = f
@@ -148,20 +150,21 @@ fn simulate(
         return Err(invalid("BillRefNumber"));
     }
     let request: C2bSimulateRequest = typed(body)?;
-    let payment = IncomingPayment {
+    let payment = CustomerPayment {
         short_code,
-        buy_goods: command == "CustomerBuyGoodsOnline",
+        phone: payer.as_str().to_owned(),
         amount,
-        payer: payer.as_str().to_owned(),
-        bill_ref_number: request.bill_ref_number.unwrap_or_default(),
+        account: request.bill_ref_number,
+        till: command == "CustomerBuyGoodsOnline",
         version: Some(version),
+        first_name: None,
+        faults: CallbackFaults::default(),
     };
-    let faults = lock(&sim.inner.faults).for_number(payer.as_str());
     tracing::info!(short_code = %payment.short_code, phone = %payer.masked(), amount, "C2B payment simulated");
     let background = sim.clone();
     tokio::spawn(async move {
         tokio::time::sleep(background.config().callback_delay).await;
-        receive_payment(&background, payment, &faults).await;
+        receive_payment(&background, payment).await;
     });
     Ok(Json(C2bResponse::accepted(
         sim.inner.ids.gateway_id(),
@@ -170,36 +173,212 @@ fn simulate(
     .into_response())
 }
 
-/// A customer payment to a shortcode.
-struct IncomingPayment {
-    short_code: String,
-    buy_goods: bool,
-    amount: i64,
-    payer: String,
-    bill_ref_number: String,
-    version: Option<C2bApiVersion>,
+/// A customer paying a paybill (with an account number) or a till (without), as from the
+/// M-Pesa menu. What C2B simulate does, and what tests inject with
+/// [`Simulator::pay_c2b`] or `POST /simulator/c2b/pay`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerPayment {
+    /// The paybill or till paid (default `600000`).
+    #[serde(default = "default_c2b_short_code")]
+    pub short_code: String,
+    /// The payer, in any form `Msisdn` accepts (default Safaricom's test number).
+    #[serde(default = "default_payer")]
+    pub phone: String,
+    /// Whole shillings.
+    pub amount: i64,
+    /// The account number typed for a paybill (`BillRefNumber`); ignored for a till.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// A Buy Goods payment to a till (`"Buy Goods"`, empty `BillRefNumber`).
+    #[serde(default)]
+    pub till: bool,
+    /// Which registration notifies (its version decides the `MSISDN` form); default: the
+    /// latest registration of the shortcode.
+    #[serde(default)]
+    pub version: Option<C2bApiVersion>,
+    /// `FirstName` as M-Pesa reports it (default `JOHN`): any text, hostile included.
+    #[serde(default)]
+    pub first_name: Option<String>,
+    /// Faults for this payment only, on top of the global, number and `c2b` ones.
+    #[serde(default)]
+    pub faults: CallbackFaults,
+}
+
+fn default_c2b_short_code() -> String {
+    crate::config::SANDBOX_C2B_SHORTCODE.to_owned()
+}
+
+fn default_payer() -> String {
+    crate::scenarios::SUCCESS_NUMBER.to_owned()
+}
+
+impl CustomerPayment {
+    /// A paybill payment of `amount` shillings to `short_code` with account `account`, from
+    /// Safaricom's test number.
+    pub fn paybill(short_code: impl Into<String>, account: impl Into<String>, amount: i64) -> Self {
+        CustomerPayment {
+            short_code: short_code.into(),
+            phone: default_payer(),
+            amount,
+            account: Some(account.into()),
+            till: false,
+            version: None,
+            first_name: None,
+            faults: CallbackFaults::default(),
+        }
+    }
+
+    /// A Buy Goods payment of `amount` shillings to the till `till`.
+    pub fn till(till: impl Into<String>, amount: i64) -> Self {
+        CustomerPayment {
+            account: None,
+            till: true,
+            ..Self::paybill(till, "", amount)
+        }
+    }
+
+    /// From another phone number.
+    pub fn from_phone(mut self, phone: impl Into<String>) -> Self {
+        self.phone = phone.into();
+        self
+    }
+
+    /// With faults for this payment only (e.g. `suppress` to lose its confirmation).
+    pub fn with_faults(mut self, faults: CallbackFaults) -> Self {
+        self.faults = faults;
+        self
+    }
+}
+
+/// What became of a customer payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct C2bOutcome {
+    /// The receipt (`TransID`); also set when validation refused the payment (the validation
+    /// request carried it).
+    pub trans_id: String,
+    pub short_code: String,
+    pub amount: i64,
+    #[serde(flatten)]
+    pub status: C2bStatus,
+    /// What the validation answer attached, echoed in the confirmation.
+    pub third_party_trans_id: String,
+}
+
+/// The end of a customer payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum C2bStatus {
+    /// Paid; the confirmation went out (unless a fault held it back) if URLs are registered.
+    Completed,
+    /// The ValidationURL refused it with this code; no money moved, no confirmation.
+    Rejected { result_code: String },
+    /// The ValidationURL did not answer in time and `ResponseType` is `Cancelled`.
+    Cancelled,
+}
+
+impl C2bOutcome {
+    pub fn is_completed(&self) -> bool {
+        self.status == C2bStatus::Completed
+    }
+}
+
+/// Checks an injected payment like M-Pesa would check the customer's input.
+pub(crate) fn check_payment(sim: &Simulator, p: &CustomerPayment) -> Result<String, String> {
+    if !is_shortcode(&p.short_code) {
+        return Err(format!(
+            "short_code {:?} must be 5 to 7 digits",
+            p.short_code
+        ));
+    }
+    if p.amount < 1 || p.amount > sim.config().max_amount {
+        return Err(format!(
+            "amount must be 1 to {} shillings",
+            sim.config().max_amount
+        ));
+    }
+    mpesa_domain::Msisdn::parse(&p.phone)
+        .map(|m| m.as_str().to_owned())
+        .map_err(|e| format!("phone: {e}"))
+}
+
+impl Simulator {
+    /// A customer pays a paybill or till, now: external validation (when on for the shortcode,
+    /// with its deadline and `ResponseType` fallback), booking, and the confirmation to the
+    /// registered ConfirmationURL (unless a fault suppresses it). Returns once all of that is
+    /// done. An input M-Pesa would not let the customer send is refused with the reason.
+    pub async fn pay_c2b(&self, payment: CustomerPayment) -> Result<C2bOutcome, SimError> {
+        let phone = check_payment(self, &payment).map_err(SimError::Request)?;
+        Ok(receive_payment(self, CustomerPayment { phone, ..payment }).await)
+    }
+
+    /// Switches external validation on or off for a shortcode (over the configuration).
+    pub fn set_c2b_validation(&self, short_code: &str, enabled: bool) {
+        lock(&self.inner.c2b)
+            .validation
+            .insert(short_code.to_owned(), enabled);
+        tracing::info!(short_code, enabled, "C2B external validation switched");
+        self.notify();
+    }
+
+    /// Whether C2B payments to `short_code` are validated first.
+    pub fn c2b_validation(&self, short_code: &str) -> bool {
+        let overridden = lock(&self.inner.c2b).validation.get(short_code).copied();
+        overridden.unwrap_or_else(|| {
+            self.config()
+                .shortcode(short_code)
+                .is_some_and(|s| s.external_validation)
+        })
+    }
+
+    /// Sets the `MSISDN` form per C2B version (full, masked or SHA-256) from now on.
+    pub fn set_c2b_msisdn(&self, modes: C2bMsisdnModes) {
+        lock(&self.inner.c2b).msisdn = Some(modes);
+    }
+
+    /// The `MSISDN` forms in force.
+    pub fn c2b_msisdn(&self) -> C2bMsisdnModes {
+        lock(&self.inner.c2b)
+            .msisdn
+            .unwrap_or(self.config().c2b_msisdn)
+    }
+
+    /// Shortcodes registered for Pull Transactions.
+    pub fn pull_registrations(&self) -> Vec<PullRegistration> {
+        let mut all: Vec<_> = lock(&self.inner.c2b).pull.values().cloned().collect();
+        all.sort_by(|a, b| a.short_code.cmp(&b.short_code));
+        all
+    }
 }
 
 /// Validation (when enabled, with its deadline and `ResponseType` fallback), booking, then the
 /// confirmation.
-async fn receive_payment(sim: &Simulator, payment: IncomingPayment, faults: &CallbackFaults) {
+pub(crate) async fn receive_payment(sim: &Simulator, payment: CustomerPayment) -> C2bOutcome {
     let now = sim.now();
     let receipt = ids::receipt(now);
+    let faults = lock(&sim.inner.faults)
+        .for_flow(Flow::C2b, Some(&payment.phone))
+        .combine(&payment.faults);
     let registration = lock(&sim.inner.c2b).for_payment(&payment.short_code, payment.version);
-    let validation = sim
-        .config()
-        .shortcode(&payment.short_code)
-        .is_some_and(|s| s.external_validation);
+    let outcome = |status: C2bStatus, third_party_trans_id: String| C2bOutcome {
+        trans_id: receipt.clone(),
+        short_code: payment.short_code.clone(),
+        amount: payment.amount,
+        status,
+        third_party_trans_id,
+    };
     let mut third_party_trans_id = String::new();
-    if let (Some(reg), true) = (&registration, validation) {
-        let body = payment_body(sim, &payment, reg.version, &receipt, now, None, "", faults);
+    if let (Some(reg), true) = (&registration, sim.c2b_validation(&payment.short_code)) {
+        let body = payment_body(sim, &payment, reg.version, &receipt, now, None, "", &faults);
         match validate(sim, reg, &receipt, &body).await {
             Validation::Accepted { reference } => third_party_trans_id = reference,
-            Validation::Rejected => return,
+            Validation::Rejected { result_code } => {
+                return outcome(C2bStatus::Rejected { result_code }, String::new());
+            }
             Validation::NoAnswer if reg.response_type == "Completed" => {}
             Validation::NoAnswer => {
                 tracing::info!(trans_id = %receipt, "C2B validation unanswered; ResponseType Cancelled cancels the payment");
-                return;
+                return outcome(C2bStatus::Cancelled, String::new());
             }
         }
     }
@@ -207,19 +386,20 @@ async fn receive_payment(sim: &Simulator, payment: IncomingPayment, faults: &Cal
         receipt: receipt.clone(),
         kind: PaymentKind::C2b,
         short_code: payment.short_code.clone(),
-        msisdn: payment.payer.clone(),
+        msisdn: payment.phone.clone(),
         amount: payment.amount,
         completed_at: now,
         originator_conversation_id: sim.inner.ids.gateway_id(),
         conversation_id: ids::conversation_id(now),
-        reference: Some(payment.bill_ref_number.clone()),
+        reference: Some(bill_ref_number(&payment)),
         reversed_by: None,
         original_receipt: None,
+        buy_goods: payment.till,
     });
     sim.notify();
     let Some(reg) = registration else {
         tracing::info!(trans_id = %receipt, "C2B payment completed; no URLs registered, nobody notified");
-        return;
+        return outcome(C2bStatus::Completed, third_party_trans_id);
     };
     let body = payment_body(
         sim,
@@ -229,24 +409,34 @@ async fn receive_payment(sim: &Simulator, payment: IncomingPayment, faults: &Cal
         now,
         Some(balances.utility),
         &third_party_trans_id,
-        faults,
+        &faults,
     );
     let body = serde_json::to_string(&body).expect("a C2B payment serializes");
     sim.deliver(
         Outgoing {
             kind: CallbackKind::C2bConfirmation,
             url: reg.confirmation_url.clone(),
-            reference: receipt,
+            reference: receipt.clone(),
             body,
         },
-        faults,
+        &faults,
     )
     .await;
+    outcome(C2bStatus::Completed, third_party_trans_id)
+}
+
+/// The account number as the confirmation carries it: empty for Buy Goods.
+fn bill_ref_number(payment: &CustomerPayment) -> String {
+    if payment.till {
+        String::new()
+    } else {
+        payment.account.clone().unwrap_or_default()
+    }
 }
 
 enum Validation {
     Accepted { reference: String },
-    Rejected,
+    Rejected { result_code: String },
     NoAnswer,
 }
 
@@ -280,7 +470,9 @@ async fn validate(
                 },
                 Ok(a) if (200..300).contains(&status) => {
                     tracing::info!(trans_id = %receipt, code = %a.result_code, "C2B payment rejected by validation");
-                    Validation::Rejected
+                    Validation::Rejected {
+                        result_code: a.result_code.as_text().into_owned(),
+                    }
                 }
                 _ => Validation::NoAnswer,
             }
@@ -296,7 +488,7 @@ async fn validate(
 #[allow(clippy::too_many_arguments)]
 fn payment_body(
     sim: &Simulator,
-    payment: &IncomingPayment,
+    payment: &CustomerPayment,
     version: C2bApiVersion,
     receipt: &str,
     at: chrono::DateTime<chrono::Utc>,
@@ -304,13 +496,14 @@ fn payment_body(
     third_party_trans_id: &str,
     faults: &CallbackFaults,
 ) -> C2bPayment {
+    let modes = sim.c2b_msisdn();
     let mode = match version {
-        C2bApiVersion::V1 => sim.config().c2b_msisdn.v1,
-        C2bApiVersion::V2 => sim.config().c2b_msisdn.v2,
+        C2bApiVersion::V1 => modes.v1,
+        C2bApiVersion::V2 => modes.v2,
     };
     let name = |n: &str| (!faults.omit_c2b_names).then(|| n.to_owned());
     C2bPayment {
-        transaction_type: if payment.buy_goods {
+        transaction_type: if payment.till {
             "Buy Goods"
         } else {
             "Pay Bill"
@@ -320,14 +513,14 @@ fn payment_body(
         trans_time: LooseString(ids::eat_timestamp(at)),
         trans_amount: WireValue::string(&Cents(payment.amount * 100).to_string()),
         business_short_code: LooseString(payment.short_code.clone()),
-        bill_ref_number: Some(payment.bill_ref_number.clone()),
+        bill_ref_number: Some(bill_ref_number(payment)),
         invoice_number: Some(String::new()),
         org_account_balance: Some(WireValue::string(
             &balance_after.map(|c| c.to_string()).unwrap_or_default(),
         )),
         third_party_trans_id: Some(third_party_trans_id.to_owned()),
-        msisdn: LooseString(reported_msisdn(&payment.payer, mode)),
-        first_name: Some("JOHN".into()),
+        msisdn: LooseString(reported_msisdn(&payment.phone, mode)),
+        first_name: Some(payment.first_name.clone().unwrap_or_else(|| "JOHN".into())),
         middle_name: name(""),
         last_name: name(""),
     }
@@ -356,14 +549,17 @@ pub(crate) async fn confirm_stk_payment(
     let completed_at = sim
         .payment(receipt)
         .map_or_else(|| sim.now(), |p| p.completed_at);
-    let payment = IncomingPayment {
+    let payment = CustomerPayment {
         short_code: tx.business_short_code.clone(),
-        buy_goods: tx.transaction_type == "CustomerBuyGoodsOnline",
+        phone: tx.phone.clone(),
         amount: tx.amount,
-        payer: tx.phone.clone(),
-        bill_ref_number: tx.account_reference.clone(),
+        account: Some(tx.account_reference.clone()),
+        till: tx.transaction_type == "CustomerBuyGoodsOnline",
         version: Some(reg.version),
+        first_name: None,
+        faults: CallbackFaults::default(),
     };
+    let faults = &faults.combine(&lock(&sim.inner.faults).for_flow(Flow::C2b, None));
     let balance = sim.balances(&tx.business_short_code).utility;
     let body = payment_body(
         sim,

@@ -19,7 +19,7 @@ use super::{admit, answer};
 use crate::callbacks::Outgoing;
 use crate::credential::CredentialVerdict;
 use crate::errors::ApiError;
-use crate::faults::{CallbackFaults, Endpoint};
+use crate::faults::{CallbackFaults, Endpoint, Flow};
 use crate::journal::CallbackKind;
 use crate::ledger::{LedgerRefusal, PaymentKind, PaymentRecord};
 use crate::validation::{Fields, is_callback_url, is_shortcode, json_object, msisdn, typed};
@@ -280,7 +280,8 @@ fn accept_b2c(
     f.text("CommandID")
         .filter(|c| B2C_COMMANDS.contains(&c.as_str()))
         .ok_or_else(|| invalid("CommandID"))?;
-    f.whole_amount("Amount").ok_or_else(|| invalid("Amount"))?;
+    f.whole_amount("Amount", sim.config().lenient_amounts)
+        .ok_or_else(|| invalid("Amount"))?;
     f.text("PartyA")
         .filter(|p| is_shortcode(p))
         .ok_or_else(|| invalid("PartyA"))?;
@@ -290,7 +291,9 @@ fn accept_b2c(
     result_urls(sim, &f)?;
     optional_text(&f, &["Occassion", "Occasion"], 100)?;
     let request: B2cRequest = typed(body)?;
-    let amount = f.whole_amount("Amount").unwrap_or_default();
+    let amount = f
+        .whole_amount("Amount", sim.config().lenient_amounts)
+        .unwrap_or_default();
 
     let originator_conversation_id = match given_id {
         Some(id) => {
@@ -310,7 +313,7 @@ fn accept_b2c(
     let target = ResultTarget {
         result_url: request.result_url.clone(),
         queue_timeout_url: request.queue_timeout_url.clone(),
-        faults: lock(&sim.inner.faults).for_number(request.party_b.as_str()),
+        faults: lock(&sim.inner.faults).for_flow(Flow::B2c, Some(request.party_b.as_str())),
         originator_conversation_id,
         conversation_id: ids::conversation_id(sim.now()),
     };
@@ -336,6 +339,19 @@ fn pay_out(
     let Some(customer) = msisdn(request.party_b.as_str()) else {
         return fail("SFC_IC0003", "The operator does not exist.");
     };
+    // Recipients by scenario number (b2c-and-results.md, "B2C result codes").
+    match customer.as_str() {
+        crate::scenarios::OPERATOR_MISSING_NUMBER => {
+            return fail("SFC_IC0003", "The operator does not exist.");
+        }
+        crate::scenarios::UNREGISTERED_RECIPIENT_NUMBER => {
+            return fail(
+                "2040",
+                "Credit Party customer type (Unregistered or Registered Customer) can't be supported by the service.",
+            );
+        }
+        _ => {}
+    }
     if amount < sim.config().b2c_min_amount {
         return fail(
             "2",
@@ -362,6 +378,7 @@ fn pay_out(
         reference: request.occasion.clone(),
         reversed_by: None,
         original_receipt: None,
+        buy_goods: false,
     });
     sim.notify();
     let balances = match booked {
@@ -428,11 +445,16 @@ fn identifier_type(f: &Fields, name: &'static str, allowed: &[&str]) -> Result<(
         .ok_or_else(|| ApiError::invalid_field(name))
 }
 
-fn plain_target(sim: &Simulator, result_url: &str, queue_timeout_url: &str) -> ResultTarget {
+fn plain_target(
+    sim: &Simulator,
+    flow: Flow,
+    result_url: &str,
+    queue_timeout_url: &str,
+) -> ResultTarget {
     ResultTarget {
         result_url: result_url.to_owned(),
         queue_timeout_url: queue_timeout_url.to_owned(),
-        faults: lock(&sim.inner.faults).global.clone(),
+        faults: lock(&sim.inner.faults).for_flow(flow, None),
         originator_conversation_id: sim.inner.ids.gateway_id(),
         conversation_id: ids::conversation_id(sim.now()),
     }
@@ -459,7 +481,12 @@ fn accept_transaction_status(
         .ok_or_else(|| invalid("Remarks"))?;
     optional_text(&f, &["Occasion", "Occassion"], 100)?;
     let request: TransactionStatusRequest = typed(body)?;
-    let target = plain_target(sim, &request.result_url, &request.queue_timeout_url);
+    let target = plain_target(
+        sim,
+        Flow::TransactionStatus,
+        &request.result_url,
+        &request.queue_timeout_url,
+    );
     Ok(acknowledge(sim, target, move |sim, target, at| {
         look_up(sim, target, at, &request)
     }))
@@ -578,7 +605,12 @@ fn accept_account_balance(
         .ok_or_else(|| invalid("Remarks"))?;
     result_urls(sim, &f)?;
     let request: AccountBalanceRequest = typed(body)?;
-    let target = plain_target(sim, &request.result_url, &request.queue_timeout_url);
+    let target = plain_target(
+        sim,
+        Flow::AccountBalance,
+        &request.result_url,
+        &request.queue_timeout_url,
+    );
     Ok(acknowledge(sim, target, move |sim, target, at| {
         balance(sim, target, at, &request)
     }))
@@ -637,7 +669,8 @@ fn accept_reversal(
     f.text("TransactionID")
         .filter(|t| t.bytes().all(|b| b.is_ascii_alphanumeric()))
         .ok_or_else(|| invalid("TransactionID"))?;
-    f.whole_amount("Amount").ok_or_else(|| invalid("Amount"))?;
+    f.whole_amount("Amount", sim.config().lenient_amounts)
+        .ok_or_else(|| invalid("Amount"))?;
     f.text("ReceiverParty")
         .filter(|p| is_shortcode(p))
         .ok_or_else(|| invalid("ReceiverParty"))?;
@@ -648,7 +681,12 @@ fn accept_reversal(
         .ok_or_else(|| invalid("Remarks"))?;
     optional_text(&f, &["Occasion", "Occassion"], 100)?;
     let request: ReversalRequest = typed(body)?;
-    let target = plain_target(sim, &request.result_url, &request.queue_timeout_url);
+    let target = plain_target(
+        sim,
+        Flow::Reversal,
+        &request.result_url,
+        &request.queue_timeout_url,
+    );
     Ok(acknowledge(sim, target, move |sim, target, at| {
         reverse(sim, target, at, &request)
     }))
@@ -695,6 +733,7 @@ fn reverse(
                     reference: None,
                     reversed_by: None,
                     original_receipt: Some(o.receipt.clone()),
+                    buy_goods: false,
                 });
                 match booked {
                     Ok(balances) => {

@@ -63,7 +63,8 @@ async fn overview(
                 "shortcode": s.shortcode,
                 "passkey": s.passkey.as_deref().map(|k| shown(k, k == SANDBOX_PASSKEY)),
                 "c2b": s.c2b,
-                "external_validation": s.external_validation,
+                "external_validation": sim.c2b_validation(&s.shortcode),
+                "tills": s.tills,
                 "name": s.name,
             })
         })
@@ -95,7 +96,12 @@ async fn overview(
             "pending_query_answer": config.pending_query_answer,
             "max_amount": config.max_amount,
             "lock_subscriber": config.lock_subscriber,
-            "c2b_msisdn": config.c2b_msisdn,
+            "c2b_msisdn": sim.c2b_msisdn(),
+            "rule_limit_window_secs": config.rule_limit_window.as_secs(),
+            "lenient_amounts": config.lenient_amounts,
+            "timestamp_max_skew_secs": config.timestamp_max_skew.map(|d| d.as_secs()),
+            "long_references": config.long_references,
+            "pull_page_size": config.pull_page_size,
             "log_capacity": config.log_capacity,
             "transaction_capacity": config.transaction_capacity,
         },
@@ -106,6 +112,10 @@ async fn overview(
             "transactions": format!("{p}/simulator/transactions"),
             "faults": format!("{p}/simulator/faults"),
             "reset": format!("{p}/simulator/reset"),
+            "pay_as_customer": format!("{p}/simulator/pay"),
+            "c2b_pay": format!("{p}/simulator/c2b/pay"),
+            "c2b_settings": format!("{p}/simulator/c2b"),
+            "balances": format!("{p}/simulator/balances"),
             "daraja_base_url": if p.is_empty() { "/".to_owned() } else { p.clone() },
         },
     }))
@@ -141,6 +151,7 @@ async fn transactions(State(sim): State<Simulator>) -> Json<serde_json::Value> {
         "payments": sim.payments(),
         "balances": balances,
         "c2b_registrations": sim.c2b_registrations(),
+        "pull_registrations": sim.pull_registrations(),
     }))
 }
 

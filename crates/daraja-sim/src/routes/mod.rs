@@ -2,10 +2,12 @@
 //! inspection paths, and what every Daraja request goes through (the request log, endpoint
 //! faults, the bearer token).
 
-mod c2b;
+pub(crate) mod c2b;
+mod control;
 mod initiator;
 mod inspect;
 mod oauth;
+mod pull;
 mod stk;
 
 use std::time::Duration;
@@ -77,9 +79,26 @@ pub(crate) fn router(sim: Simulator) -> Router {
             paths::REVERSAL_PATH,
             post(initiator::reversal).fallback(method_not_allowed),
         )
+        .route(
+            paths::PULL_REGISTER_PATH,
+            post(pull::register).fallback(method_not_allowed),
+        )
+        .route(
+            paths::PULL_QUERY_PATH,
+            post(pull::query).fallback(method_not_allowed),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(sim.clone(), log_request));
-    inspect::router().merge(daraja).with_state(sim)
+    inspect::router()
+        .route("/simulator/pay", get(control::pay_page))
+        .route("/simulator/c2b/pay", post(control::pay))
+        .route(
+            "/simulator/c2b",
+            get(control::c2b_settings).post(control::set_c2b_settings),
+        )
+        .route("/simulator/balances", post(control::set_balances))
+        .merge(daraja)
+        .with_state(sim)
 }
 
 /// `/oauth/v1/generate` (the wire constant carries the query string too).

@@ -13,9 +13,9 @@ use mpesa_domain::Cents;
 
 use super::{admit, answer, held_back};
 use crate::callbacks::Outgoing;
-use crate::config::PendingQueryAnswer;
+use crate::config::{LongReferences, PendingQueryAnswer};
 use crate::errors::ApiError;
-use crate::faults::{CallbackFaults, Endpoint};
+use crate::faults::{CallbackFaults, Endpoint, Flow};
 use crate::journal::CallbackKind;
 use crate::ledger::{PaymentKind, PaymentRecord};
 use crate::scenarios::{Resolution, StkOutcome};
@@ -24,8 +24,6 @@ use crate::validation::{
     Fields, is_callback_url, is_shortcode, is_timestamp, json_object, msisdn, typed,
 };
 use crate::{Simulator, ids, lock};
-
-const TRANSACTION_TYPES: [&str; 2] = ["CustomerPayBillOnline", "CustomerBuyGoodsOnline"];
 
 pub(crate) async fn push(
     State(sim): State<Simulator>,
@@ -54,6 +52,12 @@ struct PushFields {
     account_reference: String,
 }
 
+/// The documented limits (stk.md, "AccountReference and TransactionDesc").
+const ACCOUNT_REFERENCE_MAX: usize = 12;
+const TRANSACTION_DESC_MAX: usize = 13;
+/// "The whole prompt text must stay under 182 characters or the callback fails with `1025`".
+const PROMPT_MAX_CHARS: usize = 182;
+
 fn check_push_fields(sim: &Simulator, f: &Fields) -> Result<PushFields, ApiError> {
     let invalid = ApiError::invalid_field;
     let config = sim.config();
@@ -63,13 +67,13 @@ fn check_push_fields(sim: &Simulator, f: &Fields) -> Result<PushFields, ApiError
         .ok_or_else(|| invalid("BusinessShortCode"))?;
     f.text("Password").ok_or_else(|| invalid("Password"))?;
     f.text("Timestamp")
-        .filter(|t| is_timestamp(t))
+        .filter(|t| is_timestamp(t) && timestamp_is_current(sim, t))
         .ok_or_else(|| invalid("Timestamp"))?;
     let transaction_type = f
         .text("TransactionType")
         .ok_or_else(|| invalid("TransactionType"))?;
     let amount = f
-        .whole_amount("Amount")
+        .whole_amount("Amount", config.lenient_amounts)
         .filter(|a| *a <= config.max_amount)
         .ok_or_else(|| invalid("Amount"))?;
     f.text("PartyA")
@@ -87,10 +91,15 @@ fn check_push_fields(sim: &Simulator, f: &Fields) -> Result<PushFields, ApiError
         .text("CallBackURL")
         .filter(|u| is_callback_url(u, config.production()))
         .ok_or_else(|| invalid("CallBackURL"))?;
+    let (reference_max, desc_max) = match config.long_references {
+        LongReferences::Refuse => (ACCOUNT_REFERENCE_MAX, TRANSACTION_DESC_MAX),
+        // Accepted: a prompt that grows too long fails later, with 1025.
+        LongReferences::PromptLimit => (usize::MAX, usize::MAX),
+    };
     let account_reference = f
-        .bounded_text("AccountReference", 1, 12)
+        .bounded_text("AccountReference", 1, reference_max)
         .ok_or_else(|| invalid("AccountReference"))?;
-    if f.has("TransactionDesc") && f.bounded_text("TransactionDesc", 1, 13).is_none() {
+    if f.has("TransactionDesc") && f.bounded_text("TransactionDesc", 1, desc_max).is_none() {
         return Err(invalid("TransactionDesc"));
     }
     Ok(PushFields {
@@ -102,6 +111,51 @@ fn check_push_fields(sim: &Simulator, f: &Fields) -> Result<PushFields, ApiError
         callback_url,
         account_reference,
     })
+}
+
+/// In the strict timestamp mode (`timestamp_max_skew`), a `Timestamp` must be within the skew
+/// of East Africa Time now: a server that formats UTC is three hours off.
+fn timestamp_is_current(sim: &Simulator, timestamp: &str) -> bool {
+    let Some(max_skew) = sim.config().timestamp_max_skew else {
+        return true;
+    };
+    let Some(at_ms) = daraja::parse_eat_timestamp(timestamp) else {
+        return false;
+    };
+    let skew_ms = (sim.now().timestamp_millis() - at_ms).unsigned_abs();
+    u128::from(skew_ms) <= max_skew.as_millis()
+}
+
+/// What the customer's phone would show; its template is the simulator's guess, its limit is
+/// documented.
+fn prompt_text(sim: &Simulator, short_code: &str, amount: i64, account_reference: &str) -> String {
+    let name = sim
+        .config()
+        .shortcode(short_code)
+        .map_or("TEST BUSINESS", |s| s.name.as_str());
+    format!(
+        "Do you want to pay KES {amount} to {name} for account {account_reference}? Enter your M-PESA PIN to confirm."
+    )
+}
+
+/// Product assignment (stk.md, "TransactionType, paybill vs till"): a paybill push names the
+/// paybill as `PartyB`; a Buy Goods push names a till of the store number. A wrong combination
+/// is accepted and fails in the callback: `2028` for the paybill case, `SFC_IC0003` "The
+/// operator does not exist." for a till that is not one.
+fn product_assignment(sim: &Simulator, fields: &PushFields) -> Option<StkOutcome> {
+    match fields.transaction_type.as_str() {
+        "CustomerPayBillOnline" if fields.party_b == fields.short_code => None,
+        "CustomerPayBillOnline" => Some(StkOutcome::not_permitted()),
+        "CustomerBuyGoodsOnline" => {
+            let is_till = sim
+                .config()
+                .shortcode(&fields.short_code)
+                .is_some_and(|s| s.tills.contains(&fields.party_b));
+            (!is_till).then(StkOutcome::operator_missing)
+        }
+        // Daraja accepts any TransactionType and fails the payment afterwards.
+        _ => Some(StkOutcome::not_permitted()),
+    }
 }
 
 /// Shortcode known, then `Password == base64(BusinessShortCode + Passkey + Timestamp)`.
@@ -143,7 +197,7 @@ async fn accept_push(
     let config = sim.config();
     let phone = fields.phone.as_str().to_owned();
     let scenario = config.scenarios.lookup(&phone);
-    let (mut outcome, resolution, scenario_faults, scenario_name) = match scenario {
+    let (scenario_outcome, scenario_resolution, scenario_faults, scenario_name) = match scenario {
         Some(s) => (
             s.outcome.clone(),
             s.resolution,
@@ -157,20 +211,34 @@ async fn accept_push(
             "default".into(),
         ),
     };
-    // Daraja accepts any TransactionType and fails the payment afterwards.
-    if !TRANSACTION_TYPES.contains(&fields.transaction_type.as_str()) {
-        outcome = StkOutcome::not_permitted();
-    }
-    let faults = scenario_faults.combine(&lock(&sim.inner.faults).for_number(&phone));
+    // Checks that fail the payment after it was accepted, before the customer could act.
+    let refused_early = product_assignment(sim, &fields).or_else(|| {
+        let prompt = prompt_text(
+            sim,
+            &fields.short_code,
+            fields.amount,
+            &fields.account_reference,
+        );
+        (prompt.chars().count() > PROMPT_MAX_CHARS).then(StkOutcome::push_failed)
+    });
+    let faults =
+        scenario_faults.combine(&lock(&sim.inner.faults).for_flow(Flow::Stk, Some(&phone)));
 
     let merchant_request_id = sim.inner.ids.gateway_id();
-    let checkout_request_id = {
+    let (checkout_request_id, outcome, resolution) = {
         let mut stk = lock(&sim.inner.stk);
         if config.lock_subscriber && stk.open_prompt(&phone).is_some() {
             return Err(ApiError::merchant(
                 "Unable to lock subscriber, a transaction is already in process for the current subscriber",
             ));
         }
+        let limited = stk
+            .note_push(&phone, fields.amount, sim.now(), config.rule_limit_window)
+            .then(StkOutcome::rule_limited);
+        let (outcome, resolution) = match refused_early.or(limited) {
+            Some(o) => (o, Resolution::AfterCallbackDelay),
+            None => (scenario_outcome, scenario_resolution),
+        };
         // Two pushes in the same millisecond would share an id: take the next free millisecond.
         let mut at = sim.now();
         let mut id = ids::checkout_request_id(at, fields.phone.subscriber_number());
@@ -195,7 +263,7 @@ async fn accept_push(
             },
             config.lock_subscriber,
         );
-        id
+        (id, outcome, resolution)
     };
     sim.notify();
     tracing::info!(
@@ -295,6 +363,7 @@ fn settle(
             reference: Some(tx.account_reference.clone()),
             reversed_by: None,
             original_receipt: None,
+            buy_goods: tx.transaction_type == "CustomerBuyGoodsOnline",
         });
     }
     sim.notify();
@@ -354,7 +423,7 @@ fn answer_query(sim: &Simulator, headers: &HeaderMap, body: &Bytes) -> Result<Re
         .ok_or_else(|| invalid("BusinessShortCode"))?;
     f.text("Password").ok_or_else(|| invalid("Password"))?;
     f.text("Timestamp")
-        .filter(|t| is_timestamp(t))
+        .filter(|t| is_timestamp(t) && timestamp_is_current(sim, t))
         .ok_or_else(|| invalid("Timestamp"))?;
     f.text("CheckoutRequestID")
         .ok_or_else(|| invalid("CheckoutRequestID"))?;

@@ -393,3 +393,90 @@ pub fn push_params(phone: &str, amount: i64, callback_url: &str) -> daraja::StkP
     )
     .expect("valid push parameters")
 }
+
+/// `tests/conformance`: the third-party clients' scripts.
+pub fn conformance_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
+}
+
+/// `target/test-tools`, where `scripts/test` installs the pinned Python and npm test packages
+/// (`scripts/requirements-test.txt`, `scripts/package.json`).
+pub fn test_tools_dir() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target")
+        });
+    target.join("test-tools")
+}
+
+/// The test packages' `python3`: `target/test-tools/python`'s when `scripts/test` made it, else
+/// the one on `PATH` (which `scripts/test` puts first anyway).
+pub fn test_python() -> String {
+    let venv = test_tools_dir().join("python/bin/python3");
+    if venv.is_file() {
+        venv.display().to_string()
+    } else {
+        "python3".to_owned()
+    }
+}
+
+/// `NODE_PATH` with `target/test-tools/node/node_modules` (the npm test packages) first.
+pub fn test_node_path() -> String {
+    let ours = test_tools_dir()
+        .join("node/node_modules")
+        .display()
+        .to_string();
+    match std::env::var("NODE_PATH") {
+        Ok(p) if !p.is_empty() => format!("{ours}:{p}"),
+        _ => ours,
+    }
+}
+
+/// Runs a third-party client's script once (off the runtime's threads), with `stdin` as its
+/// standard input, and reads the one JSON line it prints. `install` names the install command
+/// given when the program cannot run.
+pub async fn run_client(
+    program: &str,
+    script: &str,
+    args: &[&str],
+    envs: &[(&'static str, String)],
+    stdin: Option<String>,
+    install: &'static str,
+) -> Value {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(program);
+    command
+        .current_dir(conformance_dir())
+        .arg(script)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let described = format!("{program} {script} {args:?}");
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn()?;
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("piped")
+                .write_all(input.as_bytes())?;
+        }
+        drop(child.stdin.take());
+        child.wait_with_output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cannot run {program} ({e}): {install}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{described} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{described} printed no JSON ({e}): {stdout}"))
+}

@@ -21,6 +21,7 @@ pub mod c2b;
 pub mod common;
 pub mod initiator;
 pub mod oauth;
+pub mod pull;
 pub mod result;
 pub mod stk;
 
@@ -35,6 +36,9 @@ pub use initiator::{
     AccountBalanceRequest, B2cRequest, InitiatorResponse, ReversalRequest, TransactionStatusRequest,
 };
 pub use oauth::TokenResponse;
+pub use pull::{
+    PullQueryRequest, PullQueryResponse, PullRegisterRequest, PullRegisterResponse, PullTransaction,
+};
 pub use result::{
     AccountBalance, AccountBalances, B2cPayout, ReferenceData, ResultBody, ResultEnvelope,
     ResultParameters, ReversalDetails, TransactionStatusDetails, parse_account_balance,
@@ -54,5 +58,6 @@ pub mod paths {
         ACCOUNT_BALANCE_PATH, B2C_V1_PATH, B2C_V3_PATH, REVERSAL_PATH, TRANSACTION_STATUS_PATH,
     };
     pub use super::oauth::TOKEN_PATH;
+    pub use super::pull::{PULL_QUERY_PATH, PULL_REGISTER_PATH};
     pub use super::stk::{STK_PUSH_PATH, STK_QUERY_PATH};
 }

@@ -929,6 +929,51 @@ pub static VARIABLES: &[Var] = &[
             "The answer to an STK Query while the prompt is open: `being_processed` or `4999`.",
         )
     },
+    Var {
+        when_unset: WhenUnset::Value("120"),
+        read_by: ReadBy::Other,
+        ..var(
+            "DARAJA_SIM_RULE_LIMIT_SECS",
+            Simulator,
+            "Seconds in which the same amount pushed to the same phone again fails with `17` (`0`: off).",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("strict"),
+        read_by: ReadBy::Other,
+        ..var(
+            "DARAJA_SIM_AMOUNTS",
+            Simulator,
+            "`strict`: amounts only as whole numbers (`1`, `\"1\"`); `lenient`: also `1.0` and `\"1.00\"`.",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Means("off"),
+        read_by: ReadBy::Other,
+        ..var(
+            "DARAJA_SIM_TIMESTAMP_MAX_SKEW_SECS",
+            Simulator,
+            "Refuse an STK `Timestamp` further than this many seconds from East Africa Time (a guess: Daraja's rule is not established).",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("prompt_limit"),
+        read_by: ReadBy::Other,
+        ..var(
+            "DARAJA_SIM_LONG_REFERENCES",
+            Simulator,
+            "A long `AccountReference`/`TransactionDesc`: `prompt_limit` (`1025` past a 182-character prompt) or `refuse`.",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Means("none"),
+        read_by: ReadBy::Other,
+        ..var(
+            "DARAJA_SIM_C2B_VALIDATION",
+            Simulator,
+            "Shortcodes whose C2B payments go to the ValidationURL first, comma-separated.",
+        )
+    },
     // --- docker-compose.yml -------------------------------------------------------------------
     Var {
         active: Some("mariadb"),

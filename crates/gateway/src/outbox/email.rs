@@ -406,21 +406,9 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes text for HTML element content and attribute values (one implementation, in the
+/// domain crate, shared with the simulator's page).
+pub use mpesa_domain::escape_html as escape;
 
 #[cfg(test)]
 mod tests {
