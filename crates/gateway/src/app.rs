@@ -172,6 +172,7 @@ impl App {
             plan.clone(),
             metrics.clone(),
             outbox_wake.clone(),
+            health.clone(),
         );
         let outbox = OutboxWorker {
             storage: storage.clone(),

@@ -134,6 +134,13 @@ pub trait Storage: Send + Sync + 'static {
         response: &StoredResponse,
     ) -> Result<()>;
 
+    /// An idempotency key as stored (`scope` is the claim's `api_key_id`), if it was claimed.
+    async fn find_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>>;
+
     async fn get_payment(&self, id: &str) -> Result<Option<Payment>>;
 
     async fn find_payment_by_checkout_request_id(

@@ -15,6 +15,8 @@ pub enum PaymentSource {
     Api,
     Telegram,
     Dashboard,
+    /// The public pay page of a payment link.
+    PayPage,
 }
 
 impl PaymentSource {
@@ -23,6 +25,7 @@ impl PaymentSource {
             PaymentSource::Api => "api",
             PaymentSource::Telegram => "telegram",
             PaymentSource::Dashboard => "dashboard",
+            PaymentSource::PayPage => "pay_page",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -30,6 +33,7 @@ impl PaymentSource {
             "api" => Some(PaymentSource::Api),
             "telegram" => Some(PaymentSource::Telegram),
             "dashboard" => Some(PaymentSource::Dashboard),
+            "pay_page" => Some(PaymentSource::PayPage),
             _ => None,
         }
     }
@@ -180,8 +184,10 @@ pub struct PaymentFilter {
 
 // ---- idempotency -----------------------------------------------------------------------------
 
+/// A request's claim on an idempotency key, made in the transaction that creates its record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyClaim {
+    /// Whose keys it is among: an API key's id, or a door's own scope (`telegram-bot`).
     pub api_key_id: String,
     pub key: String,
     /// SHA-256 hex of the canonical request body.
@@ -194,6 +200,44 @@ pub struct IdempotencyClaim {
 pub struct StoredResponse {
     pub status: u16,
     pub body: String,
+}
+
+/// An idempotency key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The id of the record the first request created (`pay_…`, `rfd_…`…).
+    pub record_id: String,
+    pub request_hash: String,
+    /// The answer given, once it was.
+    pub answer: Option<StoredResponse>,
+}
+
+impl IdempotencyRecord {
+    /// What a request with `request_hash` finds under this key.
+    pub fn against(self, request_hash: &str) -> KeyClaim {
+        if self.request_hash != request_hash {
+            return KeyClaim::Reused;
+        }
+        match self.answer {
+            Some(answer) => KeyClaim::Answered(answer),
+            None => KeyClaim::Running {
+                record_id: self.record_id,
+            },
+        }
+    }
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// The key is this request's: its record is created in the same transaction.
+    Claimed,
+    /// Same key, same request, answered before: give this answer again.
+    Answered(StoredResponse),
+    /// Same key, same request, not answered yet (still running, or its process died).
+    Running { record_id: String },
+    /// Same key, another request.
+    Reused,
 }
 
 // Returned once per request and matched on at once: boxing `Payment` would only add noise.

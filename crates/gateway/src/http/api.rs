@@ -8,16 +8,18 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mpesa_domain::{AccountReference, Description, Msisdn, PaymentStatus, parse_payment_request};
-use mpesa_storage::{PageRequest, PaymentFilter, PaymentSource, StoredResponse};
+use mpesa_domain::{Msisdn, PaymentStatus, parse_payment_request};
+use mpesa_storage::{PageRequest, PaymentFilter, StoredResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::auth::Merchant;
 use crate::http::error::ApiError;
-use crate::ids::{random_token, sha256_hex};
-use crate::payments::{CreateOutcome, NewPaymentRequest, Origin, PaymentView, PushOutcome};
+use crate::payments::{
+    IdempotencyKey, NewPaymentRequest, Origin, PaymentView, PushWhen, StartPayment, Started,
+    start_answer,
+};
 use crate::state::AppState;
 
 /// The body of `POST /api/v1/payments`. Unknown fields are refused.
@@ -142,115 +144,45 @@ pub async fn create_payment(
 ) -> Result<Response, ApiError> {
     let value = json_body(&headers, body)?;
     let (request, canonical) = parse_create_request(&value, &state)?;
-    let idempotency_key = idempotency_key(&headers)?;
-    let claim = idempotency_key
-        .clone()
-        .map(|k| (k, sha256_hex(canonical.to_string())));
-    let origin = Origin {
-        source: PaymentSource::Api,
-        api_key_id: Some(key.id.clone()),
+    let idempotency =
+        idempotency_key(&headers)?.map(|k| IdempotencyKey::new(key.id.clone(), k, &canonical));
+    let start = StartPayment {
+        request,
+        origin: Origin::ApiKey(key.id.clone()),
+        idempotency,
+        push: PushWhen::Now,
     };
-    let payment = match state.payments.create(request, origin, claim).await? {
-        CreateOutcome::Created(p) => *p,
-        CreateOutcome::Replay(stored) => return Ok(replay(stored)),
-        CreateOutcome::KeyReused => return Err(ApiError::IdempotencyKeyReused),
-        CreateOutcome::InProgress { payment_id } => {
-            // The first request is still running, or its process died after storing the
-            // payment: once the payment has left `initiated`, its state is the answer.
-            match state.storage.get_payment(&payment_id).await? {
-                Some(p) if p.status != PaymentStatus::Initiated => {
-                    let answer = created(&PaymentView::from(&p));
-                    save_answer(&state, &key.id, idempotency_key.as_deref(), &answer).await;
-                    return Ok(replay(answer));
-                }
-                _ => return Err(ApiError::IdempotencyInProgress { payment_id }),
-            }
-        }
-    };
-    let (status, body) = match state.payments.send_push(payment).await? {
-        PushOutcome::Accepted(p) | PushOutcome::Unknown { payment: p, .. } => {
-            state.health.ok("daraja");
-            (
-                StatusCode::CREATED,
-                serde_json::to_value(PaymentView::from(&p)).unwrap_or_default(),
-            )
-        }
-        PushOutcome::Refused { payment, error } => {
-            if error.is_not_sent() || error.error_code().is_none() {
-                state.health.failing("daraja", error.to_string());
-            } else {
-                state.health.ok("daraja");
-            }
-            let e = ApiError::DarajaRefused {
-                daraja_error_code: error
-                    .error_code()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| error.outcome_label()),
-                message: error
-                    .error_message()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| error.to_string()),
-                payment: Some(Box::new(PaymentView::from(&payment))),
-            };
-            e.to_parts()
-        }
-    };
-    let answer = StoredResponse {
-        status: status.as_u16(),
-        body: body.to_string(),
-    };
-    if let Some(k) = idempotency_key.as_deref()
-        && let Err(e) = state
-            .storage
-            .save_idempotent_response(&key.id, k, &answer)
-            .await
-    {
-        tracing::warn!(error = %e, "could not store the idempotent answer");
-    }
-    let mut response = (status, Json(body)).into_response();
-    if status == StatusCode::CREATED
-        && let Some(id) = serde_json::from_str::<Value>(&answer.body)
-            .ok()
-            .and_then(|v| v["id"].as_str().map(str::to_owned))
-        && let Ok(location) = HeaderValue::from_str(&format!("/api/v1/payments/{id}"))
-    {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
-}
-
-fn created(view: &PaymentView) -> StoredResponse {
-    StoredResponse {
-        status: 201,
-        body: serde_json::to_string(view).unwrap_or_default(),
+    match state.payments.start(start).await? {
+        Started::Pushed(outcome) => Ok(respond(start_answer(&outcome), false)),
+        Started::Answered(answer) => Ok(respond(answer, true)),
+        Started::InProgress { payment_id } => Err(ApiError::IdempotencyInProgress { payment_id }),
+        Started::KeyReused => Err(ApiError::IdempotencyKeyReused),
+        other => Err(ApiError::Internal(format!(
+            "an API start came back as {other:?}"
+        ))),
     }
 }
 
-async fn save_answer(
-    state: &AppState,
-    api_key_id: &str,
-    key: Option<&str>,
-    answer: &StoredResponse,
-) {
-    if let Some(k) = key
-        && let Err(e) = state
-            .storage
-            .save_idempotent_response(api_key_id, k, answer)
-            .await
-    {
-        tracing::warn!(error = %e, "could not store the idempotent answer");
-    }
-}
-
-fn replay(stored: StoredResponse) -> Response {
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-    let mut r = (status, stored.body).into_response();
+/// An answer of `POST /api/v1/payments`, first given or `replayed`; a created payment's
+/// `Location`.
+fn respond(answer: StoredResponse, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let location = (status == StatusCode::CREATED)
+        .then(|| serde_json::from_str::<Value>(&answer.body).ok())
+        .flatten()
+        .and_then(|v| v["id"].as_str().map(|id| format!("/api/v1/payments/{id}")))
+        .and_then(|l| HeaderValue::from_str(&l).ok());
+    let mut r = (status, answer.body).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    r.headers_mut()
-        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    if replayed {
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    } else if let Some(location) = location {
+        r.headers_mut().insert(header::LOCATION, location);
+    }
     r
 }
 
@@ -423,8 +355,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// Checks every field with [`mpesa_domain::parse_payment_request`] (the function the fuzz
-/// target `create_payment` runs), naming the first bad one, and fills in the generated reference
-/// and description. Returns the request and its canonical form (the idempotency fingerprint: the
+/// target `create_payment` runs), naming the first bad one (the service generates a missing
+/// reference and description). Returns the request and its canonical form (the idempotency fingerprint: the
 /// same request written differently is the same request).
 fn parse_create_request(
     v: &Value,
@@ -432,20 +364,12 @@ fn parse_create_request(
 ) -> Result<(NewPaymentRequest, Value), ApiError> {
     let parsed = parse_payment_request(v, state.payments.amount_bounds())
         .map_err(|e| ApiError::validation(&e.field, e.message))?;
-    let reference = parsed.reference.unwrap_or_else(|| {
-        AccountReference::parse(&format!("PAY{}", random_token(9).to_ascii_uppercase()))
-            .expect("generated reference is valid")
-    });
-    let description = parsed.description.unwrap_or_else(|| {
-        Description::parse(&format!("Payment {}", reference.as_str()))
-            .expect("generated description is valid")
-    });
     Ok((
         NewPaymentRequest {
             phone: parsed.phone,
             amount: parsed.amount,
-            reference,
-            description,
+            reference: parsed.reference,
+            description: parsed.description,
             customer_email: parsed.customer_email,
             telegram_chat_id: parsed.telegram_chat_id,
             metadata: parsed.metadata,

@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::payments::{PaymentError, PaymentView};
+use crate::payments::PaymentError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -29,10 +29,10 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("Daraja refused the request: {message}")]
+    /// (A refused push answers with the payment too: `payments::start_answer`.)
     DarajaRefused {
         daraja_error_code: String,
         message: String,
-        payment: Option<Box<PaymentView>>,
     },
     #[error("Daraja could not be reached: {0}")]
     DarajaUnavailable(String),
@@ -87,7 +87,7 @@ impl ApiError {
         }
     }
 
-    /// The JSON body and status, also used to store idempotent answers.
+    /// The JSON body and status.
     pub fn to_parts(&self) -> (StatusCode, serde_json::Value) {
         let mut error = json!({ "code": self.code(), "message": self.to_string() });
         match self {
@@ -96,15 +96,8 @@ impl ApiError {
                 error["payment_id"] = json!(payment_id)
             }
             ApiError::DarajaRefused {
-                daraja_error_code,
-                payment,
-                ..
-            } => {
-                error["daraja_error_code"] = json!(daraja_error_code);
-                if let Some(p) = payment {
-                    error["payment"] = json!(p);
-                }
-            }
+                daraja_error_code, ..
+            } => error["daraja_error_code"] = json!(daraja_error_code),
             _ => {}
         }
         (self.status(), json!({ "error": error }))
@@ -158,7 +151,6 @@ impl From<PaymentError> for ApiError {
                 Some(code) => ApiError::DarajaRefused {
                     daraja_error_code: code.to_owned(),
                     message: d.error_message().unwrap_or_default().to_owned(),
-                    payment: None,
                 },
                 None => ApiError::DarajaUnavailable(d.to_string()),
             },

@@ -4,14 +4,18 @@
 //! The rules themselves live in `mpesa_domain::state_machine`; this module feeds them events
 //! and has storage write their answers atomically.
 
+pub mod idempotency;
 pub mod notify;
 pub mod reconciler;
 pub mod service;
+pub mod start;
 pub mod view;
 
+pub use idempotency::{Idempotency, IdempotencyKey, TELEGRAM_IDEMPOTENCY_SCOPE};
 pub use notify::NotificationPlan;
-pub use service::{
-    AdminDecision, CreateOutcome, NewPaymentRequest, Origin, PaymentError, Payments, PushOutcome,
+pub use service::{AdminDecision, PaymentError, Payments, PushOutcome};
+pub use start::{
+    NewPaymentRequest, Origin, PushWhen, StartPayment, StartRefused, Started, start_answer,
 };
 pub use view::PaymentView;
 

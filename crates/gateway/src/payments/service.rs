@@ -15,43 +15,11 @@ use serde_json::json;
 use tokio::sync::Notify;
 use url::Url;
 
-use crate::ids::{new_id, now_ms};
+use crate::health::DependencyHealth;
+use crate::ids::now_ms;
 use crate::metrics::Metrics;
+use crate::payments::idempotency::Idempotency;
 use crate::payments::{NotificationPlan, after_transition};
-
-/// A payment request whose every field has been checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewPaymentRequest {
-    pub phone: Msisdn,
-    pub amount: Amount,
-    pub reference: AccountReference,
-    pub description: Description,
-    pub customer_email: Option<String>,
-    pub telegram_chat_id: Option<i64>,
-    pub metadata: Option<serde_json::Value>,
-}
-
-/// Who asked.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    pub source: PaymentSource,
-    pub api_key_id: Option<String>,
-}
-
-/// The owner of the Telegram bot's idempotency keys (derived from update ids), in the place
-/// of an API key id (those are `key_…`).
-pub const TELEGRAM_IDEMPOTENCY_SCOPE: &str = "telegram-bot";
-
-impl Origin {
-    /// Whose idempotency keys a request's key is among: its API key's, or the bot's.
-    fn idempotency_scope(&self) -> Option<String> {
-        match (&self.api_key_id, self.source) {
-            (Some(api_key_id), _) => Some(api_key_id.clone()),
-            (None, PaymentSource::Telegram) => Some(TELEGRAM_IDEMPOTENCY_SCOPE.to_owned()),
-            (None, _) => None,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {
@@ -64,14 +32,6 @@ pub enum PaymentError {
     NotQueryable { status: mpesa_domain::PaymentStatus },
     #[error(transparent)]
     Daraja(#[from] DarajaError),
-}
-
-#[derive(Debug)]
-pub enum CreateOutcome {
-    Created(Box<Payment>),
-    Replay(StoredResponse),
-    InProgress { payment_id: String },
-    KeyReused,
 }
 
 /// What became of the push.
@@ -132,6 +92,9 @@ pub struct Payments {
     pub(crate) metrics: Arc<Metrics>,
     /// Wakes the outbox worker when a write queued something to send.
     pub(crate) outbox_wake: Arc<Notify>,
+    pub(crate) idempotency: Idempotency,
+    /// What the push last saw of Daraja, for `/health`.
+    pub(crate) health: Arc<DependencyHealth>,
 }
 
 impl Payments {
@@ -142,8 +105,11 @@ impl Payments {
         plan: NotificationPlan,
         metrics: Arc<Metrics>,
         outbox_wake: Arc<Notify>,
+        health: Arc<DependencyHealth>,
     ) -> Self {
         Payments {
+            idempotency: Idempotency::new(storage.clone()),
+            health,
             storage,
             daraja,
             settings: Arc::new(settings),
@@ -153,72 +119,8 @@ impl Payments {
         }
     }
 
-    pub fn storage(&self) -> &Arc<dyn Storage> {
-        &self.storage
-    }
-
     pub fn amount_bounds(&self) -> AmountBounds {
         self.settings.amount_bounds
-    }
-
-    /// Stores the payment as `initiated` (with its idempotency key, when given) before anything
-    /// is sent to Daraja.
-    pub async fn create(
-        &self,
-        req: NewPaymentRequest,
-        origin: Origin,
-        idempotency: Option<(String, String)>,
-    ) -> Result<CreateOutcome, PaymentError> {
-        let now = now_ms();
-        // A phone linked to a Telegram chat gets its receipt there too.
-        let telegram_chat_id = match req.telegram_chat_id {
-            Some(chat) => Some(chat),
-            None if self.plan.telegram => self
-                .storage
-                .find_telegram_chat_by_phone(req.phone.as_str())
-                .await?
-                .filter(|link| link.blocked_at.is_none())
-                .map(|link| link.chat_id),
-            None => None,
-        };
-        let new = NewPayment {
-            id: new_id("pay"),
-            phone: req.phone,
-            amount: req.amount,
-            reference: req.reference.as_str().to_owned(),
-            description: req.description.as_str().to_owned(),
-            customer_email: req.customer_email,
-            telegram_chat_id,
-            metadata: req.metadata.map(|m| m.to_string()),
-            api_key_id: origin.api_key_id.clone(),
-            source: origin.source,
-            created_at: now,
-            next_check_at: now + self.settings.reconcile_after_ms,
-        };
-        let claim = match (idempotency, origin.idempotency_scope()) {
-            (Some((key, request_hash)), Some(scope)) => Some(IdempotencyClaim {
-                api_key_id: scope,
-                key,
-                request_hash,
-                created_at: now,
-            }),
-            _ => None,
-        };
-        Ok(match self.storage.create_payment(new, claim).await? {
-            CreatePaymentResult::Created(p) => {
-                self.metrics.inc(
-                    "mpesa_gateway_payments_created_total",
-                    &[("source", p.source.as_str())],
-                );
-                tracing::info!(payment_id = %p.id, phone = %p.phone.masked(), amount = p.amount.shillings(), "payment created");
-                CreateOutcome::Created(Box::new(p))
-            }
-            CreatePaymentResult::Replay(r) => CreateOutcome::Replay(r),
-            CreatePaymentResult::InProgress { payment_id } => {
-                CreateOutcome::InProgress { payment_id }
-            }
-            CreatePaymentResult::KeyReused => CreateOutcome::KeyReused,
-        })
     }
 
     /// Sends the STK push for a payment just created, once, and records what came of it.
@@ -239,6 +141,12 @@ impl Payments {
         let started = std::time::Instant::now();
         let result = self.daraja.stk_push(&params).await;
         let elapsed_ms = started.elapsed().as_millis() as i64;
+        match &result {
+            Err(error) if error.is_not_sent() || error.error_code().is_none() => {
+                self.health.failing("daraja", error.to_string())
+            }
+            _ => self.health.ok("daraja"),
+        }
         match result {
             Ok(accepted) => {
                 let ids = (

@@ -15,9 +15,7 @@ use std::time::Instant;
 use mpesa_domain::{
     AccountReference, Amount, AmountBounds, AmountError, Description, Msisdn, PaymentStatus,
 };
-use mpesa_storage::{
-    PageRequest, Payment, PaymentFilter, PaymentSource, Storage, StorageError, TelegramLink,
-};
+use mpesa_storage::{PageRequest, Payment, PaymentFilter, Storage, StorageError, TelegramLink};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -28,16 +26,14 @@ use super::rate_limit::{ChatRateLimiter, Verdict};
 use super::status::{self, RefreshError, STATUS_BUTTON};
 use super::updates::{CallbackQuery, Contact, Message, Update, UpdateKind, User};
 use crate::config::TelegramSettings;
-use crate::ids::{eat_display, now_ms, random_token, sha256_hex};
+use crate::ids::{eat_display, now_ms};
 use crate::metrics::Metrics;
 use crate::outbox::message::{clip, ksh};
 use crate::payments::{
-    CreateOutcome, NewPaymentRequest, Origin, PaymentError, Payments, PushOutcome,
+    IdempotencyKey, NewPaymentRequest, Origin, PaymentError, Payments, PushOutcome, PushWhen,
+    StartPayment, StartRefused, Started, TELEGRAM_IDEMPOTENCY_SCOPE,
 };
 
-/// A `/pay` older than this (sent while the bot was down, say) starts no payment: a prompt
-/// for a request the customer made long ago would surprise them.
-const PAY_REQUEST_FRESH_FOR_SECS: i64 = 10 * 60;
 /// How many payments `/history` lists.
 const HISTORY_LEN: u32 = 5;
 /// How many payments `/pending` lists.
@@ -557,11 +553,10 @@ impl Bot {
             Err(why) => return self.reply(chat, why, None).await,
         };
         let reference = if reference_text.is_empty() {
-            AccountReference::parse(&format!("PAY{}", random_token(9).to_ascii_uppercase()))
-                .expect("a generated reference is valid")
+            None
         } else {
             match AccountReference::parse(reference_text) {
-                Ok(r) => r,
+                Ok(r) => Some(r),
                 Err(e) => {
                     let text = format!(
                         "That reference can't be used: it {e}.\n\
@@ -581,21 +576,41 @@ impl Bot {
                 "Telegram link of chat {chat} holds an invalid number"
             ))
         })?;
-        // One payment at a time: another one to this number still waiting blocks a new one
-        // (unless it is this very update's, handed over again after a restart).
-        let mut resuming = false;
-        for status in [PaymentStatus::Pending, PaymentStatus::Initiated] {
-            let Some(open) = self
-                .payments_of(phone.as_str(), Some(status), 1)
-                .await?
-                .into_iter()
-                .next()
-            else {
-                continue;
-            };
-            if started_by_update(&open, update_id) == Some(true) {
-                resuming = true;
-            } else {
+        // `clip` adds an ellipsis: 99 characters and it, within the 100 a description may have.
+        let description = Description::parse(&clip(
+            &format!("Telegram: {}", printable(&from.first_name)),
+            99,
+        ))
+        .unwrap_or_else(|_| Description::parse("Telegram payment").expect("valid"));
+        // The update id keys the payment: an update handed over again resumes it.
+        let idempotency = IdempotencyKey::new(
+            TELEGRAM_IDEMPOTENCY_SCOPE,
+            format!("update:{}:{update_id}", self.bot_id),
+            &json!({ "chat": chat, "amount": amount.shillings(), "reference": reference_text }),
+        );
+        let start = StartPayment {
+            request: NewPaymentRequest {
+                phone,
+                amount,
+                reference,
+                description: Some(description),
+                customer_email: None,
+                telegram_chat_id: Some(chat),
+                metadata: Some(json!({ "telegram": {
+                    "bot_id": self.bot_id, "update_id": update_id, "chat_id": chat, "user_id": from.id,
+                }})),
+            },
+            origin: Origin::TelegramChat {
+                chat_id: chat,
+                sent_at_ms: (m.date > 0).then_some(m.date * 1000),
+            },
+            idempotency: Some(idempotency),
+            // The status message comes first (see `carry_on`).
+            push: PushWhen::ByDoor,
+        };
+        let payment = match self.payments.start(start).await {
+            Ok(Started::Stored(p) | Started::Again(p)) => *p,
+            Ok(Started::Refused(StartRefused::OpenPayment(open))) => {
                 let text = format!(
                     "⏳ A payment is already in progress: <b>{}</b>, reference {}.\n\
                      Finish it on your phone (or let it expire) before starting another one.",
@@ -604,62 +619,19 @@ impl Bot {
                 );
                 return self.reply(chat, text, None).await;
             }
-        }
-        if !resuming && m.date > 0 && now_ms() / 1000 - m.date > PAY_REQUEST_FRESH_FOR_SECS {
-            tracing::info!(update_id, chat_id = chat, "a stale /pay was not acted on");
-            return self
-                .reply(
-                    chat,
-                    "⌛ That /pay was sent a while ago and was not started. Send it again to pay now."
-                        .into(),
-                    None,
-                )
-                .await;
-        }
-        // `clip` adds an ellipsis: 99 characters and it, within the 100 a description may have.
-        let description = Description::parse(&clip(
-            &format!("Telegram: {}", printable(&from.first_name)),
-            99,
-        ))
-        .unwrap_or_else(|_| Description::parse("Telegram payment").expect("valid"));
-        let request_hash = sha256_hex(
-            json!({ "chat": chat, "amount": amount.shillings(), "reference": reference_text })
-                .to_string(),
-        );
-        let request = NewPaymentRequest {
-            phone,
-            amount,
-            reference,
-            description,
-            customer_email: None,
-            telegram_chat_id: Some(chat),
-            metadata: Some(json!({ "telegram": {
-                "bot_id": self.bot_id, "update_id": update_id, "chat_id": chat, "user_id": from.id,
-            }})),
-        };
-        let origin = Origin {
-            source: PaymentSource::Telegram,
-            api_key_id: None,
-        };
-        let key = format!("update:{}:{update_id}", self.bot_id);
-        let payment = match self
-            .payments
-            .create(request, origin, Some((key, request_hash)))
-            .await
-        {
-            Ok(CreateOutcome::Created(p)) => *p,
-            Ok(CreateOutcome::InProgress { payment_id }) => {
-                tracing::info!(update_id, %payment_id, "update handed over again; resuming its payment");
-                match self.storage.get_payment(&payment_id).await? {
-                    Some(p) => p,
-                    None => return Ok(()),
-                }
+            Ok(Started::Refused(StartRefused::Stale)) => {
+                tracing::info!(update_id, chat_id = chat, "a stale /pay was not acted on");
+                return self
+                    .reply(
+                        chat,
+                        "⌛ That /pay was sent a while ago and was not started. Send it again to pay now."
+                            .into(),
+                        None,
+                    )
+                    .await;
             }
-            Ok(CreateOutcome::Replay(_) | CreateOutcome::KeyReused) => {
-                tracing::warn!(
-                    update_id,
-                    "unexpected idempotency answer for a Telegram update"
-                );
+            Ok(other) => {
+                tracing::warn!(update_id, outcome = ?other, "unexpected start of a Telegram payment");
                 return Ok(());
             }
             Err(PaymentError::Storage(e)) => return Err(e.into()),
@@ -886,12 +858,6 @@ impl Bot {
         };
         self.reply(chat, text, None).await
     }
-}
-
-/// Whether a payment was started by this update (read from the metadata the bot writes).
-fn started_by_update(p: &Payment, update_id: i64) -> Option<bool> {
-    let metadata: Value = serde_json::from_str(p.metadata.as_deref()?).ok()?;
-    Some(metadata["telegram"]["update_id"].as_i64()? == update_id)
 }
 
 /// An amount as a person types it: `100`, `1,000` or `100.00`, in whole shillings.

@@ -3,6 +3,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod callbacks;
+pub(crate) mod idempotency;
 pub(crate) mod outbox;
 pub(crate) mod payments;
 pub(crate) mod settings;
@@ -229,8 +230,16 @@ impl<D: Driver> Storage for SqlStorage<D> {
         response: &StoredResponse,
     ) -> Result<()> {
         write_tx!(self, "save_idempotent_response", |c| {
-            payments::save_idempotent_response(c, api_key_id, key, response)
+            idempotency::save_response(c, api_key_id, key, response)
         })
+    }
+
+    async fn find_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>> {
+        read!(self, |c| idempotency::find(c, scope, key))
     }
 
     async fn get_payment(&self, id: &str) -> Result<Option<Payment>> {

@@ -9,7 +9,7 @@ use crate::db::{Arg, Conn, RowExt, SqlBuilder, Stmt};
 use crate::error::{DbResult, StorageError};
 use crate::model::*;
 use crate::records::{self, payment_columns};
-use crate::store::{MAX_KEY_LEN, check_len, outbox};
+use crate::store::{MAX_KEY_LEN, check_len, idempotency, outbox};
 
 const SELECT_BY_ID: &str = concat!(
     "SELECT ",
@@ -62,46 +62,16 @@ pub(crate) async fn create<C: Conn>(
     claim: Option<&IdempotencyClaim>,
 ) -> DbResult<CreatePaymentResult> {
     if let Some(claim) = claim {
-        check_len("idempotency key", &claim.key, MAX_KEY_LEN)?;
-        c.execute(
-            Stmt::new(C::DIALECT.insert_idempotency_claim)
-                .bind(&claim.api_key_id)
-                .bind(&claim.key)
-                .bind(&claim.request_hash)
-                .bind(&new.id)
-                .bind(claim.created_at),
-        )
-        .await?;
-        let row = c
-            .fetch_one(
-                Stmt::new(
-                    "SELECT request_hash, payment_id, response_status, response_body \
-                     FROM idempotency_keys WHERE api_key_id = $1 AND idem_key = $2",
-                )
-                .bind(&claim.api_key_id)
-                .bind(&claim.key),
-            )
-            .await?;
-        let owner = row.text("payment_id")?;
-        if owner != new.id {
+        match idempotency::claim(c, claim, &new.id).await? {
+            KeyClaim::Claimed => {}
             // The key was claimed before us: nothing of ours was written.
-            if row.text("request_hash")? != claim.request_hash {
-                return Ok(CreatePaymentResult::KeyReused);
+            KeyClaim::Answered(answer) => return Ok(CreatePaymentResult::Replay(answer)),
+            KeyClaim::Running { record_id } => {
+                return Ok(CreatePaymentResult::InProgress {
+                    payment_id: record_id,
+                });
             }
-            return Ok(
-                match (
-                    row.opt_int32("response_status")?,
-                    row.opt_text("response_body")?,
-                ) {
-                    (Some(status), Some(body)) => CreatePaymentResult::Replay(StoredResponse {
-                        status: u16::try_from(status).map_err(|_| {
-                            StorageError::Corrupt(format!("stored response status {status}"))
-                        })?,
-                        body,
-                    }),
-                    _ => CreatePaymentResult::InProgress { payment_id: owner },
-                },
-            );
+            KeyClaim::Reused => return Ok(CreatePaymentResult::KeyReused),
         }
     }
     let payment = insert(c, new).await?;
@@ -178,30 +148,6 @@ async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
 }
 
 pub(crate) const MAX_ID_LEN: usize = 64;
-
-pub(crate) async fn save_idempotent_response<C: Conn>(
-    c: &mut C,
-    api_key_id: &str,
-    key: &str,
-    response: &StoredResponse,
-) -> DbResult<()> {
-    let changed = c
-        .execute(
-            Stmt::new(
-                "UPDATE idempotency_keys SET response_status = $1, response_body = $2 \
-                 WHERE api_key_id = $3 AND idem_key = $4",
-            )
-            .bind(i64::from(response.status))
-            .bind(&response.body)
-            .bind(api_key_id)
-            .bind(key),
-        )
-        .await?;
-    if changed == 0 {
-        return Err(StorageError::NotFound.into());
-    }
-    Ok(())
-}
 
 /// The shared write of every payment change (`update_payment`, callbacks, reapplied
 /// callbacks): applies `update` to the locked row `current` and writes the timeline entry and
