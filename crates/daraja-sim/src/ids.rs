@@ -11,9 +11,7 @@ const HEX: &[u8] = b"0123456789abcdef";
 
 /// An instant in East Africa Time (UTC+3, no daylight saving).
 pub(crate) fn eat(instant: DateTime<Utc>) -> DateTime<FixedOffset> {
-    instant.with_timezone(
-        &FixedOffset::east_opt(daraja::clock::EAT_OFFSET_SECONDS).expect("+03:00 is valid"),
-    )
+    instant.with_timezone(&daraja::clock::eat())
 }
 
 /// `YYYYMMDDHHmmss` in EAT.

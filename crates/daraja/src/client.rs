@@ -504,10 +504,7 @@ impl DarajaClient {
             .into());
         }
         let eat = |t: chrono::DateTime<chrono::Utc>| {
-            t.with_timezone(
-                &chrono::FixedOffset::east_opt(crate::clock::EAT_OFFSET_SECONDS)
-                    .expect("+03:00 is valid"),
-            )
+            t.with_timezone(&crate::clock::eat())
             .format(PULL_DATE_FORMAT)
             .to_string()
         };

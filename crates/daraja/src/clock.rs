@@ -7,10 +7,10 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 
-/// East Africa Time is UTC+03:00 all year.
-pub const EAT_OFFSET_SECONDS: i32 = 3 * 3600;
+pub use mpesa_domain::eat::EAT_OFFSET_SECONDS;
 
-fn eat() -> FixedOffset {
+/// East Africa Time as a chrono offset.
+pub fn eat() -> FixedOffset {
     FixedOffset::east_opt(EAT_OFFSET_SECONDS).expect("+03:00 is a valid offset")
 }
 

@@ -300,6 +300,19 @@ impl CallbackParseError {
     }
 }
 
+/// An error and its causes in one line (reqwest's own message is often just "error sending
+/// request"). For a reqwest error whose URL holds a secret, pass `error.without_url()`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

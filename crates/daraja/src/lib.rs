@@ -63,7 +63,7 @@ pub use api::{
 pub use client::DarajaClient;
 pub use clock::{Clock, ManualClock, SystemClock, eat_timestamp, parse_eat_timestamp};
 pub use config::{CertificateSource, DarajaConfig, Environment, TransactionType};
-pub use error::{CallbackParseError, ConfigError, DarajaError, InvalidRequest};
+pub use error::{CallbackParseError, ConfigError, DarajaError, InvalidRequest, error_chain};
 pub use metrics::{CallCount, MetricsSnapshot};
 pub use security::{
     EncryptionCertificate, SecurityCredential, SecurityError, StkPassword, stk_password,

@@ -98,17 +98,8 @@ impl Transport {
     }
 }
 
-/// The error and its causes in one line (reqwest's own message is often just "error sending
-/// request").
 fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    crate::error::error_chain(e)
 }
 
 /// Reads Daraja's answer: the expected JSON on 2xx, otherwise its error envelope. `secret` (the

@@ -36,9 +36,9 @@ impl Default for AmountBounds {
 pub enum AmountError {
     #[error("amount must be a whole number of shillings")]
     NotWhole,
-    #[error("amount must be at least KES {min}")]
+    #[error("amount must be at least KSh {min}")]
     TooSmall { min: i64 },
-    #[error("amount must be at most KES {max}")]
+    #[error("amount must be at most KSh {max}")]
     TooLarge { max: i64 },
     #[error("amount is not a number")]
     NotANumber,
@@ -82,10 +82,15 @@ impl Amount {
 }
 
 impl fmt::Display for Amount {
-    /// `KES 1,250`: the form used in receipts and alerts.
+    /// `KSh 1,250` (see [`ksh`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KES {}", group_thousands(self.0))
+        f.write_str(&ksh(self.0))
     }
+}
+
+/// `KSh 1,250`: how every page, message, receipt and alert writes an amount of shillings.
+pub fn ksh(shillings: i64) -> String {
+    format!("KSh {}", group_thousands(shillings))
 }
 
 impl Cents {
@@ -143,7 +148,8 @@ impl fmt::Display for Cents {
     }
 }
 
-fn group_thousands(n: i64) -> String {
+/// `12,345`, `-1,000`.
+pub fn group_thousands(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
     if n < 0 {
@@ -205,9 +211,11 @@ mod tests {
 
     #[test]
     fn display() {
-        assert_eq!(Amount::from_stored(1_250).to_string(), "KES 1,250");
-        assert_eq!(Amount::from_stored(250_000).to_string(), "KES 250,000");
-        assert_eq!(Amount::from_stored(10).to_string(), "KES 10");
+        assert_eq!(Amount::from_stored(1_250).to_string(), "KSh 1,250");
+        assert_eq!(Amount::from_stored(250_000).to_string(), "KSh 250,000");
+        assert_eq!(Amount::from_stored(10).to_string(), "KSh 10");
+        assert_eq!(ksh(-1_500), "KSh -1,500");
+        assert_eq!(group_thousands(1_234_567), "1,234,567");
         assert_eq!(Cents(-198_000).to_string(), "-1980.00");
     }
 

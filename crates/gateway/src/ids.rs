@@ -56,7 +56,7 @@ pub fn rfc3339(ms: i64) -> String {
 
 /// Milliseconds as East Africa Time for people, e.g. `22 Nov 2026 11:01`.
 pub fn eat_display(ms: i64) -> String {
-    let eat = chrono::FixedOffset::east_opt(3 * 3600).expect("valid offset");
+    let eat = daraja::clock::eat();
     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
         .map(|t| {
             t.with_timezone(&eat)

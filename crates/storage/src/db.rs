@@ -561,7 +561,8 @@ pub(crate) struct Dialect {
 
     /// Args: from, to. Columns: status, count, amount (integers: MySQL sums are DECIMAL).
     pub(crate) payment_totals_by_status: &'static str,
-    /// Args: from, to. Columns: day (days since 1970-01-01 in East Africa Time), total_count,
+    /// Args: from, to, the EAT offset in ms. Columns: day (days since 1970-01-01 in East
+    /// Africa Time), total_count,
     /// completed_count, completed_amount.
     pub(crate) daily_volume: &'static str,
     /// Whether `UPDATE … FROM (VALUES …)` works, so that a batch's payments are written in one
@@ -604,12 +605,12 @@ pub(crate) mod standard_sql {
     pub(crate) const PAYMENT_TOTALS_BY_STATUS: &str = "SELECT status, COUNT(*) AS count, \
         CAST(SUM(amount) AS BIGINT) AS amount FROM payments \
         WHERE created_at >= $1 AND created_at < $2 GROUP BY status";
-    pub(crate) const DAILY_VOLUME: &str = "SELECT (created_at + 10800000) / 86400000 AS day, \
+    pub(crate) const DAILY_VOLUME: &str = "SELECT (created_at + $3) / 86400000 AS day, \
         COUNT(*) AS total_count, \
         CAST(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS BIGINT) AS completed_count, \
         CAST(SUM(CASE WHEN status = 'completed' THEN amount ELSE 0 END) AS BIGINT) AS completed_amount \
         FROM payments WHERE created_at >= $1 AND created_at < $2 \
-        GROUP BY (created_at + 10800000) / 86400000 ORDER BY day";
+        GROUP BY day ORDER BY day";
 }
 
 #[cfg(test)]

@@ -61,11 +61,11 @@ const DIALECT: Dialect = Dialect {
     payment_totals_by_status: "SELECT status, COUNT(*) AS count, CAST(SUM(amount) AS SIGNED) AS amount \
         FROM payments WHERE created_at >= $1 AND created_at < $2 GROUP BY status",
     // `/` is decimal division here; DIV is integer division.
-    daily_volume: "SELECT (created_at + 10800000) DIV 86400000 AS day, COUNT(*) AS total_count, \
+    daily_volume: "SELECT (created_at + $3) DIV 86400000 AS day, COUNT(*) AS total_count, \
         CAST(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS SIGNED) AS completed_count, \
         CAST(SUM(CASE WHEN status = 'completed' THEN amount ELSE 0 END) AS SIGNED) AS completed_amount \
         FROM payments WHERE created_at >= $1 AND created_at < $2 \
-        GROUP BY (created_at + 10800000) DIV 86400000 ORDER BY day",
+        GROUP BY day ORDER BY day",
     update_from_values: false,
 };
 

@@ -100,10 +100,7 @@ fn accept_register(
 fn eat_date(text: &str) -> Option<DateTime<Utc>> {
     let naive = NaiveDateTime::parse_from_str(text.trim(), PULL_DATE_FORMAT).ok()?;
     naive
-        .and_local_timezone(
-            chrono::FixedOffset::east_opt(daraja::clock::EAT_OFFSET_SECONDS)
-                .expect("+03:00 is valid"),
-        )
+        .and_local_timezone(daraja::clock::eat())
         .single()
         .map(|d| d.with_timezone(&Utc))
 }

@@ -153,7 +153,7 @@ impl PullTransaction {
             return Some(d.timestamp_millis());
         }
         let naive = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").ok()?;
-        let eat = chrono::FixedOffset::east_opt(crate::clock::EAT_OFFSET_SECONDS)?;
+        let eat = crate::clock::eat();
         naive
             .and_local_timezone(eat)
             .single()

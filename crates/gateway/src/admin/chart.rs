@@ -24,7 +24,7 @@ pub struct Bar {
     /// The day of the month, under the bar.
     pub label: String,
     pub label_x: i64,
-    /// The tooltip: `2026-11-22: KES 1,250 in 3 payments (5 requested)`.
+    /// The tooltip: `2026-11-22: KSh 1,250 in 3 payments (5 requested)`.
     pub title: String,
 }
 
@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(chart.bars[5].height, 0);
         assert_eq!(tallest.label, "10");
         assert!(chart.bars.iter().all(|b| b.x + b.width <= WIDTH));
-        assert!(chart.description.contains("KES 1,010 in all"));
+        assert!(chart.description.contains("KSh 1,010 in all"));
     }
 
     #[test]

@@ -3,35 +3,11 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use daraja::clock::eat;
+pub use mpesa_domain::eat::{DAY_MS, day_start as eat_day_start};
 
-pub const DAY_MS: i64 = 86_400_000;
-const EAT_OFFSET_MS: i64 = 3 * 3_600_000;
-
-fn eat() -> FixedOffset {
-    FixedOffset::east_opt(3 * 3600).expect("a valid offset")
-}
-
-/// `KES 1,250`.
-pub fn money(shillings: i64) -> String {
-    format!("KES {}", thousands(shillings))
-}
-
-/// `12,345`.
-pub fn thousands(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
-    if n < 0 {
-        out.push('-');
-    }
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
+pub use mpesa_domain::{group_thousands as thousands, ksh as money};
 
 /// `22 Nov 2026 11:01` in East Africa Time.
 pub fn when(ms: i64) -> String {
@@ -56,11 +32,6 @@ pub fn machine_time(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .map(|t| t.with_timezone(&eat()).to_rfc3339())
         .unwrap_or_default()
-}
-
-/// The start (Unix ms) of the East Africa Time day that holds `ms`.
-pub fn eat_day_start(ms: i64) -> i64 {
-    (ms + EAT_OFFSET_MS).div_euclid(DAY_MS) * DAY_MS - EAT_OFFSET_MS
 }
 
 /// `2026-11-22`: the East Africa Time date of `ms`.
@@ -159,7 +130,7 @@ mod tests {
 
     #[test]
     fn numbers_and_times_read_well() {
-        assert_eq!(money(1_250), "KES 1,250");
+        assert_eq!(money(1_250), "KSh 1,250");
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000), "1,000");

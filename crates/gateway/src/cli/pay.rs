@@ -117,8 +117,8 @@ pub async fn run(args: PayArgs) -> anyhow::Result<bool> {
         .to_owned();
     let live = std::io::stderr().is_terminal();
     println!(
-        "payment {id}: KES {} from {}",
-        payment["amount"],
+        "payment {id}: {} from {}",
+        mpesa_domain::ksh(payment["amount"].as_i64().unwrap_or_default()),
         payment["phone"].as_str().unwrap_or("")
     );
     let started = Instant::now();
@@ -185,8 +185,8 @@ fn finish(p: &Value) -> bool {
     let completed = p["status"] == "completed";
     if completed {
         println!(
-            "completed: KES {} paid, M-Pesa receipt {}",
-            p["amount"],
+            "completed: {} paid, M-Pesa receipt {}",
+            mpesa_domain::ksh(p["amount"].as_i64().unwrap_or_default()),
             p["mpesa_receipt_number"]
                 .as_str()
                 .unwrap_or("(not yet known)")

@@ -70,18 +70,7 @@ impl PaymentFacts {
     }
 }
 
-/// `KSh 1,250`.
-pub fn ksh(amount: i64) -> String {
-    let digits = amount.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    format!("KSh {}{out}", if amount < 0 { "-" } else { "" })
-}
+pub use mpesa_domain::ksh;
 
 /// The headline for an event type.
 pub fn headline(event_type: &str) -> &'static str {

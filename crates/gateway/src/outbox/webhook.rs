@@ -293,14 +293,7 @@ impl WebhookSender {
         if error.is_timeout() {
             return format!("no answer within {:?}", self.timeout);
         }
-        let mut text = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
+        daraja::error_chain(&error)
     }
 }
 

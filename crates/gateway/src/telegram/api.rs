@@ -383,15 +383,7 @@ impl BotApi {
 
 /// A reqwest error and its causes, without the URL (which holds the token).
 fn error_chain(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    daraja::error_chain(&error.without_url())
 }
 
 #[cfg(test)]

@@ -756,7 +756,7 @@ impl Bot {
         let now = now_ms();
         let stats = self
             .storage
-            .payment_stats(start_of_day_eat(now), now + 1)
+            .payment_stats(mpesa_domain::eat::day_start(now), now + 1)
             .await?;
         let get = |s: PaymentStatus| stats.by_status.get(s.as_str()).cloned().unwrap_or_default();
         let completed = get(PaymentStatus::Completed);
@@ -970,12 +970,6 @@ fn help_text(admin: bool) -> String {
     text
 }
 
-/// Midnight in East Africa Time (UTC+3, no daylight saving) on the day of `now`.
-fn start_of_day_eat(now: i64) -> i64 {
-    const DAY: i64 = 86_400_000;
-    const EAT: i64 = 3 * 3_600_000;
-    (now + EAT).div_euclid(DAY) * DAY - EAT
-}
 
 #[cfg(test)]
 mod tests {
@@ -996,15 +990,6 @@ mod tests {
         assert!(parse_amount("1001", b).unwrap_err().contains("KSh 1,000"));
         let e = parse_amount("<b>", b).unwrap_err();
         assert!(e.contains("“&lt;b&gt;”"), "{e}");
-    }
-
-    #[test]
-    fn eat_midnight() {
-        // 2026-01-01 00:00 UTC is 03:00 EAT: the day began at 2025-12-31 21:00 UTC.
-        assert_eq!(start_of_day_eat(1_767_225_600_000), 1_767_214_800_000);
-        // 20:59 UTC is still the same EAT day; 21:00 UTC is the next.
-        assert_eq!(start_of_day_eat(1_767_214_800_000), 1_767_214_800_000);
-        assert_eq!(start_of_day_eat(1_767_214_799_999), 1_767_128_400_000);
     }
 
     #[test]

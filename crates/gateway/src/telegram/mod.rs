@@ -14,22 +14,10 @@ pub mod webhook;
 pub use api::{BotApi, BotApiError, ChatId, SendMessage};
 pub use bot::Bot;
 
-/// Escapes text for Telegram's HTML parse mode: every value that comes from outside
-/// (references, descriptions, names, Daraja's texts) goes through this, so no one can close a
-/// tag, open a link or forge a line of a message.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes text for Telegram's HTML parse mode (which takes HTML's entities): every value that
+/// comes from outside (references, descriptions, names, Daraja's texts) goes through this, so
+/// no one can close a tag, open a link or forge a line of a message.
+pub use mpesa_domain::escape_html;
 
 #[cfg(test)]
 mod tests {

@@ -370,7 +370,7 @@ async fn every_page_renders_a_real_payment(backend: Backend) {
     }
     let overview = admin.get("/admin/").await;
     assert!(
-        overview.body.contains("KES 120"),
+        overview.body.contains("KSh 120"),
         "today's completed volume"
     );
     assert!(overview.body.contains("<svg"), "the chart");

@@ -68,7 +68,7 @@ async fn pay_follows_a_sandbox_payment_to_its_end() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("completed: KES 10 paid, M-Pesa receipt "),
+        stdout.contains("completed: KSh 10 paid, M-Pesa receipt "),
         "{stdout}"
     );
 

@@ -77,7 +77,12 @@ pub(crate) async fn daily_volume<C: Conn>(
     to: Millis,
 ) -> DbResult<Vec<DailyVolume>> {
     let rows = c
-        .fetch_all(Stmt::new(C::DIALECT.daily_volume).bind(from).bind(to))
+        .fetch_all(
+            Stmt::new(C::DIALECT.daily_volume)
+                .bind(from)
+                .bind(to)
+                .bind(mpesa_domain::eat::EAT_OFFSET_MS),
+        )
         .await?;
     let mut days = Vec::with_capacity(rows.len());
     for row in rows {

@@ -391,7 +391,7 @@ async fn a_person_walks_through_the_dashboard() {
         "Needs attention",
         "HELD-7",
         "Dead-lettered notifications",
-        "KES 1,500",
+        "KSh 1,500",
     ] {
         assert!(
             text.contains(expected),
