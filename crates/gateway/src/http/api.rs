@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mpesa_domain::{Msisdn, PaymentStatus, parse_payment_request};
@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::http::auth::Merchant;
 use crate::http::error::ApiError;
+use crate::http::extract::PaymentId;
 use crate::payments::{
     IdempotencyKey, NewPaymentRequest, Origin, PaymentView, PushWhen, StartPayment, Started,
     start_answer,
@@ -196,16 +197,9 @@ fn respond(answer: StoredResponse, replayed: bool) -> Response {
 pub async fn get_payment(
     State(state): State<AppState>,
     _merchant: Merchant,
-    Path(id): Path<String>,
+    PaymentId(id): PaymentId,
 ) -> Result<Json<PaymentView>, ApiError> {
-    if id.len() > 64 {
-        return Err(ApiError::NotFound("no such payment"));
-    }
-    let p = state
-        .storage
-        .get_payment(&id)
-        .await?
-        .ok_or(ApiError::NotFound("no such payment"))?;
+    let p = state.payments.get(&id).await?;
     Ok(Json(PaymentView::from(&p)))
 }
 
@@ -269,8 +263,8 @@ pub async fn list_payments(
         ));
     }
     let page = state
-        .storage
-        .list_payments(&filter, &PageRequest { limit, cursor })
+        .payments
+        .list(&filter, &PageRequest { limit, cursor })
         .await
         .map_err(|e| match e {
             mpesa_storage::StorageError::InvalidInput(_) => {
@@ -298,11 +292,8 @@ pub async fn list_payments(
 pub async fn refresh_payment(
     State(state): State<AppState>,
     _merchant: Merchant,
-    Path(id): Path<String>,
+    PaymentId(id): PaymentId,
 ) -> Result<Json<PaymentView>, ApiError> {
-    if id.len() > 64 {
-        return Err(ApiError::NotFound("no such payment"));
-    }
     let p = state.payments.refresh(&id).await?;
     Ok(Json(PaymentView::from(&p)))
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod callbacks;
 pub mod client_addr;
 pub mod error;
+pub mod extract;
 pub mod openapi;
 pub mod server;
 pub mod service;

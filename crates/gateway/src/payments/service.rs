@@ -8,8 +8,8 @@ use mpesa_domain::{
     AccountReference, Amount, AmountBounds, Description, Msisdn, QueryVerdict, TransactionDesc,
 };
 use mpesa_storage::{
-    CheckSchedule, CreatePaymentResult, IdempotencyClaim, NewPayment, NewPaymentEvent, Payment,
-    PaymentSource, PaymentUpdate, Storage, StorageError, StoredResponse,
+    CheckSchedule, NewPaymentEvent, Page, PageRequest, Payment, PaymentFilter, PaymentUpdate,
+    Storage, StorageError,
 };
 use serde_json::json;
 use tokio::sync::Notify;
@@ -117,6 +117,23 @@ impl Payments {
             metrics,
             outbox_wake,
         }
+    }
+
+    /// One payment: `Err(NotFound)` when there is none.
+    pub async fn get(&self, id: &str) -> Result<Payment, PaymentError> {
+        self.storage
+            .get_payment(id)
+            .await?
+            .ok_or(PaymentError::NotFound)
+    }
+
+    /// Payments, newest first.
+    pub async fn list(
+        &self,
+        filter: &PaymentFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Payment>, StorageError> {
+        self.storage.list_payments(filter, page).await
     }
 
     pub fn amount_bounds(&self) -> AmountBounds {
