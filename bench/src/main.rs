@@ -163,7 +163,7 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
     let db = Db::connect(&database_url).await?;
     seed_pending_payments(&db, 0..payments, None).await?;
     let bodies: Vec<Vec<u8>> = (0..payments)
-        .map(mpesa_harness::callbacks::stk_success)
+        .map(mpesa_harness::callbacks_to_send::stk_success)
         .collect();
     let (warm, measured) = bodies.split_at(warmup);
 

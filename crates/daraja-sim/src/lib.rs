@@ -37,7 +37,7 @@ pub mod faults;
 pub mod journal;
 pub mod scenarios;
 
-mod callbacks;
+mod callback_sender;
 mod credential;
 mod errors;
 mod ids;

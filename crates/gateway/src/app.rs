@@ -309,7 +309,7 @@ impl App {
         }
         if let (Some(bot), Some(telegram)) = (&state.telegram_bot, &state.config.telegram) {
             if bot.webhook.is_some() {
-                workers.spawn(crate::telegram::webhook::register(
+                workers.spawn(crate::telegram::webhook_receiver::register(
                     bot.clone(),
                     shutdown.clone(),
                 ));

@@ -8,7 +8,7 @@
 //! * [`callbacks`]: STK callbacks shaped as Safaricom sends them;
 //! * [`env`]: the variables that point it at other servers.
 
-pub mod callbacks;
+pub mod callbacks_to_send;
 pub mod database;
 pub mod env;
 pub mod galera;

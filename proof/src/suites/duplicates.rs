@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use mpesa_harness::callbacks::stk_success;
+use mpesa_harness::callbacks_to_send::stk_success;
 use mpesa_harness::database::{
     Backend, Db, TestDatabase, seed_pending_payments, seeded_checkout_id,
 };

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mpesa_harness::callbacks::stk_success;
+use mpesa_harness::callbacks_to_send::stk_success;
 use mpesa_harness::database::{Db, seed_pending_payments};
 use mpesa_harness::galera::{GaleraCluster, causal_db};
 use mpesa_harness::process::{ManagedProcess, free_port};

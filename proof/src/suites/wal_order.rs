@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use mpesa_harness::callbacks::stk_success;
+use mpesa_harness::callbacks_to_send::stk_success;
 use mpesa_harness::database::{Backend, Db, TestDatabase, seed_pending_payments};
 use mpesa_harness::process::{ManagedProcess, free_port};
 

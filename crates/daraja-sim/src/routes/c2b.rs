@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{admit, answer};
-use crate::callbacks::{Outgoing, PostOutcome};
+use crate::callback_sender::{Outgoing, PostOutcome};
 use crate::config::{C2bMsisdnModes, MsisdnMode};
 use crate::errors::ApiError;
 use crate::errors::SimError;

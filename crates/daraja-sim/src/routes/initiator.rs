@@ -16,7 +16,7 @@ use daraja::wire::{
 use mpesa_domain::Cents;
 
 use super::{admit, answer};
-use crate::callbacks::Outgoing;
+use crate::callback_sender::Outgoing;
 use crate::credential::CredentialVerdict;
 use crate::errors::ApiError;
 use crate::faults::{CallbackFaults, Endpoint, Flow};

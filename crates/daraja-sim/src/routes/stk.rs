@@ -12,7 +12,7 @@ use daraja::wire::{
 use mpesa_domain::Cents;
 
 use super::{admit, answer, held_back};
-use crate::callbacks::Outgoing;
+use crate::callback_sender::Outgoing;
 use crate::config::{LongReferences, PendingQueryAnswer};
 use crate::errors::ApiError;
 use crate::faults::{CallbackFaults, Endpoint, Flow};

@@ -104,7 +104,7 @@ pub async fn run(config: &Config) -> bool {
     }
 
     if let Some(webhook) = &config.webhook {
-        let result = match crate::outbox::webhook::WebhookSender::new(
+        let result = match crate::outbox::webhook_sender::WebhookSender::new(
             webhook.url.clone(),
             webhook.secret.clone(),
             config.webhook_allow_private,

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::ids::{new_id, now_ms};
-use crate::outbox::{Delivery, Sender, email, telegram, webhook};
+use crate::outbox::{Delivery, Sender, email, telegram, webhook_sender};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum TestChannel {
@@ -92,7 +92,7 @@ pub async fn run(config: &Config, command: NotifyCommand) -> anyhow::Result<bool
             if to.is_some() {
                 bail!("--to does not apply to webhooks: they go to WEBHOOK_URL");
             }
-            let sender = webhook::WebhookSender::new(
+            let sender = webhook_sender::WebhookSender::new(
                 settings.url.clone(),
                 settings.secret.clone(),
                 config.webhook_allow_private,

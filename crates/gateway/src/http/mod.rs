@@ -2,7 +2,7 @@
 
 pub mod api;
 pub mod auth;
-pub mod callbacks;
+pub mod daraja_inbound;
 pub mod client_addr;
 pub mod error;
 pub mod extract;
@@ -41,22 +41,22 @@ pub fn router(state: AppState) -> Router {
             get(move || async move { axum::Json(openapi) }),
         );
     let callbacks = Router::new()
-        .route("/callbacks/{secret}/stk", post(callbacks::stk))
+        .route("/callbacks/{secret}/stk", post(daraja_inbound::stk))
         .route(
             "/callbacks/{secret}/c2b/validation",
-            post(callbacks::c2b_validation),
+            post(daraja_inbound::c2b_validation),
         )
         .route(
             "/callbacks/{secret}/c2b/confirmation",
-            post(callbacks::c2b_confirmation),
+            post(daraja_inbound::c2b_confirmation),
         )
         .route(
             "/callbacks/{secret}/b2c/result",
-            post(callbacks::b2c_result),
+            post(daraja_inbound::b2c_result),
         )
         .route(
             "/callbacks/{secret}/timeout",
-            post(callbacks::queue_timeout),
+            post(daraja_inbound::queue_timeout),
         );
     Router::new()
         .route("/", get(service::index))
@@ -65,7 +65,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(callbacks)
         .merge(crate::admin::router())
-        .merge(crate::telegram::webhook::router())
+        .merge(crate::telegram::webhook_receiver::router())
         .fallback(|| async { ApiError::NotFound("no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -12,7 +12,7 @@ pub mod email;
 pub mod message;
 pub mod schedule;
 pub mod telegram;
-pub mod webhook;
+pub mod webhook_sender;
 
 pub use schedule::{RetrySchedule, RetrySchedules};
 
@@ -95,7 +95,7 @@ pub enum SetupError {
     #[error(transparent)]
     Email(#[from] email::EmailSetupError),
     #[error(transparent)]
-    Webhook(#[from] webhook::WebhookSetupError),
+    Webhook(#[from] webhook_sender::WebhookSetupError),
     #[error("Telegram client: {0}")]
     Telegram(#[from] crate::telegram::BotApiError),
 }
@@ -105,7 +105,7 @@ impl Deliverers {
     pub fn from_config(config: &Config, storage: Arc<dyn Storage>) -> Result<Self, SetupError> {
         let mut deliverers = Deliverers::default();
         if let Some(w) = &config.webhook {
-            deliverers.webhook = Some(Arc::new(webhook::WebhookSender::new(
+            deliverers.webhook = Some(Arc::new(webhook_sender::WebhookSender::new(
                 w.url.clone(),
                 w.secret.clone(),
                 config.webhook_allow_private,

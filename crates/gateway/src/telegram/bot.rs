@@ -2,7 +2,7 @@
 //! pay with `/pay AMOUNT [REFERENCE]` (the same [`Payments`] path as the HTTP API) and watch one
 //! status message move to its final state; the admin chat gets `/stats` and `/pending`.
 //!
-//! Updates come from the long-polling [`super::poller`] or the [`super::webhook`] route; both
+//! Updates come from the long-polling [`super::poller`] or the [`super::webhook_receiver`] route; both
 //! hand them to [`Bot::process`], which handles each update once: an update whose id is below
 //! the stored offset was handled already and is skipped, and the offset moves past an update
 //! only once it is handled. A restart between the two (the one window left) hands the update

@@ -1,6 +1,6 @@
 //! Telegram: the Bot API client ([`api`]) shared by the outbox (alerts and receipts) and the
 //! customer bot ([`bot`]): updates ([`updates`]) come by long polling ([`poller`]) or webhook
-//! ([`webhook`]); a payment started from a chat is shown in one status message ([`status`]);
+//! ([`webhook_receiver`]); a payment started from a chat is shown in one status message ([`status`]);
 //! chats are rate limited ([`rate_limit`]).
 
 pub mod api;
@@ -9,7 +9,7 @@ pub mod poller;
 pub mod rate_limit;
 pub mod status;
 pub mod updates;
-pub mod webhook;
+pub mod webhook_receiver;
 
 pub use api::{BotApi, BotApiError, ChatId, SendMessage};
 pub use bot::Bot;

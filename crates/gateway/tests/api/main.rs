@@ -7,7 +7,7 @@ mod support;
 mod test_tls;
 
 mod callback_redrive;
-mod callbacks;
+mod callbacks_received;
 mod dashboard;
 mod idempotency;
 mod lifecycle;

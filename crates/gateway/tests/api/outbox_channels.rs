@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mpesa_gateway::config::Config;
 use mpesa_gateway::outbox::email::EmailSender;
-use mpesa_gateway::outbox::webhook::WebhookSender;
+use mpesa_gateway::outbox::webhook_sender::WebhookSender;
 use mpesa_gateway::outbox::{Delivery, Sender};
 use mpesa_storage::{Channel, OutboxEvent, OutboxStatus};
 use secrecy::SecretString;

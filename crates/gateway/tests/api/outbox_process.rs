@@ -275,7 +275,7 @@ fn run_script(program: &str, file: &Path, env: &[(&str, String)]) -> String {
 #[tokio::test]
 async fn readme_verification_recipes_accept_our_signatures() {
     let receiver = WebhookReceiver::start().await;
-    let sender = mpesa_gateway::outbox::webhook::WebhookSender::new(
+    let sender = mpesa_gateway::outbox::webhook_sender::WebhookSender::new(
         receiver.url.parse().unwrap(),
         secrecy::SecretString::from(WEBHOOK_SECRET),
         true,
@@ -298,7 +298,7 @@ async fn readme_verification_recipes_accept_our_signatures() {
     ));
     let hit = receiver.hits().remove(0);
     let header = hit.header("mpesa-gateway-signature").to_owned();
-    let old = mpesa_gateway::outbox::webhook::signature_header(
+    let old = mpesa_gateway::outbox::webhook_sender::signature_header(
         WEBHOOK_SECRET.as_bytes(),
         mpesa_gateway::ids::now_ms() / 1000 - 3600,
         body.as_bytes(),

@@ -2,7 +2,7 @@
 //! dialect, the modules below hold the queries.
 
 pub(crate) mod accounts;
-pub(crate) mod callbacks;
+pub(crate) mod received_callbacks;
 pub(crate) mod idempotency;
 pub(crate) mod outbox;
 pub(crate) mod payments;
@@ -146,7 +146,7 @@ impl<D: Driver> SqlStorage<D> {
     ) -> Result<Vec<Result<IngestedCallback>>> {
         tracing::info!(size = batch.len(), %cause, "callback batch conflicted; storing it raw, to apply afterwards");
         write_tx!(self, "store_received_callbacks", |c| {
-            callbacks::insert_received(c, batch)
+            received_callbacks::insert_received(c, batch)
         })?;
         Ok(batch
             .iter()
@@ -296,7 +296,7 @@ impl<D: Driver> Storage for SqlStorage<D> {
         let fast: DbResult<Option<Vec<Result<IngestedCallback>>>> = async {
             let mut tx = self.driver.begin().await?;
             let c: &mut D::Conn = &mut tx;
-            match callbacks::ingest_batch_unisolated(c, &batch, now, decide).await {
+            match received_callbacks::ingest_batch_unisolated(c, &batch, now, decide).await {
                 Ok(Some(results)) => {
                     D::commit(tx).await?;
                     Ok(Some(results))
@@ -325,7 +325,7 @@ impl<D: Driver> Storage for SqlStorage<D> {
                 return failed;
             }
         }
-        let isolated = write_tx_db!(self, "ingest_callbacks", |c| callbacks::ingest_batch(
+        let isolated = write_tx_db!(self, "ingest_callbacks", |c| received_callbacks::ingest_batch(
             c, &batch, now, decide
         ));
         match isolated {
@@ -339,11 +339,11 @@ impl<D: Driver> Storage for SqlStorage<D> {
         received_before: Millis,
         limit: u32,
     ) -> Result<Vec<RawCallback>> {
-        read!(self, |c| callbacks::received(c, received_before, limit))
+        read!(self, |c| received_callbacks::received(c, received_before, limit))
     }
 
     async fn rematchable_callbacks(&self, limit: u32) -> Result<Vec<RawCallback>> {
-        read!(self, |c| callbacks::rematchable(c, limit))
+        read!(self, |c| received_callbacks::rematchable(c, limit))
     }
 
     async fn reapply_callback(
@@ -352,7 +352,7 @@ impl<D: Driver> Storage for SqlStorage<D> {
         now: Millis,
         decide: DecideCallback<'_>,
     ) -> Result<IngestedCallback> {
-        write_tx!(self, "reapply_callback", |c| callbacks::reapply(
+        write_tx!(self, "reapply_callback", |c| received_callbacks::reapply(
             c,
             callback_id,
             now,
@@ -361,7 +361,7 @@ impl<D: Driver> Storage for SqlStorage<D> {
     }
 
     async fn get_callback(&self, id: &str) -> Result<Option<RawCallback>> {
-        read!(self, |c| callbacks::by_id(c, id))
+        read!(self, |c| received_callbacks::by_id(c, id))
     }
 
     async fn list_callbacks(
@@ -369,11 +369,11 @@ impl<D: Driver> Storage for SqlStorage<D> {
         filter: &CallbackFilter,
         page: &PageRequest,
     ) -> Result<Page<RawCallback>> {
-        read!(self, |c| callbacks::list(c, filter, page))
+        read!(self, |c| received_callbacks::list(c, filter, page))
     }
 
     async fn callbacks_for_payment(&self, payment_id: &str) -> Result<Vec<RawCallback>> {
-        read!(self, |c| callbacks::for_payment(c, payment_id))
+        read!(self, |c| received_callbacks::for_payment(c, payment_id))
     }
 
     // ---- reconciler ----------------------------------------------------------------------------

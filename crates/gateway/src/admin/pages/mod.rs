@@ -1,7 +1,7 @@
 //! One module per page, and the rows that several pages show.
 
 pub mod api_keys;
-pub mod callbacks;
+pub mod received_callbacks;
 pub mod outbox;
 pub mod overview;
 pub mod payment;
