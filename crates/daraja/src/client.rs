@@ -505,8 +505,8 @@ impl DarajaClient {
         }
         let eat = |t: chrono::DateTime<chrono::Utc>| {
             t.with_timezone(&crate::clock::eat())
-            .format(PULL_DATE_FORMAT)
-            .to_string()
+                .format(PULL_DATE_FORMAT)
+                .to_string()
         };
         let request = PullQueryRequest {
             short_code: LooseString::from(

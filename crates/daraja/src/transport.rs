@@ -1,6 +1,5 @@
 //! One HTTP exchange with Daraja and how its failures are told apart.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;

@@ -53,7 +53,10 @@ pub fn router() -> Router<AppState> {
         .route("/admin/payments/{id}/query", post(pages::payment::query))
         .route("/admin/payments/{id}/decide", post(pages::payment::decide))
         .route("/admin/callbacks", get(pages::received_callbacks::list))
-        .route("/admin/callbacks/{id}", get(pages::received_callbacks::show))
+        .route(
+            "/admin/callbacks/{id}",
+            get(pages::received_callbacks::show),
+        )
         .route("/admin/outbox", get(pages::outbox::list))
         .route("/admin/outbox/{id}", get(pages::outbox::show))
         .route("/admin/outbox/{id}/retry", post(pages::outbox::retry))

@@ -2,8 +2,8 @@
 
 pub mod api;
 pub mod auth;
-pub mod daraja_inbound;
 pub mod client_addr;
+pub mod daraja_inbound;
 pub mod error;
 pub mod extract;
 pub mod openapi;

@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use daraja::{DarajaClient, DarajaError, StkPushParams, StkQueryAnswer};
 use mpesa_domain::state_machine::{self, Deadlines, LastQuery, Outcome, TransitionKind};
-use mpesa_domain::{
-    AccountReference, Amount, AmountBounds, Description, Msisdn, QueryVerdict, TransactionDesc,
-};
+use mpesa_domain::{AccountReference, AmountBounds, QueryVerdict, TransactionDesc};
 use mpesa_storage::{
     CheckSchedule, NewPaymentEvent, Page, PageRequest, Payment, PaymentFilter, PaymentUpdate,
     Storage, StorageError,

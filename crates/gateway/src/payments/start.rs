@@ -42,7 +42,10 @@ pub enum Origin {
     /// An admin on the dashboard.
     Dashboard { username: String },
     /// A customer's Telegram chat; `sent_at_ms` is when they sent the command.
-    TelegramChat { chat_id: i64, sent_at_ms: Option<i64> },
+    TelegramChat {
+        chat_id: i64,
+        sent_at_ms: Option<i64>,
+    },
     /// The public pay page of a payment link.
     PayPage { link_id: String },
 }
@@ -114,6 +117,9 @@ pub enum StartRefused {
 }
 
 /// What came of a [`StartPayment`].
+// Returned once per request and matched on at once: boxing the push's outcome would only add
+// noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Started {
     /// Stored, then pushed ([`PushWhen::Now`]): what came of the push. Its answer
@@ -128,7 +134,9 @@ pub enum Started {
     /// The same request again while its payment is still `initiated`: the first request is
     /// running, or its process died before the push's outcome was known (it is never pushed
     /// again; the reconciler resolves it).
-    InProgress { payment_id: String },
+    InProgress {
+        payment_id: String,
+    },
     /// The key was used with another request.
     KeyReused,
     Refused(StartRefused),
@@ -239,7 +247,9 @@ impl Payments {
                     },
                     _ => KeyClaim::Reused,
                 };
-                let key = idempotency.as_ref().expect("only a request with a key finds one");
+                let key = idempotency
+                    .as_ref()
+                    .expect("only a request with a key finds one");
                 return self.same_request(found, &origin, key).await;
             }
         };
@@ -318,4 +328,3 @@ impl Payments {
         Ok(None)
     }
 }
-

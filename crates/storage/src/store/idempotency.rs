@@ -33,7 +33,9 @@ pub(crate) async fn claim<C: Conn>(
     .await?;
     let record = find(c, &claim.api_key_id, &claim.key)
         .await?
-        .ok_or_else(|| StorageError::Corrupt("an idempotency key vanished as it was claimed".into()))?;
+        .ok_or_else(|| {
+            StorageError::Corrupt("an idempotency key vanished as it was claimed".into())
+        })?;
     Ok(if record.record_id == record_id {
         KeyClaim::Claimed
     } else {

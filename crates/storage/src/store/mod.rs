@@ -2,10 +2,10 @@
 //! dialect, the modules below hold the queries.
 
 pub(crate) mod accounts;
-pub(crate) mod received_callbacks;
 pub(crate) mod idempotency;
 pub(crate) mod outbox;
 pub(crate) mod payments;
+pub(crate) mod received_callbacks;
 pub(crate) mod settings;
 pub(crate) mod stats;
 
@@ -325,9 +325,9 @@ impl<D: Driver> Storage for SqlStorage<D> {
                 return failed;
             }
         }
-        let isolated = write_tx_db!(self, "ingest_callbacks", |c| received_callbacks::ingest_batch(
-            c, &batch, now, decide
-        ));
+        let isolated = write_tx_db!(self, "ingest_callbacks", |c| {
+            received_callbacks::ingest_batch(c, &batch, now, decide)
+        });
         match isolated {
             Err(e) if e.transient => self.store_received(&batch, &e.error).await,
             other => other.map_err(StorageError::from),
@@ -339,7 +339,11 @@ impl<D: Driver> Storage for SqlStorage<D> {
         received_before: Millis,
         limit: u32,
     ) -> Result<Vec<RawCallback>> {
-        read!(self, |c| received_callbacks::received(c, received_before, limit))
+        read!(self, |c| received_callbacks::received(
+            c,
+            received_before,
+            limit
+        ))
     }
 
     async fn rematchable_callbacks(&self, limit: u32) -> Result<Vec<RawCallback>> {

@@ -5,11 +5,11 @@ use mpesa_domain::{PaymentStatus, ReviewChange};
 
 use crate::Millis;
 use crate::cursor::Keyset;
-use crate::db::{Arg, Conn, RowExt, SqlBuilder, Stmt};
+use crate::db::{Arg, Conn, SqlBuilder, Stmt};
 use crate::error::{DbResult, StorageError};
 use crate::model::*;
 use crate::records::{self, payment_columns};
-use crate::store::{MAX_KEY_LEN, check_len, idempotency, outbox};
+use crate::store::{check_len, idempotency, outbox};
 
 const SELECT_BY_ID: &str = concat!(
     "SELECT ",

@@ -1,11 +1,11 @@
 //! One module per page, and the rows that several pages show.
 
 pub mod api_keys;
-pub mod received_callbacks;
 pub mod outbox;
 pub mod overview;
 pub mod payment;
 pub mod payments;
+pub mod received_callbacks;
 pub mod settings;
 pub mod users;
 
