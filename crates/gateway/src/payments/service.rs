@@ -202,14 +202,7 @@ impl Payments {
             }
             Err(error) => {
                 // Nothing reached the phone: Daraja refused it, or it was never sent.
-                let code = error
-                    .error_code()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| error.outcome_label());
-                let message = error
-                    .error_message()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| error.to_string());
+                let (code, message) = refusal(&error);
                 let detail = json!({
                     "error_code": code,
                     "error_message": message,
@@ -403,6 +396,20 @@ impl Payments {
     pub(crate) fn after_write(&self, after: &Payment, update: &PaymentUpdate) {
         observe_committed(&self.metrics, &self.outbox_wake, after, update);
     }
+}
+
+/// Daraja's error code and message for a refused request (or, when it sent none, what kind
+/// of failure it was and its text).
+pub(crate) fn refusal(error: &DarajaError) -> (String, String) {
+    let code = error
+        .error_code()
+        .map(str::to_owned)
+        .unwrap_or_else(|| error.outcome_label());
+    let message = error
+        .error_message()
+        .map(str::to_owned)
+        .unwrap_or_else(|| error.to_string());
+    (code, message)
 }
 
 /// The storage update for a state-machine outcome: the transition, the schedule (none once

@@ -12,7 +12,7 @@ use mpesa_storage::{
 use serde_json::json;
 
 use super::idempotency::{IdempotencyKey, answer};
-use super::service::{PaymentError, Payments, PushOutcome};
+use super::service::{PaymentError, Payments, PushOutcome, refusal};
 use super::view::PaymentView;
 use crate::ids::{new_id, now_ms, random_token};
 
@@ -150,14 +150,7 @@ pub fn start_answer(outcome: &PushOutcome) -> StoredResponse {
             answer(201, &PaymentView::from(p))
         }
         PushOutcome::Refused { payment, error } => {
-            let code = error
-                .error_code()
-                .map(str::to_owned)
-                .unwrap_or_else(|| error.outcome_label());
-            let message = error
-                .error_message()
-                .map(str::to_owned)
-                .unwrap_or_else(|| error.to_string());
+            let (code, message) = refusal(error);
             // The shape of every API error body (`http::error`), with the payment.
             answer(
                 502,
