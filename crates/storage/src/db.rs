@@ -550,6 +550,12 @@ pub(crate) struct Dialect {
     /// Key: name. Args: name, owner, expires_at.
     pub(crate) insert_lease_if_absent: &'static str,
 
+    /// Appended to a multi-row `INSERT` so that rows whose unique key is taken are skipped (the
+    /// statement waits for a concurrent inserter of the same key to finish, then skips). For
+    /// tables with a `created_at` column (MySQL's no-op update names one). Affected-row counts
+    /// differ between backends here: callers read the rows back.
+    pub(crate) insert_skipping_taken_keys: &'static str,
+
     /// Upserts that overwrite. Args: name, value, updated_at.
     pub(crate) upsert_setting: &'static str,
     /// Args: instance_id, written_at.

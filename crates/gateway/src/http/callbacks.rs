@@ -20,7 +20,8 @@ use mpesa_storage::{CallbackKind, CallbackOutcome, IncomingCallback};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::callbacks::{IngestError, parse_stk};
+use crate::callbacks::{IngestError, Prepared, parse_c2b, parse_stk};
+use mpesa_domain::c2b::C2bPath;
 use crate::ids::{new_id, now_ms, secrets_equal};
 use crate::state::AppState;
 
@@ -119,6 +120,16 @@ pub async fn b2c_result(
     receive(state, path, peer, headers, body, CallbackKind::B2cResult).await
 }
 
+pub async fn pull_notice(
+    state: State<AppState>,
+    path: Path<String>,
+    peer: PeerAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    receive(state, path, peer, headers, body, CallbackKind::Pull).await
+}
+
 pub async fn queue_timeout(
     state: State<AppState>,
     path: Path<String>,
@@ -175,12 +186,35 @@ async fn receive(
         })
         .collect();
 
-    let (checkout_request_id, report, parse_error) = match kind {
+    let mut receipt = None;
+    let mut note = None;
+    let (checkout_request_id, prepared, parse_error) = match kind {
         CallbackKind::Stk => {
             let parsed = parse_stk(&body);
             match parsed.report {
-                Ok(r) => (parsed.checkout_request_id, Some(r), None),
+                Ok(r) => (parsed.checkout_request_id, Some(Prepared::Stk(r)), None),
                 Err(e) => (parsed.checkout_request_id, None, Some(e)),
+            }
+        }
+        CallbackKind::C2bConfirmation => {
+            let (trans_id, report) = parse_c2b(&body);
+            receipt = trans_id;
+            match report {
+                Ok(report) => match state
+                    .payments
+                    .prepare_c2b(report, C2bPath::Confirmation)
+                    .await
+                {
+                    Ok(p) => {
+                        note = p.note();
+                        (None, Some(Prepared::C2b(Box::new(p))), None)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "C2B confirmation NOT stored: its lookups failed; answering an error so it is not acknowledged");
+                        return refused(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable");
+                    }
+                },
+                Err(e) => (None, None, Some(e)),
             }
         }
         // Other kinds are stored for audit; a body that is not JSON is still noted.
@@ -198,10 +232,11 @@ async fn receive(
         headers: serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()),
         body: body.to_vec(),
         checkout_request_id,
-        parse_error: parse_error.clone(),
+        receipt,
+        parse_error: parse_error.clone().or(note),
     };
     let callback_id = incoming.id.clone();
-    match state.ingestor.ingest(incoming, report).await {
+    match state.ingestor.ingest(incoming, prepared).await {
         Ok(ingested) => {
             match ingested.outcome {
                 CallbackOutcome::Unmatched => {
@@ -212,6 +247,12 @@ async fn receive(
                 }
                 CallbackOutcome::Unparseable => {
                     tracing::warn!(%callback_id, error = ?parse_error, "unparseable callback stored")
+                }
+                CallbackOutcome::Flagged => {
+                    tracing::warn!(%callback_id, "C2B confirmation kept and flagged, not booked")
+                }
+                CallbackOutcome::Applied if kind == CallbackKind::C2bConfirmation => {
+                    tracing::info!(%callback_id, payment_id = ?ingested.payment.as_ref().map(|p| &p.id), "C2B payment booked")
                 }
                 outcome => {
                     tracing::debug!(%callback_id, outcome = outcome.as_str(), "callback stored")

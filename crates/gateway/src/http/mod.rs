@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
             "/callbacks/{secret}/c2b/confirmation",
             post(callbacks::c2b_confirmation),
         )
+        .route("/callbacks/{secret}/pull", post(callbacks::pull_notice))
         .route(
             "/callbacks/{secret}/b2c/result",
             post(callbacks::b2c_result),

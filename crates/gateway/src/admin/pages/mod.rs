@@ -37,7 +37,7 @@ impl From<&Payment> for PaymentRow {
             status: format::label(p.status.as_str()),
             badge: format::badge_class(p.status.as_str()),
             amount: format::money(p.amount.shillings()),
-            phone: p.phone.as_str().to_owned(),
+            phone: p.payer(),
             reference: p.reference.clone(),
             receipt: p.mpesa_receipt_number.clone().unwrap_or_default(),
             created: format::when(p.created_at),

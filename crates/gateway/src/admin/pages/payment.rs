@@ -131,7 +131,7 @@ pub async fn show(
 fn request_facts(p: &Payment) -> Vec<Fact> {
     facts(vec![
         ("Payment id", Some(p.id.clone()), true),
-        ("Phone", Some(p.phone.as_str().to_owned()), true),
+        ("Phone", Some(p.payer()), true),
         ("Amount", Some(format::money(p.amount.shillings())), false),
         ("Reference", Some(p.reference.clone()), true),
         ("Description", Some(p.description.clone()), false),

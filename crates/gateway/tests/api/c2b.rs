@@ -1,0 +1,384 @@
+//! C2B end to end: customers paying the paybill or till on their own become payments, through
+//! the simulator (as Daraja would call) and straight to the confirmation URL (copies, forgeries,
+//! other shortcodes), on every backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use daraja_sim::CustomerPayment;
+use daraja_sim::faults::CallbackFaults;
+use mpesa_harness::database::TestDatabase;
+use mpesa_storage::{
+    Backend, CallbackFilter, CallbackKind, CallbackOutcome, Channel, OutboxFilter, PageRequest,
+    Payment, PaymentChannel, Storage, TelegramLink,
+};
+use serde_json::{Value, json};
+
+use crate::outbox::{CUSTOMER_CHAT, Destinations, wait_outbox_idle};
+use crate::outbox_receivers::*;
+use crate::support::*;
+
+const PAYBILL: &str = "600000";
+
+/// A confirmation body as Daraja sends it (v2 shape).
+pub fn confirmation(trans_id: &str, short_code: &str, account: &str, amount: &str, msisdn: &str, name: &str) -> Vec<u8> {
+    json!({
+        "TransactionType": "Pay Bill",
+        "TransID": trans_id,
+        "TransTime": "20261206121325",
+        "TransAmount": amount,
+        "BusinessShortCode": short_code,
+        "BillRefNumber": account,
+        "InvoiceNumber": "",
+        "OrgAccountBalance": "25.00",
+        "ThirdPartyTransID": "",
+        "MSISDN": msisdn,
+        "FirstName": name,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+impl TestGateway {
+    /// POSTs a body to this gateway's C2B confirmation URL.
+    pub async fn post_c2b_confirmation(&self, body: &[u8]) -> (u16, Value) {
+        post(self, "confirmation", body).await
+    }
+
+    /// POSTs a body to this gateway's C2B validation URL.
+    pub async fn post_c2b_validation(&self, body: &[u8]) -> (u16, Value) {
+        post(self, "validation", body).await
+    }
+
+    /// `GET /api/v1/payments` with these query parameters: the items.
+    pub async fn list_payments(&self, query: &str) -> Vec<Value> {
+        let response = self
+            .client
+            .get(self.url(&format!("/api/v1/payments?{query}")))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{query}");
+        let body: Value = response.json().await.unwrap();
+        body["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until the simulator holds this gateway's C2B registration (`serve --sandbox`
+    /// registers by itself).
+    pub async fn c2b_registered(&self) {
+        eventually("the gateway registered its C2B URLs", Duration::from_secs(10), || {
+            let registered = self
+                .sim()
+                .c2b_registrations()
+                .iter()
+                .any(|r| r.short_code == PAYBILL && r.confirmation_url.contains("/c2b/confirmation"));
+            async move { registered }
+        })
+        .await;
+    }
+
+    /// Waits for the payment holding `receipt`.
+    pub async fn payment_by_receipt(&self, receipt: &str) -> Payment {
+        let storage = self.storage();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(p) = storage.find_payment_by_receipt(receipt).await.unwrap() {
+                return p;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no payment with receipt {receipt} after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn post(gw: &TestGateway, which: &str, body: &[u8]) -> (u16, Value) {
+    let response = gw
+        .client
+        .post(gw.url(&format!("/callbacks/{}/c2b/{which}", gw.callback_secret())))
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Outbox rows of a payment, as (channel, event type).
+async fn outbox_of(storage: &dyn Storage, payment_id: &str) -> Vec<(Channel, String)> {
+    let page = storage
+        .list_outbox(&OutboxFilter::default(), &PageRequest { limit: 500, cursor: None })
+        .await
+        .unwrap();
+    page.items
+        .into_iter()
+        .filter(|e| e.payment_id.as_deref() == Some(payment_id))
+        .map(|e| (e.channel, e.event_type))
+        .collect()
+}
+
+async fn c2b_callbacks(storage: &dyn Storage) -> Vec<mpesa_storage::RawCallback> {
+    storage
+        .list_callbacks(
+            &CallbackFilter {
+                kind: Some(CallbackKind::C2bConfirmation),
+                ..CallbackFilter::default()
+            },
+            &PageRequest { limit: 500, cursor: None },
+        )
+        .await
+        .unwrap()
+        .items
+}
+
+/// A customer pays the paybill from their phone (the simulator, as Daraja): the gateway books a
+/// `completed` C2B payment with the account, shortcode and MSISDN as given, sends one
+/// `payment.completed` webhook with `data.channel = "c2b"` and alerts the admin; the API finds
+/// it by channel, account and receipt. The same confirmation again changes nothing.
+async fn a_paybill_payment_becomes_a_completed_c2b_payment(backend: Backend) {
+    let destinations = Destinations::start().await;
+    let gw = spawn_with(destinations.options(backend, "50ms,100ms")).await;
+    gw.c2b_registered().await;
+
+    let outcome = gw
+        .sim()
+        .pay_c2b(CustomerPayment::paybill(PAYBILL, "ACC1", 100))
+        .await
+        .unwrap();
+    let receipt = outcome.trans_id.clone();
+    let p = gw.payment_by_receipt(&receipt).await;
+    assert_eq!(p.status.as_str(), "completed");
+    assert_eq!(p.channel, PaymentChannel::C2b);
+    assert_eq!(p.amount.shillings(), 100);
+    assert_eq!(p.reference, "ACC1");
+    assert_eq!(p.business_short_code.as_deref(), Some(PAYBILL));
+    assert_eq!(p.recovered_by, None);
+    // v2 masks the number: kept as given, never taken for a phone.
+    let given = p.payer_msisdn.clone().expect("the MSISDN as given");
+    assert!(given.contains('*'), "{given}");
+    assert_eq!(p.phone, None);
+    assert!(p.transaction_date.is_some(), "TransTime is kept");
+
+    let view = gw.get_payment(&p.id).await;
+    assert_eq!(view["channel"], "c2b");
+    assert_eq!(view["account_reference"], "ACC1");
+    assert_eq!(view["business_short_code"], PAYBILL);
+    assert_eq!(view["mpesa_receipt_number"], receipt.as_str());
+    assert_eq!(view["phone"], Value::Null);
+    let ids = |items: Vec<Value>| -> Vec<String> {
+        items.iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(ids(gw.list_payments("channel=c2b").await), vec![p.id.clone()]);
+    assert!(ids(gw.list_payments("channel=stk").await).is_empty());
+    assert_eq!(ids(gw.list_payments("account_reference=ACC1").await), vec![p.id.clone()]);
+    assert_eq!(ids(gw.list_payments(&format!("receipt={receipt}")).await), vec![p.id.clone()]);
+
+    eventually("the webhook is delivered", Duration::from_secs(10), || {
+        let n = destinations.webhook.delivered().len();
+        async move { n >= 1 }
+    })
+    .await;
+    let hook = destinations.webhook.delivered()[0].json();
+    assert_eq!(hook["type"], "payment.completed");
+    assert_eq!(hook["data"]["channel"], "c2b");
+    assert_eq!(hook["data"]["id"], p.id.as_str());
+    assert_eq!(hook["data"]["account_reference"], "ACC1");
+
+    // The same confirmation again (Daraja's copy, or a replay): nothing new.
+    let again = confirmation(&receipt, PAYBILL, "ACC1", "100.00", "2547 ***** 149", "JOHN");
+    let (status, _) = gw.post_c2b_confirmation(&again).await;
+    assert_eq!(status, 200);
+    wait_outbox_idle(gw.storage().as_ref()).await;
+    let rows = outbox_of(gw.storage().as_ref(), &p.id).await;
+    assert_eq!(
+        rows.iter().filter(|(c, _)| *c == Channel::Webhook).count(),
+        1,
+        "one webhook: {rows:?}"
+    );
+    assert!(
+        rows.iter().any(|(c, t)| *c == Channel::Telegram && t == "payment.completed"),
+        "the admin is alerted: {rows:?}"
+    );
+    assert_eq!(destinations.webhook.delivered().len(), 1);
+    let outcomes: Vec<CallbackOutcome> = c2b_callbacks(gw.storage().as_ref())
+        .await
+        .iter()
+        .map(|c| c.outcome)
+        .collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == CallbackOutcome::Applied).count(), 1, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == CallbackOutcome::Duplicate).count(), 1, "{outcomes:?}");
+    let all = gw.list_payments("channel=c2b").await;
+    assert_eq!(all.len(), 1);
+    gw.stop().await;
+}
+
+/// 50 copies of one confirmation, sent at once to two gateways sharing a database, make one
+/// payment and one webhook: the receipt settles once across instances.
+async fn fifty_copies_over_two_instances_make_one_payment(backend: Backend) {
+    let database = Arc::new(TestDatabase::new(backend).await);
+    let instance = |database: Arc<TestDatabase>| {
+        let mut o = Options::new(backend)
+            .env("WEBHOOK_URL", "http://127.0.0.1:9/hook")
+            .env("WEBHOOK_SECRET", "whsec_test_0123456789abcdef")
+            .env("WEBHOOK_ALLOW_PRIVATE", "true")
+            .env("OUTBOX_POLL_INTERVAL", "1h");
+        o.database = Some(database);
+        o
+    };
+    let a = spawn_with(instance(database.clone())).await;
+    let b = spawn_with(instance(database.clone())).await;
+    let body = confirmation("TXC2B50COPY", PAYBILL, "INV-50", "250.00", "2547 ***** 149", "JANE");
+    let posts = (0..50).map(|i| {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        gw.post_c2b_confirmation(&body)
+    });
+    for (status, answer) in futures::future::join_all(posts).await {
+        assert_eq!(status, 200, "{answer}");
+    }
+    let storage = a.storage();
+    let all = a.list_payments("receipt=TXC2B50COPY").await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    let id = all[0]["id"].as_str().unwrap();
+    let rows = outbox_of(storage.as_ref(), id).await;
+    assert_eq!(rows, vec![(Channel::Webhook, "payment.completed".to_owned())]);
+    let callbacks = c2b_callbacks(storage.as_ref()).await;
+    assert_eq!(callbacks.len(), 50, "every copy is kept");
+    // Copies still `received` (a conflict on a cluster) are applied a moment later; here every
+    // copy is decided at once.
+    let applied = callbacks.iter().filter(|c| c.outcome == CallbackOutcome::Applied).count();
+    let duplicates = callbacks.iter().filter(|c| c.outcome == CallbackOutcome::Duplicate).count();
+    assert_eq!((applied, duplicates), (1, 49));
+    assert!(callbacks.iter().all(|c| c.payment_id.as_deref() == Some(id)));
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A confirmation for a shortcode this gateway does not serve is kept and flagged, not booked;
+/// one that cannot be read is kept and answered 400.
+async fn other_shortcodes_and_garbage_are_kept_not_booked(backend: Backend) {
+    let gw = spawn(backend).await;
+    let (status, _) = gw
+        .post_c2b_confirmation(&confirmation("TXOTHER001", "999999", "A1", "10.00", "2547 ***** 149", "X"))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = gw.post_c2b_confirmation(br#"{"TransID": 5"#).await;
+    assert_eq!(status, 400);
+    let callbacks = c2b_callbacks(gw.storage().as_ref()).await;
+    let mut outcomes: Vec<_> = callbacks.iter().map(|c| c.outcome).collect();
+    outcomes.sort_by_key(|o| o.as_str());
+    assert_eq!(outcomes, vec![CallbackOutcome::Flagged, CallbackOutcome::Unparseable]);
+    let flagged = callbacks.iter().find(|c| c.outcome == CallbackOutcome::Flagged).unwrap();
+    assert!(flagged.error.as_deref().unwrap_or("").contains("999999"), "{flagged:?}");
+    assert!(gw.list_payments("channel=c2b").await.is_empty());
+    assert!(gw.storage().find_payment_by_receipt("TXOTHER001").await.unwrap().is_none());
+    gw.stop().await;
+}
+
+/// A hashed MSISDN (C2B v1 since 2024) is matched to a phone linked to a Telegram chat: the
+/// payment gets that phone and the chat its receipt. A hash of no known phone stays a hash.
+async fn a_hashed_msisdn_is_matched_to_a_linked_phone(backend: Backend) {
+    let destinations = Destinations::start().await;
+    let gw = spawn_with(destinations.options(backend, "50ms,100ms")).await;
+    gw.storage()
+        .link_telegram_chat(&TelegramLink {
+            chat_id: CUSTOMER_CHAT,
+            user_id: 42,
+            phone: SUCCESS.into(),
+            linked_at: 1,
+            blocked_at: None,
+        })
+        .await
+        .unwrap();
+    let hash = mpesa_domain::c2b::sha256_hex(SUCCESS);
+    let (status, _) = gw
+        .post_c2b_confirmation(&confirmation("TXHASH0001", PAYBILL, "A1", "75.00", &hash, "JANE"))
+        .await;
+    assert_eq!(status, 200);
+    let p = gw.payment_by_receipt("TXHASH0001").await;
+    assert_eq!(p.phone.as_ref().map(|m| m.as_str()), Some(SUCCESS));
+    assert_eq!(p.payer_msisdn.as_deref(), Some(hash.as_str()), "kept as given");
+    assert_eq!(p.telegram_chat_id, Some(CUSTOMER_CHAT));
+    eventually("the customer's receipt arrives", Duration::from_secs(10), || {
+        let telegram = &destinations.telegram;
+        async move { !telegram.messages_to(CUSTOMER_CHAT).await.is_empty() }
+    })
+    .await;
+    let text = destinations.telegram.messages_to(CUSTOMER_CHAT).await[0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(text.contains("TXHASH0001"), "{text}");
+
+    let stranger = mpesa_domain::c2b::sha256_hex("254711000999");
+    gw.post_c2b_confirmation(&confirmation("TXHASH0002", PAYBILL, "A1", "75.00", &stranger, "JO"))
+        .await;
+    let q = gw.payment_by_receipt("TXHASH0002").await;
+    assert_eq!(q.phone, None, "a hash is never a phone");
+    assert_eq!(q.telegram_chat_id, None);
+    gw.stop().await;
+}
+
+/// A confirmation whose receipt an STK payment already holds (an STK push to a shortcode with
+/// C2B URLs registered triggers both) books nothing more.
+async fn a_confirmation_for_an_stk_receipt_is_a_duplicate(backend: Backend) {
+    let gw = spawn(backend).await;
+    let id = gw.pay(SUCCESS, 10).await;
+    let p = gw.wait_for_status(&id, "completed", Duration::from_secs(10)).await;
+    let receipt = p.mpesa_receipt_number.clone().unwrap();
+    let (status, _) = gw
+        .post_c2b_confirmation(&confirmation(&receipt, PAYBILL, "T1", "10.00", SUCCESS, "JOHN"))
+        .await;
+    assert_eq!(status, 200);
+    let callbacks = c2b_callbacks(gw.storage().as_ref()).await;
+    assert_eq!(callbacks.len(), 1);
+    assert_eq!(callbacks[0].outcome, CallbackOutcome::Duplicate);
+    assert_eq!(callbacks[0].payment_id.as_deref(), Some(id.as_str()));
+    assert!(gw.list_payments("channel=c2b").await.is_empty());
+    gw.stop().await;
+}
+
+/// A confirmation the simulator never delivers leaves no payment (what Pull Transactions is
+/// for); the suppressed one is in the simulator's books.
+async fn a_suppressed_confirmation_books_nothing(backend: Backend) {
+    let gw = spawn(backend).await;
+    gw.c2b_registered().await;
+    let outcome = gw
+        .sim()
+        .pay_c2b(CustomerPayment::paybill(PAYBILL, "LOST1", 60).with_faults(CallbackFaults {
+            suppress: true,
+            ..CallbackFaults::default()
+        }))
+        .await
+        .unwrap();
+    assert!(gw.sim().payment(&outcome.trans_id).is_some());
+    assert!(gw.storage().find_payment_by_receipt(&outcome.trans_id).await.unwrap().is_none());
+    gw.stop().await;
+}
+
+crate::on_every_backend!(
+    a_paybill_payment_becomes_a_completed_c2b_payment,
+    other_shortcodes_and_garbage_are_kept_not_booked,
+    a_hashed_msisdn_is_matched_to_a_linked_phone,
+    a_confirmation_for_an_stk_receipt_is_a_duplicate,
+);
+
+mod servers {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fifty_copies_over_two_instances_postgres() {
+        super::fifty_copies_over_two_instances_make_one_payment(mpesa_storage::Backend::Postgres)
+            .await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fifty_copies_over_two_instances_mysql() {
+        super::fifty_copies_over_two_instances_make_one_payment(mpesa_storage::Backend::MySql)
+            .await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_suppressed_confirmation_books_nothing_sqlite() {
+        super::a_suppressed_confirmation_books_nothing(mpesa_storage::Backend::Sqlite).await
+    }
+}
