@@ -303,11 +303,21 @@ mod tests {
     #[test]
     fn other_shortcodes_and_odd_amounts_are_not_booked() {
         assert_eq!(
-            on_c2b_report(&report("999999", 100), C2bPath::Confirmation, false, &["600000"]),
+            on_c2b_report(
+                &report("999999", 100),
+                C2bPath::Confirmation,
+                false,
+                &["600000"]
+            ),
             C2bDecision::NotOurShortCode
         );
         assert_eq!(
-            on_c2b_report(&report("600000", 150), C2bPath::Confirmation, false, &["600000"]),
+            on_c2b_report(
+                &report("600000", 150),
+                C2bPath::Confirmation,
+                false,
+                &["600000"]
+            ),
             C2bDecision::UnbookableAmount
         );
     }

@@ -569,7 +569,10 @@ fn success_mismatch(p: &PaymentSnapshot, d: &SuccessDetails) -> Option<ReviewRea
         Some(_) => {}
     }
     if let Some(reported) = &d.phone
-        && p.phone.as_ref().and_then(|ph| ph.matches_reported(reported)) == Some(false)
+        && p.phone
+            .as_ref()
+            .and_then(|ph| ph.matches_reported(reported))
+            == Some(false)
     {
         return Some(ReviewReason::PhoneMismatch);
     }

@@ -156,7 +156,10 @@ pub fn parse_c2b(body: &[u8]) -> (Option<String>, Result<C2bReport, String>) {
             let receipt = Some(p.trans_id.trim().to_owned()).filter(|r| !r.is_empty());
             match p.to_report() {
                 Some(r) => (receipt, Ok(r)),
-                None => (receipt, Err("TransAmount is not an exact amount".to_owned())),
+                None => (
+                    receipt,
+                    Err("TransAmount is not an exact amount".to_owned()),
+                ),
             }
         }
         Err(e) => (None, Err(e.to_string())),
@@ -171,9 +174,7 @@ pub async fn prepare_confirmation(
 ) -> Result<Option<PreparedC2b>, mpesa_storage::StorageError> {
     match parse_c2b(body).1 {
         Ok(report) => Ok(Some(
-            payments
-                .prepare_c2b(report, C2bPath::Confirmation)
-                .await?,
+            payments.prepare_c2b(report, C2bPath::Confirmation).await?,
         )),
         Err(_) => Ok(None),
     }

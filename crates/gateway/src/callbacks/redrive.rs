@@ -88,7 +88,9 @@ impl Redrive {
             .await
             .map_err(|e| e.to_string())?;
         Ok(match stored {
-            Some(cb) if cb.kind == CallbackKind::Stk => parse_stk(&cb.body).report.ok().map(Prepared::Stk),
+            Some(cb) if cb.kind == CallbackKind::Stk => {
+                parse_stk(&cb.body).report.ok().map(Prepared::Stk)
+            }
             Some(cb) if cb.kind == CallbackKind::C2bConfirmation => {
                 prepare_confirmation(&self.payments, &cb.body)
                     .await

@@ -65,11 +65,16 @@ pub async fn run(mut config: Config, command: C2bCommand) -> anyhow::Result<bool
         }
         C2bCommand::Pull { since, register } => {
             if let Some(phone) = register {
-                let phone = Msisdn::parse(&phone).map_err(|e| anyhow::anyhow!("--register: {e}"))?;
+                let phone =
+                    Msisdn::parse(&phone).map_err(|e| anyhow::anyhow!("--register: {e}"))?;
                 let answer = payments.pull_register(phone).await?;
                 println!(
                     "Pull Transactions: {} ({})",
-                    if answer.already_registered { "already registered" } else { "registered" },
+                    if answer.already_registered {
+                        "already registered"
+                    } else {
+                        "registered"
+                    },
                     answer.response_description
                 );
             }
@@ -85,7 +90,9 @@ pub async fn run(mut config: Config, command: C2bCommand) -> anyhow::Result<bool
                     if let crate::payments::PaymentError::Daraja(d) = &e
                         && d.http_status() == Some(401)
                     {
-                        println!("  Only live shortcodes registered for Pull Transactions can query it: run with --register PHONE once.");
+                        println!(
+                            "  Only live shortcodes registered for Pull Transactions can query it: run with --register PHONE once."
+                        );
                     }
                     return Ok(false);
                 }
@@ -170,7 +177,9 @@ async fn register(payments: &Payments, r: &Registration, production: bool) -> bo
                 answer.originator_conversation_id.as_deref().unwrap_or("-")
             );
             if production {
-                println!("Production registration is one-time: to change these URLs later, ask Safaricom (apisupport@safaricom.co.ke) or delete them on the Daraja portal first.");
+                println!(
+                    "Production registration is one-time: to change these URLs later, ask Safaricom (apisupport@safaricom.co.ke) or delete them on the Daraja portal first."
+                );
             }
             true
         }
@@ -195,7 +204,10 @@ fn explain(error: &DarajaError, r: &Registration) -> Option<String> {
         return Some("This shortcode already has URLs. In production they are registered once: ask Safaricom (apisupport@safaricom.co.ke) to delete them, or delete them on the Daraja portal (Self Services → URL Management), then register again.".into());
     }
     if message.contains("duplicate notification info") {
-        return Some("The URLs exist on Safaricom's older broker platform: have them deleted there first.".into());
+        return Some(
+            "The URLs exist on Safaricom's older broker platform: have them deleted there first."
+                .into(),
+        );
     }
     if text.contains("addurlvault") || text.contains("409") {
         return Some(format!(
@@ -225,7 +237,8 @@ mod tests {
 
     #[test]
     fn forbidden_words_are_named_before_sending() {
-        let url = url::Url::parse("https://pay.example.com/mpesa/callbacks/s/c2b/confirmation").unwrap();
+        let url =
+            url::Url::parse("https://pay.example.com/mpesa/callbacks/s/c2b/confirmation").unwrap();
         let why = url_refusal(&url, true).unwrap();
         assert!(why.contains("\"mpesa\""), "{why}");
         let http = url::Url::parse("http://pay.example.com/callbacks/s/c2b/confirmation").unwrap();
@@ -235,7 +248,11 @@ mod tests {
 
     #[test]
     fn the_secret_is_not_shown() {
-        let url = url::Url::parse("https://pay.example.com/callbacks/SeCrEt123/c2b/confirmation").unwrap();
-        assert_eq!(shown(&url), "https://pay.example.com/callbacks/…/c2b/confirmation");
+        let url = url::Url::parse("https://pay.example.com/callbacks/SeCrEt123/c2b/confirmation")
+            .unwrap();
+        assert_eq!(
+            shown(&url),
+            "https://pay.example.com/callbacks/…/c2b/confirmation"
+        );
     }
 }

@@ -65,8 +65,7 @@ pub(super) fn read<S: Source>(
             .build()
             .map_err(|e| format!("not a regular expression ({e})"))
     })?;
-    let require_known_account =
-        r.read_or_default("C2B_REQUIRE_KNOWN_ACCOUNT", parse::boolean)?;
+    let require_known_account = r.read_or_default("C2B_REQUIRE_KNOWN_ACCOUNT", parse::boolean)?;
     let validation_fallback = r.read_or_default("C2B_VALIDATION_FALLBACK", |v| {
         match v.to_ascii_lowercase().as_str() {
             "accept" => Ok(C2bFallback::Accept),

@@ -27,10 +27,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use ::daraja::DarajaConfig;
-pub use c2b::{C2bFallback, C2bSettings, C2bValidation, SANDBOX_C2B_SHORT_CODE};
 /// Safaricom's published sandbox Lipa na M-Pesa Online shortcode and passkey (public test values).
 pub use ::daraja::config::{SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
 pub use ::daraja::{Environment, TransactionType};
+pub use c2b::{C2bFallback, C2bSettings, C2bValidation, SANDBOX_C2B_SHORT_CODE};
 pub use daraja::{CALLBACK_SECRET_MIN_CHARS, check_callback_secret};
 pub use email::EmailSettings;
 use mpesa_domain::AmountBounds;

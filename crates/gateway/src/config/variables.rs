@@ -423,10 +423,15 @@ pub static VARIABLES: &[Var] = &[
     Var {
         when_unset: WhenUnset::Means("any account number"),
         examples: &["INV[0-9]{1,6}"],
-        show: Some(|c| c.c2b.account_pattern.as_ref().map(|p| {
-            let s = p.as_str();
-            s.strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")).unwrap_or(s).to_owned()
-        })),
+        show: Some(|c| {
+            c.c2b.account_pattern.as_ref().map(|p| {
+                let s = p.as_str();
+                s.strip_prefix("^(?:")
+                    .and_then(|s| s.strip_suffix(")$"))
+                    .unwrap_or(s)
+                    .to_owned()
+            })
+        }),
         ..var(
             "C2B_ACCOUNT_PATTERN",
             Payments,

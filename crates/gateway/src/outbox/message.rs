@@ -75,7 +75,9 @@ impl PaymentFacts {
     pub fn recovery_note(&self) -> Option<&'static str> {
         match self.recovered_by.as_deref()? {
             "pull" => Some("Recovered by Pull Transactions: its C2B confirmation never came."),
-            "status" => Some("Recovered by a Transaction Status check: its C2B confirmation never came."),
+            "status" => {
+                Some("Recovered by a Transaction Status check: its C2B confirmation never came.")
+            }
             _ => None,
         }
     }

@@ -190,7 +190,10 @@ impl Payments {
     /// This gateway's C2B confirmation and validation URLs (under the callback secret).
     pub fn c2b_urls(&self) -> (url::Url, url::Url) {
         let base = &self.settings.callback_url;
-        let join = |path: &str| base.join(path).expect("the callback URL takes a relative path");
+        let join = |path: &str| {
+            base.join(path)
+                .expect("the callback URL takes a relative path")
+        };
         (join("c2b/confirmation"), join("c2b/validation"))
     }
 
@@ -307,7 +310,14 @@ impl Payments {
         }
         self.metrics.inc(
             "mpesa_gateway_c2b_pull_runs_total",
-            &[("recovered", if summary.recovered.is_empty() { "none" } else { "some" })],
+            &[(
+                "recovered",
+                if summary.recovered.is_empty() {
+                    "none"
+                } else {
+                    "some"
+                },
+            )],
         );
         Ok(summary)
     }
@@ -328,7 +338,12 @@ impl Payments {
             skip("not a customer payment");
             return Ok(());
         }
-        if self.storage.find_payment_by_receipt(&receipt).await?.is_some() {
+        if self
+            .storage
+            .find_payment_by_receipt(&receipt)
+            .await?
+            .is_some()
+        {
             summary.already_booked += 1;
             return Ok(());
         }
@@ -462,10 +477,69 @@ pub async fn run_pull_schedule(
         }
         match payments.pull_since_last().await {
             Ok(s) if !s.recovered.is_empty() => {
-                tracing::warn!(recovered = s.recovered.len(), listed = s.listed, "Pull Transactions recovered payments whose confirmation never came")
+                tracing::warn!(
+                    recovered = s.recovered.len(),
+                    listed = s.listed,
+                    "Pull Transactions recovered payments whose confirmation never came"
+                )
             }
             Ok(s) => tracing::debug!(listed = s.listed, "Pull Transactions: nothing missing"),
-            Err(error) => tracing::warn!(%error, "Pull Transactions run failed; the next one asks again"),
+            Err(error) => {
+                tracing::warn!(%error, "Pull Transactions run failed; the next one asks again")
+            }
+        }
+    }
+}
+
+/// How long a validation decision may take before the fallback answers (Daraja waits about 8
+/// seconds from when its request left; the network and its queue take some of them).
+pub const VALIDATION_DECIDE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Payments {
+    /// Judges a validation request by `C2B_VALIDATION` (accept everything when `off`). May read
+    /// the database (known accounts): callers bound it with [`VALIDATION_DECIDE_WITHIN`].
+    pub async fn judge_validation(
+        &self,
+        report: &C2bReport,
+    ) -> Result<Result<(), c2b::C2bRefusal>, StorageError> {
+        let rules = &self.settings.c2b;
+        if rules.validation == crate::config::C2bValidation::Off {
+            return Ok(Ok(()));
+        }
+        let account = report.account_reference.trim();
+        let account_known = if rules.require_known_account {
+            Some(self.is_known_account(account).await?)
+        } else {
+            None
+        };
+        Ok(c2b::validate(&c2b::ValidationFacts {
+            amount: Some(report.amount),
+            min: mpesa_domain::Amount::from_stored(self.settings.amount_bounds.min),
+            max: mpesa_domain::Amount::from_stored(self.settings.amount_bounds.max),
+            msisdn_present: report.msisdn != PayerMsisdn::Absent,
+            account_matches_pattern: rules
+                .account_pattern
+                .as_ref()
+                .is_none_or(|p| p.is_match(account)),
+            account_known,
+        }))
+    }
+
+    /// Whether customers may pay to this account number (C2B_REQUIRE_KNOWN_ACCOUNT): one the
+    /// merchant registered through the API. (Payment links add their open links' account
+    /// numbers here.)
+    pub async fn is_known_account(&self, account: &str) -> Result<bool, StorageError> {
+        if account.is_empty() {
+            return Ok(false);
+        }
+        self.storage.is_c2b_account(account).await
+    }
+
+    /// The fallback answer when the rules cannot decide in time.
+    pub fn validation_fallback(&self) -> Result<(), c2b::C2bRefusal> {
+        match self.settings.c2b.validation_fallback {
+            crate::config::C2bFallback::Accept => Ok(()),
+            crate::config::C2bFallback::Refuse => Err(c2b::C2bRefusal::Other),
         }
     }
 }

@@ -530,6 +530,15 @@ pub(crate) fn observe_committed(
                 seconds,
             );
             tracing::info!(payment_id = %after.id, status, receipt = ?after.mpesa_receipt_number, "payment final");
+            if after.channel == mpesa_storage::PaymentChannel::C2b {
+                metrics.inc(
+                    "mpesa_gateway_c2b_payments_total",
+                    &[(
+                        "by",
+                        after.recovered_by.as_deref().unwrap_or("confirmation"),
+                    )],
+                );
+            }
         }
         if let Some(reason) = t.holds_for_review() {
             metrics.inc("mpesa_gateway_payments_held_for_review_total", &[]);

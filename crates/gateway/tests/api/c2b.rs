@@ -21,7 +21,14 @@ use crate::support::*;
 const PAYBILL: &str = "600000";
 
 /// A confirmation body as Daraja sends it (v2 shape).
-pub fn confirmation(trans_id: &str, short_code: &str, account: &str, amount: &str, msisdn: &str, name: &str) -> Vec<u8> {
+pub fn confirmation(
+    trans_id: &str,
+    short_code: &str,
+    account: &str,
+    amount: &str,
+    msisdn: &str,
+    name: &str,
+) -> Vec<u8> {
     json!({
         "TransactionType": "Pay Bill",
         "TransID": trans_id,
@@ -67,14 +74,16 @@ impl TestGateway {
     /// Waits until the simulator holds this gateway's C2B registration (`serve --sandbox`
     /// registers by itself).
     pub async fn c2b_registered(&self) {
-        eventually("the gateway registered its C2B URLs", Duration::from_secs(10), || {
-            let registered = self
-                .sim()
-                .c2b_registrations()
-                .iter()
-                .any(|r| r.short_code == PAYBILL && r.confirmation_url.contains("/c2b/confirmation"));
-            async move { registered }
-        })
+        eventually(
+            "the gateway registered its C2B URLs",
+            Duration::from_secs(10),
+            || {
+                let registered = self.sim().c2b_registrations().iter().any(|r| {
+                    r.short_code == PAYBILL && r.confirmation_url.contains("/c2b/confirmation")
+                });
+                async move { registered }
+            },
+        )
         .await;
     }
 
@@ -111,7 +120,13 @@ async fn post(gw: &TestGateway, which: &str, body: &[u8]) -> (u16, Value) {
 /// Outbox rows of a payment, as (channel, event type).
 async fn outbox_of(storage: &dyn Storage, payment_id: &str) -> Vec<(Channel, String)> {
     let page = storage
-        .list_outbox(&OutboxFilter::default(), &PageRequest { limit: 500, cursor: None })
+        .list_outbox(
+            &OutboxFilter::default(),
+            &PageRequest {
+                limit: 500,
+                cursor: None,
+            },
+        )
         .await
         .unwrap();
     page.items
@@ -128,7 +143,10 @@ async fn c2b_callbacks(storage: &dyn Storage) -> Vec<mpesa_storage::RawCallback>
                 kind: Some(CallbackKind::C2bConfirmation),
                 ..CallbackFilter::default()
             },
-            &PageRequest { limit: 500, cursor: None },
+            &PageRequest {
+                limit: 500,
+                cursor: None,
+            },
         )
         .await
         .unwrap()
@@ -170,12 +188,24 @@ async fn a_paybill_payment_becomes_a_completed_c2b_payment(backend: Backend) {
     assert_eq!(view["mpesa_receipt_number"], receipt.as_str());
     assert_eq!(view["phone"], Value::Null);
     let ids = |items: Vec<Value>| -> Vec<String> {
-        items.iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect()
+        items
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect()
     };
-    assert_eq!(ids(gw.list_payments("channel=c2b").await), vec![p.id.clone()]);
+    assert_eq!(
+        ids(gw.list_payments("channel=c2b").await),
+        vec![p.id.clone()]
+    );
     assert!(ids(gw.list_payments("channel=stk").await).is_empty());
-    assert_eq!(ids(gw.list_payments("account_reference=ACC1").await), vec![p.id.clone()]);
-    assert_eq!(ids(gw.list_payments(&format!("receipt={receipt}")).await), vec![p.id.clone()]);
+    assert_eq!(
+        ids(gw.list_payments("account_reference=ACC1").await),
+        vec![p.id.clone()]
+    );
+    assert_eq!(
+        ids(gw.list_payments(&format!("receipt={receipt}")).await),
+        vec![p.id.clone()]
+    );
 
     eventually("the webhook is delivered", Duration::from_secs(10), || {
         let n = destinations.webhook.delivered().len();
@@ -189,7 +219,14 @@ async fn a_paybill_payment_becomes_a_completed_c2b_payment(backend: Backend) {
     assert_eq!(hook["data"]["account_reference"], "ACC1");
 
     // The same confirmation again (Daraja's copy, or a replay): nothing new.
-    let again = confirmation(&receipt, PAYBILL, "ACC1", "100.00", "2547 ***** 149", "JOHN");
+    let again = confirmation(
+        &receipt,
+        PAYBILL,
+        "ACC1",
+        "100.00",
+        "2547 ***** 149",
+        "JOHN",
+    );
     let (status, _) = gw.post_c2b_confirmation(&again).await;
     assert_eq!(status, 200);
     wait_outbox_idle(gw.storage().as_ref()).await;
@@ -200,7 +237,8 @@ async fn a_paybill_payment_becomes_a_completed_c2b_payment(backend: Backend) {
         "one webhook: {rows:?}"
     );
     assert!(
-        rows.iter().any(|(c, t)| *c == Channel::Telegram && t == "payment.completed"),
+        rows.iter()
+            .any(|(c, t)| *c == Channel::Telegram && t == "payment.completed"),
         "the admin is alerted: {rows:?}"
     );
     assert_eq!(destinations.webhook.delivered().len(), 1);
@@ -209,8 +247,22 @@ async fn a_paybill_payment_becomes_a_completed_c2b_payment(backend: Backend) {
         .iter()
         .map(|c| c.outcome)
         .collect();
-    assert_eq!(outcomes.iter().filter(|o| **o == CallbackOutcome::Applied).count(), 1, "{outcomes:?}");
-    assert_eq!(outcomes.iter().filter(|o| **o == CallbackOutcome::Duplicate).count(), 1, "{outcomes:?}");
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == CallbackOutcome::Applied)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == CallbackOutcome::Duplicate)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
     let all = gw.list_payments("channel=c2b").await;
     assert_eq!(all.len(), 1);
     gw.stop().await;
@@ -231,7 +283,14 @@ async fn fifty_copies_over_two_instances_make_one_payment(backend: Backend) {
     };
     let a = spawn_with(instance(database.clone())).await;
     let b = spawn_with(instance(database.clone())).await;
-    let body = confirmation("TXC2B50COPY", PAYBILL, "INV-50", "250.00", "2547 ***** 149", "JANE");
+    let body = confirmation(
+        "TXC2B50COPY",
+        PAYBILL,
+        "INV-50",
+        "250.00",
+        "2547 ***** 149",
+        "JANE",
+    );
     let posts = (0..50).map(|i| {
         let gw = if i % 2 == 0 { &a } else { &b };
         gw.post_c2b_confirmation(&body)
@@ -244,15 +303,28 @@ async fn fifty_copies_over_two_instances_make_one_payment(backend: Backend) {
     assert_eq!(all.len(), 1, "{all:?}");
     let id = all[0]["id"].as_str().unwrap();
     let rows = outbox_of(storage.as_ref(), id).await;
-    assert_eq!(rows, vec![(Channel::Webhook, "payment.completed".to_owned())]);
+    assert_eq!(
+        rows,
+        vec![(Channel::Webhook, "payment.completed".to_owned())]
+    );
     let callbacks = c2b_callbacks(storage.as_ref()).await;
     assert_eq!(callbacks.len(), 50, "every copy is kept");
     // Copies still `received` (a conflict on a cluster) are applied a moment later; here every
     // copy is decided at once.
-    let applied = callbacks.iter().filter(|c| c.outcome == CallbackOutcome::Applied).count();
-    let duplicates = callbacks.iter().filter(|c| c.outcome == CallbackOutcome::Duplicate).count();
+    let applied = callbacks
+        .iter()
+        .filter(|c| c.outcome == CallbackOutcome::Applied)
+        .count();
+    let duplicates = callbacks
+        .iter()
+        .filter(|c| c.outcome == CallbackOutcome::Duplicate)
+        .count();
     assert_eq!((applied, duplicates), (1, 49));
-    assert!(callbacks.iter().all(|c| c.payment_id.as_deref() == Some(id)));
+    assert!(
+        callbacks
+            .iter()
+            .all(|c| c.payment_id.as_deref() == Some(id))
+    );
     a.stop().await;
     b.stop().await;
 }
@@ -262,7 +334,14 @@ async fn fifty_copies_over_two_instances_make_one_payment(backend: Backend) {
 async fn other_shortcodes_and_garbage_are_kept_not_booked(backend: Backend) {
     let gw = spawn(backend).await;
     let (status, _) = gw
-        .post_c2b_confirmation(&confirmation("TXOTHER001", "999999", "A1", "10.00", "2547 ***** 149", "X"))
+        .post_c2b_confirmation(&confirmation(
+            "TXOTHER001",
+            "999999",
+            "A1",
+            "10.00",
+            "2547 ***** 149",
+            "X",
+        ))
         .await;
     assert_eq!(status, 200);
     let (status, _) = gw.post_c2b_confirmation(br#"{"TransID": 5"#).await;
@@ -270,11 +349,26 @@ async fn other_shortcodes_and_garbage_are_kept_not_booked(backend: Backend) {
     let callbacks = c2b_callbacks(gw.storage().as_ref()).await;
     let mut outcomes: Vec<_> = callbacks.iter().map(|c| c.outcome).collect();
     outcomes.sort_by_key(|o| o.as_str());
-    assert_eq!(outcomes, vec![CallbackOutcome::Flagged, CallbackOutcome::Unparseable]);
-    let flagged = callbacks.iter().find(|c| c.outcome == CallbackOutcome::Flagged).unwrap();
-    assert!(flagged.error.as_deref().unwrap_or("").contains("999999"), "{flagged:?}");
+    assert_eq!(
+        outcomes,
+        vec![CallbackOutcome::Flagged, CallbackOutcome::Unparseable]
+    );
+    let flagged = callbacks
+        .iter()
+        .find(|c| c.outcome == CallbackOutcome::Flagged)
+        .unwrap();
+    assert!(
+        flagged.error.as_deref().unwrap_or("").contains("999999"),
+        "{flagged:?}"
+    );
     assert!(gw.list_payments("channel=c2b").await.is_empty());
-    assert!(gw.storage().find_payment_by_receipt("TXOTHER001").await.unwrap().is_none());
+    assert!(
+        gw.storage()
+            .find_payment_by_receipt("TXOTHER001")
+            .await
+            .unwrap()
+            .is_none()
+    );
     gw.stop().await;
 }
 
@@ -295,17 +389,32 @@ async fn a_hashed_msisdn_is_matched_to_a_linked_phone(backend: Backend) {
         .unwrap();
     let hash = mpesa_domain::c2b::sha256_hex(SUCCESS);
     let (status, _) = gw
-        .post_c2b_confirmation(&confirmation("TXHASH0001", PAYBILL, "A1", "75.00", &hash, "JANE"))
+        .post_c2b_confirmation(&confirmation(
+            "TXHASH0001",
+            PAYBILL,
+            "A1",
+            "75.00",
+            &hash,
+            "JANE",
+        ))
         .await;
     assert_eq!(status, 200);
     let p = gw.payment_by_receipt("TXHASH0001").await;
     assert_eq!(p.phone.as_ref().map(|m| m.as_str()), Some(SUCCESS));
-    assert_eq!(p.payer_msisdn.as_deref(), Some(hash.as_str()), "kept as given");
+    assert_eq!(
+        p.payer_msisdn.as_deref(),
+        Some(hash.as_str()),
+        "kept as given"
+    );
     assert_eq!(p.telegram_chat_id, Some(CUSTOMER_CHAT));
-    eventually("the customer's receipt arrives", Duration::from_secs(10), || {
-        let telegram = &destinations.telegram;
-        async move { !telegram.messages_to(CUSTOMER_CHAT).await.is_empty() }
-    })
+    eventually(
+        "the customer's receipt arrives",
+        Duration::from_secs(10),
+        || {
+            let telegram = &destinations.telegram;
+            async move { !telegram.messages_to(CUSTOMER_CHAT).await.is_empty() }
+        },
+    )
     .await;
     let text = destinations.telegram.messages_to(CUSTOMER_CHAT).await[0]["text"]
         .as_str()
@@ -314,8 +423,15 @@ async fn a_hashed_msisdn_is_matched_to_a_linked_phone(backend: Backend) {
     assert!(text.contains("TXHASH0001"), "{text}");
 
     let stranger = mpesa_domain::c2b::sha256_hex("254711000999");
-    gw.post_c2b_confirmation(&confirmation("TXHASH0002", PAYBILL, "A1", "75.00", &stranger, "JO"))
-        .await;
+    gw.post_c2b_confirmation(&confirmation(
+        "TXHASH0002",
+        PAYBILL,
+        "A1",
+        "75.00",
+        &stranger,
+        "JO",
+    ))
+    .await;
     let q = gw.payment_by_receipt("TXHASH0002").await;
     assert_eq!(q.phone, None, "a hash is never a phone");
     assert_eq!(q.telegram_chat_id, None);
@@ -327,10 +443,14 @@ async fn a_hashed_msisdn_is_matched_to_a_linked_phone(backend: Backend) {
 async fn a_confirmation_for_an_stk_receipt_is_a_duplicate(backend: Backend) {
     let gw = spawn(backend).await;
     let id = gw.pay(SUCCESS, 10).await;
-    let p = gw.wait_for_status(&id, "completed", Duration::from_secs(10)).await;
+    let p = gw
+        .wait_for_status(&id, "completed", Duration::from_secs(10))
+        .await;
     let receipt = p.mpesa_receipt_number.clone().unwrap();
     let (status, _) = gw
-        .post_c2b_confirmation(&confirmation(&receipt, PAYBILL, "T1", "10.00", SUCCESS, "JOHN"))
+        .post_c2b_confirmation(&confirmation(
+            &receipt, PAYBILL, "T1", "10.00", SUCCESS, "JOHN",
+        ))
         .await;
     assert_eq!(status, 200);
     let callbacks = c2b_callbacks(gw.storage().as_ref()).await;
@@ -348,18 +468,215 @@ async fn a_suppressed_confirmation_books_nothing(backend: Backend) {
     gw.c2b_registered().await;
     let outcome = gw
         .sim()
-        .pay_c2b(CustomerPayment::paybill(PAYBILL, "LOST1", 60).with_faults(CallbackFaults {
-            suppress: true,
-            ..CallbackFaults::default()
-        }))
+        .pay_c2b(
+            CustomerPayment::paybill(PAYBILL, "LOST1", 60).with_faults(CallbackFaults {
+                suppress: true,
+                ..CallbackFaults::default()
+            }),
+        )
         .await
         .unwrap();
     assert!(gw.sim().payment(&outcome.trans_id).is_some());
-    assert!(gw.storage().find_payment_by_receipt(&outcome.trans_id).await.unwrap().is_none());
+    assert!(
+        gw.storage()
+            .find_payment_by_receipt(&outcome.trans_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    gw.stop().await;
+}
+
+/// With `C2B_VALIDATION=rules`, Daraja's validation requests (the simulator with external
+/// validation on) are refused with its codes by the account pattern (C2B00012), the amount
+/// bounds (C2B00013) and the known accounts (C2B00012), and accepted otherwise; a refused payment
+/// books nothing, an accepted one is booked by its confirmation only.
+async fn validation_rules_refuse_and_accept(backend: Backend) {
+    let gw = spawn_with(
+        Options::new(backend)
+            .env("C2B_VALIDATION", "rules")
+            .env("C2B_ACCOUNT_PATTERN", "inv[0-9]{1,4}")
+            .env("C2B_REQUIRE_KNOWN_ACCOUNT", "true")
+            .env("AMOUNT_MAX", "5000"),
+    )
+    .await;
+    gw.c2b_registered().await;
+    gw.sim().set_c2b_validation(PAYBILL, true);
+    let response = gw
+        .client
+        .post(gw.url("/api/v1/c2b/accounts"))
+        .bearer_auth(&gw.api_key)
+        .json(&json!({ "account": "INV42" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    let pay = |account: &str, amount: i64| {
+        gw.sim()
+            .pay_c2b(CustomerPayment::paybill(PAYBILL, account, amount))
+    };
+    let refused = |o: daraja_sim::C2bOutcome| match o.status {
+        daraja_sim::C2bStatus::Rejected { result_code } => result_code,
+        other => panic!("not refused: {other:?}"),
+    };
+    assert_eq!(
+        refused(pay("BAD-1", 100).await.unwrap()),
+        "C2B00012",
+        "pattern"
+    );
+    assert_eq!(
+        refused(pay("INV43", 100).await.unwrap()),
+        "C2B00012",
+        "not registered"
+    );
+    assert_eq!(
+        refused(pay("INV42", 6000).await.unwrap()),
+        "C2B00013",
+        "amount"
+    );
+    // Trimmed and in any case.
+    let ok = pay(" inv42 ", 100).await.unwrap();
+    assert_eq!(ok.status, daraja_sim::C2bStatus::Completed);
+    let p = gw.payment_by_receipt(&ok.trans_id).await;
+    assert_eq!(p.channel, PaymentChannel::C2b);
+    assert_eq!(
+        gw.list_payments("channel=c2b").await.len(),
+        1,
+        "refusals book nothing"
+    );
+
+    // A validation on its own books nothing; it is kept.
+    let (status, answer) = gw
+        .post_c2b_validation(&confirmation(
+            "TXVALONLY1",
+            PAYBILL,
+            "INV42",
+            "10.00",
+            "2547 ***** 149",
+            "JO",
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["ResultCode"], "0");
+    let (_, answer) = gw
+        .post_c2b_validation(&confirmation(
+            "TXVALONLY2",
+            PAYBILL,
+            "INV42",
+            "10.00",
+            "",
+            "JO",
+        ))
+        .await;
+    assert_eq!(answer["ResultCode"], "C2B00011", "no MSISDN");
+    assert!(
+        gw.storage()
+            .find_payment_by_receipt("TXVALONLY1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    eventually("validations are stored", Duration::from_secs(10), || {
+        let storage = gw.storage();
+        async move {
+            storage
+                .list_callbacks(
+                    &CallbackFilter {
+                        kind: Some(CallbackKind::C2bValidation),
+                        ..CallbackFilter::default()
+                    },
+                    &PageRequest {
+                        limit: 100,
+                        cursor: None,
+                    },
+                )
+                .await
+                .unwrap()
+                .items
+                .len()
+                >= 6
+        }
+    })
+    .await;
+    gw.stop().await;
+}
+
+/// With validation off (the default) every validation request is accepted.
+async fn validation_off_accepts_everything(backend: Backend) {
+    let gw = spawn(backend).await;
+    let (status, answer) = gw
+        .post_c2b_validation(&confirmation(
+            "TXVALOFF01",
+            PAYBILL,
+            "ANY THING",
+            "999999.00",
+            "",
+            "",
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer,
+        json!({ "ResultCode": "0", "ResultDesc": "Accepted" })
+    );
+    gw.stop().await;
+}
+
+/// A database too slow to decide in time: the answer is the configured fallback, still well
+/// inside Daraja's deadline (the rules' table is locked by another connection on PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_database_gets_the_fallback_answer() {
+    use sqlx::Connection as _;
+    let gw = spawn_with(
+        Options::new(Backend::Postgres)
+            .env("C2B_VALIDATION", "rules")
+            .env("C2B_REQUIRE_KNOWN_ACCOUNT", "true")
+            .env("C2B_VALIDATION_FALLBACK", "refuse"),
+    )
+    .await;
+    let mut locker = sqlx::PgConnection::connect(gw.database.url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE c2b_accounts IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let (status, answer) = gw
+        .post_c2b_validation(&confirmation(
+            "TXSLOW0001",
+            PAYBILL,
+            "INV1",
+            "10.00",
+            "2547 ***** 149",
+            "JO",
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["ResultCode"], "C2B00016", "{answer}");
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    let text = gw
+        .client
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("mpesa_gateway_c2b_validations_total")
+                && l.contains("by=\"fallback\"")),
+        "{text}"
+    );
     gw.stop().await;
 }
 
 crate::on_every_backend!(
+    validation_rules_refuse_and_accept,
+    validation_off_accepts_everything,
     a_paybill_payment_becomes_a_completed_c2b_payment,
     other_shortcodes_and_garbage_are_kept_not_booked,
     a_hashed_msisdn_is_matched_to_a_linked_phone,
@@ -374,8 +691,7 @@ mod servers {
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fifty_copies_over_two_instances_mysql() {
-        super::fifty_copies_over_two_instances_make_one_payment(mpesa_storage::Backend::MySql)
-            .await
+        super::fifty_copies_over_two_instances_make_one_payment(mpesa_storage::Backend::MySql).await
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_suppressed_confirmation_books_nothing_sqlite() {

@@ -133,7 +133,11 @@ async fn ingest_batch_in_bulk<C: Conn>(
     // whose receipt another copy, path or instance took first becomes a duplicate of it.
     let holders = book(c, &bookings).await?;
     for b in bookings {
-        let receipt = b.payment.mpesa_receipt_number.as_deref().unwrap_or_default();
+        let receipt = b
+            .payment
+            .mpesa_receipt_number
+            .as_deref()
+            .unwrap_or_default();
         if holders.get(receipt).map(|h| &h.id) == Some(&b.payment.id) {
             if let Some(update) = &b.update {
                 if let Some(event) = &update.event {
