@@ -685,6 +685,8 @@ pub struct PaymentStats {
     /// Failed payments by result code.
     pub failures_by_code: std::collections::BTreeMap<String, i64>,
     pub needs_review: i64,
+    /// Completed payments keyed by channel (`stk`, `c2b`).
+    pub completed_by_channel: std::collections::BTreeMap<String, StatusTotals>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

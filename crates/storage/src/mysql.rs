@@ -61,6 +61,8 @@ const DIALECT: Dialect = Dialect {
     // SUM over integers is DECIMAL here; CAST … AS SIGNED makes it a BIGINT again.
     payment_totals_by_status: "SELECT status, COUNT(*) AS count, CAST(SUM(amount) AS SIGNED) AS amount \
         FROM payments WHERE created_at >= $1 AND created_at < $2 GROUP BY status",
+    completed_totals_by_channel: "SELECT channel, COUNT(*) AS count, CAST(SUM(amount) AS SIGNED) AS amount \
+        FROM payments WHERE created_at >= $1 AND created_at < $2 AND status = 'completed' GROUP BY channel",
     // `/` is decimal division here; DIV is integer division.
     daily_volume: "SELECT (created_at + 10800000) DIV 86400000 AS day, COUNT(*) AS total_count, \
         CAST(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS SIGNED) AS completed_count, \

@@ -41,6 +41,7 @@ const DIALECT: Dialect = Dialect {
     count_sign_in_failure: standard_sql::COUNT_SIGN_IN_FAILURE,
     upsert_telegram_link: standard_sql::UPSERT_TELEGRAM_LINK,
     payment_totals_by_status: standard_sql::PAYMENT_TOTALS_BY_STATUS,
+    completed_totals_by_channel: standard_sql::COMPLETED_TOTALS_BY_CHANNEL,
     daily_volume: standard_sql::DAILY_VOLUME,
     update_from_values: true,
 };

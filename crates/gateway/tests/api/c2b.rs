@@ -461,12 +461,19 @@ async fn a_confirmation_for_an_stk_receipt_is_a_duplicate(backend: Backend) {
     gw.stop().await;
 }
 
-/// A confirmation the simulator never delivers leaves no payment (what Pull Transactions is
-/// for); the suppressed one is in the simulator's books.
-async fn a_suppressed_confirmation_books_nothing(backend: Backend) {
-    let gw = spawn(backend).await;
+/// A confirmation the simulator never delivers (Safaricom does not resend it) is recovered by
+/// Pull Transactions: booked once with `recovered_by: "pull"` and the admin told; a second run
+/// and the late confirmation change nothing; a payment whose confirmation came is left alone.
+async fn a_lost_confirmation_is_recovered_by_pull_once(backend: Backend) {
+    let destinations = Destinations::start().await;
+    let gw = spawn_with(destinations.options(backend, "50ms,100ms")).await;
     gw.c2b_registered().await;
-    let outcome = gw
+    let payments = &gw.state.payments;
+    payments
+        .pull_register(mpesa_domain::Msisdn::parse(SUCCESS).unwrap())
+        .await
+        .unwrap();
+    let lost = gw
         .sim()
         .pay_c2b(
             CustomerPayment::paybill(PAYBILL, "LOST1", 60).with_faults(CallbackFaults {
@@ -476,14 +483,96 @@ async fn a_suppressed_confirmation_books_nothing(backend: Backend) {
         )
         .await
         .unwrap();
-    assert!(gw.sim().payment(&outcome.trans_id).is_some());
+    let came = gw
+        .sim()
+        .pay_c2b(CustomerPayment::paybill(PAYBILL, "CAME1", 70))
+        .await
+        .unwrap();
+    let came_payment = gw.payment_by_receipt(&came.trans_id).await;
     assert!(
         gw.storage()
-            .find_payment_by_receipt(&outcome.trans_id)
+            .find_payment_by_receipt(&lost.trans_id)
             .await
             .unwrap()
             .is_none()
     );
+
+    let now = chrono::Utc::now();
+    let window = (
+        now - chrono::Duration::hours(1),
+        now + chrono::Duration::minutes(1),
+    );
+    let first = payments
+        .pull_transactions(window.0, window.1)
+        .await
+        .unwrap();
+    assert_eq!(first.recovered, vec![lost.trans_id.clone()], "{first:?}");
+    assert_eq!(first.already_booked, 1, "{first:?}");
+    let p = gw.payment_by_receipt(&lost.trans_id).await;
+    assert_eq!(p.recovered_by.as_deref(), Some("pull"));
+    assert_eq!(
+        (p.channel, p.status.as_str()),
+        (PaymentChannel::C2b, "completed")
+    );
+    assert_eq!((p.amount.shillings(), p.reference.as_str()), (60, "LOST1"));
+    assert_eq!(gw.get_payment(&p.id).await["recovered_by"], "pull");
+
+    let second = payments
+        .pull_transactions(window.0, window.1)
+        .await
+        .unwrap();
+    assert!(second.recovered.is_empty(), "{second:?}");
+    assert_eq!(second.already_booked, 2);
+
+    // The confirmation arrives after all: a duplicate of the recovered payment.
+    let late = confirmation(
+        &lost.trans_id,
+        PAYBILL,
+        "LOST1",
+        "60.00",
+        "2547 ***** 149",
+        "JOHN",
+    );
+    let (status, _) = gw.post_c2b_confirmation(&late).await;
+    assert_eq!(status, 200);
+    let after = gw.payment_by_receipt(&lost.trans_id).await;
+    assert_eq!(
+        (after.id.as_str(), after.version),
+        (p.id.as_str(), p.version)
+    );
+    let late_callback = c2b_callbacks(gw.storage().as_ref())
+        .await
+        .into_iter()
+        .find(|c| c.receipt.as_deref() == Some(lost.trans_id.as_str()))
+        .unwrap();
+    assert_eq!(late_callback.outcome, CallbackOutcome::Duplicate);
+    assert_eq!(late_callback.payment_id.as_deref(), Some(p.id.as_str()));
+    assert_eq!(
+        gw.storage()
+            .get_payment(&came_payment.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .recovered_by,
+        None
+    );
+
+    wait_outbox_idle(gw.storage().as_ref()).await;
+    let rows = outbox_of(gw.storage().as_ref(), &p.id).await;
+    assert_eq!(
+        rows.iter().filter(|(c, _)| *c == Channel::Webhook).count(),
+        1,
+        "{rows:?}"
+    );
+    let alert = destinations
+        .telegram
+        .messages_to(ADMIN_CHAT)
+        .await
+        .iter()
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+        .find(|t| t.contains(&lost.trans_id))
+        .expect("the admin is alerted");
+    assert!(alert.contains("Pull Transactions"), "{alert}");
     gw.stop().await;
 }
 
@@ -674,7 +763,105 @@ async fn a_slow_database_gets_the_fallback_answer() {
     gw.stop().await;
 }
 
+/// Hostile account numbers and names from a confirmation are shown as text everywhere a person
+/// sees them: the payments list (filtered to C2B), the payment page, the overview, in a real
+/// browser (headless Chromium), and the admin's Telegram alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_accounts_and_names_are_shown_as_text() {
+    use crate::dashboard::browser::Browser;
+    use crate::dashboard::{ADMIN, AdminClient, PASSWORD, add_admin};
+    const ACCOUNT: &str = "<img src=x onerror=alert(1)>";
+    const NAME: &str = "<script>alert('n')</script>";
+    let destinations = Destinations::start().await;
+    let gw = spawn_with(destinations.options(Backend::Sqlite, "50ms,100ms")).await;
+    add_admin(&gw).await;
+    let (status, _) = gw
+        .post_c2b_confirmation(&confirmation(
+            "TXHOSTILE1",
+            PAYBILL,
+            ACCOUNT,
+            "42.00",
+            "2547 ***** 149",
+            NAME,
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let p = gw.payment_by_receipt("TXHOSTILE1").await;
+    assert_eq!(p.reference, ACCOUNT, "kept as given");
+
+    // Over HTTP: no live markup on any page that shows it.
+    let admin = AdminClient::signed_in(&gw).await;
+    for path in [
+        "/admin/".to_owned(),
+        "/admin/payments?channel=c2b".to_owned(),
+        format!("/admin/payments/{}", p.id),
+        "/admin/payments?q=%3Cimg".to_owned(),
+    ] {
+        let page = admin.get(&path).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert!(!page.body.contains("<img src=x"), "{path}: {}", page.body);
+        assert!(!page.body.contains("<script>alert"), "{path}");
+    }
+    let found = admin.get("/admin/payments?q=%3Cimg").await;
+    assert!(
+        found.body.contains(&crate::dashboard::escaped(ACCOUNT)),
+        "searchable by account"
+    );
+
+    // In the browser: the text is there, as text.
+    let b = Browser::start(&gw.base).await;
+    b.goto("/admin/sign-in").await;
+    b.type_into("#username", ADMIN).await;
+    b.type_into("#password", PASSWORD).await;
+    b.click("form[action='/admin/sign-in'] button[type=submit]")
+        .await;
+    b.wait_for_path("/admin/").await;
+    let text = b.text().await;
+    assert!(
+        text.contains("Paybill/till (C2B)"),
+        "totals by channel:\n{text}"
+    );
+    b.goto("/admin/payments?channel=c2b").await;
+    let text = b.text().await;
+    assert!(text.contains(ACCOUNT) && text.contains(NAME), "{text}");
+    assert!(text.contains("Paybill/till"), "{text}");
+    let source = b.source().await;
+    assert!(
+        !source.contains("<img src=\"x\""),
+        "an img element was made"
+    );
+    assert!(
+        !source.contains("<script>alert"),
+        "a script element was made"
+    );
+    b.snap("c2b-hostile-payments").await;
+    b.goto(&format!("/admin/payments/{}", p.id)).await;
+    let text = b.text().await;
+    assert!(
+        text.contains(ACCOUNT) && text.contains("2547 ***** 149"),
+        "{text}"
+    );
+    b.close().await;
+
+    // The admin's Telegram alert (HTML parse mode) escapes them too.
+    wait_outbox_idle(gw.storage().as_ref()).await;
+    let alerts = destinations.telegram.messages_to(ADMIN_CHAT).await;
+    let alert = alerts
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .find(|t| t.contains("TXHOSTILE1"))
+        .expect("an admin alert")
+        .to_owned();
+    assert!(
+        !alert.contains("<img") && !alert.contains("<script"),
+        "{alert}"
+    );
+    assert!(alert.contains("&lt;img"), "{alert}");
+    gw.stop().await;
+}
+
 crate::on_every_backend!(
+    a_lost_confirmation_is_recovered_by_pull_once,
     validation_rules_refuse_and_accept,
     validation_off_accepts_everything,
     a_paybill_payment_becomes_a_completed_c2b_payment,
@@ -692,9 +879,5 @@ mod servers {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fifty_copies_over_two_instances_mysql() {
         super::fifty_copies_over_two_instances_make_one_payment(mpesa_storage::Backend::MySql).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_suppressed_confirmation_books_nothing_sqlite() {
-        super::a_suppressed_confirmation_books_nothing(mpesa_storage::Backend::Sqlite).await
     }
 }
