@@ -44,10 +44,10 @@ impl PayerMsisdn {
         if trimmed.len() == 64 && trimmed.chars().all(|c| c.is_ascii_hexdigit()) {
             return PayerMsisdn::Sha256(trimmed.to_ascii_lowercase());
         }
-        if trimmed.chars().all(|c| c.is_ascii_digit() || c == '+') {
-            if let Ok(n) = Msisdn::parse(trimmed) {
-                return PayerMsisdn::Number(n);
-            }
+        if trimmed.chars().all(|c| c.is_ascii_digit() || c == '+')
+            && let Ok(n) = Msisdn::parse(trimmed)
+        {
+            return PayerMsisdn::Number(n);
         }
         PayerMsisdn::Masked(trimmed.chars().take(64).collect())
     }
