@@ -49,12 +49,12 @@ pub fn confirmation(
 impl TestGateway {
     /// POSTs a body to this gateway's C2B confirmation URL.
     pub async fn post_c2b_confirmation(&self, body: &[u8]) -> (u16, Value) {
-        post(self, "confirmation", body).await
+        self.post_callback("c2b/confirmation", body).await
     }
 
     /// POSTs a body to this gateway's C2B validation URL.
     pub async fn post_c2b_validation(&self, body: &[u8]) -> (u16, Value) {
-        post(self, "validation", body).await
+        self.post_callback("c2b/validation", body).await
     }
 
     /// `GET /api/v1/payments` with these query parameters: the items.
@@ -102,19 +102,6 @@ impl TestGateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-async fn post(gw: &TestGateway, which: &str, body: &[u8]) -> (u16, Value) {
-    let response = gw
-        .client
-        .post(gw.url(&format!("/callbacks/{}/c2b/{which}", gw.callback_secret())))
-        .header("content-type", "application/json")
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// Outbox rows of a payment, as (channel, event type).
@@ -745,15 +732,7 @@ async fn a_slow_database_gets_the_fallback_answer() {
     assert_eq!(status, 200);
     assert_eq!(answer["ResultCode"], "C2B00016", "{answer}");
     sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
-    let text = gw
-        .client
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     assert!(
         text.lines()
             .any(|l| l.starts_with("mpesa_gateway_c2b_validations_total")
