@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod c2b;
 pub mod client_addr;
 pub mod daraja_inbound;
 pub mod error;
@@ -37,6 +38,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/payments/{id}", get(api::get_payment))
         .route("/api/v1/payments/{id}/refresh", post(api::refresh_payment))
         .route(
+            "/api/v1/c2b/accounts",
+            post(c2b::add_account).get(c2b::list_accounts),
+        )
+        .route(
+            "/api/v1/c2b/accounts/{account}",
+            axum::routing::delete(c2b::remove_account),
+        )
+        .route(
             "/api/openapi.json",
             get(move || async move { axum::Json(openapi) }),
         );
@@ -49,6 +58,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/callbacks/{secret}/c2b/confirmation",
             post(daraja_inbound::c2b_confirmation),
+        )
+        .route(
+            "/callbacks/{secret}/pull",
+            post(daraja_inbound::pull_notice),
         )
         .route(
             "/callbacks/{secret}/b2c/result",

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::api;
+use crate::http::{api, c2b};
 use crate::payments::PaymentView;
 
 #[derive(OpenApi)]
@@ -13,10 +13,13 @@ use crate::payments::PaymentView;
         description = "Start M-Pesa STK payments and follow them to their final state. Authenticate with `Authorization: Bearer <API key>` (create one with `mpesa-gateway api-keys create --name NAME`).",
         license(name = "MIT")
     ),
-    paths(api::create_payment, api::get_payment, api::list_payments, api::refresh_payment),
-    components(schemas(PaymentView, api::CreatePaymentRequest, api::PaymentList, api::ErrorBody, api::ErrorDetail)),
+    paths(api::create_payment, api::get_payment, api::list_payments, api::refresh_payment, c2b::add_account, c2b::list_accounts, c2b::remove_account),
+    components(schemas(PaymentView, api::CreatePaymentRequest, api::PaymentList, api::ErrorBody, api::ErrorDetail, c2b::C2bAccountView, c2b::C2bAccountList, c2b::NewC2bAccount)),
     modifiers(&ApiKeyAuth),
-    tags((name = "payments", description = "M-Pesa Express (STK Push) payments"))
+    tags(
+        (name = "payments", description = "M-Pesa payments: STK Push, and C2B payments customers make to the paybill or till"),
+        (name = "c2b", description = "C2B validation: the account numbers customers may pay to")
+    )
 )]
 pub struct ApiDoc;
 

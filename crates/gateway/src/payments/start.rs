@@ -250,7 +250,7 @@ impl Payments {
             "mpesa_gateway_payments_created_total",
             &[("source", payment.source.as_str())],
         );
-        tracing::info!(payment_id = %payment.id, phone = %payment.phone.masked(), amount = payment.amount.shillings(), source = payment.source.as_str(), "payment created");
+        tracing::info!(payment_id = %payment.id, phone = %payment.phone.as_ref().map(|m| m.masked()).unwrap_or_default(), amount = payment.amount.shillings(), source = payment.source.as_str(), "payment created");
         if push == PushWhen::ByDoor {
             return Ok(Started::Stored(Box::new(payment)));
         }
