@@ -839,6 +839,89 @@ async fn hostile_accounts_and_names_are_shown_as_text() {
     gw.stop().await;
 }
 
+/// Runs `mpesa-gateway c2b …` against a Daraja at `daraja_url`, on a fresh SQLite file.
+async fn c2b_command(daraja_url: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_mpesa-gateway"))
+        .arg("c2b")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database.url())
+        .env("MPESA_API_BASE_URL", daraja_url)
+        .env("MPESA_CONSUMER_KEY", "sandbox-consumer-key")
+        .env("MPESA_CONSUMER_SECRET", "sandbox-consumer-secret")
+        .env(
+            "MPESA_CALLBACK_SECRET",
+            "c2b_test_secret_0123456789abcdef0123",
+        )
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("mpesa-gateway c2b runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// `c2b register` registers the URLs and says what it sent, the secret hidden; it refuses a URL
+/// with a word Daraja refuses before sending anything, naming the word; and it explains
+/// Daraja's refusal of the STK-only shortcode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c2b_register_sends_explains_and_refuses() {
+    let (sim, url) = crate::multi_instance::shared_simulator().await;
+    let public = ("MPESA_CALLBACK_URL", "https://pay.example.com/");
+    let (ok, out) = c2b_command(
+        &url,
+        &[public, ("MPESA_C2B_SHORT_CODE", PAYBILL)],
+        &["register"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("https://pay.example.com/callbacks/…/c2b/confirmation"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("c2b_test_secret"),
+        "the secret is hidden: {out}"
+    );
+    let registered = sim.c2b_registrations();
+    assert_eq!(registered.len(), 1);
+    assert_eq!(registered[0].short_code, PAYBILL);
+    assert!(
+        registered[0]
+            .confirmation_url
+            .ends_with("/callbacks/c2b_test_secret_0123456789abcdef0123/c2b/confirmation")
+    );
+
+    let (ok, out) = c2b_command(
+        &url,
+        &[
+            ("MPESA_CALLBACK_URL", "https://mpesa.example.com/"),
+            ("MPESA_C2B_SHORT_CODE", "600001"),
+        ],
+        &["register", "--v1"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        out.contains("not sent") && out.contains("\"mpesa\""),
+        "{out}"
+    );
+    assert_eq!(sim.c2b_registrations().len(), 1, "nothing was sent");
+
+    let (ok, out) = c2b_command(
+        &url,
+        &[public, ("MPESA_C2B_SHORT_CODE", "174379")],
+        &["register"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(out.contains("174379 is for STK Push only"), "{out}");
+}
+
 crate::on_every_backend!(
     a_lost_confirmation_is_recovered_by_pull_once,
     validation_rules_refuse_and_accept,
