@@ -922,7 +922,129 @@ async fn c2b_register_sends_explains_and_refuses() {
     assert!(out.contains("174379 is for STK Push only"), "{out}");
 }
 
+/// An STK push to a shortcode with C2B URLs also sends a confirmation, with the push's account
+/// and the same receipt, and it may come first. While an STK payment that could be it is open,
+/// the confirmation waits (stored, acknowledged, `received`); once the push completes with that
+/// receipt it is a duplicate of it, and once a push fails (the customer then paid the paybill by
+/// hand) it becomes its own payment: never two payments for one receipt, never one lost.
+async fn a_confirmation_waits_for_an_open_stk_push_that_could_be_it(backend: Backend) {
+    let gw = spawn_with(
+        Options::new(backend)
+            .env("RECONCILE_AFTER_SECS", "3600")
+            .env("PAYMENT_EXPIRES_AFTER_SECS", "7200"),
+    )
+    .await;
+    let open = |reference: &'static str| {
+        let gw = &gw;
+        async move {
+            let (status, body) = gw
+                .create_payment(
+                    json!({ "phone": NO_CALLBACK, "amount": 25, "reference": reference }),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+            let id = body["id"].as_str().unwrap().to_owned();
+            let p = gw
+                .wait_for_status(&id, "pending", Duration::from_secs(10))
+                .await;
+            (id, p.checkout_request_id.unwrap())
+        }
+    };
+    let (paid, paid_checkout) = open("ORD7").await;
+    let (failed, failed_checkout) = open("ORD8").await;
+    // `2547 ***** 000` fits the pushes' number, 254700000000.
+    for (receipt, account) in [("TXSTK00007", "ORD7"), ("TXSTK00008", "ORD8")] {
+        let (status, _) = gw
+            .post_c2b_confirmation(&confirmation(
+                receipt,
+                PAYBILL,
+                account,
+                "25.00",
+                "2547 ***** 000",
+                "JOHN",
+            ))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let waiting = c2b_callbacks(gw.storage().as_ref()).await;
+    assert!(
+        waiting
+            .iter()
+            .all(|c| c.outcome == CallbackOutcome::Received),
+        "{waiting:?}"
+    );
+    assert!(
+        gw.list_payments("channel=c2b").await.is_empty(),
+        "nothing booked yet"
+    );
+
+    // The first push completes with the confirmation's receipt; the second is cancelled.
+    let (s, _) = gw
+        .post_stk_callback(&stk_success(
+            &paid_checkout,
+            "25.00",
+            NO_CALLBACK,
+            "TXSTK00007",
+        ))
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = gw
+        .post_stk_callback(&stk_failure(
+            &failed_checkout,
+            1032,
+            "Request cancelled by user",
+        ))
+        .await;
+    assert_eq!(s, 200);
+    gw.wait_for_status(&paid, "completed", Duration::from_secs(10))
+        .await;
+    gw.wait_for_status(&failed, "cancelled", Duration::from_secs(10))
+        .await;
+
+    let booked = gw.payment_by_receipt("TXSTK00008").await;
+    assert_eq!(
+        (booked.channel, booked.reference.as_str()),
+        (PaymentChannel::C2b, "ORD8")
+    );
+    let stk = gw.storage().get_payment(&paid).await.unwrap().unwrap();
+    assert_eq!(stk.mpesa_receipt_number.as_deref(), Some("TXSTK00007"));
+    assert!(!stk.needs_review, "the push settles normally");
+    eventually(
+        "both confirmations are decided",
+        Duration::from_secs(20),
+        || {
+            let storage = gw.storage();
+            async move {
+                c2b_callbacks(storage.as_ref())
+                    .await
+                    .iter()
+                    .all(|c| c.outcome != CallbackOutcome::Received)
+            }
+        },
+    )
+    .await;
+    let decided = c2b_callbacks(gw.storage().as_ref()).await;
+    let outcome_of = |receipt: &str| {
+        let c = decided
+            .iter()
+            .find(|c| c.receipt.as_deref() == Some(receipt))
+            .unwrap();
+        (c.outcome, c.payment_id.clone())
+    };
+    assert_eq!(
+        outcome_of("TXSTK00007"),
+        (CallbackOutcome::Duplicate, Some(paid.clone()))
+    );
+    assert_eq!(
+        outcome_of("TXSTK00008"),
+        (CallbackOutcome::Applied, Some(booked.id.clone()))
+    );
+    assert_eq!(gw.list_payments("channel=c2b").await.len(), 1);
+    gw.stop().await;
+}
+
 crate::on_every_backend!(
+    a_confirmation_waits_for_an_open_stk_push_that_could_be_it,
     a_lost_confirmation_is_recovered_by_pull_once,
     validation_rules_refuse_and_accept,
     validation_off_accepts_everything,
