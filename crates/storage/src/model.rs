@@ -221,6 +221,8 @@ pub enum CallbackKind {
     C2bConfirmation,
     B2cResult,
     Timeout,
+    /// The result of an initiator request (B2C, Reversal, Transaction Status, Account Balance).
+    InitiatorResult,
 }
 
 impl CallbackKind {
@@ -231,6 +233,7 @@ impl CallbackKind {
             CallbackKind::C2bConfirmation => "c2b_confirmation",
             CallbackKind::B2cResult => "b2c_result",
             CallbackKind::Timeout => "timeout",
+            CallbackKind::InitiatorResult => "initiator_result",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -240,6 +243,7 @@ impl CallbackKind {
             Self::C2bConfirmation,
             Self::B2cResult,
             Self::Timeout,
+            Self::InitiatorResult,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
