@@ -337,8 +337,7 @@ pub fn on_status_finding(r: &RequestSnapshot, finding: &StatusFinding) -> Reques
         };
     }
     let found = |receipt: &Option<String>| {
-        let mut t =
-            RequestTransition::new(RequestEventKind::StatusFound, RequestStatus::Completed);
+        let mut t = RequestTransition::new(RequestEventKind::StatusFound, RequestStatus::Completed);
         t.result_code = Some(ResultCode::new(ResultCode::SUCCESS));
         t.result_desc = Some("found by Transaction Status".into());
         t.receipt = receipt.clone();
@@ -352,9 +351,9 @@ pub fn on_status_finding(r: &RequestSnapshot, finding: &StatusFinding) -> Reques
         (RequestKind::Reversal, StatusFinding::Completed { .. }) => {
             RequestOutcome::Unchanged("the payment is not reversed (yet): asking again later")
         }
-        (_, StatusFinding::NotFound { .. }) => {
-            RequestOutcome::Unchanged("Transaction Status does not find it (yet): asking again later")
-        }
+        (_, StatusFinding::NotFound { .. }) => RequestOutcome::Unchanged(
+            "Transaction Status does not find it (yet): asking again later",
+        ),
         _ => RequestOutcome::Unchanged("Transaction Status says nothing about this request"),
     }
 }
@@ -523,7 +522,10 @@ mod tests {
             );
             let failed = changed(on_result(&r, &report("2040", Some("SKE0000000"))));
             assert_eq!(failed.status, RequestStatus::Failed);
-            assert_eq!(failed.receipt, None, "a failure's placeholder is no receipt");
+            assert_eq!(
+                failed.receipt, None,
+                "a failure's placeholder is no receipt"
+            );
         }
         let mut done = snap(RequestKind::B2c, RequestStatus::Completed);
         done.result_code = Some(ResultCode::new("0"));
@@ -667,7 +669,15 @@ mod tests {
         }
         fn any_code() -> impl Strategy<Value = String> {
             prop::sample::select(vec![
-                "0", "1", "2001", "2040", "R000001", "R000002", "SFC_IC0003", "2032", "17",
+                "0",
+                "1",
+                "2001",
+                "2040",
+                "R000001",
+                "R000002",
+                "SFC_IC0003",
+                "2032",
+                "17",
             ])
             .prop_map(str::to_owned)
         }

@@ -271,7 +271,8 @@ pub trait Storage: Send + Sync + 'static {
 
     async fn get_payout(&self, id: &str) -> Result<Option<Payout>>;
 
-    async fn list_payouts(&self, filter: &PayoutFilter, page: &PageRequest) -> Result<Page<Payout>>;
+    async fn list_payouts(&self, filter: &PayoutFilter, page: &PageRequest)
+    -> Result<Page<Payout>>;
 
     async fn update_payout(
         &self,

@@ -85,14 +85,21 @@ pub type DecideInitiator<'a> =
     &'a (dyn Fn(&InitiatorRequest) -> Option<InitiatorUpdate> + Send + Sync);
 
 /// Decides what a result or timeout callback does, given the request it names (locked), if any.
-pub type DecideInitiatorCallback<'a> = &'a (dyn Fn(Option<&InitiatorRequest>) -> (CallbackOutcome, Option<InitiatorUpdate>)
-         + Send
-         + Sync);
+pub type DecideInitiatorCallback<'a> = &'a (
+        dyn Fn(Option<&InitiatorRequest>) -> (CallbackOutcome, Option<InitiatorUpdate>)
+            + Send
+            + Sync
+    );
 
 /// Decides again for a stored callback (its body, kind and id) that named no request when it came.
-pub type RedecideInitiatorCallback<'a> = &'a (dyn Fn(&crate::model::RawCallback, &InitiatorRequest) -> (CallbackOutcome, Option<InitiatorUpdate>)
-         + Send
-         + Sync);
+pub type RedecideInitiatorCallback<'a> = &'a (
+        dyn Fn(
+    &crate::model::RawCallback,
+    &InitiatorRequest,
+) -> (CallbackOutcome, Option<InitiatorUpdate>)
+            + Send
+            + Sync
+    );
 
 /// How a stored result or timeout callback is matched to its request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -194,14 +201,19 @@ pub enum RefundRefusal {
     /// The payment is not `completed` (or has no receipt to reverse).
     NotRefundable(String),
     /// Another refund of this payment is pending or completed.
-    AlreadyRefunded { refund_id: String, status: RefundStatus },
+    AlreadyRefunded {
+        refund_id: String,
+        status: RefundStatus,
+    },
 }
 
 /// Decides whether a payment may be refunded, given it (locked) and its refund under way or
 /// done, if any. `Ok((amount, receipt))` stores the refund.
-pub type DecideRefund<'a> = &'a (dyn Fn(&crate::model::Payment, Option<&Refund>) -> Result<(i64, String), RefundRefusal>
-         + Send
-         + Sync);
+pub type DecideRefund<'a> = &'a (
+        dyn Fn(&crate::model::Payment, Option<&Refund>) -> Result<(i64, String), RefundRefusal>
+            + Send
+            + Sync
+    );
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateRefundResult {
@@ -318,10 +330,15 @@ pub struct Payout {
 pub enum CreatePayoutResult {
     Created(Payout),
     /// The day's limit would be passed: `reserved` is what the day holds already.
-    OverDailyLimit { reserved: i64, limit: i64 },
+    OverDailyLimit {
+        reserved: i64,
+        limit: i64,
+    },
     Replay(StoredResponse),
     KeyReused,
-    InProgress { id: String },
+    InProgress {
+        id: String,
+    },
 }
 
 /// A change to a payout, with what goes with it in the same transaction.

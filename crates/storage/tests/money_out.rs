@@ -120,7 +120,9 @@ fn success(receipt: &str) -> ResultReport {
 
 async fn accept(s: &dyn Storage, id: &str, ocid: &str, cid: &str) -> InitiatorRequest {
     s.update_initiator_request(id, T0 + 5, &|r| {
-        let t = rules::on_accepted(&r.snapshot(), ocid, cid).transition()?.clone();
+        let t = rules::on_accepted(&r.snapshot(), ocid, cid)
+            .transition()?
+            .clone();
         Some(InitiatorUpdate {
             transition: Some(t),
             next_check_at: Some(Some(T0 + 60_000)),
@@ -136,14 +138,20 @@ async fn accept(s: &dyn Storage, id: &str, ocid: &str, cid: &str) -> InitiatorRe
 async fn initiator_requests_are_matched_by_their_ids_and_results_apply_once(db: TestDatabase) {
     let s = db.storage();
     let r = s
-        .create_initiator_request(new_request("ireq_1", RequestKind::B2c, Some("ireq_1")), Some(T0 + 60_000))
+        .create_initiator_request(
+            new_request("ireq_1", RequestKind::B2c, Some("ireq_1")),
+            Some(T0 + 60_000),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, RequestStatus::Sending);
     assert_eq!(r.originator_conversation_id.as_deref(), Some("ireq_1"));
     // Our OriginatorConversationID is unique: Daraja's duplicate guard has its twin here.
     let again = s
-        .create_initiator_request(new_request("ireq_2", RequestKind::B2c, Some("ireq_1")), None)
+        .create_initiator_request(
+            new_request("ireq_2", RequestKind::B2c, Some("ireq_1")),
+            None,
+        )
         .await;
     assert!(
         matches!(&again, Err(StorageError::Conflict(rule)) if rule == "initiator_requests.originator_conversation_id"),
@@ -166,7 +174,12 @@ async fn initiator_requests_are_matched_by_their_ids_and_results_apply_once(db: 
 
     let decide = result_decision(success("SG1"));
     let first = s
-        .ingest_initiator_callback(raw("cb_1", CallbackKind::InitiatorResult), ids("ireq_1", "AG_1"), T0 + 20, &decide)
+        .ingest_initiator_callback(
+            raw("cb_1", CallbackKind::InitiatorResult),
+            ids("ireq_1", "AG_1"),
+            T0 + 20,
+            &decide,
+        )
         .await
         .unwrap();
     assert_eq!(first.outcome, CallbackOutcome::Applied);
@@ -176,21 +189,38 @@ async fn initiator_requests_are_matched_by_their_ids_and_results_apply_once(db: 
         (done.status, done.receipt.as_deref(), done.finalized_at),
         (RequestStatus::Completed, Some("SG1"), Some(T0 + 20))
     );
-    assert_eq!(done.next_check_at, None, "a final request is never checked again");
+    assert_eq!(
+        done.next_check_at, None,
+        "a final request is never checked again"
+    );
     // The same result again: stored, changes nothing, makes nothing final.
     let second = s
-        .ingest_initiator_callback(raw("cb_2", CallbackKind::InitiatorResult), ids("ireq_1", "AG_1"), T0 + 30, &decide)
+        .ingest_initiator_callback(
+            raw("cb_2", CallbackKind::InitiatorResult),
+            ids("ireq_1", "AG_1"),
+            T0 + 30,
+            &decide,
+        )
         .await
         .unwrap();
     assert_eq!(second.outcome, CallbackOutcome::Duplicate);
     assert!(!second.became_final);
     assert_eq!(
-        s.get_initiator_request("ireq_1").await.unwrap().unwrap().version,
+        s.get_initiator_request("ireq_1")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
         done.version
     );
     // A result for no request of ours: kept, applied to nothing.
     let stranger = s
-        .ingest_initiator_callback(raw("cb_3", CallbackKind::InitiatorResult), ids("x", "AG_X"), T0 + 40, &decide)
+        .ingest_initiator_callback(
+            raw("cb_3", CallbackKind::InitiatorResult),
+            ids("x", "AG_X"),
+            T0 + 40,
+            &decide,
+        )
         .await
         .unwrap();
     assert_eq!(stranger.outcome, CallbackOutcome::Unmatched);
@@ -200,7 +230,11 @@ async fn initiator_requests_are_matched_by_their_ids_and_results_apply_once(db: 
         ("cb_2", CallbackOutcome::Duplicate),
         ("cb_3", CallbackOutcome::Unmatched),
     ] {
-        let stored = s.get_callback(id).await.unwrap().expect("every callback is kept");
+        let stored = s
+            .get_callback(id)
+            .await
+            .unwrap()
+            .expect("every callback is kept");
         assert_eq!(stored.outcome, outcome);
         assert_eq!(stored.kind, CallbackKind::InitiatorResult);
     }
@@ -222,7 +256,12 @@ async fn a_result_before_the_acknowledgement_is_applied_when_it_is_recorded(db: 
         .unwrap();
     let decide = result_decision(success("SKE1"));
     let early = s
-        .ingest_initiator_callback(raw("cb_early", CallbackKind::InitiatorResult), ids("OC_9", "AG_9"), T0 + 1, &decide)
+        .ingest_initiator_callback(
+            raw("cb_early", CallbackKind::InitiatorResult),
+            ids("OC_9", "AG_9"),
+            T0 + 1,
+            &decide,
+        )
         .await
         .unwrap();
     assert_eq!(early.outcome, CallbackOutcome::Unmatched);
@@ -255,7 +294,10 @@ async fn due_requests_are_claimed_by_one_instance_and_owners_told_until_recorded
     for n in 0..10 {
         let id = format!("ireq_{n:02}");
         instances[0]
-            .create_initiator_request(new_request(&id, RequestKind::B2c, Some(&id)), Some(T0 + 1_000))
+            .create_initiator_request(
+                new_request(&id, RequestKind::B2c, Some(&id)),
+                Some(T0 + 1_000),
+            )
             .await
             .unwrap();
     }
@@ -280,13 +322,33 @@ async fn due_requests_are_claimed_by_one_instance_and_owners_told_until_recorded
     // A final request whose owner was not told is listed until it is recorded as told.
     let decide = result_decision(success("SG5"));
     instances[0]
-        .ingest_initiator_callback(raw("cb_5", CallbackKind::InitiatorResult), ids("ireq_05", ""), T0 + 3_000, &decide)
+        .ingest_initiator_callback(
+            raw("cb_5", CallbackKind::InitiatorResult),
+            ids("ireq_05", ""),
+            T0 + 3_000,
+            &decide,
+        )
         .await
         .unwrap();
-    let untold = instances[1].unnotified_initiator_requests(T0 + 10_000, 10).await.unwrap();
-    assert_eq!(untold.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["ireq_05"]);
-    instances[1].mark_initiator_owner_notified("ireq_05", T0 + 11_000).await.unwrap();
-    assert!(instances[0].unnotified_initiator_requests(T0 + 20_000, 10).await.unwrap().is_empty());
+    let untold = instances[1]
+        .unnotified_initiator_requests(T0 + 10_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        untold.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["ireq_05"]
+    );
+    instances[1]
+        .mark_initiator_owner_notified("ireq_05", T0 + 11_000)
+        .await
+        .unwrap();
+    assert!(
+        instances[0]
+            .unnotified_initiator_requests(T0 + 20_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn completed_payment(s: &dyn Storage, n: u32, receipt: &str) -> Payment {
@@ -318,7 +380,10 @@ fn refund_rule(p: &Payment, active: Option<&Refund>) -> Result<(i64, String), Re
             status: r.status,
         });
     }
-    Ok((p.amount.shillings(), p.mpesa_receipt_number.clone().unwrap()))
+    Ok((
+        p.amount.shillings(),
+        p.mpesa_receipt_number.clone().unwrap(),
+    ))
 }
 
 async fn a_payment_is_refunded_once_however_many_ask_at_once(db: TestDatabase) {
@@ -329,9 +394,13 @@ async fn a_payment_is_refunded_once_however_many_ask_at_once(db: TestDatabase) {
         let s = instances[n as usize % 2].clone();
         let payment_id = p.id.clone();
         tasks.spawn(async move {
-            s.create_refund(new_refund(&format!("rfd_{n:02}"), &payment_id), None, &refund_rule)
-                .await
-                .unwrap()
+            s.create_refund(
+                new_refund(&format!("rfd_{n:02}"), &payment_id),
+                None,
+                &refund_rule,
+            )
+            .await
+            .unwrap()
         });
     }
     let results = tasks.join_all().await;
@@ -345,7 +414,11 @@ async fn a_payment_is_refunded_once_however_many_ask_at_once(db: TestDatabase) {
     assert_eq!(created.len(), 1, "{results:?}");
     let refund = created[0].clone();
     assert_eq!(
-        (refund.status, refund.amount, refund.payment_receipt.as_str()),
+        (
+            refund.status,
+            refund.amount,
+            refund.payment_receipt.as_str()
+        ),
         (RefundStatus::Pending, 100, "RCPT1")
     );
     for r in &results {
@@ -375,7 +448,11 @@ async fn a_payment_is_refunded_once_however_many_ask_at_once(db: TestDatabase) {
         .await
         .unwrap();
     let retry = instances[1]
-        .create_refund(new_refund("rfd_retry", &p.id), Some(claim("key_1", "k-1", "h-1")), &refund_rule)
+        .create_refund(
+            new_refund("rfd_retry", &p.id),
+            Some(claim("key_1", "k-1", "h-1")),
+            &refund_rule,
+        )
         .await
         .unwrap();
     let CreateRefundResult::Created(retry) = retry else {
@@ -396,18 +473,37 @@ async fn a_payment_is_refunded_once_however_many_ask_at_once(db: TestDatabase) {
         .await
         .unwrap();
     assert!(
-        matches!(&third, CreateRefundResult::Refused(RefundRefusal::AlreadyRefunded { status: RefundStatus::Completed, .. })),
+        matches!(
+            &third,
+            CreateRefundResult::Refused(RefundRefusal::AlreadyRefunded {
+                status: RefundStatus::Completed,
+                ..
+            })
+        ),
         "{third:?}"
     );
     // The same key again: the first request's refund, not a new one.
     let replayed = instances[0]
-        .create_refund(new_refund("rfd_replay", &p.id), Some(claim("key_1", "k-1", "h-1")), &refund_rule)
+        .create_refund(
+            new_refund("rfd_replay", &p.id),
+            Some(claim("key_1", "k-1", "h-1")),
+            &refund_rule,
+        )
         .await
         .unwrap();
-    assert_eq!(replayed, CreateRefundResult::InProgress { id: retry.id.clone() });
+    assert_eq!(
+        replayed,
+        CreateRefundResult::InProgress {
+            id: retry.id.clone()
+        }
+    );
     // A refused request leaves its key free.
     let refused_key = instances[0]
-        .create_refund(new_refund("rfd_k2", &p.id), Some(claim("key_1", "k-2", "h-2")), &refund_rule)
+        .create_refund(
+            new_refund("rfd_k2", &p.id),
+            Some(claim("key_1", "k-2", "h-2")),
+            &refund_rule,
+        )
         .await
         .unwrap();
     assert!(matches!(refused_key, CreateRefundResult::Refused(_)));
@@ -415,7 +511,10 @@ async fn a_payment_is_refunded_once_however_many_ask_at_once(db: TestDatabase) {
         .create_refund(new_refund("rfd_none", "pay_nope"), None, &refund_rule)
         .await
         .unwrap();
-    assert_eq!(unknown, CreateRefundResult::Refused(RefundRefusal::PaymentNotFound));
+    assert_eq!(
+        unknown,
+        CreateRefundResult::Refused(RefundRefusal::PaymentNotFound)
+    );
     let refunds = instances[1].refunds_for_payment(&p.id).await.unwrap();
     assert_eq!(
         refunds.iter().map(|r| r.status).collect::<Vec<_>>(),
@@ -430,7 +529,10 @@ async fn a_payment_is_refunded_once_however_many_ask_at_once(db: TestDatabase) {
         .map(|e| e.kind)
         .filter(|k| k.starts_with("refund"))
         .collect();
-    assert_eq!(kinds, ["refund_requested", "refund_failed", "refund_requested"]);
+    assert_eq!(
+        kinds,
+        ["refund_requested", "refund_failed", "refund_requested"]
+    );
 }
 
 fn new_payout(id: &str, amount: i64, at: Millis) -> NewPayout {
@@ -456,9 +558,13 @@ async fn the_daily_payout_limit_holds_across_instances(db: TestDatabase) {
     for n in 0..16u32 {
         let s = instances[n as usize % 2].clone();
         tasks.spawn(async move {
-            s.create_payout(new_payout(&format!("po_{n:02}"), 300, T0 + n as i64), None, Some(3_000))
-                .await
-                .unwrap()
+            s.create_payout(
+                new_payout(&format!("po_{n:02}"), 300, T0 + n as i64),
+                None,
+                Some(3_000),
+            )
+            .await
+            .unwrap()
         });
     }
     let results = tasks.join_all().await;
@@ -469,7 +575,11 @@ async fn the_daily_payout_limit_holds_across_instances(db: TestDatabase) {
             _ => None,
         })
         .collect();
-    assert_eq!(created.len(), 10, "3,000 holds ten payouts of 300: {results:?}");
+    assert_eq!(
+        created.len(),
+        10,
+        "3,000 holds ten payouts of 300: {results:?}"
+    );
     for r in &results {
         if let CreatePayoutResult::OverDailyLimit { reserved, limit } = r {
             assert_eq!((*reserved, *limit), (3_000, 3_000));
@@ -499,13 +609,19 @@ async fn the_daily_payout_limit_holds_across_instances(db: TestDatabase) {
             .create_payout(new_payout("po_over", 10, T0 + 300), None, Some(3_000))
             .await
             .unwrap(),
-        CreatePayoutResult::OverDailyLimit { reserved: 3_000, .. }
+        CreatePayoutResult::OverDailyLimit {
+            reserved: 3_000,
+            ..
+        }
     ));
     // Another day has its own limit.
     let mut tomorrow = new_payout("po_tomorrow", 3_000, T0 + 400);
     tomorrow.eat_day += 1;
     assert!(matches!(
-        instances[1].create_payout(tomorrow, None, Some(3_000)).await.unwrap(),
+        instances[1]
+            .create_payout(tomorrow, None, Some(3_000))
+            .await
+            .unwrap(),
         CreatePayoutResult::Created(_)
     ));
 }
@@ -527,12 +643,19 @@ async fn payouts_are_listed_filtered_and_updated(db: TestDatabase) {
                 status: Some(PayoutStatus::AwaitingApproval),
                 phone: None,
             },
-            &PageRequest { limit: 2, cursor: None },
+            &PageRequest {
+                limit: 2,
+                cursor: None,
+            },
         )
         .await
         .unwrap();
     assert_eq!(
-        waiting.items.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        waiting
+            .items
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect::<Vec<_>>(),
         ["po_04", "po_02"]
     );
     let rest = s
@@ -541,12 +664,21 @@ async fn payouts_are_listed_filtered_and_updated(db: TestDatabase) {
                 status: Some(PayoutStatus::AwaitingApproval),
                 phone: None,
             },
-            &PageRequest { limit: 2, cursor: waiting.next_cursor.clone() },
+            &PageRequest {
+                limit: 2,
+                cursor: waiting.next_cursor.clone(),
+            },
         )
         .await
         .unwrap();
-    assert_eq!(rest.items.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["po_00"]);
-    assert_eq!(s.payouts_awaiting_approval_total().await.unwrap(), 100 + 102 + 104);
+    assert_eq!(
+        rest.items.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        ["po_00"]
+    );
+    assert_eq!(
+        s.payouts_awaiting_approval_total().await.unwrap(),
+        100 + 102 + 104
+    );
     let (approved, _) = s
         .update_payout("po_02", T0 + 50, &|p| {
             (p.status == PayoutStatus::AwaitingApproval).then(|| PayoutUpdate {
@@ -563,7 +695,11 @@ async fn payouts_are_listed_filtered_and_updated(db: TestDatabase) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (approved.status, approved.decided_by.as_deref(), approved.decided_at),
+        (
+            approved.status,
+            approved.decided_by.as_deref(),
+            approved.decided_at
+        ),
         (PayoutStatus::Pending, Some("admin:amina"), Some(T0 + 50))
     );
     let (done, _) = s

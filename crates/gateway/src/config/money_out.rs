@@ -34,7 +34,10 @@ fn shillings(v: &str) -> Result<i64, String> {
     }
 }
 
-pub(super) fn read<S: Source>(r: &Reader<S>, sandbox: bool) -> Result<MoneyOutSettings, ConfigError> {
+pub(super) fn read<S: Source>(
+    r: &Reader<S>,
+    sandbox: bool,
+) -> Result<MoneyOutSettings, ConfigError> {
     let b2c_short_code = match r.read(
         "MPESA_B2C_SHORT_CODE",
         parse::digits(5..=7, "a shortcode is 5 to 7 digits"),
@@ -43,12 +46,13 @@ pub(super) fn read<S: Source>(r: &Reader<S>, sandbox: bool) -> Result<MoneyOutSe
         None if sandbox => Some(SANDBOX_B2C_SHORT_CODE.to_owned()),
         None => None,
     };
-    let result_wait = Duration::from_secs(r.read_or_default("INITIATOR_RESULT_WAIT_SECS", |v| {
-        match parse::from_str::<u64>("seconds")(v)? {
-            0 => Err("must be above 0".to_owned()),
-            secs => Ok(secs),
-        }
-    })?);
+    let result_wait =
+        Duration::from_secs(r.read_or_default("INITIATOR_RESULT_WAIT_SECS", |v| {
+            match parse::from_str::<u64>("seconds")(v)? {
+                0 => Err("must be above 0".to_owned()),
+                secs => Ok(secs),
+            }
+        })?);
     Ok(MoneyOutSettings {
         b2c_short_code,
         payout_max_amount: r.read_or_default("PAYOUT_MAX_AMOUNT", shillings)?,

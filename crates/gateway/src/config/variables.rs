@@ -298,7 +298,7 @@ pub static VARIABLES: &[Var] = &[
         )
     },
     Var {
-        when_unset: WhenUnset::Means("off"),
+        when_unset: WhenUnset::Means("off; the simulator's `testapi` with `--sandbox`"),
         examples: &["testapi"],
         show: Some(|c| c.daraja.initiator_name.clone()),
         ..var(

@@ -21,8 +21,8 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::callbacks::{IngestError, parse_stk};
-use crate::money_out::CallbackDoor;
 use crate::ids::{new_id, now_ms, secrets_equal};
+use crate::money_out::CallbackDoor;
 use crate::state::AppState;
 
 /// Headers worth keeping with a raw callback (never cookies or authorization).
@@ -132,7 +132,15 @@ pub async fn initiator_timeout(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    initiator(state, params, peer, headers, body, CallbackDoor::QueueTimeout).await
+    initiator(
+        state,
+        params,
+        peer,
+        headers,
+        body,
+        CallbackDoor::QueueTimeout,
+    )
+    .await
 }
 
 async fn initiator(

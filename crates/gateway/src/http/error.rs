@@ -171,6 +171,7 @@ impl From<crate::money_out::RefundError> for ApiError {
         use crate::money_out::RefundError as E;
         match e {
             E::Storage(s) => s.into(),
+            E::Initiator(i) => ApiError::DarajaUnavailable(i.to_string()),
             E::PaymentNotFound => ApiError::NotFound("no such payment"),
             E::NotFound => ApiError::NotFound("no such refund"),
             E::Invalid(m) => ApiError::validation("reason", m),

@@ -122,7 +122,8 @@ pub async fn refund_payment(
         RefundCreated::Created(r) => r,
         RefundCreated::Replay(stored) => return Ok(replay(stored)),
     };
-    let (status, body) = accepted(serde_json::to_value(RefundView::from(&refund)).unwrap_or_default());
+    let (status, body) =
+        accepted(serde_json::to_value(RefundView::from(&refund)).unwrap_or_default());
     save_answer(
         &state,
         &key.id,
@@ -175,7 +176,8 @@ pub async fn create_payout(
 ) -> Result<Response, ApiError> {
     let value = json_body(&headers, body)?;
     let body: CreatePayoutBody = serde_json::from_value(value).map_err(field_error)?;
-    let phone = Msisdn::parse(&body.phone).map_err(|e| ApiError::validation("phone", e.to_string()))?;
+    let phone =
+        Msisdn::parse(&body.phone).map_err(|e| ApiError::validation("phone", e.to_string()))?;
     let purpose = PayoutPurpose::parse(&body.purpose)
         .ok_or_else(|| ApiError::validation("purpose", "one of business, salary, promotion"))?;
     let idempotency_key = idempotency_key(&headers)?;
@@ -297,9 +299,9 @@ pub async fn list_payouts(
         .list(&filter, &page)
         .await
         .map_err(|e| match e {
-            crate::money_out::PayoutError::Storage(mpesa_storage::StorageError::InvalidInput(_)) => {
-                ApiError::validation("cursor", "not a cursor from a previous page")
-            }
+            crate::money_out::PayoutError::Storage(mpesa_storage::StorageError::InvalidInput(
+                _,
+            )) => ApiError::validation("cursor", "not a cursor from a previous page"),
             other => other.into(),
         })?;
     Ok(Json(PayoutList {

@@ -99,7 +99,10 @@ impl Balances {
     }
 
     /// The available balance of the B2C utility account in the last answer, in cents.
-    pub async fn b2c_utility_cents(&self, b2c_short_code: &str) -> Result<Option<i64>, StorageError> {
+    pub async fn b2c_utility_cents(
+        &self,
+        b2c_short_code: &str,
+    ) -> Result<Option<i64>, StorageError> {
         Ok(self
             .latest()
             .await?
@@ -109,7 +112,11 @@ impl Balances {
             .and_then(|a| {
                 a.as_array()?
                     .iter()
-                    .find(|x| x["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case("Utility Account")))
+                    .find(|x| {
+                        x["name"]
+                            .as_str()
+                            .is_some_and(|n| n.eq_ignore_ascii_case("Utility Account"))
+                    })
                     .and_then(|x| x["available_cents"].as_i64())
             }))
     }

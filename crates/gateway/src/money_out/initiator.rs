@@ -140,7 +140,11 @@ pub enum CallbackDoor {
 }
 
 impl Initiator {
-    pub fn new(storage: Arc<dyn Storage>, daraja: DarajaClient, settings: InitiatorSettings) -> Self {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        daraja: DarajaClient,
+        settings: InitiatorSettings,
+    ) -> Self {
         let initiator = Initiator(Arc::new(Inner {
             storage,
             daraja,
@@ -199,6 +203,17 @@ impl Initiator {
         owner_id: Option<&str>,
         ask: Ask,
     ) -> Result<InitiatorRequest, InitiatorError> {
+        let request = self.store(purpose, owner_id, &ask).await?;
+        self.send(request, ask).await
+    }
+
+    /// Stores the request as `sending` (so an owner can record it before anything goes out).
+    pub async fn store(
+        &self,
+        purpose: &str,
+        owner_id: Option<&str>,
+        ask: &Ask,
+    ) -> Result<InitiatorRequest, InitiatorError> {
         let kind = ask.kind();
         let id = new_id("ireq");
         // B2C v3 takes our OriginatorConversationID: Daraja refuses a repeat, and Transaction
@@ -215,13 +230,22 @@ impl Initiator {
                     purpose: purpose.to_owned(),
                     owner_id: owner_id.map(str::to_owned),
                     originator_conversation_id: originator_conversation_id.clone(),
-                    params: serde_json::to_string(&ask).unwrap_or_else(|_| "{}".into()),
+                    params: serde_json::to_string(ask).unwrap_or_else(|_| "{}".into()),
                     created_at: now,
                 },
                 // If this process stops during the send, the resolver finds it after the wait.
                 Some(now + self.0.settings.policy.result_wait_ms),
             )
             .await?;
+        Ok(request)
+    }
+
+    /// Sends a stored request, once.
+    pub async fn send(
+        &self,
+        request: InitiatorRequest,
+        ask: Ask,
+    ) -> Result<InitiatorRequest, InitiatorError> {
         // The send runs on its own task: a caller that goes away (a closed connection) cannot
         // cut it between sending and recording the answer.
         let this = self.clone();
@@ -260,13 +284,16 @@ impl Initiator {
             .expect("a relative path joins a base URL")
     }
 
-    async fn call(&self, request: &InitiatorRequest, ask: &Ask) -> Result<InitiatorAccepted, DarajaError> {
+    async fn call(
+        &self,
+        request: &InitiatorRequest,
+        ask: &Ask,
+    ) -> Result<InitiatorAccepted, DarajaError> {
         let d = &self.0.daraja;
         let kind = ask.kind();
         let (result_url, queue_timeout_url) = (self.url("result", kind), self.url("timeout", kind));
-        let invalid = |field: &'static str| {
-            DarajaError::Invalid(daraja::InvalidRequest::Missing { field })
-        };
+        let invalid =
+            |field: &'static str| DarajaError::Invalid(daraja::InvalidRequest::Missing { field });
         match ask {
             Ask::B2c {
                 command,
@@ -351,31 +378,48 @@ impl Initiator {
         let answer = self.call(request, ask).await;
         let now = now_ms();
         let policy = self.0.settings.policy;
-        let (decide, event): (Box<dyn Fn(&InitiatorRequest) -> RequestOutcome + Send + Sync>, Value) =
-            match &answer {
-                Ok(a) => {
-                    let (ocid, cid) = (a.originator_conversation_id.clone(), a.conversation_id.clone());
-                    (
-                        Box::new(move |r: &InitiatorRequest| rules::on_accepted(&r.snapshot(), &ocid, &cid)),
-                        json!({"originator_conversation_id": a.originator_conversation_id, "conversation_id": a.conversation_id, "response": a.response_description}),
-                    )
-                }
-                Err(e) if e.may_have_been_processed() => {
-                    let reason = e.to_string();
-                    (
-                        Box::new(move |r: &InitiatorRequest| rules::on_send_unknown(&r.snapshot(), &reason)),
-                        json!({"error": e.to_string()}),
-                    )
-                }
-                Err(e) => {
-                    let code = e.error_code().map(str::to_owned).unwrap_or_else(|| e.outcome_label());
-                    let message = e.error_message().map(str::to_owned).unwrap_or_else(|| e.to_string());
-                    (
-                        Box::new(move |r: &InitiatorRequest| rules::on_refused(&r.snapshot(), &code, &message)),
-                        json!({"error_code": e.error_code(), "error": e.to_string()}),
-                    )
-                }
-            };
+        let (decide, event): (
+            Box<dyn Fn(&InitiatorRequest) -> RequestOutcome + Send + Sync>,
+            Value,
+        ) = match &answer {
+            Ok(a) => {
+                let (ocid, cid) = (
+                    a.originator_conversation_id.clone(),
+                    a.conversation_id.clone(),
+                );
+                (
+                    Box::new(move |r: &InitiatorRequest| {
+                        rules::on_accepted(&r.snapshot(), &ocid, &cid)
+                    }),
+                    json!({"originator_conversation_id": a.originator_conversation_id, "conversation_id": a.conversation_id, "response": a.response_description}),
+                )
+            }
+            Err(e) if e.may_have_been_processed() => {
+                let reason = e.to_string();
+                (
+                    Box::new(move |r: &InitiatorRequest| {
+                        rules::on_send_unknown(&r.snapshot(), &reason)
+                    }),
+                    json!({"error": e.to_string()}),
+                )
+            }
+            Err(e) => {
+                let code = e
+                    .error_code()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| e.outcome_label());
+                let message = e
+                    .error_message()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| e.to_string());
+                (
+                    Box::new(move |r: &InitiatorRequest| {
+                        rules::on_refused(&r.snapshot(), &code, &message)
+                    }),
+                    json!({"error_code": e.error_code(), "error": e.to_string()}),
+                )
+            }
+        };
         let written = self
             .0
             .storage
@@ -405,25 +449,7 @@ impl Initiator {
         };
         // A result that came before the acknowledgement was recorded named no request then.
         let request = if answer.is_ok() && !request.status.is_final() {
-            match self
-                .0
-                .storage
-                .rematch_initiator_callbacks(&request.id, now, &|raw, r| {
-                    let door = if raw.kind == mpesa_storage::CallbackKind::Timeout {
-                        CallbackDoor::QueueTimeout
-                    } else {
-                        CallbackDoor::Result
-                    };
-                    match ResultEnvelope::parse(&raw.body) {
-                        Ok(e) => decide_callback(r, &e, door, &raw.id, now, &policy),
-                        Err(_) => (CallbackOutcome::Unparseable, None),
-                    }
-                })
-                .await?
-            {
-                Some(done) => done,
-                None => request,
-            }
+            self.rematch(&request.id).await?.unwrap_or(request)
         } else {
             request
         };
@@ -462,28 +488,58 @@ impl Initiator {
         let callback_id = raw.id.clone();
         let now = now_ms();
         let policy = self.0.settings.policy;
-        let decide = |request: Option<&InitiatorRequest>| -> (CallbackOutcome, Option<InitiatorUpdate>) {
-            let envelope = match &parsed {
-                Ok(e) => e,
-                Err(_) => return (CallbackOutcome::Unparseable, None),
+        let decide =
+            |request: Option<&InitiatorRequest>| -> (CallbackOutcome, Option<InitiatorUpdate>) {
+                let envelope = match &parsed {
+                    Ok(e) => e,
+                    Err(_) => return (CallbackOutcome::Unparseable, None),
+                };
+                // A result that names no request of ours is kept and shown, never applied.
+                let Some(request) = request else {
+                    return (CallbackOutcome::Unmatched, None);
+                };
+                decide_callback(request, envelope, door, &callback_id, now, &policy)
             };
-            // A result that names no request of ours is kept and shown, never applied.
-            let Some(request) = request else {
-                return (CallbackOutcome::Unmatched, None);
-            };
-            decide_callback(request, envelope, door, &callback_id, now, &policy)
-        };
         let ingested = self
             .0
             .storage
-            .ingest_initiator_callback(raw, ids, now, &decide)
+            .ingest_initiator_callback(raw, ids.clone(), now, &decide)
             .await?;
+        // It may have raced the acknowledgement of its request: if the request is known by
+        // these ids now, apply it (whichever of the two comes second does).
+        if ingested.outcome == CallbackOutcome::Unmatched
+            && let Some(request) = self.0.storage.find_initiator_request(&ids).await?
+            && let Some(done) = self.rematch(&request.id).await?
+        {
+            self.tell_owner(&done).await;
+        }
         if ingested.became_final
             && let Some(request) = &ingested.request
         {
             self.tell_owner(request).await;
         }
         Ok(ingested)
+    }
+
+    /// Applies the stored results that named this request before it was known by their ids.
+    /// Returns the request when they made it final.
+    async fn rematch(&self, request_id: &str) -> Result<Option<InitiatorRequest>, StorageError> {
+        let now = now_ms();
+        let policy = self.0.settings.policy;
+        self.0
+            .storage
+            .rematch_initiator_callbacks(request_id, now, &|raw, r| {
+                let door = if raw.kind == mpesa_storage::CallbackKind::Timeout {
+                    CallbackDoor::QueueTimeout
+                } else {
+                    CallbackDoor::Result
+                };
+                match ResultEnvelope::parse(&raw.body) {
+                    Ok(e) => decide_callback(r, &e, door, &raw.id, now, &policy),
+                    Err(_) => (CallbackOutcome::Unparseable, None),
+                }
+            })
+            .await
     }
 
     /// Tells the owner of a final request, once it succeeds; the resolver repeats what failed.
@@ -568,7 +624,8 @@ impl Initiator {
                         Some(InitiatorUpdate {
                             event: Some(NewMoneyOutEvent {
                                 kind: t.kind.as_str().to_owned(),
-                                detail: json!({"note": t.note, "result_desc": t.result_desc}).to_string(),
+                                detail: json!({"note": t.note, "result_desc": t.result_desc})
+                                    .to_string(),
                             }),
                             transition: Some(t.clone()),
                             next_check_at: Some(None),
@@ -594,7 +651,9 @@ impl Initiator {
                 let detail = match &asked {
                     Some(Ok(q)) => json!({"status_request_id": q.id, "attempt": attempts}),
                     Some(Err(e)) => json!({"error": e.to_string(), "attempt": attempts}),
-                    None => json!({"error": "nothing to ask Transaction Status by", "attempt": attempts}),
+                    None => {
+                        json!({"error": "nothing to ask Transaction Status by", "attempt": attempts})
+                    }
                 };
                 self.0
                     .storage
@@ -670,11 +729,7 @@ fn decide_callback(
             let receipt = details
                 .as_ref()
                 .and_then(|d| d.get("receipt").and_then(Value::as_str).map(str::to_owned))
-                .or_else(|| {
-                    r.transaction_id
-                        .clone()
-                        .filter(|t| !t.trim().is_empty())
-                });
+                .or_else(|| r.transaction_id.clone().filter(|t| !t.trim().is_empty()));
             let report = ResultReport {
                 result_code: envelope.result_code(),
                 result_desc: r.result_desc.clone(),
@@ -691,7 +746,12 @@ fn decide_callback(
     });
     match outcome {
         RequestOutcome::Changed(t) => {
-            let next = rules::next_check_at(&after(request, &t), now, request.attempts.max(0) as u32, policy);
+            let next = rules::next_check_at(
+                &after(request, &t),
+                now,
+                request.attempts.max(0) as u32,
+                policy,
+            );
             (
                 CallbackOutcome::Applied,
                 Some(InitiatorUpdate {

@@ -13,7 +13,9 @@ pub mod resolver;
 pub mod view;
 
 pub use balance::Balances;
-pub use initiator::{Ask, CallbackDoor, Initiator, InitiatorError, InitiatorOwner, InitiatorSettings};
+pub use initiator::{
+    Ask, CallbackDoor, Initiator, InitiatorError, InitiatorOwner, InitiatorSettings,
+};
 pub use payouts::{PayoutError, PayoutPurpose, PayoutRequest, Payouts};
 pub use refunds::{RefundError, Refunds};
 

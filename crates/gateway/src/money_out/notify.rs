@@ -25,8 +25,8 @@ pub fn final_rows(
     now: i64,
 ) -> Vec<NewOutboxEvent> {
     let mut rows = Vec::new();
-    let row = |channel: Channel, destination: &str, payload: String, event_type: &str| {
-        NewOutboxEvent {
+    let row =
+        |channel: Channel, destination: &str, payload: String, event_type: &str| NewOutboxEvent {
             id: new_id("evt"),
             payment_id: payment_id.map(str::to_owned),
             channel,
@@ -38,13 +38,11 @@ pub fn final_rows(
                 channel.as_str()
             ),
             created_at: now,
-        }
-    };
+        };
     if let Some(url) = &plan.webhook_url {
         let mut r = row(Channel::Webhook, url, String::new(), event_type);
-        r.payload =
-            json!({ "id": r.id, "type": event_type, "created": now / 1000, "data": data })
-                .to_string();
+        r.payload = json!({ "id": r.id, "type": event_type, "created": now / 1000, "data": data })
+            .to_string();
         rows.push(r);
     }
     let notice = json!({ "kind": NOTICE, "message": admin_text }).to_string();

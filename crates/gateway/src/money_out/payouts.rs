@@ -90,7 +90,10 @@ pub enum PayoutError {
     NotFound,
     /// A 422 naming the field.
     #[error("{message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error(
         "payouts are off: set MPESA_B2C_SHORT_CODE, MPESA_INITIATOR_NAME and MPESA_INITIATOR_PASSWORD"
     )]
@@ -156,9 +159,13 @@ impl Payouts {
         if !self.enabled() {
             return Err(PayoutError::Disabled);
         }
-        let invalid = |field: &'static str, message: String| PayoutError::Invalid { field, message };
+        let invalid =
+            |field: &'static str, message: String| PayoutError::Invalid { field, message };
         if request.amount < 10 {
-            return Err(invalid("amount", "at least 10 shillings (M-Pesa's B2C minimum)".into()));
+            return Err(invalid(
+                "amount",
+                "at least 10 shillings (M-Pesa's B2C minimum)".into(),
+            ));
         }
         if request.amount > self.settings.payout_max_amount {
             return Err(invalid(
@@ -243,44 +250,39 @@ impl Payouts {
         Ok(PayoutCreated::Created(payout))
     }
 
-    /// Sends a pending payout's one B2C request and records its id.
+    /// Stores a pending payout's one B2C request, records it on the payout, then sends it.
     async fn send(&self, payout: Payout) -> Result<Payout, PayoutError> {
-        let sent = self
-            .initiator
-            .submit(
-                PURPOSE,
-                Some(&payout.id),
-                Ask::B2c {
-                    command: payout.command.clone(),
-                    amount: payout.amount,
-                    phone: payout.phone.clone(),
-                    remarks: payout.remarks.clone(),
-                    occasion: payout.occasion.clone(),
-                },
-            )
-            .await;
-        match sent {
-            Ok(request) => {
-                let request_id = request.id.clone();
-                let detail = json!({ "request_id": request_id, "request_status": request.status.as_str() }).to_string();
-                self.storage
-                    .update_payout(&payout.id, now_ms(), &|p| {
-                        p.request_id.is_none().then(|| PayoutUpdate {
-                            request_id: Some(request_id.clone()),
-                            event: Some(NewMoneyOutEvent {
-                                kind: "sent".into(),
-                                detail: detail.clone(),
-                            }),
-                            ..Default::default()
-                        })
-                    })
-                    .await?;
-            }
+        let ask = Ask::B2c {
+            command: payout.command.clone(),
+            amount: payout.amount,
+            phone: payout.phone.clone(),
+            remarks: payout.remarks.clone(),
+            occasion: payout.occasion.clone(),
+        };
+        let stored = match self.initiator.store(PURPOSE, Some(&payout.id), &ask).await {
+            Ok(r) => r,
             Err(e) => {
-                // Not stored or not sent for want of the database or configuration: nothing
-                // left for Daraja. The payout stays pending for a person to see.
-                tracing::error!(payout_id = %payout.id, error = %e, "the payout's B2C request could not be stored or sent");
+                // Nothing left for Daraja: the payout stays pending for a person to see.
+                tracing::error!(payout_id = %payout.id, error = %e, "the payout's B2C request could not be stored");
+                return self.get(&payout.id).await;
             }
+        };
+        let request_id = stored.id.clone();
+        let detail = json!({ "request_id": request_id, "originator_conversation_id": stored.originator_conversation_id }).to_string();
+        self.storage
+            .update_payout(&payout.id, now_ms(), &|p| {
+                p.request_id.is_none().then(|| PayoutUpdate {
+                    request_id: Some(request_id.clone()),
+                    event: Some(NewMoneyOutEvent {
+                        kind: "sent".into(),
+                        detail: detail.clone(),
+                    }),
+                    ..Default::default()
+                })
+            })
+            .await?;
+        if let Err(e) = self.initiator.send(stored, ask).await {
+            tracing::error!(payout_id = %payout.id, error = %e, "the payout's B2C request could not be sent");
         }
         self.get(&payout.id).await
     }
@@ -295,7 +297,10 @@ impl Payouts {
             .storage
             .update_payout(id, now, &|p| {
                 let why = if p.status != PayoutStatus::AwaitingApproval {
-                    Some(format!("the payout is {}, not awaiting approval", p.status.as_str()))
+                    Some(format!(
+                        "the payout is {}, not awaiting approval",
+                        p.status.as_str()
+                    ))
                 } else if p.requested_by == by {
                     Some("an admin cannot approve their own payout: another admin must".into())
                 } else {

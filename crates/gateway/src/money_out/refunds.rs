@@ -30,6 +30,8 @@ pub const PURPOSE: &str = "refund";
 pub enum RefundError {
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Initiator(InitiatorError),
     #[error("no such payment")]
     PaymentNotFound,
     #[error("no such refund")]
@@ -174,43 +176,37 @@ impl Refunds {
                 }));
             }
         };
-        let sent = self
-            .initiator
-            .submit(
-                PURPOSE,
-                Some(&refund.id),
-                Ask::Reversal {
-                    receipt: refund.payment_receipt.clone(),
-                    amount: refund.amount,
-                    receiver_party: Some(self.receiver_party.clone()),
-                    remarks: reason.to_owned(),
-                },
-            )
-            .await;
-        let request_id = match &sent {
-            Ok(r) => Some(r.id.clone()),
-            Err(e) => {
-                tracing::warn!(refund_id = %refund.id, error = %e, "the reversal could not be stored or sent");
-                None
-            }
+        let ask = Ask::Reversal {
+            receipt: refund.payment_receipt.clone(),
+            amount: refund.amount,
+            receiver_party: Some(self.receiver_party.clone()),
+            remarks: reason.to_owned(),
         };
-        if let Some(request_id) = request_id {
-            let detail = json!({ "request_id": request_id }).to_string();
-            self.storage
-                .update_refund(&refund.id, now_ms(), &|r| {
-                    (r.request_id.is_none()).then(|| RefundUpdate {
-                        request_id: Some(request_id.clone()),
-                        event: Some(NewMoneyOutEvent {
-                            kind: "reversal_sent".into(),
-                            detail: detail.clone(),
-                        }),
-                        ..Default::default()
-                    })
+        // Stored and recorded on the refund (and the payment's timeline) before it goes out.
+        let stored = self
+            .initiator
+            .store(PURPOSE, Some(&refund.id), &ask)
+            .await?;
+        let request_id = stored.id.clone();
+        let detail = json!({ "request_id": request_id }).to_string();
+        self.storage
+            .update_refund(&refund.id, now_ms(), &|r| {
+                (r.request_id.is_none()).then(|| RefundUpdate {
+                    request_id: Some(request_id.clone()),
+                    event: Some(NewMoneyOutEvent {
+                        kind: "reversal_sent".into(),
+                        detail: detail.clone(),
+                    }),
+                    ..Default::default()
                 })
-                .await?;
-        }
-        if let Err(InitiatorError::NotConfigured) = sent {
-            return Err(RefundError::NotConfigured);
+            })
+            .await?;
+        match self.initiator.send(stored, ask).await {
+            Err(InitiatorError::NotConfigured) => return Err(RefundError::NotConfigured),
+            Err(e) => {
+                tracing::warn!(refund_id = %refund.id, error = %e, "the reversal could not be sent")
+            }
+            Ok(_) => {}
         }
         let refund = self
             .storage
@@ -235,6 +231,16 @@ impl Refunds {
             .await?
             .into_iter()
             .last())
+    }
+}
+
+impl From<InitiatorError> for RefundError {
+    fn from(e: InitiatorError) -> Self {
+        match e {
+            InitiatorError::Storage(s) => RefundError::Storage(s),
+            InitiatorError::NotConfigured => RefundError::NotConfigured,
+            other => RefundError::Initiator(other),
+        }
     }
 }
 

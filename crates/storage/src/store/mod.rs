@@ -301,7 +301,9 @@ impl<D: Driver> Storage for SqlStorage<D> {
         purpose: &str,
         owner_id: &str,
     ) -> Result<Vec<InitiatorRequest>> {
-        read!(self, |c| money_out::requests_for_owner(c, purpose, owner_id))
+        read!(self, |c| money_out::requests_for_owner(
+            c, purpose, owner_id
+        ))
     }
 
     async fn update_initiator_request(
@@ -418,7 +420,11 @@ impl<D: Driver> Storage for SqlStorage<D> {
         read!(self, |c| money_out::payout_by_id(c, id, Lock::None))
     }
 
-    async fn list_payouts(&self, filter: &PayoutFilter, page: &PageRequest) -> Result<Page<Payout>> {
+    async fn list_payouts(
+        &self,
+        filter: &PayoutFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Payout>> {
         read!(self, |c| money_out::list_payouts(c, filter, page))
     }
 

@@ -218,7 +218,10 @@ pub(crate) async fn request_by_id<C: Conn>(
     lock: Lock,
 ) -> DbResult<Option<InitiatorRequest>> {
     let stmt = select_requests("id = $1", lock, C::DIALECT.for_update).bind(id);
-    Ok(c.fetch_optional(stmt).await?.map(|r| request(&r)).transpose()?)
+    Ok(c.fetch_optional(stmt)
+        .await?
+        .map(|r| request(&r))
+        .transpose()?)
 }
 
 /// The request a result names: by OriginatorConversationID first (ours, or Daraja's as
@@ -233,8 +236,12 @@ pub(crate) async fn request_by_ids<C: Conn>(
         .as_deref()
         .filter(|s| !s.is_empty() && s.len() <= 128)
     {
-        let stmt = select_requests("originator_conversation_id = $1", lock, C::DIALECT.for_update)
-            .bind(ocid);
+        let stmt = select_requests(
+            "originator_conversation_id = $1",
+            lock,
+            C::DIALECT.for_update,
+        )
+        .bind(ocid);
         if let Some(row) = c.fetch_optional(stmt).await? {
             return Ok(Some(request(&row)?));
         }
@@ -244,8 +251,7 @@ pub(crate) async fn request_by_ids<C: Conn>(
         .as_deref()
         .filter(|s| !s.is_empty() && s.len() <= 128)
     {
-        let stmt =
-            select_requests("conversation_id = $1", lock, C::DIALECT.for_update).bind(cid);
+        let stmt = select_requests("conversation_id = $1", lock, C::DIALECT.for_update).bind(cid);
         if let Some(row) = c.fetch_optional(stmt).await? {
             return Ok(Some(request(&row)?));
         }
@@ -258,15 +264,10 @@ pub(crate) async fn requests_for_owner<C: Conn>(
     purpose: &str,
     owner_id: &str,
 ) -> DbResult<Vec<InitiatorRequest>> {
-    let stmt = select_requests(
-        "purpose = $1 AND owner_id = $2 ORDER BY id",
-        Lock::None,
-        "",
-    )
-    .bind(purpose)
-    .bind(owner_id);
-    Ok(c
-        .fetch_all(stmt)
+    let stmt = select_requests("purpose = $1 AND owner_id = $2 ORDER BY id", Lock::None, "")
+        .bind(purpose)
+        .bind(owner_id);
+    Ok(c.fetch_all(stmt)
         .await?
         .iter()
         .map(request)
@@ -400,7 +401,10 @@ pub(crate) async fn ingest_callback<C: Conn>(
         .conversation_id
         .as_deref()
         .filter(|s| !s.is_empty())
-        .or(ids.originator_conversation_id.as_deref().filter(|s| !s.is_empty()));
+        .or(ids
+            .originator_conversation_id
+            .as_deref()
+            .filter(|s| !s.is_empty()));
     crate::store::callbacks::insert_one(c, raw, named, outcome).await?;
     Ok(IngestedInitiatorCallback {
         outcome,
@@ -454,12 +458,14 @@ pub(crate) async fn claim_due_requests<C: Conn>(
         C::DIALECT.for_update_skip_locked
     );
     let rows = c
-        .fetch_all(Stmt {
-            sql: sql.into(),
-            args: Vec::new(),
-        }
-        .bind(now)
-        .bind(limit.max(1)))
+        .fetch_all(
+            Stmt {
+                sql: sql.into(),
+                args: Vec::new(),
+            }
+            .bind(now)
+            .bind(limit.max(1)),
+        )
         .await?;
     let mut due = rows
         .iter()
@@ -471,7 +477,8 @@ pub(crate) async fn claim_due_requests<C: Conn>(
     let mut q = SqlBuilder::new("UPDATE initiator_requests SET next_check_at = ");
     q.push_bind(lease_until)
         .push(", version = version + 1 WHERE id IN (");
-    q.push_bind_list(due.iter().map(|r| r.id.as_str())).push(")");
+    q.push_bind_list(due.iter().map(|r| r.id.as_str()))
+        .push(")");
     c.execute(q.build()).await?;
     for r in &mut due {
         r.next_check_at = Some(lease_until);
@@ -493,12 +500,14 @@ pub(crate) async fn unnotified<C: Conn>(
          ORDER BY finalized_at LIMIT $2"
     );
     let rows = c
-        .fetch_all(Stmt {
-            sql: sql.into(),
-            args: Vec::new(),
-        }
-        .bind(finalized_before)
-        .bind(limit.max(1)))
+        .fetch_all(
+            Stmt {
+                sql: sql.into(),
+                args: Vec::new(),
+            }
+            .bind(finalized_before)
+            .bind(limit.max(1)),
+        )
         .await?;
     Ok(rows.iter().map(request).collect::<crate::Result<_>>()?)
 }
@@ -560,7 +569,10 @@ pub(crate) async fn refund_by_id<C: Conn>(
         args: Vec::new(),
     }
     .bind(id);
-    Ok(c.fetch_optional(stmt).await?.map(|r| refund(&r)).transpose()?)
+    Ok(c.fetch_optional(stmt)
+        .await?
+        .map(|r| refund(&r))
+        .transpose()?)
 }
 
 pub(crate) async fn refunds_for_payment<C: Conn>(
@@ -573,8 +585,7 @@ pub(crate) async fn refunds_for_payment<C: Conn>(
         args: Vec::new(),
     }
     .bind(payment_id);
-    Ok(c
-        .fetch_all(stmt)
+    Ok(c.fetch_all(stmt)
         .await?
         .iter()
         .map(refund)
@@ -813,17 +824,17 @@ pub(crate) async fn payout_by_id<C: Conn>(
         args: Vec::new(),
     }
     .bind(id);
-    Ok(c.fetch_optional(stmt).await?.map(|r| payout(&r)).transpose()?)
+    Ok(c.fetch_optional(stmt)
+        .await?
+        .map(|r| payout(&r))
+        .transpose()?)
 }
 
 /// Reserves `amount` of the day's limit: one conditional UPDATE, so that concurrent payouts (on
 /// any instance) cannot both pass a check that only one of them fits.
 async fn reserve<C: Conn>(c: &mut C, day: i64, amount: i64, limit: i64) -> DbResult<Option<i64>> {
-    c.execute(
-        Stmt::new(C::DIALECT.insert_payout_day_if_absent)
-            .bind(day),
-    )
-    .await?;
+    c.execute(Stmt::new(C::DIALECT.insert_payout_day_if_absent).bind(day))
+        .await?;
     let reserved = c
         .execute(
             Stmt::new(
@@ -1011,10 +1022,7 @@ pub(crate) async fn list_payouts<C: Conn>(
     q.push(" ORDER BY id DESC LIMIT ")
         .push_bind(keyset.fetch_limit());
     let rows = c.fetch_all(q.build()).await?;
-    let items = rows
-        .iter()
-        .map(payout)
-        .collect::<crate::Result<Vec<_>>>()?;
+    let items = rows.iter().map(payout).collect::<crate::Result<Vec<_>>>()?;
     Ok(keyset.page(items, |p| &p.id))
 }
 
