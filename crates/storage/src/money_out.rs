@@ -217,7 +217,7 @@ pub type DecideRefund<'a> = &'a (
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateRefundResult {
-    Created(Refund),
+    Created(Box<Refund>),
     Refused(RefundRefusal),
     Replay(StoredResponse),
     KeyReused,
@@ -328,7 +328,7 @@ pub struct Payout {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreatePayoutResult {
-    Created(Payout),
+    Created(Box<Payout>),
     /// The day's limit would be passed: `reserved` is what the day holds already.
     OverDailyLimit {
         reserved: i64,

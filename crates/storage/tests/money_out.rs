@@ -407,7 +407,7 @@ async fn a_payment_is_refunded_once_however_many_ask_at_once(db: TestDatabase) {
     let created: Vec<&Refund> = results
         .iter()
         .filter_map(|r| match r {
-            CreateRefundResult::Created(r) => Some(r),
+            CreateRefundResult::Created(r) => Some(&**r),
             _ => None,
         })
         .collect();
@@ -458,6 +458,7 @@ async fn a_payment_is_refunded_once_however_many_ask_at_once(db: TestDatabase) {
     let CreateRefundResult::Created(retry) = retry else {
         panic!("a refund after a failed one is allowed: {retry:?}")
     };
+    let retry = *retry;
     instances[0]
         .update_refund(&retry.id, T0 + 300, &|_| {
             Some(RefundUpdate {
@@ -571,7 +572,7 @@ async fn the_daily_payout_limit_holds_across_instances(db: TestDatabase) {
     let created: Vec<&Payout> = results
         .iter()
         .filter_map(|r| match r {
-            CreatePayoutResult::Created(p) => Some(p),
+            CreatePayoutResult::Created(p) => Some(&**p),
             _ => None,
         })
         .collect();

@@ -162,7 +162,7 @@ async fn initiator(
     };
     let incoming = match admit(&state, &secret, &peer, &headers, body, kind) {
         Ok(i) => i,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let parse_error = daraja::ResultEnvelope::parse(&incoming.body)
         .err()
@@ -206,7 +206,7 @@ fn admit(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     kind: CallbackKind,
-) -> Result<IncomingCallback, Response> {
+) -> Result<IncomingCallback, Box<Response>> {
     let remote_addr = peer.0.map(|a| a.ip().to_string());
     if !secrets_equal(secret, state.callback_secret.expose_secret()) {
         state.metrics.inc(
@@ -214,11 +214,13 @@ fn admit(
             &[("reason", "wrong_secret")],
         );
         tracing::warn!(remote = ?remote_addr, kind = kind.as_str(), "callback with a wrong secret path refused");
-        return Err((
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": { "code": "not_found", "message": "not found" } })),
-        )
-            .into_response());
+        return Err(Box::new(
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": { "code": "not_found", "message": "not found" } })),
+            )
+                .into_response(),
+        ));
     }
     let body = match body {
         Ok(b) => b,
@@ -228,10 +230,10 @@ fn admit(
                 &[("reason", "unreadable_body")],
             );
             tracing::warn!(remote = ?remote_addr, status = %rejection.status(), "callback body refused");
-            return Err(refused(
+            return Err(Box::new(refused(
                 rejection.status(),
                 "Rejected: body too large or unreadable",
-            ));
+            )));
         }
     };
     Ok(IncomingCallback {
@@ -273,7 +275,7 @@ async fn receive(
 ) -> Response {
     let admitted = match admit(&state, &secret, &peer, &headers, body, kind) {
         Ok(i) => i,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let remote_addr = admitted.remote_addr.clone();
     let body = admitted.body.clone();

@@ -119,7 +119,7 @@ pub async fn refund_payment(
         .request(&id, &request.reason, &Requester::api_key(&key), claim)
         .await?
     {
-        RefundCreated::Created(r) => r,
+        RefundCreated::Created(r) => *r,
         RefundCreated::Replay(stored) => return Ok(replay(stored)),
     };
     let (status, body) =
@@ -207,7 +207,7 @@ pub async fn create_payout(
         )
         .await?
     {
-        PayoutCreated::Created(p) => p,
+        PayoutCreated::Created(p) => *p,
         PayoutCreated::Replay(stored) => return Ok(replay(stored)),
     };
     let view = state.money_out.payouts.view(&payout.id).await?;

@@ -41,6 +41,9 @@ use url::Url;
 
 use crate::ids::{new_id, now_ms};
 
+/// A decision about a request, made on its locked row.
+type Decide = dyn Fn(&InitiatorRequest) -> RequestOutcome + Send + Sync;
+
 /// The purpose of a Transaction Status request that resolves another request.
 pub const RESOLVE: &str = "resolve";
 
@@ -249,10 +252,9 @@ impl Initiator {
         // The send runs on its own task: a caller that goes away (a closed connection) cannot
         // cut it between sending and recording the answer.
         let this = self.clone();
-        let sent = tokio::spawn(async move { this.send_once(&request, &ask).await })
+        tokio::spawn(async move { this.send_once(&request, &ask).await })
             .await
-            .map_err(|e| InitiatorError::Storage(StorageError::Database(e.to_string())))?;
-        sent
+            .map_err(|e| InitiatorError::Storage(StorageError::Database(e.to_string())))?
     }
 
     /// Transaction Status of a receipt, on behalf of `purpose`/`owner_id` (told when it is final).
@@ -378,10 +380,7 @@ impl Initiator {
         let answer = self.call(request, ask).await;
         let now = now_ms();
         let policy = self.0.settings.policy;
-        let (decide, event): (
-            Box<dyn Fn(&InitiatorRequest) -> RequestOutcome + Send + Sync>,
-            Value,
-        ) = match &answer {
+        let (decide, event): (Box<Decide>, Value) = match &answer {
             Ok(a) => {
                 let (ocid, cid) = (
                     a.originator_conversation_id.clone(),

@@ -108,7 +108,7 @@ pub enum PayoutError {
 }
 
 pub enum PayoutCreated {
-    Created(Payout),
+    Created(Box<Payout>),
     Replay(StoredResponse),
 }
 
@@ -228,7 +228,7 @@ impl Payouts {
             )
             .await?;
         let payout = match created {
-            CreatePayoutResult::Created(p) => p,
+            CreatePayoutResult::Created(p) => *p,
             CreatePayoutResult::Replay(stored) => return Ok(PayoutCreated::Replay(stored)),
             CreatePayoutResult::KeyReused => return Err(PayoutError::KeyReused),
             CreatePayoutResult::InProgress { id } => return Err(PayoutError::InProgress { id }),
@@ -245,9 +245,9 @@ impl Payouts {
         };
         tracing::info!(payout_id = %payout.id, phone = %request.phone.masked(), amount = payout.amount, status = payout.status.as_str(), "payout stored");
         if payout.status == PayoutStatus::Pending {
-            return Ok(PayoutCreated::Created(self.send(payout).await?));
+            return Ok(PayoutCreated::Created(Box::new(self.send(payout).await?)));
         }
-        Ok(PayoutCreated::Created(payout))
+        Ok(PayoutCreated::Created(Box::new(payout)))
     }
 
     /// Stores a pending payout's one B2C request, records it on the payout, then sends it.

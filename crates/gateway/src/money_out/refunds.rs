@@ -51,7 +51,7 @@ pub enum RefundError {
 
 /// What a refund request led to.
 pub enum RefundCreated {
-    Created(Refund),
+    Created(Box<Refund>),
     /// The answer to the first request with this Idempotency-Key.
     Replay(StoredResponse),
 }
@@ -157,7 +157,7 @@ impl Refunds {
             )
             .await?;
         let refund = match created {
-            CreateRefundResult::Created(r) => r,
+            CreateRefundResult::Created(r) => *r,
             CreateRefundResult::Replay(stored) => return Ok(RefundCreated::Replay(stored)),
             CreateRefundResult::KeyReused => return Err(RefundError::KeyReused),
             CreateRefundResult::InProgress { id } => return Err(RefundError::InProgress { id }),
@@ -213,7 +213,7 @@ impl Refunds {
             .get_refund(&refund.id)
             .await?
             .ok_or(RefundError::NotFound)?;
-        Ok(RefundCreated::Created(refund))
+        Ok(RefundCreated::Created(Box::new(refund)))
     }
 
     pub async fn get(&self, id: &str) -> Result<Refund, RefundError> {

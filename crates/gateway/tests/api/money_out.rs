@@ -503,6 +503,7 @@ async fn payout_guardrails_refuse_cap_and_wait_for_another_admin(backend: Backen
     else {
         panic!("created")
     };
+    let waiting = *waiting;
     assert_eq!(waiting.status, PayoutStatus::AwaitingApproval);
     assert_eq!(gw.daraja_requests(B2C), 0);
     // The admin who asked cannot approve it.

@@ -678,7 +678,7 @@ pub(crate) async fn create_refund<C: Conn>(
     let created = refund_by_id(c, &new.id, Lock::None)
         .await?
         .ok_or(StorageError::NotFound)?;
-    Ok(CreateRefundResult::Created(created))
+    Ok(CreateRefundResult::Created(Box::new(created)))
 }
 
 async fn release_claim<C: Conn>(
@@ -927,7 +927,7 @@ pub(crate) async fn create_payout<C: Conn>(
     let created = payout_by_id(c, &new.id, Lock::None)
         .await?
         .ok_or(StorageError::NotFound)?;
-    Ok(CreatePayoutResult::Created(created))
+    Ok(CreatePayoutResult::Created(Box::new(created)))
 }
 
 pub(crate) async fn update_payout<C: Conn>(
