@@ -71,6 +71,7 @@ fn raw(id: &str, kind: CallbackKind) -> IncomingCallback {
         headers: "{}".into(),
         body: br#"{"Result":{}}"#.to_vec(),
         checkout_request_id: None,
+        receipt: None,
         parse_error: None,
     }
 }

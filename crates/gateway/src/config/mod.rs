@@ -8,6 +8,7 @@
 //! `DB_PASSWORD`/`DB_NAME` (FastAPI callback servers), and Django's `EMAIL_HOST`… mail settings
 //! when `SMTP_URL` is unset. Secrets are kept as `SecretString` and only ever shown masked.
 
+mod c2b;
 mod daraja;
 mod database;
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub use ::daraja::DarajaConfig;
 /// Safaricom's published sandbox Lipa na M-Pesa Online shortcode and passkey (public test values).
 pub use ::daraja::config::{SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
 pub use ::daraja::{Environment, TransactionType};
+pub use c2b::{C2bFallback, C2bSettings, C2bValidation, SANDBOX_C2B_SHORT_CODE};
 pub use daraja::{CALLBACK_SECRET_MIN_CHARS, check_callback_secret};
 pub use email::EmailSettings;
 use mpesa_domain::AmountBounds;
@@ -84,6 +86,8 @@ pub struct Config {
     pub amount_bounds: AmountBounds,
     /// Refunds, payouts, balance and the initiator layer.
     pub money_out: money_out::MoneyOutSettings,
+    /// The paybill or till customers pay on their own, validation, Pull Transactions.
+    pub c2b: C2bSettings,
     pub telegram: Option<TelegramSettings>,
     pub email: Option<EmailSettings>,
     pub webhook: Option<WebhookSettings>,
@@ -148,6 +152,7 @@ impl Config {
         let database_url = database::url(&r)?;
         let payments = payments::read(&r)?;
         let mut daraja = daraja::read(&r, sandbox, payments.amount_bounds)?;
+        let c2b = c2b::read(&r, sandbox, &daraja.client.shortcode)?;
         let money_out = money_out::read(&r, sandbox)?;
         if let Some(b2c) = &money_out.b2c_short_code {
             daraja.client.initiator_shortcode = Some(b2c.clone());
@@ -171,6 +176,7 @@ impl Config {
             reconcile_keep_asking: payments.reconcile_keep_asking,
             amount_bounds: payments.amount_bounds,
             money_out,
+            c2b,
             telegram: telegram::read(&r)?,
             email: email::read(&r)?,
             webhook: webhook::read(&r)?,

@@ -5,7 +5,7 @@
 //! payment decision, filters, keyset pages and the CSV export. In a real browser
 //! ([`browser`]): a person's walk through every page, with screenshots.
 
-mod browser;
+pub mod browser;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
