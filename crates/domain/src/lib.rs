@@ -4,6 +4,7 @@
 
 pub mod c2b;
 pub mod eat;
+pub mod initiator;
 pub mod money;
 pub mod payment;
 pub mod payment_request;
@@ -12,6 +13,9 @@ pub mod result_code;
 pub mod state_machine;
 pub mod text;
 
+pub use initiator::{
+    RequestKind, RequestOutcome, RequestSnapshot, RequestStatus, RequestTransition, ResolvePolicy,
+};
 pub use money::{Amount, AmountBounds, AmountError, Cents, group_thousands, ksh};
 pub use payment::{FinalOutcome, PaymentStatus, ReviewReason};
 pub use payment_request::{FieldError, PaymentRequest, check_email, parse_payment_request};

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::health::DependencyHealth;
 use crate::http::auth::ApiKeyCache;
 use crate::metrics::Metrics;
+use crate::money_out::MoneyOut;
 use crate::payments::Payments;
 
 #[derive(Clone)]
@@ -23,6 +24,8 @@ pub struct StateInner {
     pub storage: Arc<dyn Storage>,
     pub daraja: DarajaClient,
     pub payments: Payments,
+    /// Refunds, payouts, balances and the initiator layer under them.
+    pub money_out: MoneyOut,
     pub ingestor: CallbackIngestor,
     pub metrics: Arc<Metrics>,
     pub health: Arc<DependencyHealth>,

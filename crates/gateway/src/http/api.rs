@@ -176,8 +176,29 @@ pub async fn create_payment(
     }
 }
 
-/// An answer of `POST /api/v1/payments`, first given or `replayed`; a created payment's
-/// `Location`.
+/// Remembers the answer given for `key` (the service's idempotency mechanism).
+pub(crate) async fn save_answer(
+    state: &AppState,
+    api_key_id: &str,
+    key: Option<&str>,
+    answer: &StoredResponse,
+) {
+    if let Some(k) = key {
+        state
+            .payments
+            .idempotency
+            .remember_in(api_key_id, k, answer)
+            .await;
+    }
+}
+
+/// An answer given again for a retried idempotency key.
+pub(crate) fn replay(stored: StoredResponse) -> Response {
+    respond(stored, true)
+}
+
+/// An answer of `POST /api/v1/payments` (or another creating route), first given or
+/// `replayed`; a created payment's `Location`.
 fn respond(answer: StoredResponse, replayed: bool) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
     let location = (status == StatusCode::CREATED)
@@ -212,7 +233,14 @@ pub async fn get_payment(
     PaymentId(id): PaymentId,
 ) -> Result<Json<PaymentView>, ApiError> {
     let p = state.payments.get(&id).await?;
-    Ok(Json(PaymentView::from(&p)))
+    let mut view = PaymentView::from(&p);
+    view.refund_status = state
+        .money_out
+        .refunds
+        .status_of_payment(&p.id)
+        .await?
+        .map(|r| r.status.as_str().to_owned());
+    Ok(Json(view))
 }
 
 /// List payments, newest first.
@@ -350,7 +378,7 @@ pub fn json_body(
     serde_json::from_slice(&bytes).map_err(|e| ApiError::BadJson(e.to_string()))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => {

@@ -7,6 +7,7 @@ pub mod client_addr;
 pub mod daraja_inbound;
 pub mod error;
 pub mod extract;
+pub mod money_out;
 pub mod openapi;
 pub mod server;
 pub mod service;
@@ -38,6 +39,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/payments/{id}", get(api::get_payment))
         .route("/api/v1/payments/{id}/refresh", post(api::refresh_payment))
         .route(
+            "/api/v1/payments/{id}/refund",
+            post(money_out::refund_payment),
+        )
+        .route("/api/v1/refunds/{id}", get(money_out::get_refund))
+        .route(
+            "/api/v1/payouts",
+            post(money_out::create_payout).get(money_out::list_payouts),
+        )
+        .route("/api/v1/payouts/{id}", get(money_out::get_payout))
+        .route(
+            "/api/v1/balance",
+            post(money_out::ask_balance).get(money_out::get_balance),
+        )
+        .route(
             "/api/v1/c2b/accounts",
             post(c2b::add_account).get(c2b::list_accounts),
         )
@@ -65,11 +80,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/callbacks/{secret}/b2c/result",
-            post(daraja_inbound::b2c_result),
+            post(daraja_inbound::initiator_result),
+        )
+        .route(
+            "/callbacks/{secret}/result/{api}",
+            post(daraja_inbound::initiator_result),
         )
         .route(
             "/callbacks/{secret}/timeout",
-            post(daraja_inbound::queue_timeout),
+            post(daraja_inbound::initiator_timeout),
+        )
+        .route(
+            "/callbacks/{secret}/timeout/{api}",
+            post(daraja_inbound::initiator_timeout),
         );
     Router::new()
         .route("/", get(service::index))

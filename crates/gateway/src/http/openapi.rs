@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{api, c2b};
+use crate::http::{api, c2b, money_out};
+use crate::money_out::balance::BalanceView;
+use crate::money_out::view::{PayoutView, RefundView};
 use crate::payments::PaymentView;
 
 #[derive(OpenApi)]
@@ -13,12 +15,26 @@ use crate::payments::PaymentView;
         description = "Start M-Pesa STK payments and follow them to their final state. Authenticate with `Authorization: Bearer <API key>` (create one with `mpesa-gateway api-keys create --name NAME`).",
         license(name = "MIT")
     ),
-    paths(api::create_payment, api::get_payment, api::list_payments, api::refresh_payment, c2b::add_account, c2b::list_accounts, c2b::remove_account),
-    components(schemas(PaymentView, api::CreatePaymentRequest, api::PaymentList, api::ErrorBody, api::ErrorDetail, c2b::C2bAccountView, c2b::C2bAccountList, c2b::NewC2bAccount)),
+    paths(
+        api::create_payment, api::get_payment, api::list_payments, api::refresh_payment,
+        c2b::add_account, c2b::list_accounts, c2b::remove_account,
+        money_out::refund_payment, money_out::get_refund, money_out::create_payout,
+        money_out::get_payout, money_out::list_payouts, money_out::ask_balance,
+        money_out::get_balance
+    ),
+    components(schemas(
+        PaymentView, api::CreatePaymentRequest, api::PaymentList, api::ErrorBody, api::ErrorDetail,
+        c2b::C2bAccountView, c2b::C2bAccountList, c2b::NewC2bAccount,
+        money_out::RefundRequest, money_out::CreatePayoutBody, money_out::PayoutList,
+        money_out::BalanceList, RefundView, PayoutView, BalanceView
+    )),
     modifiers(&ApiKeyAuth),
     tags(
         (name = "payments", description = "M-Pesa payments: STK Push, and C2B payments customers make to the paybill or till"),
-        (name = "c2b", description = "C2B validation: the account numbers customers may pay to")
+        (name = "c2b", description = "C2B validation: the account numbers customers may pay to"),
+        (name = "refunds", description = "Refunds: M-Pesa Reversal of a whole payment, once"),
+        (name = "payouts", description = "Payouts: B2C payments to customers, with guardrails"),
+        (name = "balance", description = "Account Balance of the B2C and paybill/till shortcodes")
     )
 )]
 pub struct ApiDoc;

@@ -99,9 +99,14 @@ impl Idempotency {
     /// Stores the answer given, so a retry gets it again. A failure is logged, not returned:
     /// the record is stored either way, and a retry is resolved from it.
     pub async fn remember(&self, key: &IdempotencyKey, answer: &StoredResponse) {
+        self.remember_in(&key.scope, &key.key, answer).await
+    }
+
+    /// [`Idempotency::remember`] for a key given by its scope and text.
+    pub async fn remember_in(&self, scope: &str, key: &str, answer: &StoredResponse) {
         if let Err(error) = self
             .storage
-            .save_idempotent_response(&key.scope, &key.key, answer)
+            .save_idempotent_response(scope, key, answer)
             .await
         {
             tracing::warn!(%error, "could not store the idempotent answer");

@@ -60,6 +60,9 @@ pub struct PaymentView {
     /// The merchant's metadata object, as given.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// The latest refund's status (`pending`, `completed`, `failed`), when it was refunded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund_status: Option<String>,
 }
 
 impl From<&Payment> for PaymentView {
@@ -94,6 +97,7 @@ impl From<&Payment> for PaymentView {
                 .metadata
                 .as_deref()
                 .and_then(|m| serde_json::from_str(m).ok()),
+            refund_status: None,
         }
     }
 }
