@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mpesa_domain::Msisdn;
@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use crate::http::api::{ErrorBody, idempotency_key, json_body, replay, save_answer};
 use crate::http::auth::Merchant;
 use crate::http::error::ApiError;
+use crate::http::extract::{PaymentId, PayoutId, RefundId};
 use crate::ids::sha256_hex;
 use crate::money_out::balance::BalanceView;
 use crate::money_out::payouts::PayoutCreated;
@@ -99,13 +100,10 @@ fn field_error(e: serde_json::Error) -> ApiError {
 pub async fn refund_payment(
     State(state): State<AppState>,
     Merchant(key): Merchant,
-    Path(id): Path<String>,
+    PaymentId(id): PaymentId,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if id.len() > 64 {
-        return Err(ApiError::NotFound("no such payment"));
-    }
     let value = json_body(&headers, body)?;
     let request: RefundRequest = serde_json::from_value(value).map_err(field_error)?;
     let idempotency_key = idempotency_key(&headers)?;
@@ -147,11 +145,8 @@ pub async fn refund_payment(
 pub async fn get_refund(
     State(state): State<AppState>,
     _merchant: Merchant,
-    Path(id): Path<String>,
+    RefundId(id): RefundId,
 ) -> Result<Json<RefundView>, ApiError> {
-    if id.len() > 64 {
-        return Err(ApiError::NotFound("no such refund"));
-    }
     let r = state.money_out.refunds.get(&id).await?;
     Ok(Json(RefundView::from(&r)))
 }
@@ -235,11 +230,8 @@ pub async fn create_payout(
 pub async fn get_payout(
     State(state): State<AppState>,
     _merchant: Merchant,
-    Path(id): Path<String>,
+    PayoutId(id): PayoutId,
 ) -> Result<Json<PayoutView>, ApiError> {
-    if id.len() > 64 {
-        return Err(ApiError::NotFound("no such payout"));
-    }
     Ok(Json(state.money_out.payouts.view(&id).await?))
 }
 

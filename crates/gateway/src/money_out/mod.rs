@@ -50,10 +50,8 @@ impl Requester {
 /// An idempotency claim as the services take it: (key, SHA-256 of the canonical request).
 pub type Claim = (String, String);
 
-/// Days since 1970-01-01 in East Africa Time (UTC+3, no daylight saving).
-pub fn eat_day(ms: i64) -> i64 {
-    (ms + 3 * 3_600_000).div_euclid(86_400_000)
-}
+/// Days since 1970-01-01 in East Africa Time (a payout day).
+pub use mpesa_domain::eat::day_number as eat_day;
 
 /// The services of this room, built once and shared by every door.
 #[derive(Clone)]
