@@ -2,6 +2,7 @@
 //! is, which texts Daraja accepts, what a Daraja result code means, and how a payment moves
 //! between states. Everything here is deterministic and takes the time as an argument.
 
+pub mod link;
 pub mod money;
 pub mod payment;
 pub mod payment_request;
@@ -10,6 +11,7 @@ pub mod result_code;
 pub mod state_machine;
 pub mod text;
 
+pub use link::{Lang, LinkAmount, LinkAmountError, LinkStatus};
 pub use money::{Amount, AmountBounds, AmountError, Cents};
 pub use payment::{FinalOutcome, PaymentStatus, ReviewReason};
 pub use payment_request::{FieldError, PaymentRequest, check_email, parse_payment_request};

@@ -173,6 +173,7 @@ impl App {
             metrics.clone(),
             outbox_wake.clone(),
         );
+        let links = crate::payments::PaymentLinks::for_config(&config, storage.clone());
         let outbox = OutboxWorker {
             storage: storage.clone(),
             deliverers: Deliverers::from_config(&config, storage.clone())
@@ -227,6 +228,7 @@ impl App {
             storage,
             daraja,
             payments,
+            links,
             ingestor,
             metrics,
             health,

@@ -26,6 +26,7 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod outbox;
+pub mod pay_page;
 pub mod payments;
 pub mod sandbox;
 pub mod state;

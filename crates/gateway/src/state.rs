@@ -23,6 +23,8 @@ pub struct StateInner {
     pub storage: Arc<dyn Storage>,
     pub daraja: DarajaClient,
     pub payments: Payments,
+    /// Payment links and the pay page's one operation.
+    pub links: crate::payments::PaymentLinks,
     pub ingestor: CallbackIngestor,
     pub metrics: Arc<Metrics>,
     pub health: Arc<DependencyHealth>,

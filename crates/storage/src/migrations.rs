@@ -22,18 +22,21 @@ pub(crate) const SQLITE: &[MigrationFile] = migration_files!(
     "0002_telegram_status_messages.sql",
     "0003_callbacks_outcome_kind_index.sql",
     "0004_health_probes_and_sign_in_failures.sql",
+    "0007_payment_links.sql",
 );
 pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "postgres": "0001_initial.sql",
     "0002_telegram_status_messages.sql",
     "0003_callbacks_outcome_kind_index.sql",
     "0004_health_probes_and_sign_in_failures.sql",
+    "0007_payment_links.sql",
 );
 pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "mysql": "0001_initial.sql",
     "0002_telegram_status_messages.sql",
     "0003_callbacks_outcome_kind_index.sql",
     "0004_health_probes_and_sign_in_failures.sql",
+    "0007_payment_links.sql",
 );
 
 /// `0001_initial.sql` → version 1, description `initial`.

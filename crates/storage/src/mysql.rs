@@ -46,6 +46,8 @@ const DIALECT: Dialect = Dialect {
         ON DUPLICATE KEY UPDATE name = name",
     insert_lease_if_absent: "INSERT INTO leases (name, owner, expires_at) VALUES ($1, $2, $3) \
         ON DUPLICATE KEY UPDATE name = name",
+    insert_rate_limit_if_absent: "INSERT INTO rate_limits (bucket, window_start, hits) \
+        VALUES ($1, $2, 0) ON DUPLICATE KEY UPDATE bucket = bucket",
     upsert_setting: "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \
         ON DUPLICATE KEY UPDATE value = VALUES(value), updated_at = VALUES(updated_at)",
     upsert_health_probe: "INSERT INTO health_probes (instance_id, written_at) VALUES ($1, $2) \

@@ -25,6 +25,7 @@ const DIALECT: Dialect = Dialect {
     insert_admin_user_if_absent: standard_sql::INSERT_ADMIN_USER_IF_ABSENT,
     insert_setting_if_absent: standard_sql::INSERT_SETTING_IF_ABSENT,
     insert_lease_if_absent: standard_sql::INSERT_LEASE_IF_ABSENT,
+    insert_rate_limit_if_absent: standard_sql::INSERT_RATE_LIMIT_IF_ABSENT,
     upsert_setting: standard_sql::UPSERT_SETTING,
     upsert_health_probe: standard_sql::UPSERT_HEALTH_PROBE,
     count_sign_in_failure: standard_sql::COUNT_SIGN_IN_FAILURE,

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::api;
+use crate::http::{api, payment_links};
 use crate::payments::PaymentView;
 
 #[derive(OpenApi)]
@@ -13,10 +13,20 @@ use crate::payments::PaymentView;
         description = "Start M-Pesa STK payments and follow them to their final state. Authenticate with `Authorization: Bearer <API key>` (create one with `mpesa-gateway api-keys create --name NAME`).",
         license(name = "MIT")
     ),
-    paths(api::create_payment, api::get_payment, api::list_payments, api::refresh_payment),
-    components(schemas(PaymentView, api::CreatePaymentRequest, api::PaymentList, api::ErrorBody, api::ErrorDetail)),
+    paths(
+        api::create_payment, api::get_payment, api::list_payments, api::refresh_payment,
+        payment_links::create, payment_links::list, payment_links::show, payment_links::disable,
+    ),
+    components(schemas(
+        PaymentView, api::CreatePaymentRequest, api::PaymentList, api::ErrorBody, api::ErrorDetail,
+        payment_links::CreateLinkRequest, payment_links::LinkView, payment_links::LinkList,
+        payment_links::LinkDetail, payment_links::LinkTotalView,
+    )),
     modifiers(&ApiKeyAuth),
-    tags((name = "payments", description = "M-Pesa Express (STK Push) payments"))
+    tags(
+        (name = "payments", description = "M-Pesa Express (STK Push) payments"),
+        (name = "payment links", description = "Links a business sends or prints: a public page where the customer pays (STK Push, or the paybill with the link's account number)"),
+    )
 )]
 pub struct ApiDoc;
 

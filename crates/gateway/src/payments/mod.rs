@@ -4,11 +4,13 @@
 //! The rules themselves live in `mpesa_domain::state_machine`; this module feeds them events
 //! and has storage write their answers atomically.
 
+pub mod links;
 pub mod notify;
 pub mod reconciler;
 pub mod service;
 pub mod view;
 
+pub use links::PaymentLinks;
 pub use notify::NotificationPlan;
 pub use service::{
     AdminDecision, CreateOutcome, NewPaymentRequest, Origin, PaymentError, Payments, PushOutcome,

@@ -29,6 +29,8 @@ pub struct NewPaymentRequest {
     pub customer_email: Option<String>,
     pub telegram_chat_id: Option<i64>,
     pub metadata: Option<serde_json::Value>,
+    /// The payment link it is made through (the pay page's payments).
+    pub payment_link_id: Option<String>,
 }
 
 /// Who asked.
@@ -194,6 +196,7 @@ impl Payments {
             source: origin.source,
             created_at: now,
             next_check_at: now + self.settings.reconcile_after_ms,
+            payment_link_id: req.payment_link_id,
         };
         let claim = match (idempotency, origin.idempotency_scope()) {
             (Some((key, request_hash)), Some(scope)) => Some(IdempotencyClaim {
@@ -499,9 +502,15 @@ pub(crate) fn build_update(
             } else {
                 CheckSchedule::Keep
             };
+            let completes_through_link = after.status == mpesa_domain::PaymentStatus::Completed
+                && p.status != mpesa_domain::PaymentStatus::Completed
+                && after.payment_link_id.is_some();
             let mut update = PaymentUpdate::new(Some(t));
             update.schedule = schedule;
             update.outbox = outbox;
+            if completes_through_link {
+                update.if_link_already_paid = plan.for_link_already_paid(&after, now);
+            }
             update
         }
         Outcome::Duplicate | Outcome::Unchanged(_) => PaymentUpdate::new(None),

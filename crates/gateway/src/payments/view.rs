@@ -44,6 +44,8 @@ pub struct PaymentView {
     /// The merchant's metadata object, as given.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// The payment link it was made through (`pl_…`), if any.
+    pub payment_link_id: Option<String>,
 }
 
 impl From<&Payment> for PaymentView {
@@ -72,6 +74,7 @@ impl From<&Payment> for PaymentView {
                 .metadata
                 .as_deref()
                 .and_then(|m| serde_json::from_str(m).ok()),
+            payment_link_id: p.payment_link_id.clone(),
         }
     }
 }

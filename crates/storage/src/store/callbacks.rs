@@ -8,7 +8,7 @@ use crate::error::{DbResult, StorageError};
 use crate::model::*;
 use crate::records::{self, callback_columns};
 use crate::store::payments::{self, Lock};
-use crate::store::{MAX_KEY_LEN, outbox};
+use crate::store::{MAX_KEY_LEN, links, outbox};
 use crate::{DecideCallback, Millis};
 
 /// The fast path of a batch: no savepoints, and few statements whatever the batch's size. The
@@ -69,7 +69,9 @@ async fn ingest_batch_in_bulk<C: Conn>(
         ));
         let (payment, update) = match (entry, decision.update) {
             (Some((_, current)), Some(update)) => {
+                let before = current.status;
                 *current = payments::updated(current, &update, now);
+                let held = links::settle(c, before, current, now).await?;
                 if let Some(key) = &current.checkout_request_id
                     && !changed.contains(key)
                 {
@@ -79,6 +81,10 @@ async fn ingest_batch_in_bulk<C: Conn>(
                     timeline.push((current.id.clone(), event.clone()));
                 }
                 events.extend(update.outbox.iter().cloned());
+                if let Some(held) = held {
+                    timeline.push((current.id.clone(), held));
+                    events.extend(update.if_link_already_paid.iter().cloned());
+                }
                 (Some(current.clone()), Some(update))
             }
             (entry, _) => (entry.map(|(_, p)| p.clone()), None),

@@ -9,7 +9,7 @@ use crate::db::{Arg, Conn, RowExt, SqlBuilder, Stmt};
 use crate::error::{DbResult, StorageError};
 use crate::model::*;
 use crate::records::{self, payment_columns};
-use crate::store::{MAX_KEY_LEN, check_len, outbox};
+use crate::store::{MAX_KEY_LEN, check_len, links, outbox};
 
 const SELECT_BY_ID: &str = concat!(
     "SELECT ",
@@ -147,13 +147,14 @@ async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
         updated_at: new.created_at,
         finalized_at: None,
         version: 1,
+        payment_link_id: new.payment_link_id.clone(),
     };
     c.execute(
         Stmt::new(
             "INSERT INTO payments (id, status, phone, amount, reference, description, customer_email, \
              telegram_chat_id, metadata, needs_review, api_key_id, source, query_attempts, \
-             next_check_at, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+             next_check_at, created_at, updated_at, version, payment_link_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         )
         .bind(&payment.id)
         .bind(payment.status.as_str())
@@ -171,7 +172,8 @@ async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
         .bind(payment.next_check_at)
         .bind(payment.created_at)
         .bind(payment.updated_at)
-        .bind(payment.version),
+        .bind(payment.version)
+        .bind(&payment.payment_link_id),
     )
     .await?;
     Ok(payment)
@@ -212,12 +214,17 @@ pub(crate) async fn apply_update<C: Conn>(
     update: &PaymentUpdate,
     now: Millis,
 ) -> DbResult<Payment> {
-    let next = updated(current, update, now);
+    let mut next = updated(current, update, now);
+    let held = links::settle(c, current.status, &mut next, now).await?;
     write_row(c, current.version, &next).await?;
     if let Some(event) = &update.event {
         insert_event(c, &next.id, now, event).await?;
     }
     outbox::insert_events(c, &update.outbox).await?;
+    if let Some(held) = &held {
+        insert_event(c, &next.id, now, held).await?;
+        outbox::insert_events(c, &update.if_link_already_paid).await?;
+    }
     Ok(next)
 }
 
@@ -552,6 +559,9 @@ pub(crate) async fn list<C: Conn>(
     if let Some(receipt) = &filter.receipt {
         q.push(" AND mpesa_receipt_number = ").push_bind(receipt);
     }
+    if let Some(link) = &filter.payment_link_id {
+        q.push(" AND payment_link_id = ").push_bind(link);
+    }
     if let Some(needs_review) = filter.needs_review {
         q.push(" AND needs_review = ").push_bind(needs_review);
     }
@@ -675,6 +685,7 @@ mod tests {
             updated_at: 1,
             finalized_at: None,
             version: 3,
+            payment_link_id: None,
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod callbacks;
+pub mod links;
 pub mod outbox;
 pub mod overview;
 pub mod payment;
