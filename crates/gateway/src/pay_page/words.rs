@@ -170,10 +170,7 @@ pub fn words(lang: Lang) -> &'static Words {
     }
 }
 
-/// `KSh 1,500`.
-pub fn ksh(shillings: i64) -> String {
-    format!("KSh {}", crate::admin::format::thousands(shillings))
-}
+pub use crate::outbox::message::ksh;
 
 /// `22 Nov 2026 11:01 EAT`.
 pub fn eat_time(ms: i64) -> String {

@@ -280,6 +280,15 @@ impl PaymentLinks {
             tracing::info!(link_id = %link.id, phone = %phone.masked(), "pay page limit reached");
             return Err(PayError::TooMany { retry_at });
         }
+        // Now and then, forget counters of windows gone by (one in 64 prompts is plenty).
+        if rand::random::<u8>() < 4
+            && let Err(error) = self
+                .storage
+                .delete_rate_limits_before(now - window_ms)
+                .await
+        {
+            tracing::warn!(%error, "could not forget old pay page counters");
+        }
         let reference = link_reference(link);
         let description = Description::parse(&clip(&link.title, 99))
             .unwrap_or_else(|_| Description::parse("Payment link").expect("valid"));

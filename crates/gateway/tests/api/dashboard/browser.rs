@@ -43,13 +43,20 @@ fn free_port() -> u16 {
     mpesa_harness::process::free_port().unwrap()
 }
 
-/// `target/<name>` (e.g. `dashboard-screenshots`), emptied of the previous run's pictures.
+/// `target/<name>` (e.g. `dashboard-screenshots`), emptied of the previous run's pictures (once
+/// per run: a second browser of the same test adds to it).
 fn screenshot_dir(name: &str) -> PathBuf {
+    static EMPTIED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
     let dir = target.join(name);
     std::fs::create_dir_all(&dir).unwrap();
+    let mut emptied = EMPTIED.lock().unwrap_or_else(|e| e.into_inner());
+    if emptied.iter().any(|n| n == name) {
+        return dir;
+    }
+    emptied.push(name.to_owned());
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
         if entry.path().extension().is_some_and(|e| e == "png") {
             let _ = std::fs::remove_file(entry.path());

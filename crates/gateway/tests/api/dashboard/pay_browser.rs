@@ -74,7 +74,7 @@ async fn a_link_is_made_on_the_dashboard_and_paid_in_a_browser() {
     let link_path = url::Url::parse(&url).unwrap().path().to_owned();
     b.snap("02-dashboard-link-created").await;
     // The QR code itself is an SVG drawn by the gateway.
-    let qr = reqwest::Client::new()
+    let qr = crate::payment_links::customer()
         .get(gw.url(&format!("{link_admin}/qr.svg")))
         .send()
         .await
