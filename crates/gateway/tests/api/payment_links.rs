@@ -846,3 +846,96 @@ async fn limits_per_address_hold_across_instances() {
     one.stop().await;
     two.stop().await;
 }
+
+/// Runs `mpesa-gateway links …` on the gateway's database.
+fn links_command(gw: &TestGateway, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mpesa-gateway"))
+        .arg("links")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", gw.database.url())
+        .env("PUBLIC_URL", &gw.base)
+        .output()
+        .expect("mpesa-gateway links runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_are_made_listed_and_disabled_from_the_command_line() {
+    let gw = spawn(Backend::Sqlite).await;
+    let made = links_command(
+        &gw,
+        &[
+            "create",
+            "--title",
+            "Bus fare",
+            "--min",
+            "50",
+            "--max",
+            "500",
+            "--single-use",
+            "--language",
+            "sw",
+        ],
+    );
+    let err = String::from_utf8_lossy(&made.stderr);
+    assert!(made.status.success(), "{err}");
+    let url = String::from_utf8_lossy(&made.stdout).trim().to_owned();
+    assert!(url.starts_with(&format!("{}/pay/", gw.base)), "{url}");
+    // The running gateway serves the link the command made, in the link's language.
+    let path = url::Url::parse(&url).unwrap().path().to_owned();
+    let shown = page(&customer(), &gw, &path, Some("en")).await;
+    assert_eq!(shown.status, 200);
+    assert!(
+        shown.body.contains("Bus fare") && shown.body.contains(">Lipa<"),
+        "{}",
+        shown.body
+    );
+    let id = err
+        .split_whitespace()
+        .find(|w| w.starts_with("pl_"))
+        .unwrap()
+        .to_owned();
+    let account = err
+        .trim_end()
+        .trim_end_matches('.')
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(shown.body.contains(&account), "{account}");
+
+    let listed = links_command(&gw, &["list"]);
+    let out = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success() && out.contains(&id) && out.contains(&url),
+        "{out}"
+    );
+
+    let refused = links_command(&gw, &["create", "--title", "No amount"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--amount"),
+        "names the flag"
+    );
+    let refused = links_command(
+        &gw,
+        &["create", "--title", "x", "--amount", "5", "--min", "1"],
+    );
+    assert!(
+        !refused.status.success(),
+        "clap refuses a fixed amount with a range"
+    );
+
+    let disabled = links_command(&gw, &["disable", &id]);
+    assert!(
+        disabled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&disabled.stderr)
+    );
+    assert_eq!(page(&customer(), &gw, &path, None).await.status, 410);
+    let missing = links_command(&gw, &["disable", "pl_nope"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no payment link"));
+    gw.stop().await;
+}
