@@ -2,6 +2,7 @@
 //! is, which texts Daraja accepts, what a Daraja result code means, and how a payment moves
 //! between states. Everything here is deterministic and takes the time as an argument.
 
+pub mod c2b;
 pub mod link;
 pub mod money;
 pub mod payment;

@@ -200,6 +200,15 @@ impl Lang {
     }
 }
 
+/// Why a payment is held for review when it completed through a single-use link that another
+/// payment had already paid (an STK push and a paybill payment both made, say): the customer
+/// paid twice. Storage holds it, with the link's row locked.
+pub fn already_paid_reason(link_id: &str, paid_by: &str) -> String {
+    format!(
+        "paid through single-use link {link_id}, which {paid_by} had already paid: refund suggested"
+    )
+}
+
 /// Checks a link's title: 1 to 80 characters, no control characters.
 pub fn check_title(title: &str) -> Result<String, &'static str> {
     let t = title.trim();

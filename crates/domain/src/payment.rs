@@ -136,9 +136,6 @@ pub enum ReviewReason {
     /// The push's answer never came and no callback named the payment by its expiry: M-Pesa may
     /// have taken the money.
     PushOutcomeUnknown,
-    /// A payment completed through a single-use link that another payment had already paid
-    /// (an STK push and a paybill payment both made, say): the customer paid twice.
-    LinkAlreadyPaid { link_id: String, paid_by: String },
 }
 
 impl ReviewReason {
@@ -175,9 +172,6 @@ impl ReviewReason {
             ReviewReason::PushOutcomeUnknown => {
                 "Daraja's answer to the push never came and no callback named it: M-Pesa may have taken the money; check the statement".into()
             }
-            ReviewReason::LinkAlreadyPaid { link_id, paid_by } => format!(
-                "paid through single-use link {link_id}, which {paid_by} had already paid: refund suggested"
-            ),
             ReviewReason::ReceiptInUse => {
                 "success callback carries a receipt number that belongs to another payment".into()
             }

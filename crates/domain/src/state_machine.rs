@@ -30,7 +30,8 @@ use crate::result_code::{CallbackVerdict, QueryVerdict, ResultCode};
 pub struct PaymentSnapshot {
     pub status: PaymentStatus,
     pub amount: Amount,
-    pub phone: Msisdn,
+    /// `None` for a C2B payment whose MSISDN was masked or hashed.
+    pub phone: Option<Msisdn>,
     pub checkout_request_id: Option<String>,
     pub mpesa_receipt_number: Option<String>,
     pub result_code: Option<ResultCode>,
@@ -77,6 +78,12 @@ pub enum TransitionKind {
     Expired,
     AdminSettled,
     AdminRejected,
+    /// A C2B payment booked from its confirmation.
+    C2bConfirmation,
+    /// A C2B payment booked from Pull Transactions (its confirmation never came).
+    C2bPull,
+    /// A C2B payment booked from a Transaction Status check.
+    C2bStatus,
 }
 
 impl TransitionKind {
@@ -90,6 +97,9 @@ impl TransitionKind {
             TransitionKind::Expired => "expired",
             TransitionKind::AdminSettled => "admin_settled",
             TransitionKind::AdminRejected => "admin_rejected",
+            TransitionKind::C2bConfirmation => "c2b_confirmation",
+            TransitionKind::C2bPull => "c2b_pull",
+            TransitionKind::C2bStatus => "c2b_status",
         }
     }
 }
@@ -121,7 +131,7 @@ pub struct Transition {
 }
 
 impl Transition {
-    fn new(kind: TransitionKind, status: PaymentStatus) -> Self {
+    pub(crate) fn new(kind: TransitionKind, status: PaymentStatus) -> Self {
         Transition {
             kind,
             status,
@@ -559,7 +569,10 @@ fn success_mismatch(p: &PaymentSnapshot, d: &SuccessDetails) -> Option<ReviewRea
         Some(_) => {}
     }
     if let Some(reported) = &d.phone
-        && p.phone.matches_reported(reported) == Some(false)
+        && p.phone
+            .as_ref()
+            .and_then(|ph| ph.matches_reported(reported))
+            == Some(false)
     {
         return Some(ReviewReason::PhoneMismatch);
     }
@@ -576,7 +589,7 @@ mod tests {
         PaymentSnapshot {
             status,
             amount: Amount::from_stored(100),
-            phone: Msisdn::parse("0708374149").unwrap(),
+            phone: Some(Msisdn::parse("0708374149").unwrap()),
             checkout_request_id: Some("ws_CO_1".into()),
             mpesa_receipt_number: (status == PaymentStatus::Completed).then(|| "SGA1XYZ123".into()),
             result_code: match status {

@@ -168,8 +168,9 @@ impl App {
                 reconcile_after_ms: config.reconcile_after.as_millis() as i64,
                 expires_after_ms: config.payment_expires_after.as_millis() as i64,
                 keep_asking_ms: config.reconcile_keep_asking.as_millis() as i64,
+                c2b: config.c2b.clone(),
             },
-            plan.clone(),
+            plan,
             metrics.clone(),
             outbox_wake.clone(),
         );
@@ -187,13 +188,8 @@ impl App {
             poll_interval: config.outbox.poll_interval,
         };
         let ingestor_closed = CancellationToken::new();
-        let (ingestor, ingestor_task) = CallbackIngestor::start(
-            storage.clone(),
-            Arc::new(plan),
-            metrics.clone(),
-            outbox_wake.clone(),
-            ingestor_closed.clone(),
-        );
+        let (ingestor, ingestor_task) =
+            CallbackIngestor::start(payments.clone(), ingestor_closed.clone());
         let instance_id = new_id("gw");
         let telegram_bot = match &config.telegram {
             Some(t) => {
@@ -327,6 +323,29 @@ impl App {
             }
         }
 
+        if let Some(interval) = state.config.c2b.pull_interval {
+            workers.spawn(crate::payments::c2b::run_pull_schedule(
+                state.payments.clone(),
+                state.instance_id.clone(),
+                interval,
+                shutdown.clone(),
+            ));
+        }
+        if simulator.is_some() {
+            // `serve --sandbox`: the simulator learns where to send C2B confirmations, as
+            // `c2b register` tells Daraja, so paying the paybill works at once.
+            let payments = state.payments.clone();
+            workers.spawn(async move {
+                let registration = payments.c2b_registration(
+                    daraja::C2bResponseType::Completed,
+                    daraja::C2bVersion::V2,
+                );
+                match payments.register_c2b(&registration).await {
+                    Ok(_) => tracing::info!(short_code = %registration.short_code, "C2B URLs registered with the simulator"),
+                    Err(error) => tracing::warn!(%error, "could not register the C2B URLs with the simulator"),
+                }
+            });
+        }
         tracing::info!(listen = %state.config.listen, sandbox = state.config.sandbox, "mpesa-gateway listening");
         let result =
             http::server::serve(listener, router, state.config.http, shutdown.clone()).await;

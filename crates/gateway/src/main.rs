@@ -57,6 +57,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::from(1)
         }),
+        Command::C2b { command } => {
+            let config = Config::from_source(ProcessEnv, false)?;
+            telemetry::init(config.log_format);
+            Ok(if cli::c2b::run(config, command).await? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Payments { command } => {
             let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
             cli::payments::run(storage.as_ref(), command).await?;

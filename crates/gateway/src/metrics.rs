@@ -43,6 +43,34 @@ const FAMILIES: &[(&str, Family)] = &[
         },
     ),
     (
+        "mpesa_gateway_c2b_payments_total",
+        Family {
+            help: "C2B payments booked, by how they came (confirmation, pull, status).",
+            kind: "counter",
+        },
+    ),
+    (
+        "mpesa_gateway_c2b_validations_total",
+        Family {
+            help: "C2B validation requests answered, by answer and by what decided (rules or the fallback).",
+            kind: "counter",
+        },
+    ),
+    (
+        "mpesa_gateway_c2b_validation_seconds",
+        Family {
+            help: "Time to answer a C2B validation request.",
+            kind: "histogram",
+        },
+    ),
+    (
+        "mpesa_gateway_c2b_pull_runs_total",
+        Family {
+            help: "Pull Transactions runs, by whether they recovered payments.",
+            kind: "counter",
+        },
+    ),
+    (
         "mpesa_gateway_payments_held_for_review_total",
         Family {
             help: "Times a payment was held for review.",

@@ -552,6 +552,12 @@ pub(crate) struct Dialect {
     /// Key: bucket. Args: bucket, window_start (hits 0).
     pub(crate) insert_rate_limit_if_absent: &'static str,
 
+    /// Appended to a multi-row `INSERT` so that rows whose unique key is taken are skipped (the
+    /// statement waits for a concurrent inserter of the same key to finish, then skips). For
+    /// tables with a `created_at` column (MySQL's no-op update names one). Affected-row counts
+    /// differ between backends here: callers read the rows back.
+    pub(crate) insert_skipping_taken_keys: &'static str,
+
     /// Upserts that overwrite. Args: name, value, updated_at.
     pub(crate) upsert_setting: &'static str,
     /// Args: instance_id, written_at.
@@ -563,6 +569,8 @@ pub(crate) struct Dialect {
 
     /// Args: from, to. Columns: status, count, amount (integers: MySQL sums are DECIMAL).
     pub(crate) payment_totals_by_status: &'static str,
+    /// Completed payments by channel. Args: from, to. Columns: channel, count, amount.
+    pub(crate) completed_totals_by_channel: &'static str,
     /// Args: from, to. Columns: day (days since 1970-01-01 in East Africa Time), total_count,
     /// completed_count, completed_amount.
     pub(crate) daily_volume: &'static str,
@@ -608,6 +616,9 @@ pub(crate) mod standard_sql {
     pub(crate) const PAYMENT_TOTALS_BY_STATUS: &str = "SELECT status, COUNT(*) AS count, \
         CAST(SUM(amount) AS BIGINT) AS amount FROM payments \
         WHERE created_at >= $1 AND created_at < $2 GROUP BY status";
+    pub(crate) const COMPLETED_TOTALS_BY_CHANNEL: &str = "SELECT channel, COUNT(*) AS count, \
+        CAST(SUM(amount) AS BIGINT) AS amount FROM payments \
+        WHERE created_at >= $1 AND created_at < $2 AND status = 'completed' GROUP BY channel";
     pub(crate) const DAILY_VOLUME: &str = "SELECT (created_at + 10800000) / 86400000 AS day, \
         COUNT(*) AS total_count, \
         CAST(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS BIGINT) AS completed_count, \

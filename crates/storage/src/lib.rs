@@ -159,6 +159,17 @@ pub trait Storage: Send + Sync + 'static {
         decide: DecidePayment<'_>,
     ) -> Result<Option<(Payment, PaymentUpdate)>>;
 
+    /// Books a payment that comes into being settled (a C2B payment a recovery found), with
+    /// its timeline entry and outbox rows from `update`, unless its receipt is held already (by
+    /// another copy, path or instance). Returns the payment that holds the receipt and whether
+    /// it is this one.
+    async fn book_payment(
+        &self,
+        payment: &Payment,
+        update: &PaymentUpdate,
+        now: Millis,
+    ) -> Result<(Payment, bool)>;
+
     /// Timeline of one payment, oldest first.
     async fn payment_events(&self, payment_id: &str) -> Result<Vec<PaymentEvent>>;
 
@@ -330,12 +341,26 @@ pub trait Storage: Send + Sync + 'static {
     /// Forgets failures older than `before`; how many pairs went.
     async fn delete_sign_in_failures_before(&self, before: Millis) -> Result<u64>;
 
+    // ---- C2B accounts --------------------------------------------------------------------------
+
+    /// Registers an account number customers may pay to (C2B_REQUIRE_KNOWN_ACCOUNT). Adding one
+    /// that is there (in any case) changes nothing; `true` when it was added.
+    async fn add_c2b_account(&self, account: &str, now: Millis) -> Result<bool>;
+    async fn remove_c2b_account(&self, account: &str) -> Result<bool>;
+    /// Whether an account number (trimmed, in any case) is registered.
+    async fn is_c2b_account(&self, account: &str) -> Result<bool>;
+    async fn list_c2b_accounts(&self) -> Result<Vec<C2bAccount>>;
+    /// The payment that holds a receipt, whichever channel it came by.
+    async fn find_payment_by_receipt(&self, receipt: &str) -> Result<Option<Payment>>;
+
     // ---- Telegram ----------------------------------------------------------------------------
 
     async fn link_telegram_chat(&self, link: &TelegramLink) -> Result<()>;
     async fn find_telegram_link(&self, chat_id: i64) -> Result<Option<TelegramLink>>;
     /// The chat linked to a phone number, if any (for customer receipts).
     async fn find_telegram_chat_by_phone(&self, phone: &str) -> Result<Option<TelegramLink>>;
+    /// The phones of chats that have not blocked the bot (to match a hashed C2B MSISDN).
+    async fn linked_phones(&self) -> Result<Vec<String>>;
     async fn unlink_telegram_chat(&self, chat_id: i64) -> Result<bool>;
     /// Records that a chat blocked the bot (403) so nothing more is sent to it.
     async fn mark_telegram_chat_blocked(&self, chat_id: i64, now: Millis) -> Result<()>;

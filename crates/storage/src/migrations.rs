@@ -22,6 +22,7 @@ pub(crate) const SQLITE: &[MigrationFile] = migration_files!(
     "0002_telegram_status_messages.sql",
     "0003_callbacks_outcome_kind_index.sql",
     "0004_health_probes_and_sign_in_failures.sql",
+    "0005_c2b.sql",
     "0007_payment_links.sql",
 );
 pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
@@ -29,6 +30,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "0002_telegram_status_messages.sql",
     "0003_callbacks_outcome_kind_index.sql",
     "0004_health_probes_and_sign_in_failures.sql",
+    "0005_c2b.sql",
     "0007_payment_links.sql",
 );
 pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
@@ -36,6 +38,7 @@ pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "0002_telegram_status_messages.sql",
     "0003_callbacks_outcome_kind_index.sql",
     "0004_health_probes_and_sign_in_failures.sql",
+    "0005_c2b.sql",
     "0007_payment_links.sql",
 );
 

@@ -19,6 +19,8 @@ pub enum PaymentSource {
     Dashboard,
     /// The public pay page of a payment link.
     PayPage,
+    /// Nobody here started it: the customer paid the paybill or till (C2B).
+    Customer,
 }
 
 impl PaymentSource {
@@ -28,6 +30,7 @@ impl PaymentSource {
             PaymentSource::Telegram => "telegram",
             PaymentSource::Dashboard => "dashboard",
             PaymentSource::PayPage => "pay_page",
+            PaymentSource::Customer => "customer",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -36,8 +39,31 @@ impl PaymentSource {
             "telegram" => Some(PaymentSource::Telegram),
             "dashboard" => Some(PaymentSource::Dashboard),
             "pay_page" => Some(PaymentSource::PayPage),
+            "customer" => Some(PaymentSource::Customer),
             _ => None,
         }
+    }
+}
+
+/// How the money came: we asked the phone (STK Push), or the customer paid the paybill or till
+/// on their own (C2B).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentChannel {
+    #[default]
+    Stk,
+    C2b,
+}
+
+impl PaymentChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentChannel::Stk => "stk",
+            PaymentChannel::C2b => "c2b",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Stk, Self::C2b].into_iter().find(|c| c.as_str() == s)
     }
 }
 
@@ -68,7 +94,9 @@ pub struct NewPayment {
 pub struct Payment {
     pub id: String,
     pub status: PaymentStatus,
-    pub phone: Msisdn,
+    /// The phone the prompt went to; for a C2B payment, the payer's number when Safaricom gave
+    /// it whole or its hash matched a phone we know, else `None` (never a guess).
+    pub phone: Option<Msisdn>,
     pub amount: Amount,
     pub reference: String,
     pub description: String,
@@ -97,6 +125,15 @@ pub struct Payment {
     pub version: i64,
     /// The payment link it was made through (`pl_…`).
     pub payment_link_id: Option<String>,
+    pub channel: PaymentChannel,
+    /// The shortcode or till paid (C2B `BusinessShortCode`).
+    pub business_short_code: Option<String>,
+    /// The payer's first name as Safaricom reported it (C2B).
+    pub payer_name: Option<String>,
+    /// The C2B MSISDN exactly as given: a number, a SHA-256 hex digest, or masked.
+    pub payer_msisdn: Option<String>,
+    /// `pull` or `status` when a recovery booked it (its confirmation never came).
+    pub recovered_by: Option<String>,
 }
 
 impl Payment {
@@ -111,6 +148,15 @@ impl Payment {
             needs_review: self.needs_review,
             created_at_ms: self.created_at,
         }
+    }
+
+    /// Who paid, as text to show: the phone, else (C2B) the MSISDN as Safaricom gave it.
+    pub fn payer(&self) -> String {
+        self.phone
+            .as_ref()
+            .map(|m| m.as_str().to_owned())
+            .or_else(|| self.payer_msisdn.clone())
+            .unwrap_or_default()
     }
 
     /// `completed_at` of the API: when it completed, if it did.
@@ -187,6 +233,7 @@ pub struct PaymentFilter {
     pub reference: Option<String>,
     pub receipt: Option<String>,
     pub needs_review: Option<bool>,
+    pub channel: Option<PaymentChannel>,
     pub created_from: Option<Millis>,
     pub created_to: Option<Millis>,
     /// Free text: matches id, phone, reference, receipt or CheckoutRequestID exactly, or a prefix of the reference.
@@ -263,6 +310,13 @@ pub struct RateLimit {
     pub window_ms: Millis,
 }
 
+/// An account number registered for C2B validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct C2bAccount {
+    pub account: String,
+    pub created_at: Millis,
+}
+
 // ---- idempotency -----------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,6 +360,8 @@ pub enum CallbackKind {
     C2bConfirmation,
     B2cResult,
     Timeout,
+    /// A notice to the Pull Transactions CallBackURL (kept for audit).
+    Pull,
 }
 
 impl CallbackKind {
@@ -316,6 +372,7 @@ impl CallbackKind {
             CallbackKind::C2bConfirmation => "c2b_confirmation",
             CallbackKind::B2cResult => "b2c_result",
             CallbackKind::Timeout => "timeout",
+            CallbackKind::Pull => "pull",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -325,6 +382,7 @@ impl CallbackKind {
             Self::C2bConfirmation,
             Self::B2cResult,
             Self::Timeout,
+            Self::Pull,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -349,6 +407,9 @@ pub enum CallbackOutcome {
     Unparseable,
     /// Stored only (kinds the gateway does not act on yet).
     Stored,
+    /// Kept and flagged for a person, not booked: a C2B payment to a shortcode this gateway does
+    /// not serve, or one it cannot book (the reason is the callback's error).
+    Flagged,
     /// Stored raw and acknowledged, not applied yet: applying it conflicted with another
     /// transaction (on Galera, another node settling the same payment), so it is applied
     /// afterwards, by whichever instance gets to it first (also after a crash).
@@ -365,6 +426,7 @@ impl CallbackOutcome {
             CallbackOutcome::Unmatched => "unmatched",
             CallbackOutcome::Unparseable => "unparseable",
             CallbackOutcome::Stored => "stored",
+            CallbackOutcome::Flagged => "flagged",
             CallbackOutcome::Received => "received",
         }
     }
@@ -377,6 +439,7 @@ impl CallbackOutcome {
             Self::Unmatched,
             Self::Unparseable,
             Self::Stored,
+            Self::Flagged,
             Self::Received,
         ]
         .into_iter()
@@ -397,6 +460,9 @@ pub struct IncomingCallback {
     pub body: Vec<u8>,
     /// The CheckoutRequestID it names, when it could be parsed.
     pub checkout_request_id: Option<String>,
+    /// The receipt (`TransID`) a C2B confirmation names, when it could be parsed: the payment
+    /// it settles is the one that holds this receipt, or the one it books.
+    pub receipt: Option<String>,
     /// Why it could not be parsed, when it could not.
     pub parse_error: Option<String>,
 }
@@ -409,6 +475,23 @@ pub struct CallbackDecision {
     pub update: Option<PaymentUpdate>,
     /// Extra outbox rows not tied to a payment change (e.g. an alert about an unmatched success).
     pub outbox: Vec<NewOutboxEvent>,
+    /// A payment this callback brings into being (a C2B confirmation), as it is to be written,
+    /// with `update` carrying its timeline entry and outbox rows. Storage inserts it unless its
+    /// receipt is booked already (by another copy, path or instance): the callback is then a
+    /// `duplicate` of the payment that holds the receipt, and nothing of `update` is written.
+    pub book: Option<Payment>,
+}
+
+impl CallbackDecision {
+    /// A decision that changes no payment.
+    pub fn only(outcome: CallbackOutcome) -> Self {
+        CallbackDecision {
+            outcome,
+            update: None,
+            outbox: Vec::new(),
+            book: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -431,6 +514,7 @@ pub struct RawCallback {
     pub headers: String,
     pub body: Vec<u8>,
     pub checkout_request_id: Option<String>,
+    pub receipt: Option<String>,
     pub payment_id: Option<String>,
     pub outcome: CallbackOutcome,
     pub error: Option<String>,
@@ -686,6 +770,8 @@ pub struct PaymentStats {
     /// Failed payments by result code.
     pub failures_by_code: std::collections::BTreeMap<String, i64>,
     pub needs_review: i64,
+    /// Completed payments keyed by channel (`stk`, `c2b`).
+    pub completed_by_channel: std::collections::BTreeMap<String, StatusTotals>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -48,6 +48,7 @@ const DIALECT: Dialect = Dialect {
         ON DUPLICATE KEY UPDATE name = name",
     insert_rate_limit_if_absent: "INSERT INTO rate_limits (bucket, window_start, hits) \
         VALUES ($1, $2, 0) ON DUPLICATE KEY UPDATE bucket = bucket",
+    insert_skipping_taken_keys: " ON DUPLICATE KEY UPDATE created_at = created_at",
     upsert_setting: "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \
         ON DUPLICATE KEY UPDATE value = VALUES(value), updated_at = VALUES(updated_at)",
     upsert_health_probe: "INSERT INTO health_probes (instance_id, written_at) VALUES ($1, $2) \
@@ -62,6 +63,8 @@ const DIALECT: Dialect = Dialect {
     // SUM over integers is DECIMAL here; CAST … AS SIGNED makes it a BIGINT again.
     payment_totals_by_status: "SELECT status, COUNT(*) AS count, CAST(SUM(amount) AS SIGNED) AS amount \
         FROM payments WHERE created_at >= $1 AND created_at < $2 GROUP BY status",
+    completed_totals_by_channel: "SELECT channel, COUNT(*) AS count, CAST(SUM(amount) AS SIGNED) AS amount \
+        FROM payments WHERE created_at >= $1 AND created_at < $2 AND status = 'completed' GROUP BY channel",
     // `/` is decimal division here; DIV is integer division.
     daily_volume: "SELECT (created_at + 10800000) DIV 86400000 AS day, COUNT(*) AS total_count, \
         CAST(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS SIGNED) AS completed_count, \

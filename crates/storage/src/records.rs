@@ -14,7 +14,8 @@ macro_rules! payment_columns {
         "id, status, phone, amount, reference, description, customer_email, telegram_chat_id, \
          metadata, checkout_request_id, merchant_request_id, mpesa_receipt_number, result_code, \
          result_desc, transaction_date, needs_review, review_reason, api_key_id, source, \
-         query_attempts, next_check_at, created_at, updated_at, finalized_at, version, payment_link_id"
+         query_attempts, next_check_at, created_at, updated_at, finalized_at, version, channel, \
+         business_short_code, payer_name, payer_msisdn, recovered_by, payment_link_id"
     };
 }
 pub(crate) use payment_columns;
@@ -22,7 +23,7 @@ pub(crate) use payment_columns;
 macro_rules! callback_columns {
     () => {
         "id, kind, received_at, remote_addr, headers, body, checkout_request_id, payment_id, \
-         outcome, error_message"
+         outcome, error_message, receipt"
     };
 }
 pub(crate) use callback_columns;
@@ -46,10 +47,15 @@ pub(crate) fn payment_status(text: &str) -> Result<PaymentStatus> {
 pub(crate) fn payment(row: &impl RowExt) -> Result<Payment> {
     let phone = row.text("phone")?;
     let source = row.text("source")?;
+    let channel = row.text("channel")?;
     Ok(Payment {
         id: row.text("id")?,
         status: payment_status(&row.text("status")?)?,
-        phone: Msisdn::parse(&phone).map_err(|_| corrupt("phone number", &phone))?,
+        // '' is a C2B payment with no usable number (see migration 0005).
+        phone: match phone.as_str() {
+            "" => None,
+            _ => Some(Msisdn::parse(&phone).map_err(|_| corrupt("phone number", &phone))?),
+        },
         amount: Amount::from_stored(row.int("amount")?),
         reference: row.text("reference")?,
         description: row.text("description")?,
@@ -72,6 +78,12 @@ pub(crate) fn payment(row: &impl RowExt) -> Result<Payment> {
         updated_at: row.int("updated_at")?,
         finalized_at: row.opt_int("finalized_at")?,
         version: row.int("version")?,
+        channel: PaymentChannel::parse(&channel)
+            .ok_or_else(|| corrupt("payment channel", &channel))?,
+        business_short_code: row.opt_text("business_short_code")?,
+        payer_name: row.opt_text("payer_name")?,
+        payer_msisdn: row.opt_text("payer_msisdn")?,
+        recovered_by: row.opt_text("recovered_by")?,
         payment_link_id: row.opt_text("payment_link_id")?,
     })
 }
@@ -135,6 +147,7 @@ pub(crate) fn callback(row: &impl RowExt) -> Result<RawCallback> {
         headers: row.text("headers")?,
         body: row.bytes("body")?,
         checkout_request_id: row.opt_text("checkout_request_id")?,
+        receipt: row.opt_text("receipt")?,
         payment_id: row.opt_text("payment_id")?,
         outcome: CallbackOutcome::parse(&outcome)
             .ok_or_else(|| corrupt("callback outcome", &outcome))?,

@@ -36,11 +36,13 @@ const DIALECT: Dialect = Dialect {
     insert_setting_if_absent: standard_sql::INSERT_SETTING_IF_ABSENT,
     insert_lease_if_absent: standard_sql::INSERT_LEASE_IF_ABSENT,
     insert_rate_limit_if_absent: standard_sql::INSERT_RATE_LIMIT_IF_ABSENT,
+    insert_skipping_taken_keys: " ON CONFLICT DO NOTHING",
     upsert_setting: standard_sql::UPSERT_SETTING,
     upsert_health_probe: standard_sql::UPSERT_HEALTH_PROBE,
     count_sign_in_failure: standard_sql::COUNT_SIGN_IN_FAILURE,
     upsert_telegram_link: standard_sql::UPSERT_TELEGRAM_LINK,
     payment_totals_by_status: standard_sql::PAYMENT_TOTALS_BY_STATUS,
+    completed_totals_by_channel: standard_sql::COMPLETED_TOTALS_BY_CHANNEL,
     daily_volume: standard_sql::DAILY_VOLUME,
     update_from_values: true,
 };

@@ -229,6 +229,28 @@ impl C2bPayment {
     pub fn reported_msisdn(&self) -> &str {
         self.msisdn.as_str()
     }
+
+    /// The payment as the rules see it. `None` when the amount is not an exact amount (a body
+    /// that [`C2bPayment::parse`] accepted always has one).
+    pub fn to_report(&self) -> Option<mpesa_domain::c2b::C2bReport> {
+        Some(mpesa_domain::c2b::C2bReport {
+            receipt: self.trans_id.trim().to_owned(),
+            amount: self.amount()?,
+            account_reference: mpesa_domain::c2b::stored_account(
+                self.bill_ref_number.as_deref().unwrap_or_default(),
+            ),
+            business_short_code: self.business_short_code.as_str().trim().to_owned(),
+            payer_name: self
+                .first_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| n.chars().take(100).collect()),
+            msisdn: mpesa_domain::c2b::PayerMsisdn::classify(self.msisdn.as_str()),
+            transaction_time_ms: self.trans_time_ms(),
+            transaction_type: self.transaction_type.chars().take(64).collect(),
+        })
+    }
 }
 
 /// The gateway's answer to a validation request.

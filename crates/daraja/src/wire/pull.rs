@@ -141,6 +141,33 @@ impl fmt::Debug for PullTransaction {
 }
 
 impl PullTransaction {
+    /// Whether the record is money the shortcode received from a customer (`c2b-…`).
+    pub fn is_customer_payment(&self) -> bool {
+        self.transaction_type
+            .trim()
+            .to_ascii_lowercase()
+            .starts_with("c2b-")
+    }
+
+    /// The payment as the rules see it, for the shortcode that was queried (Pull records do not
+    /// name it). `None` when the amount is not an exact amount.
+    pub fn to_report(&self, short_code: &str) -> Option<mpesa_domain::c2b::C2bReport> {
+        Some(mpesa_domain::c2b::C2bReport {
+            receipt: self.transaction_id.trim().to_owned(),
+            amount: self.amount_cents().filter(|c| c.0 >= 0)?,
+            account_reference: mpesa_domain::c2b::stored_account(&self.bill_reference),
+            business_short_code: short_code.to_owned(),
+            payer_name: None,
+            msisdn: mpesa_domain::c2b::PayerMsisdn::classify(self.msisdn.as_str()),
+            transaction_time_ms: self.trx_date_ms(),
+            transaction_type: if self.transaction_type.contains("buy-goods") {
+                "Buy Goods".to_owned()
+            } else {
+                "Pay Bill".to_owned()
+            },
+        })
+    }
+
     /// The amount in cents, if it is an exact decimal.
     pub fn amount_cents(&self) -> Option<Cents> {
         self.amount.cents()

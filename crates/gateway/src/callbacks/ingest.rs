@@ -22,11 +22,11 @@ use mpesa_storage::{
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::callbacks::redrive::Redrive;
-use crate::callbacks::{Reports, decide_stk};
+use crate::callbacks::{Prepared, Reports, decide};
 use crate::ids::now_ms;
 use crate::metrics::Metrics;
-use crate::payments::NotificationPlan;
 use crate::payments::service::{build_update, observe_committed};
+use crate::payments::{NotificationPlan, Payments};
 
 /// The largest batch one transaction takes.
 const MAX_BATCH: usize = 128;
@@ -49,7 +49,7 @@ pub enum IngestError {
 
 struct Job {
     callback: IncomingCallback,
-    report: Option<mpesa_domain::CallbackReport>,
+    prepared: Option<Prepared>,
     reply: oneshot::Sender<Result<IngestedCallback, IngestError>>,
 }
 
@@ -63,26 +63,15 @@ impl CallbackIngestor {
     /// finished its requests), once everything queued is committed: graceful shutdown loses
     /// nothing half-written.
     pub fn start(
-        storage: Arc<dyn Storage>,
-        plan: Arc<NotificationPlan>,
-        metrics: Arc<Metrics>,
-        outbox_wake: Arc<tokio::sync::Notify>,
+        payments: Payments,
         closed: tokio_util::sync::CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Job>(4096);
-        let committers = match storage.backend() {
+        let committers = match payments.storage.backend() {
             Backend::Sqlite => 1,
             Backend::Postgres | Backend::MySql => 4,
         };
-        let handle = tokio::spawn(run(
-            rx,
-            storage,
-            plan,
-            metrics,
-            outbox_wake,
-            committers,
-            closed,
-        ));
+        let handle = tokio::spawn(run(rx, payments, committers, closed));
         (CallbackIngestor { queue: tx }, handle)
     }
 
@@ -90,14 +79,14 @@ impl CallbackIngestor {
     pub async fn ingest(
         &self,
         callback: IncomingCallback,
-        report: Option<mpesa_domain::CallbackReport>,
+        prepared: Option<Prepared>,
     ) -> Result<IngestedCallback, IngestError> {
         let (reply, answer) = oneshot::channel();
         let queued_and_answered = async {
             self.queue
                 .send(Job {
                     callback,
-                    report,
+                    prepared,
                     reply,
                 })
                 .await
@@ -112,23 +101,21 @@ impl CallbackIngestor {
 
 async fn run(
     mut rx: mpsc::Receiver<Job>,
-    storage: Arc<dyn Storage>,
-    plan: Arc<NotificationPlan>,
-    metrics: Arc<Metrics>,
-    outbox_wake: Arc<tokio::sync::Notify>,
+    payments: Payments,
     committers: usize,
     closed: tokio_util::sync::CancellationToken,
 ) {
+    let storage = payments.storage.clone();
+    let plan = payments.plan.clone();
+    let metrics = payments.metrics.clone();
+    let outbox_wake = payments.outbox_wake.clone();
     let permits = Arc::new(Semaphore::new(committers));
     let mut inflight = tokio::task::JoinSet::new();
     let (stored, stored_ids) = mpsc::unbounded_channel();
     let redrive_stop = tokio_util::sync::CancellationToken::new();
     let redrive = tokio::spawn(
         Redrive {
-            storage: storage.clone(),
-            plan: plan.clone(),
-            metrics: metrics.clone(),
-            outbox_wake: outbox_wake.clone(),
+            payments: payments.clone(),
         }
         .run(stored_ids, redrive_stop.clone()),
     );
@@ -199,8 +186,8 @@ async fn commit(
     let mut callbacks = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
     for job in batch {
-        if let Some(r) = job.report {
-            reports.insert(job.callback.id.clone(), r);
+        if let Some(p) = job.prepared {
+            reports.insert(job.callback.id.clone(), p);
         }
         callbacks.push(job.callback);
         replies.push(job.reply);
@@ -212,7 +199,7 @@ async fn commit(
     let started = std::time::Instant::now();
     let result = storage
         .ingest_callbacks(callbacks, now, &|incoming, payment| {
-            decide_stk(plan, incoming, reports.get(&incoming.id), payment, now)
+            decide(plan, incoming, reports.get(&incoming.id), payment, now)
         })
         .await;
     tracing::trace!(
@@ -297,13 +284,10 @@ async fn store_alone(
                     outcome: CallbackOutcome::HeldForReview,
                     update: Some(update),
                     outbox: Vec::new(),
+                    book: None,
                 }
             }
-            _ => CallbackDecision {
-                outcome: CallbackOutcome::Ignored,
-                update: None,
-                outbox: Vec::new(),
-            },
+            _ => CallbackDecision::only(CallbackOutcome::Ignored),
         })
         .await?;
     items.pop().unwrap_or(Err(StorageError::Database(

@@ -8,15 +8,17 @@ pub use ingest::{CallbackIngestor, IngestError};
 
 use std::collections::HashMap;
 
-use daraja::StkCallback;
+use daraja::{C2bPayment, StkCallback};
+use mpesa_domain::c2b::{C2bPath, C2bReport};
 use mpesa_domain::{CallbackReport, state_machine};
 use mpesa_storage::{
-    CallbackDecision, CallbackOutcome, IncomingCallback, NewPaymentEvent, Payment,
+    CallbackDecision, CallbackKind, CallbackOutcome, IncomingCallback, NewPaymentEvent, Payment,
 };
 use serde_json::json;
 
-use crate::payments::NotificationPlan;
+use crate::payments::c2b::{PreparedC2b, decide_c2b};
 use crate::payments::service::build_update;
+use crate::payments::{NotificationPlan, Payments};
 
 /// An STK callback body, parsed as far as it goes.
 pub struct ParsedStk {
@@ -51,6 +53,38 @@ pub fn parse_stk(body: &[u8]) -> ParsedStk {
     }
 }
 
+/// What was made of a callback before it goes to storage.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    Stk(CallbackReport),
+    C2b(Box<PreparedC2b>),
+}
+
+/// The decision for any callback, given what was prepared from it and the payment it names
+/// (an STK callback's, locked; a C2B confirmation's: the one that holds its receipt).
+pub fn decide(
+    plan: &NotificationPlan,
+    incoming: &IncomingCallback,
+    prepared: Option<&Prepared>,
+    payment: Option<&Payment>,
+    now: i64,
+) -> CallbackDecision {
+    match (incoming.kind, prepared) {
+        (CallbackKind::Stk, Some(Prepared::Stk(report))) => {
+            decide_stk(plan, incoming, Some(report), payment, now)
+        }
+        (CallbackKind::Stk, _) => decide_stk(plan, incoming, None, payment, now),
+        (CallbackKind::C2bConfirmation, Some(Prepared::C2b(c2b))) => {
+            decide_c2b(plan, c2b, payment, &incoming.id, now)
+        }
+        (CallbackKind::C2bConfirmation, _) if incoming.parse_error.is_some() => {
+            CallbackDecision::only(CallbackOutcome::Unparseable)
+        }
+        // Validations and initiator results are kept for audit and the dashboard.
+        _ => CallbackDecision::only(CallbackOutcome::Stored),
+    }
+}
+
 /// The decision for an STK callback, given the payment it names (locked by storage).
 pub fn decide_stk(
     plan: &NotificationPlan,
@@ -59,27 +93,14 @@ pub fn decide_stk(
     payment: Option<&Payment>,
     now: i64,
 ) -> CallbackDecision {
-    if incoming.kind != mpesa_storage::CallbackKind::Stk {
-        // C2B and initiator results are kept for audit and the dashboard; nothing acts on them yet.
-        return CallbackDecision {
-            outcome: CallbackOutcome::Stored,
-            update: None,
-            outbox: Vec::new(),
-        };
+    if incoming.kind != CallbackKind::Stk {
+        return CallbackDecision::only(CallbackOutcome::Stored);
     }
     let Some(report) = report else {
-        return CallbackDecision {
-            outcome: CallbackOutcome::Unparseable,
-            update: None,
-            outbox: Vec::new(),
-        };
+        return CallbackDecision::only(CallbackOutcome::Unparseable);
     };
     let Some(payment) = payment else {
-        return CallbackDecision {
-            outcome: CallbackOutcome::Unmatched,
-            update: None,
-            outbox: Vec::new(),
-        };
+        return CallbackDecision::only(CallbackOutcome::Unmatched);
     };
     let outcome = state_machine::on_callback(&payment.snapshot(), report);
     let decision = match &outcome {
@@ -92,11 +113,7 @@ pub fn decide_stk(
     };
     let mut update = build_update(plan, payment, outcome, now);
     if update.transition.is_none() {
-        return CallbackDecision {
-            outcome: decision,
-            update: None,
-            outbox: Vec::new(),
-        };
+        return CallbackDecision::only(decision);
     }
     update.event = Some(NewPaymentEvent {
         kind: "callback".into(),
@@ -113,6 +130,7 @@ pub fn decide_stk(
         outcome: decision,
         update: Some(update),
         outbox: Vec::new(),
+        book: None,
     }
 }
 
@@ -127,5 +145,37 @@ pub fn decide_stored_stk(
     decide_stk(plan, incoming, parsed.report.as_ref().ok(), payment, now)
 }
 
-/// Reports parsed before a batch goes to storage, by callback id.
-pub type Reports = HashMap<String, CallbackReport>;
+/// What was prepared from each callback of a batch, by callback id.
+pub type Reports = HashMap<String, Prepared>;
+
+/// Parses a C2B confirmation body: the receipt it names (kept on the stored callback, so that
+/// it can be applied again later) and the report, or why it cannot be read.
+pub fn parse_c2b(body: &[u8]) -> (Option<String>, Result<C2bReport, String>) {
+    match C2bPayment::parse(body) {
+        Ok(p) => {
+            let receipt = Some(p.trans_id.trim().to_owned()).filter(|r| !r.is_empty());
+            match p.to_report() {
+                Some(r) => (receipt, Ok(r)),
+                None => (
+                    receipt,
+                    Err("TransAmount is not an exact amount".to_owned()),
+                ),
+            }
+        }
+        Err(e) => (None, Err(e.to_string())),
+    }
+}
+
+/// Prepares a C2B confirmation (parsing its body again when it was stored earlier): `None`
+/// when it cannot be read.
+pub async fn prepare_confirmation(
+    payments: &Payments,
+    body: &[u8],
+) -> Result<Option<PreparedC2b>, mpesa_storage::StorageError> {
+    match parse_c2b(body).1 {
+        Ok(report) => Ok(Some(
+            payments.prepare_c2b(report, C2bPath::Confirmation).await?,
+        )),
+        Err(_) => Ok(None),
+    }
+}

@@ -8,18 +8,16 @@
 //! callback row is locked and only a callback that has not acted yet is decided, so two
 //! instances applying the same one apply it once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use mpesa_storage::{CallbackOutcome, Storage};
+use mpesa_storage::{CallbackKind, CallbackOutcome};
 use rand::Rng as _;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::callbacks::decide_stored_stk;
+use crate::callbacks::{Prepared, decide, parse_stk, prepare_confirmation};
 use crate::ids::now_ms;
-use crate::metrics::Metrics;
-use crate::payments::NotificationPlan;
+use crate::payments::Payments;
 use crate::payments::service::observe_committed;
 
 /// How often every instance looks for callbacks left `received`, and how old they must be
@@ -29,10 +27,7 @@ const LEFT_AFTER_MS: i64 = 5_000;
 const SWEEP_BATCH: u32 = 200;
 
 pub(crate) struct Redrive {
-    pub storage: Arc<dyn Storage>,
-    pub plan: Arc<NotificationPlan>,
-    pub metrics: Arc<Metrics>,
-    pub outbox_wake: Arc<Notify>,
+    pub payments: Payments,
 }
 
 impl Redrive {
@@ -62,6 +57,7 @@ impl Redrive {
 
     async fn sweep(&self) {
         let left = match self
+            .payments
             .storage
             .received_callbacks(now_ms() - LEFT_AFTER_MS, SWEEP_BATCH)
             .await
@@ -83,24 +79,59 @@ impl Redrive {
         }
     }
 
+    /// Parses a stored callback's body again into what its decision needs.
+    async fn prepare(&self, callback_id: &str) -> Result<Option<Prepared>, String> {
+        let stored = self
+            .payments
+            .storage
+            .get_callback(callback_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(match stored {
+            Some(cb) if cb.kind == CallbackKind::Stk => {
+                parse_stk(&cb.body).report.ok().map(Prepared::Stk)
+            }
+            Some(cb) if cb.kind == CallbackKind::C2bConfirmation => {
+                prepare_confirmation(&self.payments, &cb.body)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|p| Prepared::C2b(Box::new(p)))
+            }
+            _ => None,
+        })
+    }
+
     async fn apply(&self, callback_id: &str) {
+        let prepared = match self.prepare(callback_id).await {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::warn!(%callback_id, %error, "could not read a stored callback yet");
+                return;
+            }
+        };
         let now = now_ms();
-        let plan = self.plan.clone();
+        let plan = self.payments.plan.clone();
         let result = self
+            .payments
             .storage
             .reapply_callback(callback_id, now, &move |incoming, payment| {
-                decide_stored_stk(&plan, incoming, payment, now)
+                decide(&plan, incoming, prepared.as_ref(), payment, now)
             })
             .await;
         match result {
             Ok(ingested) if ingested.outcome == CallbackOutcome::Received => {}
             Ok(ingested) => {
-                self.metrics.inc(
+                self.payments.metrics.inc(
                     "mpesa_gateway_callbacks_redriven_total",
                     &[("outcome", ingested.outcome.as_str())],
                 );
                 if let (Some(after), Some(update)) = (&ingested.payment, &ingested.update) {
-                    observe_committed(&self.metrics, &self.outbox_wake, after, update);
+                    observe_committed(
+                        &self.payments.metrics,
+                        &self.payments.outbox_wake,
+                        after,
+                        update,
+                    );
                 }
                 tracing::debug!(%callback_id, outcome = ingested.outcome.as_str(), "stored callback applied");
             }

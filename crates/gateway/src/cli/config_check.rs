@@ -61,6 +61,8 @@ pub async fn run(config: &Config) -> bool {
         report("daraja", result);
     }
 
+    report("c2b urls", c2b_urls(config));
+
     if let Some(email) = &config.email {
         let result = match crate::outbox::email::EmailSender::new(email, config.outbox.smtp_timeout)
         {
@@ -136,4 +138,34 @@ pub async fn run(config: &Config) -> bool {
         report("webhook", result);
     }
     all_ok
+}
+
+/// Whether the C2B URLs `c2b register` would send pass Daraja's URL rules (forbidden words,
+/// https in production), before anything is sent.
+fn c2b_urls(config: &Config) -> Result<String, String> {
+    let production = config.daraja.environment == daraja::Environment::Production;
+    let Some(base) = &config.public_url else {
+        return Ok(format!(
+            "no MPESA_CALLBACK_URL: the URLs use this machine's address (fine for the sandbox), shortcode {}",
+            config.c2b.short_code
+        ));
+    };
+    // A generated secret is hex: it cannot hold a forbidden word. A configured one is checked.
+    let secret = config
+        .callback_secret
+        .as_ref()
+        .map(|s| s.expose_secret().to_owned())
+        .unwrap_or_else(|| "0".repeat(64));
+    for path in ["c2b/confirmation", "c2b/validation"] {
+        let url = base
+            .join(&format!("callbacks/{secret}/{path}"))
+            .map_err(|e| e.to_string())?;
+        if let Some(why) = crate::cli::c2b::url_refusal(&url, production) {
+            return Err(format!("`c2b register` would be refused: {why}"));
+        }
+    }
+    Ok(format!(
+        "{}callbacks/…/c2b/confirmation passes Daraja's URL rules (shortcode {})",
+        base, config.c2b.short_code
+    ))
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api_keys;
+pub mod c2b;
 pub mod config_check;
 pub mod links;
 pub mod notify;
@@ -42,6 +43,11 @@ pub enum Command {
     Migrate,
     /// Start a payment through a running gateway and follow it to its final state.
     Pay(pay::PayArgs),
+    /// C2B (customers paying the paybill or till): register the URLs, recover lost confirmations.
+    C2b {
+        #[command(subcommand)]
+        command: c2b::C2bCommand,
+    },
     /// Look at payments in the database.
     Payments {
         #[command(subcommand)]

@@ -14,9 +14,17 @@ pub const SANDBOX_KEY_FILE: &str = "mpesa-gateway.sandbox-key";
 
 #[derive(Debug, clap::Args)]
 pub struct PayArgs {
-    /// The customer's number: 0712345678, +254712345678…
+    /// The customer's number: 0712345678, +254712345678… (with --c2b: the payer, default the
+    /// simulator's test number).
+    #[arg(long, required_unless_present = "c2b")]
+    pub phone: Option<String>,
+    /// Pay the paybill as a customer would from their phone (C2B), through the simulator of a
+    /// `serve --sandbox` gateway, and watch the payment arrive.
     #[arg(long)]
-    pub phone: String,
+    pub c2b: bool,
+    /// With --c2b: the account number typed (BillRefNumber).
+    #[arg(long, requires = "c2b")]
+    pub account: Option<String>,
     /// Whole shillings.
     #[arg(long)]
     pub amount: i64,
@@ -44,18 +52,17 @@ pub struct PayArgs {
 
 /// Returns whether the payment completed.
 pub async fn run(args: PayArgs) -> anyhow::Result<bool> {
-    let key = match args.api_key.clone() {
-        Some(k) => k,
-        None => std::fs::read_to_string(SANDBOX_KEY_FILE).map(|k| k.trim().to_owned()).map_err(|_| {
-            anyhow::anyhow!("no API key: pass --api-key or set MPESA_GATEWAY_API_KEY (create one with `mpesa-gateway api-keys create --name NAME`)")
-        })?,
-    };
+    if args.c2b {
+        return pay_paybill(args).await;
+    }
+    let key = api_key(&args)?;
     daraja::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
     let base = args.url.trim_end_matches('/');
-    let mut body = json!({ "phone": args.phone, "amount": args.amount });
+    let mut body =
+        json!({ "phone": args.phone.clone().unwrap_or_default(), "amount": args.amount });
     if let Some(r) = &args.reference {
         body["reference"] = json!(r);
     }
@@ -206,4 +213,91 @@ fn finish(p: &Value) -> bool {
         );
     }
     completed
+}
+
+/// `pay --c2b`: the customer pays the paybill on the simulator of a `serve --sandbox` gateway;
+/// the gateway gets the confirmation and books a C2B payment, found here by its receipt.
+async fn pay_paybill(args: PayArgs) -> anyhow::Result<bool> {
+    let key = api_key(&args)?;
+    daraja::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let base = args.url.trim_end_matches('/');
+    let mut body =
+        json!({ "amount": args.amount, "account": args.account.clone().unwrap_or_default() });
+    if let Some(phone) = &args.phone {
+        body["phone"] = json!(phone);
+    }
+    let response = client
+        .post(format!("{base}/sandbox/simulator/c2b/pay"))
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("could not reach the gateway at {base}"))?;
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        bail!(
+            "no simulator at {base}/sandbox: --c2b pays through a gateway started with `serve --sandbox`"
+        );
+    }
+    let status = response.status();
+    let outcome: Value = response
+        .json()
+        .await
+        .context("the simulator's answer is not JSON")?;
+    if !status.is_success() {
+        bail!("the simulator refused the payment: {outcome}");
+    }
+    let receipt = outcome["trans_id"].as_str().unwrap_or_default().to_owned();
+    println!(
+        "paid KES {} to paybill {} (account {:?}): M-Pesa receipt {receipt}, {}",
+        args.amount,
+        outcome["short_code"].as_str().unwrap_or("?"),
+        args.account.as_deref().unwrap_or(""),
+        outcome["status"].as_str().unwrap_or("?")
+    );
+    if outcome["status"] != "completed" {
+        println!(
+            "validation refused it ({}): nothing is booked",
+            outcome["result_code"].as_str().unwrap_or("cancelled")
+        );
+        return Ok(false);
+    }
+    let started = Instant::now();
+    loop {
+        let found: Value = client
+            .get(format!("{base}/api/v1/payments"))
+            .query(&[("receipt", receipt.as_str())])
+            .bearer_auth(&key)
+            .send()
+            .await?
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if let Some(p) = found["data"].as_array().and_then(|d| d.first()) {
+            println!(
+                "the gateway booked it: payment {} ({}, channel {}, account {})",
+                p["id"].as_str().unwrap_or(""),
+                p["status"].as_str().unwrap_or(""),
+                p["channel"].as_str().unwrap_or(""),
+                p["account_reference"].as_str().unwrap_or("")
+            );
+            return Ok(p["status"] == "completed");
+        }
+        if started.elapsed() > Duration::from_secs(args.wait_secs.min(60)) {
+            bail!(
+                "no payment with receipt {receipt} yet: is the confirmation URL registered (`serve --sandbox` does it)?"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn api_key(args: &PayArgs) -> anyhow::Result<String> {
+    match args.api_key.clone() {
+        Some(k) => Ok(k),
+        None => std::fs::read_to_string(SANDBOX_KEY_FILE).map(|k| k.trim().to_owned()).map_err(|_| {
+            anyhow::anyhow!("no API key: pass --api-key or set MPESA_GATEWAY_API_KEY (create one with `mpesa-gateway api-keys create --name NAME`)")
+        }),
+    }
 }

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use mpesa_domain::{Msisdn, PaymentStatus};
-use mpesa_storage::{PageRequest, Payment, PaymentFilter, Storage};
+use mpesa_storage::{PageRequest, Payment, PaymentChannel, PaymentFilter, Storage};
 
 use crate::cli::ExportFormat;
 use crate::ids::{eat_display, rfc3339};
@@ -40,6 +40,9 @@ pub struct FilterArgs {
     pub reference: Option<String>,
     #[arg(long)]
     pub receipt: Option<String>,
+    /// stk or c2b
+    #[arg(long)]
+    pub channel: Option<String>,
 }
 
 impl FilterArgs {
@@ -61,6 +64,13 @@ impl FilterArgs {
             },
             reference: self.reference.clone(),
             receipt: self.receipt.clone(),
+            channel: match &self.channel {
+                Some(c) => Some(
+                    PaymentChannel::parse(c)
+                        .with_context(|| format!("--channel: stk or c2b, not {c:?}"))?,
+                ),
+                None => None,
+            },
             ..PaymentFilter::default()
         })
     }
@@ -81,17 +91,18 @@ pub async fn run(storage: &dyn Storage, command: PaymentsCommand) -> anyhow::Res
                 .await?;
             writeln!(
                 out,
-                "{:<36}  {:<9}  {:>9}  {:<12}  {:<12}  {:<10}  created (EAT)",
-                "id", "status", "amount", "phone", "reference", "receipt"
+                "{:<36}  {:<9}  {:<3}  {:>9}  {:<14}  {:<12}  {:<10}  created (EAT)",
+                "id", "status", "via", "amount", "payer", "account", "receipt"
             )?;
             for p in &page.items {
                 writeln!(
                     out,
-                    "{:<36}  {:<9}  {:>9}  {:<12}  {:<12}  {:<10}  {}{}",
+                    "{:<36}  {:<9}  {:<3}  {:>9}  {:<14}  {:<12}  {:<10}  {}{}",
                     p.id,
                     p.status.as_str(),
+                    p.channel.as_str(),
                     p.amount.shillings(),
-                    p.phone.as_str(),
+                    p.payer(),
                     p.reference,
                     p.mpesa_receipt_number.as_deref().unwrap_or("-"),
                     eat_display(p.created_at),
@@ -193,6 +204,11 @@ pub const CSV_HEADER: &[&str] = &[
     "completed_at",
     "needs_review",
     "review_reason",
+    "channel",
+    "business_short_code",
+    "payer_name",
+    "payer_msisdn",
+    "recovered_by",
 ];
 
 /// One CSV line. Fields are quoted when needed, and text that a spreadsheet would run as a
@@ -202,7 +218,10 @@ pub fn csv_row(p: &Payment) -> String {
         p.id.clone(),
         p.status.as_str().into(),
         p.amount.shillings().to_string(),
-        p.phone.as_str().into(),
+        p.phone
+            .as_ref()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default(),
         p.reference.clone(),
         p.description.clone(),
         p.mpesa_receipt_number.clone().unwrap_or_default(),
@@ -214,6 +233,11 @@ pub fn csv_row(p: &Payment) -> String {
         p.completed_at().map(rfc3339).unwrap_or_default(),
         p.needs_review.to_string(),
         p.review_reason.clone().unwrap_or_default(),
+        p.channel.as_str().into(),
+        p.business_short_code.clone().unwrap_or_default(),
+        p.payer_name.clone().unwrap_or_default(),
+        p.payer_msisdn.clone().unwrap_or_default(),
+        p.recovered_by.clone().unwrap_or_default(),
     ];
     fields
         .iter()

@@ -8,6 +8,7 @@
 //! `DB_PASSWORD`/`DB_NAME` (FastAPI callback servers), and Django's `EMAIL_HOST`… mail settings
 //! when `SMTP_URL` is unset. Secrets are kept as `SecretString` and only ever shown masked.
 
+mod c2b;
 mod daraja;
 mod database;
 #[cfg(test)]
@@ -31,6 +32,7 @@ pub use ::daraja::DarajaConfig;
 /// Safaricom's published sandbox Lipa na M-Pesa Online shortcode and passkey (public test values).
 pub use ::daraja::config::{SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
 pub use ::daraja::{Environment, TransactionType};
+pub use c2b::{C2bFallback, C2bSettings, C2bValidation, SANDBOX_C2B_SHORT_CODE};
 pub use daraja::{CALLBACK_SECRET_MIN_CHARS, check_callback_secret};
 pub use email::EmailSettings;
 use mpesa_domain::AmountBounds;
@@ -83,6 +85,8 @@ pub struct Config {
     /// no answer (then it is held for a person).
     pub reconcile_keep_asking: Duration,
     pub amount_bounds: AmountBounds,
+    /// The paybill or till customers pay on their own, validation, Pull Transactions.
+    pub c2b: C2bSettings,
     pub telegram: Option<TelegramSettings>,
     pub email: Option<EmailSettings>,
     pub webhook: Option<WebhookSettings>,
@@ -149,6 +153,7 @@ impl Config {
         let database_url = database::url(&r)?;
         let payments = payments::read(&r)?;
         let daraja = daraja::read(&r, sandbox, payments.amount_bounds)?;
+        let c2b = c2b::read(&r, sandbox, &daraja.client.shortcode)?;
         Ok(Config {
             listen,
             http: server::limits(&r)?,
@@ -167,6 +172,7 @@ impl Config {
             payment_expires_after: payments.payment_expires_after,
             reconcile_keep_asking: payments.reconcile_keep_asking,
             amount_bounds: payments.amount_bounds,
+            c2b,
             telegram: telegram::read(&r)?,
             email: email::read(&r)?,
             webhook: webhook::read(&r)?,

@@ -446,6 +446,96 @@ pub static VARIABLES: &[Var] = &[
             "The window of the pay page's limits (`30s`, `10m`, `1h`).",
         )
     },
+    Var {
+        when_unset: WhenUnset::Means(
+            "MPESA_BUSINESS_SHORT_CODE; 600000 (the simulator's) with serve --sandbox",
+        ),
+        examples: &["600000"],
+        show: Some(|c| Some(c.c2b.short_code.clone())),
+        ..var(
+            "MPESA_C2B_SHORT_CODE",
+            Payments,
+            "The paybill or till customers pay from their own M-Pesa menu (C2B). Confirmations for it become payments; `mpesa-gateway c2b register` registers this gateway's URLs for it.",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("off"),
+        examples: &["rules"],
+        show: Some(|c| {
+            Some(
+                match c.c2b.validation {
+                    super::C2bValidation::Off => "off",
+                    super::C2bValidation::Rules => "rules",
+                }
+                .to_owned(),
+            )
+        }),
+        ..var(
+            "C2B_VALIDATION",
+            Payments,
+            "`off`: accept every C2B validation request. `rules`: refuse with Daraja's codes by C2B_ACCOUNT_PATTERN (C2B00012), AMOUNT_MIN/AMOUNT_MAX (C2B00013), C2B_REQUIRE_KNOWN_ACCOUNT (C2B00012) and a missing MSISDN (C2B00011). Safaricom calls the validation URL only when it has enabled external validation for the shortcode.",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Means("any account number"),
+        examples: &["INV[0-9]{1,6}"],
+        show: Some(|c| {
+            c.c2b.account_pattern.as_ref().map(|p| {
+                let s = p.as_str();
+                s.strip_prefix("^(?:")
+                    .and_then(|s| s.strip_suffix(")$"))
+                    .unwrap_or(s)
+                    .to_owned()
+            })
+        }),
+        ..var(
+            "C2B_ACCOUNT_PATTERN",
+            Payments,
+            "With C2B_VALIDATION=rules: a regular expression the whole account number (BillRefNumber, trimmed) must match, case-insensitively.",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("false"),
+        show: Some(|c| Some(c.c2b.require_known_account.to_string())),
+        ..var(
+            "C2B_REQUIRE_KNOWN_ACCOUNT",
+            Payments,
+            "With C2B_VALIDATION=rules: accept only account numbers registered through `POST /api/v1/c2b/accounts`.",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("accept"),
+        examples: &["refuse"],
+        show: Some(|c| {
+            Some(
+                match c.c2b.validation_fallback {
+                    super::C2bFallback::Accept => "accept",
+                    super::C2bFallback::Refuse => "refuse",
+                }
+                .to_owned(),
+            )
+        }),
+        ..var(
+            "C2B_VALIDATION_FALLBACK",
+            Payments,
+            "The answer to a validation request the rules cannot decide within 2 seconds (a slow database), well inside Daraja's 8: `accept` or `refuse` (C2B00016). Each use is logged.",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("off"),
+        examples: &["15m"],
+        show: Some(|c| {
+            Some(match c.c2b.pull_interval {
+                Some(d) => format!("{}s", d.as_secs()),
+                None => "off".to_owned(),
+            })
+        }),
+        ..var(
+            "PULL_TRANSACTIONS_INTERVAL",
+            Payments,
+            "How often to ask Daraja's Pull Transactions API for what the C2B shortcode received and book what no confirmation brought (`recovered_by: pull`); `off`, or at least 60s. Production shortcodes only.",
+        )
+    },
     // --- Server and logs ----------------------------------------------------------------------
     Var {
         when_unset: WhenUnset::Value("127.0.0.1:8000"),

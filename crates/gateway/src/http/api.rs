@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mpesa_domain::{AccountReference, Description, Msisdn, PaymentStatus, parse_payment_request};
-use mpesa_storage::{PageRequest, PaymentFilter, PaymentSource, StoredResponse};
+use mpesa_storage::{PageRequest, PaymentChannel, PaymentFilter, PaymentSource, StoredResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -93,6 +93,18 @@ pub struct ListParams {
     /// The exact reference, at most 64 characters.
     #[param(max_length = 64)]
     pub reference: Option<String>,
+    /// The exact account (`AccountReference` of a push, `BillRefNumber` of a C2B payment): the
+    /// same filter as `reference`, at most 64 characters.
+    #[param(max_length = 64)]
+    pub account_reference: Option<String>,
+    /// stk or c2b
+    #[param(
+        pattern = r"^[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:stk|c2b)?[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
+    pub channel: Option<String>,
+    /// The exact M-Pesa receipt number (STK `MpesaReceiptNumber`, C2B `TransID`).
+    #[param(max_length = 64)]
+    pub receipt: Option<String>,
     /// 1 to 100, default 20
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
@@ -311,11 +323,23 @@ pub async fn list_payments(
                         .to_string(),
                 )
             }
-            "reference" => {
+            "reference" | "account_reference" => {
                 if v.chars().count() > 64 {
-                    return Err(ApiError::validation("reference", "at most 64 characters"));
+                    return Err(ApiError::validation(k, "at most 64 characters"));
                 }
                 filter.reference = Some(v.trim().to_owned())
+            }
+            "channel" => {
+                filter.channel = Some(
+                    PaymentChannel::parse(v.trim())
+                        .ok_or_else(|| ApiError::validation("channel", "stk or c2b"))?,
+                )
+            }
+            "receipt" => {
+                if v.chars().count() > 64 {
+                    return Err(ApiError::validation("receipt", "at most 64 characters"));
+                }
+                filter.receipt = Some(v.trim().to_owned())
             }
             "limit" | "cursor" => {}
             other => return Err(ApiError::validation(other, "unknown query parameter")),

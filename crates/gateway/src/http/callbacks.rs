@@ -20,9 +20,12 @@ use mpesa_storage::{CallbackKind, CallbackOutcome, IncomingCallback};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::callbacks::{IngestError, parse_stk};
+use crate::callbacks::{IngestError, Prepared, parse_c2b, parse_stk};
 use crate::ids::{new_id, now_ms, secrets_equal};
+use crate::payments::c2b::VALIDATION_DECIDE_WITHIN;
 use crate::state::AppState;
+use daraja::wire::C2bValidationAnswer;
+use mpesa_domain::c2b::C2bPath;
 
 /// Headers worth keeping with a raw callback (never cookies or authorization).
 const KEPT_HEADERS: &[&str] = &[
@@ -119,6 +122,16 @@ pub async fn b2c_result(
     receive(state, path, peer, headers, body, CallbackKind::B2cResult).await
 }
 
+pub async fn pull_notice(
+    state: State<AppState>,
+    path: Path<String>,
+    peer: PeerAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    receive(state, path, peer, headers, body, CallbackKind::Pull).await
+}
+
 pub async fn queue_timeout(
     state: State<AppState>,
     path: Path<String>,
@@ -175,12 +188,35 @@ async fn receive(
         })
         .collect();
 
-    let (checkout_request_id, report, parse_error) = match kind {
+    let mut receipt = None;
+    let mut note = None;
+    let (checkout_request_id, prepared, parse_error) = match kind {
         CallbackKind::Stk => {
             let parsed = parse_stk(&body);
             match parsed.report {
-                Ok(r) => (parsed.checkout_request_id, Some(r), None),
+                Ok(r) => (parsed.checkout_request_id, Some(Prepared::Stk(r)), None),
                 Err(e) => (parsed.checkout_request_id, None, Some(e)),
+            }
+        }
+        CallbackKind::C2bConfirmation => {
+            let (trans_id, report) = parse_c2b(&body);
+            receipt = trans_id;
+            match report {
+                Ok(report) => match state
+                    .payments
+                    .prepare_c2b(report, C2bPath::Confirmation)
+                    .await
+                {
+                    Ok(p) => {
+                        note = p.note();
+                        (None, Some(Prepared::C2b(Box::new(p))), None)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "C2B confirmation NOT stored: its lookups failed; answering an error so it is not acknowledged");
+                        return refused(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable");
+                    }
+                },
+                Err(e) => (None, None, Some(e)),
             }
         }
         // Other kinds are stored for audit; a body that is not JSON is still noted.
@@ -198,10 +234,14 @@ async fn receive(
         headers: serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()),
         body: body.to_vec(),
         checkout_request_id,
-        parse_error: parse_error.clone(),
+        receipt,
+        parse_error: parse_error.clone().or(note),
     };
     let callback_id = incoming.id.clone();
-    match state.ingestor.ingest(incoming, report).await {
+    if kind == CallbackKind::C2bValidation {
+        return validation_answer(&state, incoming).await;
+    }
+    match state.ingestor.ingest(incoming, prepared).await {
         Ok(ingested) => {
             match ingested.outcome {
                 CallbackOutcome::Unmatched => {
@@ -212,6 +252,12 @@ async fn receive(
                 }
                 CallbackOutcome::Unparseable => {
                     tracing::warn!(%callback_id, error = ?parse_error, "unparseable callback stored")
+                }
+                CallbackOutcome::Flagged => {
+                    tracing::warn!(%callback_id, "C2B confirmation kept and flagged, not booked")
+                }
+                CallbackOutcome::Applied if kind == CallbackKind::C2bConfirmation => {
+                    tracing::info!(%callback_id, payment_id = ?ingested.payment.as_ref().map(|p| &p.id), "C2B payment booked")
                 }
                 outcome => {
                     tracing::debug!(%callback_id, outcome = outcome.as_str(), "callback stored")
@@ -238,4 +284,71 @@ async fn receive(
             refused(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable")
         }
     }
+}
+
+/// A validation request: judged by the rules (or accepted when validation is off) and answered
+/// within [`VALIDATION_DECIDE_WITHIN`] whatever the database does: a decision not made in time is
+/// replaced by the configured fallback, and logged. The raw request is stored alongside (a
+/// validation books nothing; only the confirmation does).
+async fn validation_answer(state: &AppState, incoming: IncomingCallback) -> Response {
+    let started = std::time::Instant::now();
+    let callback_id = incoming.id.clone();
+    let report = parse_c2b(&incoming.body).1;
+    let ingestor = state.ingestor.clone();
+    let stored = tokio::spawn(async move { ingestor.ingest(incoming, None).await });
+    let decided = match &report {
+        Ok(report) => tokio::time::timeout(
+            VALIDATION_DECIDE_WITHIN,
+            state.payments.judge_validation(report),
+        )
+        .await
+        .map_err(|_| "the rules could not decide in time".to_owned())
+        .and_then(|r| r.map_err(|e| format!("the rules could not be read: {e}"))),
+        Err(e) => Err(format!("the request could not be read: {e}")),
+    };
+    let (decision, how) = match decided {
+        Ok(d) => (d, "rules"),
+        Err(why) => {
+            let fallback = state.payments.validation_fallback();
+            tracing::warn!(%callback_id, %why, accepted = fallback.is_ok(), "C2B validation answered by C2B_VALIDATION_FALLBACK");
+            (fallback, "fallback")
+        }
+    };
+    // The raw request is kept; its commit is waited for only as long as the deadline allows
+    // (it finishes in the background otherwise).
+    let left = VALIDATION_DECIDE_WITHIN.saturating_sub(started.elapsed());
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(left, stored).await {
+        tracing::warn!(%callback_id, error = %e, "C2B validation request not stored; answered anyway");
+    }
+    let answer = match decision {
+        Ok(()) => C2bValidationAnswer::accept(),
+        Err(refusal) => {
+            tracing::info!(%callback_id, code = refusal.code(), reason = refusal.describe(), "C2B validation refused");
+            C2bValidationAnswer {
+                result_code: daraja::wire::WireCode::text(refusal.code()),
+                result_desc: "Rejected".into(),
+                third_party_trans_id: None,
+            }
+        }
+    };
+    state.metrics.inc(
+        "mpesa_gateway_c2b_validations_total",
+        &[
+            (
+                "answer",
+                if answer.is_accepted() {
+                    "accepted"
+                } else {
+                    "refused"
+                },
+            ),
+            ("by", how),
+        ],
+    );
+    state.metrics.observe(
+        "mpesa_gateway_c2b_validation_seconds",
+        &[],
+        started.elapsed().as_secs_f64(),
+    );
+    (StatusCode::OK, Json(answer)).into_response()
 }

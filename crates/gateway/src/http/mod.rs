@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod c2b;
 pub mod callbacks;
 pub mod client_addr;
 pub mod error;
@@ -46,6 +47,14 @@ pub fn router(state: AppState) -> Router {
             post(payment_links::disable),
         )
         .route(
+            "/api/v1/c2b/accounts",
+            post(c2b::add_account).get(c2b::list_accounts),
+        )
+        .route(
+            "/api/v1/c2b/accounts/{account}",
+            axum::routing::delete(c2b::remove_account),
+        )
+        .route(
             "/api/openapi.json",
             get(move || async move { axum::Json(openapi) }),
         );
@@ -59,6 +68,7 @@ pub fn router(state: AppState) -> Router {
             "/callbacks/{secret}/c2b/confirmation",
             post(callbacks::c2b_confirmation),
         )
+        .route("/callbacks/{secret}/pull", post(callbacks::pull_notice))
         .route(
             "/callbacks/{secret}/b2c/result",
             post(callbacks::b2c_result),

@@ -360,13 +360,13 @@ fn admin_alert(event_type: &str, p: &PaymentFacts, review_reason: Option<&str>) 
         "{}: {} from {} (ref {})",
         headline(event_type),
         ksh(p.amount),
-        p.phone,
+        one_line(&clip(&p.payer(), 80)),
         one_line(&clip(&p.reference, 40))
     );
     let mut rows = vec![
         ("Status", p.status.clone()),
         ("Amount", ksh(p.amount)),
-        ("Phone", p.phone.clone()),
+        ("Phone", clip(&p.payer(), 200)),
         ("Reference", clip(&p.reference, 200)),
         ("Description", clip(&p.description, 200)),
     ];
@@ -382,6 +382,9 @@ fn admin_alert(event_type: &str, p: &PaymentFacts, review_reason: Option<&str>) 
     }
     if let Some(receipt) = &p.mpesa_receipt_number {
         rows.push(("M-Pesa receipt", receipt.clone()));
+    }
+    if let Some(note) = p.recovery_note() {
+        rows.push(("Recovered", note.to_owned()));
     }
     if let Some(reason) = review_reason {
         rows.push(("Why held for review", clip(reason, 500)));

@@ -26,8 +26,12 @@ pub struct Notification {
 pub struct PaymentFacts {
     pub id: String,
     pub status: String,
-    pub phone: String,
+    pub phone: Option<String>,
     pub amount: i64,
+    pub channel: String,
+    pub payer_name: Option<String>,
+    pub payer_msisdn: Option<String>,
+    pub recovered_by: Option<String>,
     pub reference: String,
     pub description: String,
     pub mpesa_receipt_number: Option<String>,
@@ -104,6 +108,31 @@ impl PaymentFacts {
         match lang {
             Some("sw") => &RECEIPT_SW,
             _ => &RECEIPT_EN,
+        }
+    }
+
+    /// Who paid, for a person: the number, or for a C2B payment without one the MSISDN as
+    /// Safaricom gave it (masked or hashed) and the payer's name.
+    pub fn payer(&self) -> String {
+        let number = self
+            .phone
+            .clone()
+            .or_else(|| self.payer_msisdn.clone())
+            .unwrap_or_else(|| "unknown".to_owned());
+        match &self.payer_name {
+            Some(name) => format!("{name} ({number})"),
+            None => number,
+        }
+    }
+
+    /// A line saying the confirmation never came, for a payment a recovery booked.
+    pub fn recovery_note(&self) -> Option<&'static str> {
+        match self.recovered_by.as_deref()? {
+            "pull" => Some("Recovered by Pull Transactions: its C2B confirmation never came."),
+            "status" => {
+                Some("Recovered by a Transaction Status check: its C2B confirmation never came.")
+            }
+            _ => None,
         }
     }
 

@@ -171,9 +171,15 @@ fn admin_alert(event_type: &str, p: &PaymentFacts, review_reason: Option<&str>) 
     let mut lines = vec![
         format!("{} <b>{}</b>", icon(event_type), headline(event_type)),
         format!("Amount: <b>{}</b>", ksh(p.amount)),
-        format!("Phone: {}", e(&p.phone)),
+        format!("Phone: {}", e(&p.payer())),
         format!("Reference: {}", e(&p.reference)),
     ];
+    if p.channel == "c2b" {
+        lines.push("Paid to the paybill/till (C2B)".to_owned());
+    }
+    if let Some(note) = p.recovery_note() {
+        lines.push(format!("⚠️ {note}"));
+    }
     if !p.description.is_empty() {
         lines.push(format!("Description: {}", e(&p.description)));
     }
@@ -227,7 +233,7 @@ mod tests {
         PaymentFacts {
             id: "pay_1".into(),
             status: "completed".into(),
-            phone: "254708374149".into(),
+            phone: Some("254708374149".into()),
             amount: 1500,
             reference: "INV42".into(),
             description: "<b>free</b> & <a href=\"https://evil\">click</a>\nAmount: KSh 1".into(),

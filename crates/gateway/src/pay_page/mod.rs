@@ -158,9 +158,9 @@ fn fallback(
     }
 }
 
-/// The paybill customers pay on their own.
+/// The paybill customers pay on their own (`MPESA_C2B_SHORT_CODE`).
 fn c2b_short_code(state: &AppState) -> String {
-    state.config.daraja.shortcode.clone()
+    state.config.c2b.short_code.clone()
 }
 
 #[derive(Template)]
@@ -508,6 +508,14 @@ async fn pay(
     }
 }
 
+/// The payment's phone with its middle hidden (a C2B payer's may be unknown).
+fn masked(p: &Payment) -> String {
+    p.phone
+        .as_ref()
+        .map(|m| words::masked_phone(m.as_str()))
+        .unwrap_or_default()
+}
+
 /// `waiting`, `paid` or `failed`: all a customer needs to know of a payment.
 fn customer_state(p: &Payment) -> &'static str {
     match p.status {
@@ -557,12 +565,12 @@ async fn status(
     let waiting_text = match lang {
         Lang::En => format!(
             "Enter your M-Pesa PIN on the prompt sent to {} to pay {}.",
-            words::masked_phone(p.phone.as_str()),
+            masked(&p),
             ksh(p.amount.shillings())
         ),
         Lang::Sw => format!(
             "Weka PIN yako ya M-Pesa kwenye ombi lililotumwa kwa {} ili kulipa {}.",
-            words::masked_phone(p.phone.as_str()),
+            masked(&p),
             ksh(p.amount.shillings())
         ),
     };
@@ -586,7 +594,7 @@ async fn status(
         ),
         business: state.config.links.business_name.clone().unwrap_or_default(),
         title: link.title.clone(),
-        phone: words::masked_phone(p.phone.as_str()),
+        phone: masked(&p),
         failure: words::failure(t, p.status, p.result_code.as_deref()),
         fallback: fallback(&state, t, &link, Some(p.amount.shillings())),
     };

@@ -4,6 +4,7 @@
 //! The rules themselves live in `mpesa_domain::state_machine`; this module feeds them events
 //! and has storage write their answers atomically.
 
+pub mod c2b;
 pub mod links;
 pub mod notify;
 pub mod reconciler;

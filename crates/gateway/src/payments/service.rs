@@ -103,6 +103,8 @@ pub struct Settings {
     /// `RECONCILE_KEEP_ASKING_SECS`: how long Daraja is asked about a payment whose queries get
     /// no answer, from its creation; then it is held for a person.
     pub keep_asking_ms: i64,
+    /// The C2B shortcode, validation rules and Pull Transactions interval.
+    pub c2b: crate::config::C2bSettings,
 }
 
 impl Settings {
@@ -213,7 +215,7 @@ impl Payments {
                     "mpesa_gateway_payments_created_total",
                     &[("source", p.source.as_str())],
                 );
-                tracing::info!(payment_id = %p.id, phone = %p.phone.masked(), amount = p.amount.shillings(), "payment created");
+                tracing::info!(payment_id = %p.id, phone = %p.phone.as_ref().map(|m| m.masked()).unwrap_or_default(), amount = p.amount.shillings(), "payment created");
                 CreateOutcome::Created(Box::new(p))
             }
             CreatePaymentResult::Replay(r) => CreateOutcome::Replay(r),
@@ -233,7 +235,9 @@ impl Payments {
             ))
         })?;
         let params = StkPushParams {
-            phone: payment.phone.clone(),
+            phone: payment.phone.clone().ok_or_else(|| {
+                StorageError::Corrupt(format!("payment {} has no phone to push to", payment.id))
+            })?,
             amount: payment.amount,
             account_reference: reference,
             transaction_desc: TransactionDesc::derive_from(&payment.description),
@@ -535,6 +539,15 @@ pub(crate) fn observe_committed(
                 seconds,
             );
             tracing::info!(payment_id = %after.id, status, receipt = ?after.mpesa_receipt_number, "payment final");
+            if after.channel == mpesa_storage::PaymentChannel::C2b {
+                metrics.inc(
+                    "mpesa_gateway_c2b_payments_total",
+                    &[(
+                        "by",
+                        after.recovered_by.as_deref().unwrap_or("confirmation"),
+                    )],
+                );
+            }
         }
         if let Some(reason) = t.holds_for_review() {
             metrics.inc("mpesa_gateway_payments_held_for_review_total", &[]);

@@ -15,14 +15,30 @@ pub struct PaymentView {
     pub id: String,
     #[schema(example = "completed")]
     pub status: String,
-    /// The normalised number the prompt went to.
+    /// The normalised number the prompt went to; for a C2B payment, the payer's number when
+    /// Safaricom gave it whole or its hash matched a linked phone, else `null`.
     #[schema(example = "254708374149")]
-    pub phone: String,
+    pub phone: Option<String>,
     /// Whole Kenyan shillings.
     #[schema(example = 10)]
     pub amount: i64,
+    /// `stk` (we asked the phone) or `c2b` (the customer paid the paybill or till).
+    #[schema(example = "stk")]
+    pub channel: String,
+    /// The account: `AccountReference` of a push, `BillRefNumber` of a C2B payment.
+    #[schema(example = "INV0042")]
+    pub account_reference: String,
+    /// The same as `account_reference` (its earlier name).
     #[schema(example = "INV0042")]
     pub reference: String,
+    /// The shortcode or till paid (C2B).
+    pub business_short_code: Option<String>,
+    /// The payer's first name as Safaricom reported it (C2B).
+    pub payer_name: Option<String>,
+    /// The C2B MSISDN exactly as Safaricom gave it: a number, a SHA-256 hex digest, or masked.
+    pub payer_msisdn: Option<String>,
+    /// `pull` or `status` when a recovery booked it because its confirmation never came.
+    pub recovered_by: Option<String>,
     pub description: String,
     pub checkout_request_id: Option<String>,
     pub merchant_request_id: Option<String>,
@@ -53,9 +69,15 @@ impl From<&Payment> for PaymentView {
         PaymentView {
             id: p.id.clone(),
             status: p.status.as_str().to_owned(),
-            phone: p.phone.as_str().to_owned(),
+            phone: p.phone.as_ref().map(|m| m.as_str().to_owned()),
             amount: p.amount.shillings(),
+            channel: p.channel.as_str().to_owned(),
+            account_reference: p.reference.clone(),
             reference: p.reference.clone(),
+            business_short_code: p.business_short_code.clone(),
+            payer_name: p.payer_name.clone(),
+            payer_msisdn: p.payer_msisdn.clone(),
+            recovered_by: p.recovered_by.clone(),
             description: p.description.clone(),
             checkout_request_id: p.checkout_request_id.clone(),
             merchant_request_id: p.merchant_request_id.clone(),

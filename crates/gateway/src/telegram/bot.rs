@@ -868,7 +868,7 @@ impl Bot {
                     "• <b>{}</b> · {} · {} · {} since {}\n  <code>{}</code>",
                     ksh(p.amount.shillings()),
                     escape_html(&clip(&p.reference, 40)),
-                    p.phone.as_str(),
+                    escape_html(&clip(&p.payer(), 40)),
                     p.status.as_str(),
                     eat_display(p.created_at),
                     escape_html(&p.id),

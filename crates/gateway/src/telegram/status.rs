@@ -186,13 +186,13 @@ pub async fn refresh(
 mod tests {
     use super::*;
     use mpesa_domain::{Amount, Msisdn};
-    use mpesa_storage::PaymentSource;
+    use mpesa_storage::{PaymentChannel, PaymentSource};
 
     fn payment(status: PaymentStatus) -> Payment {
         Payment {
             id: "pay_1".into(),
             status,
-            phone: Msisdn::parse("0708374149").unwrap(),
+            phone: Some(Msisdn::parse("0708374149").unwrap()),
             amount: Amount::from_stored(1500),
             reference: "<b>x</b>&amp;".into(),
             description: "d".into(),
@@ -216,6 +216,11 @@ mod tests {
             finalized_at: None,
             version: 1,
             payment_link_id: None,
+            channel: PaymentChannel::Stk,
+            business_short_code: None,
+            payer_name: None,
+            payer_msisdn: None,
+            recovered_by: None,
         }
     }
 

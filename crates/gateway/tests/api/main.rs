@@ -6,6 +6,7 @@ mod support;
 #[path = "../common/test_tls.rs"]
 mod test_tls;
 
+mod c2b;
 mod callback_redrive;
 mod callbacks;
 mod dashboard;

@@ -939,3 +939,144 @@ async fn links_are_made_listed_and_disabled_from_the_command_line() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no payment link"));
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paybill_payment_to_the_account_number_settles_the_link_once() {
+    let gw = spawn_with(
+        Options::new(Backend::Sqlite)
+            .env("C2B_VALIDATION", "rules")
+            .env("C2B_REQUIRE_KNOWN_ACCOUNT", "true")
+            .env("RECONCILE_AFTER_SECS", "3600")
+            .env("PAYMENT_EXPIRES_AFTER_SECS", "7200"),
+    )
+    .await;
+    gw.c2b_registered().await;
+    gw.sim().set_c2b_validation("600000", true);
+    let l = link(
+        &gw,
+        json!({ "title": "Invoice 7", "amount": 400, "single_use": true }),
+    )
+    .await;
+    let account = l["account_number"].as_str().unwrap().to_owned();
+    let path = page_path(&l);
+    // The prompt went unanswered; the page shows the paybill and the account number.
+    let (status_path, stk) = pay_ok(&gw, &path, NO_CALLBACK, None).await;
+    let waiting = page(&customer(), &gw, &status_path, None).await;
+    assert!(
+        waiting.body.contains("600000") && waiting.body.contains(&account),
+        "{}",
+        waiting.body
+    );
+
+    // The customer pays the paybill, typing the account in lower case with a space: the link's
+    // open account is known to validation, and the confirmation settles the link.
+    let typed = format!("{} {}", account[..3].to_lowercase(), &account[3..]);
+    let outcome = gw
+        .sim()
+        .pay_c2b(daraja_sim::CustomerPayment::paybill("600000", &typed, 400))
+        .await
+        .unwrap();
+    let c2b = gw.payment_by_receipt(&outcome.trans_id).await;
+    assert_eq!(
+        c2b.payment_link_id.as_deref(),
+        l["id"].as_str(),
+        "tied to the link"
+    );
+    assert!(!c2b.needs_review);
+    let storage = gw.storage();
+    let paid = storage
+        .get_payment_link(l["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(paid.status.as_str(), "paid");
+    assert_eq!(paid.paid_payment_id.as_deref(), Some(c2b.id.as_str()));
+    assert_eq!(page(&customer(), &gw, &path, None).await.status, 410);
+
+    // The STK prompt is answered after all: paid twice, so the second is held, refund suggested.
+    let checkout = storage
+        .get_payment(&stk)
+        .await
+        .unwrap()
+        .unwrap()
+        .checkout_request_id
+        .unwrap();
+    let (s, _) = gw
+        .post_stk_callback(&stk_success(&checkout, "400", NO_CALLBACK, "SHK7LATE01"))
+        .await;
+    assert_eq!(s, 200);
+    let late = storage.get_payment(&stk).await.unwrap().unwrap();
+    assert_eq!(late.status, PaymentStatus::Completed);
+    assert!(late.needs_review, "never silently accepted");
+    assert!(late.review_reason.unwrap().contains(&c2b.id));
+
+    // A second paybill payment to the same account: the link is closed, so it is an ordinary
+    // C2B payment (and validation no longer knows the account).
+    let again = gw
+        .sim()
+        .pay_c2b(daraja_sim::CustomerPayment::paybill(
+            "600000", &account, 400,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again.status, daraja_sim::C2bStatus::Rejected { .. }),
+        "a closed link's account is refused by validation: {:?}",
+        again.status
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paybill_payments_pay_a_link_only_while_it_is_open_and_for_its_amount() {
+    let gw = quiet_gateway(Backend::Sqlite, &[]).await;
+    gw.c2b_registered().await;
+    let l = link(
+        &gw,
+        json!({ "title": "Deposit", "amount_min": 100, "amount_max": 900, "single_use": true }),
+    )
+    .await;
+    let account = l["account_number"].as_str().unwrap().to_owned();
+    // Two confirmations for the link's account arrive (two people paid it): the first settles it.
+    let body = |id: &str| {
+        crate::c2b::confirmation(
+            id,
+            "600000",
+            &account,
+            "250.00",
+            "2547 ***** 149",
+            "WANJIRU",
+        )
+    };
+    let (s, _) = gw.post_c2b_confirmation(&body("SHK1AAAAAA")).await;
+    assert_eq!(s, 200);
+    let first = gw.payment_by_receipt("SHK1AAAAAA").await;
+    assert_eq!(first.payment_link_id.as_deref(), l["id"].as_str());
+    assert!(!first.needs_review);
+    // The second is booked (the money arrived) but only after the link closed: it names no
+    // open link, so it is an ordinary C2B payment with that account, for a person to see.
+    let (s, _) = gw.post_c2b_confirmation(&body("SHK2BBBBBB")).await;
+    assert_eq!(s, 200);
+    let second = gw.payment_by_receipt("SHK2BBBBBB").await;
+    assert_eq!(second.payment_link_id, None);
+    assert_eq!(second.reference, account);
+    // An amount outside the link's range does not pay it either.
+    let l2 = link(&gw, json!({ "title": "Fee", "amount": 300 })).await;
+    let account2 = l2["account_number"].as_str().unwrap().to_owned();
+    let (s, _) = gw
+        .post_c2b_confirmation(&crate::c2b::confirmation(
+            "SHK3CCCCCC",
+            "600000",
+            &account2,
+            "299.00",
+            "254708374149",
+            "A",
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        gw.payment_by_receipt("SHK3CCCCCC").await.payment_link_id,
+        None
+    );
+    gw.stop().await;
+}

@@ -50,15 +50,7 @@ async fn index_health_metrics_and_openapi() {
         .unwrap();
     assert_eq!(health["daraja"]["status"], "ok");
 
-    let metrics = gw
-        .client
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics_text().await;
     for line in [
         r#"mpesa_gateway_callbacks_received_total{kind="stk",outcome="applied"} 1"#,
         r#"mpesa_gateway_payments_final_total{status="completed"} 1"#,

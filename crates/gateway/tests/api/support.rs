@@ -267,9 +267,14 @@ impl TestGateway {
 
     /// POSTs a callback body to this gateway's STK callback path.
     pub async fn post_stk_callback(&self, body: &[u8]) -> (u16, Value) {
+        self.post_callback("stk", body).await
+    }
+
+    /// POSTs a callback body to `/callbacks/{secret}/{path}`.
+    pub async fn post_callback(&self, path: &str, body: &[u8]) -> (u16, Value) {
         let response = self
             .client
-            .post(self.url(&format!("/callbacks/{}/stk", self.callback_secret())))
+            .post(self.url(&format!("/callbacks/{}/{path}", self.callback_secret())))
             .header("content-type", "application/json")
             .body(body.to_vec())
             .send()
@@ -277,6 +282,18 @@ impl TestGateway {
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Stops the gateway as a crash would: its server and workers are dropped wherever they

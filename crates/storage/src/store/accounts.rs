@@ -325,6 +325,79 @@ pub(crate) async fn telegram_chat_by_phone<C: Conn>(
     Ok(row.as_ref().map(records::telegram_link).transpose()?)
 }
 
+pub(crate) async fn linked_phones<C: Conn>(c: &mut C) -> DbResult<Vec<String>> {
+    let rows = c
+        .fetch_all(Stmt::new(
+            "SELECT DISTINCT phone FROM telegram_links WHERE blocked_at IS NULL",
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| r.text("phone").map_err(Into::into))
+        .collect()
+}
+
+/// The length limit of a registered account number (Safaricom's are up to 20 characters).
+const MAX_ACCOUNT_LEN: usize = 64;
+
+pub(crate) async fn add_c2b_account<C: Conn>(
+    c: &mut C,
+    account: &str,
+    now: Millis,
+) -> DbResult<bool> {
+    let key = mpesa_domain::c2b::account_key(account);
+    check_len("account", account.trim(), MAX_ACCOUNT_LEN)?;
+    if is_c2b_account(c, account).await? {
+        return Ok(false);
+    }
+    c.execute(
+        Stmt::with_suffix(
+            "INSERT INTO c2b_accounts (account_key, account, created_at) VALUES ($1, $2, $3)",
+            C::DIALECT.insert_skipping_taken_keys,
+        )
+        .bind(&key)
+        .bind(account.trim())
+        .bind(now),
+    )
+    .await?;
+    Ok(true)
+}
+
+pub(crate) async fn remove_c2b_account<C: Conn>(c: &mut C, account: &str) -> DbResult<bool> {
+    let changed = c
+        .execute(
+            Stmt::new("DELETE FROM c2b_accounts WHERE account_key = $1")
+                .bind(mpesa_domain::c2b::account_key(account)),
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
+pub(crate) async fn is_c2b_account<C: Conn>(c: &mut C, account: &str) -> DbResult<bool> {
+    let row = c
+        .fetch_optional(
+            Stmt::new("SELECT 1 AS one FROM c2b_accounts WHERE account_key = $1")
+                .bind(mpesa_domain::c2b::account_key(account)),
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+pub(crate) async fn list_c2b_accounts<C: Conn>(c: &mut C) -> DbResult<Vec<C2bAccount>> {
+    let rows = c
+        .fetch_all(Stmt::new(
+            "SELECT account, created_at FROM c2b_accounts ORDER BY account_key",
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(C2bAccount {
+                account: r.text("account")?,
+                created_at: r.int("created_at")?,
+            })
+        })
+        .collect()
+}
+
 pub(crate) async fn unlink_telegram_chat<C: Conn>(c: &mut C, chat_id: i64) -> DbResult<bool> {
     let changed = c
         .execute(Stmt::new("DELETE FROM telegram_links WHERE chat_id = $1").bind(chat_id))

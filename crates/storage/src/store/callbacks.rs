@@ -51,6 +51,18 @@ async fn ingest_batch_in_bulk<C: Conn>(
             })
             .collect();
 
+    // C2B confirmations: the payments that already hold their receipts (a copy, another path).
+    let receipts: Vec<&str> = batch.iter().filter_map(receipt_named).collect();
+    let held_before: HashMap<String, Payment> = payments::by_receipts(c, &receipts)
+        .await?
+        .into_iter()
+        .filter_map(|p| Some((p.mpesa_receipt_number.clone()?, p)))
+        .collect();
+    let mut held = held_before.clone();
+    let mut bookings: Vec<Booking> = Vec::new();
+    // (row index, batch index, receipt) of C2B rows: their payment is known once booked.
+    let mut c2b_rows: Vec<(usize, usize, String)> = Vec::new();
+
     let mut rows = Vec::with_capacity(batch.len());
     let mut results: Vec<Option<IngestedCallback>> = batch.iter().map(|_| None).collect();
     let mut changed: Vec<String> = Vec::new();
@@ -58,6 +70,31 @@ async fn ingest_batch_in_bulk<C: Conn>(
     let mut events: Vec<NewOutboxEvent> = Vec::new();
     for i in order {
         let item = &batch[i];
+        if let Some(receipt) = receipt_named(item) {
+            let holder = held.get(receipt);
+            let decision = decide(item, holder);
+            c2b_rows.push((rows.len(), i, receipt.to_owned()));
+            rows.push((i, None, None, decision.outcome));
+            match decision.book {
+                Some(new) if holder.is_none() => {
+                    held.insert(receipt.to_owned(), new.clone());
+                    bookings.push(Booking {
+                        index: i,
+                        payment: new,
+                        update: decision.update,
+                        outbox: decision.outbox,
+                    });
+                }
+                _ => events.extend(decision.outbox),
+            }
+            results[i] = Some(IngestedCallback {
+                callback_id: item.id.clone(),
+                outcome: decision.outcome,
+                payment: None,
+                update: None,
+            });
+            continue;
+        }
         let checkout_request_id = named(item);
         let entry = checkout_request_id.and_then(|id| payments.get_mut(id));
         let decision = decide(item, entry.as_deref().map(|(_, p)| p));
@@ -98,6 +135,45 @@ async fn ingest_batch_in_bulk<C: Conn>(
         });
     }
 
+    // Bookings go in before the callbacks and timeline rows that refer to them. A booking
+    // whose receipt another copy, path or instance took first becomes a duplicate of it.
+    let mut holders = book(c, &bookings).await?;
+    for b in bookings {
+        let receipt = b
+            .payment
+            .mpesa_receipt_number
+            .as_deref()
+            .unwrap_or_default();
+        if holders.get(receipt).map(|h| &h.id) == Some(&b.payment.id) {
+            if let Some(update) = &b.update {
+                if let Some(event) = &update.event {
+                    timeline.push((b.payment.id.clone(), event.clone()));
+                }
+                events.extend(update.outbox.iter().cloned());
+                if let Some(holder) = holders.get_mut(receipt)
+                    && let Some(held) = links::settle_booked(c, holder, now).await?
+                {
+                    timeline.push((b.payment.id.clone(), held));
+                    events.extend(update.if_link_already_paid.iter().cloned());
+                }
+            }
+            events.extend(b.outbox);
+            if let Some(Some(r)) = results.get_mut(b.index) {
+                r.update = b.update;
+            }
+        } else if let Some(Some(r)) = results.get_mut(b.index) {
+            r.outcome = CallbackOutcome::Duplicate;
+        }
+    }
+    for (row, i, receipt) in c2b_rows {
+        let holder = holders.get(&receipt).or_else(|| held_before.get(&receipt));
+        rows[row].2 = holder.map(|p| p.id.clone());
+        if let Some(Some(r)) = results.get_mut(i) {
+            rows[row].3 = r.outcome;
+            r.payment = holder.cloned();
+        }
+    }
+
     insert_bulk(c, batch, &rows).await?;
     let written: Vec<(i64, &Payment)> = changed
         .iter()
@@ -112,6 +188,31 @@ async fn ingest_batch_in_bulk<C: Conn>(
     payments::insert_events_bulk(c, now, &timeline).await?;
     outbox::insert_events(c, &events).await?;
     Ok(results.into_iter().flatten().collect())
+}
+
+/// A payment a C2B confirmation brings into being, with what its booking writes.
+struct Booking {
+    index: usize,
+    payment: Payment,
+    update: Option<PaymentUpdate>,
+    outbox: Vec<NewOutboxEvent>,
+}
+
+/// Inserts the bookings (in receipt order, so that instances inserting overlapping receipts
+/// wait for each other rather than deadlock) and returns who holds each receipt.
+async fn book<C: Conn>(c: &mut C, bookings: &[Booking]) -> DbResult<HashMap<String, Payment>> {
+    let mut new: Vec<&Payment> = bookings.iter().map(|b| &b.payment).collect();
+    new.sort_by(|a, b| a.mpesa_receipt_number.cmp(&b.mpesa_receipt_number));
+    payments::insert_booked(c, &new).await
+}
+
+/// The receipt by which a C2B confirmation names its payment, when it can.
+fn receipt_named(item: &IncomingCallback) -> Option<&str> {
+    match item.kind {
+        CallbackKind::C2bConfirmation => storable_checkout_request_id(item.receipt.as_deref())
+            .filter(|r| !r.is_empty() && r.len() <= payments::MAX_ID_LEN),
+        _ => None,
+    }
 }
 
 /// The CheckoutRequestID by which an STK callback names its payment, when it can.
@@ -134,7 +235,7 @@ async fn insert_bulk<C: Conn>(
     }
     let mut sql = SqlBuilder::new(
         "INSERT INTO callbacks (id, kind, received_at, remote_addr, headers, body, \
-         checkout_request_id, payment_id, outcome, error_message) VALUES ",
+         checkout_request_id, payment_id, outcome, error_message, receipt) VALUES ",
     );
     for (n, (i, checkout_request_id, payment_id, outcome)) in rows.iter().enumerate() {
         let item = &batch[*i];
@@ -166,6 +267,8 @@ async fn insert_bulk<C: Conn>(
                     .as_deref()
                     .map(|e| storable_text(e).into_owned()),
             )
+            .push(", ")
+            .push_bind(receipt_named(item))
             .push(")");
     }
     c.execute(sql.build()).await?;
@@ -267,13 +370,7 @@ async fn ingest_one<C: Conn>(
     decide: DecideCallback<'_>,
 ) -> DbResult<IngestedCallback> {
     let checkout_request_id = storable_checkout_request_id(item.checkout_request_id.as_deref());
-    let payment = match (item.kind, checkout_request_id) {
-        (CallbackKind::Stk, Some(id)) => {
-            payments::by_checkout_request_id(c, id, Lock::ForUpdate).await?
-        }
-        _ => None,
-    };
-    let decision = decide(item, payment.as_ref());
+    let (payment, decision) = named_and_decided(c, item, decide).await?;
     insert(
         c,
         item,
@@ -285,6 +382,44 @@ async fn ingest_one<C: Conn>(
     apply(c, payment, decision, item.id.clone(), now).await
 }
 
+/// The payment a callback names (locked, for STK) and the decision about it. A C2B booking is
+/// inserted here, before the callback row that refers to it: if its receipt was taken first,
+/// the decision becomes a duplicate of the payment that holds it.
+async fn named_and_decided<C: Conn>(
+    c: &mut C,
+    item: &IncomingCallback,
+    decide: DecideCallback<'_>,
+) -> DbResult<(Option<Payment>, CallbackDecision)> {
+    if let Some(receipt) = receipt_named(item) {
+        let holder = payments::by_receipts(c, &[receipt]).await?.pop();
+        let mut decision = decide(item, holder.as_ref());
+        let Some(new) = decision.book.take().filter(|_| holder.is_none()) else {
+            decision.update = None;
+            return Ok((holder, decision));
+        };
+        let mut holders = payments::insert_booked(c, &[&new]).await?;
+        return Ok(match holders.remove(receipt) {
+            Some(h) if h.id == new.id => {
+                // Written already: `apply` adds its timeline entry and outbox rows only.
+                decision.book = Some(new);
+                (Some(h), decision)
+            }
+            other => (other, CallbackDecision::only(CallbackOutcome::Duplicate)),
+        });
+    }
+    let payment = match (
+        item.kind,
+        storable_checkout_request_id(item.checkout_request_id.as_deref()),
+    ) {
+        (CallbackKind::Stk, Some(id)) => {
+            payments::by_checkout_request_id(c, id, Lock::ForUpdate).await?
+        }
+        _ => None,
+    };
+    let decision = decide(item, payment.as_ref());
+    Ok((payment, decision))
+}
+
 /// Writes what a decision says about the payment a callback names.
 async fn apply<C: Conn>(
     c: &mut C,
@@ -294,6 +429,18 @@ async fn apply<C: Conn>(
     now: Millis,
 ) -> DbResult<IngestedCallback> {
     let (payment, update) = match (payment, decision.update) {
+        // A booking: the row is written; its timeline entry and outbox rows follow.
+        (Some(mut booked), Some(update)) if decision.book.is_some() => {
+            if let Some(event) = &update.event {
+                payments::insert_event(c, &booked.id, now, event).await?;
+            }
+            outbox::insert_events(c, &update.outbox).await?;
+            if let Some(held) = links::settle_booked(c, &mut booked, now).await? {
+                payments::insert_event(c, &booked.id, now, &held).await?;
+                outbox::insert_events(c, &update.if_link_already_paid).await?;
+            }
+            (Some(booked), Some(update))
+        }
         (Some(current), Some(update)) => {
             let written = payments::apply_update(c, &current, &update, now).await?;
             (Some(written), Some(update))
@@ -385,12 +532,6 @@ pub(crate) async fn reapply<C: Conn>(
             update: None,
         });
     }
-    let payment = match (stored.kind, stored.checkout_request_id.as_deref()) {
-        (CallbackKind::Stk, Some(id)) => {
-            payments::by_checkout_request_id(c, id, Lock::ForUpdate).await?
-        }
-        _ => None,
-    };
     let incoming = IncomingCallback {
         id: stored.id,
         kind: stored.kind,
@@ -399,9 +540,10 @@ pub(crate) async fn reapply<C: Conn>(
         headers: stored.headers,
         body: stored.body,
         checkout_request_id: stored.checkout_request_id,
+        receipt: stored.receipt,
         parse_error: stored.error,
     };
-    let decision = decide(&incoming, payment.as_ref());
+    let (payment, decision) = named_and_decided(c, &incoming, decide).await?;
     c.execute(
         Stmt::new("UPDATE callbacks SET outcome = $1, payment_id = $2 WHERE id = $3")
             .bind(decision.outcome.as_str())

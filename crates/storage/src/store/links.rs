@@ -1,7 +1,7 @@
 //! Payment links, the settling of a single-use link by the payment that pays it, and the pay
 //! page's rate-limit counters.
 
-use mpesa_domain::{PaymentStatus, ReviewReason};
+use mpesa_domain::PaymentStatus;
 
 use crate::Millis;
 use crate::cursor::Keyset;
@@ -226,16 +226,13 @@ pub(crate) async fn settle<C: Conn>(
         }
         Some(paid_by) if paid_by == next.id => Ok(None),
         Some(paid_by) => {
-            let reason = ReviewReason::LinkAlreadyPaid {
-                link_id: link_id.clone(),
-                paid_by: paid_by.clone(),
-            };
+            let reason = mpesa_domain::link::already_paid_reason(&link_id, &paid_by);
             next.needs_review = true;
-            next.review_reason = Some(reason.describe());
+            next.review_reason = Some(reason.clone());
             Ok(Some(NewPaymentEvent {
                 kind: "held_for_review".into(),
                 detail: serde_json::json!({
-                    "reason": reason.describe(),
+                    "reason": reason,
                     "payment_link_id": link_id,
                     "paid_by": paid_by,
                     "suggestion": "refund",
@@ -244,6 +241,26 @@ pub(crate) async fn settle<C: Conn>(
             }))
         }
     }
+}
+
+/// [`settle`] for a payment just inserted as completed (a C2B booking): when it is held, its
+/// row (written in this transaction) is updated to say so.
+pub(crate) async fn settle_booked<C: Conn>(
+    c: &mut C,
+    booked: &mut Payment,
+    now: Millis,
+) -> DbResult<Option<NewPaymentEvent>> {
+    let held = settle(c, PaymentStatus::Initiated, booked, now).await?;
+    if held.is_some() {
+        c.execute(
+            Stmt::new("UPDATE payments SET needs_review = $1, review_reason = $2 WHERE id = $3")
+                .bind(booked.needs_review)
+                .bind(&booked.review_reason)
+                .bind(&booked.id),
+        )
+        .await?;
+    }
+    Ok(held)
 }
 
 /// Counts one hit in each of `limits` unless one of them is full: then nothing is counted and

@@ -268,6 +268,17 @@ impl<D: Driver> Storage for SqlStorage<D> {
         ))
     }
 
+    async fn book_payment(
+        &self,
+        payment: &Payment,
+        update: &PaymentUpdate,
+        now: Millis,
+    ) -> Result<(Payment, bool)> {
+        write_tx!(self, "book_payment", |c| payments::book(
+            c, payment, update, now
+        ))
+    }
+
     async fn payment_events(&self, payment_id: &str) -> Result<Vec<PaymentEvent>> {
         read!(self, |c| payments::events(c, payment_id))
     }
@@ -573,6 +584,36 @@ impl<D: Driver> Storage for SqlStorage<D> {
 
     async fn find_telegram_chat_by_phone(&self, phone: &str) -> Result<Option<TelegramLink>> {
         read!(self, |c| accounts::telegram_chat_by_phone(c, phone))
+    }
+
+    async fn linked_phones(&self) -> Result<Vec<String>> {
+        read!(self, |c| accounts::linked_phones(c))
+    }
+
+    async fn add_c2b_account(&self, account: &str, now: Millis) -> Result<bool> {
+        write_tx!(self, "add_c2b_account", |c| accounts::add_c2b_account(
+            c, account, now
+        ))
+    }
+
+    async fn remove_c2b_account(&self, account: &str) -> Result<bool> {
+        write_tx!(self, "remove_c2b_account", |c| {
+            accounts::remove_c2b_account(c, account)
+        })
+    }
+
+    async fn is_c2b_account(&self, account: &str) -> Result<bool> {
+        read!(self, |c| accounts::is_c2b_account(c, account))
+    }
+
+    async fn list_c2b_accounts(&self) -> Result<Vec<C2bAccount>> {
+        read!(self, |c| accounts::list_c2b_accounts(c))
+    }
+
+    async fn find_payment_by_receipt(&self, receipt: &str) -> Result<Option<Payment>> {
+        read!(self, |c| async move {
+            Ok(payments::by_receipts(c, &[receipt]).await?.pop())
+        })
     }
 
     async fn unlink_telegram_chat(&self, chat_id: i64) -> Result<bool> {

@@ -1,6 +1,8 @@
 //! Payments: creation with idempotency claims, reads, the one shared write path
 //! ([`apply_update`]) and the reconciler's claims.
 
+use std::collections::HashMap;
+
 use mpesa_domain::{PaymentStatus, ReviewChange};
 
 use crate::Millis;
@@ -124,7 +126,7 @@ async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
     let payment = Payment {
         id: new.id.clone(),
         status: PaymentStatus::Initiated,
-        phone: new.phone.clone(),
+        phone: Some(new.phone.clone()),
         amount: new.amount,
         reference: new.reference.clone(),
         description: new.description.clone(),
@@ -148,6 +150,11 @@ async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
         finalized_at: None,
         version: 1,
         payment_link_id: new.payment_link_id.clone(),
+        channel: PaymentChannel::Stk,
+        business_short_code: None,
+        payer_name: None,
+        payer_msisdn: None,
+        recovered_by: None,
     };
     c.execute(
         Stmt::new(
@@ -158,7 +165,7 @@ async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
         )
         .bind(&payment.id)
         .bind(payment.status.as_str())
-        .bind(payment.phone.as_str())
+        .bind(new.phone.as_str())
         .bind(payment.amount.shillings())
         .bind(&payment.reference)
         .bind(&payment.description)
@@ -180,6 +187,126 @@ async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
 }
 
 pub(crate) const MAX_ID_LEN: usize = 64;
+
+/// Inserts payments that come into being settled (C2B), in one statement, skipping any whose
+/// receipt is taken; then reads back who holds each receipt. Returns, per receipt, the payment
+/// that holds it: ours when the insert won, another when a copy, another path or another
+/// instance booked it first (a concurrent inserter of the same receipt is waited for).
+pub(crate) async fn insert_booked<C: Conn>(
+    c: &mut C,
+    booked: &[&Payment],
+) -> DbResult<HashMap<String, Payment>> {
+    if booked.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut sql = SqlBuilder::new(
+        "INSERT INTO payments (id, status, phone, amount, reference, description, customer_email, \
+         telegram_chat_id, metadata, mpesa_receipt_number, result_code, result_desc, \
+         transaction_date, needs_review, review_reason, api_key_id, source, query_attempts, \
+         next_check_at, created_at, updated_at, finalized_at, version, channel, \
+         business_short_code, payer_name, payer_msisdn, recovered_by, payment_link_id) VALUES ",
+    );
+    for (i, p) in booked.iter().enumerate() {
+        check_len("payment id", &p.id, MAX_ID_LEN)?;
+        check_len("reference", &p.reference, 64)?;
+        let receipt = p.mpesa_receipt_number.as_deref().unwrap_or_default();
+        check_len("receipt", receipt, MAX_ID_LEN)?;
+        sql.push(if i == 0 { "(" } else { ", (" });
+        let values: [Arg; 29] = [
+            p.id.clone().into(),
+            p.status.as_str().into(),
+            p.phone.as_ref().map(|m| m.as_str()).unwrap_or("").into(),
+            p.amount.shillings().into(),
+            p.reference.clone().into(),
+            p.description.clone().into(),
+            p.customer_email.clone().into(),
+            p.telegram_chat_id.into(),
+            p.metadata.clone().into(),
+            p.mpesa_receipt_number.clone().into(),
+            p.result_code.clone().into(),
+            p.result_desc.clone().into(),
+            p.transaction_date.into(),
+            p.needs_review.into(),
+            p.review_reason.clone().into(),
+            p.api_key_id.clone().into(),
+            p.source.as_str().into(),
+            p.query_attempts.into(),
+            p.next_check_at.into(),
+            p.created_at.into(),
+            p.updated_at.into(),
+            p.finalized_at.into(),
+            p.version.into(),
+            p.channel.as_str().into(),
+            p.business_short_code.clone().into(),
+            p.payer_name.clone().into(),
+            p.payer_msisdn.clone().into(),
+            p.recovered_by.clone().into(),
+            p.payment_link_id.clone().into(),
+        ];
+        for (n, v) in values.into_iter().enumerate() {
+            if n > 0 {
+                sql.push(", ");
+            }
+            sql.push_bind(v);
+        }
+        sql.push(")");
+    }
+    sql.push(C::DIALECT.insert_skipping_taken_keys);
+    c.execute(sql.build()).await?;
+    let receipts: Vec<&str> = booked
+        .iter()
+        .filter_map(|p| p.mpesa_receipt_number.as_deref())
+        .collect();
+    Ok(by_receipts(c, &receipts)
+        .await?
+        .into_iter()
+        .filter_map(|p| Some((p.mpesa_receipt_number.clone()?, p)))
+        .collect())
+}
+
+/// [`insert_booked`] for one payment, with its timeline entry and outbox rows when it won.
+pub(crate) async fn book<C: Conn>(
+    c: &mut C,
+    payment: &Payment,
+    update: &PaymentUpdate,
+    now: Millis,
+) -> DbResult<(Payment, bool)> {
+    let receipt = payment.mpesa_receipt_number.as_deref().unwrap_or_default();
+    let mut holder = insert_booked(c, &[payment])
+        .await?
+        .remove(receipt)
+        .ok_or_else(|| StorageError::Database(format!("no payment holds receipt {receipt}")))?;
+    let ours = holder.id == payment.id;
+    if ours {
+        if let Some(event) = &update.event {
+            insert_event(c, &holder.id, now, event).await?;
+        }
+        outbox::insert_events(c, &update.outbox).await?;
+        if let Some(held) = links::settle_booked(c, &mut holder, now).await? {
+            insert_event(c, &holder.id, now, &held).await?;
+            outbox::insert_events(c, &update.if_link_already_paid).await?;
+        }
+    }
+    Ok((holder, ours))
+}
+
+/// The payments that hold these receipts (unlocked: a receipt, once held, is never released).
+pub(crate) async fn by_receipts<C: Conn>(c: &mut C, receipts: &[&str]) -> DbResult<Vec<Payment>> {
+    if receipts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = SqlBuilder::new(concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments WHERE mpesa_receipt_number IN ("
+    ));
+    sql.push_bind_list(receipts.iter().copied()).push(")");
+    let rows = c.fetch_all(sql.build()).await?;
+    Ok(rows
+        .iter()
+        .map(records::payment)
+        .collect::<Result<Vec<_>, _>>()?)
+}
 
 pub(crate) async fn save_idempotent_response<C: Conn>(
     c: &mut C,
@@ -503,7 +630,7 @@ pub(crate) fn updated(current: &Payment, update: &PaymentUpdate, now: Millis) ->
     next
 }
 
-async fn insert_event<C: Conn>(
+pub(crate) async fn insert_event<C: Conn>(
     c: &mut C,
     payment_id: &str,
     at: Millis,
@@ -564,6 +691,9 @@ pub(crate) async fn list<C: Conn>(
     }
     if let Some(needs_review) = filter.needs_review {
         q.push(" AND needs_review = ").push_bind(needs_review);
+    }
+    if let Some(channel) = filter.channel {
+        q.push(" AND channel = ").push_bind(channel.as_str());
     }
     if let Some(from) = filter.created_from {
         q.push(" AND created_at >= ").push_bind(from);
@@ -662,7 +792,7 @@ mod tests {
         Payment {
             id: "pay_1".into(),
             status: PaymentStatus::Pending,
-            phone: Msisdn::parse("0708374149").unwrap(),
+            phone: Some(Msisdn::parse("0708374149").unwrap()),
             amount: Amount::from_stored(100),
             reference: "INV1".into(),
             description: "d".into(),
@@ -686,6 +816,11 @@ mod tests {
             finalized_at: None,
             version: 3,
             payment_link_id: None,
+            channel: PaymentChannel::Stk,
+            business_short_code: None,
+            payer_name: None,
+            payer_msisdn: None,
+            recovered_by: None,
         }
     }
 

@@ -64,10 +64,32 @@ pub(crate) async fn payment_stats<C: Conn>(
         )
         .await?
         .int("count")?;
+    let mut completed_by_channel: BTreeMap<String, StatusTotals> =
+        [PaymentChannel::Stk, PaymentChannel::C2b]
+            .iter()
+            .map(|c| (c.as_str().to_owned(), StatusTotals::default()))
+            .collect();
+    for row in c
+        .fetch_all(
+            Stmt::new(C::DIALECT.completed_totals_by_channel)
+                .bind(from)
+                .bind(to),
+        )
+        .await?
+    {
+        completed_by_channel.insert(
+            row.text("channel")?,
+            StatusTotals {
+                count: row.int("count")?,
+                amount: row.opt_int("amount")?.unwrap_or(0),
+            },
+        );
+    }
     Ok(PaymentStats {
         by_status,
         failures_by_code,
         needs_review,
+        completed_by_channel,
     })
 }
 

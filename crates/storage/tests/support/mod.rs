@@ -190,6 +190,7 @@ pub fn stk_callback(
         headers: r#"{"content-type":"application/json"}"#.into(),
         body: serde_json::to_vec(report).unwrap(),
         checkout_request_id: Some(checkout_request_id.into()),
+        receipt: None,
         parse_error: None,
     }
 }
@@ -203,6 +204,7 @@ pub fn unparseable_callback(id: &str) -> IncomingCallback {
         headers: r#"{"content-type":"application/json"}"#.into(),
         body: b"\xff\xfe not json {".to_vec(),
         checkout_request_id: None,
+        receipt: None,
         parse_error: Some("expected value at line 1 column 1".into()),
     }
 }
@@ -211,11 +213,7 @@ pub fn unparseable_callback(id: &str) -> IncomingCallback {
 /// payment; a final state first reached notifies (one webhook, deduped per payment and event);
 /// a success for no known payment raises an alert.
 pub fn decide(item: &IncomingCallback, payment: Option<&Payment>) -> CallbackDecision {
-    let nothing = |outcome| CallbackDecision {
-        outcome,
-        update: None,
-        outbox: Vec::new(),
-    };
+    let nothing = CallbackDecision::only;
     if item.parse_error.is_some() {
         return nothing(CallbackOutcome::Unparseable);
     }
@@ -267,6 +265,7 @@ pub fn decide(item: &IncomingCallback, payment: Option<&Payment>) -> CallbackDec
                 outcome,
                 update: Some(update),
                 outbox: Vec::new(),
+                book: None,
             }
         }
         Outcome::Duplicate => nothing(CallbackOutcome::Duplicate),

@@ -6,7 +6,9 @@ use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
 use mpesa_domain::{PaymentStatus, ResultCode};
-use mpesa_storage::{OutboxFilter, OutboxStatus, PageRequest, PaymentFilter, PaymentStats};
+use mpesa_storage::{
+    OutboxFilter, OutboxStatus, PageRequest, PaymentChannel, PaymentFilter, PaymentStats,
+};
 
 use crate::admin::chart::{self, Chart};
 use crate::admin::error::AdminError;
@@ -79,6 +81,7 @@ struct OverviewPage {
     today: Totals,
     week: Totals,
     by_status: Vec<StatusRow>,
+    by_channel: Vec<StatusRow>,
     failures: Vec<FailureRow>,
     chart: Chart,
     held: Vec<PaymentRow>,
@@ -152,6 +155,30 @@ pub async fn show(State(state): State<AppState>, admin: Admin) -> Result<Respons
             }
         })
         .collect();
+    let by_channel = [
+        (PaymentChannel::Stk, "STK push"),
+        (PaymentChannel::C2b, "Paybill/till (C2B)"),
+    ]
+    .iter()
+    .map(|(channel, label)| {
+        let totals = week
+            .completed_by_channel
+            .get(channel.as_str())
+            .cloned()
+            .unwrap_or_default();
+        StatusRow {
+            label: (*label).to_owned(),
+            badge: String::new(),
+            count: format::thousands(totals.count),
+            amount: format::money(totals.amount),
+            href: format!(
+                "/admin/payments?status=completed&channel={}&from={}",
+                channel.as_str(),
+                format::eat_date(week_start)
+            ),
+        }
+    })
+    .collect();
     let mut failures: Vec<(String, i64)> = week.failures_by_code.clone().into_iter().collect();
     failures.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let failures = failures
@@ -171,6 +198,7 @@ pub async fn show(State(state): State<AppState>, admin: Admin) -> Result<Respons
         today: Totals::from(&today),
         week: Totals::from(&week),
         by_status,
+        by_channel,
         failures,
         chart: chart::daily_volume(&volume, today_start, CHART_DAYS),
         held: held.items.iter().map(PaymentRow::from).collect(),

@@ -131,9 +131,36 @@ pub async fn show(
 fn request_facts(p: &Payment) -> Vec<Fact> {
     facts(vec![
         ("Payment id", Some(p.id.clone()), true),
-        ("Phone", Some(p.phone.as_str().to_owned()), true),
+        (
+            "Channel",
+            Some(
+                match p.channel {
+                    mpesa_storage::PaymentChannel::Stk => "STK push",
+                    mpesa_storage::PaymentChannel::C2b => "Paybill/till (C2B)",
+                }
+                .to_owned(),
+            ),
+            false,
+        ),
+        (
+            "Phone",
+            p.phone.as_ref().map(|m| m.as_str().to_owned()),
+            true,
+        ),
+        ("MSISDN as given", p.payer_msisdn.clone(), true),
+        ("Payer name", p.payer_name.clone(), false),
         ("Amount", Some(format::money(p.amount.shillings())), false),
-        ("Reference", Some(p.reference.clone()), true),
+        ("Account / reference", Some(p.reference.clone()), true),
+        ("Paid to shortcode", p.business_short_code.clone(), true),
+        (
+            "Recovered by",
+            p.recovered_by.as_deref().map(|r| match r {
+                "pull" => "Pull Transactions (its confirmation never came)".to_owned(),
+                "status" => "Transaction Status check (its confirmation never came)".to_owned(),
+                other => other.to_owned(),
+            }),
+            false,
+        ),
         ("Description", Some(p.description.clone()), false),
         ("Customer email", p.customer_email.clone(), false),
         (

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use mpesa_domain::payment::ALL_STATUSES;
 use mpesa_domain::{Msisdn, PaymentStatus};
-use mpesa_storage::{PageRequest, PaymentFilter, Storage};
+use mpesa_storage::{PageRequest, PaymentChannel, PaymentFilter, Storage};
 
 use crate::admin::error::AdminError;
 use crate::admin::format::{self, DAY_MS};
@@ -30,6 +30,7 @@ const EXPORT_PAGE: u32 = 500;
 #[derive(Default)]
 pub struct FilterForm {
     pub status: String,
+    pub channel: String,
     pub from: String,
     pub to: String,
     pub phone: String,
@@ -43,6 +44,7 @@ impl FilterForm {
     fn pairs(&self) -> Vec<(&str, &str)> {
         vec![
             ("status", self.status.as_str()),
+            ("channel", self.channel.as_str()),
             ("from", self.from.as_str()),
             ("to", self.to.as_str()),
             ("phone", self.phone.as_str()),
@@ -70,6 +72,7 @@ pub fn read_filters(params: &Fields) -> (FilterForm, Result<PaymentFilter, Vec<S
     };
     let form = FilterForm {
         status: text("status", "State"),
+        channel: text("channel", "Channel"),
         from: text("from", "From"),
         to: text("to", "To"),
         phone: text("phone", "Phone"),
@@ -83,6 +86,12 @@ pub fn read_filters(params: &Fields) -> (FilterForm, Result<PaymentFilter, Vec<S
         match PaymentStatus::parse(&form.status) {
             Some(s) => filter.status = Some(s),
             None => errors.push("State: choose one of the listed states.".into()),
+        }
+    }
+    if !form.channel.is_empty() {
+        match PaymentChannel::parse(&form.channel) {
+            Some(c) => filter.channel = Some(c),
+            None => errors.push("Channel: choose STK push or paybill/till.".into()),
         }
     }
     if !form.phone.is_empty() {
