@@ -1,7 +1,8 @@
 //! Payment links in a real browser (headless Chromium through chromedriver): an admin creates a
 //! link on the dashboard and sees its QR code; a customer opens it, pays with the simulator's
 //! success number and sees the receipt; a cancelled prompt shows the way to pay at the paybill;
-//! the page in Swahili; too many prompts; a disabled link; and the whole payment again with
+//! the page in Swahili; too many prompts; a single-use link paid at the paybill with its
+//! account number; a disabled link; and the whole payment again with
 //! JavaScript off (the status page refreshes itself).
 //!
 //! Every page is photographed at desktop width and 360 px into `target/pay-page-screenshots/`,
@@ -164,6 +165,28 @@ async fn a_link_is_made_on_the_dashboard_and_paid_in_a_browser() {
     b.wait_for_text("Try again after").await;
     b.snap("08-pay-too-many").await;
 
+    // A single-use link paid at the paybill with its account number: its page says it is paid.
+    let invoice = crate::payment_links::link(
+        &gw,
+        serde_json::json!({ "title": "Invoice 9", "amount": 800, "single_use": true }),
+    )
+    .await;
+    let invoice_path = crate::payment_links::page_path(&invoice);
+    b.goto(&invoice_path).await;
+    let account_shown = b.find("#account-number").await.text().await.unwrap();
+    assert_eq!(account_shown, invoice["account_number"].as_str().unwrap());
+    gw.sim()
+        .pay_c2b(daraja_sim::CustomerPayment::paybill(
+            "600000",
+            &account_shown,
+            800,
+        ))
+        .await
+        .unwrap();
+    b.goto(&invoice_path).await;
+    b.wait_for_text("This link has been paid").await;
+    b.snap("09-pay-link-paid-at-the-paybill").await;
+
     // The dashboard shows what the link collected; disabling closes its page.
     b.goto(&link_admin).await;
     let text = b.text().await;
@@ -172,7 +195,7 @@ async fn a_link_is_made_on_the_dashboard_and_paid_in_a_browser() {
         "{text}"
     );
     assert!(text.contains(&receipt), "{text}");
-    b.snap("09-dashboard-link-paid").await;
+    b.snap("10-dashboard-link-paid").await;
 
     // JavaScript off: the same payment, the status page refreshing itself.
     let nojs = Browser::launch(&gw.base, SHOTS, false).await;
@@ -180,7 +203,7 @@ async fn a_link_is_made_on_the_dashboard_and_paid_in_a_browser() {
     let text = nojs.wait_for_text("Payment received").await;
     assert!(text.contains("KSh 1,500"), "{text}");
     assert!(!nojs.is_displayed("#print").await, "no script ran");
-    nojs.snap("10-pay-receipt-without-javascript").await;
+    nojs.snap("11-pay-receipt-without-javascript").await;
     nojs.close().await;
 
     b.goto(&link_admin).await;
@@ -188,9 +211,9 @@ async fn a_link_is_made_on_the_dashboard_and_paid_in_a_browser() {
     b.wait_for_text("The link is disabled").await;
     b.goto(&link_path).await;
     b.wait_for_text("no longer in use").await;
-    b.snap("11-pay-link-disabled").await;
+    b.snap("12-pay-link-disabled").await;
     b.goto("/admin/links").await;
-    b.snap("12-dashboard-links").await;
+    b.snap("13-dashboard-links").await;
     b.close().await;
     gw.stop().await;
 }
