@@ -4,6 +4,7 @@
 
 pub mod c2b;
 pub mod link;
+pub mod initiator;
 pub mod money;
 pub mod payment;
 pub mod payment_request;
@@ -13,6 +14,9 @@ pub mod state_machine;
 pub mod text;
 
 pub use link::{Lang, LinkAmount, LinkAmountError, LinkStatus};
+pub use initiator::{
+    RequestKind, RequestOutcome, RequestSnapshot, RequestStatus, RequestTransition, ResolvePolicy,
+};
 pub use money::{Amount, AmountBounds, AmountError, Cents};
 pub use payment::{FinalOutcome, PaymentStatus, ReviewReason};
 pub use payment_request::{FieldError, PaymentRequest, check_email, parse_payment_request};

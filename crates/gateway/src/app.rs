@@ -170,11 +170,54 @@ impl App {
                 keep_asking_ms: config.reconcile_keep_asking.as_millis() as i64,
                 c2b: config.c2b.clone(),
             },
-            plan,
+            plan.clone(),
             metrics.clone(),
             outbox_wake.clone(),
         );
         let links = crate::payments::PaymentLinks::for_config(&config, storage.clone());
+        let money_out = {
+            let callback_base = public_url
+                .join(&format!("callbacks/{}/", callback_secret.expose_secret()))
+                .map_err(|e| {
+                    StartError::Config(format!(
+                        "MPESA_CALLBACK_URL cannot carry the callback path: {e}"
+                    ))
+                })?;
+            let settings = config.money_out.clone();
+            let initiator = crate::money_out::Initiator::new(
+                storage.clone(),
+                daraja.clone(),
+                crate::money_out::InitiatorSettings {
+                    callback_base,
+                    policy: mpesa_domain::initiator::ResolvePolicy {
+                        result_wait_ms: settings.result_wait.as_millis() as i64,
+                        keep_asking_ms: settings.keep_asking.as_millis() as i64,
+                    },
+                },
+            )
+            .with_wake(outbox_wake.clone());
+            let mut short_codes = Vec::new();
+            if let Some(b2c) = &settings.b2c_short_code {
+                short_codes.push(b2c.clone());
+            }
+            short_codes.push(config.daraja.shortcode.clone());
+            crate::money_out::MoneyOut {
+                refunds: crate::money_out::Refunds::new(
+                    storage.clone(),
+                    initiator.clone(),
+                    config.daraja.shortcode.clone(),
+                    plan.clone(),
+                ),
+                payouts: crate::money_out::Payouts::new(
+                    storage.clone(),
+                    initiator.clone(),
+                    settings,
+                    plan.clone(),
+                ),
+                balances: crate::money_out::Balances::new(initiator.clone(), short_codes),
+                initiator,
+            }
+        };
         let outbox = OutboxWorker {
             storage: storage.clone(),
             deliverers: Deliverers::from_config(&config, storage.clone())
@@ -225,6 +268,7 @@ impl App {
             daraja,
             payments,
             links,
+            money_out,
             ingestor,
             metrics,
             health,
@@ -293,6 +337,21 @@ impl App {
                 state.health.clone(),
                 shutdown.clone(),
                 move || reconciler::run(payments.clone(), health.clone(), stop.clone()),
+            ));
+        }
+        {
+            let (initiator, health, stop) = (
+                state.money_out.initiator.clone(),
+                state.health.clone(),
+                shutdown.clone(),
+            );
+            workers.spawn(supervise(
+                "resolver",
+                state.health.clone(),
+                shutdown.clone(),
+                move || {
+                    crate::money_out::resolver::run(initiator.clone(), health.clone(), stop.clone())
+                },
             ));
         }
         {

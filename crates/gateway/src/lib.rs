@@ -5,6 +5,8 @@
 //! * [`app`]: wiring and graceful shutdown;
 //! * [`http`]: the HTTP edge (merchant API, Safaricom callbacks, health, metrics, OpenAPI);
 //! * [`payments`]: creating payments, sending pushes, the reconciler, notification planning;
+//! * [`money_out`]: refunds, payouts and balances on the initiator layer (stored before sent,
+//!   sent once, results by callback, the unknown resolved by Transaction Status);
 //! * [`callbacks`]: callback parsing, decisions, and group-committed ingestion;
 //! * [`daraja_token`]: the Daraja access token shared by the instances through the database;
 //! * [`outbox`]: delivering email, Telegram and webhook notifications;
@@ -25,6 +27,7 @@ pub mod health;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod money_out;
 pub mod outbox;
 pub mod pay_page;
 pub mod payments;

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::health::DependencyHealth;
 use crate::http::auth::ApiKeyCache;
 use crate::metrics::Metrics;
+use crate::money_out::MoneyOut;
 use crate::payments::Payments;
 
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct StateInner {
     pub payments: Payments,
     /// Payment links and the pay page's one operation.
     pub links: crate::payments::PaymentLinks,
+    /// Refunds, payouts, balances and the initiator layer under them.
+    pub money_out: MoneyOut,
     pub ingestor: CallbackIngestor,
     pub metrics: Arc<Metrics>,
     pub health: Arc<DependencyHealth>,

@@ -552,6 +552,8 @@ pub(crate) struct Dialect {
     /// Key: bucket. Args: bucket, window_start (hits 0).
     pub(crate) insert_rate_limit_if_absent: &'static str,
 
+    /// Key: day. Args: day (a new row reserves 0).
+    pub(crate) insert_payout_day_if_absent: &'static str,
     /// Appended to a multi-row `INSERT` so that rows whose unique key is taken are skipped (the
     /// statement waits for a concurrent inserter of the same key to finish, then skips). For
     /// tables with a `created_at` column (MySQL's no-op update names one). Affected-row counts
@@ -599,6 +601,8 @@ pub(crate) mod standard_sql {
         VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
     pub(crate) const INSERT_RATE_LIMIT_IF_ABSENT: &str = "INSERT INTO rate_limits \
         (bucket, window_start, hits) VALUES ($1, $2, 0) ON CONFLICT (bucket) DO NOTHING";
+    pub(crate) const INSERT_PAYOUT_DAY_IF_ABSENT: &str = "INSERT INTO payout_days (day, reserved) \
+        VALUES ($1, 0) ON CONFLICT (day) DO NOTHING";
     pub(crate) const UPSERT_HEALTH_PROBE: &str = "INSERT INTO health_probes \
         (instance_id, written_at) VALUES ($1, $2) \
         ON CONFLICT (instance_id) DO UPDATE SET written_at = excluded.written_at";

@@ -137,6 +137,15 @@ const UNIQUE_RULES: &[(&str, &str)] = &[
     ("pk_leases", "leases.name"),
     ("pk_health_probes", "health_probes.instance_id"),
     ("pk_sign_in_failures", "sign_in_failures.key"),
+    ("pk_initiator_requests", "initiator_requests.id"),
+    (
+        "uq_initiator_requests_originator_conversation_id",
+        "initiator_requests.originator_conversation_id",
+    ),
+    ("pk_refunds", "refunds.id"),
+    ("uq_refunds_active_payment_id", "refunds.active_payment_id"),
+    ("pk_payouts", "payouts.id"),
+    ("pk_payout_days", "payout_days.day"),
 ];
 
 /// The rule a named constraint or index stands for; the name itself if it is not ours.

@@ -35,6 +35,7 @@
 //! harness (`mpesa_harness::database::TestDatabase`).
 
 pub mod model;
+pub mod money_out;
 
 mod cursor;
 mod db;
@@ -51,6 +52,7 @@ mod store;
 pub use error::StorageError;
 pub use galera::ClusterStatus;
 pub use model::*;
+pub use money_out::*;
 
 use std::sync::Arc;
 
@@ -172,6 +174,126 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Timeline of one payment, oldest first.
     async fn payment_events(&self, payment_id: &str) -> Result<Vec<PaymentEvent>>;
+
+    // ---- money out: initiator requests, refunds, payouts -------------------------------------
+
+    /// Stores a new initiator request as `sending` (with a `stored` timeline entry) before it is
+    /// sent. A repeated OriginatorConversationID is refused with `Conflict`.
+    async fn create_initiator_request(
+        &self,
+        request: NewInitiatorRequest,
+        next_check_at: Option<Millis>,
+    ) -> Result<InitiatorRequest>;
+
+    async fn get_initiator_request(&self, id: &str) -> Result<Option<InitiatorRequest>>;
+
+    /// The request a result names (by OriginatorConversationID, then ConversationID).
+    async fn find_initiator_request(
+        &self,
+        ids: &InitiatorCallbackIds,
+    ) -> Result<Option<InitiatorRequest>>;
+
+    async fn initiator_requests_for(
+        &self,
+        purpose: &str,
+        owner_id: &str,
+    ) -> Result<Vec<InitiatorRequest>>;
+
+    /// Locks the request, asks `decide`, writes its answer and timeline entry.
+    async fn update_initiator_request(
+        &self,
+        id: &str,
+        now: Millis,
+        decide: DecideInitiator<'_>,
+    ) -> Result<Option<(InitiatorRequest, InitiatorUpdate)>>;
+
+    /// Stores a result or queue-timeout callback raw and applies it to the request it names, in
+    /// one transaction: an answered callback is committed, a duplicate changes nothing, and one
+    /// that names no request is kept (outcome `unmatched`), never applied.
+    async fn ingest_initiator_callback(
+        &self,
+        raw: IncomingCallback,
+        ids: InitiatorCallbackIds,
+        now: Millis,
+        decide: DecideInitiatorCallback<'_>,
+    ) -> Result<IngestedInitiatorCallback>;
+
+    /// Applies, in one transaction, the results and notices stored as `unmatched` that name this
+    /// request (they came before its acknowledgement was recorded). Returns the request when one
+    /// of them made it final.
+    async fn rematch_initiator_callbacks(
+        &self,
+        request_id: &str,
+        now: Millis,
+        decide: RedecideInitiatorCallback<'_>,
+    ) -> Result<Option<InitiatorRequest>>;
+
+    /// Claims open requests whose check is due (several instances never claim the same one).
+    async fn claim_due_initiator_requests(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> Result<Vec<InitiatorRequest>>;
+
+    /// Final requests whose owner was not told yet, finalized at or before `before`.
+    async fn unnotified_initiator_requests(
+        &self,
+        before: Millis,
+        limit: u32,
+    ) -> Result<Vec<InitiatorRequest>>;
+
+    async fn mark_initiator_owner_notified(&self, id: &str, now: Millis) -> Result<()>;
+
+    /// The timeline of an initiator request, refund or payout.
+    async fn money_out_events(&self, subject_id: &str) -> Result<Vec<MoneyOutEvent>>;
+
+    /// Claims the idempotency key (if any), locks the payment, asks `decide`, and stores the
+    /// refund as `pending` with its timeline entries, in one transaction. A refused request
+    /// frees the key.
+    async fn create_refund(
+        &self,
+        refund: NewRefund,
+        idempotency: Option<IdempotencyClaim>,
+        decide: DecideRefund<'_>,
+    ) -> Result<CreateRefundResult>;
+
+    async fn get_refund(&self, id: &str) -> Result<Option<Refund>>;
+
+    async fn refunds_for_payment(&self, payment_id: &str) -> Result<Vec<Refund>>;
+
+    /// Locks the refund, asks `decide`, writes the change, its timeline entries (also on the
+    /// payment's timeline) and outbox rows in one transaction.
+    async fn update_refund(
+        &self,
+        id: &str,
+        now: Millis,
+        decide: DecideRefundUpdate<'_>,
+    ) -> Result<Option<(Refund, RefundUpdate)>>;
+
+    /// Claims the idempotency key (if any), reserves the amount in the day's limit (if any; one
+    /// conditional UPDATE, shared by every instance on the database), and stores the payout.
+    async fn create_payout(
+        &self,
+        payout: NewPayout,
+        idempotency: Option<IdempotencyClaim>,
+        daily_limit: Option<i64>,
+    ) -> Result<CreatePayoutResult>;
+
+    async fn get_payout(&self, id: &str) -> Result<Option<Payout>>;
+
+    async fn list_payouts(&self, filter: &PayoutFilter, page: &PageRequest)
+    -> Result<Page<Payout>>;
+
+    async fn update_payout(
+        &self,
+        id: &str,
+        now: Millis,
+        decide: DecidePayoutUpdate<'_>,
+    ) -> Result<Option<(Payout, PayoutUpdate)>>;
+
+    /// The total of payouts awaiting approval, in shillings.
+    async fn payouts_awaiting_approval_total(&self) -> Result<i64>;
 
     // ---- callbacks -------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ pub(crate) const SQLITE: &[MigrationFile] = migration_files!(
     "0003_callbacks_outcome_kind_index.sql",
     "0004_health_probes_and_sign_in_failures.sql",
     "0005_c2b.sql",
+    "0006_money_out.sql",
     "0007_payment_links.sql",
 );
 pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
@@ -31,6 +32,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "0003_callbacks_outcome_kind_index.sql",
     "0004_health_probes_and_sign_in_failures.sql",
     "0005_c2b.sql",
+    "0006_money_out.sql",
     "0007_payment_links.sql",
 );
 pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
@@ -39,6 +41,7 @@ pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "0003_callbacks_outcome_kind_index.sql",
     "0004_health_probes_and_sign_in_failures.sql",
     "0005_c2b.sql",
+    "0006_money_out.sql",
     "0007_payment_links.sql",
 );
 

@@ -360,6 +360,8 @@ pub enum CallbackKind {
     C2bConfirmation,
     B2cResult,
     Timeout,
+    /// The result of an initiator request (B2C, Reversal, Transaction Status, Account Balance).
+    InitiatorResult,
     /// A notice to the Pull Transactions CallBackURL (kept for audit).
     Pull,
 }
@@ -372,6 +374,7 @@ impl CallbackKind {
             CallbackKind::C2bConfirmation => "c2b_confirmation",
             CallbackKind::B2cResult => "b2c_result",
             CallbackKind::Timeout => "timeout",
+            CallbackKind::InitiatorResult => "initiator_result",
             CallbackKind::Pull => "pull",
         }
     }
@@ -382,6 +385,7 @@ impl CallbackKind {
             Self::C2bConfirmation,
             Self::B2cResult,
             Self::Timeout,
+            Self::InitiatorResult,
             Self::Pull,
         ]
         .into_iter()

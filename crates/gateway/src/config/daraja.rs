@@ -20,6 +20,10 @@ pub(super) struct DarajaSection {
     pub callback_secret: Option<SecretString>,
 }
 
+/// The simulator's initiator (public test values, like the sandbox passkey).
+pub const SANDBOX_INITIATOR_NAME: &str = "testapi";
+pub const SANDBOX_INITIATOR_PASSWORD: &str = "sandbox-initiator-password";
+
 const CREDENTIALS_HINT: &str =
     " (from your Daraja app; or run `serve --sandbox` to use the built-in simulator)";
 
@@ -131,6 +135,11 @@ pub(super) fn read<S: Source>(
     client.party_b = Some(party_b);
     client.initiator_name = r.string("MPESA_INITIATOR_NAME");
     client.initiator_password = r.string("MPESA_INITIATOR_PASSWORD").map(SecretString::from);
+    if sandbox && client.initiator_name.is_none() && client.initiator_password.is_none() {
+        // The simulator's public test initiator: `serve --sandbox` refunds and pays out.
+        client.initiator_name = Some(SANDBOX_INITIATOR_NAME.to_owned());
+        client.initiator_password = Some(SecretString::from(SANDBOX_INITIATOR_PASSWORD));
+    }
     if let Some(path) = r.string("MPESA_CERTIFICATE_PATH") {
         client.certificate = CertificateSource::File(path.into());
     }

@@ -15,6 +15,7 @@ mod database;
 mod docs;
 mod email;
 mod links;
+pub mod money_out;
 mod outbox;
 mod payments;
 mod reader;
@@ -85,6 +86,8 @@ pub struct Config {
     /// no answer (then it is held for a person).
     pub reconcile_keep_asking: Duration,
     pub amount_bounds: AmountBounds,
+    /// Refunds, payouts, balance and the initiator layer.
+    pub money_out: money_out::MoneyOutSettings,
     /// The paybill or till customers pay on their own, validation, Pull Transactions.
     pub c2b: C2bSettings,
     pub telegram: Option<TelegramSettings>,
@@ -152,8 +155,12 @@ impl Config {
         let listen = server::listen(&r)?;
         let database_url = database::url(&r)?;
         let payments = payments::read(&r)?;
-        let daraja = daraja::read(&r, sandbox, payments.amount_bounds)?;
+        let mut daraja = daraja::read(&r, sandbox, payments.amount_bounds)?;
         let c2b = c2b::read(&r, sandbox, &daraja.client.shortcode)?;
+        let money_out = money_out::read(&r, sandbox)?;
+        if let Some(b2c) = &money_out.b2c_short_code {
+            daraja.client.initiator_shortcode = Some(b2c.clone());
+        }
         Ok(Config {
             listen,
             http: server::limits(&r)?,
@@ -172,6 +179,7 @@ impl Config {
             payment_expires_after: payments.payment_expires_after,
             reconcile_keep_asking: payments.reconcile_keep_asking,
             amount_bounds: payments.amount_bounds,
+            money_out,
             c2b,
             telegram: telegram::read(&r)?,
             email: email::read(&r)?,

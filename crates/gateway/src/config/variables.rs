@@ -298,7 +298,7 @@ pub static VARIABLES: &[Var] = &[
         )
     },
     Var {
-        when_unset: WhenUnset::Means("off"),
+        when_unset: WhenUnset::Means("off; the simulator's `testapi` with `--sandbox`"),
         examples: &["testapi"],
         show: Some(|c| c.daraja.initiator_name.clone()),
         ..var(
@@ -320,6 +320,34 @@ pub static VARIABLES: &[Var] = &[
             "MPESA_INITIATOR_PASSWORD",
             Daraja,
             "The initiator's password (sent encrypted as the SecurityCredential).",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Means("off (payouts are refused); `600000` with `--sandbox`"),
+        examples: &["600000"],
+        show: Some(|c| c.money_out.b2c_short_code.clone()),
+        ..var(
+            "MPESA_B2C_SHORT_CODE",
+            Daraja,
+            "The shortcode that pays out (B2C `PartyA`, and Transaction Status and Account Balance asked for it). Payouts are off without it and an initiator.",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("120"),
+        show: Some(|c| Some(c.money_out.result_wait.as_secs().to_string())),
+        ..var(
+            "INITIATOR_RESULT_WAIT_SECS",
+            Daraja,
+            "Seconds a refund's or payout's result may take before Transaction Status is asked about it (a status or balance question with no answer by then fails; ask again).",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("86400"),
+        show: Some(|c| Some(c.money_out.keep_asking.as_secs().to_string())),
+        ..var(
+            "INITIATOR_KEEP_ASKING_SECS",
+            Daraja,
+            "How long (from its creation) Transaction Status is asked, with backoff, about a refund or payout whose outcome is unknown; then it is held for a person. It is never sent again.",
         )
     },
     Var {
@@ -444,6 +472,35 @@ pub static VARIABLES: &[Var] = &[
             "PAY_PAGE_LIMIT_WINDOW",
             Payments,
             "The window of the pay page's limits (`30s`, `10m`, `1h`).",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("150000"),
+        show: Some(|c| Some(c.money_out.payout_max_amount.to_string())),
+        ..var(
+            "PAYOUT_MAX_AMOUNT",
+            Payments,
+            "The largest payout, in whole shillings (a larger one is refused with 422).",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Means("no limit"),
+        examples: &["500000"],
+        show: Some(|c| c.money_out.payout_daily_limit.map(|v| v.to_string())),
+        ..var(
+            "PAYOUT_DAILY_LIMIT",
+            Payments,
+            "The most paid out per East Africa Time day, in whole shillings, counted in the database (every instance shares it); a payout past it is refused with 422. Failed and rejected payouts give their amount back.",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Means("no approval needed"),
+        examples: &["10000"],
+        show: Some(|c| c.money_out.payout_approval_above.map(|v| v.to_string())),
+        ..var(
+            "PAYOUT_APPROVAL_ABOVE",
+            Payments,
+            "Payouts above this many shillings wait as `awaiting_approval` until an admin approves them on the dashboard (an admin other than the one who asked).",
         )
     },
     Var {

@@ -238,7 +238,7 @@ fn created(view: &PaymentView) -> StoredResponse {
     }
 }
 
-async fn save_answer(
+pub(crate) async fn save_answer(
     state: &AppState,
     api_key_id: &str,
     key: Option<&str>,
@@ -254,7 +254,7 @@ async fn save_answer(
     }
 }
 
-fn replay(stored: StoredResponse) -> Response {
+pub(crate) fn replay(stored: StoredResponse) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let mut r = (status, stored.body).into_response();
     r.headers_mut().insert(
@@ -286,7 +286,14 @@ pub async fn get_payment(
         .get_payment(&id)
         .await?
         .ok_or(ApiError::NotFound("no such payment"))?;
-    Ok(Json(PaymentView::from(&p)))
+    let mut view = PaymentView::from(&p);
+    view.refund_status = state
+        .money_out
+        .refunds
+        .status_of_payment(&p.id)
+        .await?
+        .map(|r| r.status.as_str().to_owned());
+    Ok(Json(view))
 }
 
 /// List payments, newest first.
@@ -427,7 +434,7 @@ pub fn json_body(
     serde_json::from_slice(&bytes).map_err(|e| ApiError::BadJson(e.to_string()))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => {

@@ -22,6 +22,7 @@ use serde_json::json;
 
 use crate::callbacks::{IngestError, Prepared, parse_c2b, parse_stk};
 use crate::ids::{new_id, now_ms, secrets_equal};
+use crate::money_out::CallbackDoor;
 use crate::payments::c2b::VALIDATION_DECIDE_WITHIN;
 use crate::state::AppState;
 use daraja::wire::C2bValidationAnswer;
@@ -112,16 +113,6 @@ pub async fn c2b_confirmation(
     .await
 }
 
-pub async fn b2c_result(
-    state: State<AppState>,
-    path: Path<String>,
-    peer: PeerAddr,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    receive(state, path, peer, headers, body, CallbackKind::B2cResult).await
-}
-
 pub async fn pull_notice(
     state: State<AppState>,
     path: Path<String>,
@@ -132,36 +123,117 @@ pub async fn pull_notice(
     receive(state, path, peer, headers, body, CallbackKind::Pull).await
 }
 
-pub async fn queue_timeout(
+/// `/callbacks/{secret}/result/{api}` (and the older `/callbacks/{secret}/b2c/result`): the
+/// `Result` of a B2C, Reversal, Transaction Status or Account Balance request. The request is
+/// found by the ids in the body, whatever the path says.
+pub async fn initiator_result(
     state: State<AppState>,
-    path: Path<String>,
+    Path(params): Path<Vec<(String, String)>>,
     peer: PeerAddr,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    receive(state, path, peer, headers, body, CallbackKind::Timeout).await
+    initiator(state, params, peer, headers, body, CallbackDoor::Result).await
 }
 
-async fn receive(
-    State(state): State<AppState>,
-    Path(secret): Path<String>,
+/// `/callbacks/{secret}/timeout/{api}` (and `/callbacks/{secret}/timeout`): Daraja's notice that
+/// a request expired in its queue.
+pub async fn initiator_timeout(
+    state: State<AppState>,
+    Path(params): Path<Vec<(String, String)>>,
     peer: PeerAddr,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    kind: CallbackKind,
 ) -> Response {
+    initiator(
+        state,
+        params,
+        peer,
+        headers,
+        body,
+        CallbackDoor::QueueTimeout,
+    )
+    .await
+}
+
+async fn initiator(
+    State(state): State<AppState>,
+    params: Vec<(String, String)>,
+    peer: PeerAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    door: CallbackDoor,
+) -> Response {
+    let secret = params
+        .iter()
+        .find(|(k, _)| k == "secret")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let kind = match door {
+        CallbackDoor::Result => CallbackKind::InitiatorResult,
+        CallbackDoor::QueueTimeout => CallbackKind::Timeout,
+    };
+    let incoming = match admit(&state, &secret, &peer, &headers, body, kind) {
+        Ok(i) => i,
+        Err(answer) => return *answer,
+    };
+    let parse_error = daraja::ResultEnvelope::parse(&incoming.body)
+        .err()
+        .map(|e| e.to_string());
+    let callback_id = incoming.id.clone();
+    match state.money_out.initiator.receive(incoming, door).await {
+        Ok(ingested) => {
+            match ingested.outcome {
+                CallbackOutcome::Unmatched => {
+                    tracing::warn!(%callback_id, "initiator result for no request of ours kept as unmatched")
+                }
+                CallbackOutcome::Unparseable => {
+                    tracing::warn!(%callback_id, error = ?parse_error, "unparseable initiator result stored")
+                }
+                outcome => {
+                    tracing::debug!(%callback_id, outcome = outcome.as_str(), request_id = ?ingested.request.as_ref().map(|r| &r.id), "initiator result stored")
+                }
+            }
+            if parse_error.is_some() {
+                refused(
+                    StatusCode::BAD_REQUEST,
+                    "Rejected: the body could not be parsed; it was stored",
+                )
+            } else {
+                accepted()
+            }
+        }
+        Err(e) => {
+            tracing::error!(%callback_id, error = %e, "initiator result NOT stored; answering an error so it is not acknowledged");
+            refused(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable")
+        }
+    }
+}
+
+/// The secret path checked and the body read: the callback as it will be stored, or the
+/// answer that refuses it.
+fn admit(
+    state: &AppState,
+    secret: &str,
+    peer: &PeerAddr,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    kind: CallbackKind,
+) -> Result<IncomingCallback, Box<Response>> {
     let remote_addr = peer.0.map(|a| a.ip().to_string());
-    if !secrets_equal(&secret, state.callback_secret.expose_secret()) {
+    if !secrets_equal(secret, state.callback_secret.expose_secret()) {
         state.metrics.inc(
             "mpesa_gateway_callbacks_rejected_total",
             &[("reason", "wrong_secret")],
         );
         tracing::warn!(remote = ?remote_addr, kind = kind.as_str(), "callback with a wrong secret path refused");
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": { "code": "not_found", "message": "not found" } })),
-        )
-            .into_response();
+        return Err(Box::new(
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": { "code": "not_found", "message": "not found" } })),
+            )
+                .into_response(),
+        ));
     }
     let body = match body {
         Ok(b) => b,
@@ -171,9 +243,26 @@ async fn receive(
                 &[("reason", "unreadable_body")],
             );
             tracing::warn!(remote = ?remote_addr, status = %rejection.status(), "callback body refused");
-            return refused(rejection.status(), "Rejected: body too large or unreadable");
+            return Err(Box::new(refused(
+                rejection.status(),
+                "Rejected: body too large or unreadable",
+            )));
         }
     };
+    Ok(IncomingCallback {
+        id: new_id("cb"),
+        kind,
+        received_at: now_ms(),
+        remote_addr,
+        headers: kept_headers(headers),
+        body: body.to_vec(),
+        checkout_request_id: None,
+        receipt: None,
+        parse_error: None,
+    })
+}
+
+fn kept_headers(headers: &HeaderMap) -> String {
     let kept: BTreeMap<String, String> = headers
         .iter()
         .filter(|(name, _)| KEPT_HEADERS.contains(&name.as_str()))
@@ -187,6 +276,23 @@ async fn receive(
             )
         })
         .collect();
+    serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into())
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    Path(secret): Path<String>,
+    peer: PeerAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    kind: CallbackKind,
+) -> Response {
+    let admitted = match admit(&state, &secret, &peer, &headers, body, kind) {
+        Ok(i) => i,
+        Err(answer) => return *answer,
+    };
+    let remote_addr = admitted.remote_addr.clone();
+    let body = admitted.body.clone();
 
     let mut receipt = None;
     let mut note = None;
@@ -227,15 +333,10 @@ async fn receive(
     };
     let unparseable = parse_error.is_some();
     let incoming = IncomingCallback {
-        id: new_id("cb"),
-        kind,
-        received_at: now_ms(),
-        remote_addr: remote_addr.clone(),
-        headers: serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()),
-        body: body.to_vec(),
         checkout_request_id,
         receipt,
         parse_error: parse_error.clone().or(note),
+        ..admitted
     };
     let callback_id = incoming.id.clone();
     if kind == CallbackKind::C2bValidation {

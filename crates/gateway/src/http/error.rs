@@ -165,3 +165,35 @@ impl From<PaymentError> for ApiError {
         }
     }
 }
+
+impl From<crate::money_out::RefundError> for ApiError {
+    fn from(e: crate::money_out::RefundError) -> Self {
+        use crate::money_out::RefundError as E;
+        match e {
+            E::Storage(s) => s.into(),
+            E::Initiator(i) => ApiError::DarajaUnavailable(i.to_string()),
+            E::PaymentNotFound => ApiError::NotFound("no such payment"),
+            E::NotFound => ApiError::NotFound("no such refund"),
+            E::Invalid(m) => ApiError::validation("reason", m),
+            E::Refused(m) => ApiError::Conflict(m),
+            E::KeyReused => ApiError::IdempotencyKeyReused,
+            E::InProgress { id } => ApiError::IdempotencyInProgress { payment_id: id },
+            e @ E::NotConfigured => ApiError::Conflict(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::money_out::PayoutError> for ApiError {
+    fn from(e: crate::money_out::PayoutError) -> Self {
+        use crate::money_out::PayoutError as E;
+        match e {
+            E::Storage(s) => s.into(),
+            E::NotFound => ApiError::NotFound("no such payout"),
+            E::Invalid { field, message } => ApiError::validation(field, message),
+            e @ E::Disabled => ApiError::Conflict(e.to_string()),
+            E::Refused(m) => ApiError::Conflict(m),
+            E::KeyReused => ApiError::IdempotencyKeyReused,
+            E::InProgress { id } => ApiError::IdempotencyInProgress { payment_id: id },
+        }
+    }
+}

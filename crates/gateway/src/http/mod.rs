@@ -6,6 +6,7 @@ pub mod c2b;
 pub mod callbacks;
 pub mod client_addr;
 pub mod error;
+pub mod money_out;
 pub mod openapi;
 pub mod payment_links;
 pub mod server;
@@ -47,6 +48,20 @@ pub fn router(state: AppState) -> Router {
             post(payment_links::disable),
         )
         .route(
+            "/api/v1/payments/{id}/refund",
+            post(money_out::refund_payment),
+        )
+        .route("/api/v1/refunds/{id}", get(money_out::get_refund))
+        .route(
+            "/api/v1/payouts",
+            post(money_out::create_payout).get(money_out::list_payouts),
+        )
+        .route("/api/v1/payouts/{id}", get(money_out::get_payout))
+        .route(
+            "/api/v1/balance",
+            post(money_out::ask_balance).get(money_out::get_balance),
+        )
+        .route(
             "/api/v1/c2b/accounts",
             post(c2b::add_account).get(c2b::list_accounts),
         )
@@ -71,11 +86,19 @@ pub fn router(state: AppState) -> Router {
         .route("/callbacks/{secret}/pull", post(callbacks::pull_notice))
         .route(
             "/callbacks/{secret}/b2c/result",
-            post(callbacks::b2c_result),
+            post(callbacks::initiator_result),
+        )
+        .route(
+            "/callbacks/{secret}/result/{api}",
+            post(callbacks::initiator_result),
         )
         .route(
             "/callbacks/{secret}/timeout",
-            post(callbacks::queue_timeout),
+            post(callbacks::initiator_timeout),
+        )
+        .route(
+            "/callbacks/{secret}/timeout/{api}",
+            post(callbacks::initiator_timeout),
         );
     Router::new()
         .route("/", get(service::index))

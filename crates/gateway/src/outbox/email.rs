@@ -299,6 +299,15 @@ pub fn render(event_type: &str, n: &Notification) -> Result<EmailContent, String
                 (n.kind == "review_alert").then_some(reason).flatten(),
             ))
         }
+        // A ready text (refunds, payouts): the first line is the subject.
+        "notice" => {
+            let text = clip(n.message.as_deref().unwrap_or(""), 2000);
+            Ok(EmailContent {
+                subject: clip(text.lines().next().unwrap_or("mpesa-gateway"), 120),
+                html: format!("<p>{}</p>", escape(&text).replace('\n', "<br>")),
+                text,
+            })
+        }
         "test" => {
             let text = n
                 .message

@@ -146,6 +146,8 @@ pub fn render(event_type: &str, n: &Notification) -> Result<String, String> {
                 .as_deref()
                 .or(n.payment()?.review_reason.as_deref()),
         )),
+        // A ready text (refunds, payouts).
+        "notice" => Ok(escape_html(&clip(n.message.as_deref().unwrap_or(""), 2000))),
         "test" => Ok(format!(
             "🔔 <b>mpesa-gateway test message</b>\n{}",
             escape_html(n.message.as_deref().unwrap_or("Telegram delivery works."))

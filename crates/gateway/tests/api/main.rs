@@ -12,6 +12,7 @@ mod callbacks;
 mod dashboard;
 mod idempotency;
 mod lifecycle;
+mod money_out;
 mod multi_instance;
 mod openapi_contract;
 mod outbox;

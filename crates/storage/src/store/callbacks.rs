@@ -275,6 +275,62 @@ async fn insert_bulk<C: Conn>(
     Ok(())
 }
 
+/// Stores one callback with its outcome, tied to no payment (initiator results and timeouts).
+/// `named` is the id the callback names (an initiator result's ConversationID), kept in the
+/// `checkout_request_id` column so that a result that came before its request's acknowledgement
+/// can be matched later.
+pub(crate) async fn insert_one<C: Conn>(
+    c: &mut C,
+    item: &IncomingCallback,
+    named: Option<&str>,
+    outcome: CallbackOutcome,
+) -> DbResult<()> {
+    insert_bulk(
+        c,
+        std::slice::from_ref(item),
+        &[(0, storable_checkout_request_id(named), None, outcome)],
+    )
+    .await
+}
+
+/// Sets the outcome of a stored callback (an initiator result matched after it was stored).
+pub(crate) async fn set_outcome<C: Conn>(
+    c: &mut C,
+    id: &str,
+    outcome: CallbackOutcome,
+) -> DbResult<()> {
+    c.execute(
+        Stmt::new("UPDATE callbacks SET outcome = $1 WHERE id = $2")
+            .bind(outcome.as_str())
+            .bind(id),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Initiator results and notices stored as `unmatched` that name `named`.
+pub(crate) async fn unmatched_initiator<C: Conn>(
+    c: &mut C,
+    named: &[&str],
+) -> DbResult<Vec<RawCallback>> {
+    if named.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = SqlBuilder::new(concat!(
+        "SELECT ",
+        callback_columns!(),
+        " FROM callbacks WHERE outcome = 'unmatched' AND kind IN ('initiator_result', 'timeout') \
+         AND checkout_request_id IN ("
+    ));
+    q.push_bind_list(named.iter().copied())
+        .push(") ORDER BY id");
+    let rows = c.fetch_all(q.build()).await?;
+    Ok(rows
+        .iter()
+        .map(records::callback)
+        .collect::<Result<_, _>>()?)
+}
+
 /// Stores callbacks raw, as `received` and tied to no payment (see `SqlStorage::store_received`).
 pub(crate) async fn insert_received<C: Conn>(
     c: &mut C,

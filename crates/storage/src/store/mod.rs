@@ -4,6 +4,7 @@
 pub(crate) mod accounts;
 pub(crate) mod callbacks;
 pub(crate) mod links;
+pub(crate) mod money_out;
 pub(crate) mod outbox;
 pub(crate) mod payments;
 pub(crate) mod settings;
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use crate::db::{Conn, Driver};
 use crate::error::{DbResult, StorageError};
 use crate::model::*;
+use crate::money_out::*;
 use crate::{Backend, ClusterStatus, DecideCallback, DecidePayment, Millis, Result, Storage};
 use payments::Lock;
 
@@ -281,6 +283,176 @@ impl<D: Driver> Storage for SqlStorage<D> {
 
     async fn payment_events(&self, payment_id: &str) -> Result<Vec<PaymentEvent>> {
         read!(self, |c| payments::events(c, payment_id))
+    }
+
+    // ---- money out -----------------------------------------------------------------------------
+
+    async fn create_initiator_request(
+        &self,
+        request: NewInitiatorRequest,
+        next_check_at: Option<Millis>,
+    ) -> Result<InitiatorRequest> {
+        write_tx!(self, "create_initiator_request", |c| {
+            money_out::insert_request(c, &request, next_check_at)
+        })
+    }
+
+    async fn get_initiator_request(&self, id: &str) -> Result<Option<InitiatorRequest>> {
+        read!(self, |c| money_out::request_by_id(c, id, Lock::None))
+    }
+
+    async fn find_initiator_request(
+        &self,
+        ids: &InitiatorCallbackIds,
+    ) -> Result<Option<InitiatorRequest>> {
+        read!(self, |c| money_out::request_by_ids(c, ids, Lock::None))
+    }
+
+    async fn initiator_requests_for(
+        &self,
+        purpose: &str,
+        owner_id: &str,
+    ) -> Result<Vec<InitiatorRequest>> {
+        read!(self, |c| money_out::requests_for_owner(
+            c, purpose, owner_id
+        ))
+    }
+
+    async fn update_initiator_request(
+        &self,
+        id: &str,
+        now: Millis,
+        decide: DecideInitiator<'_>,
+    ) -> Result<Option<(InitiatorRequest, InitiatorUpdate)>> {
+        write_tx!(self, "update_initiator_request", |c| {
+            money_out::update_request(c, id, now, decide)
+        })
+    }
+
+    async fn ingest_initiator_callback(
+        &self,
+        raw: IncomingCallback,
+        ids: InitiatorCallbackIds,
+        now: Millis,
+        decide: DecideInitiatorCallback<'_>,
+    ) -> Result<IngestedInitiatorCallback> {
+        write_tx!(self, "ingest_initiator_callback", |c| {
+            money_out::ingest_callback(c, &raw, &ids, now, decide)
+        })
+    }
+
+    async fn rematch_initiator_callbacks(
+        &self,
+        request_id: &str,
+        now: Millis,
+        decide: RedecideInitiatorCallback<'_>,
+    ) -> Result<Option<InitiatorRequest>> {
+        write_tx!(self, "rematch_initiator_callbacks", |c| {
+            money_out::rematch(c, request_id, now, decide)
+        })
+    }
+
+    async fn claim_due_initiator_requests(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> Result<Vec<InitiatorRequest>> {
+        write_tx!(self, "claim_due_initiator_requests", |c| {
+            money_out::claim_due_requests(c, now, lease_until, limit)
+        })
+    }
+
+    async fn unnotified_initiator_requests(
+        &self,
+        before: Millis,
+        limit: u32,
+    ) -> Result<Vec<InitiatorRequest>> {
+        read!(self, |c| money_out::unnotified(c, before, limit))
+    }
+
+    async fn mark_initiator_owner_notified(&self, id: &str, now: Millis) -> Result<()> {
+        write_tx!(self, "mark_initiator_owner_notified", |c| {
+            money_out::mark_notified(c, id, now)
+        })
+    }
+
+    async fn money_out_events(&self, subject_id: &str) -> Result<Vec<MoneyOutEvent>> {
+        read!(self, |c| money_out::events(c, subject_id))
+    }
+
+    async fn create_refund(
+        &self,
+        refund: NewRefund,
+        idempotency: Option<IdempotencyClaim>,
+        decide: DecideRefund<'_>,
+    ) -> Result<CreateRefundResult> {
+        write_tx!(self, "create_refund", |c| money_out::create_refund(
+            c,
+            &refund,
+            idempotency.as_ref(),
+            decide
+        ))
+    }
+
+    async fn get_refund(&self, id: &str) -> Result<Option<Refund>> {
+        read!(self, |c| money_out::refund_by_id(c, id, Lock::None))
+    }
+
+    async fn refunds_for_payment(&self, payment_id: &str) -> Result<Vec<Refund>> {
+        read!(self, |c| money_out::refunds_for_payment(c, payment_id))
+    }
+
+    async fn update_refund(
+        &self,
+        id: &str,
+        now: Millis,
+        decide: DecideRefundUpdate<'_>,
+    ) -> Result<Option<(Refund, RefundUpdate)>> {
+        write_tx!(self, "update_refund", |c| money_out::update_refund(
+            c, id, now, decide
+        ))
+    }
+
+    async fn create_payout(
+        &self,
+        payout: NewPayout,
+        idempotency: Option<IdempotencyClaim>,
+        daily_limit: Option<i64>,
+    ) -> Result<CreatePayoutResult> {
+        write_tx!(self, "create_payout", |c| money_out::create_payout(
+            c,
+            &payout,
+            idempotency.as_ref(),
+            daily_limit
+        ))
+    }
+
+    async fn get_payout(&self, id: &str) -> Result<Option<Payout>> {
+        read!(self, |c| money_out::payout_by_id(c, id, Lock::None))
+    }
+
+    async fn list_payouts(
+        &self,
+        filter: &PayoutFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Payout>> {
+        read!(self, |c| money_out::list_payouts(c, filter, page))
+    }
+
+    async fn update_payout(
+        &self,
+        id: &str,
+        now: Millis,
+        decide: DecidePayoutUpdate<'_>,
+    ) -> Result<Option<(Payout, PayoutUpdate)>> {
+        write_tx!(self, "update_payout", |c| money_out::update_payout(
+            c, id, now, decide
+        ))
+    }
+
+    async fn payouts_awaiting_approval_total(&self) -> Result<i64> {
+        read!(self, |c| money_out::awaiting_approval_total(c))
     }
 
     // ---- callbacks -----------------------------------------------------------------------------

@@ -1,0 +1,729 @@
+//! The state machine of an outgoing initiator request (B2C, Reversal, Transaction Status,
+//! Account Balance): one pure function per event, like the payment's.
+//!
+//! A request is stored as `sending` before it leaves, and is sent once. Daraja's acknowledgement
+//! makes it `accepted`; the verdict comes later, by the result callback (`completed` or
+//! `failed`). What is not known — the acknowledgement was lost, the request expired in Daraja's
+//! queue, no result came — makes a request that moves money `unknown`: it is resolved by asking
+//! Transaction Status, never by sending it again. A request that only reads (status, balance)
+//! and gets no answer simply fails: asking again is a new request, and harmless.
+//!
+//! The rules that keep money safe:
+//! * a final state is set once; a later result that disagrees changes nothing (it is kept on the
+//!   timeline for a person);
+//! * an `unknown` request that moves money is never failed by time: Transaction Status either
+//!   finds it (completed) or the request is held for a person once asking has gone on long enough;
+//! * the owner (refund, payout, receipt check) is told exactly when the request first becomes
+//!   final (`notify_owner`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::Cents;
+use crate::result_code::ResultCode;
+
+/// Which Daraja API a request calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    B2c,
+    Reversal,
+    TransactionStatus,
+    AccountBalance,
+}
+
+impl RequestKind {
+    pub const ALL: [RequestKind; 4] = [
+        RequestKind::B2c,
+        RequestKind::Reversal,
+        RequestKind::TransactionStatus,
+        RequestKind::AccountBalance,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::B2c => "b2c",
+            RequestKind::Reversal => "reversal",
+            RequestKind::TransactionStatus => "transaction_status",
+            RequestKind::AccountBalance => "account_balance",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether the request moves money: then it is never sent twice, and what is unknown about
+    /// it is found out by Transaction Status.
+    pub fn moves_money(self) -> bool {
+        matches!(self, RequestKind::B2c | RequestKind::Reversal)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    /// Stored; the one send is under way (or the process stopped during it).
+    Sending,
+    /// Daraja queued it; the result has not come.
+    Accepted,
+    /// Whether Daraja acted is not known: asked about by Transaction Status.
+    Unknown,
+    Completed,
+    Failed,
+}
+
+impl RequestStatus {
+    pub const ALL: [RequestStatus; 5] = [
+        RequestStatus::Sending,
+        RequestStatus::Accepted,
+        RequestStatus::Unknown,
+        RequestStatus::Completed,
+        RequestStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Sending => "sending",
+            RequestStatus::Accepted => "accepted",
+            RequestStatus::Unknown => "unknown",
+            RequestStatus::Completed => "completed",
+            RequestStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, RequestStatus::Completed | RequestStatus::Failed)
+    }
+}
+
+impl std::fmt::Display for RequestStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the rules need to know about a stored request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestSnapshot {
+    pub kind: RequestKind,
+    pub status: RequestStatus,
+    pub conversation_id: Option<String>,
+    pub result_code: Option<ResultCode>,
+    pub receipt: Option<String>,
+    pub needs_review: bool,
+    pub created_at_ms: i64,
+}
+
+/// A `Result` callback as the rules see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultReport {
+    pub result_code: ResultCode,
+    pub result_desc: String,
+    /// The receipt of a success (`TransactionReceipt`, or the `TransactionID`).
+    pub receipt: Option<String>,
+}
+
+/// What a Transaction Status answer says about the transaction a request made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusFinding {
+    /// Found, `TransactionStatus` "Completed".
+    Completed {
+        receipt: Option<String>,
+        amount: Option<Cents>,
+    },
+    /// Found, and reversed since (for a Reversal: the reversal went through).
+    Reversed { receipt: Option<String> },
+    /// Not found (`2032`), or any answer that does not settle it: ask again later.
+    NotFound { result_code: ResultCode },
+}
+
+/// Which event produced a transition; it names the entry on the request's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestEventKind {
+    Accepted,
+    Refused,
+    SendUnknown,
+    Result,
+    QueueTimeout,
+    StatusFound,
+    NoAnswer,
+    HeldForReview,
+}
+
+impl RequestEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestEventKind::Accepted => "accepted",
+            RequestEventKind::Refused => "refused",
+            RequestEventKind::SendUnknown => "send_unknown",
+            RequestEventKind::Result => "result",
+            RequestEventKind::QueueTimeout => "queue_timeout",
+            RequestEventKind::StatusFound => "status_found",
+            RequestEventKind::NoAnswer => "no_answer",
+            RequestEventKind::HeldForReview => "held_for_review",
+        }
+    }
+}
+
+/// A change to write. Fields that are `None` keep their stored value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTransition {
+    pub kind: RequestEventKind,
+    pub status: RequestStatus,
+    pub originator_conversation_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub result_code: Option<ResultCode>,
+    pub result_desc: Option<String>,
+    pub receipt: Option<String>,
+    /// Set when this transition holds the request for a person.
+    pub hold: bool,
+    /// The request became final with this transition: its owner is told.
+    pub notify_owner: bool,
+    pub note: Option<String>,
+}
+
+impl RequestTransition {
+    fn new(kind: RequestEventKind, status: RequestStatus) -> Self {
+        RequestTransition {
+            kind,
+            status,
+            originator_conversation_id: None,
+            conversation_id: None,
+            result_code: None,
+            result_desc: None,
+            receipt: None,
+            hold: false,
+            notify_owner: status.is_final(),
+            note: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOutcome {
+    Changed(RequestTransition),
+    /// The event repeats what is recorded: nothing changes, no one is told.
+    Duplicate,
+    /// The event changes nothing, for the stated reason (kept on the timeline).
+    Unchanged(&'static str),
+}
+
+impl RequestOutcome {
+    pub fn transition(&self) -> Option<&RequestTransition> {
+        match self {
+            RequestOutcome::Changed(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// Daraja queued the request (`ResponseCode` 0) and named it.
+pub fn on_accepted(
+    r: &RequestSnapshot,
+    originator_conversation_id: &str,
+    conversation_id: &str,
+) -> RequestOutcome {
+    match r.status {
+        RequestStatus::Sending | RequestStatus::Unknown if r.conversation_id.is_none() => {
+            let mut t = RequestTransition::new(RequestEventKind::Accepted, RequestStatus::Accepted);
+            t.originator_conversation_id = Some(originator_conversation_id.to_owned());
+            t.conversation_id = Some(conversation_id.to_owned());
+            RequestOutcome::Changed(t)
+        }
+        _ if r.conversation_id.as_deref() == Some(conversation_id) => RequestOutcome::Duplicate,
+        // The result came before the acknowledgement was recorded: keep the ids only.
+        _ if r.conversation_id.is_none() => {
+            let mut t = RequestTransition::new(RequestEventKind::Accepted, r.status);
+            t.notify_owner = false;
+            t.originator_conversation_id = Some(originator_conversation_id.to_owned());
+            t.conversation_id = Some(conversation_id.to_owned());
+            RequestOutcome::Changed(t)
+        }
+        _ => RequestOutcome::Unchanged("the request already has another ConversationID"),
+    }
+}
+
+/// Daraja refused the request synchronously (its error envelope): nothing was queued.
+pub fn on_refused(r: &RequestSnapshot, error_code: &str, error_message: &str) -> RequestOutcome {
+    match r.status {
+        RequestStatus::Sending => {
+            let mut t = RequestTransition::new(RequestEventKind::Refused, RequestStatus::Failed);
+            t.result_code = Some(ResultCode::new(error_code));
+            t.result_desc = Some(error_message.to_owned());
+            RequestOutcome::Changed(t)
+        }
+        _ => RequestOutcome::Unchanged("a refusal can only end a request that was never accepted"),
+    }
+}
+
+/// The request may or may not have reached Daraja (a timeout after sending, a lost answer).
+/// It is never sent again.
+pub fn on_send_unknown(r: &RequestSnapshot, reason: &str) -> RequestOutcome {
+    match r.status {
+        RequestStatus::Sending => {
+            let mut t =
+                RequestTransition::new(RequestEventKind::SendUnknown, RequestStatus::Unknown);
+            t.note = Some(reason.to_owned());
+            RequestOutcome::Changed(t)
+        }
+        _ => RequestOutcome::Unchanged("the request already moved on"),
+    }
+}
+
+/// The `Result` callback for this request.
+pub fn on_result(r: &RequestSnapshot, report: &ResultReport) -> RequestOutcome {
+    if r.status.is_final() {
+        let same_code = r.result_code.as_ref() == Some(&report.result_code);
+        let same_receipt = !report.result_code.is_success() || r.receipt == report.receipt;
+        return if same_code && same_receipt {
+            RequestOutcome::Duplicate
+        } else {
+            RequestOutcome::Unchanged("the request is already final; a disagreeing result is kept")
+        };
+    }
+    let status = if report.result_code.is_success() {
+        RequestStatus::Completed
+    } else {
+        RequestStatus::Failed
+    };
+    let mut t = RequestTransition::new(RequestEventKind::Result, status);
+    t.result_code = Some(report.result_code.clone());
+    t.result_desc = Some(report.result_desc.clone());
+    if report.result_code.is_success() {
+        t.receipt = report.receipt.clone();
+    }
+    RequestOutcome::Changed(t)
+}
+
+/// Daraja's notice to `QueueTimeOutURL`: the request expired in its queue. Money may still have
+/// moved (Daraja does not say), so a request that moves money becomes `unknown`; a read fails.
+pub fn on_queue_timeout(r: &RequestSnapshot) -> RequestOutcome {
+    if r.status.is_final() {
+        return RequestOutcome::Unchanged("the request is already final");
+    }
+    if r.kind.moves_money() {
+        if r.status == RequestStatus::Unknown {
+            return RequestOutcome::Duplicate;
+        }
+        let mut t = RequestTransition::new(RequestEventKind::QueueTimeout, RequestStatus::Unknown);
+        t.note = Some("expired in Daraja's queue: asking Transaction Status".into());
+        return RequestOutcome::Changed(t);
+    }
+    let mut t = RequestTransition::new(RequestEventKind::QueueTimeout, RequestStatus::Failed);
+    t.result_desc = Some("the request expired in Daraja's queue".into());
+    RequestOutcome::Changed(t)
+}
+
+/// What Transaction Status found about the transaction this request made.
+pub fn on_status_finding(r: &RequestSnapshot, finding: &StatusFinding) -> RequestOutcome {
+    if r.status.is_final() {
+        return match (r.status, finding) {
+            (RequestStatus::Completed, StatusFinding::Completed { .. })
+                if r.kind == RequestKind::B2c =>
+            {
+                RequestOutcome::Duplicate
+            }
+            (RequestStatus::Completed, StatusFinding::Reversed { .. })
+                if r.kind == RequestKind::Reversal =>
+            {
+                RequestOutcome::Duplicate
+            }
+            _ => RequestOutcome::Unchanged("the request is already final"),
+        };
+    }
+    let found = |receipt: &Option<String>| {
+        let mut t = RequestTransition::new(RequestEventKind::StatusFound, RequestStatus::Completed);
+        t.result_code = Some(ResultCode::new(ResultCode::SUCCESS));
+        t.result_desc = Some("found by Transaction Status".into());
+        t.receipt = receipt.clone();
+        RequestOutcome::Changed(t)
+    };
+    match (r.kind, finding) {
+        (RequestKind::B2c, StatusFinding::Completed { receipt, .. }) => found(receipt),
+        // The original payment shows as reversed: the reversal went through. Its own receipt is
+        // not in this answer.
+        (RequestKind::Reversal, StatusFinding::Reversed { .. }) => found(&None),
+        (RequestKind::Reversal, StatusFinding::Completed { .. }) => {
+            RequestOutcome::Unchanged("the payment is not reversed (yet): asking again later")
+        }
+        (_, StatusFinding::NotFound { .. }) => RequestOutcome::Unchanged(
+            "Transaction Status does not find it (yet): asking again later",
+        ),
+        _ => RequestOutcome::Unchanged("Transaction Status says nothing about this request"),
+    }
+}
+
+/// How long the resolver waits and asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvePolicy {
+    /// From acceptance, how long a result may take before Transaction Status is asked (or, for
+    /// a read, before it is given up).
+    pub result_wait_ms: i64,
+    /// From creation, how long Transaction Status is asked about a request that moves money
+    /// before a person decides.
+    pub keep_asking_ms: i64,
+}
+
+/// What the resolver does with an open request that is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DueAction {
+    /// Ask Transaction Status about it (money moved or not?).
+    AskStatus,
+    /// Write this transition (a read given up; a request held for a person).
+    Apply(RequestTransition),
+    /// Nothing to do.
+    Nothing,
+}
+
+/// The resolver found `r` open and due at `now`.
+pub fn on_due(r: &RequestSnapshot, now_ms: i64, policy: &ResolvePolicy) -> DueAction {
+    if r.status.is_final() || r.needs_review {
+        return DueAction::Nothing;
+    }
+    if !r.kind.moves_money() {
+        let mut t = RequestTransition::new(RequestEventKind::NoAnswer, RequestStatus::Failed);
+        t.result_desc = Some(format!(
+            "no result from Daraja within {} seconds",
+            policy.result_wait_ms / 1000
+        ));
+        return DueAction::Apply(t);
+    }
+    if now_ms >= r.created_at_ms.saturating_add(policy.keep_asking_ms) {
+        let mut t = RequestTransition::new(RequestEventKind::HeldForReview, r.status);
+        t.hold = true;
+        t.note = Some(format!(
+            "Transaction Status has not found it after {} hours: a person decides (it is never sent again)",
+            policy.keep_asking_ms / 3_600_000
+        ));
+        return DueAction::Apply(t);
+    }
+    DueAction::AskStatus
+}
+
+/// When an open request is looked at next, after it was stored, accepted, or asked about at
+/// `now` (`attempts` questions so far). `None`: never (final, or held for a person).
+pub fn next_check_at(
+    r: &RequestSnapshot,
+    now_ms: i64,
+    attempts: u32,
+    policy: &ResolvePolicy,
+) -> Option<i64> {
+    if r.status.is_final() || r.needs_review {
+        return None;
+    }
+    if attempts == 0 {
+        return Some(now_ms.saturating_add(policy.result_wait_ms));
+    }
+    // Doubling from the result wait, at most an hour apart.
+    let step = policy
+        .result_wait_ms
+        .max(1)
+        .saturating_mul(1i64 << attempts.min(12))
+        .min(3_600_000);
+    Some(now_ms.saturating_add(step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(kind: RequestKind, status: RequestStatus) -> RequestSnapshot {
+        RequestSnapshot {
+            kind,
+            status,
+            conversation_id: None,
+            result_code: None,
+            receipt: None,
+            needs_review: false,
+            created_at_ms: 1_000,
+        }
+    }
+
+    fn report(code: &str, receipt: Option<&str>) -> ResultReport {
+        ResultReport {
+            result_code: ResultCode::new(code),
+            result_desc: format!("code {code}"),
+            receipt: receipt.map(str::to_owned),
+        }
+    }
+
+    fn changed(o: RequestOutcome) -> RequestTransition {
+        match o {
+            RequestOutcome::Changed(t) => t,
+            other => panic!("expected a change, got {other:?}"),
+        }
+    }
+
+    const POLICY: ResolvePolicy = ResolvePolicy {
+        result_wait_ms: 60_000,
+        keep_asking_ms: 86_400_000,
+    };
+
+    #[test]
+    fn acceptance_records_the_ids_once() {
+        let r = snap(RequestKind::B2c, RequestStatus::Sending);
+        let t = changed(on_accepted(&r, "ocid", "AG_1"));
+        assert_eq!(t.status, RequestStatus::Accepted);
+        assert_eq!(t.conversation_id.as_deref(), Some("AG_1"));
+        assert!(!t.notify_owner);
+        let mut accepted = r.clone();
+        accepted.status = RequestStatus::Accepted;
+        accepted.conversation_id = Some("AG_1".into());
+        assert_eq!(
+            on_accepted(&accepted, "ocid", "AG_1"),
+            RequestOutcome::Duplicate
+        );
+        assert!(matches!(
+            on_accepted(&accepted, "ocid", "AG_2"),
+            RequestOutcome::Unchanged(_)
+        ));
+        // A result that came first: the request stays completed, gains its ids, no one is told.
+        let mut done = r;
+        done.status = RequestStatus::Completed;
+        let t = changed(on_accepted(&done, "ocid", "AG_1"));
+        assert_eq!(t.status, RequestStatus::Completed);
+        assert!(!t.notify_owner);
+    }
+
+    #[test]
+    fn a_refusal_fails_only_a_request_never_accepted() {
+        let t = changed(on_refused(
+            &snap(RequestKind::Reversal, RequestStatus::Sending),
+            "400.002.02",
+            "Bad Request - Invalid TransactionID",
+        ));
+        assert_eq!(t.status, RequestStatus::Failed);
+        assert!(t.notify_owner);
+        for status in [RequestStatus::Accepted, RequestStatus::Unknown] {
+            assert!(matches!(
+                on_refused(&snap(RequestKind::Reversal, status), "x", "y"),
+                RequestOutcome::Unchanged(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn results_settle_once_and_duplicates_change_nothing() {
+        for from in [
+            RequestStatus::Sending,
+            RequestStatus::Accepted,
+            RequestStatus::Unknown,
+        ] {
+            let r = snap(RequestKind::B2c, from);
+            let ok = changed(on_result(&r, &report("0", Some("SG6"))));
+            assert_eq!(
+                (ok.status, ok.receipt.as_deref(), ok.notify_owner),
+                (RequestStatus::Completed, Some("SG6"), true)
+            );
+            let failed = changed(on_result(&r, &report("2040", Some("SKE0000000"))));
+            assert_eq!(failed.status, RequestStatus::Failed);
+            assert_eq!(
+                failed.receipt, None,
+                "a failure's placeholder is no receipt"
+            );
+        }
+        let mut done = snap(RequestKind::B2c, RequestStatus::Completed);
+        done.result_code = Some(ResultCode::new("0"));
+        done.receipt = Some("SG6".into());
+        assert_eq!(
+            on_result(&done, &report("0", Some("SG6"))),
+            RequestOutcome::Duplicate
+        );
+        assert!(matches!(
+            on_result(&done, &report("0", Some("OTHER"))),
+            RequestOutcome::Unchanged(_)
+        ));
+        assert!(matches!(
+            on_result(&done, &report("1", None)),
+            RequestOutcome::Unchanged(_)
+        ));
+        let mut failed = snap(RequestKind::Reversal, RequestStatus::Failed);
+        failed.result_code = Some(ResultCode::new("R000001"));
+        assert_eq!(
+            on_result(&failed, &report("R000001", None)),
+            RequestOutcome::Duplicate
+        );
+        assert!(matches!(
+            on_result(&failed, &report("0", Some("X"))),
+            RequestOutcome::Unchanged(_)
+        ));
+    }
+
+    #[test]
+    fn a_queue_timeout_makes_money_unknown_and_fails_a_read() {
+        for kind in [RequestKind::B2c, RequestKind::Reversal] {
+            let t = changed(on_queue_timeout(&snap(kind, RequestStatus::Accepted)));
+            assert_eq!((t.status, t.notify_owner), (RequestStatus::Unknown, false));
+            assert_eq!(
+                on_queue_timeout(&snap(kind, RequestStatus::Unknown)),
+                RequestOutcome::Duplicate
+            );
+        }
+        for kind in [RequestKind::TransactionStatus, RequestKind::AccountBalance] {
+            let t = changed(on_queue_timeout(&snap(kind, RequestStatus::Accepted)));
+            assert_eq!((t.status, t.notify_owner), (RequestStatus::Failed, true));
+        }
+        assert!(matches!(
+            on_queue_timeout(&snap(RequestKind::B2c, RequestStatus::Completed)),
+            RequestOutcome::Unchanged(_)
+        ));
+    }
+
+    #[test]
+    fn transaction_status_completes_what_it_finds_and_never_fails_anything() {
+        let unknown = snap(RequestKind::B2c, RequestStatus::Unknown);
+        let t = changed(on_status_finding(
+            &unknown,
+            &StatusFinding::Completed {
+                receipt: Some("SG7".into()),
+                amount: None,
+            },
+        ));
+        assert_eq!(
+            (t.status, t.receipt.as_deref(), t.notify_owner),
+            (RequestStatus::Completed, Some("SG7"), true)
+        );
+        let not_found = StatusFinding::NotFound {
+            result_code: ResultCode::new("2032"),
+        };
+        for kind in [RequestKind::B2c, RequestKind::Reversal] {
+            for status in [
+                RequestStatus::Sending,
+                RequestStatus::Accepted,
+                RequestStatus::Unknown,
+            ] {
+                assert!(matches!(
+                    on_status_finding(&snap(kind, status), &not_found),
+                    RequestOutcome::Unchanged(_)
+                ));
+            }
+        }
+        let reversal = snap(RequestKind::Reversal, RequestStatus::Unknown);
+        assert_eq!(
+            changed(on_status_finding(
+                &reversal,
+                &StatusFinding::Reversed { receipt: None }
+            ))
+            .status,
+            RequestStatus::Completed
+        );
+        assert!(matches!(
+            on_status_finding(
+                &reversal,
+                &StatusFinding::Completed {
+                    receipt: None,
+                    amount: None
+                }
+            ),
+            RequestOutcome::Unchanged(_)
+        ));
+    }
+
+    #[test]
+    fn a_due_request_that_moves_money_is_asked_about_then_held_never_failed() {
+        let r = snap(RequestKind::B2c, RequestStatus::Unknown);
+        assert_eq!(on_due(&r, 2_000, &POLICY), DueAction::AskStatus);
+        match on_due(&r, 1_000 + POLICY.keep_asking_ms, &POLICY) {
+            DueAction::Apply(t) => {
+                assert!(t.hold);
+                assert_eq!(t.status, RequestStatus::Unknown);
+                assert!(!t.notify_owner);
+            }
+            other => panic!("{other:?}"),
+        }
+        let read = snap(RequestKind::TransactionStatus, RequestStatus::Accepted);
+        match on_due(&read, 2_000, &POLICY) {
+            DueAction::Apply(t) => assert_eq!(t.status, RequestStatus::Failed),
+            other => panic!("{other:?}"),
+        }
+        let mut held = r;
+        held.needs_review = true;
+        assert_eq!(on_due(&held, 2_000, &POLICY), DueAction::Nothing);
+        assert_eq!(next_check_at(&held, 2_000, 1, &POLICY), None);
+    }
+
+    #[test]
+    fn checks_back_off_up_to_an_hour() {
+        let r = snap(RequestKind::B2c, RequestStatus::Accepted);
+        assert_eq!(next_check_at(&r, 0, 0, &POLICY), Some(60_000));
+        assert_eq!(next_check_at(&r, 0, 1, &POLICY), Some(120_000));
+        assert_eq!(next_check_at(&r, 0, 30, &POLICY), Some(3_600_000));
+        let done = snap(RequestKind::B2c, RequestStatus::Completed);
+        assert_eq!(next_check_at(&done, 0, 0, &POLICY), None);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_status() -> impl Strategy<Value = RequestStatus> {
+            prop::sample::select(RequestStatus::ALL.to_vec())
+        }
+        fn any_kind() -> impl Strategy<Value = RequestKind> {
+            prop::sample::select(RequestKind::ALL.to_vec())
+        }
+        fn any_code() -> impl Strategy<Value = String> {
+            prop::sample::select(vec![
+                "0",
+                "1",
+                "2001",
+                "2040",
+                "R000001",
+                "R000002",
+                "SFC_IC0003",
+                "2032",
+                "17",
+            ])
+            .prop_map(str::to_owned)
+        }
+
+        proptest! {
+            #[test]
+            fn final_states_never_change_status(kind in any_kind(), status in any_status(), code in any_code()) {
+                prop_assume!(status.is_final());
+                let r = snap(kind, status);
+                let events = [
+                    on_result(&r, &report(&code, Some("R1"))),
+                    on_queue_timeout(&r),
+                    on_refused(&r, &code, "x"),
+                    on_send_unknown(&r, "x"),
+                    on_status_finding(&r, &StatusFinding::Completed { receipt: None, amount: None }),
+                    on_status_finding(&r, &StatusFinding::Reversed { receipt: None }),
+                ];
+                for o in events {
+                    if let Some(t) = o.transition() {
+                        prop_assert_eq!(t.status, status);
+                        prop_assert!(!t.notify_owner);
+                    }
+                }
+            }
+
+            #[test]
+            fn the_owner_is_told_iff_the_request_first_becomes_final(kind in any_kind(), status in any_status(), code in any_code()) {
+                let r = snap(kind, status);
+                for o in [on_result(&r, &report(&code, Some("R1"))), on_queue_timeout(&r), on_refused(&r, &code, "x")] {
+                    if let Some(t) = o.transition() {
+                        prop_assert_eq!(t.notify_owner, t.status.is_final() && !status.is_final());
+                    }
+                }
+            }
+
+            #[test]
+            fn money_is_never_failed_by_time_or_by_a_queue_timeout(kind in any_kind(), status in any_status(), now in 0i64..i64::MAX / 2) {
+                prop_assume!(kind.moves_money());
+                let r = snap(kind, status);
+                if let Some(t) = on_queue_timeout(&r).transition() {
+                    prop_assert_ne!(t.status, RequestStatus::Failed);
+                }
+                if let DueAction::Apply(t) = on_due(&r, now, &POLICY) {
+                    prop_assert_ne!(t.status, RequestStatus::Failed);
+                }
+            }
+        }
+    }
+}

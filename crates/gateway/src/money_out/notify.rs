@@ -1,0 +1,108 @@
+//! Who hears about a refund or payout, planned inside the transaction that finalizes it (the
+//! outbox): the merchant's webhook, the admin's Telegram chat and email, and for a refund the
+//! customer who had a receipt by email or Telegram. Each row has a dedupe key, so writing the
+//! same fact twice adds nothing.
+
+use mpesa_storage::{Channel, NewOutboxEvent, Payment};
+use serde_json::{Value, json};
+
+use crate::ids::new_id;
+use crate::outbox::message::ksh;
+use crate::payments::NotificationPlan;
+
+/// The kind of email and Telegram rows that carry a ready text (`message`).
+pub const NOTICE: &str = "notice";
+
+/// Rows for a final refund or payout: `event_type` is `refund.completed`, `payout.failed`…;
+/// `subject_id` the refund or payout id; `data` its view; `admin_text` the admin's alert.
+pub fn final_rows(
+    plan: &NotificationPlan,
+    event_type: &str,
+    subject_id: &str,
+    payment_id: Option<&str>,
+    data: &Value,
+    admin_text: &str,
+    now: i64,
+) -> Vec<NewOutboxEvent> {
+    let mut rows = Vec::new();
+    let row =
+        |channel: Channel, destination: &str, payload: String, event_type: &str| NewOutboxEvent {
+            id: new_id("evt"),
+            payment_id: payment_id.map(str::to_owned),
+            channel,
+            event_type: event_type.to_owned(),
+            destination: destination.to_owned(),
+            payload,
+            dedupe_key: format!(
+                "{subject_id}:{}:{event_type}:{destination}",
+                channel.as_str()
+            ),
+            created_at: now,
+        };
+    if let Some(url) = &plan.webhook_url {
+        let mut r = row(Channel::Webhook, url, String::new(), event_type);
+        r.payload = json!({ "id": r.id, "type": event_type, "created": now / 1000, "data": data })
+            .to_string();
+        rows.push(r);
+    }
+    let notice = json!({ "kind": NOTICE, "message": admin_text }).to_string();
+    if plan.telegram
+        && let Some(admin) = plan.admin_chat_id
+    {
+        rows.push(row(
+            Channel::Telegram,
+            &admin.to_string(),
+            notice.clone(),
+            event_type,
+        ));
+    }
+    if plan.email
+        && let Some(admin) = &plan.admin_email
+    {
+        rows.push(row(Channel::Email, admin, notice, event_type));
+    }
+    rows
+}
+
+/// The customer's message about a completed refund, where they had their receipt.
+pub fn refund_customer_rows(
+    plan: &NotificationPlan,
+    refund_id: &str,
+    payment: &Payment,
+    now: i64,
+) -> Vec<NewOutboxEvent> {
+    let text = format!(
+        "Your payment of {} (M-Pesa receipt {}) has been refunded to your M-Pesa.",
+        ksh(payment.amount.shillings()),
+        payment.mpesa_receipt_number.as_deref().unwrap_or("?")
+    );
+    let payload = json!({ "kind": NOTICE, "message": text }).to_string();
+    let mut rows = Vec::new();
+    let mut push = |channel: Channel, destination: String| {
+        rows.push(NewOutboxEvent {
+            id: new_id("evt"),
+            payment_id: Some(payment.id.clone()),
+            channel,
+            event_type: "refund.receipt".into(),
+            destination: destination.clone(),
+            payload: payload.clone(),
+            dedupe_key: format!(
+                "{refund_id}:{}:refund.receipt:{destination}",
+                channel.as_str()
+            ),
+            created_at: now,
+        })
+    };
+    if plan.email
+        && let Some(to) = &payment.customer_email
+    {
+        push(Channel::Email, to.clone());
+    }
+    if plan.telegram
+        && let Some(chat) = payment.telegram_chat_id
+        && Some(chat) != plan.admin_chat_id
+    {
+        push(Channel::Telegram, chat.to_string());
+    }
+    rows
+}

@@ -1,0 +1,498 @@
+//! Payouts (B2C): the one place where the gateway sends money on its own, so the guardrails are
+//! here, in one room that every door uses.
+//!
+//! * Off unless the B2C shortcode and the initiator are configured.
+//! * `PAYOUT_MAX_AMOUNT` per payout; `PAYOUT_DAILY_LIMIT` per East Africa Time day, reserved in
+//!   the database in the transaction that stores the payout (one conditional UPDATE: instances
+//!   sharing the database share the limit). A failed or rejected payout gives its amount back.
+//! * Above `PAYOUT_APPROVAL_ABOVE` a payout waits as `awaiting_approval` until an admin approves
+//!   it — an admin other than the one who asked — or rejects it. Every action is on its timeline
+//!   with the admin's name.
+//! * Stored before Daraja is called, sent once with its own OriginatorConversationID; a result
+//!   that never comes is found out by Transaction Status, never by paying again.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mpesa_domain::{Msisdn, RequestStatus};
+use mpesa_storage::{
+    CreatePayoutResult, IdempotencyClaim, InitiatorRequest, NewMoneyOutEvent, NewPayout, Page,
+    PageRequest, Payout, PayoutFilter, PayoutStatus, PayoutUpdate, Storage, StorageError,
+    StoredResponse,
+};
+use serde_json::{Value, json};
+
+use super::initiator::{Ask, Initiator, InitiatorOwner};
+use super::notify::final_rows;
+use super::view::PayoutView;
+use super::{Claim, Requester, eat_day};
+use crate::config::money_out::MoneyOutSettings;
+use crate::ids::{new_id, now_ms};
+use crate::outbox::message::ksh;
+use crate::payments::NotificationPlan;
+
+pub const PURPOSE: &str = "payout";
+
+/// What the money is for; Daraja's `CommandID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayoutPurpose {
+    Business,
+    Salary,
+    Promotion,
+}
+
+impl PayoutPurpose {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "business" => Some(PayoutPurpose::Business),
+            "salary" => Some(PayoutPurpose::Salary),
+            "promotion" => Some(PayoutPurpose::Promotion),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayoutPurpose::Business => "business",
+            PayoutPurpose::Salary => "salary",
+            PayoutPurpose::Promotion => "promotion",
+        }
+    }
+    pub fn command(self) -> &'static str {
+        match self {
+            PayoutPurpose::Business => "BusinessPayment",
+            PayoutPurpose::Salary => "SalaryPayment",
+            PayoutPurpose::Promotion => "PromotionPayment",
+        }
+    }
+    pub fn from_command(command: &str) -> Self {
+        match command {
+            "SalaryPayment" => PayoutPurpose::Salary,
+            "PromotionPayment" => PayoutPurpose::Promotion,
+            _ => PayoutPurpose::Business,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutRequest {
+    pub phone: Msisdn,
+    pub amount: i64,
+    pub purpose: PayoutPurpose,
+    pub remarks: String,
+    pub occasion: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayoutError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("no such payout")]
+    NotFound,
+    /// A 422 naming the field.
+    #[error("{message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error(
+        "payouts are off: set MPESA_B2C_SHORT_CODE, MPESA_INITIATOR_NAME and MPESA_INITIATOR_PASSWORD"
+    )]
+    Disabled,
+    /// A clear 409 (approve what does not wait, approve your own request…).
+    #[error("{0}")]
+    Refused(String),
+    #[error("this Idempotency-Key was used with another request body")]
+    KeyReused,
+    #[error("a request with this Idempotency-Key is still being processed")]
+    InProgress { id: String },
+}
+
+pub enum PayoutCreated {
+    Created(Box<Payout>),
+    Replay(StoredResponse),
+}
+
+#[derive(Clone)]
+pub struct Payouts {
+    storage: Arc<dyn Storage>,
+    initiator: Initiator,
+    settings: MoneyOutSettings,
+}
+
+impl Payouts {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        initiator: Initiator,
+        settings: MoneyOutSettings,
+        plan: NotificationPlan,
+    ) -> Self {
+        initiator.register_owner(
+            PURPOSE,
+            Arc::new(PayoutOwner {
+                storage: storage.clone(),
+                plan,
+            }),
+        );
+        Payouts {
+            storage,
+            initiator,
+            settings,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.settings.b2c_short_code.is_some() && self.initiator.configured()
+    }
+
+    pub fn settings(&self) -> &MoneyOutSettings {
+        &self.settings
+    }
+
+    /// Checks the guardrails, stores the payout (reserving its amount in the day's limit), and
+    /// sends it unless it waits for approval.
+    pub async fn create(
+        &self,
+        request: PayoutRequest,
+        by: &Requester,
+        claim: Option<Claim>,
+    ) -> Result<PayoutCreated, PayoutError> {
+        if !self.enabled() {
+            return Err(PayoutError::Disabled);
+        }
+        let invalid =
+            |field: &'static str, message: String| PayoutError::Invalid { field, message };
+        if request.amount < 10 {
+            return Err(invalid(
+                "amount",
+                "at least 10 shillings (M-Pesa's B2C minimum)".into(),
+            ));
+        }
+        if request.amount > self.settings.payout_max_amount {
+            return Err(invalid(
+                "amount",
+                format!(
+                    "above PAYOUT_MAX_AMOUNT ({} shillings)",
+                    self.settings.payout_max_amount
+                ),
+            ));
+        }
+        let remarks = request.remarks.trim();
+        if !(2..=100).contains(&remarks.chars().count()) || remarks.chars().any(char::is_control) {
+            return Err(invalid("remarks", "2 to 100 characters".into()));
+        }
+        let occasion = request
+            .occasion
+            .as_deref()
+            .map(str::trim)
+            .filter(|o| !o.is_empty());
+        if occasion.is_some_and(|o| o.chars().count() > 100 || o.chars().any(char::is_control)) {
+            return Err(invalid("occasion", "at most 100 characters".into()));
+        }
+        let now = now_ms();
+        let awaits = self
+            .settings
+            .payout_approval_above
+            .is_some_and(|above| request.amount > above);
+        let claim = match (claim, &by.api_key_id) {
+            (Some((key, request_hash)), Some(api_key_id)) => Some(IdempotencyClaim {
+                api_key_id: api_key_id.clone(),
+                key,
+                request_hash,
+                created_at: now,
+            }),
+            _ => None,
+        };
+        let created = self
+            .storage
+            .create_payout(
+                NewPayout {
+                    id: new_id("po"),
+                    status: if awaits {
+                        PayoutStatus::AwaitingApproval
+                    } else {
+                        PayoutStatus::Pending
+                    },
+                    phone: request.phone.as_str().to_owned(),
+                    amount: request.amount,
+                    command: request.purpose.command().to_owned(),
+                    remarks: remarks.to_owned(),
+                    occasion: occasion.map(str::to_owned),
+                    requested_by: by.name.clone(),
+                    source: by.source.to_owned(),
+                    api_key_id: by.api_key_id.clone(),
+                    eat_day: eat_day(now),
+                    created_at: now,
+                },
+                claim,
+                self.settings.payout_daily_limit,
+            )
+            .await?;
+        let payout = match created {
+            CreatePayoutResult::Created(p) => *p,
+            CreatePayoutResult::Replay(stored) => return Ok(PayoutCreated::Replay(stored)),
+            CreatePayoutResult::KeyReused => return Err(PayoutError::KeyReused),
+            CreatePayoutResult::InProgress { id } => return Err(PayoutError::InProgress { id }),
+            CreatePayoutResult::OverDailyLimit { reserved, limit } => {
+                return Err(invalid(
+                    "amount",
+                    format!(
+                        "over PAYOUT_DAILY_LIMIT: {} of {} already paid out or reserved today (East Africa Time)",
+                        ksh(reserved),
+                        ksh(limit)
+                    ),
+                ));
+            }
+        };
+        tracing::info!(payout_id = %payout.id, phone = %request.phone.masked(), amount = payout.amount, status = payout.status.as_str(), "payout stored");
+        if payout.status == PayoutStatus::Pending {
+            return Ok(PayoutCreated::Created(Box::new(self.send(payout).await?)));
+        }
+        Ok(PayoutCreated::Created(Box::new(payout)))
+    }
+
+    /// Stores a pending payout's one B2C request, records it on the payout, then sends it.
+    async fn send(&self, payout: Payout) -> Result<Payout, PayoutError> {
+        let ask = Ask::B2c {
+            command: payout.command.clone(),
+            amount: payout.amount,
+            phone: payout.phone.clone(),
+            remarks: payout.remarks.clone(),
+            occasion: payout.occasion.clone(),
+        };
+        let stored = match self.initiator.store(PURPOSE, Some(&payout.id), &ask).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing left for Daraja: the payout stays pending for a person to see.
+                tracing::error!(payout_id = %payout.id, error = %e, "the payout's B2C request could not be stored");
+                return self.get(&payout.id).await;
+            }
+        };
+        let request_id = stored.id.clone();
+        let detail = json!({ "request_id": request_id, "originator_conversation_id": stored.originator_conversation_id }).to_string();
+        self.storage
+            .update_payout(&payout.id, now_ms(), &|p| {
+                p.request_id.is_none().then(|| PayoutUpdate {
+                    request_id: Some(request_id.clone()),
+                    event: Some(NewMoneyOutEvent {
+                        kind: "sent".into(),
+                        detail: detail.clone(),
+                    }),
+                    ..Default::default()
+                })
+            })
+            .await?;
+        if let Err(e) = self.initiator.send(stored, ask).await {
+            tracing::error!(payout_id = %payout.id, error = %e, "the payout's B2C request could not be sent");
+        }
+        self.get(&payout.id).await
+    }
+
+    /// An admin approves a payout that waits: not the admin who asked for it.
+    pub async fn approve(&self, id: &str, admin: &str) -> Result<Payout, PayoutError> {
+        let by = format!("admin:{admin}");
+        let now = now_ms();
+        // Why the locked row refused (the decision may run again on a conflict: last one wins).
+        let refusal = std::sync::Mutex::new(None::<String>);
+        let written = self
+            .storage
+            .update_payout(id, now, &|p| {
+                let why = if p.status != PayoutStatus::AwaitingApproval {
+                    Some(format!(
+                        "the payout is {}, not awaiting approval",
+                        p.status.as_str()
+                    ))
+                } else if p.requested_by == by {
+                    Some("an admin cannot approve their own payout: another admin must".into())
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    *refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                    return None;
+                }
+                Some(PayoutUpdate {
+                    status: Some(PayoutStatus::Pending),
+                    decided_by: Some(by.clone()),
+                    event: Some(NewMoneyOutEvent {
+                        kind: "approved".into(),
+                        detail: json!({ "by": by }).to_string(),
+                    }),
+                    ..Default::default()
+                })
+            })
+            .await
+            .map_err(not_found)?;
+        match written {
+            Some((payout, _)) => {
+                tracing::info!(payout_id = %payout.id, admin, "payout approved");
+                self.send(payout).await
+            }
+            None => Err(PayoutError::Refused(
+                refusal
+                    .into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(|| "the payout cannot be approved".into()),
+            )),
+        }
+    }
+
+    /// An admin rejects a payout that waits; its amount goes back to the day's limit.
+    pub async fn reject(&self, id: &str, admin: &str, note: &str) -> Result<Payout, PayoutError> {
+        let by = format!("admin:{admin}");
+        let note = note.trim().chars().take(500).collect::<String>();
+        let written = self
+            .storage
+            .update_payout(id, now_ms(), &|p| {
+                (p.status == PayoutStatus::AwaitingApproval).then(|| PayoutUpdate {
+                    status: Some(PayoutStatus::Rejected),
+                    decided_by: Some(by.clone()),
+                    decision_note: Some(note.clone()),
+                    release_reservation: true,
+                    event: Some(NewMoneyOutEvent {
+                        kind: "rejected".into(),
+                        detail: json!({ "by": by, "note": note }).to_string(),
+                    }),
+                    ..Default::default()
+                })
+            })
+            .await
+            .map_err(not_found)?;
+        match written {
+            Some((p, _)) => Ok(p),
+            None => Err(PayoutError::Refused(
+                "only a payout awaiting approval can be rejected".into(),
+            )),
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Payout, PayoutError> {
+        self.storage
+            .get_payout(id)
+            .await?
+            .ok_or(PayoutError::NotFound)
+    }
+
+    /// The payout with the state of its Daraja request.
+    pub async fn view(&self, id: &str) -> Result<PayoutView, PayoutError> {
+        let p = self.get(id).await?;
+        let request = match &p.request_id {
+            Some(r) => self.storage.get_initiator_request(r).await?,
+            None => None,
+        };
+        Ok(PayoutView::new(&p, request.as_ref()))
+    }
+
+    pub async fn list(
+        &self,
+        filter: &PayoutFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Payout>, PayoutError> {
+        Ok(self.storage.list_payouts(filter, page).await?)
+    }
+}
+
+fn not_found(e: StorageError) -> PayoutError {
+    match e {
+        StorageError::NotFound => PayoutError::NotFound,
+        other => other.into(),
+    }
+}
+
+/// Told when a payout's B2C request is final: the payout follows, with its webhook.
+struct PayoutOwner {
+    storage: Arc<dyn Storage>,
+    plan: NotificationPlan,
+}
+
+#[async_trait]
+impl InitiatorOwner for PayoutOwner {
+    async fn on_final(&self, request: &InitiatorRequest) -> Result<(), StorageError> {
+        let Some(payout_id) = request.owner_id.as_deref() else {
+            return Ok(());
+        };
+        let completed = request.status == RequestStatus::Completed;
+        let details: Value = request
+            .result
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or(Value::Null);
+        let recipient_name = details["recipient_name"].as_str().map(str::to_owned);
+        let utility = details["utility_balance_cents"].as_i64();
+        let now = now_ms();
+        let plan = &self.plan;
+        let written = self
+            .storage
+            .update_payout(payout_id, now, &|p| {
+                if p.status != PayoutStatus::Pending {
+                    return None; // final once
+                }
+                let status = if completed {
+                    PayoutStatus::Completed
+                } else {
+                    PayoutStatus::Failed
+                };
+                let mut after = p.clone();
+                after.status = status;
+                after.receipt = request.receipt.clone();
+                after.recipient_name = recipient_name.clone();
+                after.utility_balance_cents = utility;
+                after.result_code = request.result_code.clone();
+                after.result_desc = request.result_desc.clone();
+                after.finalized_at = Some(now);
+                after.updated_at = now;
+                let view = PayoutView::new(&after, Some(request));
+                let event_type = if completed {
+                    "payout.completed"
+                } else {
+                    "payout.failed"
+                };
+                let admin_text = if completed {
+                    format!(
+                        "Payout completed: {} to {} (receipt {}).\nPayout {}",
+                        ksh(p.amount),
+                        recipient_name.as_deref().unwrap_or(&p.phone),
+                        request.receipt.as_deref().unwrap_or("?"),
+                        p.id
+                    )
+                } else {
+                    format!(
+                        "Payout failed: {} to {}, {} ({}).\nPayout {}",
+                        ksh(p.amount),
+                        p.phone,
+                        request.result_desc.as_deref().unwrap_or("?"),
+                        request.result_code.as_deref().unwrap_or("?"),
+                        p.id
+                    )
+                };
+                let data = serde_json::to_value(&view).unwrap_or_default();
+                Some(PayoutUpdate {
+                    status: Some(status),
+                    request_id: Some(request.id.clone()),
+                    receipt: request.receipt.clone(),
+                    recipient_name: recipient_name.clone(),
+                    utility_balance_cents: utility,
+                    result_code: request.result_code.clone(),
+                    result_desc: request.result_desc.clone(),
+                    // No money moved: the day's limit gets it back.
+                    release_reservation: !completed,
+                    event: Some(NewMoneyOutEvent {
+                        kind: if completed { "completed" } else { "failed" }.into(),
+                        detail: json!({
+                            "request_id": request.id,
+                            "result_code": request.result_code,
+                            "result_desc": request.result_desc,
+                            "receipt": request.receipt,
+                        })
+                        .to_string(),
+                    }),
+                    outbox: final_rows(plan, event_type, &p.id, None, &data, &admin_text, now),
+                    ..Default::default()
+                })
+            })
+            .await;
+        match written {
+            Ok(_) | Err(StorageError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Refunds: an M-Pesa Reversal of a whole completed payment, requested once.
+//!
+//! A refund is stored (`pending`, with its idempotency key) in the transaction that checks the
+//! payment — locked — may be refunded: it is `completed`, has a receipt, and no other refund of
+//! it is pending or done. Then one Reversal is sent through the initiator layer; its result (or
+//! Transaction Status, when the result does not come) makes the refund `completed` or `failed`,
+//! in the transaction that writes the timeline entries and the webhooks.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mpesa_domain::PaymentStatus;
+use mpesa_storage::{
+    CreateRefundResult, IdempotencyClaim, InitiatorRequest, NewMoneyOutEvent, NewRefund, Payment,
+    Refund, RefundRefusal, RefundStatus, RefundUpdate, Storage, StorageError, StoredResponse,
+};
+use serde_json::json;
+
+use super::initiator::{Ask, Initiator, InitiatorError, InitiatorOwner};
+use super::notify::{final_rows, refund_customer_rows};
+use super::view::RefundView;
+use super::{Claim, Requester};
+use crate::ids::{new_id, now_ms};
+use crate::outbox::message::ksh;
+use crate::payments::NotificationPlan;
+
+pub const PURPOSE: &str = "refund";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefundError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Initiator(InitiatorError),
+    #[error("no such payment")]
+    PaymentNotFound,
+    #[error("no such refund")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    /// A clear 409: not completed, refunded already, or a refund in flight.
+    #[error("{0}")]
+    Refused(String),
+    #[error("this Idempotency-Key was used with another request body")]
+    KeyReused,
+    #[error("a request with this Idempotency-Key is still being processed")]
+    InProgress { id: String },
+    #[error("refunds need the initiator (MPESA_INITIATOR_NAME and MPESA_INITIATOR_PASSWORD)")]
+    NotConfigured,
+}
+
+/// What a refund request led to.
+pub enum RefundCreated {
+    Created(Box<Refund>),
+    /// The answer to the first request with this Idempotency-Key.
+    Replay(StoredResponse),
+}
+
+#[derive(Clone)]
+pub struct Refunds {
+    storage: Arc<dyn Storage>,
+    initiator: Initiator,
+    /// The shortcode that received STK payments (Reversal's `ReceiverParty`).
+    receiver_party: String,
+}
+
+/// Whether a payment may be refunded, given its refund under way or done (a pure rule; storage
+/// runs it on the locked rows).
+pub fn refund_refusal(payment: &Payment, active: Option<&Refund>) -> Option<RefundRefusal> {
+    if payment.status != PaymentStatus::Completed {
+        return Some(RefundRefusal::NotRefundable(format!(
+            "only a completed payment can be refunded; this one is {}",
+            payment.status.as_str()
+        )));
+    }
+    if payment.mpesa_receipt_number.is_none() {
+        return Some(RefundRefusal::NotRefundable(
+            "the payment has no M-Pesa receipt to reverse".into(),
+        ));
+    }
+    active.map(|r| RefundRefusal::AlreadyRefunded {
+        refund_id: r.id.clone(),
+        status: r.status,
+    })
+}
+
+impl Refunds {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        initiator: Initiator,
+        receiver_party: String,
+        plan: NotificationPlan,
+    ) -> Self {
+        initiator.register_owner(
+            PURPOSE,
+            Arc::new(RefundOwner {
+                storage: storage.clone(),
+                plan,
+            }),
+        );
+        Refunds {
+            storage,
+            initiator,
+            receiver_party,
+        }
+    }
+
+    /// Refunds a payment: stored first, then one Reversal.
+    pub async fn request(
+        &self,
+        payment_id: &str,
+        reason: &str,
+        by: &Requester,
+        claim: Option<Claim>,
+    ) -> Result<RefundCreated, RefundError> {
+        let reason = reason.trim();
+        let chars = reason.chars().count();
+        if !(2..=100).contains(&chars) || reason.chars().any(char::is_control) {
+            return Err(RefundError::Invalid(
+                "reason: 2 to 100 characters, no control characters".into(),
+            ));
+        }
+        if !self.initiator.configured() {
+            return Err(RefundError::NotConfigured);
+        }
+        let now = now_ms();
+        let id = new_id("rfd");
+        let claim = match (claim, &by.api_key_id) {
+            (Some((key, request_hash)), Some(api_key_id)) => Some(IdempotencyClaim {
+                api_key_id: api_key_id.clone(),
+                key,
+                request_hash,
+                created_at: now,
+            }),
+            _ => None,
+        };
+        let created = self
+            .storage
+            .create_refund(
+                NewRefund {
+                    id: id.clone(),
+                    payment_id: payment_id.to_owned(),
+                    reason: reason.to_owned(),
+                    requested_by: by.name.clone(),
+                    source: by.source.to_owned(),
+                    api_key_id: by.api_key_id.clone(),
+                    created_at: now,
+                },
+                claim,
+                &|payment, active| match refund_refusal(payment, active) {
+                    Some(refusal) => Err(refusal),
+                    None => Ok((
+                        payment.amount.shillings(),
+                        payment.mpesa_receipt_number.clone().unwrap_or_default(),
+                    )),
+                },
+            )
+            .await?;
+        let refund = match created {
+            CreateRefundResult::Created(r) => *r,
+            CreateRefundResult::Replay(stored) => return Ok(RefundCreated::Replay(stored)),
+            CreateRefundResult::KeyReused => return Err(RefundError::KeyReused),
+            CreateRefundResult::InProgress { id } => return Err(RefundError::InProgress { id }),
+            CreateRefundResult::Refused(RefundRefusal::PaymentNotFound) => {
+                return Err(RefundError::PaymentNotFound);
+            }
+            CreateRefundResult::Refused(RefundRefusal::NotRefundable(why)) => {
+                return Err(RefundError::Refused(why));
+            }
+            CreateRefundResult::Refused(RefundRefusal::AlreadyRefunded { refund_id, status }) => {
+                return Err(RefundError::Refused(match status {
+                    RefundStatus::Completed => {
+                        format!("the payment is already refunded ({refund_id})")
+                    }
+                    _ => format!("a refund of this payment is in flight ({refund_id})"),
+                }));
+            }
+        };
+        let ask = Ask::Reversal {
+            receipt: refund.payment_receipt.clone(),
+            amount: refund.amount,
+            receiver_party: Some(self.receiver_party.clone()),
+            remarks: reason.to_owned(),
+        };
+        // Stored and recorded on the refund (and the payment's timeline) before it goes out.
+        let stored = self
+            .initiator
+            .store(PURPOSE, Some(&refund.id), &ask)
+            .await?;
+        let request_id = stored.id.clone();
+        let detail = json!({ "request_id": request_id }).to_string();
+        self.storage
+            .update_refund(&refund.id, now_ms(), &|r| {
+                (r.request_id.is_none()).then(|| RefundUpdate {
+                    request_id: Some(request_id.clone()),
+                    event: Some(NewMoneyOutEvent {
+                        kind: "reversal_sent".into(),
+                        detail: detail.clone(),
+                    }),
+                    ..Default::default()
+                })
+            })
+            .await?;
+        match self.initiator.send(stored, ask).await {
+            Err(InitiatorError::NotConfigured) => return Err(RefundError::NotConfigured),
+            Err(e) => {
+                tracing::warn!(refund_id = %refund.id, error = %e, "the reversal could not be sent")
+            }
+            Ok(_) => {}
+        }
+        let refund = self
+            .storage
+            .get_refund(&refund.id)
+            .await?
+            .ok_or(RefundError::NotFound)?;
+        Ok(RefundCreated::Created(Box::new(refund)))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Refund, RefundError> {
+        self.storage
+            .get_refund(id)
+            .await?
+            .ok_or(RefundError::NotFound)
+    }
+
+    /// The refund status a payment shows: its latest refund's.
+    pub async fn status_of_payment(&self, payment_id: &str) -> Result<Option<Refund>, RefundError> {
+        Ok(self
+            .storage
+            .refunds_for_payment(payment_id)
+            .await?
+            .into_iter()
+            .last())
+    }
+}
+
+impl From<InitiatorError> for RefundError {
+    fn from(e: InitiatorError) -> Self {
+        match e {
+            InitiatorError::Storage(s) => RefundError::Storage(s),
+            InitiatorError::NotConfigured => RefundError::NotConfigured,
+            other => RefundError::Initiator(other),
+        }
+    }
+}
+
+/// Told when a refund's Reversal is final: the refund follows, with its webhooks.
+struct RefundOwner {
+    storage: Arc<dyn Storage>,
+    plan: NotificationPlan,
+}
+
+#[async_trait]
+impl InitiatorOwner for RefundOwner {
+    async fn on_final(&self, request: &InitiatorRequest) -> Result<(), StorageError> {
+        let Some(refund_id) = request.owner_id.as_deref() else {
+            return Ok(());
+        };
+        let payment = match self.storage.get_refund(refund_id).await? {
+            Some(r) => self.storage.get_payment(&r.payment_id).await?,
+            None => return Ok(()),
+        };
+        let now = now_ms();
+        let completed = request.status == mpesa_domain::RequestStatus::Completed;
+        let plan = &self.plan;
+        self.storage
+            .update_refund(refund_id, now, &|r| {
+                if r.status != RefundStatus::Pending {
+                    return None; // final once
+                }
+                let status = if completed {
+                    RefundStatus::Completed
+                } else {
+                    RefundStatus::Failed
+                };
+                let mut after = r.clone();
+                after.status = status;
+                after.request_id = Some(request.id.clone());
+                after.result_code = request.result_code.clone();
+                after.result_desc = request.result_desc.clone();
+                after.reversal_receipt = request.receipt.clone();
+                after.finalized_at = Some(now);
+                after.updated_at = now;
+                let view = RefundView::from(&after);
+                let event_type = if completed {
+                    "refund.completed"
+                } else {
+                    "refund.failed"
+                };
+                let admin_text = if completed {
+                    format!(
+                        "Refund completed: {} back to the customer for payment {} (receipt {}).\nRefund {}, reason: {}",
+                        ksh(r.amount),
+                        r.payment_id,
+                        r.payment_receipt,
+                        r.id,
+                        r.reason
+                    )
+                } else {
+                    format!(
+                        "Refund failed: payment {} ({}), {} ({}).\nRefund {}",
+                        r.payment_id,
+                        ksh(r.amount),
+                        request.result_desc.as_deref().unwrap_or("?"),
+                        request.result_code.as_deref().unwrap_or("?"),
+                        r.id
+                    )
+                };
+                let data = serde_json::to_value(&view).unwrap_or_default();
+                let mut outbox = final_rows(
+                    plan,
+                    event_type,
+                    &r.id,
+                    Some(&r.payment_id),
+                    &data,
+                    &admin_text,
+                    now,
+                );
+                if completed && let Some(p) = &payment {
+                    outbox.extend(refund_customer_rows(plan, &r.id, p, now));
+                }
+                Some(RefundUpdate {
+                    status: Some(status),
+                    request_id: Some(request.id.clone()),
+                    result_code: request.result_code.clone(),
+                    result_desc: request.result_desc.clone(),
+                    reversal_receipt: request.receipt.clone(),
+                    event: Some(NewMoneyOutEvent {
+                        kind: if completed {
+                            "refund_completed".into()
+                        } else {
+                            "refund_failed".into()
+                        },
+                        detail: json!({
+                            "refund_id": r.id,
+                            "request_id": request.id,
+                            "result_code": request.result_code,
+                            "result_desc": request.result_desc,
+                            "reversal_receipt": request.receipt,
+                        })
+                        .to_string(),
+                    }),
+                    outbox,
+                })
+            })
+            .await?;
+        Ok(())
+    }
+}

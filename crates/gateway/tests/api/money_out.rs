@@ -1,0 +1,602 @@
+//! Money going out, end to end against the simulator on every backend: refunds and payouts each
+//! reach their end with exactly one Daraja request (counted in the simulator's own log), one
+//! webhook and a timeline that tells the story; a lost result is found out by Transaction
+//! Status, never by sending again; the guardrails hold, across instances too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use daraja_sim::{CallbackFaults, Flow};
+use mpesa_gateway::money_out::payouts::PayoutCreated;
+use mpesa_gateway::money_out::{PayoutPurpose, PayoutRequest, Requester};
+use mpesa_harness::database::TestDatabase;
+use mpesa_storage::{Backend, PayoutStatus};
+use serde_json::{Value, json};
+
+use crate::on_every_backend;
+use crate::outbox_receivers::{WEBHOOK_SECRET, WebhookReceiver, eventually};
+use crate::support::*;
+
+on_every_backend!(
+    a_refund_completes_with_one_reversal_one_webhook_and_is_not_repeated,
+    a_payout_completes_with_one_b2c_request_and_its_key_replays_it,
+    lost_results_are_found_by_transaction_status_never_by_sending_again,
+    payout_guardrails_refuse_cap_and_wait_for_another_admin,
+);
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn gateway(
+    backend: Backend,
+    webhook: &WebhookReceiver,
+    extra: &[(&str, &str)],
+) -> TestGateway {
+    let mut o = Options::new(backend)
+        .env("WEBHOOK_URL", &webhook.url)
+        .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("WEBHOOK_ALLOW_PRIVATE", "true")
+        .env("OUTBOX_POLL_INTERVAL", "50ms");
+    for (k, v) in extra {
+        o = o.env(k, v);
+    }
+    spawn_with(o).await
+}
+
+impl TestGateway {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (u16, Value, bool) {
+        let mut r = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.api_key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        if let Some(k) = key {
+            r = r.header("Idempotency-Key", k);
+        }
+        let response = r.send().await.expect("gateway answers");
+        let status = response.status().as_u16();
+        let replayed = response.headers().get("idempotent-replayed").is_some();
+        (
+            status,
+            response.json().await.unwrap_or(Value::Null),
+            replayed,
+        )
+    }
+
+    async fn wait_for_json(&self, path: &str, field: &str, want: &str) -> Value {
+        let mut last = Value::Null;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (status, body, _) = self.call(reqwest::Method::GET, path, None, None).await;
+            assert_eq!(status, 200, "{body}");
+            if body[field] == want {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path}: {field} is {} after {WAIT:?}, waiting for {want}: {last}",
+                body[field]
+            );
+            last = body;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// How many requests the simulator received on a Daraja path.
+    fn daraja_requests(&self, path: &str) -> usize {
+        self.sim()
+            .requests()
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
+    }
+}
+
+const REVERSAL: &str = "/mpesa/reversal/v1/request";
+const B2C: &str = "/mpesa/b2c/v3/paymentrequest";
+const STATUS: &str = "/mpesa/transactionstatus/v1/query";
+
+async fn completed_payment(gw: &TestGateway, phone: &str, amount: i64) -> String {
+    let id = gw.pay(phone, amount).await;
+    gw.wait_for_status(&id, "completed", WAIT).await;
+    id
+}
+
+fn delivered(webhook: &WebhookReceiver, event_type: &str) -> Vec<Value> {
+    webhook
+        .delivered()
+        .iter()
+        .map(|h| h.json())
+        .filter(|j| j["type"] == event_type)
+        .collect()
+}
+
+async fn a_refund_completes_with_one_reversal_one_webhook_and_is_not_repeated(backend: Backend) {
+    let webhook = WebhookReceiver::start().await;
+    let gw = gateway(backend, &webhook, &[]).await;
+    let payment_id = completed_payment(&gw, SUCCESS, 150).await;
+    let path = format!("/api/v1/payments/{payment_id}/refund");
+    let (status, refund, _) = gw
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"reason": "Returned goods"})),
+            Some("refund-1"),
+        )
+        .await;
+    assert_eq!(status, 202, "{refund}");
+    let refund_id = refund["id"].as_str().unwrap().to_owned();
+    assert!(refund_id.starts_with("rfd_"), "{refund}");
+    assert_eq!(refund["amount"], 150);
+    assert_eq!(refund["payment_id"], payment_id.as_str());
+    // The same key: the same refund, not a second Reversal.
+    let (status, again, replayed) = gw
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"reason": "Returned goods"})),
+            Some("refund-1"),
+        )
+        .await;
+    assert_eq!((status, replayed), (202, true), "{again}");
+    assert_eq!(again["id"], refund_id.as_str());
+
+    let done = gw
+        .wait_for_json(
+            &format!("/api/v1/refunds/{refund_id}"),
+            "status",
+            "completed",
+        )
+        .await;
+    assert!(
+        done["reversal_receipt"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{done}"
+    );
+    assert_eq!(
+        gw.daraja_requests(REVERSAL),
+        1,
+        "exactly one Reversal reached Daraja"
+    );
+    let payment = gw.get_payment(&payment_id).await;
+    assert_eq!(payment["refund_status"], "completed");
+    assert_eq!(
+        payment["status"], "completed",
+        "the payment itself stays completed"
+    );
+
+    // A second refund, with another key or none: refused, and nothing sent.
+    let (status, second, _) = gw
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"reason": "Again"})),
+            Some("refund-2"),
+        )
+        .await;
+    assert_eq!(status, 409, "{second}");
+    assert!(
+        second["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already refunded"),
+        "{second}"
+    );
+    assert_eq!(gw.daraja_requests(REVERSAL), 1);
+
+    eventually("one refund.completed webhook", WAIT, || async {
+        delivered(&webhook, "refund.completed").len() == 1
+    })
+    .await;
+    let hook = &delivered(&webhook, "refund.completed")[0];
+    assert_eq!(hook["data"]["id"], refund_id.as_str());
+    assert!(delivered(&webhook, "refund.failed").is_empty());
+
+    // The payment's timeline tells the story.
+    let kinds: Vec<String> = gw
+        .storage()
+        .payment_events(&payment_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    let story: Vec<&str> = kinds
+        .iter()
+        .map(String::as_str)
+        .filter(|k| k.starts_with("refund") || *k == "reversal_sent")
+        .collect();
+    assert_eq!(
+        story,
+        ["refund_requested", "reversal_sent", "refund_completed"],
+        "{kinds:?}"
+    );
+
+    // Refunding what did not complete is refused with a clear 409; an unknown payment is 404.
+    let failed = gw.pay(INSUFFICIENT_FUNDS, 120).await;
+    gw.wait_for_status(&failed, "failed", WAIT).await;
+    let (status, body, _) = gw
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/payments/{failed}/refund"),
+            Some(json!({"reason": "x y"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only a completed payment"),
+        "{body}"
+    );
+    let (status, _, _) = gw
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/payments/pay_nope/refund",
+            Some(json!({"reason": "x y"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, body, _) = gw
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"reason": "x", "amount": 5})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "unknown fields are refused: {body}");
+    assert_eq!(gw.daraja_requests(REVERSAL), 1);
+    gw.stop().await;
+}
+
+async fn a_payout_completes_with_one_b2c_request_and_its_key_replays_it(backend: Backend) {
+    let webhook = WebhookReceiver::start().await;
+    let gw = gateway(backend, &webhook, &[]).await;
+    let body = json!({"phone": "0708374149", "amount": 500, "purpose": "salary", "remarks": "March salary"});
+    let (status, payout, _) = gw
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/payouts",
+            Some(body.clone()),
+            Some("po-1"),
+        )
+        .await;
+    assert_eq!(status, 202, "{payout}");
+    let id = payout["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("po_"));
+    assert_eq!(payout["purpose"], "salary");
+    let (status, again, replayed) = gw
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/payouts",
+            Some(body.clone()),
+            Some("po-1"),
+        )
+        .await;
+    assert_eq!((status, replayed), (202, true));
+    assert_eq!(again["id"], id.as_str());
+    let (status, _, _) = gw
+        .call(reqwest::Method::POST, "/api/v1/payouts", Some(json!({"phone": "0708374149", "amount": 501, "purpose": "salary", "remarks": "March salary"})), Some("po-1"))
+        .await;
+    assert_eq!(status, 409, "the same key with another body is refused");
+
+    let done = gw
+        .wait_for_json(&format!("/api/v1/payouts/{id}"), "status", "completed")
+        .await;
+    assert!(
+        done["receipt"].as_str().is_some_and(|r| !r.is_empty()),
+        "{done}"
+    );
+    assert!(
+        done["recipient_name"]
+            .as_str()
+            .is_some_and(|n| n.contains("254708374149")),
+        "{done}"
+    );
+    assert!(done["utility_balance_cents"].as_i64().is_some(), "{done}");
+    assert_eq!(done["request_status"], "completed");
+    assert_eq!(
+        gw.daraja_requests(B2C),
+        1,
+        "exactly one B2C request reached Daraja"
+    );
+    let sent = gw
+        .sim()
+        .requests()
+        .into_iter()
+        .find(|r| r.path == B2C)
+        .unwrap();
+    let sent: Value = serde_json::from_str(sent.body.get()).unwrap();
+    assert_eq!(sent["CommandID"], "SalaryPayment");
+    assert!(
+        sent["OriginatorConversationID"]
+            .as_str()
+            .unwrap()
+            .starts_with("ireq_")
+    );
+
+    eventually("one payout.completed webhook", WAIT, || async {
+        delivered(&webhook, "payout.completed").len() == 1
+    })
+    .await;
+    let (status, list, _) = gw
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/payouts?status=completed&phone=0708374149",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+    let story: Vec<String> = gw
+        .storage()
+        .money_out_events(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(story, ["requested", "sent", "completed"]);
+
+    // A recipient who is not a registered customer: failed with Daraja's code, one request more.
+    let (status, unregistered, _) = gw
+        .call(reqwest::Method::POST, "/api/v1/payouts", Some(json!({"phone": "254700002040", "amount": 100, "purpose": "business", "remarks": "Rider"})), None)
+        .await;
+    assert_eq!(status, 202);
+    let failed = gw
+        .wait_for_json(
+            &format!("/api/v1/payouts/{}", unregistered["id"].as_str().unwrap()),
+            "status",
+            "failed",
+        )
+        .await;
+    assert_eq!(failed["result_code"], "2040", "{failed}");
+    assert_eq!(gw.daraja_requests(B2C), 2);
+    eventually("one payout.failed webhook", WAIT, || async {
+        delivered(&webhook, "payout.failed").len() == 1
+    })
+    .await;
+    gw.stop().await;
+}
+
+async fn lost_results_are_found_by_transaction_status_never_by_sending_again(backend: Backend) {
+    let webhook = WebhookReceiver::start().await;
+    let gw = gateway(backend, &webhook, &[("INITIATOR_RESULT_WAIT_SECS", "1")]).await;
+    // The payout's result never comes; the refund's request expires in the queue (the money
+    // still moves). Both are found out by asking.
+    gw.sim().update_faults(|f| {
+        f.flows.insert(
+            Flow::B2c,
+            CallbackFaults {
+                suppress: true,
+                ..Default::default()
+            },
+        );
+        f.flows.insert(
+            Flow::Reversal,
+            CallbackFaults {
+                queue_timeout: true,
+                ..Default::default()
+            },
+        );
+    });
+    let (status, payout, _) = gw
+        .call(reqwest::Method::POST, "/api/v1/payouts", Some(json!({"phone": "0711222333", "amount": 300, "purpose": "business", "remarks": "Rider"})), None)
+        .await;
+    assert_eq!(status, 202, "{payout}");
+    let payment_id = completed_payment(&gw, SUCCESS, 99).await;
+    let (status, refund, _) = gw
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/payments/{payment_id}/refund"),
+            Some(json!({"reason": "Out of stock"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{refund}");
+
+    let done = gw
+        .wait_for_json(
+            &format!("/api/v1/payouts/{}", payout["id"].as_str().unwrap()),
+            "status",
+            "completed",
+        )
+        .await;
+    assert!(
+        done["receipt"].as_str().is_some_and(|r| !r.is_empty()),
+        "{done}"
+    );
+    gw.wait_for_json(
+        &format!("/api/v1/refunds/{}", refund["id"].as_str().unwrap()),
+        "status",
+        "completed",
+    )
+    .await;
+    assert_eq!(
+        gw.daraja_requests(B2C),
+        1,
+        "the payout was never sent again"
+    );
+    assert_eq!(
+        gw.daraja_requests(REVERSAL),
+        1,
+        "the reversal was never sent again"
+    );
+    assert!(
+        gw.daraja_requests(STATUS) >= 2,
+        "Transaction Status was asked"
+    );
+    let story: Vec<String> = gw
+        .storage()
+        .money_out_events(done["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(story, ["requested", "sent", "completed"]);
+    eventually("one webhook each", WAIT, || async {
+        delivered(&webhook, "payout.completed").len() == 1
+            && delivered(&webhook, "refund.completed").len() == 1
+    })
+    .await;
+    gw.stop().await;
+}
+
+async fn payout_guardrails_refuse_cap_and_wait_for_another_admin(backend: Backend) {
+    let webhook = WebhookReceiver::start().await;
+    let gw = gateway(
+        backend,
+        &webhook,
+        &[
+            ("PAYOUT_MAX_AMOUNT", "5000"),
+            ("PAYOUT_APPROVAL_ABOVE", "1000"),
+        ],
+    )
+    .await;
+    let (status, body, _) = gw
+        .call(reqwest::Method::POST, "/api/v1/payouts", Some(json!({"phone": "0708374149", "amount": 6000, "purpose": "business", "remarks": "Too much"})), None)
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "amount");
+    let (status, body, _) = gw
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/payouts",
+            Some(
+                json!({"phone": "0708374149", "amount": 600, "purpose": "gift", "remarks": "x y"}),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("purpose"))
+    );
+
+    // Above the approval line: it waits, nothing is sent.
+    let payouts = &gw.state.money_out.payouts;
+    let request = PayoutRequest {
+        phone: mpesa_domain::Msisdn::parse("0708374149").unwrap(),
+        amount: 2000,
+        purpose: PayoutPurpose::Business,
+        remarks: "Supplier".into(),
+        occasion: None,
+    };
+    let PayoutCreated::Created(waiting) = payouts
+        .create(request, &Requester::admin("amina"), None)
+        .await
+        .unwrap()
+    else {
+        panic!("created")
+    };
+    let waiting = *waiting;
+    assert_eq!(waiting.status, PayoutStatus::AwaitingApproval);
+    assert_eq!(gw.daraja_requests(B2C), 0);
+    // The admin who asked cannot approve it.
+    let own = payouts.approve(&waiting.id, "amina").await;
+    assert!(
+        matches!(&own, Err(mpesa_gateway::money_out::PayoutError::Refused(m)) if m.contains("own")),
+        "{own:?}"
+    );
+    assert_eq!(gw.daraja_requests(B2C), 0);
+    let approved = payouts.approve(&waiting.id, "baraka").await.unwrap();
+    assert_eq!(approved.decided_by.as_deref(), Some("admin:baraka"));
+    gw.wait_for_json(
+        &format!("/api/v1/payouts/{}", waiting.id),
+        "status",
+        "completed",
+    )
+    .await;
+    assert_eq!(gw.daraja_requests(B2C), 1);
+    // Approving twice does nothing more.
+    assert!(payouts.approve(&waiting.id, "chebet").await.is_err());
+    assert_eq!(gw.daraja_requests(B2C), 1);
+    let story: Vec<String> = gw
+        .storage()
+        .money_out_events(&waiting.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(story, ["requested", "approved", "sent", "completed"]);
+
+    // An API payout above the line waits for one admin; a rejection sends nothing.
+    let (status, api_waiting, _) = gw
+        .call(reqwest::Method::POST, "/api/v1/payouts", Some(json!({"phone": "0708374149", "amount": 1500, "purpose": "promotion", "remarks": "Prize"})), None)
+        .await;
+    assert_eq!(
+        (status, api_waiting["status"].as_str()),
+        (202, Some("awaiting_approval"))
+    );
+    let rejected = payouts
+        .reject(
+            api_waiting["id"].as_str().unwrap(),
+            "amina",
+            "not this week",
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejected.status, PayoutStatus::Rejected);
+    assert_eq!(gw.daraja_requests(B2C), 1);
+    gw.stop().await;
+}
+
+/// Two instances on one PostgreSQL database: two payouts that together pass the day's limit,
+/// sent at the same moment, one to each. One is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_limit_holds_across_two_instances_on_postgres() {
+    let database = Arc::new(TestDatabase::new(Backend::Postgres).await);
+    let instance = |database: Arc<TestDatabase>| {
+        let mut o = Options::new(Backend::Postgres).env("PAYOUT_DAILY_LIMIT", "1000");
+        o.database = Some(database);
+        o
+    };
+    let a = spawn_with(instance(database.clone())).await;
+    let b = spawn_with(instance(database.clone())).await;
+    let body =
+        json!({"phone": "0708374149", "amount": 600, "purpose": "business", "remarks": "Rider"});
+    let (ra, rb) = tokio::join!(
+        a.call(
+            reqwest::Method::POST,
+            "/api/v1/payouts",
+            Some(body.clone()),
+            None
+        ),
+        b.call(
+            reqwest::Method::POST,
+            "/api/v1/payouts",
+            Some(body.clone()),
+            None
+        ),
+    );
+    let mut statuses = [ra.0, rb.0];
+    statuses.sort();
+    assert_eq!(statuses, [202, 422], "{ra:?} {rb:?}");
+    let refused = if ra.0 == 422 { &ra.1 } else { &rb.1 };
+    assert_eq!(refused["error"]["field"], "amount");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("PAYOUT_DAILY_LIMIT"),
+        "{refused}"
+    );
+    assert_eq!(a.daraja_requests(B2C) + b.daraja_requests(B2C), 1);
+    a.stop().await;
+    b.stop().await;
+}

@@ -1,0 +1,372 @@
+//! Records of money going out: initiator requests (B2C, Reversal, Transaction Status, Account
+//! Balance), refunds and payouts, and their timelines.
+
+use mpesa_domain::{RequestKind, RequestSnapshot, RequestStatus, RequestTransition, ResultCode};
+use serde::Serialize;
+
+use crate::Millis;
+use crate::model::{CallbackOutcome, IdempotencyClaim, NewOutboxEvent, StoredResponse};
+
+// ---- initiator requests -------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInitiatorRequest {
+    /// `ireq_…`.
+    pub id: String,
+    pub kind: RequestKind,
+    /// Who asked, and is told of the result: `refund`, `payout`, `resolve`, `balance`,
+    /// `receipt_check`…
+    pub purpose: String,
+    /// The owner's record (`rfd_…`, `po_…`, the request being resolved, a receipt…).
+    pub owner_id: Option<String>,
+    /// Ours when the API takes one (B2C v3); otherwise Daraja's, recorded on acceptance.
+    pub originator_conversation_id: Option<String>,
+    /// What was asked, as JSON text (never a credential).
+    pub params: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InitiatorRequest {
+    pub id: String,
+    pub kind: RequestKind,
+    pub purpose: String,
+    pub owner_id: Option<String>,
+    pub originator_conversation_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub status: RequestStatus,
+    pub params: String,
+    pub result_code: Option<String>,
+    pub result_desc: Option<String>,
+    pub receipt: Option<String>,
+    /// The result's details as JSON text (what the typed `Result` body parsed to).
+    pub result: Option<String>,
+    pub needs_review: bool,
+    /// Transaction Status questions asked about it so far.
+    pub attempts: i32,
+    pub next_check_at: Option<Millis>,
+    /// When its owner was told of its final state (`None`: not yet).
+    pub owner_notified_at: Option<Millis>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub finalized_at: Option<Millis>,
+    pub version: i64,
+}
+
+impl InitiatorRequest {
+    pub fn snapshot(&self) -> RequestSnapshot {
+        RequestSnapshot {
+            kind: self.kind,
+            status: self.status,
+            conversation_id: self.conversation_id.clone(),
+            result_code: self.result_code.as_deref().map(ResultCode::new),
+            receipt: self.receipt.clone(),
+            needs_review: self.needs_review,
+            created_at_ms: self.created_at,
+        }
+    }
+}
+
+/// A change to an initiator request, decided on its locked row.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InitiatorUpdate {
+    pub transition: Option<RequestTransition>,
+    /// The result's details (JSON text), stored with a result.
+    pub result: Option<String>,
+    pub attempts: Option<i32>,
+    /// `Some(None)` clears it.
+    pub next_check_at: Option<Option<Millis>>,
+    /// The timeline entry.
+    pub event: Option<NewMoneyOutEvent>,
+}
+
+/// Decides what an event changes, given the locked request. May run again on a conflict: pure.
+pub type DecideInitiator<'a> =
+    &'a (dyn Fn(&InitiatorRequest) -> Option<InitiatorUpdate> + Send + Sync);
+
+/// Decides what a result or timeout callback does, given the request it names (locked), if any.
+pub type DecideInitiatorCallback<'a> = &'a (
+        dyn Fn(Option<&InitiatorRequest>) -> (CallbackOutcome, Option<InitiatorUpdate>)
+            + Send
+            + Sync
+    );
+
+/// Decides again for a stored callback (its body, kind and id) that named no request when it came.
+pub type RedecideInitiatorCallback<'a> = &'a (
+        dyn Fn(
+    &crate::model::RawCallback,
+    &InitiatorRequest,
+) -> (CallbackOutcome, Option<InitiatorUpdate>)
+            + Send
+            + Sync
+    );
+
+/// How a stored result or timeout callback is matched to its request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InitiatorCallbackIds {
+    pub originator_conversation_id: Option<String>,
+    pub conversation_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestedInitiatorCallback {
+    pub outcome: CallbackOutcome,
+    /// The request as written (or as found, when nothing changed).
+    pub request: Option<InitiatorRequest>,
+    /// Whether this callback made the request final (its owner is to be told).
+    pub became_final: bool,
+}
+
+// ---- timelines ----------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewMoneyOutEvent {
+    pub kind: String,
+    /// JSON object text.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MoneyOutEvent {
+    pub subject_id: String,
+    pub occurred_at: Millis,
+    pub kind: String,
+    pub detail: String,
+}
+
+// ---- refunds -------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    Completed,
+    Failed,
+}
+
+impl RefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Pending => "pending",
+            RefundStatus::Completed => "completed",
+            RefundStatus::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Completed, Self::Failed]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRefund {
+    /// `rfd_…`.
+    pub id: String,
+    pub payment_id: String,
+    pub reason: String,
+    /// `admin:<name>` or `api:<key name>`.
+    pub requested_by: String,
+    /// `api`, `dashboard`, `cli`.
+    pub source: String,
+    pub api_key_id: Option<String>,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refund {
+    pub id: String,
+    pub payment_id: String,
+    pub status: RefundStatus,
+    pub reason: String,
+    pub amount: i64,
+    pub payment_receipt: String,
+    pub request_id: Option<String>,
+    pub result_code: Option<String>,
+    pub result_desc: Option<String>,
+    pub reversal_receipt: Option<String>,
+    pub requested_by: String,
+    pub source: String,
+    pub api_key_id: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub finalized_at: Option<Millis>,
+    pub version: i64,
+}
+
+/// Why a refund is refused before anything is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundRefusal {
+    PaymentNotFound,
+    /// The payment is not `completed` (or has no receipt to reverse).
+    NotRefundable(String),
+    /// Another refund of this payment is pending or completed.
+    AlreadyRefunded {
+        refund_id: String,
+        status: RefundStatus,
+    },
+}
+
+/// Decides whether a payment may be refunded, given it (locked) and its refund under way or
+/// done, if any. `Ok((amount, receipt))` stores the refund.
+pub type DecideRefund<'a> = &'a (
+        dyn Fn(&crate::model::Payment, Option<&Refund>) -> Result<(i64, String), RefundRefusal>
+            + Send
+            + Sync
+    );
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateRefundResult {
+    Created(Box<Refund>),
+    Refused(RefundRefusal),
+    Replay(StoredResponse),
+    KeyReused,
+    InProgress { id: String },
+}
+
+/// A change to a refund, with what goes with it in the same transaction.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RefundUpdate {
+    pub status: Option<RefundStatus>,
+    pub request_id: Option<String>,
+    pub result_code: Option<String>,
+    pub result_desc: Option<String>,
+    pub reversal_receipt: Option<String>,
+    /// On the refund's own timeline and on its payment's.
+    pub event: Option<NewMoneyOutEvent>,
+    pub outbox: Vec<NewOutboxEvent>,
+}
+
+pub type DecideRefundUpdate<'a> = &'a (dyn Fn(&Refund) -> Option<RefundUpdate> + Send + Sync);
+
+// ---- payouts -------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutStatus {
+    AwaitingApproval,
+    Pending,
+    Completed,
+    Failed,
+    Rejected,
+}
+
+impl PayoutStatus {
+    pub const ALL: [PayoutStatus; 5] = [
+        PayoutStatus::AwaitingApproval,
+        PayoutStatus::Pending,
+        PayoutStatus::Completed,
+        PayoutStatus::Failed,
+        PayoutStatus::Rejected,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayoutStatus::AwaitingApproval => "awaiting_approval",
+            PayoutStatus::Pending => "pending",
+            PayoutStatus::Completed => "completed",
+            PayoutStatus::Failed => "failed",
+            PayoutStatus::Rejected => "rejected",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            PayoutStatus::Completed | PayoutStatus::Failed | PayoutStatus::Rejected
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayout {
+    /// `po_…`.
+    pub id: String,
+    pub status: PayoutStatus,
+    pub phone: String,
+    pub amount: i64,
+    /// `BusinessPayment`, `SalaryPayment`, `PromotionPayment`.
+    pub command: String,
+    pub remarks: String,
+    pub occasion: Option<String>,
+    pub requested_by: String,
+    pub source: String,
+    pub api_key_id: Option<String>,
+    /// Days since 1970-01-01 in East Africa Time.
+    pub eat_day: i64,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Payout {
+    pub id: String,
+    pub status: PayoutStatus,
+    pub phone: String,
+    pub amount: i64,
+    pub command: String,
+    pub remarks: String,
+    pub occasion: Option<String>,
+    pub requested_by: String,
+    pub source: String,
+    pub api_key_id: Option<String>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<Millis>,
+    pub decision_note: Option<String>,
+    pub request_id: Option<String>,
+    pub receipt: Option<String>,
+    pub recipient_name: Option<String>,
+    pub utility_balance_cents: Option<i64>,
+    pub result_code: Option<String>,
+    pub result_desc: Option<String>,
+    pub eat_day: i64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub finalized_at: Option<Millis>,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreatePayoutResult {
+    Created(Box<Payout>),
+    /// The day's limit would be passed: `reserved` is what the day holds already.
+    OverDailyLimit {
+        reserved: i64,
+        limit: i64,
+    },
+    Replay(StoredResponse),
+    KeyReused,
+    InProgress {
+        id: String,
+    },
+}
+
+/// A change to a payout, with what goes with it in the same transaction.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PayoutUpdate {
+    pub status: Option<PayoutStatus>,
+    pub decided_by: Option<String>,
+    pub decision_note: Option<String>,
+    pub request_id: Option<String>,
+    pub receipt: Option<String>,
+    pub recipient_name: Option<String>,
+    pub utility_balance_cents: Option<i64>,
+    pub result_code: Option<String>,
+    pub result_desc: Option<String>,
+    /// Gives the payout's amount back to its day's limit (it failed or was rejected).
+    pub release_reservation: bool,
+    pub event: Option<NewMoneyOutEvent>,
+    pub outbox: Vec<NewOutboxEvent>,
+}
+
+pub type DecidePayoutUpdate<'a> = &'a (dyn Fn(&Payout) -> Option<PayoutUpdate> + Send + Sync);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PayoutFilter {
+    pub status: Option<PayoutStatus>,
+    pub phone: Option<String>,
+}
+
+/// The idempotency claim of a refund or payout: the same table as payments' (the key space is
+/// the API key's), so one mechanism serves every POST that creates something.
+pub type MoneyOutClaim = IdempotencyClaim;
