@@ -3,8 +3,8 @@
 //! between states. Everything here is deterministic and takes the time as an argument.
 
 pub mod c2b;
-pub mod link;
 pub mod initiator;
+pub mod link;
 pub mod money;
 pub mod payment;
 pub mod payment_request;
@@ -13,10 +13,10 @@ pub mod result_code;
 pub mod state_machine;
 pub mod text;
 
-pub use link::{Lang, LinkAmount, LinkAmountError, LinkStatus};
 pub use initiator::{
     RequestKind, RequestOutcome, RequestSnapshot, RequestStatus, RequestTransition, ResolvePolicy,
 };
+pub use link::{Lang, LinkAmount, LinkAmountError, LinkStatus};
 pub use money::{Amount, AmountBounds, AmountError, Cents};
 pub use payment::{FinalOutcome, PaymentStatus, ReviewReason};
 pub use payment_request::{FieldError, PaymentRequest, check_email, parse_payment_request};
