@@ -44,6 +44,14 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         requests: usize,
     },
+    /// C2B: durable confirmation ingestion (each booked as a payment) and validation answers
+    /// (rules: account pattern, amount bounds and a known account read from the database).
+    C2b {
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: Backend,
+        #[arg(long, default_value_t = 10_000)]
+        requests: usize,
+    },
     /// Payment initiation through the API against the in-process simulator.
     Initiate {
         #[arg(long, default_value_t = 5_000)]
@@ -93,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Ingest { backend, requests } => {
             rows.extend(ingest(&cli, backend, requests).await?)
         }
+        Command::C2b { backend, requests } => rows.extend(c2b(&cli, backend, requests).await?),
         Command::Initiate { requests } => rows.extend(initiate(&cli, requests).await?),
         Command::All { requests } => {
             for backend in [
@@ -103,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
             ] {
                 rows.extend(ingest(&cli, backend, requests).await?);
             }
+            rows.extend(c2b(&cli, Backend::Sqlite, requests / 2).await?);
             rows.extend(initiate(&cli, requests / 4).await?);
         }
     }
@@ -130,22 +140,7 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
     let dir = tempfile_dir()?;
     let log_filter = mpesa_harness::env::gateway_log();
     // Kept until the end of the run: dropping them removes the database (and the cluster).
-    let (database_url, made) = match backend {
-        Backend::Sqlite | Backend::Postgres | Backend::Mariadb => {
-            let kind = match backend {
-                Backend::Sqlite => DbBackend::Sqlite,
-                Backend::Postgres => DbBackend::Postgres,
-                _ => DbBackend::MySql,
-            };
-            let db = TestDatabase::create(kind, "mpesa_bench", Some(&dir)).await?;
-            (db.url().to_owned(), Fresh::Database(db))
-        }
-        Backend::Galera => {
-            let cluster = GaleraCluster::start(3, &dir.join("cluster")).await?;
-            let name = cluster.create_database("mpesa_bench").await?;
-            (cluster.nodes[0].url(&name), Fresh::Cluster(cluster))
-        }
-    };
+    let (database_url, made) = fresh_database(backend, &dir).await?;
     let gateway = ManagedProcess::sandbox_gateway(
         &cli.gateway,
         &dir,
@@ -294,6 +289,140 @@ async fn initiate(cli: &Cli, requests: usize) -> anyhow::Result<Vec<Row>> {
                 "{tokens} OAuth token request(s) for {} payments",
                 requests + 500
             ),
+        },
+    ])
+}
+
+/// A fresh database (or Galera cluster) for a run, and its URL.
+async fn fresh_database(
+    backend: Backend,
+    dir: &std::path::Path,
+) -> anyhow::Result<(String, Fresh)> {
+    Ok(match backend {
+        Backend::Sqlite | Backend::Postgres | Backend::Mariadb => {
+            let kind = match backend {
+                Backend::Sqlite => DbBackend::Sqlite,
+                Backend::Postgres => DbBackend::Postgres,
+                _ => DbBackend::MySql,
+            };
+            let db = TestDatabase::create(kind, "mpesa_bench", Some(dir)).await?;
+            (db.url().to_owned(), Fresh::Database(db))
+        }
+        Backend::Galera => {
+            let cluster = GaleraCluster::start(3, &dir.join("cluster")).await?;
+            let name = cluster.create_database("mpesa_bench").await?;
+            (cluster.nodes[0].url(&name), Fresh::Cluster(cluster))
+        }
+    })
+}
+
+/// C2B on `backend`: confirmations (each a new receipt, each booked as a `completed` payment
+/// with its webhook row) and validation answers, each against the floor in the same run.
+async fn c2b(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<Vec<Row>> {
+    let name = backend.name();
+    eprintln!(
+        "== C2B on {name}: {requests} confirmations and {requests} validations over {} connections",
+        cli.connections
+    );
+    let dir = tempfile_dir()?;
+    let log_filter = mpesa_harness::env::gateway_log();
+    let (database_url, made) = fresh_database(backend, &dir).await?;
+    let gateway = ManagedProcess::sandbox_gateway(
+        &cli.gateway,
+        &dir,
+        &[
+            ("DATABASE_URL", database_url.as_str()),
+            ("MPESA_CALLBACK_SECRET", CALLBACK_SECRET),
+            ("WEBHOOK_URL", "http://127.0.0.1:9/hook"),
+            ("WEBHOOK_SECRET", "whsec_bench_0123456789abcdef"),
+            ("WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("OUTBOX_POLL_INTERVAL", "1h"),
+            ("C2B_VALIDATION", "rules"),
+            ("C2B_ACCOUNT_PATTERN", "BENCH[0-9]+"),
+            ("C2B_REQUIRE_KNOWN_ACCOUNT", "true"),
+            ("RUST_LOG", log_filter.as_str()),
+        ],
+    )
+    .await?;
+    let key = std::fs::read_to_string(dir.join("mpesa-gateway.sandbox-key"))
+        .context("the sandbox API key")?
+        .trim()
+        .to_owned();
+    let added = reqwest::Client::new()
+        .post(format!("{}/api/v1/c2b/accounts", gateway.base))
+        .bearer_auth(&key)
+        .json(&json!({ "account": "BENCH1" }))
+        .send()
+        .await?;
+    if !added.status().is_success() {
+        bail!("could not register the bench account: {}", added.status());
+    }
+    let warmup = 1_000;
+    let bodies: Vec<Vec<u8>> = (0..requests + warmup)
+        .map(|i| mpesa_harness::callbacks::c2b_payment(i, "BENCH1"))
+        .collect();
+    let (warm, measured) = bodies.split_at(warmup);
+    let confirm = format!("/callbacks/{CALLBACK_SECRET}/c2b/confirmation");
+    let validate = format!("/callbacks/{CALLBACK_SECRET}/c2b/validation");
+
+    let floor = Floor::start(&cli.floor).await?;
+    run_load(&floor.base, &confirm, warm, cli.connections, None).await?;
+    let floor_confirm = run_load(&floor.base, &confirm, measured, cli.connections, None).await?;
+    let floor_validate = run_load(&floor.base, &validate, measured, cli.connections, None).await?;
+    drop(floor);
+
+    run_load(&gateway.base, &confirm, warm, cli.connections, None).await?;
+    let confirmations = run_load(&gateway.base, &confirm, measured, cli.connections, None).await?;
+    run_load(&gateway.base, &validate, warm, cli.connections, None).await?;
+    let validations = run_load(&gateway.base, &validate, measured, cli.connections, None).await?;
+    let rss = gateway.peak_rss_kib();
+
+    // Every acknowledged confirmation is one payment.
+    let db = Db::connect(&database_url).await?;
+    let booked = db
+        .count("SELECT COUNT(*) FROM payments WHERE channel = 'c2b' AND status = 'completed'")
+        .await? as u64;
+    db.close().await;
+    let acknowledged = confirmations.ok + warm.len() as u64;
+    let note = format!(
+        "{booked} C2B payments in the database for {acknowledged} confirmations answered 200"
+    );
+    if booked < acknowledged {
+        bail!("LOST: {note}");
+    }
+    drop(gateway);
+    drop(made);
+    let _ = std::fs::remove_dir_all(&dir);
+    let confirm_ratio = confirmations.throughput() / floor_confirm.throughput();
+    let validate_ratio = validations.throughput() / floor_validate.throughput();
+    Ok(vec![
+        Row {
+            scenario: "floor: bare axum, parse JSON".into(),
+            report: floor_confirm,
+            peak_rss_kib: None,
+            ratio_to_floor: Some(1.0),
+            note: String::new(),
+        },
+        Row {
+            scenario: format!("gateway: C2B confirmation booked, {name}"),
+            report: confirmations,
+            peak_rss_kib: rss,
+            ratio_to_floor: Some(confirm_ratio),
+            note,
+        },
+        Row {
+            scenario: "floor: bare axum, parse JSON".into(),
+            report: floor_validate,
+            peak_rss_kib: None,
+            ratio_to_floor: Some(1.0),
+            note: String::new(),
+        },
+        Row {
+            scenario: format!("gateway: C2B validation answered (rules, known account), {name}"),
+            report: validations,
+            peak_rss_kib: None,
+            ratio_to_floor: Some(validate_ratio),
+            note: "decided by the rules within 2 s, else by the fallback".into(),
         },
     ])
 }

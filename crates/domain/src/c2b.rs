@@ -147,6 +147,11 @@ pub enum C2bDecision {
     /// The amount is not whole shillings (Daraja's are): kept for a person, not booked on a
     /// guess.
     UnbookableAmount,
+    /// An STK payment still open could be this very payment (an STK push to a shortcode with
+    /// C2B URLs also sends a confirmation, with the same receipt): wait until that payment is
+    /// settled by its callback or STK Query, then decide again (a duplicate if it took this
+    /// receipt, a new payment otherwise).
+    AwaitStk,
 }
 
 /// Decides what a C2B report does, given whether its receipt is already booked and which
@@ -156,6 +161,7 @@ pub fn on_c2b_report(
     path: C2bPath,
     receipt_booked: bool,
     served_short_codes: &[&str],
+    open_stk_could_be_it: bool,
 ) -> C2bDecision {
     if receipt_booked {
         return C2bDecision::Duplicate;
@@ -165,6 +171,9 @@ pub fn on_c2b_report(
     }
     if whole_shillings(report.amount).is_none() {
         return C2bDecision::UnbookableAmount;
+    }
+    if open_stk_could_be_it {
+        return C2bDecision::AwaitStk;
     }
     let mut t = Transition::new(path.transition_kind(), PaymentStatus::Completed);
     t.result_code = Some(ResultCode::from("0"));
@@ -178,6 +187,25 @@ pub fn on_c2b_report(
     t.review = ReviewChange::Keep;
     t.notify = Some(FinalOutcome::Completed);
     C2bDecision::Book(t)
+}
+
+/// Whether an open STK payment (its account reference, amount and phone) could be the payment a
+/// C2B report describes: the same account (trimmed, any case), the same amount, and a phone the
+/// report does not contradict (a masked or hashed MSISDN that fits, or none).
+pub fn stk_could_be(
+    report: &C2bReport,
+    stk_reference: &str,
+    stk_amount: Amount,
+    stk_phone: Option<&Msisdn>,
+) -> bool {
+    let same_account = !report.account_reference.trim().is_empty()
+        && account_key(stk_reference) == account_key(&report.account_reference);
+    let same_amount = whole_shillings(report.amount) == Some(stk_amount);
+    let phone_fits = match (stk_phone, report.msisdn.as_given()) {
+        (Some(phone), Some(given)) => phone.matches_reported(&given) != Some(false),
+        _ => true,
+    };
+    same_account && same_amount && phone_fits
 }
 
 /// The amount in whole shillings, when it is whole.
@@ -286,7 +314,8 @@ mod tests {
     #[test]
     fn a_confirmation_to_our_shortcode_completes_a_payment_once() {
         let r = report("600000", 10_000);
-        let C2bDecision::Book(t) = on_c2b_report(&r, C2bPath::Confirmation, false, &["600000"])
+        let C2bDecision::Book(t) =
+            on_c2b_report(&r, C2bPath::Confirmation, false, &["600000"], false)
         else {
             panic!("not booked")
         };
@@ -295,7 +324,7 @@ mod tests {
         assert_eq!(t.notify, Some(FinalOutcome::Completed));
         assert_eq!(t.transaction_date_ms, Some(1_700_000_000_000));
         assert_eq!(
-            on_c2b_report(&r, C2bPath::Pull, true, &["600000"]),
+            on_c2b_report(&r, C2bPath::Pull, true, &["600000"], false),
             C2bDecision::Duplicate
         );
     }
@@ -307,7 +336,8 @@ mod tests {
                 &report("999999", 100),
                 C2bPath::Confirmation,
                 false,
-                &["600000"]
+                &["600000"],
+                false
             ),
             C2bDecision::NotOurShortCode
         );
@@ -316,10 +346,38 @@ mod tests {
                 &report("600000", 150),
                 C2bPath::Confirmation,
                 false,
-                &["600000"]
+                &["600000"],
+                false
             ),
             C2bDecision::UnbookableAmount
         );
+    }
+
+    #[test]
+    fn an_open_stk_payment_that_could_be_it_is_waited_for() {
+        let r = report("600000", 10_000);
+        assert_eq!(
+            on_c2b_report(&r, C2bPath::Confirmation, false, &["600000"], true),
+            C2bDecision::AwaitStk
+        );
+        // Still a duplicate when the receipt is held, whatever is open.
+        assert_eq!(
+            on_c2b_report(&r, C2bPath::Confirmation, true, &["600000"], true),
+            C2bDecision::Duplicate
+        );
+        let phone = Msisdn::parse("0708374149").unwrap();
+        let other = Msisdn::parse("0711000126").unwrap();
+        let hundred = Amount::from_stored(100);
+        // `2547 ***** 126` fits 254711000126, not 254708374149.
+        assert!(stk_could_be(&r, " inv42", hundred, Some(&other)));
+        assert!(!stk_could_be(&r, "INV42", hundred, Some(&phone)));
+        assert!(!stk_could_be(&r, "INV43", hundred, Some(&other)));
+        assert!(!stk_could_be(
+            &r,
+            "INV42",
+            Amount::from_stored(99),
+            Some(&other)
+        ));
     }
 
     #[test]

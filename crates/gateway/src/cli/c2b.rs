@@ -185,6 +185,11 @@ async fn register(payments: &Payments, r: &Registration, production: bool) -> bo
         }
         Err(error) => {
             println!("Daraja refused: {error}");
+            if let DarajaError::UnexpectedStatus { body_excerpt, .. } = &error
+                && !body_excerpt.is_empty()
+            {
+                println!("  its answer: {body_excerpt}");
+            }
             if let Some(hint) = explain(&error, r) {
                 println!("  {hint}");
             }
@@ -199,7 +204,11 @@ fn explain(error: &DarajaError, r: &Registration) -> Option<String> {
         .error_message()
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let text = error.to_string().to_ascii_lowercase();
+    let text = match error {
+        DarajaError::UnexpectedStatus { body_excerpt, .. } => format!("{error} {body_excerpt}"),
+        other => other.to_string(),
+    }
+    .to_ascii_lowercase();
     if message.contains("already registered") {
         return Some("This shortcode already has URLs. In production they are registered once: ask Safaricom (apisupport@safaricom.co.ke) to delete them, or delete them on the Daraja portal (Self Services → URL Management), then register again.".into());
     }

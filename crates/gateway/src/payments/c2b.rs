@@ -41,6 +41,10 @@ impl PreparedC2b {
                 "amount {} is not whole shillings: kept for a person, not booked",
                 self.report.amount
             )),
+            C2bDecision::AwaitStk => Some(
+                "an open STK payment (same account, amount and phone) could be this one: decided once it is settled"
+                    .to_owned(),
+            ),
             _ => None,
         }
     }
@@ -56,7 +60,8 @@ impl Payments {
         path: C2bPath,
     ) -> Result<PreparedC2b, StorageError> {
         let served = [self.settings.c2b.short_code.as_str()];
-        let verdict = c2b::on_c2b_report(&report, path, false, &served);
+        let open_stk = self.open_stk_could_be(&report).await?;
+        let verdict = c2b::on_c2b_report(&report, path, false, &served, open_stk);
         let base = match &verdict {
             C2bDecision::Book(_) => Some(self.c2b_base(&report, path).await?),
             _ => None,
@@ -165,6 +170,9 @@ pub fn decide_c2b(
     let (C2bDecision::Book(t), Some(base)) = (&prepared.verdict, &prepared.base) else {
         return CallbackDecision::only(match prepared.verdict {
             C2bDecision::Duplicate => CallbackOutcome::Duplicate,
+            // Stored, acknowledged and decided again by the re-drive until the STK payment
+            // that could be it is settled.
+            C2bDecision::AwaitStk => CallbackOutcome::Received,
             _ => CallbackOutcome::Flagged,
         });
     };
@@ -369,10 +377,6 @@ impl Payments {
             skip("the amount is not an exact amount");
             return Ok(());
         };
-        if self.may_be_open_stk(&report, short_code).await? {
-            skip("an open STK payment of this amount may be this one: its STK Query settles it");
-            return Ok(());
-        }
         let prepared = self.prepare_c2b(report, C2bPath::Pull).await?;
         if let Some(note) = prepared.note() {
             skip(&note);
@@ -394,38 +398,43 @@ impl Payments {
         Ok(())
     }
 
-    /// Whether an STK payment still open could be the pulled record (an STK push to the same
-    /// shortcode is listed by Pull Transactions too): same amount and, when the record names
-    /// the number, the same phone.
-    async fn may_be_open_stk(
-        &self,
-        report: &C2bReport,
-        short_code: &str,
-    ) -> Result<bool, StorageError> {
-        if self.daraja.config().shortcode != short_code {
-            return Ok(false);
-        }
-        let Some(amount) = c2b::whole_shillings(report.amount) else {
-            return Ok(false);
-        };
-        for status in [PaymentStatus::Initiated, PaymentStatus::Pending] {
-            let page = self
-                .storage
-                .list_payments(
-                    &mpesa_storage::PaymentFilter {
-                        status: Some(status),
-                        phone: report.msisdn.number().map(|n| n.as_str().to_owned()),
-                        channel: Some(PaymentChannel::Stk),
-                        ..Default::default()
-                    },
-                    &mpesa_storage::PageRequest {
-                        limit: 500,
-                        cursor: None,
-                    },
-                )
-                .await?;
-            if page.items.iter().any(|p| p.amount == amount) {
-                return Ok(true);
+    /// Whether an STK payment still open could be the payment a report describes (an STK push
+    /// to a shortcode with C2B URLs also sends a confirmation, and Pull Transactions lists it):
+    /// one with the same account, or the same number, that `c2b::stk_could_be` accepts.
+    async fn open_stk_could_be(&self, report: &C2bReport) -> Result<bool, StorageError> {
+        let account = report.account_reference.trim();
+        let number = report.msisdn.number().map(|n| n.as_str().to_owned());
+        for status in [PaymentStatus::Pending, PaymentStatus::Initiated] {
+            let by_account = (!account.is_empty()).then(|| mpesa_storage::PaymentFilter {
+                status: Some(status),
+                reference: Some(account.to_owned()),
+                channel: Some(PaymentChannel::Stk),
+                ..Default::default()
+            });
+            let by_number = number.clone().map(|phone| mpesa_storage::PaymentFilter {
+                status: Some(status),
+                phone: Some(phone),
+                channel: Some(PaymentChannel::Stk),
+                ..Default::default()
+            });
+            for filter in [by_account, by_number].into_iter().flatten() {
+                let page = self
+                    .storage
+                    .list_payments(
+                        &filter,
+                        &mpesa_storage::PageRequest {
+                            limit: 100,
+                            cursor: None,
+                        },
+                    )
+                    .await?;
+                if page.items.iter().any(|p| {
+                    c2b::stk_could_be(report, &p.reference, p.amount, p.phone.as_ref())
+                        || (filter.phone.is_some()
+                            && c2b::whole_shillings(report.amount) == Some(p.amount))
+                }) {
+                    return Ok(true);
+                }
             }
         }
         Ok(false)

@@ -839,7 +839,212 @@ async fn hostile_accounts_and_names_are_shown_as_text() {
     gw.stop().await;
 }
 
+/// Runs `mpesa-gateway c2b …` against a Daraja at `daraja_url`, on a fresh SQLite file.
+async fn c2b_command(daraja_url: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_mpesa-gateway"))
+        .arg("c2b")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database.url())
+        .env("MPESA_API_BASE_URL", daraja_url)
+        .env("MPESA_CONSUMER_KEY", "sandbox-consumer-key")
+        .env("MPESA_CONSUMER_SECRET", "sandbox-consumer-secret")
+        .env(
+            "MPESA_CALLBACK_SECRET",
+            "c2b_test_secret_0123456789abcdef0123",
+        )
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("mpesa-gateway c2b runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// `c2b register` registers the URLs and says what it sent, the secret hidden; it refuses a URL
+/// with a word Daraja refuses before sending anything, naming the word; and it explains
+/// Daraja's refusal of the STK-only shortcode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c2b_register_sends_explains_and_refuses() {
+    let (sim, url) = crate::multi_instance::shared_simulator().await;
+    let public = ("MPESA_CALLBACK_URL", "https://pay.example.com/");
+    let (ok, out) = c2b_command(
+        &url,
+        &[public, ("MPESA_C2B_SHORT_CODE", PAYBILL)],
+        &["register"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("https://pay.example.com/callbacks/…/c2b/confirmation"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("c2b_test_secret"),
+        "the secret is hidden: {out}"
+    );
+    let registered = sim.c2b_registrations();
+    assert_eq!(registered.len(), 1);
+    assert_eq!(registered[0].short_code, PAYBILL);
+    assert!(
+        registered[0]
+            .confirmation_url
+            .ends_with("/callbacks/c2b_test_secret_0123456789abcdef0123/c2b/confirmation")
+    );
+
+    let (ok, out) = c2b_command(
+        &url,
+        &[
+            ("MPESA_CALLBACK_URL", "https://mpesa.example.com/"),
+            ("MPESA_C2B_SHORT_CODE", "600001"),
+        ],
+        &["register", "--v1"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        out.contains("not sent") && out.contains("\"mpesa\""),
+        "{out}"
+    );
+    assert_eq!(sim.c2b_registrations().len(), 1, "nothing was sent");
+
+    let (ok, out) = c2b_command(
+        &url,
+        &[public, ("MPESA_C2B_SHORT_CODE", "174379")],
+        &["register"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(out.contains("174379 is for STK Push only"), "{out}");
+}
+
+/// An STK push to a shortcode with C2B URLs also sends a confirmation, with the push's account
+/// and the same receipt, and it may come first. While an STK payment that could be it is open,
+/// the confirmation waits (stored, acknowledged, `received`); once the push completes with that
+/// receipt it is a duplicate of it, and once a push fails (the customer then paid the paybill by
+/// hand) it becomes its own payment: never two payments for one receipt, never one lost.
+async fn a_confirmation_waits_for_an_open_stk_push_that_could_be_it(backend: Backend) {
+    let gw = spawn_with(
+        Options::new(backend)
+            .env("RECONCILE_AFTER_SECS", "3600")
+            .env("PAYMENT_EXPIRES_AFTER_SECS", "7200"),
+    )
+    .await;
+    let open = |reference: &'static str| {
+        let gw = &gw;
+        async move {
+            let (status, body) = gw
+                .create_payment(
+                    json!({ "phone": NO_CALLBACK, "amount": 25, "reference": reference }),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+            let id = body["id"].as_str().unwrap().to_owned();
+            let p = gw
+                .wait_for_status(&id, "pending", Duration::from_secs(10))
+                .await;
+            (id, p.checkout_request_id.unwrap())
+        }
+    };
+    let (paid, paid_checkout) = open("ORD7").await;
+    let (failed, failed_checkout) = open("ORD8").await;
+    // `2547 ***** 000` fits the pushes' number, 254700000000.
+    for (receipt, account) in [("TXSTK00007", "ORD7"), ("TXSTK00008", "ORD8")] {
+        let (status, _) = gw
+            .post_c2b_confirmation(&confirmation(
+                receipt,
+                PAYBILL,
+                account,
+                "25.00",
+                "2547 ***** 000",
+                "JOHN",
+            ))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let waiting = c2b_callbacks(gw.storage().as_ref()).await;
+    assert!(
+        waiting
+            .iter()
+            .all(|c| c.outcome == CallbackOutcome::Received),
+        "{waiting:?}"
+    );
+    assert!(
+        gw.list_payments("channel=c2b").await.is_empty(),
+        "nothing booked yet"
+    );
+
+    // The first push completes with the confirmation's receipt; the second is cancelled.
+    let (s, _) = gw
+        .post_stk_callback(&stk_success(
+            &paid_checkout,
+            "25.00",
+            NO_CALLBACK,
+            "TXSTK00007",
+        ))
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = gw
+        .post_stk_callback(&stk_failure(
+            &failed_checkout,
+            1032,
+            "Request cancelled by user",
+        ))
+        .await;
+    assert_eq!(s, 200);
+    gw.wait_for_status(&paid, "completed", Duration::from_secs(10))
+        .await;
+    gw.wait_for_status(&failed, "cancelled", Duration::from_secs(10))
+        .await;
+
+    let booked = gw.payment_by_receipt("TXSTK00008").await;
+    assert_eq!(
+        (booked.channel, booked.reference.as_str()),
+        (PaymentChannel::C2b, "ORD8")
+    );
+    let stk = gw.storage().get_payment(&paid).await.unwrap().unwrap();
+    assert_eq!(stk.mpesa_receipt_number.as_deref(), Some("TXSTK00007"));
+    assert!(!stk.needs_review, "the push settles normally");
+    eventually(
+        "both confirmations are decided",
+        Duration::from_secs(20),
+        || {
+            let storage = gw.storage();
+            async move {
+                c2b_callbacks(storage.as_ref())
+                    .await
+                    .iter()
+                    .all(|c| c.outcome != CallbackOutcome::Received)
+            }
+        },
+    )
+    .await;
+    let decided = c2b_callbacks(gw.storage().as_ref()).await;
+    let outcome_of = |receipt: &str| {
+        let c = decided
+            .iter()
+            .find(|c| c.receipt.as_deref() == Some(receipt))
+            .unwrap();
+        (c.outcome, c.payment_id.clone())
+    };
+    assert_eq!(
+        outcome_of("TXSTK00007"),
+        (CallbackOutcome::Duplicate, Some(paid.clone()))
+    );
+    assert_eq!(
+        outcome_of("TXSTK00008"),
+        (CallbackOutcome::Applied, Some(booked.id.clone()))
+    );
+    assert_eq!(gw.list_payments("channel=c2b").await.len(), 1);
+    gw.stop().await;
+}
+
 crate::on_every_backend!(
+    a_confirmation_waits_for_an_open_stk_push_that_could_be_it,
     a_lost_confirmation_is_recovered_by_pull_once,
     validation_rules_refuse_and_accept,
     validation_off_accepts_everything,
