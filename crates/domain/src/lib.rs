@@ -5,6 +5,7 @@
 pub mod c2b;
 pub mod eat;
 pub mod initiator;
+pub mod link;
 pub mod money;
 pub mod payment;
 pub mod payment_request;
@@ -16,6 +17,7 @@ pub mod text;
 pub use initiator::{
     RequestKind, RequestOutcome, RequestSnapshot, RequestStatus, RequestTransition, ResolvePolicy,
 };
+pub use link::{Lang, LinkAmount, LinkAmountError, LinkStatus};
 pub use money::{Amount, AmountBounds, AmountError, Cents, group_thousands, ksh};
 pub use payment::{FinalOutcome, PaymentStatus, ReviewReason};
 pub use payment_request::{FieldError, PaymentRequest, check_email, parse_payment_request};

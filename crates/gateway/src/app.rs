@@ -175,6 +175,7 @@ impl App {
             outbox_wake.clone(),
             health.clone(),
         );
+        let links = crate::payments::PaymentLinks::for_config(&config, storage.clone());
         let money_out = {
             let callback_base = public_url
                 .join(&format!("callbacks/{}/", callback_secret.expose_secret()))
@@ -267,6 +268,7 @@ impl App {
             storage,
             daraja,
             payments,
+            links,
             money_out,
             ingestor,
             metrics,

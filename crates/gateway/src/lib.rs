@@ -29,6 +29,7 @@ pub mod ids;
 pub mod metrics;
 pub mod money_out;
 pub mod outbox;
+pub mod pay_page;
 pub mod payments;
 pub mod sandbox;
 pub mod state;

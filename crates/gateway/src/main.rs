@@ -72,6 +72,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             storage.close().await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Links { command } => {
+            // The link service needs the public address and amount limits; Daraja credentials
+            // are not needed to manage links.
+            let config = Config::from_source(ProcessEnv, false)
+                .or_else(|first| Config::from_source(ProcessEnv, true).map_err(|_| first))?;
+            let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
+            let links = mpesa_gateway::payments::PaymentLinks::for_config(&config, storage.clone());
+            let result = cli::links::run(&links, command).await;
+            storage.close().await;
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ApiKeys { command } => {
             let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
             cli::api_keys::run(storage.as_ref(), command).await?;

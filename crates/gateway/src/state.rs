@@ -24,6 +24,8 @@ pub struct StateInner {
     pub storage: Arc<dyn Storage>,
     pub daraja: DarajaClient,
     pub payments: Payments,
+    /// Payment links and the pay page's one operation.
+    pub links: crate::payments::PaymentLinks,
     /// Refunds, payouts, balances and the initiator layer under them.
     pub money_out: MoneyOut,
     pub ingestor: CallbackIngestor,

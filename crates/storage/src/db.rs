@@ -549,6 +549,8 @@ pub(crate) struct Dialect {
     pub(crate) insert_setting_if_absent: &'static str,
     /// Key: name. Args: name, owner, expires_at.
     pub(crate) insert_lease_if_absent: &'static str,
+    /// Key: bucket. Args: bucket, window_start (hits 0).
+    pub(crate) insert_rate_limit_if_absent: &'static str,
 
     /// Key: day. Args: day (a new row reserves 0).
     pub(crate) insert_payout_day_if_absent: &'static str,
@@ -598,6 +600,8 @@ pub(crate) mod standard_sql {
         VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
     pub(crate) const INSERT_LEASE_IF_ABSENT: &str = "INSERT INTO leases (name, owner, expires_at) \
         VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
+    pub(crate) const INSERT_RATE_LIMIT_IF_ABSENT: &str = "INSERT INTO rate_limits \
+        (bucket, window_start, hits) VALUES ($1, $2, 0) ON CONFLICT (bucket) DO NOTHING";
     pub(crate) const INSERT_PAYOUT_DAY_IF_ABSENT: &str = "INSERT INTO payout_days (day, reserved) \
         VALUES ($1, 0) ON CONFLICT (day) DO NOTHING";
     pub(crate) const UPSERT_HEALTH_PROBE: &str = "INSERT INTO health_probes \

@@ -523,6 +523,35 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<bool>;
     async fn release_lease(&self, name: &str, owner: &str) -> Result<()>;
 
+    // ---- payment links -------------------------------------------------------------------------
+
+    /// Stores a link under the first candidate account number that no open link holds (expired
+    /// links give theirs back first). `Err(Conflict)` when every candidate is taken.
+    async fn create_payment_link(&self, link: &NewPaymentLink) -> Result<PaymentLink>;
+    async fn get_payment_link(&self, id: &str) -> Result<Option<PaymentLink>>;
+    async fn find_payment_link_by_slug(&self, slug: &str) -> Result<Option<PaymentLink>>;
+    /// The open link (active and not expired at `now`) with this account number: what a C2B
+    /// payment's BillRefNumber names.
+    async fn find_open_payment_link_by_account(
+        &self,
+        account_number: &str,
+        now: Millis,
+    ) -> Result<Option<PaymentLink>>;
+    /// Newest first, keyset-paginated.
+    async fn list_payment_links(&self, page: &PageRequest) -> Result<Page<PaymentLink>>;
+    /// Disables an active (or expired) link; a paid or disabled one is left as it is. Returns
+    /// the link as it is afterwards, `None` if there is no such link.
+    async fn disable_payment_link(&self, id: &str, now: Millis) -> Result<Option<PaymentLink>>;
+    /// How many payments a link has, and what its completed ones add up to.
+    async fn payment_link_totals(&self, id: &str) -> Result<LinkTotals>;
+
+    /// Counts one hit in every counter of `limits` (fixed windows, shared by every instance
+    /// using the database), unless one is full: then nothing is counted and the answer is when
+    /// it frees up (Unix ms).
+    async fn hit_rate_limits(&self, limits: &[RateLimit], now: Millis) -> Result<Option<Millis>>;
+    /// Forgets counters whose window started before `before`.
+    async fn delete_rate_limits_before(&self, before: Millis) -> Result<u64>;
+
     // ---- statistics --------------------------------------------------------------------------
 
     /// Counts and sums of payments created in `[from, to)`, by status (every status is

@@ -24,6 +24,7 @@ pub(crate) const SQLITE: &[MigrationFile] = migration_files!(
     "0004_health_probes_and_sign_in_failures.sql",
     "0005_c2b.sql",
     "0006_money_out.sql",
+    "0007_payment_links.sql",
 );
 pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "postgres": "0001_initial.sql",
@@ -32,6 +33,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "0004_health_probes_and_sign_in_failures.sql",
     "0005_c2b.sql",
     "0006_money_out.sql",
+    "0007_payment_links.sql",
 );
 pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "mysql": "0001_initial.sql",
@@ -40,6 +42,7 @@ pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "0004_health_probes_and_sign_in_failures.sql",
     "0005_c2b.sql",
     "0006_money_out.sql",
+    "0007_payment_links.sql",
 );
 
 /// `0001_initial.sql` → version 1, description `initial`.

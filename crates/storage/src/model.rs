@@ -1,7 +1,9 @@
 //! Records as stored. Times are Unix milliseconds; amounts are whole shillings unless the name
 //! says cents; ids are text with a prefix (`pay_`, `cb_`, `evt_`, `key_`…).
 
-use mpesa_domain::{Amount, Msisdn, PaymentSnapshot, PaymentStatus, ResultCode, Transition};
+use mpesa_domain::{
+    Amount, Lang, LinkStatus, Msisdn, PaymentSnapshot, PaymentStatus, ResultCode, Transition,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::Millis;
@@ -83,6 +85,8 @@ pub struct NewPayment {
     pub created_at: Millis,
     /// When the reconciler first looks at it if nothing else happened.
     pub next_check_at: Millis,
+    /// The payment link it was made through (`pl_…`).
+    pub payment_link_id: Option<String>,
 }
 
 /// A payment as stored.
@@ -119,6 +123,8 @@ pub struct Payment {
     pub finalized_at: Option<Millis>,
     /// Optimistic-lock counter, incremented by every write.
     pub version: i64,
+    /// The payment link it was made through (`pl_…`).
+    pub payment_link_id: Option<String>,
     pub channel: PaymentChannel,
     /// The shortcode or till paid (C2B `BusinessShortCode`).
     pub business_short_code: Option<String>,
@@ -174,6 +180,10 @@ pub struct PaymentUpdate {
     pub count_query: bool,
     pub event: Option<NewPaymentEvent>,
     pub outbox: Vec<NewOutboxEvent>,
+    /// Written only when this update completes a payment made through a single-use link that
+    /// another payment had already paid (storage decides, with the link's row locked): the
+    /// alerts of the hold for review that follows.
+    pub if_link_already_paid: Vec<NewOutboxEvent>,
 }
 
 impl PaymentUpdate {
@@ -184,6 +194,7 @@ impl PaymentUpdate {
             count_query: false,
             event: None,
             outbox: Vec::new(),
+            if_link_already_paid: Vec::new(),
         }
     }
 }
@@ -227,6 +238,76 @@ pub struct PaymentFilter {
     pub created_to: Option<Millis>,
     /// Free text: matches id, phone, reference, receipt or CheckoutRequestID exactly, or a prefix of the reference.
     pub search: Option<String>,
+    pub payment_link_id: Option<String>,
+}
+
+// ---- payment links ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPaymentLink {
+    /// `pl_…`
+    pub id: String,
+    /// The unguessable part of the link's URL.
+    pub slug: String,
+    /// Tried in order until one is free among open links.
+    pub account_candidates: Vec<String>,
+    pub title: String,
+    /// `(amount, amount_min, amount_max)`: a fixed amount, or a range.
+    pub amount: Option<i64>,
+    pub amount_min: Option<i64>,
+    pub amount_max: Option<i64>,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    pub single_use: bool,
+    pub expires_at: Option<Millis>,
+    /// The pay page's language; `None`: the customer's browser decides.
+    pub language: Option<Lang>,
+    pub created_at: Millis,
+}
+
+/// A payment link as stored. `status` is as stored: read it with
+/// [`PaymentLink::status_at`] (an active link past its expiry is expired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PaymentLink {
+    pub id: String,
+    pub slug: String,
+    pub account_number: String,
+    pub title: String,
+    pub amount: Option<i64>,
+    pub amount_min: Option<i64>,
+    pub amount_max: Option<i64>,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    pub single_use: bool,
+    pub expires_at: Option<Millis>,
+    pub status: LinkStatus,
+    pub language: Option<Lang>,
+    pub paid_payment_id: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl PaymentLink {
+    pub fn status_at(&self, now: Millis) -> LinkStatus {
+        self.status.at(self.expires_at, now)
+    }
+}
+
+/// What a link collected: its completed payments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LinkTotals {
+    pub completed_count: i64,
+    pub completed_amount: i64,
+    pub payment_count: i64,
+}
+
+/// One counter of a rate limit: at most `limit` hits per fixed window of `window_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// e.g. `pay:phone:254708374149`.
+    pub bucket: String,
+    pub limit: i64,
+    pub window_ms: Millis,
 }
 
 /// An account number registered for C2B validation.

@@ -46,6 +46,8 @@ const DIALECT: Dialect = Dialect {
         ON DUPLICATE KEY UPDATE name = name",
     insert_lease_if_absent: "INSERT INTO leases (name, owner, expires_at) VALUES ($1, $2, $3) \
         ON DUPLICATE KEY UPDATE name = name",
+    insert_rate_limit_if_absent: "INSERT INTO rate_limits (bucket, window_start, hits) \
+        VALUES ($1, $2, 0) ON DUPLICATE KEY UPDATE bucket = bucket",
     insert_payout_day_if_absent: "INSERT INTO payout_days (day, reserved) VALUES ($1, 0) \
         ON DUPLICATE KEY UPDATE day = day",
     insert_skipping_taken_keys: " ON DUPLICATE KEY UPDATE created_at = created_at",

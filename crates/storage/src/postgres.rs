@@ -25,6 +25,7 @@ const DIALECT: Dialect = Dialect {
     insert_admin_user_if_absent: standard_sql::INSERT_ADMIN_USER_IF_ABSENT,
     insert_setting_if_absent: standard_sql::INSERT_SETTING_IF_ABSENT,
     insert_lease_if_absent: standard_sql::INSERT_LEASE_IF_ABSENT,
+    insert_rate_limit_if_absent: standard_sql::INSERT_RATE_LIMIT_IF_ABSENT,
     insert_payout_day_if_absent: standard_sql::INSERT_PAYOUT_DAY_IF_ABSENT,
     insert_skipping_taken_keys: " ON CONFLICT DO NOTHING",
     upsert_setting: standard_sql::UPSERT_SETTING,

@@ -15,7 +15,7 @@ macro_rules! payment_columns {
          metadata, checkout_request_id, merchant_request_id, mpesa_receipt_number, result_code, \
          result_desc, transaction_date, needs_review, review_reason, api_key_id, source, \
          query_attempts, next_check_at, created_at, updated_at, finalized_at, version, channel, \
-         business_short_code, payer_name, payer_msisdn, recovered_by"
+         business_short_code, payer_name, payer_msisdn, recovered_by, payment_link_id"
     };
 }
 pub(crate) use payment_columns;
@@ -84,6 +84,45 @@ pub(crate) fn payment(row: &impl RowExt) -> Result<Payment> {
         payer_name: row.opt_text("payer_name")?,
         payer_msisdn: row.opt_text("payer_msisdn")?,
         recovered_by: row.opt_text("recovered_by")?,
+        payment_link_id: row.opt_text("payment_link_id")?,
+    })
+}
+
+/// The columns of `payment_links`, in the order the statements select them.
+macro_rules! payment_link_columns {
+    () => {
+        "id, slug, account_number, title, amount, amount_min, amount_max, reference, description, \
+         single_use, expires_at, status, language, paid_payment_id, created_at, updated_at"
+    };
+}
+pub(crate) use payment_link_columns;
+
+pub(crate) fn payment_link(row: &impl RowExt) -> Result<PaymentLink> {
+    let status = row.text("status")?;
+    let language = row.opt_text("language")?;
+    Ok(PaymentLink {
+        id: row.text("id")?,
+        slug: row.text("slug")?,
+        account_number: row.text("account_number")?,
+        title: row.text("title")?,
+        amount: row.opt_int("amount")?,
+        amount_min: row.opt_int("amount_min")?,
+        amount_max: row.opt_int("amount_max")?,
+        reference: row.opt_text("reference")?,
+        description: row.opt_text("description")?,
+        single_use: row.flag("single_use")?,
+        expires_at: row.opt_int("expires_at")?,
+        status: mpesa_domain::LinkStatus::parse(&status)
+            .ok_or_else(|| corrupt("link status", &status))?,
+        language: match language {
+            None => None,
+            Some(l) => {
+                Some(mpesa_domain::Lang::parse(&l).ok_or_else(|| corrupt("link language", &l))?)
+            }
+        },
+        paid_payment_id: row.opt_text("paid_payment_id")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
     })
 }
 

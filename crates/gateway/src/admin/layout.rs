@@ -14,6 +14,7 @@ use crate::admin::session::Admin;
 pub enum Section {
     Overview,
     Payments,
+    Links,
     Callbacks,
     Outbox,
     ApiKeys,
@@ -22,9 +23,10 @@ pub enum Section {
     None,
 }
 
-const NAV: [(Section, &str, &str); 7] = [
+const NAV: [(Section, &str, &str); 8] = [
     (Section::Overview, "Overview", "/admin/"),
     (Section::Payments, "Payments", "/admin/payments"),
+    (Section::Links, "Links", "/admin/links"),
     (Section::Callbacks, "Callbacks", "/admin/callbacks"),
     (Section::Outbox, "Outbox", "/admin/outbox"),
     (Section::ApiKeys, "API keys", "/admin/api-keys"),
@@ -113,6 +115,10 @@ pub fn notice(code: Option<&str>) -> Option<&'static str> {
         "not_dead" => "Only dead-lettered or blocked events can be retried; nothing was changed.",
         "key_revoked" => "The API key was revoked; requests using it are refused.",
         "key_not_found" => "No active API key matched; nothing was changed.",
+        "link_created" => "The payment link was created: share its address or QR code.",
+        "link_disabled" => {
+            "The link is disabled: its page says so and its account number no longer pays it."
+        }
         "signed_out" => "You have signed out.",
         "signed_out_everywhere" => "Every session of that user has ended.",
         "user_removed" => "The user was removed and their sessions have ended.",

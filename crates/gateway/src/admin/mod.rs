@@ -52,6 +52,13 @@ pub fn router() -> Router<AppState> {
         .route("/admin/payments/{id}", get(pages::payment::show))
         .route("/admin/payments/{id}/query", post(pages::payment::query))
         .route("/admin/payments/{id}/decide", post(pages::payment::decide))
+        .route(
+            "/admin/links",
+            get(pages::links::list).post(pages::links::create),
+        )
+        .route("/admin/links/{id}", get(pages::links::show))
+        .route("/admin/links/{id}/qr.svg", get(pages::links::qr))
+        .route("/admin/links/{id}/disable", post(pages::links::disable))
         .route("/admin/callbacks", get(pages::received_callbacks::list))
         .route(
             "/admin/callbacks/{id}",
@@ -86,15 +93,16 @@ async fn not_found() -> AdminError {
 /// `Cache-Control: no-store` unless the handler chose otherwise (the hashed stylesheet).
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    let headers = response.headers_mut();
+    set_security_headers(response.headers_mut(), CONTENT_SECURITY_POLICY);
+    response
+}
+
+/// The security headers of every page (the dashboard's and the pay page's), with `csp`.
+pub fn set_security_headers(headers: &mut axum::http::HeaderMap, csp: &'static str) {
     let set = |headers: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
         headers.insert(name, HeaderValue::from_static(value));
     };
-    set(
-        headers,
-        header::CONTENT_SECURITY_POLICY,
-        CONTENT_SECURITY_POLICY,
-    );
+    set(headers, header::CONTENT_SECURITY_POLICY, csp);
     set(headers, header::X_FRAME_OPTIONS, "DENY");
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(headers, header::REFERRER_POLICY, "no-referrer");
@@ -111,5 +119,4 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     if !headers.contains_key(header::CACHE_CONTROL) {
         set(headers, header::CACHE_CONTROL, "no-store");
     }
-    response
 }

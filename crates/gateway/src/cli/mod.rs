@@ -4,6 +4,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod c2b;
 pub mod config_check;
+pub mod links;
 pub mod notify;
 pub mod outbox;
 pub mod pay;
@@ -51,6 +52,11 @@ pub enum Command {
     Payments {
         #[command(subcommand)]
         command: payments::PaymentsCommand,
+    },
+    /// Payment links: pages where customers pay (and their account numbers at the paybill).
+    Links {
+        #[command(subcommand)]
+        command: links::LinksCommand,
     },
     /// Merchant API keys.
     #[command(name = "api-keys")]

@@ -14,6 +14,7 @@ mod database;
 #[cfg(test)]
 mod docs;
 mod email;
+mod links;
 pub mod money_out;
 mod outbox;
 mod payments;
@@ -21,6 +22,7 @@ mod reader;
 mod server;
 mod telegram;
 pub mod variables;
+pub use links::{LinkSettings, PayPageLimits};
 mod webhook;
 
 use std::collections::BTreeMap;
@@ -98,6 +100,8 @@ pub struct Config {
     pub secure_cookies: bool,
     /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` / `Forwarded` name the client.
     pub trusted_proxies: crate::http::client_addr::TrustedProxies,
+    /// Payment links and the pay page (`PUBLIC_URL`, `BUSINESS_NAME`, `PAY_PAGE_LIMIT_*`).
+    pub links: links::LinkSettings,
 }
 
 /// Debug output is the masked description: a stray `{:?}` must not leak a secret.
@@ -183,6 +187,7 @@ impl Config {
             webhook_allow_private: webhook::allow_private(&r)?,
             outbox: outbox::read(&r)?,
             log_format: server::log_format(&r)?,
+            links: links::read(&r)?,
         })
     }
 

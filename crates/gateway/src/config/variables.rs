@@ -419,6 +419,62 @@ pub static VARIABLES: &[Var] = &[
         )
     },
     Var {
+        when_unset: WhenUnset::Means("`MPESA_CALLBACK_URL`"),
+        examples: &["https://pay.example.com/"],
+        show: Some(|c| c.links.public_url.as_ref().map(|u| u.to_string())),
+        ..var(
+            "PUBLIC_URL",
+            Payments,
+            "The public base URL customers reach for payment links: a link's address is `<this>/pay/<slug>`.",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Means("the pay page shows the link's title only"),
+        examples: &["Amani Dance School"],
+        show: Some(|c| c.links.business_name.clone()),
+        ..var(
+            "BUSINESS_NAME",
+            Payments,
+            "Your business's name, at the top of the pay page (at most 80 characters).",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("3"),
+        show: Some(|c| Some(c.links.limits.per_phone.to_string())),
+        ..var(
+            "PAY_PAGE_LIMIT_PER_PHONE",
+            Payments,
+            "STK prompts the pay page may send to one phone per `PAY_PAGE_LIMIT_WINDOW` (counted in the database, for every instance together).",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("60"),
+        show: Some(|c| Some(c.links.limits.per_link.to_string())),
+        ..var(
+            "PAY_PAGE_LIMIT_PER_LINK",
+            Payments,
+            "STK prompts the pay page may start through one link per `PAY_PAGE_LIMIT_WINDOW`.",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("10"),
+        show: Some(|c| Some(c.links.limits.per_address.to_string())),
+        ..var(
+            "PAY_PAGE_LIMIT_PER_ADDRESS",
+            Payments,
+            "STK prompts the pay page may start from one client address per `PAY_PAGE_LIMIT_WINDOW` (the address as `TRUSTED_PROXIES` decides it).",
+        )
+    },
+    Var {
+        when_unset: WhenUnset::Value("10m"),
+        show: Some(|c| Some(duration(c.links.limits.window))),
+        ..var(
+            "PAY_PAGE_LIMIT_WINDOW",
+            Payments,
+            "The window of the pay page's limits (`30s`, `10m`, `1h`).",
+        )
+    },
+    Var {
         when_unset: WhenUnset::Value("150000"),
         show: Some(|c| Some(c.money_out.payout_max_amount.to_string())),
         ..var(

@@ -416,6 +416,7 @@ fn parse_create_request(
             customer_email: parsed.customer_email,
             telegram_chat_id: parsed.telegram_chat_id,
             metadata: parsed.metadata,
+            payment_link_id: None,
         },
         parsed.canonical,
     ))

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod money_out;
 pub mod openapi;
+pub mod payment_links;
 pub mod server;
 pub mod service;
 
@@ -38,6 +39,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/payments/{id}", get(api::get_payment))
         .route("/api/v1/payments/{id}/refresh", post(api::refresh_payment))
+        .route(
+            "/api/v1/payment-links",
+            post(payment_links::create).get(payment_links::list),
+        )
+        .route("/api/v1/payment-links/{id}", get(payment_links::show))
+        .route(
+            "/api/v1/payment-links/{id}/disable",
+            post(payment_links::disable),
+        )
         .route(
             "/api/v1/payments/{id}/refund",
             post(money_out::refund_payment),
@@ -101,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(callbacks)
         .merge(crate::admin::router())
+        .merge(crate::pay_page::router())
         .merge(crate::telegram::webhook_receiver::router())
         .fallback(|| async { ApiError::NotFound("no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), observe))

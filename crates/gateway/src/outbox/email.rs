@@ -348,26 +348,20 @@ fn rows_to_content(subject: String, intro: &str, rows: &[(&str, String)]) -> Ema
 }
 
 fn receipt(p: &PaymentFacts) -> EmailContent {
+    let w = p.receipt_words();
     let mut rows = vec![
         (
-            "Receipt number",
+            w.receipt_number,
             p.mpesa_receipt_number.clone().unwrap_or_default(),
         ),
-        ("Amount", ksh(p.amount)),
-        (
-            "Date",
-            p.mpesa_time().unwrap_or_else(|| "(not given)".into()),
-        ),
-        ("Reference", clip(&p.reference, 200)),
+        (w.amount, ksh(p.amount)),
+        (w.date, p.mpesa_time().unwrap_or_else(|| w.not_given.into())),
+        (w.reference, clip(&p.reference, 200)),
     ];
     if !p.description.is_empty() {
-        rows.push(("For", clip(&p.description, 200)));
+        rows.push((w.paid_for, clip(&p.description, 200)));
     }
-    rows_to_content(
-        "Payment Complete".into(),
-        "Thank you. Your M-Pesa payment has been received.",
-        &rows,
-    )
+    rows_to_content(w.subject.into(), w.thanks_line, &rows)
 }
 
 fn admin_alert(event_type: &str, p: &PaymentFacts, review_reason: Option<&str>) -> EmailContent {
@@ -468,6 +462,29 @@ mod tests {
                 .contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; more")
         );
         assert!(!c.html.contains("<script>"));
+    }
+
+    #[test]
+    fn a_receipt_in_the_language_the_customer_paid_in() {
+        let p = PaymentFacts {
+            amount: 1500,
+            reference: "K7MXR4A".into(),
+            mpesa_receipt_number: Some("SGA1XYZ123".into()),
+            metadata: Some(serde_json::json!({ "pay_page": { "lang": "sw" } })),
+            ..Default::default()
+        };
+        let c = receipt(&p);
+        assert_eq!(c.subject, "Malipo Yamekamilika");
+        assert!(
+            c.text.contains("Namba ya risiti") && c.text.contains("KSh 1,500"),
+            "{}",
+            c.text
+        );
+        let english = receipt(&PaymentFacts {
+            metadata: None,
+            ..p
+        });
+        assert_eq!(english.subject, "Payment Complete");
     }
 
     #[test]

@@ -41,7 +41,49 @@ pub struct PaymentFacts {
     pub completed_at: Option<String>,
     pub updated_at: String,
     pub review_reason: Option<String>,
+    /// The merchant's metadata; a pay page payment keeps its customer's language there.
+    pub metadata: Option<serde_json::Value>,
 }
+
+/// The words of a customer's receipt, in the language they paid in.
+pub struct ReceiptWords {
+    pub subject: &'static str,
+    pub received: &'static str,
+    pub thanks_line: &'static str,
+    pub receipt_number: &'static str,
+    pub amount: &'static str,
+    pub date: &'static str,
+    pub reference: &'static str,
+    pub paid_for: &'static str,
+    pub thank_you: &'static str,
+    pub not_given: &'static str,
+}
+
+pub const RECEIPT_EN: ReceiptWords = ReceiptWords {
+    subject: "Payment Complete",
+    received: "Payment received",
+    thanks_line: "Thank you. Your M-Pesa payment has been received.",
+    receipt_number: "Receipt number",
+    amount: "Amount",
+    date: "Date",
+    reference: "Reference",
+    paid_for: "For",
+    thank_you: "Thank you.",
+    not_given: "(not given)",
+};
+
+pub const RECEIPT_SW: ReceiptWords = ReceiptWords {
+    subject: "Malipo Yamekamilika",
+    received: "Malipo yamepokelewa",
+    thanks_line: "Asante. Malipo yako ya M-Pesa yamepokelewa.",
+    receipt_number: "Namba ya risiti",
+    amount: "Kiasi",
+    date: "Tarehe",
+    reference: "Kumbukumbu",
+    paid_for: "Kwa ajili ya",
+    thank_you: "Asante.",
+    not_given: "(haijatolewa)",
+};
 
 impl Notification {
     pub fn parse(payload: &str) -> Result<Self, String> {
@@ -57,6 +99,18 @@ impl Notification {
 }
 
 impl PaymentFacts {
+    /// The customer's receipt words: Swahili for a pay page payment made in Swahili.
+    pub fn receipt_words(&self) -> &'static ReceiptWords {
+        let lang = self
+            .metadata
+            .as_ref()
+            .and_then(|m| m["pay_page"]["lang"].as_str());
+        match lang {
+            Some("sw") => &RECEIPT_SW,
+            _ => &RECEIPT_EN,
+        }
+    }
+
     /// Who paid, for a person: the number, or for a C2B payment without one the MSISDN as
     /// Safaricom gave it (masked or hashed) and the payer's name.
     pub fn payer(&self) -> String {

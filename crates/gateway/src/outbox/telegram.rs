@@ -208,21 +208,22 @@ fn admin_alert(event_type: &str, p: &PaymentFacts, review_reason: Option<&str>) 
 /// To the customer: their own payment only.
 fn customer_receipt(p: &PaymentFacts) -> String {
     let e = |s: &str| escape_html(&clip(s, 200));
+    let w = p.receipt_words();
     let mut lines = vec![
-        "✅ <b>Payment received</b>".to_owned(),
-        format!("Amount: <b>{}</b>", ksh(p.amount)),
-        format!("Reference: {}", e(&p.reference)),
+        format!("✅ <b>{}</b>", w.received),
+        format!("{}: <b>{}</b>", w.amount, ksh(p.amount)),
+        format!("{}: {}", w.reference, e(&p.reference)),
     ];
     if !p.description.is_empty() {
-        lines.push(format!("For: {}", e(&p.description)));
+        lines.push(format!("{}: {}", w.paid_for, e(&p.description)));
     }
     if let Some(receipt) = &p.mpesa_receipt_number {
-        lines.push(format!("M-Pesa receipt: <code>{}</code>", e(receipt)));
+        lines.push(format!("{}: <code>{}</code>", w.receipt_number, e(receipt)));
     }
     if let Some(time) = p.mpesa_time() {
-        lines.push(format!("Date: {time}"));
+        lines.push(format!("{}: {time}", w.date));
     }
-    lines.push("Thank you.".into());
+    lines.push(w.thank_you.into());
     lines.join("\n")
 }
 
@@ -242,6 +243,20 @@ mod tests {
             transaction_date: Some("2024-07-10T06:15:41.000Z".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_swahili_customer_gets_a_swahili_receipt() {
+        let p = PaymentFacts {
+            metadata: Some(serde_json::json!({ "pay_page": { "lang": "sw" } })),
+            ..payment()
+        };
+        let text = customer_receipt(&p);
+        assert!(text.starts_with("✅ <b>Malipo yamepokelewa</b>"), "{text}");
+        assert!(
+            text.contains("Kiasi: <b>KSh 1,500</b>") && text.contains("Asante."),
+            "{text}"
+        );
     }
 
     #[test]

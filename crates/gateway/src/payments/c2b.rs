@@ -98,12 +98,28 @@ impl Payments {
             _ => None,
         };
         let now = now_ms();
+        let amount = c2b::whole_shillings(report.amount)
+            .ok_or_else(|| StorageError::Database("unbookable C2B amount".into()))?;
+        // Paid to an open link's account number, for the amount it asks: the link's payment
+        // (storage settles a single-use link with it, or holds a second one for review).
+        let payment_link_id = self
+            .open_link_for(&report.account_reference)
+            .await?
+            .filter(|link| {
+                mpesa_domain::LinkAmount::new(
+                    link.amount,
+                    link.amount_min,
+                    link.amount_max,
+                    self.settings.amount_bounds,
+                )
+                .is_ok_and(|rule| rule.charge(Some(amount.shillings())) == Some(amount))
+            })
+            .map(|link| link.id);
         Ok(Payment {
             id: new_id("pay"),
             status: PaymentStatus::Initiated,
             phone,
-            amount: c2b::whole_shillings(report.amount)
-                .ok_or_else(|| StorageError::Database("unbookable C2B amount".into()))?,
+            amount,
             reference: report.account_reference.clone(),
             description: match report.transaction_type.as_str() {
                 "" => "C2B payment".to_owned(),
@@ -134,6 +150,7 @@ impl Payments {
             payer_name: report.payer_name.clone(),
             payer_msisdn: report.msisdn.as_given(),
             recovered_by: path.recovered_by().map(str::to_owned),
+            payment_link_id,
         })
     }
 }
@@ -165,6 +182,7 @@ pub fn decide_c2b(
     let mut update = PaymentUpdate::new(Some(t.clone()));
     update.schedule = CheckSchedule::Clear;
     update.outbox = plan.for_transition(&after, t, now);
+    update.if_link_already_paid = plan.for_link_already_paid(&after, now);
     update.event = Some(NewPaymentEvent {
         kind: t.kind.as_str().to_owned(),
         detail: json!({
@@ -535,13 +553,31 @@ impl Payments {
     }
 
     /// Whether customers may pay to this account number (C2B_REQUIRE_KNOWN_ACCOUNT): one the
-    /// merchant registered through the API. (Payment links add their open links' account
-    /// numbers here.)
+    /// merchant registered through the API. and the account numbers of open payment links.
     pub async fn is_known_account(&self, account: &str) -> Result<bool, StorageError> {
         if account.is_empty() {
             return Ok(false);
         }
-        self.storage.is_c2b_account(account).await
+        if self.storage.is_c2b_account(account).await? {
+            return Ok(true);
+        }
+        Ok(self.open_link_for(account).await?.is_some())
+    }
+
+    /// The open payment link whose account number a customer typed (any case, spaces or
+    /// dashes), if any.
+    pub async fn open_link_for(
+        &self,
+        account: &str,
+    ) -> Result<Option<mpesa_storage::PaymentLink>, StorageError> {
+        match mpesa_domain::link::normalize_account(account) {
+            Some(account) => {
+                self.storage
+                    .find_open_payment_link_by_account(&account, now_ms())
+                    .await
+            }
+            None => Ok(None),
+        }
     }
 
     /// The fallback answer when the rules cannot decide in time.

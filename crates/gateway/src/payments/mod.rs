@@ -6,6 +6,7 @@
 
 pub mod c2b;
 pub mod idempotency;
+pub mod links;
 pub mod notify;
 pub mod reconciler;
 pub mod service;
@@ -13,6 +14,7 @@ pub mod start;
 pub mod view;
 
 pub use idempotency::{Idempotency, IdempotencyKey, TELEGRAM_IDEMPOTENCY_SCOPE};
+pub use links::PaymentLinks;
 pub use notify::NotificationPlan;
 pub use service::{AdminDecision, PaymentError, Payments, PushOutcome};
 pub use start::{

@@ -142,9 +142,43 @@ impl NotificationPlan {
         }
         if let Some(reason) = t.holds_for_review() {
             // A payment can be held more than once (several odd callbacks): key by version.
-            let suffix = after.version.to_string();
-            let payload =
-                json!({ "kind": "review_alert", "reason": reason.describe(), "payment": view });
+            rows.extend(self.review_alerts(
+                after,
+                &reason.describe(),
+                &after.version.to_string(),
+                now,
+            ));
+        }
+        rows
+    }
+
+    /// The admin's alerts for a completion through a single-use link, written only if storage
+    /// finds the link already paid by another payment ([`PaymentUpdate::if_link_already_paid`]).
+    ///
+    /// [`PaymentUpdate::if_link_already_paid`]: mpesa_storage::PaymentUpdate
+    pub fn for_link_already_paid(&self, after: &Payment, now: i64) -> Vec<NewOutboxEvent> {
+        let Some(link) = &after.payment_link_id else {
+            return Vec::new();
+        };
+        let reason = format!(
+            "paid through single-use link {link}, which another payment had already paid: refund suggested"
+        );
+        self.review_alerts(after, &reason, "link", now)
+    }
+
+    /// "Held for review" to the admin's Telegram chat and email; `suffix` keeps each hold's
+    /// rows apart.
+    fn review_alerts(
+        &self,
+        after: &Payment,
+        reason: &str,
+        suffix: &str,
+        now: i64,
+    ) -> Vec<NewOutboxEvent> {
+        let mut rows = Vec::new();
+        let view = PaymentView::from(after);
+        {
+            let payload = json!({ "kind": "review_alert", "reason": reason, "payment": view });
             if self.telegram
                 && let Some(admin) = self.admin_chat_id
             {

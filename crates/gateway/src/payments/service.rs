@@ -433,9 +433,15 @@ pub(crate) fn build_update(
             } else {
                 CheckSchedule::Keep
             };
+            let completes_through_link = after.status == mpesa_domain::PaymentStatus::Completed
+                && p.status != mpesa_domain::PaymentStatus::Completed
+                && after.payment_link_id.is_some();
             let mut update = PaymentUpdate::new(Some(t));
             update.schedule = schedule;
             update.outbox = outbox;
+            if completes_through_link {
+                update.if_link_already_paid = plan.for_link_already_paid(&after, now);
+            }
             update
         }
         Outcome::Duplicate | Outcome::Unchanged(_) => PaymentUpdate::new(None),

@@ -32,6 +32,8 @@ pub struct NewPaymentRequest {
     pub customer_email: Option<String>,
     pub telegram_chat_id: Option<i64>,
     pub metadata: Option<serde_json::Value>,
+    /// The payment link it is made through (the pay page's payments).
+    pub payment_link_id: Option<String>,
 }
 
 /// Who asked, through which door.
@@ -227,6 +229,7 @@ impl Payments {
             source: origin.source(),
             created_at: now,
             next_check_at: now + self.settings.reconcile_after_ms,
+            payment_link_id: request.payment_link_id,
         };
         let claim = idempotency.as_ref().map(|k| k.claim(now));
         let payment = match self.storage.create_payment(new, claim).await? {

@@ -60,6 +60,8 @@ pub struct PaymentView {
     /// The merchant's metadata object, as given.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// The payment link it was made through (`pl_…`), if any.
+    pub payment_link_id: Option<String>,
     /// The latest refund's status (`pending`, `completed`, `failed`), when it was refunded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refund_status: Option<String>,
@@ -97,6 +99,7 @@ impl From<&Payment> for PaymentView {
                 .metadata
                 .as_deref()
                 .and_then(|m| serde_json::from_str(m).ok()),
+            payment_link_id: p.payment_link_id.clone(),
             refund_status: None,
         }
     }

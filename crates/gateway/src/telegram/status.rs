@@ -215,6 +215,7 @@ mod tests {
             updated_at: 0,
             finalized_at: None,
             version: 1,
+            payment_link_id: None,
             channel: PaymentChannel::Stk,
             business_short_code: None,
             payer_name: None,

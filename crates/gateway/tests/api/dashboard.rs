@@ -6,6 +6,7 @@
 //! ([`browser`]): a person's walk through every page, with screenshots.
 
 pub mod browser;
+mod pay_browser;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -951,6 +952,7 @@ async fn values_from_outside_are_shown_as_text() {
                 source: PaymentSource::Api,
                 created_at: now,
                 next_check_at: now + 3_600_000,
+                payment_link_id: None,
             },
             None,
         )
@@ -1206,6 +1208,7 @@ async fn payments_are_filtered_paged_and_exported() {
                     source: PaymentSource::Api,
                     created_at: now - i * 1000,
                     next_check_at: now + 3_600_000,
+                    payment_link_id: None,
                 },
                 None,
             )

@@ -19,6 +19,7 @@ mod outbox;
 mod outbox_channels;
 mod outbox_process;
 mod outbox_receivers;
+mod payment_links;
 mod payments;
 mod reconcile;
 mod service;

@@ -3,6 +3,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod idempotency;
+pub(crate) mod links;
 pub(crate) mod money_out;
 pub(crate) mod outbox;
 pub(crate) mod payments;
@@ -863,6 +864,52 @@ impl<D: Driver> Storage for SqlStorage<D> {
         write_tx!(self, "release_lease", |c| settings::release_lease(
             c, name, owner
         ))
+    }
+
+    // ---- payment links -------------------------------------------------------------------------
+
+    async fn create_payment_link(&self, link: &NewPaymentLink) -> Result<PaymentLink> {
+        write_tx!(self, "create_payment_link", |c| links::create(c, link))
+    }
+
+    async fn get_payment_link(&self, id: &str) -> Result<Option<PaymentLink>> {
+        read!(self, |c| links::by_id(c, id))
+    }
+
+    async fn find_payment_link_by_slug(&self, slug: &str) -> Result<Option<PaymentLink>> {
+        read!(self, |c| links::by_slug(c, slug))
+    }
+
+    async fn find_open_payment_link_by_account(
+        &self,
+        account_number: &str,
+        now: Millis,
+    ) -> Result<Option<PaymentLink>> {
+        read!(self, |c| links::open_by_account(c, account_number, now))
+    }
+
+    async fn list_payment_links(&self, page: &PageRequest) -> Result<Page<PaymentLink>> {
+        read!(self, |c| links::list(c, page))
+    }
+
+    async fn disable_payment_link(&self, id: &str, now: Millis) -> Result<Option<PaymentLink>> {
+        write_tx!(self, "disable_payment_link", |c| links::disable(c, id, now))
+    }
+
+    async fn payment_link_totals(&self, id: &str) -> Result<LinkTotals> {
+        read!(self, |c| links::totals(c, id))
+    }
+
+    async fn hit_rate_limits(&self, limits: &[RateLimit], now: Millis) -> Result<Option<Millis>> {
+        write_tx!(self, "hit_rate_limits", |c| links::hit_rate_limits(
+            c, limits, now
+        ))
+    }
+
+    async fn delete_rate_limits_before(&self, before: Millis) -> Result<u64> {
+        write_tx!(self, "delete_rate_limits_before", |c| {
+            links::delete_rate_limits_before(c, before)
+        })
     }
 
     // ---- statistics ----------------------------------------------------------------------------

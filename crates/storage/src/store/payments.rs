@@ -11,7 +11,7 @@ use crate::db::{Arg, Conn, SqlBuilder, Stmt};
 use crate::error::{DbResult, StorageError};
 use crate::model::*;
 use crate::records::{self, payment_columns};
-use crate::store::{check_len, idempotency, outbox};
+use crate::store::{check_len, idempotency, links, outbox};
 
 const SELECT_BY_ID: &str = concat!(
     "SELECT ",
@@ -119,6 +119,7 @@ async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
         updated_at: new.created_at,
         finalized_at: None,
         version: 1,
+        payment_link_id: new.payment_link_id.clone(),
         channel: PaymentChannel::Stk,
         business_short_code: None,
         payer_name: None,
@@ -129,8 +130,8 @@ async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
         Stmt::new(
             "INSERT INTO payments (id, status, phone, amount, reference, description, customer_email, \
              telegram_chat_id, metadata, needs_review, api_key_id, source, query_attempts, \
-             next_check_at, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+             next_check_at, created_at, updated_at, version, payment_link_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         )
         .bind(&payment.id)
         .bind(payment.status.as_str())
@@ -148,7 +149,8 @@ async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
         .bind(payment.next_check_at)
         .bind(payment.created_at)
         .bind(payment.updated_at)
-        .bind(payment.version),
+        .bind(payment.version)
+        .bind(&payment.payment_link_id),
     )
     .await?;
     Ok(payment)
@@ -172,7 +174,7 @@ pub(crate) async fn insert_booked<C: Conn>(
          telegram_chat_id, metadata, mpesa_receipt_number, result_code, result_desc, \
          transaction_date, needs_review, review_reason, api_key_id, source, query_attempts, \
          next_check_at, created_at, updated_at, finalized_at, version, channel, \
-         business_short_code, payer_name, payer_msisdn, recovered_by) VALUES ",
+         business_short_code, payer_name, payer_msisdn, recovered_by, payment_link_id) VALUES ",
     );
     for (i, p) in booked.iter().enumerate() {
         check_len("payment id", &p.id, MAX_ID_LEN)?;
@@ -180,7 +182,7 @@ pub(crate) async fn insert_booked<C: Conn>(
         let receipt = p.mpesa_receipt_number.as_deref().unwrap_or_default();
         check_len("receipt", receipt, MAX_ID_LEN)?;
         sql.push(if i == 0 { "(" } else { ", (" });
-        let values: [Arg; 28] = [
+        let values: [Arg; 29] = [
             p.id.clone().into(),
             p.status.as_str().into(),
             p.phone.as_ref().map(|m| m.as_str()).unwrap_or("").into(),
@@ -209,6 +211,7 @@ pub(crate) async fn insert_booked<C: Conn>(
             p.payer_name.clone().into(),
             p.payer_msisdn.clone().into(),
             p.recovered_by.clone().into(),
+            p.payment_link_id.clone().into(),
         ];
         for (n, v) in values.into_iter().enumerate() {
             if n > 0 {
@@ -239,7 +242,7 @@ pub(crate) async fn book<C: Conn>(
     now: Millis,
 ) -> DbResult<(Payment, bool)> {
     let receipt = payment.mpesa_receipt_number.as_deref().unwrap_or_default();
-    let holder = insert_booked(c, &[payment])
+    let mut holder = insert_booked(c, &[payment])
         .await?
         .remove(receipt)
         .ok_or_else(|| StorageError::Database(format!("no payment holds receipt {receipt}")))?;
@@ -249,6 +252,10 @@ pub(crate) async fn book<C: Conn>(
             insert_event(c, &holder.id, now, event).await?;
         }
         outbox::insert_events(c, &update.outbox).await?;
+        if let Some(held) = links::settle_booked(c, &mut holder, now).await? {
+            insert_event(c, &holder.id, now, &held).await?;
+            outbox::insert_events(c, &update.if_link_already_paid).await?;
+        }
     }
     Ok((holder, ours))
 }
@@ -280,12 +287,17 @@ pub(crate) async fn apply_update<C: Conn>(
     update: &PaymentUpdate,
     now: Millis,
 ) -> DbResult<Payment> {
-    let next = updated(current, update, now);
+    let mut next = updated(current, update, now);
+    let held = links::settle(c, current.status, &mut next, now).await?;
     write_row(c, current.version, &next).await?;
     if let Some(event) = &update.event {
         insert_event(c, &next.id, now, event).await?;
     }
     outbox::insert_events(c, &update.outbox).await?;
+    if let Some(held) = &held {
+        insert_event(c, &next.id, now, held).await?;
+        outbox::insert_events(c, &update.if_link_already_paid).await?;
+    }
     Ok(next)
 }
 
@@ -620,6 +632,9 @@ pub(crate) async fn list<C: Conn>(
     if let Some(receipt) = &filter.receipt {
         q.push(" AND mpesa_receipt_number = ").push_bind(receipt);
     }
+    if let Some(link) = &filter.payment_link_id {
+        q.push(" AND payment_link_id = ").push_bind(link);
+    }
     if let Some(needs_review) = filter.needs_review {
         q.push(" AND needs_review = ").push_bind(needs_review);
     }
@@ -746,6 +761,7 @@ mod tests {
             updated_at: 1,
             finalized_at: None,
             version: 3,
+            payment_link_id: None,
             channel: PaymentChannel::Stk,
             business_short_code: None,
             payer_name: None,

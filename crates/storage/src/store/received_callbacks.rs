@@ -8,7 +8,7 @@ use crate::error::{DbResult, StorageError};
 use crate::model::*;
 use crate::records::{self, callback_columns};
 use crate::store::payments::{self, Lock};
-use crate::store::{MAX_KEY_LEN, outbox};
+use crate::store::{MAX_KEY_LEN, links, outbox};
 use crate::{DecideCallback, Millis};
 
 /// The fast path of a batch: no savepoints, and few statements whatever the batch's size. The
@@ -106,7 +106,9 @@ async fn ingest_batch_in_bulk<C: Conn>(
         ));
         let (payment, update) = match (entry, decision.update) {
             (Some((_, current)), Some(update)) => {
+                let before = current.status;
                 *current = payments::updated(current, &update, now);
+                let held = links::settle(c, before, current, now).await?;
                 if let Some(key) = &current.checkout_request_id
                     && !changed.contains(key)
                 {
@@ -116,6 +118,10 @@ async fn ingest_batch_in_bulk<C: Conn>(
                     timeline.push((current.id.clone(), event.clone()));
                 }
                 events.extend(update.outbox.iter().cloned());
+                if let Some(held) = held {
+                    timeline.push((current.id.clone(), held));
+                    events.extend(update.if_link_already_paid.iter().cloned());
+                }
                 (Some(current.clone()), Some(update))
             }
             (entry, _) => (entry.map(|(_, p)| p.clone()), None),
@@ -131,7 +137,7 @@ async fn ingest_batch_in_bulk<C: Conn>(
 
     // Bookings go in before the callbacks and timeline rows that refer to them. A booking
     // whose receipt another copy, path or instance took first becomes a duplicate of it.
-    let holders = book(c, &bookings).await?;
+    let mut holders = book(c, &bookings).await?;
     for b in bookings {
         let receipt = b
             .payment
@@ -144,6 +150,12 @@ async fn ingest_batch_in_bulk<C: Conn>(
                     timeline.push((b.payment.id.clone(), event.clone()));
                 }
                 events.extend(update.outbox.iter().cloned());
+                if let Some(holder) = holders.get_mut(receipt)
+                    && let Some(held) = links::settle_booked(c, holder, now).await?
+                {
+                    timeline.push((b.payment.id.clone(), held));
+                    events.extend(update.if_link_already_paid.iter().cloned());
+                }
             }
             events.extend(b.outbox);
             if let Some(Some(r)) = results.get_mut(b.index) {
@@ -474,11 +486,15 @@ async fn apply<C: Conn>(
 ) -> DbResult<IngestedCallback> {
     let (payment, update) = match (payment, decision.update) {
         // A booking: the row is written; its timeline entry and outbox rows follow.
-        (Some(booked), Some(update)) if decision.book.is_some() => {
+        (Some(mut booked), Some(update)) if decision.book.is_some() => {
             if let Some(event) = &update.event {
                 payments::insert_event(c, &booked.id, now, event).await?;
             }
             outbox::insert_events(c, &update.outbox).await?;
+            if let Some(held) = links::settle_booked(c, &mut booked, now).await? {
+                payments::insert_event(c, &booked.id, now, &held).await?;
+                outbox::insert_events(c, &update.if_link_already_paid).await?;
+            }
             (Some(booked), Some(update))
         }
         (Some(current), Some(update)) => {

@@ -45,6 +45,7 @@ pub fn new_payment(id: &str, created_at: Millis) -> NewPayment {
         source: PaymentSource::Api,
         created_at,
         next_check_at: created_at + 60_000,
+        payment_link_id: None,
     }
 }
 

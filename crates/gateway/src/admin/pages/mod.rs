@@ -1,6 +1,7 @@
 //! One module per page, and the rows that several pages show.
 
 pub mod api_keys;
+pub mod links;
 pub mod outbox;
 pub mod overview;
 pub mod payment;

@@ -95,6 +95,7 @@ impl Bot {
                 metadata: Some(json!({ "telegram": {
                     "bot_id": self.bot_id, "update_id": update_id, "chat_id": chat, "user_id": from.id,
                 }})),
+                payment_link_id: None,
             },
             origin: Origin::TelegramChat {
                 chat_id: chat,

@@ -43,13 +43,20 @@ fn free_port() -> u16 {
     mpesa_harness::process::free_port().unwrap()
 }
 
-/// `target/dashboard-screenshots`, emptied of the previous run's pictures.
-fn screenshot_dir() -> PathBuf {
+/// `target/<name>` (e.g. `dashboard-screenshots`), emptied of the previous run's pictures (once
+/// per run: a second browser of the same test adds to it).
+fn screenshot_dir(name: &str) -> PathBuf {
+    static EMPTIED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let dir = target.join("dashboard-screenshots");
+    let dir = target.join(name);
     std::fs::create_dir_all(&dir).unwrap();
+    let mut emptied = EMPTIED.lock().unwrap_or_else(|e| e.into_inner());
+    if emptied.iter().any(|n| n == name) {
+        return dir;
+    }
+    emptied.push(name.to_owned());
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
         if entry.path().extension().is_some_and(|e| e == "png") {
             let _ = std::fs::remove_file(entry.path());
@@ -67,7 +74,14 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// Chromium with JavaScript, photographing into `target/dashboard-screenshots`.
     pub async fn start(base: &str) -> Browser {
+        Browser::launch(base, "dashboard-screenshots", true).await
+    }
+
+    /// Chromium photographing into `target/<shots>`; `javascript: false` turns pages' scripts
+    /// off (WebDriver's own still run).
+    pub async fn launch(base: &str, shots: &str, javascript: bool) -> Browser {
         let driver_path = find_program(&["chromedriver", "/usr/lib/chromium/chromedriver"])
             .unwrap_or_else(|| {
                 panic!("chromedriver was not found: the dashboard's browser test needs Debian's chromium and chromium-driver packages ({INSTALL})")
@@ -107,7 +121,10 @@ impl Browser {
                     "--hide-scrollbars",
                     format!("--user-data-dir={}", user_data.display()),
                     format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
-                ]
+                ],
+                "prefs": {
+                    "profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 }
+                }
             }
         });
         let client = ClientBuilder::new(HttpConnector::new())
@@ -122,7 +139,7 @@ impl Browser {
         Browser {
             client,
             base: base.to_owned(),
-            shots: screenshot_dir(),
+            shots: screenshot_dir(shots),
             _driver: driver,
             _profile: profile,
         }
@@ -298,6 +315,11 @@ impl Browser {
             .set_window_size(DESKTOP.0, DESKTOP.1)
             .await
             .unwrap();
+    }
+
+    /// Whether the element is shown (not `hidden`, not `display: none`).
+    pub async fn is_displayed(&self, css: &str) -> bool {
+        self.find(css).await.is_displayed().await.unwrap()
     }
 
     pub async fn close(self) {
