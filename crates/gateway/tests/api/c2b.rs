@@ -928,12 +928,13 @@ async fn c2b_register_sends_explains_and_refuses() {
 /// receipt it is a duplicate of it, and once a push fails (the customer then paid the paybill by
 /// hand) it becomes its own payment: never two payments for one receipt, never one lost.
 async fn a_confirmation_waits_for_an_open_stk_push_that_could_be_it(backend: Backend) {
-    let gw = spawn_with(
-        Options::new(backend)
-            .env("RECONCILE_AFTER_SECS", "3600")
-            .env("PAYMENT_EXPIRES_AFTER_SECS", "7200"),
-    )
-    .await;
+    let mut options = Options::new(backend)
+        .env("RECONCILE_AFTER_SECS", "3600")
+        .env("PAYMENT_EXPIRES_AFTER_SECS", "7200");
+    // Both pushes go to the one no-callback number while the first prompt is still open:
+    // the simulator must not answer the second "Unable to lock subscriber".
+    options.sim.lock_subscriber = false;
+    let gw = spawn_with(options).await;
     let open = |reference: &'static str| {
         let gw = &gw;
         async move {
