@@ -60,7 +60,8 @@ pub enum RefundCreated {
 pub struct Refunds {
     storage: Arc<dyn Storage>,
     initiator: Initiator,
-    /// The shortcode that received STK payments (Reversal's `ReceiverParty`).
+    /// The shortcode that received STK payments (Reversal's `ReceiverParty` for a payment that
+    /// does not name its own).
     receiver_party: String,
 }
 
@@ -176,10 +177,18 @@ impl Refunds {
                 }));
             }
         };
+        // ReceiverParty is the shortcode that received the payment: the paybill or till a C2B
+        // payment was made to, the STK shortcode otherwise.
+        let receiver_party = self
+            .storage
+            .get_payment(&refund.payment_id)
+            .await?
+            .and_then(|p| p.business_short_code)
+            .unwrap_or_else(|| self.receiver_party.clone());
         let ask = Ask::Reversal {
             receipt: refund.payment_receipt.clone(),
             amount: refund.amount,
-            receiver_party: Some(self.receiver_party.clone()),
+            receiver_party: Some(receiver_party),
             remarks: reason.to_owned(),
         };
         // Stored and recorded on the refund (and the payment's timeline) before it goes out.

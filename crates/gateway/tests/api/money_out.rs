@@ -22,6 +22,7 @@ on_every_backend!(
     a_payout_completes_with_one_b2c_request_and_its_key_replays_it,
     lost_results_are_found_by_transaction_status_never_by_sending_again,
     payout_guardrails_refuse_cap_and_wait_for_another_admin,
+    a_c2b_payment_is_refunded_from_the_paybill_it_was_paid_to,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -599,4 +600,30 @@ async fn the_daily_limit_holds_across_two_instances_on_postgres() {
     assert_eq!(a.daraja_requests(B2C) + b.daraja_requests(B2C), 1);
     a.stop().await;
     b.stop().await;
+}
+
+/// A customer paid the paybill on their own (C2B): the Reversal names that paybill as the
+/// receiver, and the refund completes.
+async fn a_c2b_payment_is_refunded_from_the_paybill_it_was_paid_to(backend: Backend) {
+    let webhook = WebhookReceiver::start().await;
+    let gw = gateway(backend, &webhook, &[]).await;
+    gw.c2b_registered().await;
+    let paid = gw
+        .sim()
+        .pay_c2b(daraja_sim::CustomerPayment::paybill("600000", "ACC9", 80))
+        .await
+        .unwrap();
+    let payment = gw.payment_by_receipt(&paid.trans_id).await;
+    let (status, refund, _) = gw
+        .call(reqwest::Method::POST, &format!("/api/v1/payments/{}/refund", payment.id), Some(json!({"reason": "Paid twice"})), None)
+        .await;
+    assert_eq!(status, 202, "{refund}");
+    gw.wait_for_json(&format!("/api/v1/refunds/{}", refund["id"].as_str().unwrap()), "status", "completed")
+        .await;
+    let sent = gw.sim().requests().into_iter().find(|r| r.path == REVERSAL).unwrap();
+    let sent: Value = serde_json::from_str(sent.body.get()).unwrap();
+    assert_eq!(sent["ReceiverParty"], "600000");
+    assert_eq!(sent["TransactionID"], paid.trans_id.as_str());
+    assert_eq!(gw.daraja_requests(REVERSAL), 1);
+    gw.stop().await;
 }
