@@ -615,12 +615,26 @@ async fn a_c2b_payment_is_refunded_from_the_paybill_it_was_paid_to(backend: Back
         .unwrap();
     let payment = gw.payment_by_receipt(&paid.trans_id).await;
     let (status, refund, _) = gw
-        .call(reqwest::Method::POST, &format!("/api/v1/payments/{}/refund", payment.id), Some(json!({"reason": "Paid twice"})), None)
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/payments/{}/refund", payment.id),
+            Some(json!({"reason": "Paid twice"})),
+            None,
+        )
         .await;
     assert_eq!(status, 202, "{refund}");
-    gw.wait_for_json(&format!("/api/v1/refunds/{}", refund["id"].as_str().unwrap()), "status", "completed")
-        .await;
-    let sent = gw.sim().requests().into_iter().find(|r| r.path == REVERSAL).unwrap();
+    gw.wait_for_json(
+        &format!("/api/v1/refunds/{}", refund["id"].as_str().unwrap()),
+        "status",
+        "completed",
+    )
+    .await;
+    let sent = gw
+        .sim()
+        .requests()
+        .into_iter()
+        .find(|r| r.path == REVERSAL)
+        .unwrap();
     let sent: Value = serde_json::from_str(sent.body.get()).unwrap();
     assert_eq!(sent["ReceiverParty"], "600000");
     assert_eq!(sent["TransactionID"], paid.trans_id.as_str());

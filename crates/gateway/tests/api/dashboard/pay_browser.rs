@@ -191,7 +191,7 @@ async fn a_link_is_made_on_the_dashboard_and_paid_in_a_browser() {
     b.goto(&link_admin).await;
     let text = b.text().await;
     assert!(
-        text.contains("KES 1,500") && text.contains("1 completed payment"),
+        text.contains("KSh 1,500") && text.contains("1 completed payment"),
         "{text}"
     );
     assert!(text.contains(&receipt), "{text}");
