@@ -279,11 +279,12 @@ pub(crate) async fn hit_rate_limits<C: Conn>(
     for limit in &limits {
         check_len("rate-limit bucket", &limit.bucket, 190)?;
         let window = limit.window_ms.max(1);
-        let window_start = now - now.rem_euclid(window);
+        // A bucket's window starts at its first hit, not at a clock boundary: a burst cannot
+        // double by straddling one, and what a window allows does not depend on the minute.
         c.execute(
             Stmt::new(C::DIALECT.insert_rate_limit_if_absent)
                 .bind(&limit.bucket)
-                .bind(window_start),
+                .bind(now),
         )
         .await?;
         let row = c
@@ -295,10 +296,11 @@ pub(crate) async fn hit_rate_limits<C: Conn>(
                 .bind(&limit.bucket),
             )
             .await?;
-        let hits = if row.int("window_start")? == window_start {
-            row.int("hits")?
+        let stored_start = row.int("window_start")?;
+        let (window_start, hits) = if now < stored_start.saturating_add(window) {
+            (stored_start, row.int("hits")?)
         } else {
-            0
+            (now, 0)
         };
         if hits >= limit.limit {
             let free_at = window_start + window;
