@@ -68,9 +68,10 @@ async fn page(
     } else {
         refund_refusal(&p, active_refund(&refunds)).map(|r| match r {
             RefundRefusal::NotRefundable(why) => why,
-            RefundRefusal::AlreadyRefunded { refund_id, status }
-                if status == mpesa_storage::RefundStatus::Completed =>
-            {
+            RefundRefusal::AlreadyRefunded {
+                refund_id,
+                status: mpesa_storage::RefundStatus::Completed,
+            } => {
                 format!("the payment is already refunded ({refund_id})")
             }
             RefundRefusal::AlreadyRefunded { refund_id, .. } => {
