@@ -479,6 +479,13 @@ pub(crate) fn observe_committed(
         if let Some(reason) = t.holds_for_review() {
             metrics.inc("mpesa_gateway_payments_held_for_review_total", &[]);
             tracing::warn!(payment_id = %after.id, reason = %reason.describe(), "payment held for review");
+        } else if t.notify.is_some()
+            && after.needs_review
+            && t.review == mpesa_domain::ReviewChange::Keep
+        {
+            // Held by storage as it completed: its single-use link was paid by another payment.
+            metrics.inc("mpesa_gateway_payments_held_for_review_total", &[]);
+            tracing::warn!(payment_id = %after.id, reason = after.review_reason.as_deref().unwrap_or_default(), "payment held for review");
         }
     }
     if !update.outbox.is_empty() {

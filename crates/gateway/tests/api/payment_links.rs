@@ -1150,6 +1150,24 @@ async fn a_held_second_payment_is_not_announced_as_completed() {
     assert_eq!(held.status, PaymentStatus::Completed);
     assert!(held.needs_review);
 
+    let metrics = gw
+        .client
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mpesa_gateway_payments_held_for_review_total 1"),
+        "counted as a hold: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("held_for_review"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let rows = storage.outbox_for_payment(&stk_id).await.unwrap();
     assert!(
         rows.iter()
