@@ -184,8 +184,8 @@ impl App {
             metrics.clone(),
             outbox_wake.clone(),
             health.clone(),
-            clock.clone(),
-        );
+        )
+        .with_clock(clock.clone());
         let links = crate::payments::PaymentLinks::for_config(&config, storage.clone());
         let money_out = {
             let callback_base = public_url

@@ -108,10 +108,9 @@ impl Payments {
         metrics: Arc<Metrics>,
         outbox_wake: Arc<Notify>,
         health: Arc<DependencyHealth>,
-        clock: Clock,
     ) -> Self {
         Payments {
-            clock,
+            clock: Clock::system(),
             idempotency: Idempotency::new(storage.clone()),
             health,
             storage,
@@ -121,6 +120,12 @@ impl Payments {
             metrics,
             outbox_wake,
         }
+    }
+
+    /// The service reading the time from `clock` (tests move a `ManualClock`).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// One payment: `Err(NotFound)` when there is none.
