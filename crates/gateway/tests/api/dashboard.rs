@@ -953,6 +953,8 @@ async fn values_from_outside_are_shown_as_text() {
                 created_at: now,
                 next_check_at: now + 3_600_000,
                 payment_link_id: None,
+                customer_language: None,
+                rules: Default::default(),
             },
             None,
         )
@@ -1209,6 +1211,8 @@ async fn payments_are_filtered_paged_and_exported() {
                     created_at: now - i * 1000,
                     next_check_at: now + 3_600_000,
                     payment_link_id: None,
+                    customer_language: None,
+                    rules: Default::default(),
                 },
                 None,
             )

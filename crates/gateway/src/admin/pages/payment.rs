@@ -70,6 +70,9 @@ struct PaymentPage {
     amount: String,
     needs_review: bool,
     review_reason: String,
+    /// The payment link it came through: its page and title (empty for none).
+    link_href: String,
+    link_title: String,
     request: Vec<Fact>,
     outcome: Vec<Fact>,
     metadata: String,
@@ -99,6 +102,17 @@ pub async fn show(
         futures::future::try_join_all(outbox.iter().map(|e| storage.outbox_attempts(&e.id)))
             .await?;
     let timeline = timeline(&events, &callbacks, &outbox, &attempts);
+    let (link_href, link_title) = match &p.payment_link_id {
+        Some(link_id) => {
+            let title = storage
+                .get_payment_link(link_id)
+                .await?
+                .map(|l| l.title)
+                .unwrap_or_else(|| link_id.clone());
+            (crate::admin::pages::links::link_href(link_id), title)
+        }
+        None => (String::new(), String::new()),
+    };
 
     let page = PaymentPage {
         layout: Layout::new(
@@ -113,6 +127,8 @@ pub async fn show(
         amount: format::money(p.amount.shillings()),
         needs_review: p.needs_review,
         review_reason: p.review_reason.clone().unwrap_or_default(),
+        link_href,
+        link_title,
         request: request_facts(&p),
         outcome: outcome_facts(&p),
         metadata: p
@@ -169,6 +185,14 @@ fn request_facts(p: &Payment) -> Vec<Fact> {
             true,
         ),
         ("Started from", Some(p.source.as_str().to_owned()), false),
+        (
+            "Customer's language",
+            p.customer_language.map(|l| match l {
+                mpesa_domain::Lang::En => "English".to_owned(),
+                mpesa_domain::Lang::Sw => "Swahili".to_owned(),
+            }),
+            false,
+        ),
         ("API key", p.api_key_id.clone(), true),
         ("Created", Some(format::when_precise(p.created_at)), false),
     ])
