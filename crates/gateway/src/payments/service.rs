@@ -13,8 +13,8 @@ use serde_json::json;
 use tokio::sync::Notify;
 use url::Url;
 
+use crate::clock::Clock;
 use crate::health::DependencyHealth;
-use crate::ids::now_ms;
 use crate::metrics::Metrics;
 use crate::payments::idempotency::Idempotency;
 use crate::payments::{NotificationPlan, after_transition};
@@ -95,6 +95,8 @@ pub struct Payments {
     pub(crate) idempotency: Idempotency,
     /// What the push last saw of Daraja, for `/health`.
     pub(crate) health: Arc<DependencyHealth>,
+    /// "Now" for every rule that hangs on time (the reconciler's too).
+    pub(crate) clock: Clock,
 }
 
 impl Payments {
@@ -108,6 +110,7 @@ impl Payments {
         health: Arc<DependencyHealth>,
     ) -> Self {
         Payments {
+            clock: Clock::system(),
             idempotency: Idempotency::new(storage.clone()),
             health,
             storage,
@@ -117,6 +120,12 @@ impl Payments {
             metrics,
             outbox_wake,
         }
+    }
+
+    /// The service reading the time from `clock` (tests move a `ManualClock`).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// One payment: `Err(NotFound)` when there is none.
@@ -282,7 +291,7 @@ impl Payments {
                 );
                 let detail = json!({ "result_code": report.result_code.as_str(), "result_desc": report.result_desc });
                 let plan = self.plan.clone();
-                let now = now_ms();
+                let now = self.clock.now_ms();
                 let written = self
                     .storage
                     .update_payment(&payment.id, now, &|p: &Payment| {
@@ -319,7 +328,7 @@ impl Payments {
                 );
                 let detail =
                     json!({ "error": error.to_string(), "error_code": error.error_code() });
-                let now = now_ms();
+                let now = self.clock.now_ms();
                 self.storage
                     .update_payment(&payment.id, now, &|p: &Payment| {
                         let mut update = PaymentUpdate::new(None);
@@ -363,7 +372,7 @@ impl Payments {
         decide: impl Fn(&Payment) -> (Outcome, CheckSchedule) + Send + Sync,
     ) -> Result<Option<Payment>, PaymentError> {
         let plan = self.plan.clone();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let detail = detail.to_string();
         let kind = event_kind.to_owned();
         let written = self

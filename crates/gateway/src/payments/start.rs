@@ -14,7 +14,7 @@ use serde_json::json;
 use super::idempotency::{IdempotencyKey, answer};
 use super::service::{PaymentError, Payments, PushOutcome, refusal};
 use super::view::PaymentView;
-use crate::ids::{new_id, now_ms, random_token};
+use crate::ids::{new_id, random_token};
 
 /// A request made this long ago starts no payment: a prompt for something the customer asked
 /// for long ago (a `/pay` sent while the bot was down, say) would surprise them.
@@ -198,12 +198,12 @@ impl Payments {
             }
             if origin
                 .sent_at_ms()
-                .is_some_and(|at| at > 0 && now_ms() - at > STALE_AFTER_MS)
+                .is_some_and(|at| at > 0 && self.clock.now_ms() - at > STALE_AFTER_MS)
             {
                 return Ok(Started::Refused(StartRefused::Stale));
             }
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let reference = request.reference.unwrap_or_else(|| {
             AccountReference::parse(&format!("PAY{}", random_token(9).to_ascii_uppercase()))
                 .expect("a generated reference is valid")
