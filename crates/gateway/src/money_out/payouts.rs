@@ -396,6 +396,33 @@ fn not_found(e: StorageError) -> PayoutError {
     }
 }
 
+/// The admin's alert when a payout is final (Telegram and email).
+pub fn payout_alert(
+    p: &Payout,
+    request: &InitiatorRequest,
+    recipient_name: Option<&str>,
+    completed: bool,
+) -> String {
+    if completed {
+        format!(
+            "Payout completed: {} to {} (receipt {}).\nPayout {}",
+            ksh(p.amount),
+            recipient_name.unwrap_or(&p.phone),
+            request.receipt.as_deref().unwrap_or("?"),
+            p.id
+        )
+    } else {
+        format!(
+            "Payout failed: {} to {}, {} ({}).\nPayout {}",
+            ksh(p.amount),
+            p.phone,
+            request.result_desc.as_deref().unwrap_or("?"),
+            request.result_code.as_deref().unwrap_or("?"),
+            p.id
+        )
+    }
+}
+
 /// Told when a payout's B2C request is final: the payout follows, with its webhook.
 struct PayoutOwner {
     storage: Arc<dyn Storage>,
@@ -444,24 +471,7 @@ impl InitiatorOwner for PayoutOwner {
                 } else {
                     "payout.failed"
                 };
-                let admin_text = if completed {
-                    format!(
-                        "Payout completed: {} to {} (receipt {}).\nPayout {}",
-                        ksh(p.amount),
-                        recipient_name.as_deref().unwrap_or(&p.phone),
-                        request.receipt.as_deref().unwrap_or("?"),
-                        p.id
-                    )
-                } else {
-                    format!(
-                        "Payout failed: {} to {}, {} ({}).\nPayout {}",
-                        ksh(p.amount),
-                        p.phone,
-                        request.result_desc.as_deref().unwrap_or("?"),
-                        request.result_code.as_deref().unwrap_or("?"),
-                        p.id
-                    )
-                };
+                let admin_text = payout_alert(p, request, recipient_name.as_deref(), completed);
                 let data = serde_json::to_value(&view).unwrap_or_default();
                 Some(PayoutUpdate {
                     status: Some(status),
@@ -492,5 +502,86 @@ impl InitiatorOwner for PayoutOwner {
             Ok(_) | Err(StorageError::NotFound) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mpesa_domain::RequestKind;
+
+    #[test]
+    fn the_admins_alert_names_the_recipient_and_the_receipt_or_the_code() {
+        let payout = Payout {
+            id: "po_1".into(),
+            status: PayoutStatus::Pending,
+            phone: "254708374149".into(),
+            amount: 12_500,
+            command: "SalaryPayment".into(),
+            remarks: "March".into(),
+            occasion: None,
+            requested_by: "api:shop".into(),
+            source: "api".into(),
+            api_key_id: None,
+            decided_by: None,
+            decided_at: None,
+            decision_note: None,
+            request_id: None,
+            receipt: None,
+            recipient_name: None,
+            utility_balance_cents: None,
+            result_code: None,
+            result_desc: None,
+            eat_day: 0,
+            created_at: 0,
+            updated_at: 0,
+            finalized_at: None,
+            version: 1,
+        };
+        let request = |receipt: Option<&str>, code: &str, desc: &str| InitiatorRequest {
+            id: "ireq_1".into(),
+            kind: RequestKind::B2c,
+            purpose: PURPOSE.into(),
+            owner_id: Some("po_1".into()),
+            originator_conversation_id: Some("ireq_1".into()),
+            conversation_id: None,
+            status: RequestStatus::Completed,
+            params: "{}".into(),
+            result_code: Some(code.into()),
+            result_desc: Some(desc.into()),
+            receipt: receipt.map(str::to_owned),
+            result: None,
+            needs_review: false,
+            attempts: 0,
+            next_check_at: None,
+            owner_notified_at: None,
+            created_at: 0,
+            updated_at: 0,
+            finalized_at: None,
+            version: 1,
+        };
+        let paid = request(Some("SGB2PAID01"), "0", "OK");
+        assert_eq!(
+            payout_alert(&payout, &paid, Some("254708374149 - JANE DOE"), true),
+            "Payout completed: KSh 12,500 to 254708374149 - JANE DOE (receipt SGB2PAID01).\nPayout po_1"
+        );
+        assert_eq!(
+            payout_alert(&payout, &paid, None, true),
+            "Payout completed: KSh 12,500 to 254708374149 (receipt SGB2PAID01).\nPayout po_1",
+            "without Safaricom's name, the number"
+        );
+        assert_eq!(
+            payout_alert(
+                &payout,
+                &request(
+                    None,
+                    "2040",
+                    "Credit Party customer type can't be supported by the service."
+                ),
+                None,
+                false
+            ),
+            "Payout failed: KSh 12,500 to 254708374149, Credit Party customer type can't be supported by the service. (2040).\nPayout po_1"
+        );
     }
 }

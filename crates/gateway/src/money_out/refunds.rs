@@ -251,6 +251,29 @@ impl From<InitiatorError> for RefundError {
     }
 }
 
+/// The admin's alert when a refund is final (Telegram and email).
+pub fn refund_alert(r: &Refund, request: &InitiatorRequest, completed: bool) -> String {
+    if completed {
+        format!(
+            "Refund completed: {} back to the customer for payment {} (receipt {}).\nRefund {}, reason: {}",
+            ksh(r.amount),
+            r.payment_id,
+            r.payment_receipt,
+            r.id,
+            r.reason
+        )
+    } else {
+        format!(
+            "Refund failed: payment {} ({}), {} ({}).\nRefund {}",
+            r.payment_id,
+            ksh(r.amount),
+            request.result_desc.as_deref().unwrap_or("?"),
+            request.result_code.as_deref().unwrap_or("?"),
+            r.id
+        )
+    }
+}
+
 /// Told when a refund's Reversal is final: the refund follows, with its webhooks.
 struct RefundOwner {
     storage: Arc<dyn Storage>,
@@ -294,25 +317,7 @@ impl InitiatorOwner for RefundOwner {
                 } else {
                     "refund.failed"
                 };
-                let admin_text = if completed {
-                    format!(
-                        "Refund completed: {} back to the customer for payment {} (receipt {}).\nRefund {}, reason: {}",
-                        ksh(r.amount),
-                        r.payment_id,
-                        r.payment_receipt,
-                        r.id,
-                        r.reason
-                    )
-                } else {
-                    format!(
-                        "Refund failed: payment {} ({}), {} ({}).\nRefund {}",
-                        r.payment_id,
-                        ksh(r.amount),
-                        request.result_desc.as_deref().unwrap_or("?"),
-                        request.result_code.as_deref().unwrap_or("?"),
-                        r.id
-                    )
-                };
+                let admin_text = refund_alert(r, request, completed);
                 let data = serde_json::to_value(&view).unwrap_or_default();
                 let mut outbox = final_rows(
                     plan,
@@ -352,5 +357,78 @@ impl InitiatorOwner for RefundOwner {
             })
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mpesa_domain::{RequestKind, RequestStatus};
+
+    fn request(code: Option<&str>, desc: Option<&str>) -> InitiatorRequest {
+        InitiatorRequest {
+            id: "ireq_1".into(),
+            kind: RequestKind::Reversal,
+            purpose: PURPOSE.into(),
+            owner_id: Some("rfd_1".into()),
+            originator_conversation_id: None,
+            conversation_id: None,
+            status: RequestStatus::Failed,
+            params: "{}".into(),
+            result_code: code.map(str::to_owned),
+            result_desc: desc.map(str::to_owned),
+            receipt: None,
+            result: None,
+            needs_review: false,
+            attempts: 0,
+            next_check_at: None,
+            owner_notified_at: None,
+            created_at: 0,
+            updated_at: 0,
+            finalized_at: None,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn the_admins_alert_says_what_went_back_or_why_not() {
+        let refund = Refund {
+            id: "rfd_1".into(),
+            payment_id: "pay_1".into(),
+            status: RefundStatus::Pending,
+            reason: "Returned goods".into(),
+            amount: 1500,
+            payment_receipt: "SGA1XYZ123".into(),
+            request_id: None,
+            result_code: None,
+            result_desc: None,
+            reversal_receipt: None,
+            requested_by: "admin:amina".into(),
+            source: "dashboard".into(),
+            api_key_id: None,
+            created_at: 0,
+            updated_at: 0,
+            finalized_at: None,
+            version: 1,
+        };
+        assert_eq!(
+            refund_alert(&refund, &request(Some("0"), Some("OK")), true),
+            "Refund completed: KSh 1,500 back to the customer for payment pay_1 (receipt SGA1XYZ123).\nRefund rfd_1, reason: Returned goods"
+        );
+        assert_eq!(
+            refund_alert(
+                &refund,
+                &request(
+                    Some("R000001"),
+                    Some("The transaction has already been reversed")
+                ),
+                false
+            ),
+            "Refund failed: payment pay_1 (KSh 1,500), The transaction has already been reversed (R000001).\nRefund rfd_1"
+        );
+        assert_eq!(
+            refund_alert(&refund, &request(None, None), false),
+            "Refund failed: payment pay_1 (KSh 1,500), ? (?).\nRefund rfd_1"
+        );
     }
 }
