@@ -753,7 +753,9 @@ pub(crate) async fn claim_due_checks<C: Conn>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mpesa_domain::{Amount, Msisdn, ResultCode, ReviewReason, Transition, TransitionKind};
+    use mpesa_domain::{
+        Amount, Msisdn, ResultCode, ReviewChange, ReviewReason, Transition, TransitionKind,
+    };
 
     fn payment() -> Payment {
         Payment {
