@@ -216,6 +216,12 @@ impl App {
                     plan.clone(),
                 ),
                 balances: crate::money_out::Balances::new(initiator.clone(), short_codes),
+                receipts: crate::money_out::ReceiptChecks::new(
+                    storage.clone(),
+                    initiator.clone(),
+                    payments.clone(),
+                    plan.clone(),
+                ),
                 initiator,
             }
         };
@@ -252,6 +258,7 @@ impl App {
                         webhook_url,
                         storage.clone(),
                         payments.clone(),
+                        money_out.receipts.clone(),
                         metrics.clone(),
                     )
                     .map_err(|e| StartError::Config(format!("Telegram client: {e}")))?,

@@ -25,6 +25,7 @@ pub(crate) const SQLITE: &[MigrationFile] = migration_files!(
     "0005_c2b.sql",
     "0006_money_out.sql",
     "0007_payment_links.sql",
+    "0009_receipt_checks.sql",
 );
 pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "postgres": "0001_initial.sql",
@@ -34,6 +35,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "0005_c2b.sql",
     "0006_money_out.sql",
     "0007_payment_links.sql",
+    "0009_receipt_checks.sql",
 );
 pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "mysql": "0001_initial.sql",
@@ -43,6 +45,7 @@ pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "0005_c2b.sql",
     "0006_money_out.sql",
     "0007_payment_links.sql",
+    "0009_receipt_checks.sql",
 );
 
 /// `0001_initial.sql` → version 1, description `initial`.

@@ -119,6 +119,9 @@ pub fn notice(code: Option<&str>) -> Option<&'static str> {
         "link_disabled" => {
             "The link is disabled: its page says so and its account number no longer pays it."
         }
+        "receipt_asked" => {
+            "Safaricom was asked about this receipt (Transaction Status); its answer shows here when it comes."
+        }
         "signed_out" => "You have signed out.",
         "signed_out_everywhere" => "Every session of that user has ended.",
         "user_removed" => "The user was removed and their sessions have ended.",

@@ -6,6 +6,7 @@ pub mod outbox;
 pub mod overview;
 pub mod payment;
 pub mod payments;
+pub mod receipts;
 pub mod received_callbacks;
 pub mod settings;
 pub mod users;
