@@ -321,9 +321,23 @@ async fn one_check_in_flight_per_code_and_no_answer_fails_it() {
 /// 10 upper-case letters or digits is 422; a code never checked is 404; no key is 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_needs_an_initiator_and_a_plausible_code() {
-    // A name without a password: no initiator (the sandbox's is used only when neither is set).
-    let gw =
-        spawn_with(Options::new(Backend::Sqlite).env("MPESA_INITIATOR_NAME", "apiop37")).await;
+    // A Daraja of its own (not `serve --sandbox`, which brings the simulator's initiator) and
+    // no MPESA_INITIATOR_NAME/PASSWORD.
+    let sim = daraja_sim::Simulator::new(
+        daraja_sim::SimConfig::for_tests()
+            .accept_credentials("sandbox-consumer-key", "sandbox-consumer-secret"),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_url = format!("http://{}/", listener.local_addr().unwrap());
+    let serving = sim.clone();
+    tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+    let gw = spawn_with(Options {
+        daraja_url: Some(sim_url),
+        ..Options::new(Backend::Sqlite)
+    })
+    .await;
+    let status_requests = || sim.requests().iter().filter(|r| r.path == STATUS).count();
     let (status, body) = gw.check_receipt("SGA1XYZ123").await;
     assert_eq!(status, 409, "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
@@ -355,7 +369,7 @@ async fn a_check_needs_an_initiator_and_a_plausible_code() {
         )
         .await;
     assert_eq!(status, 401);
-    assert_eq!(gw.status_requests(), 0, "nothing was asked");
+    assert_eq!(status_requests(), 0, "nothing was asked");
     assert!(
         gw.storage()
             .receipt_checks_for("SGA1XYZ123", 10)
