@@ -824,6 +824,10 @@ async fn one_receipt_check_per_code_is_in_flight_across_instances(db: TestDataba
         .map(|c| c.id)
         .collect();
     assert_eq!(all, ["rchk_2", "rchk_1"]);
-    let stored = instances[0].get_receipt_check("rchk_1").await.unwrap().unwrap();
+    let stored = instances[0]
+        .get_receipt_check("rchk_1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored, done);
 }

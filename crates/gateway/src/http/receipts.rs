@@ -107,7 +107,9 @@ impl From<ReceiptError> for ApiError {
         match e {
             ReceiptError::Storage(s) => s.into(),
             ReceiptError::Invalid(why) => ApiError::validation("code", why),
-            ReceiptError::NotConfigured => ApiError::Conflict(ReceiptError::NotConfigured.to_string()),
+            ReceiptError::NotConfigured => {
+                ApiError::Conflict(ReceiptError::NotConfigured.to_string())
+            }
             ReceiptError::NotFound => ApiError::NotFound(
                 "this receipt has not been checked: POST /api/v1/receipts/{code}/check first",
             ),

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mpesa_domain::c2b::{C2bDecision, C2bReport, PayerMsisdn};
+use mpesa_domain::c2b::{C2bReport, PayerMsisdn};
 use mpesa_domain::{Cents, RequestStatus};
 use mpesa_storage::{
     Channel, InitiatorRequest, NewMoneyOutEvent, NewOutboxEvent, NewReceiptCheck, Payment,
@@ -27,7 +27,7 @@ use super::initiator::{Ask, Initiator, InitiatorError, InitiatorOwner};
 use super::notify::NOTICE;
 use crate::ids::{new_id, now_ms};
 use crate::outbox::message::ksh;
-use crate::payments::c2b::StatusBooking;
+use crate::payments::c2b::{NotBooked, StatusBooking};
 use crate::payments::{NotificationPlan, Payments};
 
 pub const PURPOSE: &str = "receipt_check";
@@ -378,47 +378,47 @@ impl InitiatorOwner for CheckOwner {
         }
         let found = finding_of(&check.code, request);
         let mut details = found.details.clone();
-        let (outcome, payment): (Option<&str>, Option<Payment>) = match (found.finding, found.report)
-        {
-            (Some("completed"), Some(report)) => {
-                let ours = report.business_short_code.trim() == self.payments.c2b_short_code();
-                match self.payments.book_from_status(report).await? {
-                    StatusBooking::Booked(p) => (Some("booked"), Some(*p)),
-                    // Booked by this check before a crash: still this check's booking.
-                    StatusBooking::AlreadyBooked(p)
-                        if p.recovered_by.as_deref() == Some("status")
-                            && p.created_at >= check.created_at =>
-                    {
-                        (Some("booked"), Some(*p))
-                    }
-                    StatusBooking::AlreadyBooked(p) => (Some("already_booked"), Some(*p)),
-                    StatusBooking::NotBooked { verdict, note } => {
-                        details["note"] = json!(note);
-                        let outcome = match verdict {
-                            C2bDecision::NotOurShortCode => "other_short_code",
-                            C2bDecision::AwaitStk => "awaiting_stk",
-                            _ if !ours => "other_short_code",
-                            _ => "not_booked",
-                        };
-                        (Some(outcome), None)
+        let (outcome, payment): (Option<&str>, Option<Payment>) =
+            match (found.finding, found.report) {
+                (Some("completed"), Some(report)) => {
+                    let ours = report.business_short_code.trim() == self.payments.c2b_short_code();
+                    match self.payments.book_from_status(report).await? {
+                        StatusBooking::Booked(p) => (Some("booked"), Some(*p)),
+                        // Booked by this check before a crash: still this check's booking.
+                        StatusBooking::AlreadyBooked(p)
+                            if p.recovered_by.as_deref() == Some("status")
+                                && p.created_at >= check.created_at =>
+                        {
+                            (Some("booked"), Some(*p))
+                        }
+                        StatusBooking::AlreadyBooked(p) => (Some("already_booked"), Some(*p)),
+                        StatusBooking::NotBooked { why, note } => {
+                            details["note"] = json!(note);
+                            let outcome = match why {
+                                NotBooked::OtherShortCode => "other_short_code",
+                                NotBooked::AwaitStk => "awaiting_stk",
+                                _ if !ours => "other_short_code",
+                                _ => "not_booked",
+                            };
+                            (Some(outcome), None)
+                        }
                     }
                 }
-            }
-            (Some(_), _) => {
-                // Not a completed payment (or not one we can read): shown, never booked; a
-                // payment we hold with this receipt is still linked.
-                let held = self.storage.find_payment_by_receipt(&check.code).await?;
-                (
-                    Some(if held.is_some() {
-                        "already_booked"
-                    } else {
-                        "not_booked"
-                    }),
-                    held,
-                )
-            }
-            (None, _) => (None, None),
-        };
+                (Some(_), _) => {
+                    // Not a completed payment (or not one we can read): shown, never booked; a
+                    // payment we hold with this receipt is still linked.
+                    let held = self.storage.find_payment_by_receipt(&check.code).await?;
+                    (
+                        Some(if held.is_some() {
+                            "already_booked"
+                        } else {
+                            "not_booked"
+                        }),
+                        held,
+                    )
+                }
+                (None, _) => (None, None),
+            };
         let status = if found.finding.is_some() {
             ReceiptCheckStatus::Answered
         } else {
@@ -500,7 +500,11 @@ pub fn customer_text(check: &ReceiptCheck, payment: Option<&Payment>) -> String 
             .map(|c| ksh(c / 100))
     });
     let amount = amount.map(|a| format!(" of {a}")).unwrap_or_default();
-    match (check.status, check.finding.as_deref(), check.outcome.as_deref()) {
+    match (
+        check.status,
+        check.finding.as_deref(),
+        check.outcome.as_deref(),
+    ) {
         (_, Some("completed"), Some("booked" | "already_booked")) => format!(
             "✅ Safaricom confirms your payment{amount} (receipt <code>{code}</code>). It is recorded: thank you!"
         ),
@@ -532,7 +536,14 @@ mod tests {
     #[test]
     fn codes_are_ten_upper_case_letters_or_digits() {
         assert!(parse_code("SGA1XYZ123").is_ok());
-        for bad in ["sga1xyz123", "SGA1XYZ12", "SGA1XYZ1234", "SGA1 XYZ12", "", "SGA1XYZ12É"] {
+        for bad in [
+            "sga1xyz123",
+            "SGA1XYZ12",
+            "SGA1XYZ1234",
+            "SGA1 XYZ12",
+            "",
+            "SGA1XYZ12É",
+        ] {
             assert!(parse_code(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse_typed_code(" sga1xyz123\n").unwrap(), "SGA1XYZ123");
@@ -579,12 +590,17 @@ mod tests {
         assert_eq!(report.business_short_code, "600000");
         assert_eq!(report.amount, Cents(15000));
         assert_eq!(report.payer_name.as_deref(), Some("JANE DOE"));
-        assert_eq!(report.msisdn.number().map(|m| m.as_str()), Some("254708374149"));
+        assert_eq!(
+            report.msisdn.number().map(|m| m.as_str()),
+            Some("254708374149")
+        );
         // Another receipt in the answer than the one asked about: nothing to book.
         assert!(finding_of("SB60ABCD99", &r).report.is_none());
         // A reversal is shown, never booked.
-        let reversed = answered(json!({"transaction_status": "Reversed", "amount_cents": 100,
-            "credit_party_name": "600000 - X"}));
+        let reversed = answered(
+            json!({"transaction_status": "Reversed", "amount_cents": 100,
+            "credit_party_name": "600000 - X"}),
+        );
         let f = finding_of("SB60ABCD12", &reversed);
         assert_eq!((f.finding, f.report.is_none()), (Some("reversed"), true));
     }

@@ -597,8 +597,28 @@ pub enum StatusBooking {
     /// The receipt was booked already, by some path: that payment.
     AlreadyBooked(Box<Payment>),
     /// Kept, not booked: why (another shortcode, an odd amount, an open STK payment that could
-    /// be it), and the rules' verdict.
-    NotBooked { verdict: C2bDecision, note: String },
+    /// be it), in words and as a kind.
+    NotBooked { why: NotBooked, note: String },
+}
+
+/// Why a payment Transaction Status found was not booked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotBooked {
+    /// Paid to a shortcode this gateway does not serve.
+    OtherShortCode,
+    /// An open STK payment could be it: settled with it.
+    AwaitStk,
+    Other,
+}
+
+impl NotBooked {
+    fn of(verdict: &C2bDecision) -> Self {
+        match verdict {
+            C2bDecision::NotOurShortCode => NotBooked::OtherShortCode,
+            C2bDecision::AwaitStk => NotBooked::AwaitStk,
+            _ => NotBooked::Other,
+        }
+    }
 }
 
 impl Payments {
@@ -606,13 +626,17 @@ impl Payments {
     /// confirmation or a pulled record: storage's unique receipt makes the `TransID` settle
     /// once, whichever path comes first.
     pub async fn book_from_status(&self, report: C2bReport) -> Result<StatusBooking, StorageError> {
-        if let Some(p) = self.storage.find_payment_by_receipt(&report.receipt).await? {
+        if let Some(p) = self
+            .storage
+            .find_payment_by_receipt(&report.receipt)
+            .await?
+        {
             return Ok(StatusBooking::AlreadyBooked(Box::new(p)));
         }
         let prepared = self.prepare_c2b(report, C2bPath::Status).await?;
         if let Some(note) = prepared.note() {
             return Ok(StatusBooking::NotBooked {
-                verdict: prepared.verdict.clone(),
+                why: NotBooked::of(&prepared.verdict),
                 note,
             });
         }
@@ -620,7 +644,7 @@ impl Payments {
         let decision = decide_c2b(&self.plan, &prepared, None, "transaction_status", now);
         let (Some(book), Some(update)) = (decision.book, decision.update) else {
             return Ok(StatusBooking::NotBooked {
-                verdict: prepared.verdict.clone(),
+                why: NotBooked::of(&prepared.verdict),
                 note: "not a payment this gateway books".into(),
             });
         };

@@ -80,9 +80,7 @@ fn the_receipt_code_pattern_is_the_validation() {
             );
         }
     }
-    assert!(
-        doc["paths"]["/api/v1/receipts/{code}/check"]["post"]["responses"]["409"].is_object()
-    );
+    assert!(doc["paths"]["/api/v1/receipts/{code}/check"]["post"]["responses"]["409"].is_object());
 }
 
 /// Each documented pattern accepts exactly what the validation accepts, on the written forms

@@ -53,8 +53,12 @@ impl TestGateway {
 
     /// `GET /api/v1/receipts/{code}`.
     async fn receipt(&self, code: &str) -> (u16, Value) {
-        self.receipt_call(reqwest::Method::GET, &format!("/api/v1/receipts/{code}"), true)
-            .await
+        self.receipt_call(
+            reqwest::Method::GET,
+            &format!("/api/v1/receipts/{code}"),
+            true,
+        )
+        .await
     }
 
     /// Waits until the latest check of `code` is no longer pending.
@@ -164,7 +168,10 @@ async fn a_lost_confirmation_is_recovered_by_a_status_check_once(backend: Backen
     let (status, _) = gw.post_c2b_confirmation(&late).await;
     assert_eq!(status, 200);
     let after = gw.payment_by_receipt(&code).await;
-    assert_eq!((after.id.as_str(), after.version), (p.id.as_str(), p.version));
+    assert_eq!(
+        (after.id.as_str(), after.version),
+        (p.id.as_str(), p.version)
+    );
     let callbacks = gw
         .storage()
         .list_callbacks(
@@ -236,7 +243,11 @@ async fn other_short_codes_and_unknown_receipts_are_shown_never_booked(backend: 
     );
     assert_eq!(answered["amount"], 75.0);
     assert!(answered["payment"].is_null(), "{answered}");
-    assert!(answered["note"].as_str().is_some_and(|n| n.contains("600111")));
+    assert!(
+        answered["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("600111"))
+    );
 
     let (status, body) = gw.check_receipt("SZZ0000000").await;
     assert_eq!(status, 202, "{body}");
@@ -279,10 +290,17 @@ async fn one_check_in_flight_per_code_and_no_answer_fails_it() {
     });
     let code = "SGA1XYZ123";
     let (status, first) = gw.check_receipt(code).await;
-    assert_eq!((status, first["status"].as_str()), (202, Some("pending")), "{first}");
+    assert_eq!(
+        (status, first["status"].as_str()),
+        (202, Some("pending")),
+        "{first}"
+    );
     let (status, second) = gw.check_receipt(code).await;
     assert_eq!(status, 202, "{second}");
-    assert_eq!(second["id"], first["id"], "the check in flight, not a new one");
+    assert_eq!(
+        second["id"], first["id"],
+        "the check in flight, not a new one"
+    );
     let (status, shown) = gw.receipt(code).await;
     assert_eq!((status, &shown["id"]), (200, &first["id"]));
     assert_eq!(gw.status_requests(), 1, "sent once");
@@ -428,7 +446,9 @@ async fn the_dashboard_checks_a_receipt_and_shows_its_payment() {
     assert_eq!(shown.status, 200, "{}", shown.body);
     assert!(shown.body.contains("Safaricom was asked"), "the notice");
     assert!(
-        shown.body.contains("recorded now (recovered by Transaction Status)"),
+        shown
+            .body
+            .contains("recorded now (recovered by Transaction Status)"),
         "{}",
         shown.body
     );
@@ -470,9 +490,9 @@ async fn paid_asks_safaricom_and_tells_the_customer() {
         "{texts:?}"
     );
     assert!(
-        fresh.iter().any(|t| t
-            .contains("Safaricom confirms your payment of KSh 40")
-            && t.contains(&code)),
+        fresh
+            .iter()
+            .any(|t| t.contains("Safaricom confirms your payment of KSh 40") && t.contains(&code)),
         "{texts:?}"
     );
     let p = gw.payment_by_receipt(&code).await;
@@ -481,7 +501,11 @@ async fn paid_asks_safaricom_and_tells_the_customer() {
     tg.text(user.id, &user, &format!("/paid {code}"));
     let texts = tg.wait_for_messages(user.id, 5).await;
     assert!(texts[4].contains("already recorded"), "{texts:?}");
-    assert_eq!(gw.status_requests(), 1, "a recorded code is not asked about again");
+    assert_eq!(
+        gw.status_requests(),
+        1,
+        "a recorded code is not asked about again"
+    );
     assert_eq!(gw.list_payments("channel=c2b").await.len(), 1);
     eventually("the admin is alerted", WAIT, || {
         let n = tg

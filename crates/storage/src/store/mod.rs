@@ -7,8 +7,8 @@ pub(crate) mod links;
 pub(crate) mod money_out;
 pub(crate) mod outbox;
 pub(crate) mod payments;
-pub(crate) mod received_callbacks;
 pub(crate) mod receipts;
+pub(crate) mod received_callbacks;
 pub(crate) mod settings;
 pub(crate) mod stats;
 
@@ -425,7 +425,9 @@ impl<D: Driver> Storage for SqlStorage<D> {
     }
 
     async fn create_receipt_check(&self, check: NewReceiptCheck) -> Result<ReceiptCheck> {
-        write_tx!(self, "create_receipt_check", |c| receipts::insert(c, &check))
+        write_tx!(self, "create_receipt_check", |c| receipts::insert(
+            c, &check
+        ))
     }
 
     async fn get_receipt_check(&self, id: &str) -> Result<Option<ReceiptCheck>> {

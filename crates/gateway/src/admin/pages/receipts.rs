@@ -42,7 +42,10 @@ impl From<ReceiptError> for AdminError {
 }
 
 /// `POST /admin/receipts/check`: asks Safaricom, then shows the check.
-pub async fn check(State(state): State<AppState>, form: ActionForm) -> Result<Response, AdminError> {
+pub async fn check(
+    State(state): State<AppState>,
+    form: ActionForm,
+) -> Result<Response, AdminError> {
     let typed = form.fields.get("code").unwrap_or_default();
     let code = parse_typed_code(typed)?;
     let username = &form.admin.session.username;
@@ -91,7 +94,8 @@ pub async fn show(
     Path(code): Path<String>,
     Params(params): Params,
 ) -> Result<Response, AdminError> {
-    let code = parse_typed_code(&code).map_err(|_| AdminError::NotFound("There is no such receipt."))?;
+    let code =
+        parse_typed_code(&code).map_err(|_| AdminError::NotFound("There is no such receipt."))?;
     let answer = state.money_out.receipts.latest(&code).await?;
     let v = ReceiptCheckView::of(&answer);
     let paid_at_ms = answer
@@ -120,8 +124,16 @@ pub async fn show(
             ("Result code", v.result_code.clone(), true),
             ("Result", v.result_desc.clone(), false),
             ("Asked by", Some(v.requested_by.clone()), false),
-            ("Asked at", Some(format::when(answer.check.created_at)), false),
-            ("Answered at", answer.check.finalized_at.map(format::when), false),
+            (
+                "Asked at",
+                Some(format::when(answer.check.created_at)),
+                false,
+            ),
+            (
+                "Answered at",
+                answer.check.finalized_at.map(format::when),
+                false,
+            ),
             ("Check", Some(v.id.clone()), true),
         ]),
         rows: answer.payment.iter().map(PaymentRow::from).collect(),

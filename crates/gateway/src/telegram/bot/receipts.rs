@@ -78,7 +78,9 @@ impl Bot {
             // It was answered just before this chat could be added to it.
             let answer = self.receipts.answer(check).await.map_err(|e| match e {
                 ReceiptError::Storage(s) => BotError::Storage(s),
-                other => BotError::Storage(mpesa_storage::StorageError::Database(other.to_string())),
+                other => {
+                    BotError::Storage(mpesa_storage::StorageError::Database(other.to_string()))
+                }
             })?;
             let text =
                 crate::money_out::receipts::customer_text(&answer.check, answer.payment.as_ref());
