@@ -20,7 +20,9 @@ pub use initiator::{
 pub use link::{Lang, LinkAmount, LinkAmountError, LinkStatus};
 pub use money::{Amount, AmountBounds, AmountError, Cents, group_thousands, ksh};
 pub use payment::{FinalOutcome, PaymentStatus, ReviewReason};
-pub use payment_request::{FieldError, PaymentRequest, check_email, parse_payment_request};
+pub use payment_request::{
+    FieldError, PaymentRequest, check_email, json_whole_number, parse_payment_request,
+};
 pub use phone::{Msisdn, PhoneError, mask_checkout_request_id};
 pub use result_code::{CallbackVerdict, QueryVerdict, ResultCode};
 pub use state_machine::{

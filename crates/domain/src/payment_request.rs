@@ -186,6 +186,12 @@ fn whole_number(n: &serde_json::Number) -> Result<i64, NotWhole> {
     }
 }
 
+/// A JSON number as whole shillings, as amounts are read everywhere (`10`, `10.0` and `1e1` are
+/// 10; a fraction or a number out of range is `None`).
+pub fn json_whole_number(n: &serde_json::Number) -> Option<i64> {
+    whole_number(n).ok()
+}
+
 fn optional_string(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, FieldError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),

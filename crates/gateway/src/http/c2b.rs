@@ -33,7 +33,10 @@ pub struct C2bAccountList {
 #[serde(deny_unknown_fields)]
 pub struct NewC2bAccount {
     /// 1 to 64 characters; matched trimmed and in any letter case.
-    #[schema(example = "INV0042", min_length = 1, max_length = 64)]
+    #[schema(
+        example = "INV0042",
+        pattern = r"^[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]{0,62}[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub account: String,
 }
 
@@ -52,7 +55,7 @@ fn account_of(text: &str) -> Result<String, ApiError> {
 #[utoipa::path(
     post, path = "/api/v1/c2b/accounts", tag = "c2b",
     request_body = NewC2bAccount,
-    responses((status = 201, body = C2bAccountView), (status = 200, description = "Already registered", body = C2bAccountView), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 201, body = C2bAccountView), (status = 200, description = "Already registered", body = C2bAccountView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn add_account(
@@ -83,7 +86,7 @@ pub async fn add_account(
 /// The registered account numbers.
 #[utoipa::path(
     get, path = "/api/v1/c2b/accounts", tag = "c2b",
-    responses((status = 200, body = C2bAccountList), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = C2bAccountList), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn list_accounts(
@@ -105,8 +108,8 @@ pub async fn list_accounts(
 /// Remove an account number.
 #[utoipa::path(
     delete, path = "/api/v1/c2b/accounts/{account}", tag = "c2b",
-    params(("account" = String, Path, description = "The account number")),
-    responses((status = 204, description = "Removed"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    params(("account" = String, Path, description = "The account number", pattern = r"^[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]{0,62}[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$")),
+    responses((status = 204, description = "Removed"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn remove_account(

@@ -158,12 +158,24 @@ impl From<PaymentError> for ApiError {
     }
 }
 
+impl From<crate::money_out::initiator::InitiatorError> for ApiError {
+    fn from(e: crate::money_out::initiator::InitiatorError) -> Self {
+        use crate::money_out::initiator::InitiatorError as E;
+        match e {
+            E::Storage(s) => s.into(),
+            E::Refused(m) => ApiError::DarajaUnavailable(m),
+            // Nothing was sent: a setting is missing, not a failure of Daraja's.
+            e @ E::NotConfigured => ApiError::Conflict(e.to_string()),
+        }
+    }
+}
+
 impl From<crate::money_out::RefundError> for ApiError {
     fn from(e: crate::money_out::RefundError) -> Self {
         use crate::money_out::RefundError as E;
         match e {
             E::Storage(s) => s.into(),
-            E::Initiator(i) => ApiError::DarajaUnavailable(i.to_string()),
+            E::Initiator(i) => i.into(),
             E::PaymentNotFound => ApiError::NotFound("no such payment"),
             E::NotFound => ApiError::NotFound("no such refund"),
             E::Invalid(m) => ApiError::validation("reason", m),

@@ -31,8 +31,12 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
-    /// Why (2 to 100 characters): kept with the refund and sent as the Reversal's remarks.
-    #[schema(example = "Returned goods")]
+    /// Why (2 to 100 characters after trimming, no control characters): kept with the refund
+    /// and sent as the Reversal's remarks.
+    #[schema(
+        example = "Returned goods",
+        pattern = r"^[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]{0,98})[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub reason: String,
 }
 
@@ -41,17 +45,31 @@ pub struct RefundRequest {
 #[serde(deny_unknown_fields)]
 pub struct CreatePayoutBody {
     /// The recipient's M-Pesa number, in any usual form.
-    #[schema(example = "0708374149")]
+    #[schema(
+        example = "0708374149",
+        pattern = r"^[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:\+[ -]*2[ -]*5[ -]*4|[ -]*2[ -]*5[ -]*4|[ -]*0)?[ -]*[17](?:[ -]*[0-9]){8}[ -]*[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub phone: String,
-    /// Whole shillings, 10 to PAYOUT_MAX_AMOUNT.
-    #[schema(example = 500)]
+    /// Whole shillings, 10 to PAYOUT_MAX_AMOUNT (150,000 unless set lower; over it, or over
+    /// PAYOUT_DAILY_LIMIT, is refused with 422).
+    #[schema(example = 500, minimum = 10, maximum = 150000)]
     pub amount: i64,
     /// `business` (BusinessPayment), `salary` (SalaryPayment) or `promotion` (PromotionPayment).
-    #[schema(example = "business")]
+    #[schema(
+        example = "business",
+        pattern = r"^[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:business|salary|promotion)[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub purpose: String,
-    /// 2 to 100 characters.
-    #[schema(example = "Rider payout week 12")]
+    /// 2 to 100 characters after trimming, no control characters.
+    #[schema(
+        example = "Rider payout week 12",
+        pattern = r"^[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]{0,98})[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub remarks: String,
+    /// At most 100 characters after trimming, no control characters.
+    #[schema(
+        pattern = r"^[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]{0,98}[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?)?[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub occasion: Option<String>,
 }
 
@@ -71,11 +89,12 @@ fn accepted(body: Value) -> (StatusCode, Value) {
 }
 
 fn field_error(e: serde_json::Error) -> ApiError {
-    // serde names the field in its message ("missing field `reason`", "unknown field `x`").
+    // serde names the field in "missing field `reason`" and "unknown field `x`"; in a type error
+    // the quoted word is the value, not the field.
     let message = e.to_string();
-    let field = message
-        .split('`')
-        .nth(1)
+    let field = Some(&message)
+        .filter(|m| m.starts_with("missing field") || m.starts_with("unknown field"))
+        .and_then(|m| m.split('`').nth(1))
         .map(str::to_owned)
         .unwrap_or_else(|| "body".into());
     ApiError::validation(&field, message)
@@ -87,13 +106,15 @@ fn field_error(e: serde_json::Error) -> ApiError {
     request_body = RefundRequest,
     params(
         ("id" = String, Path, description = "The payment id, `pay_…`"),
-        ("Idempotency-Key" = Option<String>, Header, description = "The same key and body get the first answer again."),
+        ("Idempotency-Key" = Option<String>, Header, description = "The same key and body get the first answer again. 1 to 255 printable ASCII characters.", pattern = r"^[\x21-\x7e](?:[\t\x20-\x7e]{0,253}[\x21-\x7e])?$"),
     ),
     responses(
         (status = 202, description = "Stored and the Reversal sent; the result comes later", body = RefundView),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "Not completed, already refunded, or a refund in flight", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not completed, already refunded, a refund in flight, the key in use, or no initiator configured", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 502, description = "Daraja refused the Reversal; the refund is `failed`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -139,7 +160,7 @@ pub async fn refund_payment(
 #[utoipa::path(
     get, path = "/api/v1/refunds/{id}", tag = "refunds",
     params(("id" = String, Path, description = "The refund id, `rfd_…`")),
-    responses((status = 200, body = RefundView), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = RefundView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn get_refund(
@@ -155,11 +176,15 @@ pub async fn get_refund(
 #[utoipa::path(
     post, path = "/api/v1/payouts", tag = "payouts",
     request_body = CreatePayoutBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body get the first answer again.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body get the first answer again. 1 to 255 printable ASCII characters.", pattern = r"^[\x21-\x7e](?:[\t\x20-\x7e]{0,253}[\x21-\x7e])?$")),
     responses(
         (status = 202, description = "Stored, and sent unless it awaits approval", body = PayoutView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 409, description = "Payouts are off, or the key is in use", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 422, description = "A field, PAYOUT_MAX_AMOUNT or PAYOUT_DAILY_LIMIT", body = ErrorBody),
+        (status = 502, description = "Daraja refused the B2C request; the payout is `failed`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -169,7 +194,15 @@ pub async fn create_payout(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let value = json_body(&headers, body)?;
+    let mut value = json_body(&headers, body)?;
+    // `500.0` and `5e2` are 500 shillings, as for payments; serde alone would refuse them.
+    if let Some(amount) = value.get_mut("amount") {
+        *amount = amount
+            .as_number()
+            .and_then(mpesa_domain::json_whole_number)
+            .map(Value::from)
+            .ok_or_else(|| ApiError::validation("amount", "a whole number of shillings"))?;
+    }
     let body: CreatePayoutBody = serde_json::from_value(value).map_err(field_error)?;
     let phone =
         Msisdn::parse(&body.phone).map_err(|e| ApiError::validation("phone", e.to_string()))?;
@@ -224,7 +257,7 @@ pub async fn create_payout(
 #[utoipa::path(
     get, path = "/api/v1/payouts/{id}", tag = "payouts",
     params(("id" = String, Path, description = "The payout id, `po_…`")),
-    responses((status = 200, body = PayoutView), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = PayoutView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn get_payout(
@@ -238,7 +271,7 @@ pub async fn get_payout(
 /// List payouts, newest first (`status`, `phone`, `limit`, `cursor`).
 #[utoipa::path(
     get, path = "/api/v1/payouts", tag = "payouts",
-    responses((status = 200, body = PayoutList), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = PayoutList), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn list_payouts(
@@ -305,19 +338,19 @@ pub async fn list_payouts(
 /// Ask Account Balance for the B2C and paybill/till shortcodes; the answers come by callback.
 #[utoipa::path(
     post, path = "/api/v1/balance", tag = "balance",
-    responses((status = 202, body = BalanceList)),
+    responses(
+        (status = 202, description = "Asked; the answers come by callback (GET shows them)", body = BalanceList),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "No initiator configured", body = ErrorBody),
+        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
     security(("api_key" = []))
 )]
 pub async fn ask_balance(
     State(state): State<AppState>,
     _merchant: Merchant,
 ) -> Result<Response, ApiError> {
-    state
-        .money_out
-        .balances
-        .ask()
-        .await
-        .map_err(|e| ApiError::DarajaUnavailable(e.to_string()))?;
+    state.money_out.balances.ask().await?;
     let data = state.money_out.balances.latest().await?;
     Ok((StatusCode::ACCEPTED, Json(BalanceList { data })).into_response())
 }
@@ -325,7 +358,7 @@ pub async fn ask_balance(
 /// The last Account Balance answers, and when they came.
 #[utoipa::path(
     get, path = "/api/v1/balance", tag = "balance",
-    responses((status = 200, body = BalanceList)),
+    responses((status = 200, body = BalanceList), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn get_balance(

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::http::{api, c2b, money_out, payment_links, receipts};
-use crate::money_out::balance::BalanceView;
+use crate::money_out::balance::{BalanceAccount, BalanceView};
 use crate::money_out::view::{PayoutView, RefundView};
 use crate::payments::PaymentView;
 
@@ -29,7 +29,7 @@ use crate::payments::PaymentView;
         payment_links::CreateLinkRequest, payment_links::LinkView, payment_links::LinkList,
         payment_links::LinkDetail, payment_links::LinkTotalView,
         money_out::RefundRequest, money_out::CreatePayoutBody, money_out::PayoutList,
-        money_out::BalanceList, RefundView, PayoutView, BalanceView,
+        money_out::BalanceList, RefundView, PayoutView, BalanceView, BalanceAccount,
         receipts::ReceiptCheckView
     )),
     modifiers(&ApiKeyAuth),

@@ -24,8 +24,13 @@ use crate::state::AppState;
 /// The body of `POST /api/v1/payment-links`: a title and either a fixed `amount` or a range
 /// (`amount_min`/`amount_max`; an open side takes `AMOUNT_MIN`/`AMOUNT_MAX`). Unknown fields are
 /// refused.
+///
+/// The example is a whole body: filled in field by field, it would give both a fixed amount and
+/// a range, which is refused (422).
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"title": "Term 2 fees", "amount": 1500, "reference": "INV0042",
+    "single_use": true, "expires_at": "2099-12-31T23:59:00+03:00"}))]
 #[allow(dead_code)] // documents the accepted body; parsing is done field by field
 pub struct CreateLinkRequest {
     /// What is paid for, shown to the customer: 1 to 80 characters.
@@ -45,7 +50,7 @@ pub struct CreateLinkRequest {
     /// Paid once, then closed. Default false (the link collects many payments).
     pub single_use: Option<bool>,
     /// RFC 3339; the link closes then.
-    #[schema(example = "2026-12-31T23:59:00+03:00")]
+    #[schema(example = "2099-12-31T23:59:00+03:00")]
     pub expires_at: Option<String>,
     /// `en` or `sw`: the pay page's language; default: the customer's browser decides.
     pub language: Option<String>,

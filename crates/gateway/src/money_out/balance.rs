@@ -19,12 +19,24 @@ pub struct Balances {
     short_codes: Vec<String>,
 }
 
+/// One account in an Account Balance answer (the shape `initiator::result_fields` stores).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct BalanceAccount {
+    #[schema(example = "Utility Account")]
+    pub name: String,
+    #[schema(example = "KES")]
+    pub currency: String,
+    /// Cents: 150000 is KSh 1,500.
+    pub current_cents: i64,
+    pub available_cents: i64,
+}
+
 /// The last answer about one shortcode's accounts.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct BalanceView {
     pub short_code: String,
-    /// `Working Account`, `Utility Account`… with `available_cents`.
-    #[schema(value_type = Option<Object>)]
+    /// `Working Account`, `Utility Account`… as Safaricom names them.
+    #[schema(value_type = Option<Vec<BalanceAccount>>)]
     pub accounts: Option<Value>,
     /// When the last answer came.
     pub answered_at: Option<String>,

@@ -403,8 +403,7 @@ pub fn parse_link_request(
     let whole = |name: &str| -> Result<Option<i64>, (String, String)> {
         match obj.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_i64()
+            Some(Value::Number(n)) => mpesa_domain::json_whole_number(n)
                 .map(Some)
                 .ok_or_else(|| bad(name, "a whole number of shillings")),
             Some(_) => Err(bad(name, "a whole number of shillings")),
