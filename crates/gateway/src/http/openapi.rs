@@ -21,7 +21,7 @@ use crate::payments::PaymentView;
         payment_links::create, payment_links::list, payment_links::show, payment_links::disable,
         money_out::refund_payment, money_out::get_refund, money_out::create_payout,
         money_out::get_payout, money_out::list_payouts, money_out::ask_balance,
-        money_out::get_balance, receipts::check, receipts::show
+        money_out::get_balance, receipts::check_receipt, receipts::show_receipt
     ),
     components(schemas(
         PaymentView, api::CreatePaymentRequest, api::PaymentList, api::ErrorBody, api::ErrorDetail,

@@ -148,7 +148,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ReceiptCode {
     ),
     security(("api_key" = []))
 )]
-pub async fn check(
+pub async fn check_receipt(
     State(state): State<AppState>,
     Merchant(key): Merchant,
     ReceiptCode(code): ReceiptCode,
@@ -174,7 +174,7 @@ pub async fn check(
     ),
     security(("api_key" = []))
 )]
-pub async fn show(
+pub async fn show_receipt(
     State(state): State<AppState>,
     _merchant: Merchant,
     ReceiptCode(code): ReceiptCode,

@@ -33,6 +33,24 @@ fn list_param(doc: &Value, name: &str) -> Value {
         .clone()
 }
 
+/// Every operation has its own operationId (Schemathesis resolves inferred links by it: two
+/// handlers named `show` sent a payment link's id to the receipt route).
+#[test]
+fn operation_ids_are_unique() {
+    let doc = doc();
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if let Some(id) = operation["operationId"].as_str() {
+                let here = format!("{method} {path}");
+                if let Some(before) = seen.insert(id.to_owned(), here.clone()) {
+                    panic!("operationId {id} is used by {before} and {here}");
+                }
+            }
+        }
+    }
+}
+
 /// The receipt code's documented path pattern accepts exactly the codes the receipt routes
 /// accept (schemathesis sends what the pattern allows and expects it to be taken).
 #[test]
