@@ -556,7 +556,7 @@ mod tests {
             purpose: PURPOSE.into(),
             owner_id: Some("rchk_1".into()),
             originator_conversation_id: Some("oc".into()),
-            conversation_id: Some("AG_1".into()),
+            conversation_id: Some("AG_20240206_2018x".into()),
             status: RequestStatus::Completed,
             params: "{}".into(),
             result_code: Some("0".into()),
