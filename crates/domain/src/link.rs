@@ -203,6 +203,10 @@ impl Lang {
 /// Why a payment is held for review when it completed through a single-use link that another
 /// payment had already paid (an STK push and a paybill payment both made, say): the customer
 /// paid twice. Storage holds it, with the link's row locked.
+/// Stands for the payment that paid a single-use link in notifications planned before
+/// storage knows it (storage puts the id in its place): see [`already_paid_reason`].
+pub const PAID_BY_MARK: &str = "{paid_by}";
+
 pub fn already_paid_reason(link_id: &str, paid_by: &str) -> String {
     format!(
         "paid through single-use link {link_id}, which {paid_by} had already paid: refund suggested"

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::callbacks::CallbackIngestor;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::health::DependencyHealth;
 use crate::http;
@@ -85,8 +86,17 @@ impl App {
 
     /// As [`App::build`], with the in-process simulator's configuration given (tests).
     pub async fn build_with_simulator(
+        config: Config,
+        sim_config: Option<daraja_sim::SimConfig>,
+    ) -> Result<App, StartError> {
+        App::build_with(config, sim_config, Clock::system()).await
+    }
+
+    /// As [`App::build_with_simulator`], reading the time from `clock` (tests that move time).
+    pub async fn build_with(
         mut config: Config,
         sim_config: Option<daraja_sim::SimConfig>,
+        clock: Clock,
     ) -> Result<App, StartError> {
         daraja::install_crypto_provider();
         let storage = open_storage(&config.database_url, config.database_max_connections).await?;
@@ -174,7 +184,8 @@ impl App {
             metrics.clone(),
             outbox_wake.clone(),
             health.clone(),
-        );
+        )
+        .with_clock(clock.clone());
         let links = crate::payments::PaymentLinks::for_config(&config, storage.clone());
         let money_out = {
             let callback_base = public_url
@@ -236,6 +247,7 @@ impl App {
             wake: outbox_wake.clone(),
             lease: config.outbox.lease,
             poll_interval: config.outbox.poll_interval,
+            clock: clock.clone(),
         };
         let ingestor_closed = CancellationToken::new();
         let (ingestor, ingestor_task) =

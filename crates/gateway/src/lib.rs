@@ -21,6 +21,7 @@ pub mod admin;
 pub mod app;
 pub mod callbacks;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daraja_token;
 pub mod health;

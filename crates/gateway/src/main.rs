@@ -21,6 +21,15 @@ async fn main() -> ExitCode {
     }
 }
 
+/// 0 when the command did what it was asked, 1 when it ran but did not.
+fn exit(done: bool) -> ExitCode {
+    if done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { sandbox } => {
@@ -66,6 +75,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Payments {
+            command: cli::payments::PaymentsCommand::Refund(args),
+        } => Ok(exit(cli::money_out::refund(args).await?)),
+        Command::Payouts {
+            command: command @ cli::money_out::PayoutsCommand::Create { .. },
+        } => Ok(exit(cli::money_out::create_payout(command).await?)),
+        Command::Payouts { command } => {
+            let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
+            let result = cli::money_out::read(storage.as_ref(), command).await;
+            storage.close().await;
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Balance(args) => Ok(exit(cli::money_out::balance(args).await?)),
         Command::Payments { command } => {
             let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
             cli::payments::run(storage.as_ref(), command).await?;

@@ -25,6 +25,7 @@ pub(crate) const SQLITE: &[MigrationFile] = migration_files!(
     "0005_c2b.sql",
     "0006_money_out.sql",
     "0007_payment_links.sql",
+    "0008_customer_language.sql",
     "0009_receipt_checks.sql",
 );
 pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
@@ -35,6 +36,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "0005_c2b.sql",
     "0006_money_out.sql",
     "0007_payment_links.sql",
+    "0008_customer_language.sql",
     "0009_receipt_checks.sql",
 );
 pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
@@ -45,6 +47,7 @@ pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "0005_c2b.sql",
     "0006_money_out.sql",
     "0007_payment_links.sql",
+    "0008_customer_language.sql",
     "0009_receipt_checks.sql",
 );
 

@@ -87,6 +87,26 @@ pub struct NewPayment {
     pub next_check_at: Millis,
     /// The payment link it was made through (`pl_…`).
     pub payment_link_id: Option<String>,
+    /// The language the customer chose (the pay page), for their receipts. Not metadata: that
+    /// is the merchant's to write.
+    pub customer_language: Option<mpesa_domain::Lang>,
+    /// Rules checked in the transaction that stores it (see [`StartRules`]).
+    pub rules: StartRules,
+}
+
+/// What must hold for a new payment to be stored, checked in the transaction that stores it,
+/// so that instances sharing the database check them together. Nothing is written when one
+/// fails.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartRules {
+    /// One open prompt per phone: refused while another payment to the phone is `initiated`
+    /// or `pending` (whichever door made it). Starts to one phone are serialised on a row of
+    /// `rate_limits` (`prompt:<phone>`), which every such start writes: a second instance
+    /// waits for the first's commit (or, on Galera, fails certification and runs again), then
+    /// sees its payment.
+    pub one_open_per_phone: bool,
+    /// Counted one hit each when the payment is stored; when one is full nothing is stored.
+    pub limits: Vec<RateLimit>,
 }
 
 /// A payment as stored.
@@ -125,6 +145,8 @@ pub struct Payment {
     pub version: i64,
     /// The payment link it was made through (`pl_…`).
     pub payment_link_id: Option<String>,
+    /// The language the customer chose on the pay page (`customer_language`), for receipts.
+    pub customer_language: Option<mpesa_domain::Lang>,
     pub channel: PaymentChannel,
     /// The shortcode or till paid (C2B `BusinessShortCode`).
     pub business_short_code: Option<String>,
@@ -180,9 +202,11 @@ pub struct PaymentUpdate {
     pub count_query: bool,
     pub event: Option<NewPaymentEvent>,
     pub outbox: Vec<NewOutboxEvent>,
-    /// Written only when this update completes a payment made through a single-use link that
-    /// another payment had already paid (storage decides, with the link's row locked): the
-    /// alerts of the hold for review that follows.
+    /// Written *instead of* `outbox` when this update completes a payment made through a
+    /// single-use link that another payment had already paid (storage decides, with the link's
+    /// row locked): the payment is held for review, and what people hear says so, not that it
+    /// completed. `mpesa_domain::link::PAID_BY_MARK` in a payload becomes the id of the
+    /// payment that paid the link.
     pub if_link_already_paid: Vec<NewOutboxEvent>,
 }
 
@@ -388,6 +412,12 @@ pub enum CreatePaymentResult {
     },
     /// Same key, other body.
     KeyReused,
+    /// [`StartRules::one_open_per_phone`]: this payment to the phone is still open.
+    OpenPayment(Box<Payment>),
+    /// One of [`StartRules::limits`] is full until then (Unix ms).
+    Limited {
+        retry_at: Millis,
+    },
 }
 
 // ---- callbacks -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ macro_rules! payment_columns {
          metadata, checkout_request_id, merchant_request_id, mpesa_receipt_number, result_code, \
          result_desc, transaction_date, needs_review, review_reason, api_key_id, source, \
          query_attempts, next_check_at, created_at, updated_at, finalized_at, version, channel, \
-         business_short_code, payer_name, payer_msisdn, recovered_by, payment_link_id"
+         business_short_code, payer_name, payer_msisdn, recovered_by, payment_link_id, customer_language"
     };
 }
 pub(crate) use payment_columns;
@@ -85,6 +85,12 @@ pub(crate) fn payment(row: &impl RowExt) -> Result<Payment> {
         payer_msisdn: row.opt_text("payer_msisdn")?,
         recovered_by: row.opt_text("recovered_by")?,
         payment_link_id: row.opt_text("payment_link_id")?,
+        customer_language: match row.opt_text("customer_language")? {
+            None => None,
+            Some(l) => Some(
+                mpesa_domain::Lang::parse(&l).ok_or_else(|| corrupt("customer language", &l))?,
+            ),
+        },
     })
 }
 

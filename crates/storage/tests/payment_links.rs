@@ -30,6 +30,7 @@ on_every_backend!(
     a_single_use_link_is_paid_once_and_a_second_payment_is_held,
     a_second_payment_through_the_callback_batch_is_held_too,
     rate_limits_are_shared_by_instances_and_refusals_do_not_count,
+    start_rules_hold_in_the_storing_transaction,
 );
 
 fn new_link(id: &str, candidates: &[&str], single_use: bool, now: Millis) -> NewPaymentLink {
@@ -170,15 +171,27 @@ async fn link_payment(s: &dyn Storage, n: u32, link: &str) -> Payment {
     set(s, &created.id, T0 + 20, accepted(&format!("ws_CO_{n}"))).await
 }
 
-/// A completion whose update carries the conditional "link already paid" alert.
+/// A completion whose update carries its "completed" webhook and, for when the link turns out
+/// to be paid already, the "held" one that replaces it.
 fn completion(receipt: &str, payment_id: &str) -> PaymentUpdate {
     let mut u = PaymentUpdate::new(Some(completed(receipt)));
-    u.if_link_already_paid = vec![outbox_event(
+    u.outbox = vec![outbox_event(
+        &format!("evt_done_{payment_id}"),
+        Some(payment_id),
+        &format!("{payment_id}:completed"),
+        T0 + 30,
+    )];
+    let mut held = outbox_event(
         &format!("evt_held_{payment_id}"),
         Some(payment_id),
         &format!("{payment_id}:held:link"),
         T0 + 30,
-    )];
+    );
+    held.payload = format!(
+        r#"{{"type":"payment.held_for_review","reason":"paid by {}"}}"#,
+        mpesa_domain::link::PAID_BY_MARK
+    );
+    u.if_link_already_paid = vec![held];
     u
 }
 
@@ -208,9 +221,11 @@ async fn a_single_use_link_is_paid_once_and_a_second_payment_is_held(db: TestDat
             .is_none(),
         "a paid link's account number pays nothing more"
     );
-    assert!(
-        s.outbox_for_payment(&first.id).await.unwrap().is_empty(),
-        "the first payment's conditional alert is not written"
+    let first_rows = s.outbox_for_payment(&first.id).await.unwrap();
+    assert_eq!(
+        first_rows.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        [format!("evt_done_{}", first.id)],
+        "the first payment's own rows, not the conditional ones"
     );
 
     // The customer paid again (say at the paybill after the prompt): held, never accepted.
@@ -241,7 +256,19 @@ async fn a_single_use_link_is_paid_once_and_a_second_payment_is_held(db: TestDat
         hold.detail
     );
     let alerts = s.outbox_for_payment(&second.id).await.unwrap();
-    assert_eq!(alerts.len(), 1, "the hold's alert is written with it");
+    assert_eq!(
+        alerts.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        [format!("evt_held_{}", second.id)],
+        "the hold's rows are written instead of the completion's: nobody hears it completed"
+    );
+    assert_eq!(
+        alerts[0].payload,
+        format!(
+            r#"{{"type":"payment.held_for_review","reason":"paid by {}"}}"#,
+            first.id
+        ),
+        "naming the payment that paid the link"
+    );
     let link = s.get_payment_link("pl_1").await.unwrap().unwrap();
     assert_eq!(
         link.paid_payment_id.as_deref(),
@@ -433,4 +460,90 @@ async fn rate_limits_are_shared_by_instances_and_refusals_do_not_count(db: TestD
     }
     assert_eq!(passed, 5, "exactly the limit passed");
     assert_eq!(one.delete_rate_limits_before(now).await.unwrap(), 2);
+}
+
+/// A new payment's rules are checked as it is stored: one open payment per phone, even with
+/// two instances storing at once, then the limits; nothing is written when one refuses.
+async fn start_rules_hold_in_the_storing_transaction(db: TestDatabase) {
+    let one = db.storage();
+    let two = db.connect_another().await;
+    let ruled = |n: u32, phone_text: &str, limits: Vec<RateLimit>| {
+        let mut p = new_payment(&pay_id(n), T0 + i64::from(n));
+        p.phone = phone(phone_text);
+        p.customer_language = Some(Lang::Sw);
+        p.rules = StartRules {
+            one_open_per_phone: true,
+            limits,
+        };
+        p
+    };
+    // Many phones, each asked for twice at once through both instances: one each.
+    let mut tasks = Vec::new();
+    for i in 0..6u32 {
+        for (k, s) in [one.clone(), two.clone()].into_iter().enumerate() {
+            let p = ruled(
+                100 + i * 2 + k as u32,
+                &format!("07110006{i:02}"),
+                Vec::new(),
+            );
+            tasks.push(tokio::spawn(async move {
+                s.create_payment(p, None).await.unwrap()
+            }));
+        }
+    }
+    let (mut created, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            CreatePaymentResult::Created(p) => {
+                assert_eq!(p.customer_language, Some(Lang::Sw));
+                created += 1;
+            }
+            CreatePaymentResult::OpenPayment(open) => {
+                assert_eq!(open.status, PaymentStatus::Initiated);
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((created, refused), (6, 6));
+    assert_eq!(
+        list_all(one.as_ref()).await.len(),
+        6,
+        "one payment per phone"
+    );
+    let stored = one.get_payment(&pay_id(100)).await.unwrap();
+    let stored = stored
+        .or(one.get_payment(&pay_id(101)).await.unwrap())
+        .unwrap();
+    assert_eq!(stored.customer_language, Some(Lang::Sw), "read back");
+
+    // Another phone, under a limit of one: the first is stored, the second (after the first
+    // is final) refused by the limit, and stores nothing.
+    let limit = || {
+        vec![RateLimit {
+            bucket: "pay:phone:254711000700".into(),
+            limit: 1,
+            window_ms: 60_000,
+        }]
+    };
+    let first = create(one.as_ref(), ruled(200, "0711000700", limit())).await;
+    set(one.as_ref(), &first.id, T0 + 300, accepted("ws_CO_200")).await;
+    let refused = one
+        .create_payment(ruled(201, "0711000700", limit()), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, CreatePaymentResult::OpenPayment(ref open) if open.id == first.id),
+        "still open: {refused:?}"
+    );
+    set(one.as_ref(), &first.id, T0 + 400, completed("RCPT200")).await;
+    let limited = one
+        .create_payment(ruled(202, "0711000700", limit()), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(limited, CreatePaymentResult::Limited { .. }),
+        "{limited:?}"
+    );
+    assert!(one.get_payment(&pay_id(202)).await.unwrap().is_none());
 }

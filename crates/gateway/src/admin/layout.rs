@@ -15,6 +15,7 @@ pub enum Section {
     Overview,
     Payments,
     Links,
+    Payouts,
     Callbacks,
     Outbox,
     ApiKeys,
@@ -23,10 +24,11 @@ pub enum Section {
     None,
 }
 
-const NAV: [(Section, &str, &str); 8] = [
+const NAV: [(Section, &str, &str); 9] = [
     (Section::Overview, "Overview", "/admin/"),
     (Section::Payments, "Payments", "/admin/payments"),
     (Section::Links, "Links", "/admin/links"),
+    (Section::Payouts, "Payouts", "/admin/payouts"),
     (Section::Callbacks, "Callbacks", "/admin/callbacks"),
     (Section::Outbox, "Outbox", "/admin/outbox"),
     (Section::ApiKeys, "API keys", "/admin/api-keys"),
@@ -121,6 +123,21 @@ pub fn notice(code: Option<&str>) -> Option<&'static str> {
         }
         "receipt_asked" => {
             "Safaricom was asked about this receipt (Transaction Status); its answer shows here when it comes."
+        }
+        "refund_requested" => {
+            "The refund was requested: the Reversal went to M-Pesa and its result will show here."
+        }
+        "payout_sent" => "The payout was stored and sent to M-Pesa; its result will show here.",
+        "payout_waits" => {
+            "The payout is stored and waits for approval: another admin must approve it before anything is sent."
+        }
+        "payout_approved" => "You approved the payout: it was sent to M-Pesa.",
+        "payout_rejected" => "You rejected the payout: nothing was sent.",
+        "balance_asked" => {
+            "Account Balance was asked: the answers come in a few seconds; reload to see them."
+        }
+        "balance_failed" => {
+            "Daraja could not be asked for the balance now; the last answers are still shown."
         }
         "signed_out" => "You have signed out.",
         "signed_out_everywhere" => "Every session of that user has ended.",

@@ -55,6 +55,18 @@ pub fn router() -> Router<AppState> {
         .route("/admin/receipts/check", post(pages::receipts::check))
         .route("/admin/receipts/{code}", get(pages::receipts::show))
         .route(
+            "/admin/payments/{id}/refund",
+            get(pages::refund::confirm).post(pages::refund::request),
+        )
+        .route(
+            "/admin/payouts",
+            get(pages::payouts::list).post(pages::payouts::create),
+        )
+        .route("/admin/payouts/{id}", get(pages::payouts::show))
+        .route("/admin/payouts/{id}/approve", post(pages::payouts::approve))
+        .route("/admin/payouts/{id}/reject", post(pages::payouts::reject))
+        .route("/admin/balance", post(pages::overview::ask_balance))
+        .route(
             "/admin/links",
             get(pages::links::list).post(pages::links::create),
         )

@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::callbacks::redrive::Redrive;
 use crate::callbacks::{Prepared, Reports, decide};
-use crate::ids::now_ms;
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::payments::service::{build_update, observe_committed};
 use crate::payments::{NotificationPlan, Payments};
@@ -109,6 +109,7 @@ async fn run(
     let plan = payments.plan.clone();
     let metrics = payments.metrics.clone();
     let outbox_wake = payments.outbox_wake.clone();
+    let clock = payments.clock.clone();
     let permits = Arc::new(Semaphore::new(committers));
     let mut inflight = tokio::task::JoinSet::new();
     let (stored, stored_ids) = mpsc::unbounded_channel();
@@ -162,8 +163,18 @@ async fn run(
         let metrics = metrics.clone();
         let wake = outbox_wake.clone();
         let stored = stored.clone();
+        let clock = clock.clone();
         inflight.spawn(async move {
-            commit(batch, storage.as_ref(), &plan, &metrics, &wake, &stored).await;
+            commit(
+                batch,
+                storage.as_ref(),
+                &plan,
+                &metrics,
+                &wake,
+                &stored,
+                &clock,
+            )
+            .await;
             drop(permit);
         });
         while inflight.try_join_next().is_some() {}
@@ -181,6 +192,7 @@ async fn commit(
     metrics: &Metrics,
     wake: &tokio::sync::Notify,
     stored: &mpsc::UnboundedSender<String>,
+    clock: &Clock,
 ) {
     let mut reports = Reports::new();
     let mut callbacks = Vec::with_capacity(batch.len());
@@ -194,7 +206,7 @@ async fn commit(
     }
     // Kept to store, alone, any item the batch could not apply.
     let originals = callbacks.clone();
-    let now = now_ms();
+    let now = clock.now_ms();
     let size = callbacks.len();
     let started = std::time::Instant::now();
     let result = storage
@@ -229,7 +241,7 @@ async fn commit(
         let kind = original.kind.as_str();
         let item = match item {
             Ok(ingested) => Ok(ingested),
-            Err(error) => store_alone(storage, plan, original, error).await,
+            Err(error) => store_alone(storage, plan, original, error, clock).await,
         };
         let answer = match item {
             Ok(ingested) => {
@@ -265,12 +277,13 @@ async fn store_alone(
     plan: &NotificationPlan,
     mut callback: IncomingCallback,
     error: StorageError,
+    clock: &Clock,
 ) -> Result<IngestedCallback, StorageError> {
     let receipt_in_use =
         matches!(&error, StorageError::Conflict(rule) if rule.contains("mpesa_receipt_number"));
     tracing::warn!(callback_id = %callback.id, %error, "callback could not be applied; storing it alone");
     callback.parse_error = Some(format!("not applied: {error}"));
-    let now = now_ms();
+    let now = clock.now_ms();
     let mut items = storage
         .ingest_callbacks(vec![callback], now, &|_incoming, payment| match payment {
             Some(p) if receipt_in_use => {

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod c2b;
 pub mod config_check;
 pub mod links;
+pub mod money_out;
 pub mod notify;
 pub mod outbox;
 pub mod pay;
@@ -53,6 +54,14 @@ pub enum Command {
         #[command(subcommand)]
         command: payments::PaymentsCommand,
     },
+    /// Payouts (B2C): pay an M-Pesa number through the running gateway; list and show them.
+    Payouts {
+        #[command(subcommand)]
+        command: money_out::PayoutsCommand,
+    },
+    /// Ask M-Pesa for the balances (Account Balance) through the running gateway, and print
+    /// the last answers.
+    Balance(money_out::GatewayArgs),
     /// Payment links: pages where customers pay (and their account numbers at the paybill).
     Links {
         #[command(subcommand)]

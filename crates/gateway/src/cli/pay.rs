@@ -294,7 +294,12 @@ async fn pay_paybill(args: PayArgs) -> anyhow::Result<bool> {
 }
 
 fn api_key(args: &PayArgs) -> anyhow::Result<String> {
-    match args.api_key.clone() {
+    resolve_api_key(args.api_key.clone())
+}
+
+/// The API key given, or the one `serve --sandbox` saved.
+pub fn resolve_api_key(given: Option<String>) -> anyhow::Result<String> {
+    match given {
         Some(k) => Ok(k),
         None => std::fs::read_to_string(SANDBOX_KEY_FILE).map(|k| k.trim().to_owned()).map_err(|_| {
             anyhow::anyhow!("no API key: pass --api-key or set MPESA_GATEWAY_API_KEY (create one with `mpesa-gateway api-keys create --name NAME`)")

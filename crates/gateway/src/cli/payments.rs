@@ -21,6 +21,9 @@ pub enum PaymentsCommand {
     },
     /// One payment with its timeline and callbacks.
     Show { id: String },
+    /// Refund a completed payment (M-Pesa Reversal of the whole amount) through the running
+    /// gateway, and follow the refund to its end.
+    Refund(crate::cli::money_out::RefundArgs),
     /// Every payment matching the filters, as CSV or JSON on stdout.
     Export {
         #[arg(long, value_enum)]
@@ -116,6 +119,9 @@ pub async fn run(storage: &dyn Storage, command: PaymentsCommand) -> anyhow::Res
             if page.items.is_empty() {
                 writeln!(out, "(no payments)")?;
             }
+        }
+        PaymentsCommand::Refund(_) => {
+            anyhow::bail!("payments refund goes through the running gateway's API")
         }
         PaymentsCommand::Show { id } => {
             let p = storage

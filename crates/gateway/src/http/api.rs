@@ -164,6 +164,7 @@ pub async fn create_payment(
         origin: Origin::ApiKey(key.id.clone()),
         idempotency,
         push: PushWhen::Now,
+        limits: Vec::new(),
     };
     match state.payments.start(start).await? {
         Started::Pushed(outcome) => Ok(respond(start_answer(&outcome), false)),
@@ -417,6 +418,7 @@ fn parse_create_request(
             telegram_chat_id: parsed.telegram_chat_id,
             metadata: parsed.metadata,
             payment_link_id: None,
+            customer_language: None,
         },
         parsed.canonical,
     ))

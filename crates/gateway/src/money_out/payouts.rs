@@ -193,15 +193,13 @@ impl Payouts {
             .settings
             .payout_approval_above
             .is_some_and(|above| request.amount > above);
-        let claim = match (claim, &by.api_key_id) {
-            (Some((key, request_hash)), Some(api_key_id)) => Some(IdempotencyClaim {
-                api_key_id: api_key_id.clone(),
-                key,
-                request_hash,
-                created_at: now,
-            }),
-            _ => None,
-        };
+        // Keys live in the API key's space; a dashboard form's key in its admin's.
+        let claim = claim.map(|(key, request_hash)| IdempotencyClaim {
+            api_key_id: by.api_key_id.clone().unwrap_or_else(|| by.name.clone()),
+            key,
+            request_hash,
+            created_at: now,
+        });
         let created = self
             .storage
             .create_payout(

@@ -126,15 +126,13 @@ impl Refunds {
         }
         let now = now_ms();
         let id = new_id("rfd");
-        let claim = match (claim, &by.api_key_id) {
-            (Some((key, request_hash)), Some(api_key_id)) => Some(IdempotencyClaim {
-                api_key_id: api_key_id.clone(),
-                key,
-                request_hash,
-                created_at: now,
-            }),
-            _ => None,
-        };
+        // Keys live in the API key's space; a dashboard form's key in its admin's.
+        let claim = claim.map(|(key, request_hash)| IdempotencyClaim {
+            api_key_id: by.api_key_id.clone().unwrap_or_else(|| by.name.clone()),
+            key,
+            request_hash,
+            created_at: now,
+        });
         let created = self
             .storage
             .create_refund(

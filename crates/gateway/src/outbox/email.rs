@@ -470,7 +470,7 @@ mod tests {
             amount: 1500,
             reference: "K7MXR4A".into(),
             mpesa_receipt_number: Some("SGA1XYZ123".into()),
-            metadata: Some(serde_json::json!({ "pay_page": { "lang": "sw" } })),
+            customer_language: Some("sw".into()),
             ..Default::default()
         };
         let c = receipt(&p);
@@ -481,7 +481,7 @@ mod tests {
             c.text
         );
         let english = receipt(&PaymentFacts {
-            metadata: None,
+            customer_language: None,
             ..p
         });
         assert_eq!(english.subject, "Payment Complete");

@@ -41,8 +41,8 @@ pub struct PaymentFacts {
     pub completed_at: Option<String>,
     pub updated_at: String,
     pub review_reason: Option<String>,
-    /// The merchant's metadata; a pay page payment keeps its customer's language there.
-    pub metadata: Option<serde_json::Value>,
+    /// The language the customer chose on the pay page (never the merchant's metadata).
+    pub customer_language: Option<String>,
 }
 
 /// The words of a customer's receipt, in the language they paid in.
@@ -101,11 +101,7 @@ impl Notification {
 impl PaymentFacts {
     /// The customer's receipt words: Swahili for a pay page payment made in Swahili.
     pub fn receipt_words(&self) -> &'static ReceiptWords {
-        let lang = self
-            .metadata
-            .as_ref()
-            .and_then(|m| m["pay_page"]["lang"].as_str());
-        match lang {
+        match self.customer_language.as_deref() {
             Some("sw") => &RECEIPT_SW,
             _ => &RECEIPT_EN,
         }

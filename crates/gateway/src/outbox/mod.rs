@@ -24,9 +24,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::health::DependencyHealth;
-use crate::ids::now_ms;
 use crate::metrics::Metrics;
 
 const BATCH: u32 = 32;
@@ -147,6 +147,8 @@ pub struct OutboxWorker {
     pub lease: Duration,
     /// How often an idle worker looks for retries that came due (`OUTBOX_POLL_INTERVAL`).
     pub poll_interval: Duration,
+    /// When an event is due, and when its retry will be.
+    pub clock: Clock,
 }
 
 impl OutboxWorker {
@@ -186,7 +188,7 @@ impl OutboxWorker {
         &self,
         shutdown: &CancellationToken,
     ) -> Result<usize, mpesa_storage::StorageError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let lease_ms = self.lease.as_millis() as i64;
         // Attempts must be over before the lease is: past it, another worker may take the
         // event and deliver it a second time. A tenth of the lease is kept as a margin.
@@ -233,7 +235,7 @@ impl OutboxWorker {
     }
 
     async fn deliver(&self, event: OutboxEvent, deadline: Instant) {
-        let started_at = now_ms();
+        let started_at = self.clock.now_ms();
         let started = Instant::now();
         let Some(time_left) = deadline.checked_duration_since(started) else {
             tracing::debug!(event_id = %event.id, "lease nearly over before the attempt; left for the next claim");
@@ -268,10 +270,10 @@ impl OutboxWorker {
                 let result = match (after, schedule.next_delay(attempts)) {
                     (_, None) => DeliveryResult::Dead,
                     (Some(after), Some(_)) => {
-                        DeliveryResult::RetryAt(now_ms() + after.as_millis() as i64)
+                        DeliveryResult::RetryAt(self.clock.now_ms() + after.as_millis() as i64)
                     }
                     (None, Some(delay)) => {
-                        DeliveryResult::RetryAt(now_ms() + delay.as_millis() as i64)
+                        DeliveryResult::RetryAt(self.clock.now_ms() + delay.as_millis() as i64)
                     }
                 };
                 (result, *code, Some(error.clone()))

@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn a_swahili_customer_gets_a_swahili_receipt() {
         let p = PaymentFacts {
-            metadata: Some(serde_json::json!({ "pay_page": { "lang": "sw" } })),
+            customer_language: Some("sw".into()),
             ..payment()
         };
         let text = customer_receipt(&p);

@@ -556,7 +556,12 @@ async fn status(
             );
         }
     };
-    let lang = customer_lang(switch, link.language, accept_language(&headers));
+    // The language they paid in comes before the link's and the browser's.
+    let lang = customer_lang(
+        switch,
+        p.customer_language.or(link.language),
+        accept_language(&headers),
+    );
     let t = words(lang);
     let here = format!("{}/p/{}", link_path(&link), p.id);
     let customer_state = customer_state(&p);

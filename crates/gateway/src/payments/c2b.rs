@@ -151,6 +151,7 @@ impl Payments {
             payer_msisdn: report.msisdn.as_given(),
             recovered_by: path.recovered_by().map(str::to_owned),
             payment_link_id,
+            customer_language: None,
         })
     }
 }

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use mpesa_domain::link::{ACCOUNT_LEN, account_number};
 use mpesa_domain::{
     AccountReference, Amount, AmountBounds, Description, Lang, LinkAmount, LinkStatus, Msisdn,
-    PaymentStatus,
 };
 use mpesa_storage::{
-    LinkTotals, NewPaymentLink, Page, PageRequest, Payment, PaymentFilter, PaymentLink,
-    PaymentSource, RateLimit, Storage, StorageError,
+    LinkTotals, NewPaymentLink, Page, PageRequest, Payment, PaymentFilter, PaymentLink, RateLimit,
+    Storage, StorageError,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use url::Url;
 
 use crate::config::PayPageLimits;
@@ -217,8 +216,9 @@ impl PaymentLinks {
     }
 
     /// Starts a payment through a link: the link must be open, no prompt may be open on the
-    /// phone, and the limits per phone, link and client address (counted in the database) must
-    /// allow one more prompt. Then the payment service stores it and sends the push once.
+    /// phone, and the limits per phone, link and client address must allow one more prompt.
+    /// The payment service has storage check the last two in the transaction that stores the
+    /// payment (so they hold across instances), then sends the push once.
     #[allow(clippy::too_many_arguments)]
     pub async fn pay(
         &self,
@@ -235,27 +235,8 @@ impl PaymentLinks {
         if status != LinkStatus::Active {
             return Err(PayError::Closed(status));
         }
-        for open in [PaymentStatus::Pending, PaymentStatus::Initiated] {
-            let filter = PaymentFilter {
-                phone: Some(phone.as_str().to_owned()),
-                status: Some(open),
-                ..PaymentFilter::default()
-            };
-            let page = PageRequest {
-                limit: 1,
-                cursor: None,
-            };
-            let found = self
-                .storage
-                .list_payments(&filter, &page)
-                .await
-                .map_err(PaymentError::from)?;
-            if !found.items.is_empty() {
-                return Err(PayError::PhoneBusy);
-            }
-        }
         let window_ms = self.limits.window.as_millis() as i64;
-        let limits = [
+        let limits = vec![
             RateLimit {
                 bucket: format!("pay:phone:{}", phone.as_str()),
                 limit: self.limits.per_phone,
@@ -272,15 +253,6 @@ impl PaymentLinks {
                 window_ms,
             },
         ];
-        if let Some(retry_at) = self
-            .storage
-            .hit_rate_limits(&limits, now)
-            .await
-            .map_err(PaymentError::from)?
-        {
-            tracing::info!(link_id = %link.id, phone = %phone.masked(), "pay page limit reached");
-            return Err(PayError::TooMany { retry_at });
-        }
         // Now and then, forget counters of windows gone by (one in 64 prompts is plenty).
         if rand::random::<u8>() < 4
             && let Err(error) = self
@@ -294,15 +266,19 @@ impl PaymentLinks {
         let description = Description::parse(&clip(&link.title, 99))
             .unwrap_or_else(|_| Description::parse("Payment link").expect("valid"));
         let request = NewPaymentRequest {
-            phone,
+            phone: phone.clone(),
             amount,
             reference: Some(reference),
             description: Some(description),
             customer_email,
             telegram_chat_id: None,
-            metadata: Some(json!({ "pay_page": { "lang": lang.as_str() } })),
+            // The merchant's; the customer's language has its own place.
+            metadata: None,
             payment_link_id: Some(link.id.clone()),
+            customer_language: Some(lang),
         };
+        // The payment service's rules, checked by storage as it stores the payment: one open
+        // prompt per phone (whichever instance or door opened it), then these limits.
         let start = StartPayment {
             request,
             origin: Origin::PayPage {
@@ -310,6 +286,7 @@ impl PaymentLinks {
             },
             idempotency: None,
             push: PushWhen::Now,
+            limits,
         };
         Ok(match payments.start(start).await? {
             Started::Pushed(
@@ -317,8 +294,11 @@ impl PaymentLinks {
                 | PushOutcome::Unknown { payment: p, .. }
                 | PushOutcome::Refused { payment: p, .. },
             ) => p,
-            // The service's own rule: one open prompt per phone.
             Started::Refused(StartRefused::OpenPayment(_)) => return Err(PayError::PhoneBusy),
+            Started::Refused(StartRefused::Limited { retry_at }) => {
+                tracing::info!(link_id = %link.id, phone = %phone.masked(), "pay page limit reached");
+                return Err(PayError::TooMany { retry_at });
+            }
             // No idempotency key is given and no request time: none of these can come back.
             other => {
                 return Err(PaymentError::Storage(StorageError::Database(format!(
@@ -353,15 +333,6 @@ pub fn customer_lang(
         .or(link)
         .or_else(|| accept_language.and_then(Lang::from_accept_language))
         .unwrap_or_default()
-}
-
-/// The language a pay page payment was made in (kept in its metadata), for its receipts.
-pub fn payment_lang(p: &Payment) -> Option<Lang> {
-    let metadata: Value = serde_json::from_str(p.metadata.as_deref()?).ok()?;
-    if p.source != PaymentSource::PayPage {
-        return None;
-    }
-    Lang::parse(metadata["pay_page"]["lang"].as_str()?)
 }
 
 fn clip(text: &str, max: usize) -> String {
@@ -478,6 +449,7 @@ pub fn parse_link_request(
 mod tests {
     use super::*;
     use mpesa_domain::AmountBounds;
+    use serde_json::json;
 
     #[test]
     fn link_requests_are_checked_field_by_field() {

@@ -152,18 +152,48 @@ impl NotificationPlan {
         rows
     }
 
-    /// The admin's alerts for a completion through a single-use link, written only if storage
-    /// finds the link already paid by another payment ([`PaymentUpdate::if_link_already_paid`]).
+    /// What people hear of a completion through a single-use link when storage finds the link
+    /// already paid by another payment and holds this one for review: written *instead of*
+    /// [`NotificationPlan::for_transition`]'s rows ([`PaymentUpdate::if_link_already_paid`]).
+    /// The merchant gets `payment.held_for_review` (the payment with `needs_review: true`), the
+    /// admin "held for review, refund suggested"; nobody hears that it completed, and the
+    /// customer gets no receipt (the pay page tells them it will be checked). An admin who
+    /// settles it later makes it `payment.completed` then.
     ///
     /// [`PaymentUpdate::if_link_already_paid`]: mpesa_storage::PaymentUpdate
     pub fn for_link_already_paid(&self, after: &Payment, now: i64) -> Vec<NewOutboxEvent> {
         let Some(link) = &after.payment_link_id else {
             return Vec::new();
         };
-        let reason = format!(
-            "paid through single-use link {link}, which another payment had already paid: refund suggested"
-        );
-        self.review_alerts(after, &reason, "link", now)
+        let mut held = after.clone();
+        held.needs_review = true;
+        // Storage puts the id of the payment that paid the link in place of the mark.
+        let reason =
+            mpesa_domain::link::already_paid_reason(link, mpesa_domain::link::PAID_BY_MARK);
+        held.review_reason = Some(reason.clone());
+        let mut rows = Vec::new();
+        if let Some(url) = &self.webhook_url {
+            let id = new_id("evt");
+            let body = json!({
+                "id": id,
+                "type": HELD_FOR_REVIEW,
+                "created": now / 1000,
+                "data": PaymentView::from(&held),
+            });
+            let mut r = row(
+                id,
+                after,
+                Channel::Webhook,
+                HELD_FOR_REVIEW,
+                url,
+                body.to_string(),
+                now,
+            );
+            r.dedupe_key.push_str(":link");
+            rows.push(r);
+        }
+        rows.extend(self.review_alerts(&held, &reason, "link", now));
+        rows
     }
 
     /// "Held for review" to the admin's Telegram chat and email; `suffix` keeps each hold's

@@ -24,7 +24,6 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::callbacks::{decide_stored_stk, parse_stk};
-use crate::ids::now_ms;
 use crate::payments::service::ScheduleRule;
 use crate::payments::{PaymentError, Payments};
 
@@ -105,7 +104,7 @@ pub async fn run(
 
 /// One pass: due payments, then callbacks waiting for their payment. Public for tests.
 pub async fn pass(payments: &Payments) -> Result<usize, mpesa_storage::StorageError> {
-    let now = now_ms();
+    let now = payments.clock.now_ms();
     let due = payments
         .storage
         .claim_due_checks(now, now + CLAIM_LEASE_MS, BATCH)
@@ -126,7 +125,7 @@ pub async fn pass(payments: &Payments) -> Result<usize, mpesa_storage::StorageEr
 }
 
 async fn check_one(payments: &Payments, payment: Payment) {
-    let now = now_ms();
+    let now = payments.clock.now_ms();
     let (payment, last) = match payment.checkout_request_id.clone() {
         Some(checkout) => match payments
             .query_and_apply(&payment, &checkout, ScheduleRule::Reconciler)
@@ -191,7 +190,7 @@ async fn check_one(payments: &Payments, payment: Payment) {
 pub async fn adopt_orphan_callbacks(
     payments: &Payments,
 ) -> Result<usize, mpesa_storage::StorageError> {
-    let now = now_ms();
+    let now = payments.clock.now_ms();
     let window = payments.settings.expires_after_ms;
     let filter = CallbackFilter {
         outcome: Some(CallbackOutcome::Unmatched),
@@ -329,7 +328,7 @@ fn storage_error(e: crate::payments::PaymentError) -> mpesa_storage::StorageErro
 async fn rematch_callbacks(payments: &Payments) -> Result<(), mpesa_storage::StorageError> {
     for cb in payments.storage.rematchable_callbacks(100).await? {
         let plan = payments.plan.clone();
-        let now = now_ms();
+        let now = payments.clock.now_ms();
         let result = payments
             .storage
             .reapply_callback(&cb.id, now, &move |incoming, payment| {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use daraja::{DarajaClient, DarajaError, StkPushParams, StkQueryAnswer};
 use mpesa_domain::state_machine::{self, Deadlines, LastQuery, Outcome, TransitionKind};
-use mpesa_domain::{AccountReference, AmountBounds, QueryVerdict, TransactionDesc};
+use mpesa_domain::{AccountReference, AmountBounds, PaymentStatus, QueryVerdict, TransactionDesc};
 use mpesa_storage::{
     CheckSchedule, NewPaymentEvent, Page, PageRequest, Payment, PaymentFilter, PaymentUpdate,
     Storage, StorageError,
@@ -13,8 +13,8 @@ use serde_json::json;
 use tokio::sync::Notify;
 use url::Url;
 
+use crate::clock::Clock;
 use crate::health::DependencyHealth;
-use crate::ids::now_ms;
 use crate::metrics::Metrics;
 use crate::payments::idempotency::Idempotency;
 use crate::payments::{NotificationPlan, after_transition};
@@ -95,6 +95,8 @@ pub struct Payments {
     pub(crate) idempotency: Idempotency,
     /// What the push last saw of Daraja, for `/health`.
     pub(crate) health: Arc<DependencyHealth>,
+    /// "Now" for every rule that hangs on time (the reconciler's too).
+    pub(crate) clock: Clock,
 }
 
 impl Payments {
@@ -108,6 +110,7 @@ impl Payments {
         health: Arc<DependencyHealth>,
     ) -> Self {
         Payments {
+            clock: Clock::system(),
             idempotency: Idempotency::new(storage.clone()),
             health,
             storage,
@@ -117,6 +120,12 @@ impl Payments {
             metrics,
             outbox_wake,
         }
+    }
+
+    /// The service reading the time from `clock` (tests move a `ManualClock`).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// One payment: `Err(NotFound)` when there is none.
@@ -282,7 +291,7 @@ impl Payments {
                 );
                 let detail = json!({ "result_code": report.result_code.as_str(), "result_desc": report.result_desc });
                 let plan = self.plan.clone();
-                let now = now_ms();
+                let now = self.clock.now_ms();
                 let written = self
                     .storage
                     .update_payment(&payment.id, now, &|p: &Payment| {
@@ -319,7 +328,7 @@ impl Payments {
                 );
                 let detail =
                     json!({ "error": error.to_string(), "error_code": error.error_code() });
-                let now = now_ms();
+                let now = self.clock.now_ms();
                 self.storage
                     .update_payment(&payment.id, now, &|p: &Payment| {
                         let mut update = PaymentUpdate::new(None);
@@ -363,7 +372,7 @@ impl Payments {
         decide: impl Fn(&Payment) -> (Outcome, CheckSchedule) + Send + Sync,
     ) -> Result<Option<Payment>, PaymentError> {
         let plan = self.plan.clone();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let detail = detail.to_string();
         let kind = event_kind.to_owned();
         let written = self
@@ -479,6 +488,13 @@ pub(crate) fn observe_committed(
         if let Some(reason) = t.holds_for_review() {
             metrics.inc("mpesa_gateway_payments_held_for_review_total", &[]);
             tracing::warn!(payment_id = %after.id, reason = %reason.describe(), "payment held for review");
+        } else if t.notify.is_some()
+            && after.needs_review
+            && t.review == mpesa_domain::ReviewChange::Keep
+        {
+            // Held by storage as it completed: its single-use link was paid by another payment.
+            metrics.inc("mpesa_gateway_payments_held_for_review_total", &[]);
+            tracing::warn!(payment_id = %after.id, reason = after.review_reason.as_deref().unwrap_or_default(), "payment held for review");
         }
     }
     if !update.outbox.is_empty() {
@@ -516,12 +532,33 @@ impl Payments {
             AdminDecision::Reject => "admin_rejected",
         };
         let detail = json!({ "by": username, "note": note, "receipt": receipt });
-        if self.storage.get_payment(id).await?.is_none() {
+        let Some(payment) = self.storage.get_payment(id).await? else {
             return Err(PaymentError::NotFound);
-        }
+        };
+        // A completion held because its single-use link was paid by another payment was never
+        // announced (see `NotificationPlan::for_link_already_paid`): settling it announces it.
+        let unannounced = match &payment.payment_link_id {
+            Some(link) if payment.status == PaymentStatus::Completed && payment.needs_review => {
+                self.storage.get_payment_link(link).await?.is_some_and(|l| {
+                    l.single_use
+                        && l.paid_payment_id
+                            .as_deref()
+                            .is_some_and(|by| by != payment.id)
+                })
+            }
+            _ => false,
+        };
         self.apply(id, kind, detail, move |p| match decision {
             AdminDecision::Settle => {
-                state_machine::on_admin_settle(&p.snapshot(), &note, receipt.as_deref())
+                let mut outcome =
+                    state_machine::on_admin_settle(&p.snapshot(), &note, receipt.as_deref());
+                if let Outcome::Changed(t) = &mut outcome
+                    && unannounced
+                    && p.status == PaymentStatus::Completed
+                {
+                    t.notify = Some(mpesa_domain::FinalOutcome::Completed);
+                }
+                outcome
             }
             AdminDecision::Reject => state_machine::on_admin_reject(&p.snapshot(), &note),
         })

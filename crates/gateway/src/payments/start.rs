@@ -4,9 +4,9 @@
 //! first answer, or resumes the first request's payment), one open prompt per phone for the
 //! doors customers use, no prompt for a request made long ago, the generated reference.
 
-use mpesa_domain::{AccountReference, Amount, Description, Msisdn, PaymentStatus};
+use mpesa_domain::{AccountReference, Amount, Description, Lang, Msisdn, PaymentStatus};
 use mpesa_storage::{
-    CreatePaymentResult, KeyClaim, NewPayment, PageRequest, Payment, PaymentFilter, PaymentSource,
+    CreatePaymentResult, KeyClaim, NewPayment, Payment, PaymentSource, RateLimit, StartRules,
     StoredResponse,
 };
 use serde_json::json;
@@ -14,7 +14,7 @@ use serde_json::json;
 use super::idempotency::{IdempotencyKey, answer};
 use super::service::{PaymentError, Payments, PushOutcome, refusal};
 use super::view::PaymentView;
-use crate::ids::{new_id, now_ms, random_token};
+use crate::ids::{new_id, random_token};
 
 /// A request made this long ago starts no payment: a prompt for something the customer asked
 /// for long ago (a `/pay` sent while the bot was down, say) would surprise them.
@@ -34,6 +34,8 @@ pub struct NewPaymentRequest {
     pub metadata: Option<serde_json::Value>,
     /// The payment link it is made through (the pay page's payments).
     pub payment_link_id: Option<String>,
+    /// The language the customer chose (the pay page's), for their receipts.
+    pub customer_language: Option<Lang>,
 }
 
 /// Who asked, through which door.
@@ -107,6 +109,9 @@ pub struct StartPayment {
     pub origin: Origin,
     pub idempotency: Option<IdempotencyKey>,
     pub push: PushWhen,
+    /// Limits counted, one hit each, in the transaction that stores the payment (after the
+    /// one-open-prompt rule): the pay page's per phone, link and client address.
+    pub limits: Vec<RateLimit>,
 }
 
 /// Why a payment was not started.
@@ -116,6 +121,8 @@ pub enum StartRefused {
     OpenPayment(Box<Payment>),
     /// The request was made longer ago than [`STALE_AFTER_MS`].
     Stale,
+    /// One of [`StartPayment::limits`] is full until then (Unix ms).
+    Limited { retry_at: i64 },
 }
 
 /// What came of a [`StartPayment`].
@@ -170,33 +177,33 @@ pub fn start_answer(outcome: &PushOutcome) -> StoredResponse {
 impl Payments {
     /// Starts a payment: stores it as `initiated` (with its idempotency key) before anything is
     /// sent to Daraja, then pushes it (or leaves that to the door, see [`PushWhen`]).
+    ///
+    /// The one-open-prompt rule and the limits are checked by storage in the transaction that
+    /// stores the payment ([`StartRules`]), so that instances sharing the database cannot both
+    /// push to one phone.
     pub async fn start(&self, start: StartPayment) -> Result<Started, PaymentError> {
         let StartPayment {
             request,
             origin,
             idempotency,
             push,
+            limits,
         } = start;
-        if origin.one_open_per_phone() || origin.sent_at_ms().is_some() {
-            // The same request again skips the rules below: they held when it was first made.
+        if origin.one_open_per_phone() || origin.sent_at_ms().is_some() || !limits.is_empty() {
+            // The same request again skips the rules: they held when it was first made.
             if let Some(key) = &idempotency
                 && let Some(found) = self.idempotency.look_up(key).await?
             {
                 return self.same_request(found, &origin, key).await;
             }
-            if origin.one_open_per_phone()
-                && let Some(open) = self.open_payment_to(&request.phone).await?
-            {
-                return Ok(Started::Refused(StartRefused::OpenPayment(Box::new(open))));
-            }
             if origin
                 .sent_at_ms()
-                .is_some_and(|at| at > 0 && now_ms() - at > STALE_AFTER_MS)
+                .is_some_and(|at| at > 0 && self.clock.now_ms() - at > STALE_AFTER_MS)
             {
                 return Ok(Started::Refused(StartRefused::Stale));
             }
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let reference = request.reference.unwrap_or_else(|| {
             AccountReference::parse(&format!("PAY{}", random_token(9).to_ascii_uppercase()))
                 .expect("a generated reference is valid")
@@ -230,10 +237,21 @@ impl Payments {
             created_at: now,
             next_check_at: now + self.settings.reconcile_after_ms,
             payment_link_id: request.payment_link_id,
+            customer_language: request.customer_language,
+            rules: StartRules {
+                one_open_per_phone: origin.one_open_per_phone(),
+                limits,
+            },
         };
         let claim = idempotency.as_ref().map(|k| k.claim(now));
         let payment = match self.storage.create_payment(new, claim).await? {
             CreatePaymentResult::Created(p) => p,
+            CreatePaymentResult::OpenPayment(open) => {
+                return Ok(Started::Refused(StartRefused::OpenPayment(open)));
+            }
+            CreatePaymentResult::Limited { retry_at } => {
+                return Ok(Started::Refused(StartRefused::Limited { retry_at }));
+            }
             // The key was claimed before: nothing of this request was written.
             other => {
                 let found = match other {
@@ -295,32 +313,5 @@ impl Payments {
         let answer = answer(201, &PaymentView::from(&payment));
         self.idempotency.remember(key, &answer).await;
         Ok(Started::Answered(answer))
-    }
-
-    /// The newest open payment to `phone`: one with the prompt on the phone first, else one
-    /// being pushed.
-    async fn open_payment_to(&self, phone: &Msisdn) -> Result<Option<Payment>, PaymentError> {
-        for status in [PaymentStatus::Pending, PaymentStatus::Initiated] {
-            let filter = PaymentFilter {
-                phone: Some(phone.as_str().to_owned()),
-                status: Some(status),
-                ..Default::default()
-            };
-            let page = PageRequest {
-                limit: 1,
-                cursor: None,
-            };
-            if let Some(open) = self
-                .storage
-                .list_payments(&filter, &page)
-                .await?
-                .items
-                .into_iter()
-                .next()
-            {
-                return Ok(Some(open));
-            }
-        }
-        Ok(None)
     }
 }

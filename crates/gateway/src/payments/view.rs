@@ -62,6 +62,10 @@ pub struct PaymentView {
     pub metadata: Option<serde_json::Value>,
     /// The payment link it was made through (`pl_…`), if any.
     pub payment_link_id: Option<String>,
+    /// The language the customer chose on the pay page (`en` or `sw`); their receipts are
+    /// written in it.
+    #[schema(example = "sw")]
+    pub customer_language: Option<String>,
     /// The latest refund's status (`pending`, `completed`, `failed`), when it was refunded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refund_status: Option<String>,
@@ -100,6 +104,7 @@ impl From<&Payment> for PaymentView {
                 .as_deref()
                 .and_then(|m| serde_json::from_str(m).ok()),
             payment_link_id: p.payment_link_id.clone(),
+            customer_language: p.customer_language.map(|l| l.as_str().to_owned()),
             refund_status: None,
         }
     }

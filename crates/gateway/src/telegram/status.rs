@@ -216,6 +216,7 @@ mod tests {
             finalized_at: None,
             version: 1,
             payment_link_id: None,
+            customer_language: None,
             channel: PaymentChannel::Stk,
             business_short_code: None,
             payer_name: None,

@@ -561,9 +561,19 @@ async fn payout_guardrails_refuse_cap_and_wait_for_another_admin(backend: Backen
 /// sent at the same moment, one to each. One is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_limit_holds_across_two_instances_on_postgres() {
-    let database = Arc::new(TestDatabase::new(Backend::Postgres).await);
+    the_daily_limit_holds_across_two_instances(Backend::Postgres).await
+}
+
+/// The same on MariaDB (instances may share a MySQL/MariaDB database too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_limit_holds_across_two_instances_on_mariadb() {
+    the_daily_limit_holds_across_two_instances(Backend::MySql).await
+}
+
+async fn the_daily_limit_holds_across_two_instances(backend: Backend) {
+    let database = Arc::new(TestDatabase::new(backend).await);
     let instance = |database: Arc<TestDatabase>| {
-        let mut o = Options::new(Backend::Postgres).env("PAYOUT_DAILY_LIMIT", "1000");
+        let mut o = Options::new(backend).env("PAYOUT_DAILY_LIMIT", "1000");
         o.database = Some(database);
         o
     };

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::outbox_receivers::*;
 use crate::support::*;
+use mpesa_gateway::clock::{Clock, ManualClock};
 
 pub const CUSTOMER_CHAT: i64 = 777_001;
 pub const CUSTOMER_EMAIL: &str = "customer@example.com";
@@ -463,6 +464,61 @@ async fn dead_letter_is_visible_and_retry_sends_it_again() {
     // A delivered event cannot be "retried".
     let (ok, _, err) = cli(&["outbox", "retry", &event.id]);
     assert!(!ok && err.contains("only dead or blocked"), "{err}");
+    gw.stop().await;
+}
+
+/// A failed delivery is tried again when its backoff has passed on the gateway's clock: with a
+/// real schedule (ten minutes), the test moves time instead of waiting ten minutes. The
+/// retry's due time is the first attempt's time plus the backoff, both read from that clock.
+/// (With the system clock this test waits ten minutes for the retry, and fails.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_comes_due_on_the_gateways_clock() {
+    let time = std::sync::Arc::new(ManualClock::new(chrono::Utc::now()));
+    let receiver = WebhookReceiver::start().await;
+    receiver.set_mode(WebhookMode::Status(500));
+    let gw = spawn_with(
+        Options::new(Backend::Sqlite)
+            .env("WEBHOOK_URL", &receiver.url)
+            .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("WEBHOOK_ALLOW_PRIVATE", "true")
+            .env("OUTBOX_RETRY_WEBHOOK", "10m,10m")
+            .env("OUTBOX_POLL_INTERVAL", "50ms")
+            .clock(Clock::manual(time.clone())),
+    )
+    .await;
+    let storage = gw.storage();
+    let id = gw.pay(SUCCESS, 10).await;
+    gw.wait_for_status(&id, "completed", Duration::from_secs(10))
+        .await;
+    let event = storage.outbox_for_payment(&id).await.unwrap().remove(0);
+    eventually("the first attempt failed", Duration::from_secs(10), || {
+        let s = storage.clone();
+        let id = event.id.clone();
+        async move { s.get_outbox_event(&id).await.unwrap().unwrap().attempts == 1 }
+    })
+    .await;
+    receiver.set_mode(WebhookMode::Ok);
+    let waiting = storage.get_outbox_event(&event.id).await.unwrap().unwrap();
+    let first = storage.outbox_attempts(&event.id).await.unwrap().remove(0);
+    assert_eq!(waiting.status, OutboxStatus::Pending);
+    // Ten minutes ±10% jitter after the attempt, on the gateway's clock (which has not moved).
+    let backoff = waiting.next_attempt_at - first.started_at;
+    assert!((540_000..=660_000).contains(&backoff), "{backoff} ms");
+    time.advance(chrono::Duration::minutes(11));
+    eventually(
+        "delivered once the backoff passed",
+        Duration::from_secs(10),
+        || {
+            let s = storage.clone();
+            let id = event.id.clone();
+            async move {
+                s.get_outbox_event(&id).await.unwrap().unwrap().status == OutboxStatus::Delivered
+            }
+        },
+    )
+    .await;
+    assert_eq!(receiver.hits().len(), 2, "one failure, one delivery");
+    assert_eq!(receiver.delivered().len(), 1);
     gw.stop().await;
 }
 

@@ -1080,3 +1080,354 @@ async fn paybill_payments_pay_a_link_only_while_it_is_open_and_for_its_amount() 
     );
     gw.stop().await;
 }
+
+/// Issue 15's "held for review, never silently accepted", as people hear it: the prompt's
+/// success arrives after a paybill payment already paid the single-use link. The merchant gets
+/// `payment.held_for_review` (with `needs_review: true`), the admin "held for review, refund
+/// suggested"; nobody hears "completed" and the customer gets no "paid" receipt for it. When an
+/// admin settles it after all, the merchant hears `payment.completed` then, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_second_payment_is_not_announced_as_completed() {
+    use crate::outbox::{ADMIN_EMAIL, CUSTOMER_EMAIL, Destinations, wait_outbox_idle};
+    use crate::outbox_receivers::{ADMIN_CHAT, eventually};
+    let d = Destinations::start().await;
+    let gw = spawn_with(d.options(Backend::Sqlite, "200ms,200ms,200ms")).await;
+    gw.c2b_registered().await;
+    let storage = gw.storage();
+    let l = link(
+        &gw,
+        json!({ "title": "Invoice 9", "amount": 250, "single_use": true }),
+    )
+    .await;
+    let link_id = l["id"].as_str().unwrap().to_owned();
+    let account = l["account_number"].as_str().unwrap().to_owned();
+    // The prompt goes unanswered for now; the customer left an email for the receipt.
+    let asked = pay_form(
+        &customer(),
+        &gw,
+        &page_path(&l),
+        &[("phone", NO_CALLBACK), ("email", CUSTOMER_EMAIL)],
+    )
+    .await;
+    assert_eq!(asked.status, 303, "{}", asked.body);
+    let location = asked.headers["location"].to_str().unwrap().to_owned();
+    let stk_id = location
+        .split('?')
+        .next()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    // They pay the paybill instead: that pays the link.
+    let (s, _) = gw
+        .post_c2b_confirmation(&crate::c2b::confirmation(
+            "SHK9PAYBIL",
+            "600000",
+            &account,
+            "250.00",
+            // Another number (a relative's phone): not the prompt's own confirmation.
+            "2547 ***** 149",
+            "WANJIRU",
+        ))
+        .await;
+    assert_eq!(s, 200);
+    let c2b = gw.payment_by_receipt("SHK9PAYBIL").await;
+    assert_eq!(c2b.payment_link_id.as_deref(), Some(link_id.as_str()));
+    // Then the prompt is answered after all: paid twice.
+    let checkout = storage
+        .get_payment(&stk_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .checkout_request_id
+        .unwrap();
+    let (s, _) = gw
+        .post_stk_callback(&stk_success(&checkout, "250", NO_CALLBACK, "SHK9PROMPT"))
+        .await;
+    assert_eq!(s, 200);
+    let held = storage.get_payment(&stk_id).await.unwrap().unwrap();
+    assert_eq!(held.status, PaymentStatus::Completed);
+    assert!(held.needs_review);
+
+    let metrics = gw
+        .client
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mpesa_gateway_payments_held_for_review_total 1"),
+        "counted as a hold: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("held_for_review"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let rows = storage.outbox_for_payment(&stk_id).await.unwrap();
+    assert!(
+        rows.iter()
+            .all(|e| e.event_type != "payment.completed" && e.event_type != "receipt"),
+        "a held payment is announced as completed to nobody: {rows:#?}"
+    );
+    let hook = rows
+        .iter()
+        .find(|e| e.channel == Channel::Webhook)
+        .expect("the merchant hears of it");
+    assert_eq!(hook.event_type, "payment.held_for_review");
+    let body: Value = serde_json::from_str(&hook.payload).unwrap();
+    assert_eq!(body["type"], "payment.held_for_review");
+    assert_eq!(body["data"]["id"], stk_id.as_str());
+    assert_eq!(body["data"]["needs_review"], true, "{body}");
+    assert_eq!(body["data"]["payment_link_id"], link_id.as_str());
+    let reason = body["data"]["review_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("refund suggested") && reason.contains(&c2b.id),
+        "{reason}"
+    );
+    assert_eq!(
+        Some(reason),
+        held.review_reason.as_deref(),
+        "the webhook says what the API says"
+    );
+    assert!(
+        rows.iter()
+            .any(|e| e.channel == Channel::Email && e.destination == ADMIN_EMAIL),
+        "the admin's email hears of it: {rows:#?}"
+    );
+    assert!(
+        !rows.iter().any(|e| e.destination == CUSTOMER_EMAIL),
+        "no receipt says it was paid: {rows:#?}"
+    );
+
+    wait_outbox_idle(storage.as_ref()).await;
+    let delivered = |kind: &str| {
+        d.webhook
+            .delivered()
+            .iter()
+            .filter(|h| h.json()["type"] == kind)
+            .count()
+    };
+    assert_eq!(delivered("payment.held_for_review"), 1);
+    assert_eq!(
+        delivered("payment.completed"),
+        1,
+        "the paybill payment only"
+    );
+    let about_held: Vec<String> = d
+        .telegram
+        .messages_to(ADMIN_CHAT)
+        .await
+        .iter()
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+        .filter(|t| t.contains(&stk_id))
+        .collect();
+    assert_eq!(about_held.len(), 1, "{about_held:#?}");
+    assert!(
+        about_held[0].contains("held for review") && about_held[0].contains("refund suggested"),
+        "{}",
+        about_held[0]
+    );
+    assert!(
+        !about_held[0].contains("Payment completed"),
+        "{}",
+        about_held[0]
+    );
+    assert!(
+        d.smtp
+            .mail()
+            .iter()
+            .all(|m| !m.rcpt_to.contains(&CUSTOMER_EMAIL.to_owned())),
+        "no receipt email"
+    );
+
+    // The dashboard: each payment names the link it came through, and the link lists both.
+    crate::dashboard::add_admin(&gw).await;
+    let admin = crate::dashboard::AdminClient::signed_in(&gw).await;
+    let shown = admin.get(&format!("/admin/payments/{stk_id}")).await;
+    assert_eq!(shown.status, 200);
+    assert!(
+        shown
+            .body
+            .contains(&format!("<a href=\"/admin/links/{link_id}\">Invoice 9</a>")),
+        "{}",
+        shown.body
+    );
+    let link_page = admin.get(&format!("/admin/links/{link_id}")).await;
+    for id in [&stk_id, &c2b.id] {
+        assert!(
+            link_page.body.contains(&format!("/admin/payments/{id}")),
+            "{id}: {}",
+            link_page.body
+        );
+    }
+
+    // An admin decides the customer meant to pay twice: now the merchant hears it completed.
+    gw.state
+        .payments
+        .admin_decide(
+            &stk_id,
+            mpesa_gateway::payments::AdminDecision::Settle,
+            "a second child's fees",
+            None,
+            "wanjiku",
+        )
+        .await
+        .unwrap()
+        .expect("it was held");
+    let rows = storage.outbox_for_payment(&stk_id).await.unwrap();
+    let completed: Vec<_> = rows
+        .iter()
+        .filter(|e| e.channel == Channel::Webhook && e.event_type == "payment.completed")
+        .collect();
+    assert_eq!(completed.len(), 1, "{rows:#?}");
+    let body: Value = serde_json::from_str(&completed[0].payload).unwrap();
+    assert_eq!(body["data"]["needs_review"], false);
+    eventually(
+        "the settled payment's webhook",
+        Duration::from_secs(15),
+        || {
+            let n = delivered("payment.completed");
+            async move { n == 2 }
+        },
+    )
+    .await;
+    gw.stop().await;
+}
+
+/// The customer's language is the gateway's, not the merchant's metadata: a merchant whose
+/// metadata looks like the pay page's gets no Swahili receipt, and a Swahili customer on the
+/// pay page gets one without anything written into the payment's metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_speak_the_customers_language_which_metadata_cannot_set() {
+    use crate::outbox::{Destinations, wait_outbox_idle};
+    let d = Destinations::start().await;
+    let gw = spawn_with(d.options(Backend::Sqlite, "200ms,200ms,200ms")).await;
+    let storage = gw.storage();
+    let (status, created) = gw
+        .create_payment(json!({
+            "phone": SUCCESS, "amount": 10, "reference": "M1",
+            "customer_email": "api-customer@example.com",
+            "metadata": { "pay_page": { "lang": "sw" } }
+        }))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let api_id = created["id"].as_str().unwrap().to_owned();
+    gw.wait_for_status(&api_id, "completed", Duration::from_secs(10))
+        .await;
+
+    let l = link(&gw, json!({ "title": "Ada", "amount": 300 })).await;
+    let paid = pay_form(
+        &customer(),
+        &gw,
+        &page_path(&l),
+        &[
+            ("phone", SUCCESS),
+            ("email", "mteja@example.com"),
+            ("lang", "sw"),
+        ],
+    )
+    .await;
+    assert_eq!(paid.status, 303, "{}", paid.body);
+    let location = paid.headers["location"].to_str().unwrap().to_owned();
+    let status_path = location.split('?').next().unwrap().to_owned();
+    let page_id = status_path.rsplit('/').next().unwrap().to_owned();
+    wait_for_state(&gw, &status_path, "paid").await;
+
+    let (_, shown) = api_get(&gw, &format!("/api/v1/payments/{page_id}")).await;
+    assert_eq!(
+        shown["metadata"],
+        Value::Null,
+        "the merchant's metadata is theirs: {shown}"
+    );
+    assert_eq!(shown["customer_language"], "sw", "{shown}");
+    let (_, shown) = api_get(&gw, &format!("/api/v1/payments/{api_id}")).await;
+    assert_eq!(shown["metadata"]["pay_page"]["lang"], "sw", "kept as given");
+    assert_eq!(shown["customer_language"], Value::Null, "{shown}");
+
+    wait_outbox_idle(storage.as_ref()).await;
+    let subject_to = |to: &str| {
+        d.smtp
+            .mail()
+            .iter()
+            .find(|m| m.rcpt_to == vec![to.to_owned()])
+            .map(|m| m.parsed().subject().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| panic!("no mail to {to}"))
+    };
+    assert_eq!(subject_to("api-customer@example.com"), "Payment Complete");
+    assert_eq!(subject_to("mteja@example.com"), "Malipo Yamekamilika");
+    // Without the switch in its address, the status page still speaks the customer's language.
+    let again = page(&customer(), &gw, &status_path, Some("en")).await;
+    assert!(again.body.contains("Malipo yamepokelewa"), "{}", again.body);
+    gw.stop().await;
+}
+
+/// One open prompt per phone holds across instances: two gateways on one PostgreSQL database,
+/// each asked at the same moment to push to the same phone, push once between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_open_prompt_per_phone_holds_across_instances() {
+    let db = Arc::new(TestDatabase::new(Backend::Postgres).await);
+    let start = |db: Arc<TestDatabase>| async move {
+        let mut options = Options::new(Backend::Postgres)
+            .env("PAY_PAGE_LIMIT_PER_PHONE", "100")
+            .env("PAY_PAGE_LIMIT_PER_LINK", "1000")
+            .env("PAY_PAGE_LIMIT_PER_ADDRESS", "1000")
+            .env("RECONCILE_AFTER_SECS", "3600")
+            .env("PAYMENT_EXPIRES_AFTER_SECS", "7200");
+        options.database = Some(db);
+        options.sim.faults.global = daraja_sim::faults::CallbackFaults {
+            suppress: true,
+            ..Default::default()
+        };
+        spawn_with(options).await
+    };
+    let one = start(db.clone()).await;
+    let two = start(db.clone()).await;
+    let l = link(&one, json!({ "title": "Shared", "amount": 50 })).await;
+    let path = page_path(&l);
+    const PHONES: usize = 8;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..PHONES {
+        let phone = format!("2547110005{i:02}");
+        for gw in [&one, &two] {
+            let url = gw.url(&path);
+            let phone = phone.clone();
+            tasks.spawn(async move {
+                let r = customer()
+                    .post(url)
+                    .form(&[("phone", phone.as_str())])
+                    .send()
+                    .await
+                    .unwrap();
+                (phone, r.status().as_u16())
+            });
+        }
+    }
+    let mut answers = std::collections::BTreeMap::<String, Vec<u16>>::new();
+    while let Some(answer) = tasks.join_next().await {
+        let (phone, status) = answer.unwrap();
+        answers.entry(phone).or_default().push(status);
+    }
+    let storage = one.storage();
+    for (phone, mut statuses) in answers {
+        statuses.sort();
+        assert_eq!(statuses, [303, 409], "{phone}: one prompt, one refusal");
+        let stored = storage
+            .list_payments(
+                &mpesa_storage::PaymentFilter {
+                    phone: Some(phone.clone()),
+                    ..Default::default()
+                },
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored.items.len(), 1, "{phone}: one payment, one push");
+    }
+    one.stop().await;
+    two.stop().await;
+}

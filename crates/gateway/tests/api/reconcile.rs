@@ -10,6 +10,8 @@ use serde_json::json;
 
 use crate::on_every_backend;
 use crate::support::*;
+use mpesa_gateway::clock::{Clock, ManualClock};
+use mpesa_gateway::payments::reconciler;
 
 on_every_backend!(
     a_lost_callback_is_resolved_by_stk_query,
@@ -137,11 +139,16 @@ async fn still_processing_is_asked_again_until_final() {
 }
 
 /// With no final answer by `PAYMENT_EXPIRES_AFTER_SECS`, the payment is given up as timed out.
+/// Time is moved, not waited for: the payment service and the reconciler read a `ManualClock`,
+/// so the real settings (a minute before asking, five minutes to expiry) take no real minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_final_answer_times_out_at_expiry() {
+    let start = chrono::Utc::now();
+    let time = std::sync::Arc::new(ManualClock::new(start));
     let mut options = Options::new(Backend::Sqlite)
-        .env("RECONCILE_AFTER_SECS", "1")
-        .env("PAYMENT_EXPIRES_AFTER_SECS", "3");
+        .env("RECONCILE_AFTER_SECS", "60")
+        .env("PAYMENT_EXPIRES_AFTER_SECS", "300")
+        .clock(Clock::manual(time.clone()));
     options.sim.faults = Faults::none().with_global(CallbackFaults {
         suppress: true,
         ..CallbackFaults::default()
@@ -149,6 +156,27 @@ async fn no_final_answer_times_out_at_expiry() {
     options.sim.prompt_timeout = Duration::from_secs(120);
     let gw = spawn_with(options).await;
     let id = gw.pay(NO_ANSWER, 10).await;
+    let created = gw.get_payment(&id).await;
+    assert_eq!(created["status"], "pending");
+    // Not due yet on the gateway's clock: a pass asks nothing (the reconciler's own passes
+    // run every half second of real time, and find nothing either).
+    assert_eq!(reconciler::pass(&gw.state.payments).await.unwrap(), 0);
+    time.advance(chrono::Duration::seconds(61));
+    let asked = gw
+        .wait_for_payment(
+            &id,
+            "asked once",
+            Duration::from_secs(15),
+            |p| p.query_attempts >= 1,
+            |p| p.status.is_final(),
+        )
+        .await;
+    assert_eq!(
+        asked.status.as_str(),
+        "pending",
+        "still processing is not final"
+    );
+    time.advance(chrono::Duration::seconds(300));
     let p = gw
         .wait_for_status(&id, "timed_out", Duration::from_secs(15))
         .await;
@@ -161,7 +189,9 @@ async fn no_final_answer_times_out_at_expiry() {
         "{:?}",
         p.result_desc
     );
-    assert!(p.finalized_at.unwrap() - p.created_at >= 3000);
+    // The stored times are the gateway's clock's: created now, given up past the expiry.
+    assert!((p.created_at - start.timestamp_millis()).abs() < 1_000);
+    assert!(p.finalized_at.unwrap() - p.created_at >= 300_000);
     let kinds: Vec<String> = gw
         .storage()
         .payment_events(&id)

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use daraja_sim::{SimConfig, Simulator};
 use mpesa_gateway::app::App;
+use mpesa_gateway::clock::Clock;
 use mpesa_gateway::config::Config;
 use mpesa_gateway::http::auth::generate_api_key;
 use mpesa_gateway::state::AppState;
@@ -57,6 +58,9 @@ pub struct Options {
     pub daraja_url: Option<String>,
     /// Share this database instead of creating one.
     pub database: Option<Arc<TestDatabase>>,
+    /// Where the payment service, the reconciler and the outbox read the time (default: the
+    /// system clock); a test holding a `ManualClock` moves time instead of waiting.
+    pub clock: Option<Clock>,
 }
 
 impl Options {
@@ -67,7 +71,13 @@ impl Options {
             sim: SimConfig::for_tests(),
             daraja_url: None,
             database: None,
+            clock: None,
         }
+    }
+
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     pub fn env(mut self, name: &str, value: &str) -> Self {
@@ -123,7 +133,7 @@ pub async fn spawn_with(options: Options) -> TestGateway {
             .sim
             .accept_credentials("sandbox-consumer-key", "sandbox-consumer-secret")
     });
-    let app = App::build_with_simulator(config, sim_config)
+    let app = App::build_with(config, sim_config, options.clock.unwrap_or_default())
         .await
         .expect("gateway starts");
     let state = app.state();

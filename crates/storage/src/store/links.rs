@@ -179,16 +179,43 @@ pub(crate) async fn totals<C: Conn>(c: &mut C, id: &str) -> DbResult<LinkTotals>
     Ok(totals)
 }
 
+/// A payment held because the single-use link it paid had been paid by another.
+pub(crate) struct Held {
+    /// Its timeline entry.
+    pub event: NewPaymentEvent,
+    /// The payment that paid the link.
+    pub paid_by: String,
+}
+
+/// The outbox rows a payment update writes: its own, or, when [`settle`] held the payment,
+/// `if_link_already_paid` instead (nobody is told it completed), with the payment that paid
+/// the link put in place of [`mpesa_domain::link::PAID_BY_MARK`].
+pub(crate) fn outbox_rows(update: &PaymentUpdate, held: Option<&Held>) -> Vec<NewOutboxEvent> {
+    match held {
+        None => update.outbox.clone(),
+        Some(held) => update
+            .if_link_already_paid
+            .iter()
+            .map(|e| NewOutboxEvent {
+                payload: e
+                    .payload
+                    .replace(mpesa_domain::link::PAID_BY_MARK, &held.paid_by),
+                ..e.clone()
+            })
+            .collect(),
+    }
+}
+
 /// Called by every write of a payment, before its row is written, in the same transaction:
 /// when `next` completes a payment made through a single-use link, the link (locked) becomes
 /// `paid` by it; if another payment had paid it already, `next` is held for review (the
-/// customer paid twice) and the timeline entry of that hold is returned.
+/// customer paid twice) and the hold is returned.
 pub(crate) async fn settle<C: Conn>(
     c: &mut C,
     before: PaymentStatus,
     next: &mut Payment,
     now: Millis,
-) -> DbResult<Option<NewPaymentEvent>> {
+) -> DbResult<Option<Held>> {
     let Some(link_id) = next.payment_link_id.clone() else {
         return Ok(None);
     };
@@ -229,15 +256,18 @@ pub(crate) async fn settle<C: Conn>(
             let reason = mpesa_domain::link::already_paid_reason(&link_id, &paid_by);
             next.needs_review = true;
             next.review_reason = Some(reason.clone());
-            Ok(Some(NewPaymentEvent {
-                kind: "held_for_review".into(),
-                detail: serde_json::json!({
-                    "reason": reason,
-                    "payment_link_id": link_id,
-                    "paid_by": paid_by,
-                    "suggestion": "refund",
-                })
-                .to_string(),
+            Ok(Some(Held {
+                event: NewPaymentEvent {
+                    kind: "held_for_review".into(),
+                    detail: serde_json::json!({
+                        "reason": reason,
+                        "payment_link_id": link_id,
+                        "paid_by": paid_by,
+                        "suggestion": "refund",
+                    })
+                    .to_string(),
+                },
+                paid_by,
             }))
         }
     }
@@ -249,7 +279,7 @@ pub(crate) async fn settle_booked<C: Conn>(
     c: &mut C,
     booked: &mut Payment,
     now: Millis,
-) -> DbResult<Option<NewPaymentEvent>> {
+) -> DbResult<Option<Held>> {
     let held = settle(c, PaymentStatus::Initiated, booked, now).await?;
     if held.is_some() {
         c.execute(

@@ -56,13 +56,25 @@ pub(crate) async fn by_checkout_request_id<C: Conn>(
     Ok(row.as_ref().map(records::payment).transpose()?)
 }
 
-/// Stores a new payment and, when given, claims its idempotency key first: the claim's unique
-/// key decides between concurrent identical requests, so at most one of them inserts a payment.
+/// Stores a new payment and, when given, claims its idempotency key: the claim's unique key
+/// decides between concurrent identical requests, so at most one of them inserts a payment.
+/// The payment's [`StartRules`] are checked first, and nothing of the payment is written when
+/// one refuses it (a door with rules looks its key up before it starts).
 pub(crate) async fn create<C: Conn>(
     c: &mut C,
     new: &NewPayment,
     claim: Option<&IdempotencyClaim>,
 ) -> DbResult<CreatePaymentResult> {
+    if new.rules.one_open_per_phone
+        && let Some(open) = open_payment_to(c, new.phone.as_str(), new.created_at).await?
+    {
+        return Ok(CreatePaymentResult::OpenPayment(Box::new(open)));
+    }
+    if !new.rules.limits.is_empty()
+        && let Some(retry_at) = links::hit_rate_limits(c, &new.rules.limits, new.created_at).await?
+    {
+        return Ok(CreatePaymentResult::Limited { retry_at });
+    }
     if let Some(claim) = claim {
         match idempotency::claim(c, claim, &new.id).await? {
             KeyClaim::Claimed => {}
@@ -88,6 +100,45 @@ pub(crate) async fn create<C: Conn>(
     )
     .await?;
     Ok(CreatePaymentResult::Created(payment))
+}
+
+/// The newest open payment to `phone` (a prompt on the phone first, else one being pushed),
+/// read after taking the phone's `prompt:` row in `rate_limits`: a concurrent start to the same
+/// phone holds it until it commits, so its payment is seen here.
+async fn open_payment_to<C: Conn>(
+    c: &mut C,
+    phone: &str,
+    now: Millis,
+) -> DbResult<Option<Payment>> {
+    let bucket = format!("prompt:{phone}");
+    check_len("rate-limit bucket", &bucket, 190)?;
+    c.execute(
+        Stmt::new(C::DIALECT.insert_rate_limit_if_absent)
+            .bind(&bucket)
+            .bind(now),
+    )
+    .await?;
+    // A write, not only a lock: Galera certifies writes, not `FOR UPDATE`.
+    c.execute(
+        Stmt::new("UPDATE rate_limits SET window_start = $1, hits = hits + 1 WHERE bucket = $2")
+            .bind(now)
+            .bind(&bucket),
+    )
+    .await?;
+    const OPEN: &str = concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments WHERE phone = $1 AND status = $2 ORDER BY id DESC LIMIT 1"
+    );
+    for status in [PaymentStatus::Pending, PaymentStatus::Initiated] {
+        let row = c
+            .fetch_optional(Stmt::new(OPEN).bind(phone).bind(status.as_str()))
+            .await?;
+        if let Some(row) = row {
+            return Ok(Some(records::payment(&row)?));
+        }
+    }
+    Ok(None)
 }
 
 async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
@@ -120,6 +171,7 @@ async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
         finalized_at: None,
         version: 1,
         payment_link_id: new.payment_link_id.clone(),
+        customer_language: new.customer_language,
         channel: PaymentChannel::Stk,
         business_short_code: None,
         payer_name: None,
@@ -130,8 +182,9 @@ async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
         Stmt::new(
             "INSERT INTO payments (id, status, phone, amount, reference, description, customer_email, \
              telegram_chat_id, metadata, needs_review, api_key_id, source, query_attempts, \
-             next_check_at, created_at, updated_at, version, payment_link_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+             next_check_at, created_at, updated_at, version, payment_link_id, customer_language) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+             $19)",
         )
         .bind(&payment.id)
         .bind(payment.status.as_str())
@@ -150,7 +203,8 @@ async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
         .bind(payment.created_at)
         .bind(payment.updated_at)
         .bind(payment.version)
-        .bind(&payment.payment_link_id),
+        .bind(&payment.payment_link_id)
+        .bind(payment.customer_language.map(|l| l.as_str())),
     )
     .await?;
     Ok(payment)
@@ -251,11 +305,11 @@ pub(crate) async fn book<C: Conn>(
         if let Some(event) = &update.event {
             insert_event(c, &holder.id, now, event).await?;
         }
-        outbox::insert_events(c, &update.outbox).await?;
-        if let Some(held) = links::settle_booked(c, &mut holder, now).await? {
-            insert_event(c, &holder.id, now, &held).await?;
-            outbox::insert_events(c, &update.if_link_already_paid).await?;
+        let held = links::settle_booked(c, &mut holder, now).await?;
+        if let Some(held) = &held {
+            insert_event(c, &holder.id, now, &held.event).await?;
         }
+        outbox::insert_events(c, &links::outbox_rows(update, held.as_ref())).await?;
     }
     Ok((holder, ours))
 }
@@ -293,11 +347,10 @@ pub(crate) async fn apply_update<C: Conn>(
     if let Some(event) = &update.event {
         insert_event(c, &next.id, now, event).await?;
     }
-    outbox::insert_events(c, &update.outbox).await?;
     if let Some(held) = &held {
-        insert_event(c, &next.id, now, held).await?;
-        outbox::insert_events(c, &update.if_link_already_paid).await?;
+        insert_event(c, &next.id, now, &held.event).await?;
     }
+    outbox::insert_events(c, &links::outbox_rows(update, held.as_ref())).await?;
     Ok(next)
 }
 
@@ -762,6 +815,7 @@ mod tests {
             finalized_at: None,
             version: 3,
             payment_link_id: None,
+            customer_language: None,
             channel: PaymentChannel::Stk,
             business_short_code: None,
             payer_name: None,

@@ -117,10 +117,9 @@ async fn ingest_batch_in_bulk<C: Conn>(
                 if let Some(event) = &update.event {
                     timeline.push((current.id.clone(), event.clone()));
                 }
-                events.extend(update.outbox.iter().cloned());
+                events.extend(links::outbox_rows(&update, held.as_ref()));
                 if let Some(held) = held {
-                    timeline.push((current.id.clone(), held));
-                    events.extend(update.if_link_already_paid.iter().cloned());
+                    timeline.push((current.id.clone(), held.event));
                 }
                 (Some(current.clone()), Some(update))
             }
@@ -149,12 +148,13 @@ async fn ingest_batch_in_bulk<C: Conn>(
                 if let Some(event) = &update.event {
                     timeline.push((b.payment.id.clone(), event.clone()));
                 }
-                events.extend(update.outbox.iter().cloned());
-                if let Some(holder) = holders.get_mut(receipt)
-                    && let Some(held) = links::settle_booked(c, holder, now).await?
-                {
-                    timeline.push((b.payment.id.clone(), held));
-                    events.extend(update.if_link_already_paid.iter().cloned());
+                let held = match holders.get_mut(receipt) {
+                    Some(holder) => links::settle_booked(c, holder, now).await?,
+                    None => None,
+                };
+                events.extend(links::outbox_rows(update, held.as_ref()));
+                if let Some(held) = held {
+                    timeline.push((b.payment.id.clone(), held.event));
                 }
             }
             events.extend(b.outbox);
@@ -490,11 +490,11 @@ async fn apply<C: Conn>(
             if let Some(event) = &update.event {
                 payments::insert_event(c, &booked.id, now, event).await?;
             }
-            outbox::insert_events(c, &update.outbox).await?;
-            if let Some(held) = links::settle_booked(c, &mut booked, now).await? {
-                payments::insert_event(c, &booked.id, now, &held).await?;
-                outbox::insert_events(c, &update.if_link_already_paid).await?;
+            let held = links::settle_booked(c, &mut booked, now).await?;
+            if let Some(held) = &held {
+                payments::insert_event(c, &booked.id, now, &held.event).await?;
             }
+            outbox::insert_events(c, &links::outbox_rows(&update, held.as_ref())).await?;
             (Some(booked), Some(update))
         }
         (Some(current), Some(update)) => {

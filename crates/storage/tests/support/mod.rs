@@ -46,6 +46,8 @@ pub fn new_payment(id: &str, created_at: Millis) -> NewPayment {
         created_at,
         next_check_at: created_at + 60_000,
         payment_link_id: None,
+        customer_language: None,
+        rules: Default::default(),
     }
 }
 

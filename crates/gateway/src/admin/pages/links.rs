@@ -62,7 +62,7 @@ impl LinkRow {
     }
 }
 
-fn link_href(id: &str) -> String {
+pub(crate) fn link_href(id: &str) -> String {
     format!("/admin/links/{}", path_segment(id))
 }
 

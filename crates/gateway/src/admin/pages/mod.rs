@@ -6,8 +6,10 @@ pub mod outbox;
 pub mod overview;
 pub mod payment;
 pub mod payments;
+pub mod payouts;
 pub mod receipts;
 pub mod received_callbacks;
+pub mod refund;
 pub mod settings;
 pub mod users;
 

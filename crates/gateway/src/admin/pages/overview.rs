@@ -4,7 +4,7 @@
 
 use askama::Template;
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use mpesa_domain::{PaymentStatus, ResultCode};
 use mpesa_storage::{
     OutboxFilter, OutboxStatus, PageRequest, PaymentChannel, PaymentFilter, PaymentStats,
@@ -13,8 +13,9 @@ use mpesa_storage::{
 use crate::admin::chart::{self, Chart};
 use crate::admin::error::AdminError;
 use crate::admin::format::{self, DAY_MS};
-use crate::admin::layout::{Layout, Section, render};
+use crate::admin::layout::{self, Layout, Section, render};
 use crate::admin::pages::{OutboxRow, PaymentRow};
+use crate::admin::params::Params;
 use crate::admin::session::Admin;
 use crate::ids::now_ms;
 use crate::state::AppState;
@@ -91,9 +92,136 @@ struct OverviewPage {
     dead: Vec<OutboxRow>,
     dead_count: String,
     outbox_pending: String,
+    balance: Option<BalanceTile>,
 }
 
-pub async fn show(State(state): State<AppState>, admin: Admin) -> Result<Response, AdminError> {
+/// The last Account Balance answers, and whether the B2C account covers what awaits approval.
+pub struct BalanceTile {
+    pub rows: Vec<BalanceRow>,
+    pub warning: Option<String>,
+    pub awaiting: Option<String>,
+}
+
+pub struct BalanceRow {
+    pub label: String,
+    /// `Utility Account KSh 12,000 · Working Account KSh 0`, or what is known instead.
+    pub accounts: String,
+    /// `answered 06 Dec 2026 18:40:01.123 EAT`, or why there is no answer.
+    pub when: String,
+}
+
+/// Reads the balance tile; `None` when there is no initiator to ask with.
+async fn balance_tile(state: &AppState) -> Result<Option<BalanceTile>, AdminError> {
+    let money_out = &state.money_out;
+    if !money_out.initiator.configured() {
+        return Ok(None);
+    }
+    let b2c = money_out.payouts.settings().b2c_short_code.clone();
+    let (latest, awaiting) = tokio::try_join!(
+        money_out.balances.latest(),
+        state.storage.payouts_awaiting_approval_total(),
+    )?;
+    let when = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| format!("{} EAT", format::when(t.timestamp_millis())))
+    };
+    let mut utility = None;
+    let rows = latest
+        .iter()
+        .map(|b| {
+            let is_b2c = b2c.as_deref() == Some(b.short_code.as_str());
+            let accounts: Vec<(String, i64)> = b
+                .accounts
+                .as_ref()
+                .and_then(|a| a.as_array())
+                .map(|a| {
+                    a.iter()
+                        .map(|x| {
+                            (
+                                x["name"].as_str().unwrap_or("Account").to_owned(),
+                                x["available_cents"].as_i64().unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if is_b2c {
+                utility = accounts
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("Utility Account"))
+                    .map(|(_, c)| *c);
+            }
+            BalanceRow {
+                label: format!(
+                    "{} {}",
+                    if is_b2c { "B2C" } else { "Paybill/till" },
+                    b.short_code
+                ),
+                // Accounts that hold nothing are left out (a paybill lists five).
+                accounts: match (accounts.is_empty(), accounts.iter().any(|(_, c)| *c != 0)) {
+                    (true, _) => "No answer yet".to_owned(),
+                    (false, false) => "every account KSh 0".to_owned(),
+                    (false, true) => accounts
+                        .iter()
+                        .filter(|(_, c)| *c != 0)
+                        .map(|(n, c)| format!("{n} {}", super::payouts::cents(*c)))
+                        .collect::<Vec<_>>()
+                        .join(" · "),
+                },
+                when: match (when(&b.answered_at), &b.last_error, when(&b.asked_at)) {
+                    (_, Some(error), _) => format!("Last question failed: {error}"),
+                    (Some(answered), _, _) => format!("Answered {answered}"),
+                    (None, _, Some(asked)) => format!("Asked {asked}, no answer yet"),
+                    (None, _, None) => "Never asked".to_owned(),
+                },
+            }
+        })
+        .collect();
+    let warning = match (awaiting, utility) {
+        (0, _) => None,
+        (total, Some(cents)) if cents < total.saturating_mul(100) => Some(format!(
+            "The B2C account holds {}: it cannot cover the {} of payouts awaiting approval.",
+            super::payouts::cents(cents),
+            format::money(total)
+        )),
+        (total, None) if b2c.is_some() => Some(format!(
+            "{} of payouts await approval and the B2C balance is not known: ask again.",
+            format::money(total)
+        )),
+        _ => None,
+    };
+    Ok(Some(BalanceTile {
+        rows,
+        warning,
+        awaiting: (awaiting > 0).then(|| format::money(awaiting)),
+    }))
+}
+
+/// `POST /admin/balance`: ask Account Balance again; the answers come by callback.
+pub async fn ask_balance(
+    State(state): State<AppState>,
+    form: crate::admin::csrf::ActionForm,
+) -> Result<Response, AdminError> {
+    let username = &form.admin.session.username;
+    let notice = match state.money_out.balances.ask().await {
+        Ok(_) => {
+            tracing::info!(%username, "Account Balance asked from the dashboard");
+            "balance_asked"
+        }
+        Err(error) => {
+            tracing::warn!(%username, %error, "Account Balance could not be asked");
+            "balance_failed"
+        }
+    };
+    Ok(axum::response::Redirect::to(&format!("/admin/?notice={notice}#balance")).into_response())
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    admin: Admin,
+    Params(params): Params,
+) -> Result<Response, AdminError> {
     let storage = &state.storage;
     let now = now_ms();
     let today_start = format::eat_day_start(now);
@@ -127,6 +255,7 @@ pub async fn show(State(state): State<AppState>, admin: Admin) -> Result<Respons
         limit: super::outbox::COUNT_CAP,
         cursor: None,
     };
+    let balance = balance_tile(&state).await?;
     let (today, week, volume, held, pending, initiated, dead, pending_events) = tokio::try_join!(
         storage.payment_stats(today_start, tomorrow),
         storage.payment_stats(week_start, tomorrow),
@@ -194,7 +323,8 @@ pub async fn show(State(state): State<AppState>, admin: Admin) -> Result<Respons
     waiting.truncate(ATTENTION_ROWS as usize);
 
     let page = OverviewPage {
-        layout: Layout::new("Overview", Section::Overview, &admin),
+        layout: Layout::new("Overview", Section::Overview, &admin)
+            .with_notice(layout::notice(params.get("notice"))),
         today: Totals::from(&today),
         week: Totals::from(&week),
         by_status,
@@ -211,6 +341,7 @@ pub async fn show(State(state): State<AppState>, admin: Admin) -> Result<Respons
         },
         dead: dead.items.iter().take(5).map(OutboxRow::from).collect(),
         outbox_pending: pending_events,
+        balance,
     };
     render(&page)
 }

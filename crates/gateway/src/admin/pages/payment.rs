@@ -8,7 +8,10 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use mpesa_storage::{OutboxAttempt, OutboxEvent, Payment, PaymentEvent, RawCallback, StorageError};
+use mpesa_storage::{
+    OutboxAttempt, OutboxEvent, Payment, PaymentEvent, RawCallback, Refund, RefundStatus,
+    StorageError,
+};
 
 use crate::admin::csrf::ActionForm;
 use crate::admin::error::AdminError;
@@ -17,6 +20,7 @@ use crate::admin::layout::{self, Layout, Section, render};
 use crate::admin::pages::{Fact, destination, facts, path_segment, payment_href};
 use crate::admin::params::Params;
 use crate::admin::session::Admin;
+use crate::money_out::refunds::refund_refusal;
 use crate::payments::{AdminDecision, PaymentError};
 use crate::state::AppState;
 
@@ -26,7 +30,7 @@ const MAX_NOTE_CHARS: usize = 500;
 pub struct Entry {
     pub at: i64,
     /// Among entries at the same millisecond, the order they happened in.
-    order: u8,
+    pub order: u8,
     pub when: String,
     pub machine: String,
     /// `t-callback`, `t-daraja`, `t-admin`, `t-notify`, `t-problem` or empty.
@@ -42,7 +46,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(at: i64, order: u8, class: &'static str, title: impl Into<String>) -> Self {
+    pub fn new(at: i64, order: u8, class: &'static str, title: impl Into<String>) -> Self {
         Entry {
             at,
             order,
@@ -70,6 +74,9 @@ struct PaymentPage {
     amount: String,
     needs_review: bool,
     review_reason: String,
+    /// The payment link it came through: its page and title (empty for none).
+    link_href: String,
+    link_title: String,
     request: Vec<Fact>,
     outcome: Vec<Fact>,
     metadata: String,
@@ -77,6 +84,54 @@ struct PaymentPage {
     can_query: bool,
     query_action: String,
     decide_action: String,
+    /// The latest refund of this payment, when there is one.
+    refund: Option<RefundBox>,
+    /// The Refund button's confirmation page, when the payment can be refunded now.
+    refund_href: Option<String>,
+}
+
+/// A refund as the payment's page shows it.
+pub struct RefundBox {
+    pub status: String,
+    pub badge: String,
+    pub facts: Vec<Fact>,
+}
+
+impl RefundBox {
+    fn new(r: &Refund) -> Self {
+        RefundBox {
+            status: format::label(r.status.as_str()),
+            badge: format::badge_class(r.status.as_str()),
+            facts: facts(vec![
+                ("Refund id", Some(r.id.clone()), true),
+                ("Amount", Some(format::money(r.amount)), false),
+                ("Reason", Some(r.reason.clone()), false),
+                ("Requested by", Some(r.requested_by.clone()), false),
+                ("Requested", Some(format::when_precise(r.created_at)), false),
+                (
+                    "Result",
+                    r.result_code
+                        .as_ref()
+                        .map(|c| format!("{c}: {}", r.result_desc.as_deref().unwrap_or_default())),
+                    false,
+                ),
+                ("Reversal receipt", r.reversal_receipt.clone(), true),
+                (
+                    "Final since",
+                    r.finalized_at.map(format::when_precise),
+                    false,
+                ),
+            ]),
+        }
+    }
+}
+
+/// The refund that blocks another one (pending or completed), if any.
+pub fn active_refund(refunds: &[Refund]) -> Option<&Refund> {
+    refunds
+        .iter()
+        .rev()
+        .find(|r| matches!(r.status, RefundStatus::Pending | RefundStatus::Completed))
 }
 
 pub async fn show(
@@ -89,16 +144,28 @@ pub async fn show(
     let Some(p) = storage.get_payment(&id).await? else {
         return Err(AdminError::NotFound("There is no such payment."));
     };
-    let (events, callbacks, outbox) = tokio::try_join!(
+    let (events, callbacks, outbox, refunds) = tokio::try_join!(
         storage.payment_events(&id),
         storage.callbacks_for_payment(&id),
         storage.outbox_for_payment(&id),
+        storage.refunds_for_payment(&id),
     )?;
     // A payment has a handful of notifications; their attempts are read one event at a time.
     let attempts =
         futures::future::try_join_all(outbox.iter().map(|e| storage.outbox_attempts(&e.id)))
             .await?;
     let timeline = timeline(&events, &callbacks, &outbox, &attempts);
+    let (link_href, link_title) = match &p.payment_link_id {
+        Some(link_id) => {
+            let title = storage
+                .get_payment_link(link_id)
+                .await?
+                .map(|l| l.title)
+                .unwrap_or_else(|| link_id.clone());
+            (crate::admin::pages::links::link_href(link_id), title)
+        }
+        None => (String::new(), String::new()),
+    };
 
     let page = PaymentPage {
         layout: Layout::new(
@@ -113,6 +180,8 @@ pub async fn show(
         amount: format::money(p.amount.shillings()),
         needs_review: p.needs_review,
         review_reason: p.review_reason.clone().unwrap_or_default(),
+        link_href,
+        link_title,
         request: request_facts(&p),
         outcome: outcome_facts(&p),
         metadata: p
@@ -124,6 +193,10 @@ pub async fn show(
         can_query: p.checkout_request_id.is_some(),
         query_action: format!("{}/query", payment_href(&p.id)),
         decide_action: format!("{}/decide", payment_href(&p.id)),
+        refund: refunds.last().map(RefundBox::new),
+        refund_href: refund_refusal(&p, active_refund(&refunds))
+            .is_none()
+            .then(|| format!("{}/refund", payment_href(&p.id))),
     };
     render(&page)
 }
@@ -169,6 +242,14 @@ fn request_facts(p: &Payment) -> Vec<Fact> {
             true,
         ),
         ("Started from", Some(p.source.as_str().to_owned()), false),
+        (
+            "Customer's language",
+            p.customer_language.map(|l| match l {
+                mpesa_domain::Lang::En => "English".to_owned(),
+                mpesa_domain::Lang::Sw => "Swahili".to_owned(),
+            }),
+            false,
+        ),
         ("API key", p.api_key_id.clone(), true),
         ("Created", Some(format::when_precise(p.created_at)), false),
     ])
@@ -320,6 +401,10 @@ fn event_title(kind: &str) -> (&'static str, String) {
         "held_for_review" => ("t-problem", "Held for review"),
         "admin_settled" => ("t-admin", "Settled by an admin"),
         "admin_rejected" => ("t-admin", "Rejected by an admin"),
+        "refund_requested" => ("t-admin", "Refund requested"),
+        "reversal_sent" => ("t-daraja", "Reversal sent to M-Pesa"),
+        "refund_completed" => ("t-daraja", "Refunded: M-Pesa reversed the payment"),
+        "refund_failed" => ("t-problem", "Refund failed"),
         other => return ("", format::label(other)),
     };
     (class, title.to_owned())
@@ -346,6 +431,15 @@ fn event_summary(e: &PaymentEvent) -> String {
             _ => text("error").unwrap_or_default(),
         },
         "push_refused" => text("error_message").unwrap_or_default(),
+        "refund_requested" => format!(
+            "By {}: {}",
+            text("requested_by").unwrap_or_else(|| "someone".into()),
+            text("reason").unwrap_or_default()
+        ),
+        "refund_completed" | "refund_failed" => match (text("result_code"), text("result_desc")) {
+            (Some(code), Some(desc)) => format!("Result {code}: {desc}"),
+            _ => String::new(),
+        },
         "push_outcome_unknown" => text("error").unwrap_or_default(),
         "push_accepted" => text("customer_message").unwrap_or_default(),
         _ => String::new(),

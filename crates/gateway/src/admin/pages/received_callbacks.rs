@@ -26,12 +26,14 @@ const OUTCOMES: [&str; 7] = [
     "unparseable",
     "stored",
 ];
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 7] = [
     "stk",
     "c2b_validation",
     "c2b_confirmation",
     "b2c_result",
     "timeout",
+    "initiator_result",
+    "pull",
 ];
 
 #[derive(Template)]

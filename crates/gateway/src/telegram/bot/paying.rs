@@ -96,6 +96,7 @@ impl Bot {
                     "bot_id": self.bot_id, "update_id": update_id, "chat_id": chat, "user_id": from.id,
                 }})),
                 payment_link_id: None,
+                customer_language: None,
             },
             origin: Origin::TelegramChat {
                 chat_id: chat,
@@ -104,6 +105,7 @@ impl Bot {
             idempotency: Some(idempotency),
             // The status message comes first (see `carry_on`).
             push: PushWhen::ByDoor,
+            limits: Vec::new(),
         };
         let payment = match self.payments.start(start).await {
             Ok(Started::Stored(p) | Started::Again(p)) => *p,

@@ -1,0 +1,183 @@
+//! The **Refund** button of a completed payment: `GET /admin/payments/{id}/refund` is a
+//! confirmation page that shows the amount (M-Pesa reverses the whole payment) and asks why;
+//! `POST` asks [`crate::money_out::Refunds::request`] and goes back to the payment, whose page
+//! then shows the refund's status. A payment that cannot be refunded (not completed, refunded
+//! already, a refund in flight) gets the reason instead of the form.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use mpesa_storage::Payment;
+
+use crate::admin::csrf::ActionForm;
+use crate::admin::error::AdminError;
+use crate::admin::format;
+use crate::admin::layout::{Layout, Section, render};
+use crate::admin::pages::payment::active_refund;
+use crate::admin::pages::{Fact, facts, payment_href};
+use crate::admin::session::Admin;
+use crate::ids::{random_token, sha256_hex};
+use crate::money_out::refunds::{RefundCreated, refund_refusal};
+use crate::money_out::{RefundError, Requester};
+use crate::state::AppState;
+use mpesa_storage::RefundRefusal;
+use serde_json::json;
+
+impl From<RefundError> for AdminError {
+    fn from(e: RefundError) -> Self {
+        match e {
+            RefundError::Storage(s) => s.into(),
+            RefundError::PaymentNotFound => AdminError::NotFound("There is no such payment."),
+            RefundError::NotFound => AdminError::NotFound("There is no such refund."),
+            RefundError::Invalid(m) | RefundError::Refused(m) => AdminError::BadRequest(m),
+            other => AdminError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/refund.html")]
+struct RefundPage {
+    layout: Layout,
+    amount: String,
+    payment_href: String,
+    action: String,
+    facts: Vec<Fact>,
+    /// Why this payment cannot be refunded (then there is no form).
+    refused: Option<String>,
+    /// What was wrong with the form just sent.
+    error: Option<String>,
+    reason: String,
+    /// This form's Idempotency-Key: a second click answers with the first refund.
+    form_key: String,
+}
+
+async fn page(
+    state: &AppState,
+    admin: &Admin,
+    id: &str,
+) -> Result<(RefundPage, Payment), AdminError> {
+    let storage = &state.storage;
+    let Some(p) = storage.get_payment(id).await? else {
+        return Err(AdminError::NotFound("There is no such payment."));
+    };
+    let refunds = storage.refunds_for_payment(id).await?;
+    let refused = if !state.money_out.initiator.configured() {
+        Some(RefundError::NotConfigured.to_string())
+    } else {
+        refund_refusal(&p, active_refund(&refunds)).map(|r| match r {
+            RefundRefusal::NotRefundable(why) => why,
+            RefundRefusal::AlreadyRefunded {
+                refund_id,
+                status: mpesa_storage::RefundStatus::Completed,
+            } => {
+                format!("the payment is already refunded ({refund_id})")
+            }
+            RefundRefusal::AlreadyRefunded { refund_id, .. } => {
+                format!("a refund of this payment is in flight ({refund_id})")
+            }
+            RefundRefusal::PaymentNotFound => "there is no such payment".into(),
+        })
+    };
+    let amount = format::money(p.amount.shillings());
+    let page = RefundPage {
+        layout: Layout::new(format!("Refund {amount}"), Section::Payments, admin),
+        amount,
+        payment_href: payment_href(&p.id),
+        action: format!("{}/refund", payment_href(&p.id)),
+        facts: facts(vec![
+            ("Payment id", Some(p.id.clone()), true),
+            ("Paid by", Some(p.payer()), true),
+            ("Account / reference", Some(p.reference.clone()), true),
+            ("M-Pesa receipt", p.mpesa_receipt_number.clone(), true),
+            ("Paid", p.finalized_at.map(format::when_precise), false),
+        ]),
+        refused: refused.map(|why| sentence(&why)),
+        error: None,
+        reason: String::new(),
+        form_key: random_token(24),
+    };
+    Ok((page, p))
+}
+
+/// `only a completed payment…` → `Only a completed payment….`
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut s: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    if !s.ends_with('.') {
+        s.push('.');
+    }
+    s
+}
+
+pub async fn confirm(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
+    let (page, _) = page(&state, &admin, &id).await?;
+    render(&page)
+}
+
+pub async fn request(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: ActionForm,
+) -> Result<Response, AdminError> {
+    let username = form.admin.session.username.clone();
+    let reason = form
+        .fields
+        .text("reason", "Reason")
+        .map_err(AdminError::BadRequest)?
+        .unwrap_or_default();
+    let claim = form
+        .fields
+        .get("form_key")
+        .filter(|k| k.len() <= 64)
+        .map(|k| {
+            let canonical = json!({ "refund_of": id, "reason": reason.trim() });
+            (k.to_owned(), sha256_hex(canonical.to_string()))
+        });
+    let answer = state
+        .money_out
+        .refunds
+        .request(&id, &reason, &Requester::admin(&username), claim)
+        .await;
+    let (status, message) = match answer {
+        Ok(RefundCreated::Created(r)) => {
+            tracing::info!(refund_id = %r.id, payment_id = %id, %username, "refund requested from the dashboard");
+            return Ok(
+                Redirect::to(&format!("{}?notice=refund_requested", payment_href(&id)))
+                    .into_response(),
+            );
+        }
+        // The same form sent twice (a double click): the first refund stands.
+        Ok(RefundCreated::Replay(_)) | Err(RefundError::InProgress { .. }) => {
+            return Ok(
+                Redirect::to(&format!("{}?notice=refund_requested", payment_href(&id)))
+                    .into_response(),
+            );
+        }
+        Err(RefundError::KeyReused) => (
+            StatusCode::CONFLICT,
+            "this form was already sent with another reason: reload the page".into(),
+        ),
+        Err(RefundError::Invalid(m)) => (StatusCode::BAD_REQUEST, m),
+        Err(RefundError::Refused(m)) => (StatusCode::CONFLICT, m),
+        Err(RefundError::NotConfigured) => {
+            (StatusCode::CONFLICT, RefundError::NotConfigured.to_string())
+        }
+        Err(other) => return Err(other.into()),
+    };
+    tracing::info!(payment_id = %id, %username, why = %message, "refund refused on the dashboard");
+    let (mut page, _) = page(&state, &form.admin, &id).await?;
+    page.error = Some(sentence(&message));
+    page.reason = reason;
+    let mut response = render(&page)?;
+    *response.status_mut() = status;
+    Ok(response)
+}

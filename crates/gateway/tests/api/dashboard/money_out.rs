@@ -1,0 +1,798 @@
+//! Money going out on the dashboard, over plain HTTP against a gateway and its simulator: the
+//! Payouts page (create, approve by another admin, refused for the admin who asked, reject), the
+//! Refund button's confirmation page and its refusals, and the overview's balance tile with its
+//! warning. The CLI's `payouts`, `payments refund` and `balance` run as the real binary.
+
+use std::time::Duration;
+
+use daraja_sim::config::InitialBalances;
+use mpesa_domain::Cents;
+use mpesa_gateway::cli::admin::hash_password;
+use mpesa_gateway::ids::{new_id, now_ms};
+use mpesa_storage::{AdminUser, Backend, Payout, PayoutStatus, RefundStatus};
+
+use super::browser::Browser;
+use super::*;
+use crate::on_every_backend;
+
+const B2C: &str = "/mpesa/b2c/v3/paymentrequest";
+const REVERSAL: &str = "/mpesa/reversal/v1/request";
+const BALANCE: &str = "/mpesa/accountbalance/v1/query";
+const WAIT: Duration = Duration::from_secs(20);
+/// The second admin.
+const OTHER: &str = "baraka";
+
+async fn add_user(gw: &TestGateway, username: &str) {
+    gw.storage()
+        .upsert_admin_user(&AdminUser {
+            id: new_id("usr"),
+            username: username.into(),
+            password_hash: hash_password(PASSWORD).unwrap(),
+            created_at: now_ms(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn signed_in_as(gw: &TestGateway, username: &str) -> AdminClient {
+    let client = AdminClient::new(gw);
+    let answer = client.sign_in(username, PASSWORD).await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    client
+}
+
+/// The value of the hidden field `name` on a page.
+fn hidden(body: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no hidden {name} on the page"))
+        + marker.len();
+    body[start..start + body[start..].find('"').unwrap()].to_owned()
+}
+
+fn daraja_requests(gw: &TestGateway, path: &str) -> usize {
+    gw.sim()
+        .requests()
+        .iter()
+        .filter(|r| r.path == path)
+        .count()
+}
+
+/// The payout id in a `/admin/payouts/{id}?notice=…` redirect.
+fn payout_id(location: &str) -> String {
+    location
+        .strip_prefix("/admin/payouts/")
+        .and_then(|rest| rest.split('?').next())
+        .unwrap_or_else(|| panic!("not a payout's page: {location}"))
+        .to_owned()
+}
+
+async fn wait_for_payout(gw: &TestGateway, id: &str, status: PayoutStatus) -> Payout {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let p = gw.storage().get_payout(id).await.unwrap().unwrap();
+        if p.status == status {
+            return p;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "payout {id} is {:?} after {WAIT:?}, waiting for {status:?}",
+            p.status
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn payout_form<'a>(csrf: &'a str, amount: &'a str, remarks: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("csrf", csrf),
+        ("phone", "0708 374 149"),
+        ("amount", amount),
+        ("purpose", "business"),
+        ("remarks", remarks),
+    ]
+}
+
+/// A gateway whose payouts above KSh 1,000 wait for approval (at most KSh 5,000 each), whose
+/// simulated B2C account holds `utility` cents.
+async fn payout_gateway(backend: Backend, utility: i64) -> TestGateway {
+    let mut options = Options::new(backend)
+        .env("PAYOUT_APPROVAL_ABOVE", "1000")
+        .env("PAYOUT_MAX_AMOUNT", "5000");
+    options.sim.initial_balances = InitialBalances {
+        utility: Cents(utility),
+        ..InitialBalances::default()
+    };
+    let gw = spawn_with(options).await;
+    add_admin(&gw).await;
+    add_user(&gw, OTHER).await;
+    gw
+}
+
+on_every_backend!(payouts_are_made_approved_by_another_admin_and_rejected);
+
+async fn payouts_are_made_approved_by_another_admin_and_rejected(backend: Backend) {
+    let gw = payout_gateway(backend, 100_000_000).await;
+    let amina = AdminClient::signed_in(&gw).await;
+    let page = amina.get("/admin/payouts").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body
+            .contains(r#"href="/admin/payouts" aria-current="page""#)
+    );
+    assert!(page.body.contains("Pay someone") && page.body.contains("No payouts match."));
+    assert!(
+        page.body.contains("above KSh 1,000 another admin approves"),
+        "the guardrails are shown"
+    );
+    let csrf = page.csrf();
+    let form_key = hidden(&page.body, "form_key");
+
+    // Below the approval line: stored, sent once, paid.
+    let mut form = payout_form(&csrf, "500", "Rider week 12");
+    form.push(("form_key", &form_key));
+    let answer = amina.post("/admin/payouts", &form).await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert!(
+        answer.location().ends_with("?notice=payout_sent"),
+        "{}",
+        answer.location()
+    );
+    let paid = payout_id(answer.location());
+    // The same form sent again (a double click) leads to the same payout, paid once.
+    let again = amina.post("/admin/payouts", &form).await;
+    assert_eq!(again.status, 303, "{}", again.body);
+    assert_eq!(again.location(), format!("/admin/payouts/{paid}"));
+    let p = wait_for_payout(&gw, &paid, PayoutStatus::Completed).await;
+    assert_eq!(p.requested_by, "admin:amina");
+    assert_eq!(daraja_requests(&gw, B2C), 1);
+    let page = amina.get(&format!("/admin/payouts/{paid}")).await;
+    assert_eq!(page.status, 200);
+    for text in [
+        "KSh 500 to 254708374149",
+        "Completed",
+        p.receipt.as_deref().unwrap(),
+        "Payout requested",
+        "By amina (dashboard).",
+        "B2C request stored before sending",
+        "B2C request sent to M-Pesa (once)",
+        "Daraja accepted the request",
+        "Result received",
+        "Paid",
+    ] {
+        assert!(page.body.contains(text), "the payout's page lacks {text:?}");
+    }
+    assert!(
+        !page.body.contains("Approve and send"),
+        "nothing to approve"
+    );
+
+    // Refused forms say why and keep what was typed; nothing is sent.
+    let answer = amina
+        .post("/admin/payouts", &payout_form(&csrf, "6000", "Too much"))
+        .await;
+    assert_eq!(answer.status, 400);
+    assert!(
+        answer
+            .body
+            .contains("Amount: above PAYOUT_MAX_AMOUNT (5000 shillings)."),
+        "{}",
+        answer.body
+    );
+    assert!(
+        answer.body.contains(r#"value="Too much""#),
+        "the form is kept"
+    );
+    let mut bad_phone = payout_form(&csrf, "100", "x y");
+    bad_phone[1] = ("phone", "0708");
+    let answer = amina.post("/admin/payouts", &bad_phone).await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.body.contains("Phone:"), "{}", answer.body);
+    let answer = amina
+        .post("/admin/payouts", &payout_form("wrong-token", "100", "x y"))
+        .await;
+    assert_eq!(answer.status, 403, "CSRF");
+    assert_eq!(daraja_requests(&gw, B2C), 1);
+
+    // Above the line: it waits; the admin who asked cannot approve it, and is told so.
+    let answer = amina
+        .post(
+            "/admin/payouts",
+            &payout_form(&csrf, "2000", "Supplier <b>March</b>"),
+        )
+        .await;
+    assert!(
+        answer.location().ends_with("?notice=payout_waits"),
+        "{}",
+        answer.location()
+    );
+    let waiting = payout_id(answer.location());
+    let page = amina.get(answer.location()).await;
+    assert!(page.body.contains("waits for approval"));
+    assert!(
+        page.body
+            .contains("You asked for this payout, so another admin must approve it.")
+    );
+    assert!(
+        page.body.contains(&escaped("Supplier <b>March</b>")),
+        "escaped"
+    );
+    assert!(!page.body.contains("Supplier <b>"), "never raw");
+    let answer = amina
+        .post(
+            &format!("/admin/payouts/{waiting}/approve"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert!(
+        answer.body.contains(
+            "Not approved: an admin cannot approve their own payout: another admin must."
+        ),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        gw.storage()
+            .get_payout(&waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        PayoutStatus::AwaitingApproval
+    );
+    assert_eq!(daraja_requests(&gw, B2C), 1, "nothing was sent");
+
+    // Another admin approves it: sent, paid, and the timeline names both.
+    let baraka = signed_in_as(&gw, OTHER).await;
+    let page = baraka.get(&format!("/admin/payouts/{waiting}")).await;
+    assert!(page.body.contains("Approve and send KSh 2,000"));
+    assert!(!page.body.contains("You asked for this payout"));
+    let answer = baraka
+        .post(
+            &format!("/admin/payouts/{waiting}/approve"),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert_eq!(
+        answer.location(),
+        format!("/admin/payouts/{waiting}?notice=payout_approved")
+    );
+    let p = wait_for_payout(&gw, &waiting, PayoutStatus::Completed).await;
+    assert_eq!(p.decided_by.as_deref(), Some("admin:baraka"));
+    assert_eq!(daraja_requests(&gw, B2C), 2);
+    let page = baraka.get(&format!("/admin/payouts/{waiting}")).await;
+    for text in [
+        "By amina (dashboard).",
+        "Approved",
+        "By baraka (dashboard).",
+        "Paid",
+    ] {
+        assert!(page.body.contains(text), "the story lacks {text:?}");
+    }
+    // Approving again is refused and sends nothing.
+    let answer = baraka
+        .post(
+            &format!("/admin/payouts/{waiting}/approve"),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(answer.status, 409);
+    assert!(
+        answer.body.contains("not awaiting approval"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(daraja_requests(&gw, B2C), 2);
+
+    // A rejection needs a note; it sends nothing and keeps the note with the admin's name.
+    let answer = amina
+        .post("/admin/payouts", &payout_form(&csrf, "1500", "Prize"))
+        .await;
+    let to_reject = payout_id(answer.location());
+    let reject = format!("/admin/payouts/{to_reject}/reject");
+    let csrf_b = baraka.get("/admin/payouts").await.csrf();
+    let answer = baraka
+        .post(&reject, &[("csrf", &csrf_b), ("note", " ")])
+        .await;
+    assert_eq!(answer.status, 409);
+    assert!(
+        answer
+            .body
+            .contains("Write a note saying why before rejecting.")
+    );
+    let answer = baraka
+        .post(
+            &reject,
+            &[("csrf", &csrf_b), ("note", "Not this week <script>")],
+        )
+        .await;
+    assert_eq!(
+        answer.location(),
+        format!("/admin/payouts/{to_reject}?notice=payout_rejected")
+    );
+    let p = gw.storage().get_payout(&to_reject).await.unwrap().unwrap();
+    assert_eq!(p.status, PayoutStatus::Rejected);
+    assert_eq!(p.decided_by.as_deref(), Some("admin:baraka"));
+    let page = baraka.get(&format!("/admin/payouts/{to_reject}")).await;
+    assert!(
+        page.body
+            .contains(&escaped("By baraka (dashboard): Not this week <script>")),
+        "{}",
+        page.body
+    );
+    assert_eq!(daraja_requests(&gw, B2C), 2);
+
+    // The list filters by state.
+    let list = amina.get("/admin/payouts?status=rejected").await;
+    assert!(list.body.contains(&format!("/admin/payouts/{to_reject}")));
+    assert!(!list.body.contains(&format!("/admin/payouts/{paid}")));
+    let list = amina.get("/admin/payouts").await;
+    for id in [&paid, &waiting, &to_reject] {
+        assert!(list.body.contains(&format!("/admin/payouts/{id}")));
+    }
+    assert_eq!(amina.get("/admin/payouts?status=lost").await.status, 400);
+
+    // A result that names no request is kept and shown, never applied.
+    let (status, _) = gw
+        .post_callback(
+            "result/b2c",
+            br#"{"Result":{"OriginatorConversationID":"nobody-asked-1","ResultType":0,"ResultCode":0,"ResultDesc":"The service request is processed successfully.","ConversationID":"AG_nobody","TransactionID":"NOBODY0001"}}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let unmatched = "/admin/callbacks?outcome=unmatched&amp;kind=initiator_result";
+    assert!(
+        list.body.contains(unmatched),
+        "the Payouts page links to them"
+    );
+    let page = amina.get(&unmatched.replace("&amp;", "&")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("nobody-asked-1"), "{}", page.body);
+    assert_eq!(amina.get("/admin/payouts/po_nope").await.status, 404);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refund_button_confirms_the_amount_and_says_why_it_cannot() {
+    let gw = spawn(Backend::Sqlite).await;
+    add_admin(&gw).await;
+    let admin = AdminClient::signed_in(&gw).await;
+    let paid = gw.pay(SUCCESS, 1500).await;
+    gw.wait_for_status(&paid, "completed", WAIT).await;
+    let payment_page = format!("/admin/payments/{paid}");
+    let confirm = format!("{payment_page}/refund");
+
+    let page = admin.get(&payment_page).await;
+    assert!(
+        page.body
+            .contains(&format!(r#"href="{confirm}">Refund…</a>"#)),
+        "a completed payment has the Refund button"
+    );
+    let page = admin.get(&confirm).await;
+    assert_eq!(page.status, 200);
+    for text in [
+        "Refund KSh 1,500",
+        "Send KSh 1,500 back to the customer?",
+        "M-Pesa reverses the whole payment",
+        r#"name="reason""#,
+    ] {
+        assert!(page.body.contains(text), "the confirmation lacks {text:?}");
+    }
+    let csrf = page.csrf();
+    let form_key = hidden(&page.body, "form_key");
+    // A reason is needed; nothing is sent without one.
+    let answer = admin
+        .post(&confirm, &[("csrf", &csrf), ("reason", "x")])
+        .await;
+    assert_eq!(answer.status, 400);
+    assert!(
+        answer.body.contains("Reason: 2 to 100 characters"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(daraja_requests(&gw, REVERSAL), 0);
+    assert_eq!(
+        admin
+            .post(&confirm, &[("reason", "Returned goods")])
+            .await
+            .status,
+        403,
+        "CSRF"
+    );
+
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("reason", "Returned <goods>"),
+        ("form_key", form_key.as_str()),
+    ];
+    let answer = admin.post(&confirm, &form).await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert_eq!(
+        answer.location(),
+        format!("{payment_page}?notice=refund_requested")
+    );
+    // A double click: the first refund stands, nothing more is sent.
+    let again = admin.post(&confirm, &form).await;
+    assert_eq!(again.location(), answer.location(), "{}", again.body);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let refund = loop {
+        let r = gw.storage().refunds_for_payment(&paid).await.unwrap();
+        if r.first()
+            .is_some_and(|r| r.status == RefundStatus::Completed)
+        {
+            break r[0].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refund not completed: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(refund.requested_by, "admin:amina");
+    assert_eq!(refund.amount, 1500);
+    assert_eq!(daraja_requests(&gw, REVERSAL), 1);
+    let page = admin.get(&payment_page).await;
+    for text in [
+        "Refund <span class=\"badge s-completed\">Completed</span>",
+        refund.id.as_str(),
+        &escaped("Returned <goods>"),
+        "Refund requested",
+        "Reversal sent to M-Pesa",
+        "Refunded: M-Pesa reversed the payment",
+    ] {
+        assert!(
+            page.body.contains(text),
+            "the payment's page lacks {text:?}"
+        );
+    }
+    assert!(!page.body.contains("Refund…"), "refunded once: no button");
+
+    // Refunded already: the confirmation page says so instead of asking, and a POST is refused.
+    let page = admin.get(&confirm).await;
+    assert!(
+        page.body
+            .contains(&format!("The payment is already refunded ({}).", refund.id)),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(r#"name="reason""#));
+    let answer = admin
+        .post(&confirm, &[("csrf", &csrf), ("reason", "Again")])
+        .await;
+    assert_eq!(answer.status, 409);
+    assert!(answer.body.contains("already refunded"));
+    assert_eq!(daraja_requests(&gw, REVERSAL), 1);
+
+    // Not completed: no button, and the page says why.
+    let failed = gw.pay(INSUFFICIENT_FUNDS, 300).await;
+    gw.wait_for_status(&failed, "failed", WAIT).await;
+    let page = admin.get(&format!("/admin/payments/{failed}")).await;
+    assert!(!page.body.contains("Refund…"));
+    let page = admin.get(&format!("/admin/payments/{failed}/refund")).await;
+    assert!(
+        page.body
+            .contains("Only a completed payment can be refunded; this one is failed."),
+        "{}",
+        page.body
+    );
+
+    // In flight: a refund whose result has not come yet blocks a second one.
+    gw.sim().update_faults(|f| {
+        f.flows.insert(
+            daraja_sim::Flow::Reversal,
+            daraja_sim::CallbackFaults {
+                suppress: true,
+                ..Default::default()
+            },
+        );
+    });
+    let other = gw.pay(SUCCESS, 200).await;
+    gw.wait_for_status(&other, "completed", WAIT).await;
+    let confirm = format!("/admin/payments/{other}/refund");
+    let answer = admin
+        .post(&confirm, &[("csrf", &csrf), ("reason", "Wrong size")])
+        .await;
+    assert_eq!(answer.status, 303);
+    let page = admin.get(&format!("/admin/payments/{other}")).await;
+    assert!(
+        page.body
+            .contains("Refund <span class=\"badge s-pending\">Pending</span>")
+    );
+    let page = admin.get(&confirm).await;
+    assert!(
+        page.body.contains("A refund of this payment is in flight"),
+        "{}",
+        page.body
+    );
+    assert_eq!(
+        admin.get("/admin/payments/pay_nope/refund").await.status,
+        404
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_balance_tile_shows_the_last_answers_and_warns_when_payouts_are_not_covered() {
+    // The simulated B2C account holds KSh 1,000.
+    let gw = payout_gateway(Backend::Sqlite, 100_000).await;
+    let admin = AdminClient::signed_in(&gw).await;
+    let overview = admin.get("/admin/").await;
+    assert!(overview.body.contains("M-Pesa balances"));
+    assert!(overview.body.contains("B2C 600000</strong>: No answer yet"));
+    assert!(overview.body.contains("Never asked"));
+    assert!(
+        !overview.body.contains("balance-warning"),
+        "nothing awaits approval"
+    );
+
+    let answer = admin
+        .post("/admin/balance", &[("csrf", &overview.csrf())])
+        .await;
+    assert_eq!(answer.status, 303);
+    assert_eq!(answer.location(), "/admin/?notice=balance_asked#balance");
+    assert!(daraja_requests(&gw, BALANCE) >= 1);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let overview = loop {
+        let page = admin.get("/admin/").await;
+        if page.body.contains("Utility Account KSh 1,000") {
+            break page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no balance answer shown: {}",
+            page.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(overview.body.contains("Answered "));
+    assert!(!overview.body.contains("balance-warning"));
+
+    // KSh 2,000 awaits approval: more than the B2C account holds.
+    let csrf = admin.get("/admin/payouts").await.csrf();
+    let answer = admin
+        .post("/admin/payouts", &payout_form(&csrf, "2000", "Supplier"))
+        .await;
+    assert!(answer.location().ends_with("?notice=payout_waits"));
+    let overview = admin.get("/admin/").await;
+    assert!(
+        overview.body.contains(
+            "The B2C account holds KSh 1,000: it cannot cover the KSh 2,000 of payouts awaiting approval."
+        ),
+        "{}",
+        overview.body
+    );
+    assert!(
+        overview
+            .body
+            .contains("KSh 2,000 of payouts await approval")
+    );
+    assert!(
+        overview.body.len() < 13_000,
+        "the overview with its balance tile stays lean (see dashboard::assets_and_unknown_pages): {} bytes",
+        overview.body.len()
+    );
+    gw.stop().await;
+}
+
+/// Runs the binary against a running gateway (`--url`, `--api-key`) and its database.
+async fn cli(gw: &TestGateway, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mpesa-gateway"))
+        .args(args)
+        .env("DATABASE_URL", gw.database.url())
+        .env("MPESA_GATEWAY_URL", &gw.base)
+        .env("MPESA_GATEWAY_API_KEY", &gw.api_key)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .await
+        .expect("run mpesa-gateway");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_pays_out_refunds_and_asks_for_the_balance() {
+    let gw = payout_gateway(Backend::Sqlite, 100_000_000).await;
+    let (ok, out, err) = cli(
+        &gw,
+        &[
+            "payouts",
+            "create",
+            "--phone",
+            "0708374149",
+            "--amount",
+            "700",
+            "--purpose",
+            "salary",
+            "--remarks",
+            "March salary",
+            "--occasion",
+            "March",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("KSh 700 to 254708374149"), "{out}");
+    assert!(out.contains("completed: M-Pesa receipt "), "{out}");
+    let payout = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    assert!(payout.starts_with("po_"), "{out}");
+    assert_eq!(daraja_requests(&gw, B2C), 1, "one B2C request");
+
+    let (ok, out, err) = cli(
+        &gw,
+        &[
+            "payouts",
+            "create",
+            "--phone",
+            "0708374149",
+            "--amount",
+            "3000",
+            "--remarks",
+            "Supplier",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("awaiting approval"), "{out}");
+    let (ok, _, err) = cli(
+        &gw,
+        &[
+            "payouts",
+            "create",
+            "--phone",
+            "0708374149",
+            "--amount",
+            "9000",
+            "--remarks",
+            "Too much",
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("PAYOUT_MAX_AMOUNT") && err.contains("[field: amount]"),
+        "{err}"
+    );
+    assert_eq!(daraja_requests(&gw, B2C), 1);
+
+    let (ok, out, err) = cli(&gw, &["payouts", "list", "--status", "completed"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&payout) && out.contains("salary"), "{out}");
+    assert!(!out.contains("Supplier"), "{out}");
+    let (ok, out, _) = cli(&gw, &["payouts", "list", "--status", "lost"]).await;
+    assert!(!ok, "{out}");
+    let (ok, out, err) = cli(&gw, &["payouts", "show", &payout]).await;
+    assert!(ok, "{err}");
+    for text in [
+        "\"status\": \"completed\"",
+        "requested",
+        "sent",
+        "completed",
+        "March salary",
+    ] {
+        assert!(out.contains(text), "payouts show lacks {text:?}: {out}");
+    }
+
+    let paid = gw.pay(SUCCESS, 250).await;
+    gw.wait_for_status(&paid, "completed", WAIT).await;
+    let (ok, out, err) = cli(
+        &gw,
+        &["payments", "refund", &paid, "--reason", "Returned goods"],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("KSh 250 back to the customer"), "{out}");
+    assert!(out.contains("completed: M-Pesa receipt"), "{out}");
+    let (ok, _, err) = cli(&gw, &["payments", "refund", &paid, "--reason", "Again"]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("already refunded") && err.contains("(conflict)"),
+        "{err}"
+    );
+    assert_eq!(daraja_requests(&gw, REVERSAL), 1);
+
+    let (ok, out, err) = cli(&gw, &["balance", "--wait-secs", "20"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("600000: answered "), "{out}");
+    assert!(out.contains("Utility Account"), "{out}");
+    // Without waiting, what came before is shown, or that nothing came yet.
+    let (ok, out, err) = cli(&gw, &["balance", "--wait-secs", "0"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("600000: "), "{out}");
+    gw.stop().await;
+}
+
+/// In Chromium: the Payouts page, a payout that waits and its refused self-approval, and the
+/// Refund button's confirmation; photographed into `target/dashboard-screenshots/` (20-…).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_and_a_refund_in_a_browser() {
+    let gw = payout_gateway(Backend::Sqlite, 100_000).await;
+    let paid = gw.pay(SUCCESS, 1500).await;
+    gw.wait_for_status(&paid, "completed", WAIT).await;
+    gw.state.money_out.balances.ask().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while gw
+        .state
+        .money_out
+        .balances
+        .b2c_utility_cents("600000")
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no balance answer");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    let b = Browser::start(&gw.base).await;
+    b.goto("/admin/payouts").await;
+    b.wait_for_path("/admin/sign-in").await;
+    b.type_into("#username", ADMIN).await;
+    b.type_into("#password", PASSWORD).await;
+    b.click("form[action='/admin/sign-in'] button[type=submit]")
+        .await;
+    b.wait_for_path("/admin/payouts").await;
+    b.wait_for_text("Pay someone").await;
+    b.snap("20-payouts-empty").await;
+
+    b.type_into("#po-phone", "0708 374 149").await;
+    b.type_into("#po-amount", "2000").await;
+    b.type_into("#po-remarks", "Supplier, March").await;
+    b.click("form[action='/admin/payouts'] button[type=submit]")
+        .await;
+    b.wait_for_query("notice=payout_waits").await;
+    let text = b.wait_for_text("Awaiting approval").await;
+    assert!(
+        text.contains("You asked for this payout, so another admin must approve it."),
+        "{text}"
+    );
+    b.snap("21-payout-awaiting-approval").await;
+    b.click("form[action$='/approve'] button[type=submit]")
+        .await;
+    let text = b
+        .wait_for_text("Not approved: an admin cannot approve their own payout")
+        .await;
+    assert!(text.contains("Awaiting approval"), "{text}");
+    b.snap("22-payout-own-approval-refused").await;
+    assert_eq!(daraja_requests(&gw, B2C), 0);
+
+    b.goto("/admin/payouts").await;
+    let text = b.wait_for_text("Supplier, March").await;
+    assert!(text.contains("KSh 2,000"), "{text}");
+    b.snap("23-payouts-list").await;
+
+    b.goto(&format!("/admin/payments/{paid}")).await;
+    b.click("a.button.danger").await;
+    b.wait_for_path(&format!("/admin/payments/{paid}/refund"))
+        .await;
+    let text = b
+        .wait_for_text("Send KSh 1,500 back to the customer?")
+        .await;
+    assert!(text.contains("M-Pesa reverses the whole payment"), "{text}");
+    b.snap("24-refund-confirmation").await;
+    b.type_into("#reason", "Returned goods").await;
+    b.click("form[action$='/refund'] button[type=submit]").await;
+    b.wait_for_query("notice=refund_requested").await;
+    b.wait_for_text("Refund requested").await;
+    b.snap("25-payment-refund-requested").await;
+
+    b.goto("/admin/").await;
+    let text = b.wait_for_text("M-Pesa balances").await;
+    assert!(
+        text.contains("cannot cover the KSh 2,000 of payouts awaiting approval"),
+        "{text}"
+    );
+    b.snap("26-overview-balance-warning").await;
+    b.close().await;
+    gw.stop().await;
+}
