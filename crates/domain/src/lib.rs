@@ -26,7 +26,7 @@ pub use payment_request::{
 pub use phone::{Msisdn, PhoneError, mask_checkout_request_id};
 pub use result_code::{CallbackVerdict, QueryVerdict, ResultCode};
 pub use state_machine::{
-    CallbackReport, Deadlines, LastQuery, NextCheck, Outcome, PaymentSnapshot, QueryReport,
-    ReviewChange, SuccessDetails, Transition, TransitionKind,
+    CallbackReport, Deadlines, LastQuery, NextCheck, Outcome, PaymentFieldsMut, PaymentSnapshot,
+    QueryReport, ReviewChange, SuccessDetails, Transition, TransitionKind,
 };
 pub use text::{AccountReference, Description, TextError, TransactionDesc, escape_html};

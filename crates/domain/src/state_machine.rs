@@ -130,7 +130,60 @@ pub struct Transition {
     pub note: Option<String>,
 }
 
+/// The fields of a stored payment that a transition writes, borrowed from wherever the payment
+/// lives (storage's row, a notification's copy of it).
+pub struct PaymentFieldsMut<'a> {
+    pub status: &'a mut PaymentStatus,
+    pub checkout_request_id: &'a mut Option<String>,
+    pub merchant_request_id: &'a mut Option<String>,
+    pub result_code: &'a mut Option<String>,
+    pub result_desc: &'a mut Option<String>,
+    pub mpesa_receipt_number: &'a mut Option<String>,
+    pub transaction_date: &'a mut Option<i64>,
+    pub needs_review: &'a mut bool,
+    pub review_reason: &'a mut Option<String>,
+    pub finalized_at: &'a mut Option<i64>,
+}
+
 impl Transition {
+    /// What this transition does to a payment written at `now`: the one definition, used by
+    /// storage when it writes the row and by the notification plan when it describes the row
+    /// that will be written. Fields the transition leaves `None` keep their value; the first
+    /// final status sets `finalized_at`.
+    pub fn apply(&self, p: PaymentFieldsMut<'_>, now: i64) {
+        *p.status = self.status;
+        let set = |field: &mut Option<String>, value: &Option<String>| {
+            if let Some(v) = value {
+                *field = Some(v.clone());
+            }
+        };
+        set(p.checkout_request_id, &self.checkout_request_id);
+        set(p.merchant_request_id, &self.merchant_request_id);
+        set(
+            p.result_code,
+            &self.result_code.as_ref().map(|c| c.as_str().to_owned()),
+        );
+        set(p.result_desc, &self.result_desc);
+        set(p.mpesa_receipt_number, &self.mpesa_receipt_number);
+        if let Some(v) = self.transaction_date_ms {
+            *p.transaction_date = Some(v);
+        }
+        match &self.review {
+            ReviewChange::Keep => {}
+            ReviewChange::Hold(reason) => {
+                *p.needs_review = true;
+                *p.review_reason = Some(reason.describe());
+            }
+            ReviewChange::Clear => {
+                *p.needs_review = false;
+                *p.review_reason = None;
+            }
+        }
+        if self.status.is_final() && p.finalized_at.is_none() {
+            *p.finalized_at = Some(now);
+        }
+    }
+
     pub(crate) fn new(kind: TransitionKind, status: PaymentStatus) -> Self {
         Transition {
             kind,
@@ -637,6 +690,81 @@ mod tests {
             Outcome::Changed(t) => t,
             other => panic!("expected a change, got {other:?}"),
         }
+    }
+
+    /// The fields of a stored payment, owned (what storage's row holds).
+    #[derive(Debug, PartialEq)]
+    struct Row {
+        status: PaymentStatus,
+        checkout: Option<String>,
+        merchant: Option<String>,
+        code: Option<String>,
+        desc: Option<String>,
+        receipt: Option<String>,
+        date: Option<i64>,
+        review: bool,
+        reason: Option<String>,
+        finalized: Option<i64>,
+    }
+
+    impl Row {
+        fn fields(&mut self) -> PaymentFieldsMut<'_> {
+            PaymentFieldsMut {
+                status: &mut self.status,
+                checkout_request_id: &mut self.checkout,
+                merchant_request_id: &mut self.merchant,
+                result_code: &mut self.code,
+                result_desc: &mut self.desc,
+                mpesa_receipt_number: &mut self.receipt,
+                transaction_date: &mut self.date,
+                needs_review: &mut self.review,
+                review_reason: &mut self.reason,
+                finalized_at: &mut self.finalized,
+            }
+        }
+    }
+
+    #[test]
+    fn a_transition_writes_what_it_carries_and_keeps_the_rest() {
+        let mut row = Row {
+            status: PaymentStatus::Pending,
+            checkout: Some("ws_CO_1".into()),
+            merchant: Some("m-1".into()),
+            code: None,
+            desc: None,
+            receipt: None,
+            date: None,
+            review: false,
+            reason: None,
+            finalized: None,
+        };
+        let t = changed(on_callback(
+            &snapshot(PaymentStatus::Pending),
+            &success(10_000, "254708374149", "SGA1XYZ123"),
+        ));
+        t.apply(row.fields(), 5_000);
+        assert_eq!(row.status, PaymentStatus::Completed);
+        assert_eq!(
+            row.checkout.as_deref(),
+            Some("ws_CO_1"),
+            "kept: not carried"
+        );
+        assert_eq!(row.merchant.as_deref(), Some("m-1"));
+        assert_eq!(row.code.as_deref(), Some("0"));
+        assert_eq!(row.receipt.as_deref(), Some("SGA1XYZ123"));
+        assert_eq!(row.date, Some(1_720_592_141_000));
+        assert_eq!(row.finalized, Some(5_000), "the first final status sets it");
+        // A later change (an admin's note on a final payment) never moves finalized_at.
+        let mut later = Transition::new(TransitionKind::AdminSettled, PaymentStatus::Completed);
+        later.review = ReviewChange::Hold(ReviewReason::ReceiptInUse);
+        later.apply(row.fields(), 9_000);
+        assert_eq!(row.finalized, Some(5_000));
+        assert!(row.review);
+        assert_eq!(row.reason, Some(ReviewReason::ReceiptInUse.describe()));
+        let mut cleared = Transition::new(TransitionKind::AdminSettled, PaymentStatus::Completed);
+        cleared.review = ReviewChange::Clear;
+        cleared.apply(row.fields(), 9_500);
+        assert_eq!((row.review, row.reason.as_deref()), (false, None));
     }
 
     #[test]

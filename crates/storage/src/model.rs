@@ -159,6 +159,22 @@ pub struct Payment {
 }
 
 impl Payment {
+    /// The fields a transition writes (`Transition::apply`).
+    pub fn fields_mut(&mut self) -> mpesa_domain::PaymentFieldsMut<'_> {
+        mpesa_domain::PaymentFieldsMut {
+            status: &mut self.status,
+            checkout_request_id: &mut self.checkout_request_id,
+            merchant_request_id: &mut self.merchant_request_id,
+            result_code: &mut self.result_code,
+            result_desc: &mut self.result_desc,
+            mpesa_receipt_number: &mut self.mpesa_receipt_number,
+            transaction_date: &mut self.transaction_date,
+            needs_review: &mut self.needs_review,
+            review_reason: &mut self.review_reason,
+            finalized_at: &mut self.finalized_at,
+        }
+    }
+
     pub fn snapshot(&self) -> PaymentSnapshot {
         PaymentSnapshot {
             status: self.status,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use mpesa_domain::{PaymentStatus, ReviewChange};
+use mpesa_domain::PaymentStatus;
 
 use crate::Millis;
 use crate::cursor::Keyset;
@@ -582,39 +582,7 @@ pub(crate) async fn insert_events_bulk<C: Conn>(
 pub(crate) fn updated(current: &Payment, update: &PaymentUpdate, now: Millis) -> Payment {
     let mut next = current.clone();
     if let Some(t) = &update.transition {
-        next.status = t.status;
-        if let Some(v) = &t.checkout_request_id {
-            next.checkout_request_id = Some(v.clone());
-        }
-        if let Some(v) = &t.merchant_request_id {
-            next.merchant_request_id = Some(v.clone());
-        }
-        if let Some(v) = &t.result_code {
-            next.result_code = Some(v.as_str().to_owned());
-        }
-        if let Some(v) = &t.result_desc {
-            next.result_desc = Some(v.clone());
-        }
-        if let Some(v) = &t.mpesa_receipt_number {
-            next.mpesa_receipt_number = Some(v.clone());
-        }
-        if let Some(v) = t.transaction_date_ms {
-            next.transaction_date = Some(v);
-        }
-        match &t.review {
-            ReviewChange::Keep => {}
-            ReviewChange::Hold(reason) => {
-                next.needs_review = true;
-                next.review_reason = Some(reason.describe());
-            }
-            ReviewChange::Clear => {
-                next.needs_review = false;
-                next.review_reason = None;
-            }
-        }
-    }
-    if next.status.is_final() && next.finalized_at.is_none() {
-        next.finalized_at = Some(now);
+        t.apply(next.fields_mut(), now);
     }
     if update.count_query {
         next.query_attempts = next.query_attempts.saturating_add(1);
@@ -785,7 +753,9 @@ pub(crate) async fn claim_due_checks<C: Conn>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mpesa_domain::{Amount, Msisdn, ResultCode, ReviewReason, Transition, TransitionKind};
+    use mpesa_domain::{
+        Amount, Msisdn, ResultCode, ReviewChange, ReviewReason, Transition, TransitionKind,
+    };
 
     fn payment() -> Payment {
         Payment {
