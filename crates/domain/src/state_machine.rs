@@ -73,6 +73,8 @@ pub enum TransitionKind {
     PushAccepted,
     PushRefused,
     PushOutcomeUnknown,
+    /// An orphan success callback tied to a payment whose push outcome was unknown.
+    CallbackAdopted,
     Callback,
     Query,
     Expired,
@@ -92,6 +94,7 @@ impl TransitionKind {
             TransitionKind::PushAccepted => "push_accepted",
             TransitionKind::PushRefused => "push_refused",
             TransitionKind::PushOutcomeUnknown => "push_outcome_unknown",
+            TransitionKind::CallbackAdopted => "callback_adopted",
             TransitionKind::Callback => "callback",
             TransitionKind::Query => "query",
             TransitionKind::Expired => "expired",
@@ -388,7 +391,7 @@ pub fn on_callback_adopted(
             "only a payment whose push outcome is unknown can adopt a callback",
         );
     }
-    let mut t = Transition::new(TransitionKind::PushAccepted, PaymentStatus::Pending);
+    let mut t = Transition::new(TransitionKind::CallbackAdopted, PaymentStatus::Pending);
     t.checkout_request_id = Some(checkout_request_id.to_owned());
     t.merchant_request_id = Some(merchant_request_id.to_owned());
     t.review = ReviewChange::Hold(ReviewReason::MatchedAfterUnknownPush);
@@ -979,6 +982,8 @@ mod tests {
         let mut p = snapshot(PaymentStatus::Initiated);
         p.checkout_request_id = None;
         let t = changed(on_callback_adopted(&p, "ws_CO_7", "m-7"));
+        // Its own kind, which names the timeline entry (it was written as `push_accepted`).
+        assert_eq!(t.kind.as_str(), "callback_adopted");
         assert_eq!(t.status, PaymentStatus::Pending);
         assert_eq!(t.checkout_request_id.as_deref(), Some("ws_CO_7"));
         assert_eq!(

@@ -227,6 +227,12 @@ impl App {
                     plan.clone(),
                 ),
                 balances: crate::money_out::Balances::new(initiator.clone(), short_codes),
+                receipts: crate::money_out::ReceiptChecks::new(
+                    storage.clone(),
+                    initiator.clone(),
+                    payments.clone(),
+                    plan.clone(),
+                ),
                 initiator,
             }
         };
@@ -264,6 +270,7 @@ impl App {
                         webhook_url,
                         storage.clone(),
                         payments.clone(),
+                        money_out.receipts.clone(),
                         metrics.clone(),
                     )
                     .map_err(|e| StartError::Config(format!("Telegram client: {e}")))?,

@@ -278,6 +278,29 @@ pub trait Storage: Send + Sync + 'static {
         decide: DecideRefundUpdate<'_>,
     ) -> Result<Option<(Refund, RefundUpdate)>>;
 
+    // ---- receipt checks (Transaction Status of a receipt code) -------------------------------
+
+    /// Stores a receipt check as `pending`, in flight for its code. `Conflict` when another
+    /// check of the code is in flight (see [`Storage::active_receipt_check`]).
+    async fn create_receipt_check(&self, check: NewReceiptCheck) -> Result<ReceiptCheck>;
+
+    async fn get_receipt_check(&self, id: &str) -> Result<Option<ReceiptCheck>>;
+
+    /// The check of `code` in flight, if any.
+    async fn active_receipt_check(&self, code: &str) -> Result<Option<ReceiptCheck>>;
+
+    /// The checks of `code`, newest first.
+    async fn receipt_checks_for(&self, code: &str, limit: u32) -> Result<Vec<ReceiptCheck>>;
+
+    /// Locks the check, asks `decide`, writes the change, its timeline entry and outbox rows in
+    /// one transaction (a final check leaves its code free for a new check).
+    async fn update_receipt_check(
+        &self,
+        id: &str,
+        now: Millis,
+        decide: DecideReceiptCheck<'_>,
+    ) -> Result<Option<(ReceiptCheck, ReceiptCheckUpdate)>>;
+
     /// Claims the idempotency key (if any), reserves the amount in the day's limit (if any; one
     /// conditional UPDATE, shared by every instance on the database), and stores the payout.
     async fn create_payout(

@@ -26,6 +26,7 @@ pub(crate) const SQLITE: &[MigrationFile] = migration_files!(
     "0006_money_out.sql",
     "0007_payment_links.sql",
     "0008_customer_language.sql",
+    "0009_receipt_checks.sql",
 );
 pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "postgres": "0001_initial.sql",
@@ -36,6 +37,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "0006_money_out.sql",
     "0007_payment_links.sql",
     "0008_customer_language.sql",
+    "0009_receipt_checks.sql",
 );
 pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "mysql": "0001_initial.sql",
@@ -46,6 +48,7 @@ pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "0006_money_out.sql",
     "0007_payment_links.sql",
     "0008_customer_language.sql",
+    "0009_receipt_checks.sql",
 );
 
 /// `0001_initial.sql` → version 1, description `initial`.

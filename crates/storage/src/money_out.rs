@@ -370,3 +370,98 @@ pub struct PayoutFilter {
 /// The idempotency claim of a refund or payout: the same table as payments' (the key space is
 /// the API key's), so one mechanism serves every POST that creates something.
 pub type MoneyOutClaim = IdempotencyClaim;
+
+// ---- receipt checks ------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptCheckStatus {
+    /// Asked; Safaricom's answer has not come.
+    Pending,
+    /// Safaricom answered (found or not found: `finding` says which).
+    Answered,
+    /// No answer: the request was refused, or it expired in M-Pesa's queue.
+    Failed,
+}
+
+impl ReceiptCheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiptCheckStatus::Pending => "pending",
+            ReceiptCheckStatus::Answered => "answered",
+            ReceiptCheckStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Answered, Self::Failed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
+    pub fn is_final(self) -> bool {
+        self != ReceiptCheckStatus::Pending
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReceiptCheck {
+    /// `rchk_…`.
+    pub id: String,
+    /// The M-Pesa receipt asked about (upper case).
+    pub code: String,
+    /// `admin:<name>`, `api:<key name>`, `telegram:<chat>`.
+    pub requested_by: String,
+    /// `api`, `dashboard`, `telegram`.
+    pub source: String,
+    /// The Telegram chat that asked (`/paid`), told when the answer comes.
+    pub telegram_chat: Option<i64>,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReceiptCheck {
+    pub id: String,
+    pub code: String,
+    pub status: ReceiptCheckStatus,
+    /// The Transaction Status request (`ireq_…`).
+    pub request_id: Option<String>,
+    /// What Safaricom said: `completed`, `reversed`, `not_found`, `other`.
+    pub finding: Option<String>,
+    /// What the gateway did with it: `booked`, `already_booked`, `other_short_code`,
+    /// `not_booked` (with why in `details`).
+    pub outcome: Option<String>,
+    pub result_code: Option<String>,
+    pub result_desc: Option<String>,
+    /// What the answer carried, as JSON text.
+    pub details: Option<String>,
+    pub payment_id: Option<String>,
+    pub requested_by: String,
+    pub source: String,
+    pub telegram_chats: Vec<i64>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub finalized_at: Option<Millis>,
+    pub version: i64,
+}
+
+/// A change to a receipt check, with what goes with it in the same transaction.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReceiptCheckUpdate {
+    pub status: Option<ReceiptCheckStatus>,
+    pub request_id: Option<String>,
+    pub finding: Option<String>,
+    pub outcome: Option<String>,
+    pub result_code: Option<String>,
+    pub result_desc: Option<String>,
+    pub details: Option<String>,
+    pub payment_id: Option<String>,
+    /// Another chat that asked.
+    pub add_telegram_chat: Option<i64>,
+    /// On the check's timeline.
+    pub event: Option<NewMoneyOutEvent>,
+    pub outbox: Vec<NewOutboxEvent>,
+}
+
+pub type DecideReceiptCheck<'a> =
+    &'a (dyn Fn(&ReceiptCheck) -> Option<ReceiptCheckUpdate> + Send + Sync);

@@ -48,6 +48,7 @@ contract!(
     a_payment_is_refunded_once_however_many_ask_at_once,
     the_daily_payout_limit_holds_across_instances,
     payouts_are_listed_filtered_and_updated,
+    one_receipt_check_per_code_is_in_flight_across_instances,
 );
 
 fn new_request(id: &str, kind: RequestKind, ocid: Option<&str>) -> NewInitiatorRequest {
@@ -730,4 +731,103 @@ async fn payouts_are_listed_filtered_and_updated(db: TestDatabase) {
         .collect();
     assert_eq!(timeline, ["requested", "approved"]);
     let _ = Arc::clone(&s);
+}
+
+/// At most one check of a receipt code is in flight, whichever instance asks (the unique
+/// active code); a final check frees the code, keeps its answer and chats, and writes its
+/// outbox rows with it.
+async fn one_receipt_check_per_code_is_in_flight_across_instances(db: TestDatabase) {
+    let instances = [db.storage(), db.connect_another().await];
+    let new = |id: &str, chat: Option<i64>| NewReceiptCheck {
+        id: id.into(),
+        code: "SGA1XYZ123".into(),
+        requested_by: "api:test".into(),
+        source: "api".into(),
+        telegram_chat: chat,
+        created_at: 1_000,
+    };
+    let first = instances[0]
+        .create_receipt_check(new("rchk_1", Some(77)))
+        .await
+        .unwrap();
+    assert_eq!(first.status, ReceiptCheckStatus::Pending);
+    assert_eq!(first.telegram_chats, vec![77]);
+    assert!(matches!(
+        instances[1].create_receipt_check(new("rchk_2", None)).await,
+        Err(StorageError::Conflict(_))
+    ));
+    let active = instances[1]
+        .active_receipt_check("SGA1XYZ123")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(active.id, "rchk_1");
+    // Another chat asks; then the answer makes it final, with a message to each chat.
+    instances[1]
+        .update_receipt_check("rchk_1", 2_000, &|_| {
+            Some(ReceiptCheckUpdate {
+                add_telegram_chat: Some(88),
+                ..Default::default()
+            })
+        })
+        .await
+        .unwrap();
+    let (done, _) = instances[0]
+        .update_receipt_check("rchk_1", 3_000, &|c| {
+            Some(ReceiptCheckUpdate {
+                status: Some(ReceiptCheckStatus::Answered),
+                finding: Some("not_found".into()),
+                result_code: Some("2032".into()),
+                details: Some("{}".into()),
+                outbox: c
+                    .telegram_chats
+                    .iter()
+                    .map(|chat| NewOutboxEvent {
+                        id: format!("evt_{chat}"),
+                        payment_id: None,
+                        channel: Channel::Telegram,
+                        event_type: "receipt_check".into(),
+                        destination: chat.to_string(),
+                        payload: "{}".into(),
+                        dedupe_key: format!("rchk_1:{chat}"),
+                        created_at: 3_000,
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.telegram_chats, vec![77, 88]);
+    assert_eq!(
+        (done.status, done.finalized_at, done.version),
+        (ReceiptCheckStatus::Answered, Some(3_000), 3)
+    );
+    assert_eq!(instances[0].outbox_counts().await.unwrap().pending, 2);
+    assert!(
+        instances[0]
+            .active_receipt_check("SGA1XYZ123")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The code is free again: a new check, and the newest comes first.
+    let mut second = new("rchk_2", None);
+    second.created_at = 4_000;
+    instances[1].create_receipt_check(second).await.unwrap();
+    let all: Vec<String> = instances[0]
+        .receipt_checks_for("SGA1XYZ123", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(all, ["rchk_2", "rchk_1"]);
+    let stored = instances[0]
+        .get_receipt_check("rchk_1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, done);
 }

@@ -121,6 +121,9 @@ pub fn notice(code: Option<&str>) -> Option<&'static str> {
         "link_disabled" => {
             "The link is disabled: its page says so and its account number no longer pays it."
         }
+        "receipt_asked" => {
+            "Safaricom was asked about this receipt (Transaction Status); its answer shows here when it comes."
+        }
         "refund_requested" => {
             "The refund was requested: the Reversal went to M-Pesa and its result will show here."
         }

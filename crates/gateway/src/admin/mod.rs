@@ -52,6 +52,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/payments/{id}", get(pages::payment::show))
         .route("/admin/payments/{id}/query", post(pages::payment::query))
         .route("/admin/payments/{id}/decide", post(pages::payment::decide))
+        .route("/admin/receipts/check", post(pages::receipts::check))
+        .route("/admin/receipts/{code}", get(pages::receipts::show))
         .route(
             "/admin/payments/{id}/refund",
             get(pages::refund::confirm).post(pages::refund::request),

@@ -112,11 +112,11 @@ pub fn decide_stk(
         state_machine::Outcome::Unchanged(_) => CallbackOutcome::Ignored,
     };
     let mut update = build_update(plan, payment, outcome, now);
-    if update.transition.is_none() {
+    let Some(kind) = update.transition.as_ref().map(|t| t.kind) else {
         return CallbackDecision::only(decision);
-    }
+    };
     update.event = Some(NewPaymentEvent {
-        kind: "callback".into(),
+        kind: kind.as_str().to_owned(),
         detail: json!({
             "callback_id": incoming.id,
             "result_code": report.result_code.as_str(),

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod money_out;
 pub mod openapi;
 pub mod payment_links;
+pub mod receipts;
 pub mod server;
 pub mod service;
 
@@ -53,6 +54,11 @@ pub fn router(state: AppState) -> Router {
             post(money_out::refund_payment),
         )
         .route("/api/v1/refunds/{id}", get(money_out::get_refund))
+        .route("/api/v1/receipts/{code}", get(receipts::show_receipt))
+        .route(
+            "/api/v1/receipts/{code}/check",
+            post(receipts::check_receipt),
+        )
         .route(
             "/api/v1/payouts",
             post(money_out::create_payout).get(money_out::list_payouts),

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{api, c2b, money_out, payment_links};
+use crate::http::{api, c2b, money_out, payment_links, receipts};
 use crate::money_out::balance::{BalanceAccount, BalanceView};
 use crate::money_out::view::{PayoutView, RefundView};
 use crate::payments::PaymentView;
@@ -21,7 +21,7 @@ use crate::payments::PaymentView;
         payment_links::create, payment_links::list, payment_links::show, payment_links::disable,
         money_out::refund_payment, money_out::get_refund, money_out::create_payout,
         money_out::get_payout, money_out::list_payouts, money_out::ask_balance,
-        money_out::get_balance
+        money_out::get_balance, receipts::check_receipt, receipts::show_receipt
     ),
     components(schemas(
         PaymentView, api::CreatePaymentRequest, api::PaymentList, api::ErrorBody, api::ErrorDetail,
@@ -29,7 +29,8 @@ use crate::payments::PaymentView;
         payment_links::CreateLinkRequest, payment_links::LinkView, payment_links::LinkList,
         payment_links::LinkDetail, payment_links::LinkTotalView,
         money_out::RefundRequest, money_out::CreatePayoutBody, money_out::PayoutList,
-        money_out::BalanceList, RefundView, PayoutView, BalanceView, BalanceAccount
+        money_out::BalanceList, RefundView, PayoutView, BalanceView, BalanceAccount,
+        receipts::ReceiptCheckView
     )),
     modifiers(&ApiKeyAuth),
     tags(
@@ -38,7 +39,8 @@ use crate::payments::PaymentView;
         (name = "payment links", description = "Links a business sends or prints: a public page where the customer pays (STK Push, or the paybill with the link's account number)"),
         (name = "refunds", description = "Refunds: M-Pesa Reversal of a whole payment, once"),
         (name = "payouts", description = "Payouts: B2C payments to customers, with guardrails"),
-        (name = "balance", description = "Account Balance of the B2C and paybill/till shortcodes")
+        (name = "balance", description = "Account Balance of the B2C and paybill/till shortcodes"),
+        (name = "receipts", description = "Checking an M-Pesa receipt with Safaricom (Transaction Status): what it says, and the payment it belongs to")
     )
 )]
 pub struct ApiDoc;

@@ -8,6 +8,7 @@ pub mod balance;
 pub mod initiator;
 pub mod notify;
 pub mod payouts;
+pub mod receipts;
 pub mod refunds;
 pub mod resolver;
 pub mod view;
@@ -17,6 +18,7 @@ pub use initiator::{
     Ask, CallbackDoor, Initiator, InitiatorError, InitiatorOwner, InitiatorSettings,
 };
 pub use payouts::{PayoutError, PayoutPurpose, PayoutRequest, Payouts};
+pub use receipts::{ReceiptChecks, ReceiptError};
 pub use refunds::{RefundError, Refunds};
 
 /// Who asked for a refund or payout, as the audit trail names them.
@@ -34,6 +36,15 @@ impl Requester {
         Requester {
             name: format!("admin:{username}"),
             source: "dashboard",
+            api_key_id: None,
+        }
+    }
+
+    /// A customer in a Telegram chat (`/paid`).
+    pub fn telegram(chat_id: i64) -> Self {
+        Requester {
+            name: format!("telegram:{chat_id}"),
+            source: "telegram",
             api_key_id: None,
         }
     }
@@ -60,6 +71,8 @@ pub struct MoneyOut {
     pub refunds: Refunds,
     pub payouts: Payouts,
     pub balances: Balances,
+    /// Checking receipt codes with Safaricom (Transaction Status).
+    pub receipts: ReceiptChecks,
 }
 
 #[cfg(test)]

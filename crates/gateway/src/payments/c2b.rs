@@ -589,3 +589,78 @@ impl Payments {
         }
     }
 }
+
+/// What booking a C2B payment found by Transaction Status did.
+#[derive(Debug, Clone)]
+pub enum StatusBooking {
+    /// Booked now (`recovered_by: "status"`).
+    Booked(Box<Payment>),
+    /// The receipt was booked already, by some path: that payment.
+    AlreadyBooked(Box<Payment>),
+    /// Kept, not booked: why (another shortcode, an odd amount, an open STK payment that could
+    /// be it), in words and as a kind.
+    NotBooked { why: NotBooked, note: String },
+}
+
+/// Why a payment Transaction Status found was not booked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotBooked {
+    /// Paid to a shortcode this gateway does not serve.
+    OtherShortCode,
+    /// An open STK payment could be it: settled with it.
+    AwaitStk,
+    Other,
+}
+
+impl NotBooked {
+    fn of(verdict: &C2bDecision) -> Self {
+        match verdict {
+            C2bDecision::NotOurShortCode => NotBooked::OtherShortCode,
+            C2bDecision::AwaitStk => NotBooked::AwaitStk,
+            _ => NotBooked::Other,
+        }
+    }
+}
+
+impl Payments {
+    /// Books a C2B payment a Transaction Status answer found, through the same path as a
+    /// confirmation or a pulled record: storage's unique receipt makes the `TransID` settle
+    /// once, whichever path comes first.
+    pub async fn book_from_status(&self, report: C2bReport) -> Result<StatusBooking, StorageError> {
+        if let Some(p) = self
+            .storage
+            .find_payment_by_receipt(&report.receipt)
+            .await?
+        {
+            return Ok(StatusBooking::AlreadyBooked(Box::new(p)));
+        }
+        let prepared = self.prepare_c2b(report, C2bPath::Status).await?;
+        if let Some(note) = prepared.note() {
+            return Ok(StatusBooking::NotBooked {
+                why: NotBooked::of(&prepared.verdict),
+                note,
+            });
+        }
+        let now = now_ms();
+        let decision = decide_c2b(&self.plan, &prepared, None, "transaction_status", now);
+        let (Some(book), Some(update)) = (decision.book, decision.update) else {
+            return Ok(StatusBooking::NotBooked {
+                why: NotBooked::of(&prepared.verdict),
+                note: "not a payment this gateway books".into(),
+            });
+        };
+        let (holder, ours) = self.storage.book_payment(&book, &update, now).await?;
+        if ours {
+            self.after_write(&holder, &update);
+            tracing::warn!(payment_id = %holder.id, receipt = %prepared.report.receipt, "C2B confirmation never came; payment recovered by Transaction Status");
+            Ok(StatusBooking::Booked(Box::new(holder)))
+        } else {
+            Ok(StatusBooking::AlreadyBooked(Box::new(holder)))
+        }
+    }
+
+    /// The paybill or till customers pay on their own (`MPESA_C2B_SHORT_CODE`).
+    pub fn c2b_short_code(&self) -> &str {
+        &self.settings.c2b.short_code
+    }
+}

@@ -158,7 +158,7 @@ async fn check_one(payments: &Payments, payment: Payment) {
     });
     // Expiry, or a hold for a person; and the next check, written with it.
     let result = payments
-        .apply_with(&payment.id, "expired", detail, move |p| {
+        .apply_with(&payment.id, detail, move |p| {
             let outcome = state_machine::on_expiry(&p.snapshot(), now, &deadlines, last);
             let after = match &outcome {
                 Outcome::Changed(t) => crate::payments::after_transition(p, t, now),
@@ -275,7 +275,7 @@ pub async fn adopt_orphan_callbacks(
         let detail = json!({ "callback_id": cb.id, "checkout_request_id": checkout });
         let ids = (checkout.clone(), merchant);
         let Some(pending) = payments
-            .apply(&payment.id, "callback_adopted", detail, move |p| {
+            .apply(&payment.id, detail, move |p| {
                 state_machine::on_callback_adopted(&p.snapshot(), &ids.0, &ids.1)
             })
             .await

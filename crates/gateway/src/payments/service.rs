@@ -189,7 +189,7 @@ impl Payments {
                     "duration_ms": elapsed_ms,
                 });
                 let updated = self
-                    .apply(&payment.id, "push_accepted", detail, move |p| {
+                    .apply(&payment.id, detail, move |p| {
                         state_machine::on_push_accepted(&p.snapshot(), &ids.0, &ids.1)
                     })
                     .await?;
@@ -200,12 +200,9 @@ impl Payments {
                 let reason = error.to_string();
                 let detail = json!({ "error": reason, "duration_ms": elapsed_ms });
                 let updated = self
-                    .apply(
-                        &payment.id,
-                        TransitionKind::PushOutcomeUnknown.as_str(),
-                        detail,
-                        move |p| state_machine::on_push_outcome_unknown(&p.snapshot(), &reason),
-                    )
+                    .apply(&payment.id, detail, move |p| {
+                        state_machine::on_push_outcome_unknown(&p.snapshot(), &reason)
+                    })
                     .await?;
                 tracing::warn!(payment_id = %payment.id, %error, "push outcome unknown; not sending it again, the reconciler will resolve it");
                 Ok(PushOutcome::Unknown {
@@ -223,7 +220,7 @@ impl Payments {
                     "duration_ms": elapsed_ms,
                 });
                 let updated = self
-                    .apply(&payment.id, "push_refused", detail, move |p| {
+                    .apply(&payment.id, detail, move |p| {
                         state_machine::on_push_refused(&p.snapshot(), &code, &message)
                     })
                     .await?;
@@ -311,7 +308,7 @@ impl Payments {
                                 schedule_if_open(&after, now, LastQuery::Answered(verdict));
                         }
                         update.event = Some(NewPaymentEvent {
-                            kind: "query".into(),
+                            kind: TransitionKind::Query.as_str().to_owned(),
                             detail: detail.to_string(),
                         });
                         Some(update)
@@ -337,7 +334,7 @@ impl Payments {
                             update.schedule = schedule_if_open(p, now, LastQuery::Unanswered);
                         }
                         update.event = Some(NewPaymentEvent {
-                            kind: "query".into(),
+                            kind: TransitionKind::Query.as_str().to_owned(),
                             detail: detail.to_string(),
                         });
                         Some(update)
@@ -348,18 +345,16 @@ impl Payments {
         }
     }
 
-    /// Applies one state-machine event to a payment, with its timeline entry and outbox rows.
+    /// Applies one state-machine event to a payment, with its timeline entry (named by the
+    /// transition's kind) and outbox rows.
     pub(crate) async fn apply(
         &self,
         id: &str,
-        event_kind: &str,
         detail: serde_json::Value,
         decide: impl Fn(&Payment) -> Outcome + Send + Sync,
     ) -> Result<Option<Payment>, PaymentError> {
-        self.apply_with(id, event_kind, detail, move |p| {
-            (decide(p), CheckSchedule::Keep)
-        })
-        .await
+        self.apply_with(id, detail, move |p| (decide(p), CheckSchedule::Keep))
+            .await
     }
 
     /// As [`Payments::apply`], and sets the reconciler's next check in the same write, whether
@@ -367,29 +362,32 @@ impl Payments {
     pub(crate) async fn apply_with(
         &self,
         id: &str,
-        event_kind: &str,
         detail: serde_json::Value,
         decide: impl Fn(&Payment) -> (Outcome, CheckSchedule) + Send + Sync,
     ) -> Result<Option<Payment>, PaymentError> {
         let plan = self.plan.clone();
         let now = self.clock.now_ms();
         let detail = detail.to_string();
-        let kind = event_kind.to_owned();
         let written = self
             .storage
             .update_payment(id, now, &move |p: &Payment| {
                 let (outcome, schedule) = decide(p);
-                let changed = matches!(outcome, Outcome::Changed(_));
-                if !changed && schedule == CheckSchedule::Keep {
+                // The timeline names the transition itself (`TransitionKind`), never a label
+                // written beside it.
+                let changed = match &outcome {
+                    Outcome::Changed(t) => Some(t.kind),
+                    _ => None,
+                };
+                if changed.is_none() && schedule == CheckSchedule::Keep {
                     return None;
                 }
                 let mut update = build_update(&plan, p, outcome, now);
                 if update.schedule == CheckSchedule::Keep {
                     update.schedule = schedule;
                 }
-                if changed {
+                if let Some(kind) = changed {
                     update.event = Some(NewPaymentEvent {
-                        kind: kind.clone(),
+                        kind: kind.as_str().to_owned(),
                         detail: detail.clone(),
                     });
                 }
@@ -527,10 +525,6 @@ impl Payments {
             .map(str::trim)
             .filter(|r| !r.is_empty())
             .map(str::to_owned);
-        let kind = match decision {
-            AdminDecision::Settle => "admin_settled",
-            AdminDecision::Reject => "admin_rejected",
-        };
         let detail = json!({ "by": username, "note": note, "receipt": receipt });
         let Some(payment) = self.storage.get_payment(id).await? else {
             return Err(PaymentError::NotFound);
@@ -548,7 +542,7 @@ impl Payments {
             }
             _ => false,
         };
-        self.apply(id, kind, detail, move |p| match decision {
+        self.apply(id, detail, move |p| match decision {
             AdminDecision::Settle => {
                 let mut outcome =
                     state_machine::on_admin_settle(&p.snapshot(), &note, receipt.as_deref());

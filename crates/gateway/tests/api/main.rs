@@ -21,6 +21,7 @@ mod outbox_process;
 mod outbox_receivers;
 mod payment_links;
 mod payments;
+mod receipts;
 mod reconcile;
 mod service;
 mod shared_token;

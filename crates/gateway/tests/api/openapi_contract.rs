@@ -33,6 +33,74 @@ fn list_param(doc: &Value, name: &str) -> Value {
         .clone()
 }
 
+/// Every operation has its own operationId (Schemathesis resolves inferred links by it: two
+/// handlers named `show` sent a payment link's id to the receipt route).
+#[test]
+fn operation_ids_are_unique() {
+    let doc = doc();
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if let Some(id) = operation["operationId"].as_str() {
+                let here = format!("{method} {path}");
+                if let Some(before) = seen.insert(id.to_owned(), here.clone()) {
+                    panic!("operationId {id} is used by {before} and {here}");
+                }
+            }
+        }
+    }
+}
+
+/// The receipt code's documented path pattern accepts exactly the codes the receipt routes
+/// accept (schemathesis sends what the pattern allows and expects it to be taken).
+#[test]
+fn the_receipt_code_pattern_is_the_validation() {
+    let doc = doc();
+    for path in ["/api/v1/receipts/{code}", "/api/v1/receipts/{code}/check"] {
+        let operation = &doc["paths"][path];
+        let operation = if operation["get"].is_object() {
+            &operation["get"]
+        } else {
+            &operation["post"]
+        };
+        let param = operation["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} has parameters"))
+            .iter()
+            .find(|p| p["name"] == "code")
+            .unwrap_or_else(|| panic!("{path} documents code"));
+        let code = pattern(&param["schema"]);
+        for sample in [
+            "SGA1XYZ123",
+            "0000000000",
+            "ABCDEFGHIJ",
+            "sga1xyz123",
+            "SGA1XYZ12",
+            "SGA1XYZ1234",
+            "SGA1-XYZ12",
+            " SGA1XYZ12",
+            "SGA1XYZ12 ",
+            "SGA1XYZ12\n",
+            "SGA1XYZ12É",
+            "ＳGA1XYZ123",
+            "",
+        ] {
+            assert_eq!(
+                code.is_match(sample),
+                mpesa_gateway::money_out::receipts::parse_code(sample).is_ok(),
+                "{path}: {sample:?}"
+            );
+        }
+        for status in ["401", "404", "422", "503"] {
+            assert!(
+                operation["responses"][status].is_object(),
+                "{path} documents {status}"
+            );
+        }
+    }
+    assert!(doc["paths"]["/api/v1/receipts/{code}/check"]["post"]["responses"]["409"].is_object());
+}
+
 /// Each documented pattern accepts exactly what the validation accepts, on the written forms
 /// people use and on the edge cases around them.
 #[test]

@@ -7,6 +7,7 @@ pub(crate) mod links;
 pub(crate) mod money_out;
 pub(crate) mod outbox;
 pub(crate) mod payments;
+pub(crate) mod receipts;
 pub(crate) mod received_callbacks;
 pub(crate) mod settings;
 pub(crate) mod stats;
@@ -419,6 +420,35 @@ impl<D: Driver> Storage for SqlStorage<D> {
         decide: DecideRefundUpdate<'_>,
     ) -> Result<Option<(Refund, RefundUpdate)>> {
         write_tx!(self, "update_refund", |c| money_out::update_refund(
+            c, id, now, decide
+        ))
+    }
+
+    async fn create_receipt_check(&self, check: NewReceiptCheck) -> Result<ReceiptCheck> {
+        write_tx!(self, "create_receipt_check", |c| receipts::insert(
+            c, &check
+        ))
+    }
+
+    async fn get_receipt_check(&self, id: &str) -> Result<Option<ReceiptCheck>> {
+        read!(self, |c| receipts::by_id(c, id, Lock::None))
+    }
+
+    async fn active_receipt_check(&self, code: &str) -> Result<Option<ReceiptCheck>> {
+        read!(self, |c| receipts::active(c, code))
+    }
+
+    async fn receipt_checks_for(&self, code: &str, limit: u32) -> Result<Vec<ReceiptCheck>> {
+        read!(self, |c| receipts::for_code(c, code, limit))
+    }
+
+    async fn update_receipt_check(
+        &self,
+        id: &str,
+        now: Millis,
+        decide: DecideReceiptCheck<'_>,
+    ) -> Result<Option<(ReceiptCheck, ReceiptCheckUpdate)>> {
+        write_tx!(self, "update_receipt_check", |c| receipts::update(
             c, id, now, decide
         ))
     }

@@ -7,6 +7,7 @@ pub mod overview;
 pub mod payment;
 pub mod payments;
 pub mod payouts;
+pub mod receipts;
 pub mod received_callbacks;
 pub mod refund;
 pub mod settings;

@@ -16,6 +16,7 @@ enum Command<'a> {
     Start,
     Help,
     Pay(&'a str),
+    Paid(&'a str),
     Status,
     History,
     Unlink,
@@ -126,6 +127,10 @@ impl Bot {
                 self.count("pay");
                 self.pay(update_id, &m, &from, args).await
             }
+            Command::Paid(args) => {
+                self.count("paid");
+                self.paid(chat, args).await
+            }
             Command::Status => {
                 self.count("status");
                 self.status(chat).await
@@ -166,6 +171,7 @@ impl Bot {
             "start" => Command::Start,
             "help" => Command::Help,
             "pay" => Command::Pay(args),
+            "paid" => Command::Paid(args),
             "status" => Command::Status,
             "history" => Command::History,
             "unlink" => Command::Unlink,

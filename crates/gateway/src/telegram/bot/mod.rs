@@ -11,7 +11,7 @@
 //!
 //! A module a job: [`dispatch`] (which command a message is, who may use it), [`linking`] (a
 //! chat and its phone number), [`paying`] (`/pay` through [`Payments::start`], the status
-//! message and its button), [`history`] (`/status`, `/history`), [`admin`] (`/stats`,
+//! message and its button), [`receipts`] (`/paid CODE`: a receipt checked with Safaricom), [`history`] (`/status`, `/history`), [`admin`] (`/stats`,
 //! `/pending` in the admin chat), [`text`] (how amounts, phones and payments are written).
 //! The payment rules (one open prompt per phone, stale requests, idempotency) are the payment
 //! service's, not the bot's.
@@ -21,6 +21,7 @@ mod dispatch;
 mod history;
 mod linking;
 mod paying;
+mod receipts;
 mod text;
 
 use std::sync::{Arc, OnceLock};
@@ -73,6 +74,8 @@ pub struct Bot {
     pub api: BotApi,
     storage: Arc<dyn Storage>,
     payments: Payments,
+    /// `/paid CODE`: a receipt checked with Safaricom.
+    receipts: crate::money_out::ReceiptChecks,
     metrics: Arc<Metrics>,
     admin_chat_id: Option<i64>,
     amount_bounds: AmountBounds,
@@ -101,6 +104,7 @@ impl Bot {
         webhook_url: Option<url::Url>,
         storage: Arc<dyn Storage>,
         payments: Payments,
+        receipts: crate::money_out::ReceiptChecks,
         metrics: Arc<Metrics>,
     ) -> Result<Bot, BotApiError> {
         let api = BotApi::new(&settings.api_base, settings.bot_token.clone())?;
@@ -117,6 +121,7 @@ impl Bot {
             amount_bounds: payments.amount_bounds(),
             storage,
             payments,
+            receipts,
             metrics,
             admin_chat_id: settings.admin_chat_id,
             bot_id,

@@ -102,6 +102,7 @@ pub(super) fn share_contact_keyboard() -> Value {
 pub(super) fn help_text(admin: bool) -> String {
     let mut text = "<b>What I can do</b>\n\
         /pay AMOUNT [REFERENCE] – pay with M-Pesa, e.g. <code>/pay 100 INV42</code>\n\
+        /paid CODE – paid but got no receipt? Send the M-Pesa code, e.g. <code>/paid SGA1XYZ123</code>\n\
         /status – your linked number and latest payment\n\
         /history – your last payments\n\
         /start – link your phone number\n\

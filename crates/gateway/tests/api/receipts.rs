@@ -1,0 +1,522 @@
+//! Checking a receipt code with Safaricom (Transaction Status) end to end, against the
+//! simulator: a payment whose C2B confirmation never came is booked once by a check
+//! (`recovered_by: "status"`) and a late confirmation changes nothing; a receipt we hold is
+//! linked, another shortcode's or an unknown one is shown and never booked; one check in flight
+//! per code; the initiator and a plausible code are required; the dashboard's form and the
+//! Telegram bot's `/paid` go through the same service.
+
+use std::time::Duration;
+
+use daraja_sim::faults::CallbackFaults;
+use daraja_sim::{CustomerPayment, Flow};
+use mpesa_storage::{Backend, CallbackFilter, CallbackKind, CallbackOutcome, PageRequest};
+use serde_json::Value;
+
+use crate::c2b::confirmation;
+use crate::dashboard::{AdminClient, add_admin};
+use crate::on_every_backend;
+use crate::outbox::{Destinations, wait_outbox_idle};
+use crate::outbox_receivers::{ADMIN_CHAT, eventually};
+use crate::support::*;
+use crate::telegram_bot::bot_options;
+use crate::telegram_fake::{FakeTelegram, User};
+
+on_every_backend!(
+    a_lost_confirmation_is_recovered_by_a_status_check_once,
+    other_short_codes_and_unknown_receipts_are_shown_never_booked,
+);
+
+const PAYBILL: &str = "600000";
+const STATUS: &str = "/mpesa/transactionstatus/v1/query";
+const WAIT: Duration = Duration::from_secs(20);
+
+impl TestGateway {
+    async fn receipt_call(&self, method: reqwest::Method, path: &str, auth: bool) -> (u16, Value) {
+        let mut r = self.client.request(method, self.url(path));
+        if auth {
+            r = r.bearer_auth(&self.api_key);
+        }
+        let response = r.send().await.expect("gateway answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /api/v1/receipts/{code}/check`.
+    async fn check_receipt(&self, code: &str) -> (u16, Value) {
+        self.receipt_call(
+            reqwest::Method::POST,
+            &format!("/api/v1/receipts/{code}/check"),
+            true,
+        )
+        .await
+    }
+
+    /// `GET /api/v1/receipts/{code}`.
+    async fn receipt(&self, code: &str) -> (u16, Value) {
+        self.receipt_call(
+            reqwest::Method::GET,
+            &format!("/api/v1/receipts/{code}"),
+            true,
+        )
+        .await
+    }
+
+    /// Waits until the latest check of `code` is no longer pending.
+    async fn receipt_final(&self, code: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (status, body) = self.receipt(code).await;
+            assert_eq!(status, 200, "{body}");
+            if body["status"] != "pending" {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the check of {code} is still pending after {WAIT:?}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Transaction Status requests the simulator received.
+    fn status_requests(&self) -> usize {
+        self.sim()
+            .requests()
+            .iter()
+            .filter(|r| r.path == STATUS)
+            .count()
+    }
+
+    /// A paybill payment whose confirmation the simulator never delivers: its receipt.
+    async fn lost_c2b_payment(&self, account: &str, amount: i64) -> String {
+        let lost = self
+            .sim()
+            .pay_c2b(
+                CustomerPayment::paybill(PAYBILL, account, amount).with_faults(CallbackFaults {
+                    suppress: true,
+                    ..CallbackFaults::default()
+                }),
+            )
+            .await
+            .unwrap();
+        assert!(lost.is_completed());
+        assert!(
+            self.storage()
+                .find_payment_by_receipt(&lost.trans_id)
+                .await
+                .unwrap()
+                .is_none(),
+            "the confirmation was lost"
+        );
+        lost.trans_id
+    }
+}
+
+/// A payment whose confirmation never came is booked by a status check, once, with
+/// `recovered_by: "status"`, one webhook and the admin told; asking again links the same
+/// payment; the confirmation arriving late changes nothing.
+async fn a_lost_confirmation_is_recovered_by_a_status_check_once(backend: Backend) {
+    let destinations = Destinations::start().await;
+    let gw = spawn_with(destinations.options(backend, "50ms,100ms")).await;
+    gw.c2b_registered().await;
+    let code = gw.lost_c2b_payment("LOST2", 60).await;
+
+    let (status, first) = gw.check_receipt(&code).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["code"], code.as_str());
+    assert!(
+        first["status"] == "pending" || first["status"] == "answered",
+        "{first}"
+    );
+    let answered = gw.receipt_final(&code).await;
+    assert_eq!(answered["id"], first["id"], "{answered}");
+    assert_eq!(
+        (
+            answered["status"].as_str(),
+            answered["finding"].as_str(),
+            answered["outcome"].as_str()
+        ),
+        (Some("answered"), Some("completed"), Some("booked")),
+        "{answered}"
+    );
+    assert_eq!(answered["amount"], 60.0);
+    assert_eq!(answered["short_code"], PAYBILL);
+    assert_eq!(answered["transaction_status"], "Completed");
+    let payment = &answered["payment"];
+    assert_eq!(payment["recovered_by"], "status", "{answered}");
+    assert_eq!(payment["channel"], "c2b");
+    assert_eq!(payment["status"], "completed");
+    assert_eq!(payment["amount"], 60);
+    assert_eq!(payment["mpesa_receipt_number"], code.as_str());
+    let p = gw.payment_by_receipt(&code).await;
+    assert_eq!(answered["payment_id"], p.id.as_str());
+    assert_eq!(p.recovered_by.as_deref(), Some("status"));
+    assert_eq!(gw.status_requests(), 1);
+
+    // Asked again: a new check, answered the same; the payment is linked, not booked again.
+    let (status, second) = gw.check_receipt(&code).await;
+    assert_eq!(status, 202, "{second}");
+    assert_ne!(second["id"], first["id"]);
+    let again = gw.receipt_final(&code).await;
+    assert_eq!(again["id"], second["id"]);
+    assert_eq!(again["outcome"], "already_booked", "{again}");
+    assert_eq!(again["payment_id"], p.id.as_str());
+    assert_eq!(gw.status_requests(), 2);
+
+    // The confirmation arrives after all: a duplicate of the recovered payment.
+    let late = confirmation(&code, PAYBILL, "LOST2", "60.00", "2547 ***** 149", "JOHN");
+    let (status, _) = gw.post_c2b_confirmation(&late).await;
+    assert_eq!(status, 200);
+    let after = gw.payment_by_receipt(&code).await;
+    assert_eq!(
+        (after.id.as_str(), after.version),
+        (p.id.as_str(), p.version)
+    );
+    let callbacks = gw
+        .storage()
+        .list_callbacks(
+            &CallbackFilter {
+                kind: Some(CallbackKind::C2bConfirmation),
+                ..CallbackFilter::default()
+            },
+            &PageRequest {
+                limit: 100,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    let late_callback = callbacks
+        .iter()
+        .find(|c| c.receipt.as_deref() == Some(code.as_str()))
+        .expect("the late confirmation is stored");
+    assert_eq!(late_callback.outcome, CallbackOutcome::Duplicate);
+    assert_eq!(late_callback.payment_id.as_deref(), Some(p.id.as_str()));
+    assert_eq!(gw.list_payments("channel=c2b").await.len(), 1);
+
+    // One payment.completed webhook, and the admin is told how it was found.
+    wait_outbox_idle(gw.storage().as_ref()).await;
+    let completed: Vec<Value> = destinations
+        .webhook
+        .delivered()
+        .iter()
+        .map(|h| h.json())
+        .filter(|j| j["type"] == "payment.completed" && j["data"]["id"] == p.id.as_str())
+        .collect();
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    assert_eq!(completed[0]["data"]["recovered_by"], "status");
+    let alert = destinations
+        .telegram
+        .messages_to(ADMIN_CHAT)
+        .await
+        .iter()
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+        .find(|t| t.contains(&code))
+        .expect("the admin is alerted");
+    assert!(alert.contains("Transaction Status"), "{alert}");
+    gw.stop().await;
+}
+
+/// A completed payment to another shortcode, and a receipt Safaricom does not know, are shown
+/// as Safaricom said and never booked.
+async fn other_short_codes_and_unknown_receipts_are_shown_never_booked(backend: Backend) {
+    let gw = spawn(backend).await;
+    gw.c2b_registered().await;
+    let elsewhere = gw
+        .sim()
+        .pay_c2b(CustomerPayment::paybill("600111", "ELSE", 75))
+        .await
+        .unwrap();
+    assert!(elsewhere.is_completed());
+    let (status, body) = gw.check_receipt(&elsewhere.trans_id).await;
+    assert_eq!(status, 202, "{body}");
+    let answered = gw.receipt_final(&elsewhere.trans_id).await;
+    assert_eq!(
+        (
+            answered["finding"].as_str(),
+            answered["outcome"].as_str(),
+            answered["short_code"].as_str()
+        ),
+        (Some("completed"), Some("other_short_code"), Some("600111")),
+        "{answered}"
+    );
+    assert_eq!(answered["amount"], 75.0);
+    assert!(answered["payment"].is_null(), "{answered}");
+    assert!(
+        answered["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("600111"))
+    );
+
+    let (status, body) = gw.check_receipt("SZZ0000000").await;
+    assert_eq!(status, 202, "{body}");
+    let unknown = gw.receipt_final("SZZ0000000").await;
+    assert_eq!(
+        (
+            unknown["status"].as_str(),
+            unknown["finding"].as_str(),
+            unknown["result_code"].as_str()
+        ),
+        (Some("answered"), Some("not_found"), Some("2032")),
+        "{unknown}"
+    );
+    assert!(unknown["payment"].is_null());
+
+    assert!(gw.list_payments("channel=c2b").await.is_empty());
+    assert!(
+        gw.storage()
+            .find_payment_by_receipt(&elsewhere.trans_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    gw.stop().await;
+}
+
+/// While a check of a code waits for Safaricom, asking again returns that check and sends
+/// nothing; with no answer in time it fails, and a queue-timeout notice fails the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_check_in_flight_per_code_and_no_answer_fails_it() {
+    let gw = spawn_with(Options::new(Backend::Sqlite).env("INITIATOR_RESULT_WAIT_SECS", "3")).await;
+    gw.sim().update_faults(|f| {
+        f.flows.insert(
+            Flow::TransactionStatus,
+            CallbackFaults {
+                suppress: true,
+                ..Default::default()
+            },
+        );
+    });
+    let code = "SGA1XYZ123";
+    let (status, first) = gw.check_receipt(code).await;
+    assert_eq!(
+        (status, first["status"].as_str()),
+        (202, Some("pending")),
+        "{first}"
+    );
+    let (status, second) = gw.check_receipt(code).await;
+    assert_eq!(status, 202, "{second}");
+    assert_eq!(
+        second["id"], first["id"],
+        "the check in flight, not a new one"
+    );
+    let (status, shown) = gw.receipt(code).await;
+    assert_eq!((status, &shown["id"]), (200, &first["id"]));
+    assert_eq!(gw.status_requests(), 1, "sent once");
+
+    let failed = gw.receipt_final(code).await;
+    assert_eq!(failed["id"], first["id"]);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["finding"].is_null());
+
+    gw.sim().update_faults(|f| {
+        f.flows.insert(
+            Flow::TransactionStatus,
+            CallbackFaults {
+                queue_timeout: true,
+                ..Default::default()
+            },
+        );
+    });
+    let (status, third) = gw.check_receipt(code).await;
+    assert_eq!(status, 202, "{third}");
+    assert_ne!(third["id"], first["id"]);
+    let timed_out = gw.receipt_final(code).await;
+    assert_eq!(timed_out["id"], third["id"]);
+    assert_eq!(timed_out["status"], "failed", "{timed_out}");
+    assert!(
+        timed_out["result_desc"]
+            .as_str()
+            .is_some_and(|d| d.contains("queue")),
+        "{timed_out}"
+    );
+    assert_eq!(gw.status_requests(), 2);
+    gw.stop().await;
+}
+
+/// Without an initiator a check is refused with 409 naming the variables; a code that is not
+/// 10 upper-case letters or digits is 422; a code never checked is 404; no key is 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_needs_an_initiator_and_a_plausible_code() {
+    // A Daraja of its own (not `serve --sandbox`, which brings the simulator's initiator) and
+    // no MPESA_INITIATOR_NAME/PASSWORD.
+    let sim = daraja_sim::Simulator::new(
+        daraja_sim::SimConfig::for_tests()
+            .accept_credentials("sandbox-consumer-key", "sandbox-consumer-secret"),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_url = format!("http://{}/", listener.local_addr().unwrap());
+    let serving = sim.clone();
+    tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+    let gw = spawn_with(Options {
+        daraja_url: Some(sim_url),
+        ..Options::new(Backend::Sqlite)
+    })
+    .await;
+    let status_requests = || sim.requests().iter().filter(|r| r.path == STATUS).count();
+    let (status, body) = gw.check_receipt("SGA1XYZ123").await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("MPESA_INITIATOR_NAME") && message.contains("MPESA_INITIATOR_PASSWORD"),
+        "{body}"
+    );
+    for bad in [
+        "sga1xyz123",
+        "SGA1XYZ12",
+        "SGA1XYZ1234",
+        "SGA1-XYZ12",
+        "SGA1XYZ12%C3%A9",
+        "%20SGA1XYZ12",
+    ] {
+        let (status, body) = gw.check_receipt(bad).await;
+        assert_eq!(status, 422, "POST {bad}: {body}");
+        assert_eq!(body["error"]["field"], "code", "{body}");
+        let (status, body) = gw.receipt(bad).await;
+        assert_eq!(status, 422, "GET {bad}: {body}");
+    }
+    let (status, body) = gw.receipt("SGA1XYZ123").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = gw
+        .receipt_call(
+            reqwest::Method::POST,
+            "/api/v1/receipts/SGA1XYZ123/check",
+            false,
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(status_requests(), 0, "nothing was asked");
+    assert!(
+        gw.storage()
+            .receipt_checks_for("SGA1XYZ123", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    gw.stop().await;
+}
+
+/// The payments page's "Check a receipt" form asks Safaricom and shows the check's page, which
+/// shows the payment the check booked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_checks_a_receipt_and_shows_its_payment() {
+    let gw = spawn(Backend::Sqlite).await;
+    add_admin(&gw).await;
+    gw.c2b_registered().await;
+    let code = gw.lost_c2b_payment("DASH1", 45).await;
+    let admin = AdminClient::signed_in(&gw).await;
+    let page = admin.get("/admin/payments").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(r#"action="/admin/receipts/check""#),
+        "the payments page has the form"
+    );
+    let refused = admin
+        .post("/admin/receipts/check", &[("code", code.as_str())])
+        .await;
+    assert_eq!(refused.status, 403, "no CSRF token");
+    let typo = admin
+        .post(
+            "/admin/receipts/check",
+            &[("csrf", page.csrf().as_str()), ("code", "NOT-A-CODE")],
+        )
+        .await;
+    assert_eq!(typo.status, 400, "{}", typo.body);
+    assert_eq!(gw.status_requests(), 0);
+
+    // Typed in lower case, with spaces, as people do.
+    let typed = format!(" {} ", code.to_lowercase());
+    let asked = admin
+        .post(
+            "/admin/receipts/check",
+            &[("csrf", page.csrf().as_str()), ("code", typed.as_str())],
+        )
+        .await;
+    assert_eq!(asked.status, 303, "{}", asked.body);
+    assert_eq!(
+        asked.location(),
+        format!("/admin/receipts/{code}?notice=receipt_asked")
+    );
+    let p = gw.payment_by_receipt(&code).await;
+    assert_eq!(p.recovered_by.as_deref(), Some("status"));
+    gw.receipt_final(&code).await;
+    let shown = admin.get(asked.location()).await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert!(shown.body.contains("Safaricom was asked"), "the notice");
+    assert!(
+        shown
+            .body
+            .contains("recorded now (recovered by Transaction Status)"),
+        "{}",
+        shown.body
+    );
+    assert!(
+        shown.body.contains(&format!("/admin/payments/{}", p.id)),
+        "the check's page links its payment"
+    );
+    assert_eq!(gw.status_requests(), 1);
+    gw.stop().await;
+}
+
+/// `/paid CODE` from a customer whose receipt did not come: "asking Safaricom" at once, then
+/// what Safaricom found, through the outbox; the code books one payment, and sending it again
+/// says it is recorded without asking again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_asks_safaricom_and_tells_the_customer() {
+    let tg = FakeTelegram::start().await;
+    let gw = spawn_with(bot_options(Backend::Sqlite, &tg)).await;
+    gw.c2b_registered().await;
+    let code = gw.lost_c2b_payment("BOT1", 40).await;
+    let user = User::new(4242, "Akinyi");
+
+    tg.text(user.id, &user, "/paid");
+    let texts = tg.wait_for_messages(user.id, 1).await;
+    assert!(texts[0].contains("/paid SGA1XYZ123"), "{texts:?}");
+    tg.text(user.id, &user, "/paid <b>nope</b>");
+    let texts = tg.wait_for_messages(user.id, 2).await;
+    assert!(texts[1].contains("is not an M-Pesa code"), "{texts:?}");
+    assert!(texts[1].contains("&lt;b&gt;"), "{texts:?}");
+    assert_eq!(gw.status_requests(), 0);
+
+    tg.text(user.id, &user, &format!("/paid {}", code.to_lowercase()));
+    // "Asking" is the bot's answer; what Safaricom found comes through the outbox, in either
+    // order when Safaricom is quick.
+    let texts = tg.wait_for_messages(user.id, 4).await;
+    let fresh = &texts[2..];
+    assert!(
+        fresh.iter().any(|t| t.contains("Asking Safaricom")),
+        "{texts:?}"
+    );
+    assert!(
+        fresh
+            .iter()
+            .any(|t| t.contains("Safaricom confirms your payment of KSh 40") && t.contains(&code)),
+        "{texts:?}"
+    );
+    let p = gw.payment_by_receipt(&code).await;
+    assert_eq!(p.recovered_by.as_deref(), Some("status"));
+
+    tg.text(user.id, &user, &format!("/paid {code}"));
+    let texts = tg.wait_for_messages(user.id, 5).await;
+    assert!(texts[4].contains("already recorded"), "{texts:?}");
+    assert_eq!(
+        gw.status_requests(),
+        1,
+        "a recorded code is not asked about again"
+    );
+    assert_eq!(gw.list_payments("channel=c2b").await.len(), 1);
+    eventually("the admin is alerted", WAIT, || {
+        let n = tg
+            .texts_to(crate::telegram_bot::ADMIN_CHAT)
+            .iter()
+            .filter(|t| t.contains(&code))
+            .count();
+        async move { n == 1 }
+    })
+    .await;
+    wait_outbox_idle(gw.storage().as_ref()).await;
+    assert_eq!(tg.texts_to(user.id).len(), 5, "{:?}", tg.texts_to(user.id));
+    gw.stop().await;
+}
