@@ -125,20 +125,32 @@ async fn open_payment_to<C: Conn>(
             .bind(&bucket),
     )
     .await?;
+    // One statement, so one snapshot: read as two (pending, then initiated), a payment whose
+    // push was accepted between them (initiated → pending) was in neither, and a second
+    // instance pushed to the phone too.
     const OPEN: &str = concat!(
         "SELECT ",
         payment_columns!(),
-        " FROM payments WHERE phone = $1 AND status = $2 ORDER BY id DESC LIMIT 1"
+        " FROM payments WHERE phone = $1 AND status IN ($2, $3) ORDER BY id DESC LIMIT 20"
     );
-    for status in [PaymentStatus::Pending, PaymentStatus::Initiated] {
-        let row = c
-            .fetch_optional(Stmt::new(OPEN).bind(phone).bind(status.as_str()))
-            .await?;
-        if let Some(row) = row {
-            return Ok(Some(records::payment(&row)?));
-        }
-    }
-    Ok(None)
+    let rows = c
+        .fetch_all(
+            Stmt::new(OPEN)
+                .bind(phone)
+                .bind(PaymentStatus::Pending.as_str())
+                .bind(PaymentStatus::Initiated.as_str()),
+        )
+        .await?;
+    let open = rows
+        .iter()
+        .map(records::payment)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    // A prompt on the phone first, else one being pushed.
+    Ok(open
+        .iter()
+        .find(|p| p.status == PaymentStatus::Pending)
+        .or_else(|| open.first())
+        .cloned())
 }
 
 async fn insert<C: Conn>(c: &mut C, new: &NewPayment) -> DbResult<Payment> {
