@@ -60,7 +60,7 @@ async fn a_thousand_calls_on_a_cold_cache_make_one_token_request() {
     let metrics = client.metrics();
     assert_eq!(metrics.token_requests, 1);
     assert_eq!(metrics.count(Api::StkQuery, "ok"), 1000);
-    server.verify().await;
+    verify_and_drop(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +111,7 @@ async fn a_token_expiring_mid_flight_is_refreshed_once() {
         call.await.unwrap().unwrap();
     }
     assert_eq!(client.metrics().token_requests, 2);
-    server.verify().await;
+    verify_and_drop(server).await;
 }
 
 #[tokio::test]
@@ -157,7 +157,7 @@ async fn a_failed_refresh_uses_the_old_token_only_until_it_expires() {
             .len(),
         2
     );
-    server.verify().await;
+    verify_and_drop(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +187,7 @@ async fn waiters_share_a_failed_token_request() {
     let metrics = client.metrics();
     assert_eq!(metrics.token_requests, 1);
     assert_eq!(metrics.token_failures, 1);
-    server.verify().await;
+    verify_and_drop(server).await;
 }
 
 #[tokio::test]
@@ -225,7 +225,7 @@ async fn an_invalid_token_answer_is_retried_once_with_a_new_token() {
     let metrics = client.metrics();
     assert_eq!(metrics.count(Api::StkPush, "404.001.03"), 1);
     assert_eq!(metrics.count(Api::StkPush, "ok"), 1);
-    server.verify().await;
+    verify_and_drop(server).await;
 }
 
 #[tokio::test]
@@ -323,5 +323,5 @@ async fn a_late_rejection_does_not_drop_a_newer_token() {
         call.await.unwrap().unwrap();
     }
     assert_eq!(client.metrics().token_requests, 2);
-    server.verify().await;
+    verify_and_drop(server).await;
 }

@@ -132,3 +132,14 @@ pub async fn requests_to(server: &MockServer, request_path: &str) -> Vec<Request
         .filter(|r| r.url.path() == request_path)
         .collect()
 }
+
+/// Checks the mocks' expectations, then drops the server with a fresh tokio budget. wiremock's
+/// `Drop` verifies once more inside `futures::executor::block_on`, where tokio's cooperative
+/// budget is never renewed: after a test that awaited a thousand tasks the budget can be spent,
+/// the server's lock answers `Pending` for ever, and the drop spins at 100% CPU (a test ran 16
+/// minutes so on a loaded machine). Yielding once gives the drop a whole budget.
+pub async fn verify_and_drop(server: wiremock::MockServer) {
+    server.verify().await;
+    tokio::task::yield_now().await;
+    drop(server);
+}
