@@ -43,6 +43,8 @@ pub enum StartError {
 
 pub struct App {
     state: AppState,
+    /// The database: the services hold it; the doors never do.
+    storage: Arc<dyn Storage>,
     listener: TcpListener,
     ingestor_task: tokio::task::JoinHandle<()>,
     ingestor_closed: CancellationToken,
@@ -253,6 +255,7 @@ impl App {
         let (ingestor, ingestor_task) =
             CallbackIngestor::start(payments.clone(), ingestor_closed.clone());
         let instance_id = new_id("gw");
+        let accounts = crate::accounts::Accounts::new(storage.clone());
         let telegram_bot = match &config.telegram {
             Some(t) => {
                 let webhook_url = match (&t.webhook_secret, &t.webhook_url) {
@@ -268,10 +271,14 @@ impl App {
                     crate::telegram::Bot::new(
                         t,
                         webhook_url,
-                        storage.clone(),
-                        payments.clone(),
-                        money_out.receipts.clone(),
-                        metrics.clone(),
+                        crate::telegram::BotServices {
+                            accounts: accounts.clone(),
+                            ledger: crate::bot_ledger::BotLedger::new(storage.clone()),
+                            status_messages: crate::payments::StatusMessages::new(storage.clone()),
+                            payments: payments.clone(),
+                            receipts: money_out.receipts.clone(),
+                            metrics: metrics.clone(),
+                        },
                     )
                     .map_err(|e| StartError::Config(format!("Telegram client: {e}")))?,
                 ))
@@ -284,24 +291,28 @@ impl App {
         };
         let state = AppState::new(StateInner {
             config,
-            storage,
-            daraja,
+            health_checks: crate::health::HealthChecks::new(
+                storage.clone(),
+                daraja,
+                metrics.clone(),
+                instance_id.clone(),
+            ),
+            accounts,
+            outbox: crate::outbox::OutboxQueue::new(storage.clone(), outbox_wake),
             payments,
             links,
             money_out,
             ingestor,
             metrics,
             health,
-            write_probe: Default::default(),
             callback_secret,
-            api_keys: Default::default(),
-            outbox_wake,
             telegram_bot,
             instance_id,
             started_at: std::time::Instant::now(),
         });
         Ok(App {
             state,
+            storage,
             listener,
             ingestor_task,
             ingestor_closed,
@@ -318,6 +329,11 @@ impl App {
         self.state.clone()
     }
 
+    /// The database the services use (for the command line and tests; no door is handed it).
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        self.storage.clone()
+    }
+
     pub fn simulator(&self) -> Option<&daraja_sim::Simulator> {
         self.simulator.as_ref()
     }
@@ -327,6 +343,7 @@ impl App {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let App {
             state,
+            storage,
             listener,
             ingestor_task,
             ingestor_closed,
@@ -392,7 +409,7 @@ impl App {
             } else {
                 let poller = crate::telegram::poller::Poller {
                     bot: bot.clone(),
-                    storage: state.storage.clone(),
+                    ledger: crate::bot_ledger::BotLedger::new(storage.clone()),
                     health: state.health.clone(),
                     owner: state.instance_id.clone(),
                     poll_timeout: telegram.poll_timeout,
@@ -430,7 +447,6 @@ impl App {
             http::server::serve(listener, router, state.config.http, shutdown.clone()).await;
         shutdown.cancel();
         while workers.join_next().await.is_some() {}
-        let storage = state.storage.clone();
         drop(state);
         // No request is in flight any more: the committer finishes its queue and stops.
         ingestor_closed.cancel();

@@ -1,11 +1,17 @@
 //! What the gateway last saw of each dependency it talks to, for `/health` and the dashboard.
 //! Passive: nothing here calls Daraja, Telegram or SMTP just to be asked. The database is the
-//! exception: `/health` reads from it, and proves that writes commit with [`WriteProbe`].
+//! exception: [`HealthChecks`] (the service behind `/health` and `/metrics`) reads from it, and
+//! proves that writes commit with [`WriteProbe`].
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use daraja::DarajaClient;
+use mpesa_storage::{ClusterStatus, OutboxCounts, Storage};
 use serde::Serialize;
+
+use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DependencyState {
@@ -124,5 +130,121 @@ impl WriteProbe {
         }
         *last = Some((std::time::Instant::now(), result.clone()));
         result
+    }
+}
+
+/// The database as `/health` reports it.
+#[derive(Debug)]
+pub struct DatabaseHealth {
+    /// It answered a read within two seconds.
+    pub reachable: bool,
+    /// Whether writes commit ([`WriteProbe::check`]); not tried when reads fail.
+    pub writes: Result<(), String>,
+    /// The outbox per status, when the database answered in time.
+    pub outbox: Option<OutboxCounts>,
+    /// `sqlite`, `postgres` or `mysql`.
+    pub backend: &'static str,
+    /// On a Galera node: its state.
+    pub cluster: Option<ClusterStatus>,
+}
+
+impl DatabaseHealth {
+    /// Healthy: reads answer and writes commit.
+    pub fn ok(&self) -> bool {
+        self.reachable && self.writes.is_ok()
+    }
+}
+
+/// The service behind `/health` and `/metrics`: the database asked now, and the figures of the
+/// Daraja client. Cheap to clone.
+#[derive(Clone)]
+pub struct HealthChecks {
+    storage: Arc<dyn Storage>,
+    daraja: DarajaClient,
+    metrics: Arc<Metrics>,
+    probe: Arc<WriteProbe>,
+    instance_id: String,
+}
+
+impl HealthChecks {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        daraja: DarajaClient,
+        metrics: Arc<Metrics>,
+        instance_id: String,
+    ) -> Self {
+        HealthChecks {
+            storage,
+            daraja,
+            metrics,
+            probe: Arc::default(),
+            instance_id,
+        }
+    }
+
+    /// Which database is behind the gateway (`sqlite`, `postgres`, `mysql`).
+    pub fn backend(&self) -> &'static str {
+        self.storage.backend().as_str()
+    }
+
+    /// Asks the database: a read, a write (see [`WriteProbe`]), the outbox counts (also set as
+    /// the `mpesa_gateway_outbox_events` gauges) and, on Galera, the node's state.
+    pub async fn database(&self) -> DatabaseHealth {
+        let db = tokio::time::timeout(Duration::from_secs(2), self.storage.ping()).await;
+        let reachable = matches!(db, Ok(Ok(())));
+        let writes = if reachable {
+            self.probe
+                .check(self.storage.as_ref(), &self.instance_id)
+                .await
+        } else {
+            Err("not tried: the database does not answer reads".to_owned())
+        };
+        let outbox = if reachable {
+            tokio::time::timeout(Duration::from_secs(2), self.storage.outbox_counts())
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        if let Some(c) = &outbox {
+            for (status, n) in [
+                ("pending", c.pending),
+                ("delivered", c.delivered),
+                ("dead", c.dead),
+                ("blocked", c.blocked),
+            ] {
+                self.metrics.set(
+                    "mpesa_gateway_outbox_events",
+                    &[("status", status)],
+                    n as f64,
+                );
+            }
+        }
+        DatabaseHealth {
+            reachable,
+            writes,
+            outbox,
+            backend: self.backend(),
+            cluster: self.storage.cluster_status(),
+        }
+    }
+
+    /// The Prometheus text of every metric, the Daraja client's call counts brought up to date.
+    pub fn metrics_text(&self) -> String {
+        let d = self.daraja.metrics();
+        self.metrics.set(
+            "mpesa_gateway_daraja_token_requests_total",
+            &[],
+            d.token_requests as f64,
+        );
+        for call in &d.calls {
+            self.metrics.set(
+                "mpesa_gateway_daraja_calls_total",
+                &[("api", call.api), ("outcome", &call.outcome)],
+                call.count as f64,
+            );
+        }
+        self.metrics.render()
     }
 }

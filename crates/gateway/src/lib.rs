@@ -4,7 +4,11 @@
 //! * [`config`]: the environment variables;
 //! * [`app`]: wiring and graceful shutdown;
 //! * [`http`]: the HTTP edge (merchant API, Safaricom callbacks, health, metrics, OpenAPI);
-//! * [`payments`]: creating payments, sending pushes, the reconciler, notification planning;
+//! * [`payments`]: creating payments, sending pushes, the reconciler, notification planning,
+//!   and what the doors read about payments (`payments::reads`);
+//! * [`accounts`]: dashboard users, sessions and sign-in, merchant API keys, Telegram chat links;
+//! * [`health`]: what `/health` and `/metrics` report;
+//! * [`bot_ledger`]: the Telegram bot's handled updates and its poller's lease;
 //! * [`money_out`]: refunds, payouts and balances on the initiator layer (stored before sent,
 //!   sent once, results by callback, the unknown resolved by Transaction Status);
 //! * [`callbacks`]: callback parsing, decisions, and group-committed ingestion;
@@ -17,8 +21,10 @@
 //! The payment rules are in the `mpesa-domain` crate, storage in `mpesa-storage`, the Daraja
 //! client in `daraja` and the simulator in `daraja-sim`.
 
+pub mod accounts;
 pub mod admin;
 pub mod app;
+pub mod bot_ledger;
 pub mod callbacks;
 pub mod cli;
 pub mod clock;

@@ -12,8 +12,6 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::session::{SESSION_COOKIE, cookie};
 use crate::app::App;
 use crate::cli::pay::SANDBOX_KEY_FILE;
-use crate::http::auth::generate_api_key;
-use crate::ids::{now_ms, sha256_hex};
 use crate::state::AppState;
 
 /// `serve --sandbox` mounts the simulator under `/sandbox` (where the gateway's Daraja client
@@ -62,13 +60,7 @@ async fn signed_in_admin(state: &AppState, token: Option<String>) -> bool {
     let Some(token) = token else {
         return false;
     };
-    matches!(
-        state
-            .storage
-            .find_session(&sha256_hex(token), now_ms())
-            .await,
-        Ok(Some(_))
-    )
+    matches!(state.accounts.session(&token).await, Ok(Some(_)))
 }
 
 const SANDBOX_KEY_NAME: &str = "sandbox";
@@ -77,14 +69,10 @@ const SANDBOX_KEY_NAME: &str = "sandbox";
 /// to take a payment.
 pub async fn announce(app: &App) -> anyhow::Result<()> {
     let state = app.state();
-    let storage = &state.storage;
     let existing = match std::fs::read_to_string(SANDBOX_KEY_FILE) {
         Ok(k) => {
             let k = k.trim().to_owned();
-            storage
-                .find_api_key_by_hash(&sha256_hex(&k))
-                .await?
-                .map(|_| k)
+            state.accounts.is_active_key(&k).await?.then_some(k)
         }
         Err(_) => None,
     };
@@ -96,8 +84,7 @@ pub async fn announce(app: &App) -> anyhow::Result<()> {
             // `serve --sandbox` sharing this database may be using its own key: nothing is
             // revoked here (`mpesa-gateway api-keys list|revoke` tidies up).
             let name = format!("{SANDBOX_KEY_NAME}-{}", crate::ids::random_token(8));
-            let (secret, record) = generate_api_key(&name);
-            storage.create_api_key(&record).await?;
+            let (secret, _) = state.accounts.create_api_key(&name).await?;
             write_private(SANDBOX_KEY_FILE, &secret)?;
             secret
         }

@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use mpesa_storage::StorageError;
 
+use crate::accounts::AccountError;
 use crate::admin::layout::Layout;
 use crate::payments::PaymentError;
 
@@ -42,6 +43,15 @@ impl From<StorageError> for AdminError {
             StorageError::NotFound => AdminError::NotFound("There is no such record."),
             StorageError::Unavailable(m) => AdminError::Unavailable(m),
             other => AdminError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AccountError> for AdminError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::Storage(s) => s.into(),
+            AccountError::PasswordCheck(e) => AdminError::Internal(format!("password check: {e}")),
         }
     }
 }

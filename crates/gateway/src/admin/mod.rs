@@ -4,8 +4,6 @@
 //! Where things live:
 //! * [`session`]: signing in and out, the session cookie, the [`session::Admin`] extractor;
 //! * [`csrf`]: the token every form carries, and the [`csrf::ActionForm`] extractor that checks it;
-//! * [`rate_limit`]: how many wrong passwords sign-in takes, per username and client address
-//!   (counted in the database);
 //! * [`error`]: the one error type of these pages, rendered as an HTML page;
 //! * [`pages`]: one module per page; [`chart`] draws the overview's SVG chart;
 //! * [`assets`]: the stylesheet, served under a content-hashed name.
@@ -21,7 +19,6 @@ pub mod format;
 pub mod layout;
 pub mod pages;
 pub mod params;
-pub mod rate_limit;
 pub mod session;
 
 use axum::Router;

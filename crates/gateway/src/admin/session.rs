@@ -5,15 +5,12 @@
 //! `HttpOnly`, `SameSite=Lax` (links from a Telegram alert still open the page signed in; every
 //! POST needs the CSRF token anyway) and `Secure` when the gateway is served over https.
 //!
-//! Passwords are Argon2 hashes (`mpesa-gateway admin create-user`), verified on a blocking
-//! thread. An unknown username is verified against a dummy hash, so it costs the same time as a
-//! wrong password, and both get the same message.
+//! Passwords are Argon2 hashes (`mpesa-gateway admin create-user`), checked by the accounts
+//! service ([`crate::accounts::Accounts::sign_in`]) on a blocking thread. An unknown username
+//! costs the same time as a wrong password, and both get the same message.
 
 use std::net::SocketAddr;
-use std::sync::LazyLock;
-use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use askama::Template;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -21,18 +18,17 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{AppendHeaders, Html, IntoResponse, Redirect, Response};
 use mpesa_storage::AdminSession;
 
+use crate::accounts::{SESSION_LIFETIME_MS, SignIn};
 use crate::admin::csrf::{self, ActionForm};
 use crate::admin::error::AdminError;
 use crate::admin::layout::{self, Layout};
 use crate::admin::params::Params;
-use crate::admin::rate_limit;
-use crate::ids::{now_ms, random_token, sha256_hex};
+use crate::ids::random_token;
 use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "mpg_session";
 /// The sign-in form's double-submit CSRF cookie.
 pub const SIGN_IN_COOKIE: &str = "mpg_sign_in";
-pub const SESSION_LIFETIME_MS: i64 = 12 * 3_600_000;
 const SIGN_IN_FORM_LIFETIME_SECS: i64 = 3_600;
 
 /// A signed-in admin, from a valid session cookie. GETs without one are redirected to sign in
@@ -56,11 +52,7 @@ impl FromRequestParts<AppState> for Admin {
         let Some(token) = cookie(&parts.headers, SESSION_COOKIE).filter(|t| t.len() <= 128) else {
             return Err(AdminError::SignInRequired { next });
         };
-        match state
-            .storage
-            .find_session(&sha256_hex(token), now_ms())
-            .await?
-        {
+        match state.accounts.session(token).await? {
             Some(session) => Ok(Admin { session }),
             None => Err(AdminError::SignInRequired { next }),
         }
@@ -158,11 +150,7 @@ pub async fn sign_in_form(
 ) -> Result<Response, AdminError> {
     let next = params.get("next").and_then(safe_next);
     if let Some(token) = cookie(&headers, SESSION_COOKIE).filter(|t| t.len() <= 128)
-        && state
-            .storage
-            .find_session(&sha256_hex(token), now_ms())
-            .await?
-            .is_some()
+        && state.accounts.session(token).await?.is_some()
     {
         return Ok(Redirect::to(next.as_deref().unwrap_or("/admin/")).into_response());
     }
@@ -174,20 +162,6 @@ pub async fn sign_in_form(
         None,
         layout::notice(params.get("notice")),
     )
-}
-
-/// A PHC hash of a random password with the same parameters as real ones: what an unknown
-/// username is checked against, so that it takes as long as a wrong password.
-static DUMMY_HASH: LazyLock<String> =
-    LazyLock::new(|| crate::cli::admin::hash_password(&random_token(24)).unwrap_or_default());
-
-fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
 }
 
 /// `POST /admin/sign-in`.
@@ -233,88 +207,35 @@ pub async fn sign_in(
             None,
         );
     }
-    // Counted as a failure until the password proves right (see `rate_limit`).
-    let counted_as = (
-        rate_limit::normalise(&username),
-        address.map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
-    );
-    let now = now_ms();
-    if let Some(retry_at) = state
-        .storage
-        .begin_sign_in(
-            &counted_as.0,
-            &counted_as.1,
-            now,
-            now - rate_limit::ADDRESS_WINDOW.as_millis() as i64,
-            &|failures| rate_limit::decide(failures, now),
-        )
-        .await?
-    {
-        tracing::warn!(remote = ?address, "dashboard sign-in refused: too many failed attempts");
-        return Err(AdminError::TooManyAttempts {
-            retry_after: Duration::from_millis((retry_at - now).max(1_000) as u64),
-        });
-    }
-
-    let user = if username.len() <= 64 {
-        state.storage.find_admin_user(&username).await?
-    } else {
-        None
-    };
-    let phc = user.as_ref().map(|u| u.password_hash.clone());
-    let verified = tokio::task::spawn_blocking(move || {
-        let known = phc.is_some();
-        let ok = verify_password(&password, phc.as_deref().unwrap_or(DUMMY_HASH.as_str()));
-        known && ok
-    })
-    .await
-    .map_err(|e| AdminError::Internal(format!("password check: {e}")))?;
-    let Some(user) = user.filter(|_| verified) else {
-        // The username is not logged: people type their password into it.
-        tracing::warn!(remote = ?address, "dashboard sign-in failed");
-        return sign_in_page(
-            &state,
-            StatusCode::UNAUTHORIZED,
-            next,
+    let outcome = state
+        .accounts
+        .sign_in(
             &username,
-            Some("Wrong username or password."),
-            None,
-        );
+            password,
+            address.map(|a| a.to_string()).as_deref(),
+            cookie(&parts.headers, SESSION_COOKIE),
+        )
+        .await?;
+    let (token, username) = match outcome {
+        SignIn::TooManyAttempts { retry_after } => {
+            tracing::warn!(remote = ?address, "dashboard sign-in refused: too many failed attempts");
+            return Err(AdminError::TooManyAttempts { retry_after });
+        }
+        SignIn::Refused => {
+            // The username is not logged: people type their password into it.
+            tracing::warn!(remote = ?address, "dashboard sign-in failed");
+            return sign_in_page(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                next,
+                &username,
+                Some("Wrong username or password."),
+                None,
+            );
+        }
+        SignIn::SignedIn { token, username } => (token, username),
     };
-    state
-        .storage
-        .clear_sign_in_failures(&counted_as.0, &counted_as.1)
-        .await?;
-
-    // A new token at every sign-in (no session fixation); an older session of this browser ends.
-    if let Some(old) = cookie(&parts.headers, SESSION_COOKIE) {
-        state.storage.delete_session(&sha256_hex(old)).await?;
-    }
-    let now = now_ms();
-    let token = random_token(43);
-    state
-        .storage
-        .create_session(&AdminSession {
-            token_hash: sha256_hex(&token),
-            user_id: user.id.clone(),
-            username: user.username.clone(),
-            csrf_token: random_token(32),
-            created_at: now,
-            expires_at: now + SESSION_LIFETIME_MS,
-        })
-        .await?;
-    if let Err(error) = state.storage.delete_expired_sessions(now).await {
-        tracing::warn!(%error, "could not delete expired dashboard sessions");
-    }
-    let forget_before = now - rate_limit::FORGET_AFTER.as_millis() as i64;
-    if let Err(error) = state
-        .storage
-        .delete_sign_in_failures_before(forget_before)
-        .await
-    {
-        tracing::warn!(%error, "could not forget old sign-in failures");
-    }
-    tracing::info!(username = %user.username, remote = ?address, "dashboard sign-in");
+    tracing::info!(%username, remote = ?address, "dashboard sign-in");
     let secure = state.config.secure_cookies;
     Ok((
         AppendHeaders([
@@ -346,7 +267,7 @@ pub async fn sign_out(
     form: ActionForm,
 ) -> Result<Response, AdminError> {
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
-        state.storage.delete_session(&sha256_hex(token)).await?;
+        state.accounts.sign_out(token).await?;
     }
     tracing::info!(username = %form.admin.session.username, "dashboard sign-out");
     Ok((
@@ -400,14 +321,6 @@ mod tests {
         assert_eq!(cookie(&headers, "b"), Some("2"));
         assert_eq!(cookie(&headers, SESSION_COOKIE), Some("tok"));
         assert_eq!(cookie(&headers, "c"), None);
-    }
-
-    #[test]
-    fn passwords_verify_against_their_hash_only() {
-        let hash = crate::cli::admin::hash_password("correct horse battery").unwrap();
-        assert!(verify_password("correct horse battery", &hash));
-        assert!(!verify_password("wrong", &hash));
-        assert!(!verify_password("anything", "not a hash"));
     }
 
     #[test]

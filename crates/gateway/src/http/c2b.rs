@@ -69,7 +69,7 @@ pub async fn add_account(
         .map_err(|e| ApiError::validation("account", e.to_string()))?;
     let account = account_of(&request.account)?;
     let now = now_ms();
-    let added = state.storage.add_c2b_account(&account, now).await?;
+    let added = state.payments.add_known_account(&account, now).await?;
     Ok((
         if added {
             StatusCode::CREATED
@@ -93,7 +93,7 @@ pub async fn list_accounts(
     State(state): State<AppState>,
     _merchant: Merchant,
 ) -> Result<Json<C2bAccountList>, ApiError> {
-    let accounts = state.storage.list_c2b_accounts().await?;
+    let accounts = state.payments.known_accounts().await?;
     Ok(Json(C2bAccountList {
         data: accounts
             .into_iter()
@@ -118,7 +118,7 @@ pub async fn remove_account(
     Path(account): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let account = account_of(&account)?;
-    if state.storage.remove_c2b_account(&account).await? {
+    if state.payments.remove_known_account(&account).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("no such account"))

@@ -1,7 +1,5 @@
 //! `/`, `/health` and `/metrics`.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -34,39 +32,8 @@ pub async fn index(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// Other dependencies are reported as last seen (the gateway keeps working without them:
 /// notifications wait in the outbox).
 pub async fn health(State(state): State<AppState>) -> Response {
-    let db = tokio::time::timeout(Duration::from_secs(2), state.storage.ping()).await;
-    let reads_ok = matches!(db, Ok(Ok(())));
-    let writes = if reads_ok {
-        state
-            .write_probe
-            .check(state.storage.as_ref(), &state.instance_id)
-            .await
-    } else {
-        Err("not tried: the database does not answer reads".to_owned())
-    };
-    let database_ok = reads_ok && writes.is_ok();
-    let outbox = if reads_ok {
-        tokio::time::timeout(Duration::from_secs(2), state.storage.outbox_counts())
-            .await
-            .ok()
-            .and_then(Result::ok)
-    } else {
-        None
-    };
-    if let Some(c) = &outbox {
-        for (status, n) in [
-            ("pending", c.pending),
-            ("delivered", c.delivered),
-            ("dead", c.dead),
-            ("blocked", c.blocked),
-        ] {
-            state.metrics.set(
-                "mpesa_gateway_outbox_events",
-                &[("status", status)],
-                n as f64,
-            );
-        }
-    }
+    let db = state.health_checks.database().await;
+    let database_ok = db.ok();
     let dependency = |name: &'static str, enabled: bool| {
         if enabled {
             json!(state.health.state(name))
@@ -79,22 +46,22 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "timestamp": rfc3339(now_ms()),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started_at.elapsed().as_secs(),
-        "database": if reads_ok { "connected" } else { "unreachable" },
-        "database_writes": match &writes {
+        "database": if db.reachable { "connected" } else { "unreachable" },
+        "database_writes": match &db.writes {
             Ok(()) => json!({ "status": "ok" }),
             Err(error) => json!({ "status": "failing", "error": error }),
         },
-        "database_backend": state.storage.backend().as_str(),
+        "database_backend": db.backend,
         "reconciler": dependency("reconciler", true),
         "outbox_worker": dependency("outbox", true),
         "daraja": dependency("daraja", true),
         "telegram": dependency("telegram", state.config.telegram.is_some()),
         "smtp": dependency("smtp", state.config.email.is_some()),
         "webhook": dependency("webhook", state.config.webhook.is_some()),
-        "outbox": outbox.map(|c| json!({ "pending": c.pending, "due": c.due, "dead": c.dead, "blocked": c.blocked, "delivered": c.delivered })),
+        "outbox": db.outbox.map(|c| json!({ "pending": c.pending, "due": c.due, "dead": c.dead, "blocked": c.blocked, "delivered": c.delivered })),
     });
     // On a Galera node: its state, and why it is not served from when it is not.
-    if let Some(cluster) = state.storage.cluster_status() {
+    if let Some(cluster) = db.cluster {
         body["galera"] = json!({
             "node": cluster.node,
             "state": cluster.state,
@@ -113,22 +80,9 @@ pub async fn health(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let d = state.daraja.metrics();
-    state.metrics.set(
-        "mpesa_gateway_daraja_token_requests_total",
-        &[],
-        d.token_requests as f64,
-    );
-    for call in &d.calls {
-        state.metrics.set(
-            "mpesa_gateway_daraja_calls_total",
-            &[("api", call.api), ("outcome", &call.outcome)],
-            call.count as f64,
-        );
-    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.health_checks.metrics_text(),
     )
         .into_response()
 }

@@ -83,11 +83,7 @@ impl Balances {
     pub async fn latest(&self) -> Result<Vec<BalanceView>, StorageError> {
         let mut out = Vec::new();
         for code in &self.short_codes {
-            let requests = self
-                .initiator
-                .storage()
-                .initiator_requests_for(PURPOSE, code)
-                .await?;
+            let requests = self.initiator.requests_for(PURPOSE, code).await?;
             let answered = requests
                 .iter()
                 .rev()

@@ -174,8 +174,16 @@ impl Initiator {
         Arc::downgrade(&self.0)
     }
 
-    pub fn storage(&self) -> &Arc<dyn Storage> {
-        &self.0.storage
+    /// The requests made for `purpose` about `owner_id`, oldest first.
+    pub async fn requests_for(
+        &self,
+        purpose: &str,
+        owner_id: &str,
+    ) -> Result<Vec<InitiatorRequest>, StorageError> {
+        self.0
+            .storage
+            .initiator_requests_for(purpose, owner_id)
+            .await
     }
 
     pub fn policy(&self) -> &ResolvePolicy {

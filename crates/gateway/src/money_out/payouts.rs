@@ -16,9 +16,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use mpesa_domain::{Msisdn, RequestStatus};
 use mpesa_storage::{
-    CreatePayoutResult, IdempotencyClaim, InitiatorRequest, NewMoneyOutEvent, NewPayout, Page,
-    PageRequest, Payout, PayoutFilter, PayoutStatus, PayoutUpdate, Storage, StorageError,
-    StoredResponse,
+    CreatePayoutResult, IdempotencyClaim, InitiatorRequest, MoneyOutEvent, NewMoneyOutEvent,
+    NewPayout, Page, PageRequest, Payout, PayoutFilter, PayoutStatus, PayoutUpdate, Storage,
+    StorageError, StoredResponse,
 };
 use serde_json::{Value, json};
 
@@ -386,6 +386,50 @@ impl Payouts {
         page: &PageRequest,
     ) -> Result<Page<Payout>, PayoutError> {
         Ok(self.storage.list_payouts(filter, page).await?)
+    }
+
+    /// The total of the payouts awaiting approval, in cents.
+    pub async fn awaiting_approval_total(&self) -> Result<i64, StorageError> {
+        self.storage.payouts_awaiting_approval_total().await
+    }
+
+    /// A payout's story: its own timeline entries (`"payout"`), its B2C request's
+    /// (`"request"`), and each Transaction Status question asked about that request
+    /// (`"status"`), in that order, unsorted.
+    pub async fn story(
+        &self,
+        payout: &Payout,
+    ) -> Result<Vec<(MoneyOutEvent, &'static str)>, StorageError> {
+        let mut events: Vec<(MoneyOutEvent, &'static str)> = self
+            .storage
+            .money_out_events(&payout.id)
+            .await?
+            .into_iter()
+            .map(|e| (e, "payout"))
+            .collect();
+        if let Some(request_id) = &payout.request_id {
+            events.extend(
+                self.storage
+                    .money_out_events(request_id)
+                    .await?
+                    .into_iter()
+                    .map(|e| (e, "request")),
+            );
+            for question in self
+                .storage
+                .initiator_requests_for(crate::money_out::initiator::RESOLVE, request_id)
+                .await?
+            {
+                events.extend(
+                    self.storage
+                        .money_out_events(&question.id)
+                        .await?
+                        .into_iter()
+                        .map(|e| (e, "status")),
+                );
+            }
+        }
+        Ok(events)
     }
 }
 

@@ -230,6 +230,11 @@ impl Refunds {
             .ok_or(RefundError::NotFound)
     }
 
+    /// Every refund of a payment, oldest first.
+    pub async fn of_payment(&self, payment_id: &str) -> Result<Vec<Refund>, StorageError> {
+        self.storage.refunds_for_payment(payment_id).await
+    }
+
     /// The refund status a payment shows: its latest refund's.
     pub async fn status_of_payment(&self, payment_id: &str) -> Result<Option<Refund>, RefundError> {
         Ok(self

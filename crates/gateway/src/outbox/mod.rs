@@ -10,10 +10,12 @@
 
 pub mod email;
 pub mod message;
+pub mod queue;
 pub mod schedule;
 pub mod telegram;
 pub mod webhook_sender;
 
+pub use queue::OutboxQueue;
 pub use schedule::{RetrySchedule, RetrySchedules};
 
 use std::sync::Arc;

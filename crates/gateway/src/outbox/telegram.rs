@@ -10,17 +10,23 @@ use mpesa_storage::{OutboxEvent, Storage};
 use super::Delivery;
 use super::message::{Notification, PaymentFacts, clip, headline, ksh};
 use crate::ids::now_ms;
+use crate::payments::StatusMessages;
 use crate::payments::notify::STATUS_MESSAGE;
 use crate::telegram::{BotApi, BotApiError, ChatId, SendMessage, escape_html, status};
 
 pub struct TelegramSender {
     api: BotApi,
     storage: Arc<dyn Storage>,
+    status_messages: StatusMessages,
 }
 
 impl TelegramSender {
     pub fn new(api: BotApi, storage: Arc<dyn Storage>) -> Self {
-        TelegramSender { api, storage }
+        TelegramSender {
+            api,
+            status_messages: StatusMessages::new(storage.clone()),
+            storage,
+        }
     }
 }
 
@@ -84,7 +90,7 @@ impl TelegramSender {
         if let Some(blocked) = self.blocked(&chat).await {
             return blocked;
         }
-        match status::refresh(&self.api, self.storage.as_ref(), &payment_id).await {
+        match status::refresh(&self.api, &self.status_messages, &payment_id).await {
             Ok(_) => Delivery::Delivered { code: Some(200) },
             Err(status::RefreshError::Telegram(error)) => {
                 delivery_for(error, &chat, self.storage.as_ref()).await

@@ -565,6 +565,22 @@ impl Payments {
         Ok(self.open_link_for(account).await?.is_some())
     }
 
+    /// Registers an account number customers may pay to: `true` when it was added (one that
+    /// is there, in any case, changes nothing).
+    pub async fn add_known_account(&self, account: &str, now: i64) -> Result<bool, StorageError> {
+        self.storage.add_c2b_account(account, now).await
+    }
+
+    /// The account numbers the merchant registered.
+    pub async fn known_accounts(&self) -> Result<Vec<mpesa_storage::C2bAccount>, StorageError> {
+        self.storage.list_c2b_accounts().await
+    }
+
+    /// Removes a registered account number; false when it was not registered.
+    pub async fn remove_known_account(&self, account: &str) -> Result<bool, StorageError> {
+        self.storage.remove_c2b_account(account).await
+    }
+
     /// The open payment link whose account number a customer typed (any case, spaces or
     /// dashes), if any.
     pub async fn open_link_for(

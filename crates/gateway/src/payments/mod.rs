@@ -8,18 +8,22 @@ pub mod c2b;
 pub mod idempotency;
 pub mod links;
 pub mod notify;
+pub mod reads;
 pub mod reconciler;
 pub mod service;
 pub mod start;
+pub mod status_messages;
 pub mod view;
 
 pub use idempotency::{Idempotency, IdempotencyKey, TELEGRAM_IDEMPOTENCY_SCOPE};
 pub use links::PaymentLinks;
 pub use notify::NotificationPlan;
+pub use reads::PaymentRecord;
 pub use service::{AdminDecision, PaymentError, Payments, PushOutcome};
 pub use start::{
     NewPaymentRequest, Origin, PushWhen, StartPayment, StartRefused, Started, start_answer,
 };
+pub use status_messages::StatusMessages;
 pub use view::PaymentView;
 
 use mpesa_domain::Transition;

@@ -12,7 +12,7 @@ pub mod updates;
 pub mod webhook_receiver;
 
 pub use api::{BotApi, BotApiError, ChatId, SendMessage};
-pub use bot::Bot;
+pub use bot::{Bot, BotServices};
 
 /// Escapes text for Telegram's HTML parse mode (which takes HTML's entities): every value that
 /// comes from outside (references, descriptions, names, Daraja's texts) goes through this, so

@@ -9,17 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mpesa_storage::Storage;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{BotApiError, GetUpdates, allowed_updates};
 use super::bot::Bot;
 use super::updates::Update;
+use crate::bot_ledger::BotLedger;
 use crate::health::DependencyHealth;
-use crate::ids::now_ms;
 
-/// The lease's name in storage.
-pub const LEASE_NAME: &str = "telegram-poller";
 /// Updates asked for per poll.
 const BATCH: u32 = 50;
 /// Longest wait after repeated failures.
@@ -27,7 +24,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub struct Poller {
     pub bot: Arc<Bot>,
-    pub storage: Arc<dyn Storage>,
+    /// The lease (and the bot's handled updates).
+    pub ledger: BotLedger,
     pub health: Arc<DependencyHealth>,
     /// This instance, as the lease's owner.
     pub owner: String,
@@ -54,7 +52,7 @@ impl Poller {
                     announced_standby = false;
                     tracing::info!(owner = %self.owner, "this instance polls Telegram for updates");
                     let stop = self.poll_while_leader(&shutdown).await;
-                    if let Err(error) = self.storage.release_lease(LEASE_NAME, &self.owner).await {
+                    if let Err(error) = self.ledger.release_poll_lease(&self.owner).await {
                         tracing::warn!(%error, "could not release the Telegram poller lease; it will lapse");
                     }
                     match stop {
@@ -83,15 +81,7 @@ impl Poller {
     }
 
     async fn acquire(&self) -> Result<bool, mpesa_storage::StorageError> {
-        let now = now_ms();
-        self.storage
-            .acquire_lease(
-                LEASE_NAME,
-                &self.owner,
-                now,
-                now + self.lease.as_millis() as i64,
-            )
-            .await
+        self.ledger.take_poll_lease(&self.owner, self.lease).await
     }
 
     /// Runs `work` while renewing the lease every third of it. `None` if the lease was lost

@@ -8,13 +8,14 @@
 //! lands last, its editor then sees the newest state and puts it up.
 
 use mpesa_domain::PaymentStatus;
-use mpesa_storage::{Payment, Storage, StorageError, TelegramStatusMessage};
+use mpesa_storage::{Payment, StorageError, TelegramStatusMessage};
 use serde_json::{Value, json};
 
 use super::api::{BotApi, BotApiError, EditMessageText, SendMessage};
 use super::escape_html;
 use crate::ids::{eat_display, now_ms};
 use crate::outbox::message::{clip, ksh};
+use crate::payments::StatusMessages;
 
 /// The `callback_data` prefix of the "check status" button.
 pub const STATUS_BUTTON: &str = "status:";
@@ -119,7 +120,7 @@ const MAX_EDITS: usize = 3;
 /// Sends the first status message of a payment and records it. Call before the push.
 pub async fn send_first(
     api: &BotApi,
-    storage: &dyn Storage,
+    messages: &StatusMessages,
     payment: &Payment,
     chat_id: i64,
 ) -> Result<TelegramStatusMessage, RefreshError> {
@@ -133,7 +134,7 @@ pub async fn send_first(
         message_id: sent.message_id,
         updated_at: now_ms(),
     };
-    storage.put_telegram_status_message(&record).await?;
+    messages.record(&record).await?;
     Ok(record)
 }
 
@@ -141,10 +142,10 @@ pub async fn send_first(
 /// the payment has none, or when its message was deleted. Nothing for a payment without a chat.
 pub async fn refresh(
     api: &BotApi,
-    storage: &dyn Storage,
+    messages: &StatusMessages,
     payment_id: &str,
 ) -> Result<Option<Payment>, RefreshError> {
-    let Some(mut payment) = storage.get_payment(payment_id).await? else {
+    let Some(mut payment) = messages.payment(payment_id).await? else {
         return Ok(None);
     };
     for _ in 0..MAX_EDITS {
@@ -152,7 +153,7 @@ pub async fn refresh(
             return Ok(Some(payment));
         };
         let shown = render(&payment);
-        match storage.find_telegram_status_message(payment_id).await? {
+        match messages.of_payment(payment_id).await? {
             Some(record) => {
                 let mut edit =
                     EditMessageText::html(chat_id.into(), record.message_id, shown.html.clone());
@@ -161,16 +162,16 @@ pub async fn refresh(
                     Ok(()) => {}
                     Err(e) if e.is_not_modified() => {}
                     Err(e) if e.is_message_gone() => {
-                        send_first(api, storage, &payment, chat_id).await?;
+                        send_first(api, messages, &payment, chat_id).await?;
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
             None => {
-                send_first(api, storage, &payment, chat_id).await?;
+                send_first(api, messages, &payment, chat_id).await?;
             }
         }
-        let Some(now) = storage.get_payment(payment_id).await? else {
+        let Some(now) = messages.payment(payment_id).await? else {
             return Ok(None);
         };
         let unchanged = render(&now) == shown;

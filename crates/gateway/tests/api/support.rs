@@ -90,6 +90,8 @@ pub struct TestGateway {
     pub base: String,
     pub api_key: String,
     pub state: AppState,
+    /// The gateway's database, for assertions on what it stored.
+    storage: Arc<dyn Storage>,
     pub sim: Option<Simulator>,
     pub database: Arc<TestDatabase>,
     pub client: reqwest::Client,
@@ -137,12 +139,12 @@ pub async fn spawn_with(options: Options) -> TestGateway {
         .await
         .expect("gateway starts");
     let state = app.state();
+    let storage = app.storage();
     let sim = app.simulator().cloned();
     let base = format!("http://{}", app.local_addr());
     let (api_key, record) =
         generate_api_key(&format!("test-{}", mpesa_gateway::ids::random_token(6)));
-    state
-        .storage
+    storage
         .create_api_key(&record)
         .await
         .expect("store the test API key");
@@ -152,6 +154,7 @@ pub async fn spawn_with(options: Options) -> TestGateway {
         base,
         api_key,
         state,
+        storage,
         sim,
         database,
         client: reqwest::Client::builder()
@@ -165,7 +168,7 @@ pub async fn spawn_with(options: Options) -> TestGateway {
 
 impl TestGateway {
     pub fn storage(&self) -> Arc<dyn Storage> {
-        self.state.storage.clone()
+        self.storage.clone()
     }
 
     pub fn sim(&self) -> &Simulator {

@@ -15,8 +15,6 @@ use crate::admin::layout::{self, Layout, Section, render};
 use crate::admin::pages::path_segment;
 use crate::admin::params::Params;
 use crate::admin::session::Admin;
-use crate::http::auth::generate_api_key;
-use crate::ids::now_ms;
 use crate::state::AppState;
 
 pub struct KeyRow {
@@ -52,7 +50,7 @@ async fn page(
     admin: &Admin,
     notice: Option<&'static str>,
 ) -> Result<ApiKeysPage, AdminError> {
-    let mut keys = state.storage.list_api_keys().await?;
+    let mut keys = state.accounts.api_keys().await?;
     // Active keys first, newest first within each group.
     keys.sort_by(|a, b| {
         a.revoked_at
@@ -137,9 +135,8 @@ pub async fn create(
         let page = page(&state, &form.admin, None).await?;
         return refuse(problem.to_owned(), name.chars().take(64).collect(), page);
     }
-    let (secret, record) = generate_api_key(&name);
-    match state.storage.create_api_key(&record).await {
-        Ok(()) => {}
+    let (secret, record) = match state.accounts.create_api_key(&name).await {
+        Ok(created) => created,
         Err(StorageError::Conflict(_)) => {
             let page = page(&state, &form.admin, None).await?;
             return refuse(
@@ -149,7 +146,7 @@ pub async fn create(
             );
         }
         Err(other) => return Err(other.into()),
-    }
+    };
     tracing::info!(key_id = %record.id, name = %record.name, username = %form.admin.session.username, "API key created from the dashboard");
     let mut page = page(&state, &form.admin, None).await?;
     page.created = Some(NewKey {
@@ -167,15 +164,8 @@ pub async fn revoke(
     form: ActionForm,
 ) -> Result<Response, AdminError> {
     // Only ids are revoked here (never a name that happens to equal the text).
-    let is_active_id = state
-        .storage
-        .list_api_keys()
-        .await?
-        .iter()
-        .any(|k| k.id == id && k.revoked_at.is_none());
-    let revoked = is_active_id && state.storage.revoke_api_key(&id, now_ms()).await?;
+    let revoked = state.accounts.revoke_api_key_by_id(&id).await?;
     if revoked {
-        state.api_keys.forget(&id);
         tracing::info!(key_id = %id, username = %form.admin.session.username, "API key revoked from the dashboard");
     }
     let notice = if revoked {

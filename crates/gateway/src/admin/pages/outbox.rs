@@ -5,7 +5,7 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use mpesa_storage::{OutboxFilter, OutboxStatus, PageRequest, Storage};
+use mpesa_storage::{OutboxFilter, OutboxStatus, PageRequest};
 
 use crate::admin::csrf::ActionForm;
 use crate::admin::error::AdminError;
@@ -14,7 +14,7 @@ use crate::admin::layout::{self, Layout, Section, render};
 use crate::admin::pages::{Fact, OutboxRow, destination, facts, path_segment, payment_href};
 use crate::admin::params::{Params, query_string};
 use crate::admin::session::Admin;
-use crate::ids::now_ms;
+use crate::outbox::queue::{OutboxQueue, Retry};
 use crate::state::AppState;
 
 const PAGE_SIZE: u32 = 50;
@@ -76,7 +76,7 @@ pub async fn list(
     admin: Admin,
     Params(params): Params,
 ) -> Result<Response, AdminError> {
-    let storage = &state.storage;
+    let queue = &state.outbox;
     let status = match params.get("status") {
         None => None,
         Some(s) => Some(OutboxStatus::parse(s).ok_or_else(|| {
@@ -87,9 +87,9 @@ pub async fn list(
         .text("cursor", "The page link")
         .map_err(AdminError::BadRequest)?;
     let (pending_count, dead_count, blocked_count) = tokio::try_join!(
-        bounded_count(storage.as_ref(), OutboxStatus::Pending),
-        bounded_count(storage.as_ref(), OutboxStatus::Dead),
-        bounded_count(storage.as_ref(), OutboxStatus::Blocked),
+        bounded_count(queue, OutboxStatus::Pending),
+        bounded_count(queue, OutboxStatus::Dead),
+        bounded_count(queue, OutboxStatus::Blocked),
     )?;
     // Without a status: what needs looking at, dead first then pending, a page of each.
     let shown: Vec<OutboxStatus> = match status {
@@ -98,8 +98,8 @@ pub async fn list(
     };
     let mut sections = Vec::new();
     for s in shown {
-        let found = storage
-            .list_outbox(
+        let found = queue
+            .list(
                 &OutboxFilter {
                     status: Some(s),
                     channel: None,
@@ -167,24 +167,12 @@ pub async fn list(
 
 /// How many events have this status, up to [`COUNT_CAP`] (`"99+"` beyond).
 pub async fn bounded_count(
-    storage: &dyn Storage,
+    queue: &OutboxQueue,
     status: OutboxStatus,
 ) -> Result<String, mpesa_storage::StorageError> {
-    let page = storage
-        .list_outbox(
-            &OutboxFilter {
-                status: Some(status),
-                channel: None,
-            },
-            &PageRequest {
-                limit: COUNT_CAP,
-                cursor: None,
-            },
-        )
-        .await?;
-    Ok(match page.next_cursor {
-        Some(_) => format!("{COUNT_CAP}+"),
-        None => page.items.len().to_string(),
+    Ok(match queue.count_up_to(status, COUNT_CAP).await? {
+        Some(n) => n.to_string(),
+        None => format!("{COUNT_CAP}+"),
     })
 }
 
@@ -220,10 +208,9 @@ pub async fn show(
     Path(id): Path<String>,
     Params(params): Params,
 ) -> Result<Response, AdminError> {
-    let Some(e) = state.storage.get_outbox_event(&id).await? else {
+    let Some((e, attempts)) = state.outbox.event(&id).await? else {
         return Err(AdminError::NotFound("There is no such outbox event."));
     };
-    let attempts = state.storage.outbox_attempts(&id).await?;
     let page = EventPage {
         layout: Layout::new(format!("Outbox event {}", e.id), Section::Outbox, &admin)
             .with_notice(layout::notice(params.get("notice"))),
@@ -278,12 +265,14 @@ pub async fn retry(
     Path(id): Path<String>,
     form: ActionForm,
 ) -> Result<Response, AdminError> {
-    if state.storage.get_outbox_event(&id).await?.is_none() {
-        return Err(AdminError::NotFound("There is no such outbox event."));
-    }
-    let requeued = state.storage.retry_outbox_event(&id, now_ms()).await?;
+    let requeued = match state.outbox.retry(&id).await? {
+        Retry::NoSuchEvent => {
+            return Err(AdminError::NotFound("There is no such outbox event."));
+        }
+        Retry::Requeued => true,
+        Retry::NotDead => false,
+    };
     if requeued {
-        state.outbox_wake.notify_one();
         tracing::info!(event_id = %id, username = %form.admin.session.username, "outbox event re-queued from the dashboard");
     }
     let notice = if requeued { "retried" } else { "not_dead" };

@@ -119,7 +119,7 @@ async fn balance_tile(state: &AppState) -> Result<Option<BalanceTile>, AdminErro
     let b2c = money_out.payouts.settings().b2c_short_code.clone();
     let (latest, awaiting) = tokio::try_join!(
         money_out.balances.latest(),
-        state.storage.payouts_awaiting_approval_total(),
+        money_out.payouts.awaiting_approval_total(),
     )?;
     let when = |t: &Option<String>| {
         t.as_deref()
@@ -222,7 +222,7 @@ pub async fn show(
     admin: Admin,
     Params(params): Params,
 ) -> Result<Response, AdminError> {
-    let storage = &state.storage;
+    let (payments, outbox) = (&state.payments, &state.outbox);
     let now = now_ms();
     let today_start = format::eat_day_start(now);
     let tomorrow = today_start + DAY_MS;
@@ -257,14 +257,14 @@ pub async fn show(
     };
     let balance = balance_tile(&state).await?;
     let (today, week, volume, held, pending, initiated, dead, pending_events) = tokio::try_join!(
-        storage.payment_stats(today_start, tomorrow),
-        storage.payment_stats(week_start, tomorrow),
-        storage.daily_volume(today_start - (CHART_DAYS - 1) * DAY_MS, tomorrow),
-        storage.list_payments(&held_filter, &attention),
-        storage.list_payments(&pending_filter, &attention),
-        storage.list_payments(&initiated_filter, &attention),
-        storage.list_outbox(&dead_filter, &dead_page),
-        super::outbox::bounded_count(storage.as_ref(), OutboxStatus::Pending),
+        payments.stats(today_start, tomorrow),
+        payments.stats(week_start, tomorrow),
+        payments.daily_volume(today_start - (CHART_DAYS - 1) * DAY_MS, tomorrow),
+        payments.list(&held_filter, &attention),
+        payments.list(&pending_filter, &attention),
+        payments.list(&initiated_filter, &attention),
+        outbox.list(&dead_filter, &dead_page),
+        super::outbox::bounded_count(outbox, OutboxStatus::Pending),
     )?;
 
     let by_status = mpesa_domain::payment::ALL_STATUSES

@@ -140,31 +140,19 @@ pub async fn show(
     Path(id): Path<String>,
     Params(params): Params,
 ) -> Result<Response, AdminError> {
-    let storage = &state.storage;
-    let Some(p) = storage.get_payment(&id).await? else {
+    let Some(record) = state.payments.record(&id).await? else {
         return Err(AdminError::NotFound("There is no such payment."));
     };
-    let (events, callbacks, outbox, refunds) = tokio::try_join!(
-        storage.payment_events(&id),
-        storage.callbacks_for_payment(&id),
-        storage.outbox_for_payment(&id),
-        storage.refunds_for_payment(&id),
-    )?;
-    // A payment has a handful of notifications; their attempts are read one event at a time.
-    let attempts =
-        futures::future::try_join_all(outbox.iter().map(|e| storage.outbox_attempts(&e.id)))
-            .await?;
-    let timeline = timeline(&events, &callbacks, &outbox, &attempts);
-    let (link_href, link_title) = match &p.payment_link_id {
-        Some(link_id) => {
-            let title = storage
-                .get_payment_link(link_id)
-                .await?
-                .map(|l| l.title)
-                .unwrap_or_else(|| link_id.clone());
-            (crate::admin::pages::links::link_href(link_id), title)
-        }
-        None => (String::new(), String::new()),
+    let timeline = timeline(
+        &record.events,
+        &record.callbacks,
+        &record.outbox,
+        &record.attempts,
+    );
+    let (p, refunds) = (record.payment, record.refunds);
+    let (link_href, link_title) = match (&p.payment_link_id, record.link_title) {
+        (Some(link_id), Some(title)) => (crate::admin::pages::links::link_href(link_id), title),
+        _ => (String::new(), String::new()),
     };
 
     let page = PaymentPage {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use mpesa_domain::payment::ALL_STATUSES;
 use mpesa_domain::{Msisdn, PaymentStatus};
-use mpesa_storage::{PageRequest, PaymentChannel, PaymentFilter, Storage};
+use mpesa_storage::{PageRequest, PaymentChannel, PaymentFilter};
 
 use crate::admin::error::AdminError;
 use crate::admin::format::{self, DAY_MS};
@@ -21,6 +21,7 @@ use crate::admin::params::{Fields, Params, query_string};
 use crate::admin::session::Admin;
 use crate::cli::payments::{CSV_HEADER, csv_row};
 use crate::ids::now_ms;
+use crate::payments::Payments;
 use crate::state::AppState;
 
 pub const PAGE_SIZE: u32 = 50;
@@ -178,8 +179,8 @@ pub async fn list(
         }
         Ok(filter) => {
             let found = state
-                .storage
-                .list_payments(
+                .payments
+                .list(
                     &filter,
                     &PageRequest {
                         limit: PAGE_SIZE,
@@ -207,15 +208,15 @@ pub async fn export_csv(
         .1
         .map_err(|errors| AdminError::BadRequest(errors.join(" ")))?;
     tracing::info!(username = %admin.session.username, "payments exported as CSV from the dashboard");
-    let storage = state.storage.clone();
+    let payments = state.payments.clone();
     let header_line = Bytes::from(format!("{}\r\n", CSV_HEADER.join(",")));
     // One storage page per chunk: memory stays flat however many rows match.
     let pages = futures::stream::unfold(Some(None), move |cursor: Option<Option<String>>| {
-        let storage = storage.clone();
+        let payments = payments.clone();
         let filter = filter.clone();
         async move {
             let cursor = cursor?;
-            match next_chunk(storage.as_ref(), &filter, cursor).await {
+            match next_chunk(&payments, &filter, cursor).await {
                 Ok((chunk, next)) => Some((Ok(chunk), next.map(Some))),
                 Err(error) => {
                     tracing::error!(%error, "CSV export stopped: storage failed");
@@ -250,12 +251,12 @@ pub async fn export_csv(
 }
 
 async fn next_chunk(
-    storage: &dyn Storage,
+    payments: &Payments,
     filter: &PaymentFilter,
     cursor: Option<String>,
 ) -> Result<(Bytes, Option<String>), mpesa_storage::StorageError> {
-    let page = storage
-        .list_payments(
+    let page = payments
+        .list(
             filter,
             &PageRequest {
                 limit: EXPORT_PAGE,

@@ -326,38 +326,11 @@ struct PayoutPage {
 
 async fn payout_page(state: &AppState, admin: &Admin, id: &str) -> Result<PayoutPage, AdminError> {
     let payouts = &state.money_out.payouts;
-    let storage = &state.storage;
     let p = payouts.get(id).await?;
     let view = payouts.view(id).await?;
     // The story: the payout's own entries, its B2C request's, and each Transaction Status
     // question asked about that request.
-    let mut events: Vec<(MoneyOutEvent, &'static str)> = storage
-        .money_out_events(&p.id)
-        .await?
-        .into_iter()
-        .map(|e| (e, "payout"))
-        .collect();
-    if let Some(request_id) = &p.request_id {
-        events.extend(
-            storage
-                .money_out_events(request_id)
-                .await?
-                .into_iter()
-                .map(|e| (e, "request")),
-        );
-        for question in storage
-            .initiator_requests_for(crate::money_out::initiator::RESOLVE, request_id)
-            .await?
-        {
-            events.extend(
-                storage
-                    .money_out_events(&question.id)
-                    .await?
-                    .into_iter()
-                    .map(|e| (e, "status")),
-            );
-        }
-    }
+    let events = payouts.story(&p).await?;
     let mut timeline: Vec<Entry> = events.iter().map(|(e, whose)| entry(e, whose)).collect();
     timeline.sort_by_key(|e| (e.at, e.order));
     let username = &admin.session.username;

@@ -75,8 +75,8 @@ pub async fn list(
         .map_err(AdminError::BadRequest)?;
     let had_cursor = cursor.is_some();
     let found = state
-        .storage
-        .list_callbacks(
+        .payments
+        .received_callbacks(
             &filter,
             &PageRequest {
                 limit: PAGE_SIZE,
@@ -123,7 +123,7 @@ pub async fn show(
     admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
-    let Some(c) = state.storage.get_callback(&id).await? else {
+    let Some(c) = state.payments.received_callback(&id).await? else {
         return Err(AdminError::NotFound("There is no such callback."));
     };
     let (body, lossy) = format::body_text(&c.body);

@@ -58,11 +58,10 @@ async fn page(
     admin: &Admin,
     id: &str,
 ) -> Result<(RefundPage, Payment), AdminError> {
-    let storage = &state.storage;
-    let Some(p) = storage.get_payment(id).await? else {
+    let Some(p) = state.payments.find(id).await? else {
         return Err(AdminError::NotFound("There is no such payment."));
     };
-    let refunds = storage.refunds_for_payment(id).await?;
+    let refunds = state.money_out.refunds.of_payment(id).await?;
     let refused = if !state.money_out.initiator.configured() {
         Some(RefundError::NotConfigured.to_string())
     } else {

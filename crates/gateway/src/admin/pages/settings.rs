@@ -40,7 +40,7 @@ pub async fn show(State(state): State<AppState>, admin: Admin) -> Result<Respons
             },
             Setting {
                 name: "Database",
-                value: state.storage.backend().as_str().to_owned(),
+                value: state.health_checks.backend().to_owned(),
             },
             Setting {
                 name: "Instance",

@@ -36,7 +36,7 @@ pub async fn list(
     admin: Admin,
     Params(params): Params,
 ) -> Result<Response, AdminError> {
-    let users = state.storage.list_admin_users().await?;
+    let users = state.accounts.admin_users().await?;
     let page = UsersPage {
         layout: Layout::new("Users", Section::Users, &admin)
             .with_notice(layout::notice(params.get("notice"))),
@@ -60,10 +60,9 @@ pub async fn sign_out_everywhere(
     Path(username): Path<String>,
     form: ActionForm,
 ) -> Result<Response, AdminError> {
-    if state.storage.find_admin_user(&username).await?.is_none() {
+    let Some(ended) = state.accounts.sign_out_everywhere(&username).await? else {
         return Ok(Redirect::to("/admin/users?notice=user_not_found").into_response());
-    }
-    let ended = state.storage.delete_sessions_of(&username).await?;
+    };
     tracing::info!(%username, ended, by = %form.admin.session.username, "dashboard sessions ended from the dashboard");
     if username == form.admin.session.username {
         return Ok(Redirect::to("/admin/sign-in?notice=signed_out").into_response());
@@ -80,7 +79,7 @@ pub async fn remove(
     if username == form.admin.session.username {
         return Ok(Redirect::to("/admin/users?notice=not_yourself").into_response());
     }
-    let notice = if state.storage.delete_admin_user(&username).await? {
+    let notice = if state.accounts.remove_admin_user(&username).await? {
         tracing::info!(%username, by = %form.admin.session.username, "dashboard user removed from the dashboard");
         "user_removed"
     } else {

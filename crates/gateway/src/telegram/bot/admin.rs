@@ -15,8 +15,8 @@ impl Bot {
     pub(super) async fn stats(&self, chat: i64) -> Result<(), BotError> {
         let now = now_ms();
         let stats = self
-            .storage
-            .payment_stats(mpesa_domain::eat::day_start(now), now + 1)
+            .payments
+            .stats(mpesa_domain::eat::day_start(now), now + 1)
             .await?;
         let get = |s: PaymentStatus| stats.by_status.get(s.as_str()).cloned().unwrap_or_default();
         let completed = get(PaymentStatus::Completed);
@@ -82,7 +82,7 @@ impl Bot {
                 ..Default::default()
             },
         ] {
-            for p in self.storage.list_payments(&filter, &page).await?.items {
+            for p in self.payments.list(&filter, &page).await?.items {
                 if !found.iter().any(|f| f.id == p.id) {
                     found.push(p);
                 }

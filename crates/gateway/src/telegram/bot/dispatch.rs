@@ -8,7 +8,6 @@ use crate::outbox::message::clip;
 use crate::telegram::escape_html;
 use crate::telegram::rate_limit::Verdict;
 use crate::telegram::updates::Message;
-use mpesa_storage::TelegramLink;
 
 /// What a message asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,16 +53,7 @@ impl Bot {
             }
         }
         // A chat that writes to the bot has not blocked it (any more).
-        if let Some(link) = self.storage.find_telegram_link(chat).await?
-            && link.blocked_at.is_some()
-        {
-            self.storage
-                .link_telegram_chat(&TelegramLink {
-                    blocked_at: None,
-                    ..link
-                })
-                .await?;
-        }
+        self.accounts.chat_wrote(chat).await?;
         if let Some(contact) = &m.contact {
             self.count("contact");
             return self.on_contact(&m, &from, contact).await;

@@ -11,7 +11,7 @@ const HISTORY_LEN: u32 = 5;
 
 impl Bot {
     pub(super) async fn status(&self, chat: i64) -> Result<(), BotError> {
-        let Some(link) = self.storage.find_telegram_link(chat).await? else {
+        let Some(link) = self.accounts.chat_link(chat).await? else {
             return self.reply(chat, not_linked_text(), None).await;
         };
         let latest = self.payments_of(&link.phone, None, 1).await?;
@@ -27,7 +27,7 @@ impl Bot {
     }
 
     pub(super) async fn history(&self, chat: i64) -> Result<(), BotError> {
-        let Some(link) = self.storage.find_telegram_link(chat).await? else {
+        let Some(link) = self.accounts.chat_link(chat).await? else {
             return self.reply(chat, not_linked_text(), None).await;
         };
         let payments = self.payments_of(&link.phone, None, HISTORY_LEN).await?;
@@ -48,8 +48,8 @@ impl Bot {
         limit: u32,
     ) -> Result<Vec<Payment>, StorageError> {
         Ok(self
-            .storage
-            .list_payments(
+            .payments
+            .list(
                 &PaymentFilter {
                     phone: Some(phone.to_owned()),
                     status,

@@ -11,7 +11,7 @@ use crate::telegram::updates::{Contact, Message, User};
 
 impl Bot {
     pub(super) async fn start(&self, chat: i64) -> Result<(), BotError> {
-        if let Some(link) = self.storage.find_telegram_link(chat).await? {
+        if let Some(link) = self.accounts.chat_link(chat).await? {
             let text = format!(
                 "👋 Welcome back! Your number <b>{}</b> is linked.\n\
                  Pay with <code>/pay AMOUNT [REFERENCE]</code>, e.g. <code>/pay 100</code>.\n\
@@ -67,8 +67,8 @@ impl Bot {
             }
         };
         let removed = self
-            .storage
-            .link_telegram_chat_exclusively(&TelegramLink {
+            .accounts
+            .link_chat(&TelegramLink {
                 chat_id: chat,
                 user_id: from.id,
                 phone: phone.as_str().to_owned(),
@@ -87,7 +87,7 @@ impl Bot {
     }
 
     pub(super) async fn unlink(&self, chat: i64) -> Result<(), BotError> {
-        let text = if self.storage.unlink_telegram_chat(chat).await? {
+        let text = if self.accounts.unlink_chat(chat).await? {
             tracing::info!(chat_id = chat, "Telegram chat unlinked");
             "Your number is no longer linked to this chat. Send /start to link it again."
         } else {

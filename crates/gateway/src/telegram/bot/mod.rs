@@ -27,7 +27,7 @@ mod text;
 use std::sync::{Arc, OnceLock};
 
 use mpesa_domain::AmountBounds;
-use mpesa_storage::{Storage, StorageError};
+use mpesa_storage::StorageError;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -35,10 +35,11 @@ use tokio::sync::Mutex;
 use super::api::{BotApi, BotApiError, SendMessage};
 use super::rate_limit::ChatRateLimiter;
 use super::updates::{Update, UpdateKind};
+use crate::accounts::Accounts;
+use crate::bot_ledger::BotLedger;
 use crate::config::TelegramSettings;
-use crate::ids::now_ms;
 use crate::metrics::Metrics;
-use crate::payments::Payments;
+use crate::payments::{Payments, StatusMessages};
 
 /// A failure that means "not handled: hand me this update again later" (the database or
 /// Telegram is unreachable). Anything else is answered, or logged, and counts as handled.
@@ -70,9 +71,25 @@ fn is_transient(error: &BotApiError) -> bool {
     )
 }
 
+/// The services the bot translates to and from.
+pub struct BotServices {
+    pub accounts: Accounts,
+    pub ledger: BotLedger,
+    pub status_messages: StatusMessages,
+    pub payments: Payments,
+    /// `/paid CODE`: a receipt checked with Safaricom.
+    pub receipts: crate::money_out::ReceiptChecks,
+    pub metrics: Arc<Metrics>,
+}
+
 pub struct Bot {
     pub api: BotApi,
-    storage: Arc<dyn Storage>,
+    /// Chat links (a chat and its phone number).
+    accounts: Accounts,
+    /// Which updates were handled.
+    ledger: BotLedger,
+    /// Each payment's status message.
+    status_messages: StatusMessages,
     payments: Payments,
     /// `/paid CODE`: a receipt checked with Safaricom.
     receipts: crate::money_out::ReceiptChecks,
@@ -102,10 +119,7 @@ impl Bot {
     pub fn new(
         settings: &TelegramSettings,
         webhook_url: Option<url::Url>,
-        storage: Arc<dyn Storage>,
-        payments: Payments,
-        receipts: crate::money_out::ReceiptChecks,
-        metrics: Arc<Metrics>,
+        services: BotServices,
     ) -> Result<Bot, BotApiError> {
         let api = BotApi::new(&settings.api_base, settings.bot_token.clone())?;
         let bot_id = settings
@@ -118,11 +132,13 @@ impl Bot {
             .to_owned();
         Ok(Bot {
             api,
-            amount_bounds: payments.amount_bounds(),
-            storage,
-            payments,
-            receipts,
-            metrics,
+            amount_bounds: services.payments.amount_bounds(),
+            accounts: services.accounts,
+            ledger: services.ledger,
+            status_messages: services.status_messages,
+            payments: services.payments,
+            receipts: services.receipts,
+            metrics: services.metrics,
             admin_chat_id: settings.admin_chat_id,
             bot_id,
             username: OnceLock::new(),
@@ -142,18 +158,9 @@ impl Bot {
         Ok(())
     }
 
-    /// The settings key of the next update to ask for.
-    fn offset_key(&self) -> String {
-        format!("telegram_update_offset:{}", self.bot_id)
-    }
-
     /// The first update not handled yet, as stored.
     pub async fn stored_offset(&self) -> Result<Option<i64>, StorageError> {
-        Ok(self
-            .storage
-            .get_setting(&self.offset_key())
-            .await?
-            .and_then(|v| v.parse().ok()))
+        self.ledger.next_update(&self.bot_id).await
     }
 
     /// Handles one update once (see the module comment). `Err` means it was not handled and
@@ -170,9 +177,7 @@ impl Bot {
         }
         let update_id = update.update_id;
         self.handle(update).await?;
-        self.storage
-            .put_setting(&self.offset_key(), &(update_id + 1).to_string(), now_ms())
-            .await?;
+        self.ledger.handled(&self.bot_id, update_id).await?;
         Ok(())
     }
 
@@ -208,9 +213,7 @@ impl Bot {
         match error {
             BotApiError::Forbidden { .. } => {
                 tracing::info!(chat_id = chat, "the chat blocked the bot; recorded");
-                self.storage
-                    .mark_telegram_chat_blocked(chat, now_ms())
-                    .await?;
+                self.accounts.chat_blocked(chat).await?;
                 Ok(())
             }
             error if is_transient(&error) => Err(error.into()),

@@ -64,7 +64,7 @@ impl Bot {
                 }
             }
         };
-        let Some(link) = self.storage.find_telegram_link(chat).await? else {
+        let Some(link) = self.accounts.chat_link(chat).await? else {
             return self.reply(chat, not_linked_text(), None).await;
         };
         let phone = Msisdn::parse(&link.phone).map_err(|_| {
@@ -153,12 +153,9 @@ impl Bot {
     /// recorded, so a payment without one was never pushed, and one with it is never pushed
     /// again.
     pub(super) async fn carry_on(&self, payment: Payment, chat: i64) -> Result<(), BotError> {
-        let recorded = self
-            .storage
-            .find_telegram_status_message(&payment.id)
-            .await?;
+        let recorded = self.status_messages.of_payment(&payment.id).await?;
         if recorded.is_none() && payment.status == PaymentStatus::Initiated {
-            match status::send_first(&self.api, self.storage.as_ref(), &payment, chat).await {
+            match status::send_first(&self.api, &self.status_messages, &payment, chat).await {
                 Ok(_) => {}
                 Err(RefreshError::Storage(e)) => return Err(e.into()),
                 Err(RefreshError::Telegram(error)) => {
@@ -183,7 +180,7 @@ impl Bot {
     }
 
     pub(super) async fn refresh_status(&self, payment_id: &str, chat: i64) -> Result<(), BotError> {
-        match status::refresh(&self.api, self.storage.as_ref(), payment_id).await {
+        match status::refresh(&self.api, &self.status_messages, payment_id).await {
             Ok(_) => Ok(()),
             Err(RefreshError::Storage(e)) => Err(e.into()),
             Err(RefreshError::Telegram(error)) => self.telegram_failed(chat, error).await,
@@ -226,7 +223,7 @@ impl Bot {
         else {
             return Ok("This button no longer does anything.");
         };
-        let Some(payment) = self.storage.get_payment(payment_id).await? else {
+        let Some(payment) = self.payments.find(payment_id).await? else {
             return Ok("No such payment.");
         };
         let Some(chat) = chat.filter(|c| payment.telegram_chat_id == Some(*c)) else {
@@ -239,11 +236,7 @@ impl Bot {
             }
         }
         self.refresh_status(&payment.id, chat).await?;
-        let now = self
-            .storage
-            .get_payment(&payment.id)
-            .await?
-            .unwrap_or(payment);
+        let now = self.payments.find(&payment.id).await?.unwrap_or(payment);
         Ok(status::short_status(&now))
     }
 }
