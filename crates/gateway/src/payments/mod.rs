@@ -10,6 +10,7 @@ pub mod links;
 pub mod notify;
 pub mod reads;
 pub mod reconciler;
+pub mod schedule;
 pub mod service;
 pub mod start;
 pub mod status_messages;
