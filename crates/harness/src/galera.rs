@@ -283,6 +283,23 @@ impl GaleraCluster {
         )))
         .execute(&mut conn)
         .await?;
+        // Certification is synchronous, applying is not: a node may not have created the
+        // database yet when a test connects to it ("Unknown database"). A read with
+        // wsrep_sync_wait waits until the node has applied what the cluster committed before it.
+        for i in 0..self.nodes.len() {
+            let mut node = sqlx::MySqlConnection::connect(&self.admin_url(i)).await?;
+            sqlx::raw_sql("SET SESSION wsrep_sync_wait = 1")
+                .execute(&mut node)
+                .await?;
+            let (found,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            )
+            .bind(&name)
+            .fetch_one(&mut node)
+            .await?;
+            anyhow::ensure!(found == 1, "node {} does not show database {name}", i + 1);
+            let _ = node.close().await;
+        }
         Ok(name)
     }
 
