@@ -139,7 +139,7 @@ impl C2bPath {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum C2bDecision {
     /// Book a new `completed` payment: this is the transition that completes it.
-    Book(Transition),
+    Book(Box<Transition>),
     /// The receipt is already booked (on a payment of either channel): nothing changes.
     Duplicate,
     /// Paid to a shortcode this gateway does not serve: keep the report, book nothing.
@@ -186,7 +186,7 @@ pub fn on_c2b_report(
     t.transaction_date_ms = report.transaction_time_ms;
     t.review = ReviewChange::Keep;
     t.notify = Some(FinalOutcome::Completed);
-    C2bDecision::Book(t)
+    C2bDecision::Book(Box::new(t))
 }
 
 /// Whether an open STK payment (its account reference, amount and phone) could be the payment a

@@ -3,6 +3,7 @@
 //! between states. Everything here is deterministic and takes the time as an argument.
 
 pub mod c2b;
+pub mod decision;
 pub mod eat;
 pub mod initiator;
 pub mod link;
@@ -14,6 +15,7 @@ pub mod result_code;
 pub mod state_machine;
 pub mod text;
 
+pub use decision::{CallbackClass, PaymentChange, StkCallbackDecision};
 pub use initiator::{
     RequestKind, RequestOutcome, RequestSnapshot, RequestStatus, RequestTransition, ResolvePolicy,
 };

@@ -7,6 +7,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::money::{Amount, AmountBounds, AmountError};
+use crate::payment::{PaymentStatus, ReviewReason};
+use crate::state_machine::{ReviewChange, Transition, TransitionKind};
 
 /// Where a link is. `Expired` is reached by time alone: a link stored `active` whose
 /// `expires_at` has passed reads as expired.
@@ -200,17 +202,21 @@ impl Lang {
     }
 }
 
-/// Why a payment is held for review when it completed through a single-use link that another
-/// payment had already paid (an STK push and a paybill payment both made, say): the customer
-/// paid twice. Storage holds it, with the link's row locked.
 /// Stands for the payment that paid a single-use link in notifications planned before
-/// storage knows it (storage puts the id in its place): see [`already_paid_reason`].
+/// storage knows it (storage puts the id in its place): see [`on_already_paid`].
 pub const PAID_BY_MARK: &str = "{paid_by}";
 
-pub fn already_paid_reason(link_id: &str, paid_by: &str) -> String {
-    format!(
-        "paid through single-use link {link_id}, which {paid_by} had already paid: refund suggested"
-    )
+/// A payment in `status` completed through the single-use link `link_id`, which `paid_by` had
+/// already paid (an STK push and a paybill payment both made, say): the customer paid twice.
+/// The payment keeps its state and is held for review (a refund is suggested); nobody is told
+/// it completed. Storage applies this with the link's row locked, as it writes the completion.
+pub fn on_already_paid(status: PaymentStatus, link_id: &str, paid_by: &str) -> Transition {
+    let mut t = Transition::new(TransitionKind::HeldForReview, status);
+    t.review = ReviewChange::Hold(ReviewReason::LinkAlreadyPaid {
+        link_id: link_id.to_owned(),
+        paid_by: paid_by.to_owned(),
+    });
+    t
 }
 
 /// Checks a link's title: 1 to 80 characters, no control characters.
@@ -244,6 +250,26 @@ pub fn check_link_description(text: &str) -> Result<String, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_paid_twice_holds_the_second_payment_in_its_state() {
+        let t = on_already_paid(PaymentStatus::Completed, "pl_1", "pay_2");
+        assert_eq!(t.kind, TransitionKind::HeldForReview);
+        assert_eq!(t.kind.as_str(), "held_for_review", "the stored name");
+        assert_eq!(t.status, PaymentStatus::Completed);
+        assert_eq!(t.notify, None, "nobody is told it completed");
+        assert_eq!(
+            t.holds_for_review().map(ReviewReason::describe).as_deref(),
+            Some(
+                "paid through single-use link pl_1, which pay_2 had already paid: refund suggested"
+            )
+        );
+        assert_eq!(
+            (t.mpesa_receipt_number, t.result_code, t.checkout_request_id),
+            (None, None, None),
+            "it writes nothing but the hold"
+        );
+    }
 
     fn bounds() -> AmountBounds {
         AmountBounds {

@@ -136,6 +136,9 @@ pub enum ReviewReason {
     /// The push's answer never came and no callback named the payment by its expiry: M-Pesa may
     /// have taken the money.
     PushOutcomeUnknown,
+    /// A completion through a single-use link that another payment (`paid_by`) had already
+    /// paid: the customer paid twice.
+    LinkAlreadyPaid { link_id: String, paid_by: String },
 }
 
 impl ReviewReason {
@@ -175,6 +178,9 @@ impl ReviewReason {
             ReviewReason::ReceiptInUse => {
                 "success callback carries a receipt number that belongs to another payment".into()
             }
+            ReviewReason::LinkAlreadyPaid { link_id, paid_by } => format!(
+                "paid through single-use link {link_id}, which {paid_by} had already paid: refund suggested"
+            ),
         }
     }
 }

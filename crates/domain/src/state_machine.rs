@@ -37,6 +37,9 @@ pub struct PaymentSnapshot {
     pub result_code: Option<ResultCode>,
     pub needs_review: bool,
     pub created_at_ms: i64,
+    /// Made through a payment link: completing it settles the link (see
+    /// [`crate::decision::PaymentChange::completes_through_link`]).
+    pub through_link: bool,
 }
 
 /// An STK callback as the rules see it (the Daraja crate parses the wire form).
@@ -86,9 +89,33 @@ pub enum TransitionKind {
     C2bPull,
     /// A C2B payment booked from a Transaction Status check.
     C2bStatus,
+    /// A completion through a single-use link that another payment had already paid: the
+    /// payment keeps its state and is held for review (see [`crate::link::on_already_paid`]).
+    HeldForReview,
 }
 
 impl TransitionKind {
+    pub const ALL: [TransitionKind; 13] = [
+        TransitionKind::PushAccepted,
+        TransitionKind::PushRefused,
+        TransitionKind::PushOutcomeUnknown,
+        TransitionKind::CallbackAdopted,
+        TransitionKind::Callback,
+        TransitionKind::Query,
+        TransitionKind::Expired,
+        TransitionKind::AdminSettled,
+        TransitionKind::AdminRejected,
+        TransitionKind::C2bConfirmation,
+        TransitionKind::C2bPull,
+        TransitionKind::C2bStatus,
+        TransitionKind::HeldForReview,
+    ];
+
+    /// The kind a stored timeline entry names, when a transition wrote it.
+    pub fn parse(s: &str) -> Option<Self> {
+        TransitionKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TransitionKind::PushAccepted => "push_accepted",
@@ -103,6 +130,7 @@ impl TransitionKind {
             TransitionKind::C2bConfirmation => "c2b_confirmation",
             TransitionKind::C2bPull => "c2b_pull",
             TransitionKind::C2bStatus => "c2b_status",
+            TransitionKind::HeldForReview => "held_for_review",
         }
     }
 }
@@ -636,12 +664,13 @@ fn success_mismatch(p: &PaymentSnapshot, d: &SuccessDetails) -> Option<ReviewRea
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::payment::ALL_STATUSES;
     use proptest::prelude::*;
 
-    fn snapshot(status: PaymentStatus) -> PaymentSnapshot {
+    /// A KSh 100 payment to 0708374149, with what a payment in `status` has recorded.
+    pub(crate) fn snapshot(status: PaymentStatus) -> PaymentSnapshot {
         PaymentSnapshot {
             status,
             amount: Amount::from_stored(100),
@@ -657,10 +686,11 @@ mod tests {
             },
             needs_review: false,
             created_at_ms: 1_000_000,
+            through_link: false,
         }
     }
 
-    fn success(amount_cents: i64, phone: &str, receipt: &str) -> CallbackReport {
+    pub(crate) fn success(amount_cents: i64, phone: &str, receipt: &str) -> CallbackReport {
         CallbackReport {
             result_code: ResultCode::from("0"),
             result_desc: "The service request is processed successfully.".into(),
@@ -673,7 +703,7 @@ mod tests {
         }
     }
 
-    fn failure(code: &str) -> CallbackReport {
+    pub(crate) fn failure(code: &str) -> CallbackReport {
         CallbackReport {
             result_code: ResultCode::from(code),
             result_desc: "x".into(),
@@ -768,6 +798,39 @@ mod tests {
         cleared.review = ReviewChange::Clear;
         cleared.apply(row.fields(), 9_500);
         assert_eq!((row.review, row.reason.as_deref()), (false, None));
+    }
+
+    #[test]
+    fn timeline_names_are_the_stored_ones_and_read_back() {
+        let names: Vec<_> = TransitionKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "push_accepted",
+                "push_refused",
+                "push_outcome_unknown",
+                "callback_adopted",
+                "callback",
+                "query",
+                "expired",
+                "admin_settled",
+                "admin_rejected",
+                "c2b_confirmation",
+                "c2b_pull",
+                "c2b_status",
+                "held_for_review",
+            ],
+            "old rows and dashboards read these names"
+        );
+        for k in TransitionKind::ALL {
+            assert_eq!(TransitionKind::parse(k.as_str()), Some(k));
+            // serde's name is the stored one too.
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                serde_json::Value::from(k.as_str())
+            );
+        }
+        assert_eq!(TransitionKind::parse("created"), None);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Records as stored. Times are Unix milliseconds; amounts are whole shillings unless the name
 //! says cents; ids are text with a prefix (`pay_`, `cb_`, `evt_`, `key_`…).
 
+use mpesa_domain::decision::{CallbackClass, PaymentChange};
 use mpesa_domain::{
     Amount, Lang, LinkStatus, Msisdn, PaymentSnapshot, PaymentStatus, ResultCode, Transition,
+    TransitionKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -185,6 +187,7 @@ impl Payment {
             result_code: self.result_code.as_deref().map(ResultCode::new),
             needs_review: self.needs_review,
             created_at_ms: self.created_at,
+            through_link: self.payment_link_id.is_some(),
         }
     }
 
@@ -216,7 +219,13 @@ pub struct PaymentUpdate {
     pub schedule: CheckSchedule,
     /// Count this as one more STK Query made.
     pub count_query: bool,
-    pub event: Option<NewPaymentEvent>,
+    /// The detail (a JSON object as text) of the timeline entry this update writes, if it writes
+    /// one. The entry is named by the transition (`TransitionKind::as_str`), or, in an update
+    /// that changes nothing, by `observed`: see [`PaymentUpdate::timeline_entry`].
+    pub event: Option<String>,
+    /// What an update without a transition observed, naming its timeline entry (an STK Query
+    /// answered "still processing", or not answered). A transition names its own.
+    pub observed: Option<TransitionKind>,
     pub outbox: Vec<NewOutboxEvent>,
     /// Written *instead of* `outbox` when this update completes a payment made through a
     /// single-use link that another payment had already paid (storage decides, with the link's
@@ -233,9 +242,32 @@ impl PaymentUpdate {
             schedule: CheckSchedule::Keep,
             count_query: false,
             event: None,
+            observed: None,
             outbox: Vec::new(),
             if_link_already_paid: Vec::new(),
         }
+    }
+
+    /// The update for a change the rules decided (`mpesa_domain::decision`): its transition,
+    /// and the reconciler's schedule cleared once the payment is final. The outbox rows are the
+    /// caller's to add.
+    pub fn from_change(change: PaymentChange) -> Self {
+        let mut update = PaymentUpdate::new(Some(change.transition));
+        if change.clears_schedule {
+            update.schedule = CheckSchedule::Clear;
+        }
+        update
+    }
+
+    /// The timeline entry this update writes: its detail, named by the transition's kind, or by
+    /// what was observed when nothing changes. `None` when it writes none.
+    pub fn timeline_entry(&self) -> Option<NewPaymentEvent> {
+        let detail = self.event.as_ref()?;
+        let kind = match &self.transition {
+            Some(t) => t.kind,
+            None => self.observed?,
+        };
+        Some(NewPaymentEvent::named(kind, detail.clone()))
     }
 }
 
@@ -250,11 +282,21 @@ pub enum CheckSchedule {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewPaymentEvent {
-    /// e.g. `created`, `push_sent`, `push_accepted`, `callback`, `query`, `expired`,
-    /// `held_for_review`, `admin_settled`; see `TransitionKind::as_str`.
+    /// A transition's kind (`TransitionKind::as_str`: `push_accepted`, `callback`, `query`,
+    /// `expired`, `held_for_review`, `admin_settled`…), or `created`, or a refund's event.
     pub kind: String,
     /// JSON object as text with what a person needs to see on the timeline.
     pub detail: String,
+}
+
+impl NewPaymentEvent {
+    /// An entry named by a transition's kind.
+    pub fn named(kind: TransitionKind, detail: String) -> Self {
+        NewPaymentEvent {
+            kind: kind.as_str().to_owned(),
+            detail,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -504,6 +546,19 @@ pub enum CallbackOutcome {
     /// transaction (on Galera, another node settling the same payment), so it is applied
     /// afterwards, by whichever instance gets to it first (also after a crash).
     Received,
+}
+
+impl From<CallbackClass> for CallbackOutcome {
+    fn from(class: CallbackClass) -> Self {
+        match class {
+            CallbackClass::Applied => CallbackOutcome::Applied,
+            CallbackClass::HeldForReview => CallbackOutcome::HeldForReview,
+            CallbackClass::Duplicate => CallbackOutcome::Duplicate,
+            CallbackClass::Ignored => CallbackOutcome::Ignored,
+            CallbackClass::Unparseable => CallbackOutcome::Unparseable,
+            CallbackClass::Unmatched => CallbackOutcome::Unmatched,
+        }
+    }
 }
 
 impl CallbackOutcome {

@@ -392,10 +392,7 @@ async fn update_payment_applies_every_field(db: TestDatabase) {
     let mut update = PaymentUpdate::new(Some(t));
     update.count_query = true;
     update.schedule = CheckSchedule::At(T0 + 90_000);
-    update.event = Some(NewPaymentEvent {
-        kind: "query".into(),
-        detail: r#"{"code":"4999"}"#.into(),
-    });
+    update.event = Some(r#"{"code":"4999"}"#.into());
     update.outbox = vec![
         outbox_event("evt_1", Some(&id), "alert:1", T0 + 10),
         outbox_event("evt_2", Some(&id), "alert:2", T0 + 10),
@@ -434,10 +431,7 @@ async fn update_payment_applies_every_field(db: TestDatabase) {
     t.review = ReviewChange::Clear;
     let mut update = PaymentUpdate::new(Some(t));
     update.schedule = CheckSchedule::Clear;
-    update.event = Some(NewPaymentEvent {
-        kind: "callback".into(),
-        detail: "{}".into(),
-    });
+    update.event = Some("{}".into());
     // evt_3 repeats evt_1's dedupe key: skipped.
     update.outbox = vec![
         outbox_event("evt_3", Some(&id), "alert:1", T0 + 20),
@@ -508,10 +502,7 @@ async fn update_payment_applies_every_field(db: TestDatabase) {
     // A receipt another payment holds is refused, and nothing of that update is written.
     create(&*s, new_payment(&pay_id(2), T0)).await;
     let mut update = PaymentUpdate::new(Some(completed("RCPT0001")));
-    update.event = Some(NewPaymentEvent {
-        kind: "callback".into(),
-        detail: "{}".into(),
-    });
+    update.event = Some("{}".into());
     update.outbox = vec![outbox_event("evt_5", Some(&pay_id(2)), "never", T0)];
     let err = s
         .update_payment(&pay_id(2), T0 + 40, &move |_| Some(update.clone()))

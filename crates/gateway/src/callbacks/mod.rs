@@ -10,14 +10,12 @@ use std::collections::HashMap;
 
 use daraja::{C2bPayment, StkCallback};
 use mpesa_domain::c2b::{C2bPath, C2bReport};
-use mpesa_domain::{CallbackReport, state_machine};
-use mpesa_storage::{
-    CallbackDecision, CallbackKind, CallbackOutcome, IncomingCallback, NewPaymentEvent, Payment,
-};
+use mpesa_domain::{CallbackReport, decision};
+use mpesa_storage::{CallbackDecision, CallbackKind, CallbackOutcome, IncomingCallback, Payment};
 use serde_json::json;
 
 use crate::payments::c2b::{PreparedC2b, decide_c2b};
-use crate::payments::service::build_update;
+use crate::payments::service::update_for;
 use crate::payments::{NotificationPlan, Payments};
 
 /// An STK callback body, parsed as far as it goes.
@@ -85,7 +83,8 @@ pub fn decide(
     }
 }
 
-/// The decision for an STK callback, given the payment it names (locked by storage).
+/// The decision for an STK callback, given the payment it names (locked by storage): the
+/// domain's ([`decision::on_stk_callback`]), with its timeline entry and notifications.
 pub fn decide_stk(
     plan: &NotificationPlan,
     incoming: &IncomingCallback,
@@ -96,38 +95,25 @@ pub fn decide_stk(
     if incoming.kind != CallbackKind::Stk {
         return CallbackDecision::only(CallbackOutcome::Stored);
     }
-    let Some(report) = report else {
-        return CallbackDecision::only(CallbackOutcome::Unparseable);
+    let decided = decision::on_stk_callback(report, payment.map(Payment::snapshot).as_ref());
+    let outcome = CallbackOutcome::from(decided.class);
+    let (Some(change), Some(report), Some(payment)) = (decided.change, report, payment) else {
+        return CallbackDecision::only(outcome);
     };
-    let Some(payment) = payment else {
-        return CallbackDecision::only(CallbackOutcome::Unmatched);
-    };
-    let outcome = state_machine::on_callback(&payment.snapshot(), report);
-    let decision = match &outcome {
-        state_machine::Outcome::Changed(t) if t.holds_for_review().is_some() => {
-            CallbackOutcome::HeldForReview
-        }
-        state_machine::Outcome::Changed(_) => CallbackOutcome::Applied,
-        state_machine::Outcome::Duplicate => CallbackOutcome::Duplicate,
-        state_machine::Outcome::Unchanged(_) => CallbackOutcome::Ignored,
-    };
-    let mut update = build_update(plan, payment, outcome, now);
-    let Some(kind) = update.transition.as_ref().map(|t| t.kind) else {
-        return CallbackDecision::only(decision);
-    };
-    update.event = Some(NewPaymentEvent {
-        kind: kind.as_str().to_owned(),
-        detail: json!({
+    let review_reason = change.transition.holds_for_review().map(|r| r.describe());
+    let mut update = update_for(plan, payment, change, now);
+    update.event = Some(
+        json!({
             "callback_id": incoming.id,
             "result_code": report.result_code.as_str(),
             "result_desc": report.result_desc,
             "receipt": report.success.as_ref().map(|s| s.receipt.clone()),
-            "review_reason": update.transition.as_ref().and_then(|t| t.holds_for_review()).map(|r| r.describe()),
+            "review_reason": review_reason,
         })
         .to_string(),
-    });
+    );
     CallbackDecision {
-        outcome: decision,
+        outcome,
         update: Some(update),
         outbox: Vec::new(),
         book: None,

@@ -190,7 +190,7 @@ pub fn retry_after(lang: Lang, at_ms: i64, now_ms: i64) -> String {
     let minutes = ((at_ms - now_ms).max(0) + 59_999) / 60_000;
     let clock = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(at_ms)
         .map(|t| {
-            t.with_timezone(&chrono::FixedOffset::east_opt(3 * 3600).expect("valid offset"))
+            t.with_timezone(&daraja::clock::eat())
                 .format("%H:%M")
                 .to_string()
         })

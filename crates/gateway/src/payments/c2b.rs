@@ -8,14 +8,14 @@
 //! `mpesa_domain::c2b`.
 
 use mpesa_domain::c2b::{self, C2bDecision, C2bPath, C2bReport, PayerMsisdn};
-use mpesa_domain::{Msisdn, PaymentStatus};
+use mpesa_domain::{Msisdn, PaymentStatus, Transition, decision};
 use mpesa_storage::{
-    CallbackDecision, CallbackOutcome, CheckSchedule, NewPaymentEvent, Payment, PaymentChannel,
-    PaymentSource, PaymentUpdate, StorageError,
+    CallbackDecision, CallbackOutcome, Payment, PaymentChannel, PaymentSource, StorageError,
 };
 use serde_json::json;
 
 use crate::ids::new_id;
+use crate::payments::service::update_for;
 use crate::payments::{NotificationPlan, Payments, after_transition};
 
 /// A C2B report ready for the transaction that books it.
@@ -180,13 +180,14 @@ pub fn decide_c2b(
     let mut base = base.clone();
     base.created_at = now;
     let after = after_transition(&base, t, now);
-    let mut update = PaymentUpdate::new(Some(t.clone()));
-    update.schedule = CheckSchedule::Clear;
-    update.outbox = plan.for_transition(&after, t, now);
-    update.if_link_already_paid = plan.for_link_already_paid(&after, now);
-    update.event = Some(NewPaymentEvent {
-        kind: t.kind.as_str().to_owned(),
-        detail: json!({
+    let mut update = update_for(
+        plan,
+        &base,
+        decision::changed(&base.snapshot(), Transition::clone(t)),
+        now,
+    );
+    update.event = Some(
+        json!({
             "source": source_id,
             "receipt": prepared.report.receipt,
             "account_reference": prepared.report.account_reference,
@@ -194,7 +195,7 @@ pub fn decide_c2b(
             "recovered_by": prepared.path.recovered_by(),
         })
         .to_string(),
-    });
+    );
     CallbackDecision {
         outcome: CallbackOutcome::Applied,
         update: Some(update),

@@ -165,12 +165,12 @@ impl NotificationPlan {
         let Some(link) = &after.payment_link_id else {
             return Vec::new();
         };
+        // The hold storage will apply (`mpesa_domain::link::on_already_paid`); it puts the id of
+        // the payment that paid the link in place of the mark.
         let mut held = after.clone();
-        held.needs_review = true;
-        // Storage puts the id of the payment that paid the link in place of the mark.
-        let reason =
-            mpesa_domain::link::already_paid_reason(link, mpesa_domain::link::PAID_BY_MARK);
-        held.review_reason = Some(reason.clone());
+        mpesa_domain::link::on_already_paid(after.status, link, mpesa_domain::link::PAID_BY_MARK)
+            .apply(held.fields_mut(), now);
+        let reason = held.review_reason.clone().unwrap_or_default();
         let mut rows = Vec::new();
         if let Some(url) = &self.webhook_url {
             let id = new_id("evt");

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use daraja::{DarajaClient, DarajaError, StkPushParams, StkQueryAnswer};
+use mpesa_domain::decision::{self, PaymentChange};
 use mpesa_domain::state_machine::{self, Deadlines, LastQuery, Outcome, TransitionKind};
 use mpesa_domain::{AccountReference, AmountBounds, PaymentStatus, QueryVerdict, TransactionDesc};
 use mpesa_storage::{
-    CheckSchedule, NewPaymentEvent, Page, PageRequest, Payment, PaymentFilter, PaymentUpdate,
-    Storage, StorageError,
+    CheckSchedule, Page, PageRequest, Payment, PaymentFilter, PaymentUpdate, Storage, StorageError,
 };
 use serde_json::json;
 use tokio::sync::Notify;
@@ -295,11 +295,8 @@ impl Payments {
                         let outcome = state_machine::on_query(&p.snapshot(), &report);
                         let mut update = build_update(&plan, p, outcome, now);
                         update.count_query = true;
-                        if update
-                            .transition
-                            .as_ref()
-                            .is_none_or(|t| !t.status.is_final())
-                        {
+                        // Still open (the domain clears the schedule of a final payment).
+                        if update.schedule == CheckSchedule::Keep {
                             let after = match &update.transition {
                                 Some(t) => crate::payments::after_transition(p, t, now),
                                 None => p.clone(),
@@ -307,10 +304,10 @@ impl Payments {
                             update.schedule =
                                 schedule_if_open(&after, now, LastQuery::Answered(verdict));
                         }
-                        update.event = Some(NewPaymentEvent {
-                            kind: TransitionKind::Query.as_str().to_owned(),
-                            detail: detail.to_string(),
-                        });
+                        // Named `query` (on_query's transitions are) whether the answer changed
+                        // the payment or not.
+                        update.event = Some(detail.to_string());
+                        update.observed = Some(TransitionKind::Query);
                         Some(update)
                     })
                     .await?;
@@ -333,10 +330,9 @@ impl Payments {
                         if !p.status.is_final() {
                             update.schedule = schedule_if_open(p, now, LastQuery::Unanswered);
                         }
-                        update.event = Some(NewPaymentEvent {
-                            kind: TransitionKind::Query.as_str().to_owned(),
-                            detail: detail.to_string(),
-                        });
+                        // No answer, no change: the entry is named `query` all the same.
+                        update.event = Some(detail.to_string());
+                        update.observed = Some(TransitionKind::Query);
                         Some(update)
                     })
                     .await?;
@@ -372,24 +368,17 @@ impl Payments {
             .storage
             .update_payment(id, now, &move |p: &Payment| {
                 let (outcome, schedule) = decide(p);
-                // The timeline names the transition itself (`TransitionKind`), never a label
-                // written beside it.
-                let changed = match &outcome {
-                    Outcome::Changed(t) => Some(t.kind),
-                    _ => None,
-                };
-                if changed.is_none() && schedule == CheckSchedule::Keep {
+                let changed = matches!(outcome, Outcome::Changed(_));
+                if !changed && schedule == CheckSchedule::Keep {
                     return None;
                 }
                 let mut update = build_update(&plan, p, outcome, now);
                 if update.schedule == CheckSchedule::Keep {
                     update.schedule = schedule;
                 }
-                if let Some(kind) = changed {
-                    update.event = Some(NewPaymentEvent {
-                        kind: kind.as_str().to_owned(),
-                        detail: detail.clone(),
-                    });
+                // The timeline entry is named by the transition itself (`TransitionKind`).
+                if changed {
+                    update.event = Some(detail.clone());
                 }
                 Some(update)
             })
@@ -423,36 +412,38 @@ pub(crate) fn refusal(error: &DarajaError) -> (String, String) {
     (code, message)
 }
 
-/// The storage update for a state-machine outcome: the transition, the schedule (none once
-/// final), and the notifications it plans.
+/// The storage update for a state-machine outcome: what the domain decides of it
+/// ([`decision::change`]), with the notifications it plans.
 pub(crate) fn build_update(
     plan: &NotificationPlan,
     p: &Payment,
     outcome: Outcome,
     now: i64,
 ) -> PaymentUpdate {
-    match outcome {
-        Outcome::Changed(t) => {
-            let after = after_transition(p, &t, now);
-            let outbox = plan.for_transition(&after, &t, now);
-            let schedule = if t.status.is_final() {
-                CheckSchedule::Clear
-            } else {
-                CheckSchedule::Keep
-            };
-            let completes_through_link = after.status == mpesa_domain::PaymentStatus::Completed
-                && p.status != mpesa_domain::PaymentStatus::Completed
-                && after.payment_link_id.is_some();
-            let mut update = PaymentUpdate::new(Some(t));
-            update.schedule = schedule;
-            update.outbox = outbox;
-            if completes_through_link {
-                update.if_link_already_paid = plan.for_link_already_paid(&after, now);
-            }
-            update
-        }
-        Outcome::Duplicate | Outcome::Unchanged(_) => PaymentUpdate::new(None),
+    match decision::change(&p.snapshot(), outcome) {
+        Some(change) => update_for(plan, p, change, now),
+        None => PaymentUpdate::new(None),
     }
+}
+
+/// The storage update for a change the domain decided on `p`: storage's translation of it
+/// ([`PaymentUpdate::from_change`]) and the outbox rows the notification plan makes of it (for
+/// a completion through a link, also those written if the link was paid already).
+pub(crate) fn update_for(
+    plan: &NotificationPlan,
+    p: &Payment,
+    change: PaymentChange,
+    now: i64,
+) -> PaymentUpdate {
+    let after = after_transition(p, &change.transition, now);
+    let outbox = plan.for_transition(&after, &change.transition, now);
+    let through_link = change.completes_through_link;
+    let mut update = PaymentUpdate::from_change(change);
+    update.outbox = outbox;
+    if through_link {
+        update.if_link_already_paid = plan.for_link_already_paid(&after, now);
+    }
+    update
 }
 
 /// What every committed payment change does next, wherever it came from.

@@ -253,20 +253,16 @@ pub(crate) async fn settle<C: Conn>(
         }
         Some(paid_by) if paid_by == next.id => Ok(None),
         Some(paid_by) => {
-            let reason = mpesa_domain::link::already_paid_reason(&link_id, &paid_by);
-            next.needs_review = true;
-            next.review_reason = Some(reason.clone());
+            let hold = mpesa_domain::link::on_already_paid(next.status, &link_id, &paid_by);
+            hold.apply(next.fields_mut(), now);
+            let detail = serde_json::json!({
+                "reason": next.review_reason,
+                "payment_link_id": link_id,
+                "paid_by": paid_by,
+                "suggestion": "refund",
+            });
             Ok(Some(Held {
-                event: NewPaymentEvent {
-                    kind: "held_for_review".into(),
-                    detail: serde_json::json!({
-                        "reason": reason,
-                        "payment_link_id": link_id,
-                        "paid_by": paid_by,
-                        "suggestion": "refund",
-                    })
-                    .to_string(),
-                },
+                event: NewPaymentEvent::named(hold.kind, detail.to_string()),
                 paid_by,
             }))
         }

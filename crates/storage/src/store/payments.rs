@@ -314,8 +314,8 @@ pub(crate) async fn book<C: Conn>(
         .ok_or_else(|| StorageError::Database(format!("no payment holds receipt {receipt}")))?;
     let ours = holder.id == payment.id;
     if ours {
-        if let Some(event) = &update.event {
-            insert_event(c, &holder.id, now, event).await?;
+        if let Some(event) = update.timeline_entry() {
+            insert_event(c, &holder.id, now, &event).await?;
         }
         let held = links::settle_booked(c, &mut holder, now).await?;
         if let Some(held) = &held {
@@ -356,8 +356,8 @@ pub(crate) async fn apply_update<C: Conn>(
     let mut next = updated(current, update, now);
     let held = links::settle(c, current.status, &mut next, now).await?;
     write_row(c, current.version, &next).await?;
-    if let Some(event) = &update.event {
-        insert_event(c, &next.id, now, event).await?;
+    if let Some(event) = update.timeline_entry() {
+        insert_event(c, &next.id, now, &event).await?;
     }
     if let Some(held) = &held {
         insert_event(c, &next.id, now, &held.event).await?;
@@ -862,6 +862,30 @@ mod tests {
         let cleared = updated(&held, &PaymentUpdate::new(Some(t)), 10);
         assert!(!cleared.needs_review);
         assert_eq!(cleared.review_reason, None);
+    }
+
+    #[test]
+    fn the_timeline_entry_is_named_by_the_transition_or_what_was_observed() {
+        let mut u = PaymentUpdate::new(Some(transition(PaymentStatus::Completed)));
+        assert_eq!(u.timeline_entry(), None, "no detail, no entry");
+        u.event = Some(r#"{"callback_id":"cb_1"}"#.into());
+        u.observed = Some(TransitionKind::Query);
+        assert_eq!(
+            u.timeline_entry(),
+            Some(NewPaymentEvent {
+                kind: "callback".into(),
+                detail: r#"{"callback_id":"cb_1"}"#.into(),
+            }),
+            "a transition names its own entry"
+        );
+        let mut still = PaymentUpdate::new(None);
+        still.event = Some("{}".into());
+        assert_eq!(still.timeline_entry(), None, "nothing to name it by");
+        still.observed = Some(TransitionKind::Query);
+        assert_eq!(
+            still.timeline_entry().map(|e| e.kind).as_deref(),
+            Some("query")
+        );
     }
 
     #[test]

@@ -114,8 +114,8 @@ async fn ingest_batch_in_bulk<C: Conn>(
                 {
                     changed.push(key.clone());
                 }
-                if let Some(event) = &update.event {
-                    timeline.push((current.id.clone(), event.clone()));
+                if let Some(event) = update.timeline_entry() {
+                    timeline.push((current.id.clone(), event));
                 }
                 events.extend(links::outbox_rows(&update, held.as_ref()));
                 if let Some(held) = held {
@@ -145,8 +145,8 @@ async fn ingest_batch_in_bulk<C: Conn>(
             .unwrap_or_default();
         if holders.get(receipt).map(|h| &h.id) == Some(&b.payment.id) {
             if let Some(update) = &b.update {
-                if let Some(event) = &update.event {
-                    timeline.push((b.payment.id.clone(), event.clone()));
+                if let Some(event) = update.timeline_entry() {
+                    timeline.push((b.payment.id.clone(), event));
                 }
                 let held = match holders.get_mut(receipt) {
                     Some(holder) => links::settle_booked(c, holder, now).await?,
@@ -487,8 +487,8 @@ async fn apply<C: Conn>(
     let (payment, update) = match (payment, decision.update) {
         // A booking: the row is written; its timeline entry and outbox rows follow.
         (Some(mut booked), Some(update)) if decision.book.is_some() => {
-            if let Some(event) = &update.event {
-                payments::insert_event(c, &booked.id, now, event).await?;
+            if let Some(event) = update.timeline_entry() {
+                payments::insert_event(c, &booked.id, now, &event).await?;
             }
             let held = links::settle_booked(c, &mut booked, now).await?;
             if let Some(held) = &held {

@@ -1,9 +1,11 @@
 //! Fixtures for the contract suite, and a `decide` that behaves like the gateway's: it asks the
-//! domain state machine what an STK callback does to the payment it names.
+//! domain what an STK callback does to the payment it names (`mpesa_domain::decision`), and
+//! translates the answer as the gateway does, with stand-in notifications.
 
 #![allow(dead_code)]
 
-use mpesa_domain::state_machine::{self, CallbackReport, Outcome, SuccessDetails};
+use mpesa_domain::decision;
+use mpesa_domain::state_machine::{CallbackReport, SuccessDetails};
 use mpesa_domain::{
     Amount, Cents, Msisdn, PaymentStatus, ResultCode, ReviewChange, Transition, TransitionKind,
 };
@@ -86,11 +88,8 @@ pub async fn apply(
 
 /// Applies a transition with its timeline entry.
 pub async fn set(s: &dyn Storage, id: &str, now: Millis, t: Transition) -> Payment {
-    let mut update = PaymentUpdate::new(Some(t.clone()));
-    update.event = Some(NewPaymentEvent {
-        kind: t.kind.as_str().into(),
-        detail: "{}".into(),
-    });
+    let mut update = PaymentUpdate::new(Some(t));
+    update.event = Some("{}".into());
     apply(s, id, now, update).await.0
 }
 
@@ -211,68 +210,52 @@ pub fn unparseable_callback(id: &str) -> IncomingCallback {
     }
 }
 
-/// What the gateway decides about a callback: the domain rules judge it against the locked
-/// payment; a final state first reached notifies (one webhook, deduped per payment and event);
-/// a success for no known payment raises an alert.
+/// What the gateway decides about a callback: the domain judges it against the locked payment
+/// (`decision::on_stk_callback`); a final state first reached notifies (one webhook, deduped
+/// per payment and event); a success for no known payment raises an alert.
 pub fn decide(item: &IncomingCallback, payment: Option<&Payment>) -> CallbackDecision {
-    let nothing = CallbackDecision::only;
-    if item.parse_error.is_some() {
-        return nothing(CallbackOutcome::Unparseable);
-    }
-    let Ok(report) = serde_json::from_slice::<CallbackReport>(&item.body) else {
-        return nothing(CallbackOutcome::Unparseable);
+    let report = match item.parse_error {
+        Some(_) => None,
+        None => serde_json::from_slice::<CallbackReport>(&item.body).ok(),
     };
-    let Some(payment) = payment else {
-        let mut decision = nothing(CallbackOutcome::Unmatched);
-        if report.result_code.is_success() {
-            decision.outbox.push(NewOutboxEvent {
-                id: format!("evt_alert_{}", item.id),
-                payment_id: None,
-                channel: Channel::Telegram,
-                event_type: "callback.unmatched".into(),
-                destination: "-100200300".into(),
-                payload: "{}".into(),
-                dedupe_key: format!("unmatched:{}", item.id),
-                created_at: item.received_at,
-            });
-        }
-        return decision;
-    };
-    match state_machine::on_callback(&payment.snapshot(), &report) {
-        Outcome::Changed(t) => {
-            let outcome = if t.holds_for_review().is_some() {
-                CallbackOutcome::HeldForReview
-            } else {
-                CallbackOutcome::Applied
-            };
-            let mut update = PaymentUpdate::new(Some(t.clone()));
-            update.event = Some(NewPaymentEvent {
-                kind: "callback".into(),
-                detail: "{}".into(),
-            });
-            if let Some(final_outcome) = t.notify {
-                update.schedule = CheckSchedule::Clear;
-                update.outbox.push(NewOutboxEvent {
-                    id: format!("evt_{}", item.id),
-                    payment_id: Some(payment.id.clone()),
-                    channel: Channel::Webhook,
-                    event_type: final_outcome.event_type().into(),
-                    destination: "https://shop.example/hooks/mpesa".into(),
-                    payload: "{}".into(),
-                    dedupe_key: format!("{}:{}:webhook", payment.id, final_outcome.event_type()),
-                    created_at: item.received_at,
-                });
-            }
-            CallbackDecision {
-                outcome,
-                update: Some(update),
-                outbox: Vec::new(),
-                book: None,
-            }
-        }
-        Outcome::Duplicate => nothing(CallbackOutcome::Duplicate),
-        Outcome::Unchanged(_) => nothing(CallbackOutcome::Ignored),
+    let decided =
+        decision::on_stk_callback(report.as_ref(), payment.map(Payment::snapshot).as_ref());
+    let outcome = CallbackOutcome::from(decided.class);
+    let mut result = CallbackDecision::only(outcome);
+    if outcome == CallbackOutcome::Unmatched
+        && report.as_ref().is_some_and(|r| r.result_code.is_success())
+    {
+        result.outbox.push(NewOutboxEvent {
+            id: format!("evt_alert_{}", item.id),
+            payment_id: None,
+            channel: Channel::Telegram,
+            event_type: "callback.unmatched".into(),
+            destination: "-100200300".into(),
+            payload: "{}".into(),
+            dedupe_key: format!("unmatched:{}", item.id),
+            created_at: item.received_at,
+        });
     }
+    let (Some(change), Some(payment)) = (decided.change, payment) else {
+        return result;
+    };
+    let notify = change.transition.notify;
+    let mut update = PaymentUpdate::from_change(change);
+    update.event = Some("{}".into());
+    if let Some(final_outcome) = notify {
+        update.outbox.push(NewOutboxEvent {
+            id: format!("evt_{}", item.id),
+            payment_id: Some(payment.id.clone()),
+            channel: Channel::Webhook,
+            event_type: final_outcome.event_type().into(),
+            destination: "https://shop.example/hooks/mpesa".into(),
+            payload: "{}".into(),
+            dedupe_key: format!("{}:{}:webhook", payment.id, final_outcome.event_type()),
+            created_at: item.received_at,
+        });
+    }
+    result.update = Some(update);
+    result
 }
 
 /// Runs SQL on the test database behind storage's back (to plant rows storage would refuse).

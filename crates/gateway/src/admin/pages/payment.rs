@@ -8,6 +8,7 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use mpesa_domain::TransitionKind;
 use mpesa_storage::{
     OutboxAttempt, OutboxEvent, Payment, PaymentEvent, RawCallback, Refund, RefundStatus,
     StorageError,
@@ -386,26 +387,34 @@ fn channel_name(channel: &str) -> &'static str {
     }
 }
 
+/// A timeline entry's class and title: a transition's by its `TransitionKind`, the others
+/// (creation, refunds) by their names.
 fn event_title(kind: &str) -> (&'static str, String) {
-    let (class, title) = match kind {
-        "created" => ("", "Payment request stored"),
-        "push_accepted" => ("t-daraja", "Daraja accepted the STK push"),
-        "push_refused" => ("t-problem", "Daraja refused the STK push"),
-        "push_outcome_unknown" => (
+    use TransitionKind as K;
+    let (class, title) = match TransitionKind::parse(kind) {
+        Some(K::PushAccepted) => ("t-daraja", "Daraja accepted the STK push"),
+        Some(K::PushRefused) => ("t-problem", "Daraja refused the STK push"),
+        Some(K::PushOutcomeUnknown) => (
             "t-problem",
             "STK push outcome unknown (not sent again; the reconciler will ask)",
         ),
-        "callback" => ("t-callback", "Callback applied"),
-        "query" => ("t-daraja", "STK Query"),
-        "expired" => ("t-problem", "Given up: no answer in time"),
-        "held_for_review" => ("t-problem", "Held for review"),
-        "admin_settled" => ("t-admin", "Settled by an admin"),
-        "admin_rejected" => ("t-admin", "Rejected by an admin"),
-        "refund_requested" => ("t-admin", "Refund requested"),
-        "reversal_sent" => ("t-daraja", "Reversal sent to M-Pesa"),
-        "refund_completed" => ("t-daraja", "Refunded: M-Pesa reversed the payment"),
-        "refund_failed" => ("t-problem", "Refund failed"),
-        other => return ("", format::label(other)),
+        Some(K::Callback) => ("t-callback", "Callback applied"),
+        Some(K::Query) => ("t-daraja", "STK Query"),
+        Some(K::Expired) => ("t-problem", "Given up: no answer in time"),
+        Some(K::HeldForReview) => ("t-problem", "Held for review"),
+        Some(K::AdminSettled) => ("t-admin", "Settled by an admin"),
+        Some(K::AdminRejected) => ("t-admin", "Rejected by an admin"),
+        Some(K::CallbackAdopted | K::C2bConfirmation | K::C2bPull | K::C2bStatus) => {
+            return ("", format::label(kind));
+        }
+        None => match kind {
+            "created" => ("", "Payment request stored"),
+            "refund_requested" => ("t-admin", "Refund requested"),
+            "reversal_sent" => ("t-daraja", "Reversal sent to M-Pesa"),
+            "refund_completed" => ("t-daraja", "Refunded: M-Pesa reversed the payment"),
+            "refund_failed" => ("t-problem", "Refund failed"),
+            other => return ("", format::label(other)),
+        },
     };
     (class, title.to_owned())
 }
@@ -414,11 +423,9 @@ fn event_title(kind: &str) -> (&'static str, String) {
 fn event_summary(e: &PaymentEvent) -> String {
     let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap_or_default();
     let text = |key: &str| detail.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    match e.kind.as_str() {
-        "created" => text("source")
-            .map(|s| format!("Started from {s}."))
-            .unwrap_or_default(),
-        "admin_settled" | "admin_rejected" => {
+    use TransitionKind as K;
+    match TransitionKind::parse(&e.kind) {
+        Some(K::AdminSettled | K::AdminRejected) => {
             let by = text("by").unwrap_or_else(|| "someone".into());
             let note = text("note").unwrap_or_default();
             match text("receipt") {
@@ -426,23 +433,38 @@ fn event_summary(e: &PaymentEvent) -> String {
                 None => format!("By {by}: {note}"),
             }
         }
-        "query" | "callback" => match (text("result_code"), text("result_desc")) {
+        Some(K::Query | K::Callback) => match (text("result_code"), text("result_desc")) {
             (Some(code), Some(desc)) => format!("Result {code}: {desc}"),
             _ => text("error").unwrap_or_default(),
         },
-        "push_refused" => text("error_message").unwrap_or_default(),
-        "refund_requested" => format!(
-            "By {}: {}",
-            text("requested_by").unwrap_or_else(|| "someone".into()),
-            text("reason").unwrap_or_default()
-        ),
-        "refund_completed" | "refund_failed" => match (text("result_code"), text("result_desc")) {
-            (Some(code), Some(desc)) => format!("Result {code}: {desc}"),
+        Some(K::PushRefused) => text("error_message").unwrap_or_default(),
+        Some(K::PushOutcomeUnknown) => text("error").unwrap_or_default(),
+        Some(K::PushAccepted) => text("customer_message").unwrap_or_default(),
+        Some(
+            K::CallbackAdopted
+            | K::Expired
+            | K::HeldForReview
+            | K::C2bConfirmation
+            | K::C2bPull
+            | K::C2bStatus,
+        ) => String::new(),
+        None => match e.kind.as_str() {
+            "created" => text("source")
+                .map(|s| format!("Started from {s}."))
+                .unwrap_or_default(),
+            "refund_requested" => format!(
+                "By {}: {}",
+                text("requested_by").unwrap_or_else(|| "someone".into()),
+                text("reason").unwrap_or_default()
+            ),
+            "refund_completed" | "refund_failed" => {
+                match (text("result_code"), text("result_desc")) {
+                    (Some(code), Some(desc)) => format!("Result {code}: {desc}"),
+                    _ => String::new(),
+                }
+            }
             _ => String::new(),
         },
-        "push_outcome_unknown" => text("error").unwrap_or_default(),
-        "push_accepted" => text("customer_message").unwrap_or_default(),
-        _ => String::new(),
     }
 }
 
