@@ -8,6 +8,8 @@ use mpesa_domain::{
 };
 use url::Url;
 
+pub use crate::config::C2bVersion;
+pub use crate::endpoint::Api;
 use crate::error::InvalidRequest;
 use crate::redact::url_origin;
 use crate::validate::parse_callback_url;
@@ -33,65 +35,6 @@ debug_hiding_url_paths!(TransactionStatusParams { transaction_id, original_conve
 debug_hiding_url_paths!(AccountBalanceParams { party_a, identifier_type, remarks } urls { result_url, queue_timeout_url });
 debug_hiding_url_paths!(PullRegisterParams { short_code, nominated_number } urls { callback_url });
 debug_hiding_url_paths!(ReversalParams { transaction_id, amount, receiver_party, remarks, occasion } urls { result_url, queue_timeout_url });
-
-/// The Daraja APIs this client calls; names metrics and log lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Api {
-    OAuth,
-    StkPush,
-    StkQuery,
-    C2bRegisterUrl,
-    C2bSimulate,
-    B2c,
-    TransactionStatus,
-    AccountBalance,
-    Reversal,
-    PullRegister,
-    PullQuery,
-}
-
-impl Api {
-    pub const ALL: [Api; 11] = [
-        Api::OAuth,
-        Api::StkPush,
-        Api::StkQuery,
-        Api::C2bRegisterUrl,
-        Api::C2bSimulate,
-        Api::B2c,
-        Api::TransactionStatus,
-        Api::AccountBalance,
-        Api::Reversal,
-        Api::PullRegister,
-        Api::PullQuery,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Api::OAuth => "oauth",
-            Api::StkPush => "stk_push",
-            Api::StkQuery => "stk_query",
-            Api::C2bRegisterUrl => "c2b_register_url",
-            Api::C2bSimulate => "c2b_simulate",
-            Api::B2c => "b2c",
-            Api::TransactionStatus => "transaction_status",
-            Api::AccountBalance => "account_balance",
-            Api::Reversal => "reversal",
-            Api::PullRegister => "pull_register",
-            Api::PullQuery => "pull_query",
-        }
-    }
-
-    /// Every API but OAuth is a POST that Daraja may act on.
-    pub fn is_post(self) -> bool {
-        self != Api::OAuth
-    }
-}
-
-impl fmt::Display for Api {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// An STK Push. `AccountReference` (≤ 12 safe characters) is refused when too long, never
 /// truncated; `TransactionDesc` (≤ 13) is derived by the gateway from the merchant's description
@@ -188,15 +131,6 @@ impl StkQueryAnswer {
             },
         }
     }
-}
-
-/// C2B API version: it must match the C2B product of the Daraja app (a mismatch is refused with
-/// `401.003.01`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum C2bVersion {
-    V1,
-    #[default]
-    V2,
 }
 
 /// What M-Pesa does with a payment when the ValidationURL does not answer in time.

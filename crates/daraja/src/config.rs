@@ -8,7 +8,6 @@ use mpesa_domain::AmountBounds;
 use secrecy::{ExposeSecret as _, SecretString};
 use url::Url;
 
-use crate::api::C2bVersion;
 use crate::error::ConfigError;
 use crate::security::EncryptionCertificate;
 
@@ -268,6 +267,15 @@ fn check_shortcode(code: &str, field: &'static str) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::InvalidShortCode { field })
     }
+}
+
+/// C2B API version: it must match the C2B product of the Daraja app (a mismatch is refused with
+/// `401.003.01`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum C2bVersion {
+    V1,
+    #[default]
+    V2,
 }
 
 #[cfg(test)]

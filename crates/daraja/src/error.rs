@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mpesa_domain::{AmountError, PhoneError, TextError};
 
-use crate::api::Api;
+use crate::endpoint::Api;
 use crate::redact::mask_long_digit_runs;
 use crate::security::SecurityError;
 use crate::validate::UrlProblem;

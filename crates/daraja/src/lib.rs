@@ -45,6 +45,7 @@ pub mod api;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod endpoint;
 pub mod error;
 pub mod metrics;
 pub mod redact;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::api::Api;
+use crate::endpoint::Api;
 
 /// Distinct (API, outcome) pairs kept; past this, new outcomes are counted as `other`.
 const MAX_SERIES: usize = 256;

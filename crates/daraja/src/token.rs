@@ -24,8 +24,8 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret as _, SecretString};
 use std::sync::OnceLock;
 
-use crate::api::Api;
 use crate::clock::Clock;
+use crate::endpoint::Api;
 use crate::error::DarajaError;
 use crate::metrics::Metrics;
 use crate::transport::{Transport, decode};

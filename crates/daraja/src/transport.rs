@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::api::Api;
+use crate::endpoint::Api;
 use crate::error::DarajaError;
 use crate::redact::{REDACTED, mask_long_digit_runs};
 use crate::wire::ErrorEnvelope;

@@ -78,7 +78,7 @@ pub async fn run(mut config: Config, command: C2bCommand) -> anyhow::Result<bool
                     answer.response_description
                 );
             }
-            let since = crate::outbox::schedule::parse_duration(&since)
+            let since = crate::config::parse_duration(&since)
                 .map_err(|e| anyhow::anyhow!("--since: {e}"))?
                 .min(std::time::Duration::from_secs(24 * 3600));
             let end = chrono::Utc::now();

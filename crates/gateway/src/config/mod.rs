@@ -37,10 +37,10 @@ pub use c2b::{C2bFallback, C2bSettings, C2bValidation, SANDBOX_C2B_SHORT_CODE};
 pub use daraja::{CALLBACK_SECRET_MIN_CHARS, check_callback_secret};
 pub use email::EmailSettings;
 use mpesa_domain::AmountBounds;
-pub use outbox::OutboxSettings;
-pub use reader::default_of;
+pub use outbox::{OutboxSettings, RetrySchedule, RetrySchedules};
+pub use reader::{default_of, parse_duration};
 use secrecy::{ExposeSecret, SecretString};
-pub use server::LogFormat;
+pub use server::{LogFormat, ServerLimits, TrustedProxies};
 pub use telegram::TelegramSettings;
 use url::Url;
 pub use webhook::WebhookSettings;
@@ -68,7 +68,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `HTTP_HEADER_READ_TIMEOUT`, `HTTP_IDLE_TIMEOUT`, `HTTP_MAX_CONNECTIONS`,
     /// `HTTP_SHUTDOWN_GRACE`.
-    pub http: crate::http::server::ServerLimits,
+    pub http: ServerLimits,
     pub database_url: SecretString,
     pub database_max_connections: u32,
     /// The public base URL Safaricom calls back (`MPESA_CALLBACK_URL`); when unset, the gateway
@@ -99,7 +99,7 @@ pub struct Config {
     /// Secure cookies for the dashboard (set when the public URL is https).
     pub secure_cookies: bool,
     /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` / `Forwarded` name the client.
-    pub trusted_proxies: crate::http::client_addr::TrustedProxies,
+    pub trusted_proxies: TrustedProxies,
     /// Payment links and the pay page (`PUBLIC_URL`, `BUSINESS_NAME`, `PAY_PAGE_LIMIT_*`).
     pub links: links::LinkSettings,
 }

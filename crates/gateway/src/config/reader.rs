@@ -109,7 +109,7 @@ pub(super) mod parse {
 
     /// `500ms`, `30s`, `2m`, `1h`, `1d` (a plain number is seconds).
     pub fn duration(v: &str) -> Result<Duration, String> {
-        crate::outbox::schedule::parse_duration(v)
+        super::parse_duration(v)
     }
 
     pub fn duration_at_least(min: Duration) -> impl FnOnce(&str) -> Result<Duration, String> {
@@ -151,4 +151,23 @@ pub(super) mod parse {
             }
         }
     }
+}
+/// `500ms`, `30s`, `2m`, `1h`, `1d`; a plain number is seconds.
+pub fn parse_duration(part: &str) -> Result<Duration, String> {
+    let part = part.trim();
+    let (number, unit) = match part.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => part.split_at(i),
+        None => (part, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{part:?} is not a duration like 30s or 2m"))?;
+    Ok(match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86_400),
+        _ => return Err(format!("{part:?}: use ms, s, m, h or d")),
+    })
 }

@@ -6,37 +6,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::http::HeaderMap;
-use ipnet::IpNet;
 
-/// `TRUSTED_PROXIES`: addresses and networks (`127.0.0.1`, `10.0.0.0/8`, `::1`) whose
-/// forwarding headers are believed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub use crate::config::TrustedProxies;
 
 impl TrustedProxies {
-    /// A list separated by commas or spaces. An address alone is a network of one.
-    pub fn parse(list: &str) -> Result<Self, String> {
-        let mut nets = Vec::new();
-        for item in list
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|s| !s.is_empty())
-        {
-            let net = match item.parse::<IpNet>() {
-                Ok(net) => net.trunc(),
-                Err(_) => match item.parse::<IpAddr>() {
-                    Ok(ip) => IpNet::from(canonical(ip)),
-                    Err(_) => {
-                        return Err(format!(
-                            "{item:?} is not an address or a network like 10.0.0.0/8"
-                        ));
-                    }
-                },
-            };
-            nets.push(net);
-        }
-        Ok(TrustedProxies(nets))
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -76,13 +49,6 @@ impl TrustedProxies {
             return false;
         }
         self.client_address(peer_ip, headers).is_loopback()
-    }
-}
-
-impl std::fmt::Display for TrustedProxies {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        f.write_str(&list.join(", "))
     }
 }
 

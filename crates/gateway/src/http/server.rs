@@ -37,27 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// The limits of [`serve`]; see the module's documentation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerLimits {
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_connections: usize,
-    pub shutdown_grace: Duration,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        ServerLimits {
-            header_read_timeout: Duration::from_secs(10),
-            // Longer than nginx's upstream keep-alive (60 s): the proxy closes an idle connection
-            // first, and never sends a request on one the gateway is closing.
-            idle_timeout: Duration::from_secs(75),
-            max_connections: 1024,
-            shutdown_grace: Duration::from_secs(20),
-        }
-    }
-}
+pub use crate::config::ServerLimits;
 
 impl ServerLimits {
     /// The connection cap, lowered to what the process's file-descriptor limit leaves room for

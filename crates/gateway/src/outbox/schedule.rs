@@ -1,40 +1,13 @@
-//! Retry schedules: how long to wait after each failed attempt, per channel. Configurable with
-//! `OUTBOX_RETRY_WEBHOOK`, `OUTBOX_RETRY_EMAIL`, `OUTBOX_RETRY_TELEGRAM` as comma-separated
-//! durations (`30s,2m,1h,1d`). After the last delay's attempt fails, the event is dead-lettered.
+//! Retry schedules at work: how long to wait after each failed attempt, per channel. The
+//! schedules themselves (`OUTBOX_RETRY_*`, read and written back) are configuration
+//! (`config::RetrySchedule`). After the last delay's attempt fails, the event is dead-lettered.
 
 use std::time::Duration;
 
 use mpesa_storage::Channel;
 use rand::Rng;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetrySchedule {
-    delays: Vec<Duration>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetrySchedules {
-    pub webhook: RetrySchedule,
-    pub email: RetrySchedule,
-    pub telegram: RetrySchedule,
-}
-
-impl Default for RetrySchedules {
-    /// The defaults of `OUTBOX_RETRY_*` in the table of variables. Webhooks: about 3 days,
-    /// like Stripe. Email and Telegram: about 1 day.
-    fn default() -> Self {
-        let default = |name| {
-            crate::config::default_of(name)
-                .and_then(|text| RetrySchedule::parse(text).ok())
-                .expect("the table's default schedule")
-        };
-        RetrySchedules {
-            webhook: default("OUTBOX_RETRY_WEBHOOK"),
-            email: default("OUTBOX_RETRY_EMAIL"),
-            telegram: default("OUTBOX_RETRY_TELEGRAM"),
-        }
-    }
-}
+pub use crate::config::{RetrySchedule, RetrySchedules};
 
 impl RetrySchedules {
     pub fn for_channel(&self, channel: Channel) -> &RetrySchedule {
@@ -47,20 +20,6 @@ impl RetrySchedules {
 }
 
 impl RetrySchedule {
-    /// `30s,2m,1h,1d`; plain numbers are seconds; `ms` is allowed for tests.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let delays = text
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(parse_duration)
-            .collect::<Result<Vec<_>, _>>()?;
-        if delays.is_empty() {
-            return Err("the schedule needs at least one delay".into());
-        }
-        Ok(RetrySchedule { delays })
-    }
-
     /// After `attempts` failed attempts (1 = the first failed), when to try again, or `None`
     /// when no attempt is left. ±10% jitter spreads retries of many events.
     pub fn next_delay(&self, attempts: i32) -> Option<Duration> {
@@ -81,46 +40,6 @@ impl RetrySchedule {
 
     pub fn total(&self) -> Duration {
         self.delays.iter().sum()
-    }
-}
-
-/// `500ms`, `30s`, `2m`, `1h`, `1d`; a plain number is seconds.
-pub fn parse_duration(part: &str) -> Result<Duration, String> {
-    let part = part.trim();
-    let (number, unit) = match part.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => part.split_at(i),
-        None => (part, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{part:?} is not a duration like 30s or 2m"))?;
-    Ok(match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86_400),
-        _ => return Err(format!("{part:?}: use ms, s, m, h or d")),
-    })
-}
-
-/// Written back the way it is configured: `30s,2m,1h`.
-impl std::fmt::Display for RetrySchedule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, d) in self.delays.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            let ms = d.as_millis();
-            match ms {
-                _ if ms % 86_400_000 == 0 => write!(f, "{}d", ms / 86_400_000)?,
-                _ if ms % 3_600_000 == 0 => write!(f, "{}h", ms / 3_600_000)?,
-                _ if ms % 60_000 == 0 => write!(f, "{}m", ms / 60_000)?,
-                _ if ms % 1000 == 0 => write!(f, "{}s", ms / 1000)?,
-                _ => write!(f, "{ms}ms")?,
-            }
-        }
-        Ok(())
     }
 }
 

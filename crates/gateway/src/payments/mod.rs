@@ -9,6 +9,7 @@ pub mod idempotency;
 pub mod links;
 pub mod notify;
 pub mod reconciler;
+pub mod schedule;
 pub mod service;
 pub mod start;
 pub mod view;

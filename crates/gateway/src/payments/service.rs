@@ -252,7 +252,7 @@ impl Payments {
 
     /// The reconciler's next check of a payment after a check at `now`, as a schedule.
     pub(crate) fn next_check(&self, p: &Payment, now: i64, last: LastQuery) -> CheckSchedule {
-        crate::payments::reconciler::schedule(
+        crate::payments::schedule::schedule(
             state_machine::next_check(&p.snapshot(), now, &self.settings.deadlines(), last),
             now,
             p.query_attempts,
