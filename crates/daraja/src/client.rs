@@ -110,6 +110,13 @@ impl DarajaClient {
         &self.inner.config
     }
 
+    /// The clock the client reads (token lifetimes, STK timestamps): a token store shared
+    /// through [`DarajaClient::share_tokens_through`] reads it too, so a refresh lease is
+    /// measured against the same time as the token's expiry.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
     /// Shares the access token with the deployment's other instances through `store` (their
     /// database), so that they cost one token request per token lifetime between them instead
     /// of knocking each other's tokens out. Call once, before the first call to Daraja.

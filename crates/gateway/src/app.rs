@@ -188,7 +188,8 @@ impl App {
             health.clone(),
         )
         .with_clock(clock.clone());
-        let links = crate::payments::PaymentLinks::for_config(&config, storage.clone());
+        let links = crate::payments::PaymentLinks::for_config(&config, storage.clone())
+            .with_clock(clock.clone());
         let money_out = {
             let callback_base = public_url
                 .join(&format!("callbacks/{}/", callback_secret.expose_secret()))
@@ -208,6 +209,7 @@ impl App {
                         keep_asking_ms: settings.keep_asking.as_millis() as i64,
                     },
                 },
+                clock.clone(),
             )
             .with_wake(outbox_wake.clone());
             let mut short_codes = Vec::new();
@@ -240,7 +242,7 @@ impl App {
         };
         let outbox = OutboxWorker {
             storage: storage.clone(),
-            deliverers: Deliverers::from_config(&config, storage.clone())
+            deliverers: Deliverers::from_config(&config, storage.clone(), clock.clone())
                 .map_err(|e| StartError::Config(e.to_string()))?,
             schedules: config.outbox.schedules.clone(),
             owner: String::new(),

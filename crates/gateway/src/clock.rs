@@ -1,7 +1,19 @@
-//! The gateway's time. The rules that hang on time (when a pending payment is asked about, when
-//! it expires, when an outbox retry is due, when a `/pay` is stale) read it from the `Clock` that
-//! the payment service and the outbox worker are given, so tests move time instead of sleeping.
-//! Daraja's client keeps its own clock (`daraja::clock`), of the same trait.
+//! The gateway's time. The rules that hang on time read it from the one `Clock` that
+//! `App::build_with` gives every service, so tests move time instead of sleeping:
+//!
+//! * the payment service and its reconciler: when a pending payment is asked about, when it
+//!   expires, when a `/pay` is stale; C2B booking and Pull Transactions' window; callback
+//!   ingestion and the re-drive of callbacks left `received`;
+//! * payment links: whether a link has expired (it stops taking payments, at the pay page and
+//!   at the paybill);
+//! * the initiator layer and its owners (refunds, payouts, receipt checks): when a request with
+//!   no result is asked about by Transaction Status, with backoff, and when it is held for a
+//!   person; the East Africa Time day a payout counts against for `PAYOUT_DAILY_LIMIT`;
+//! * the outbox worker: when an event is due and when its retry will be.
+//!
+//! The times these services store are read from it too. Daraja's client keeps its own clock
+//! (`daraja::clock`, of the same trait: token lifetimes, STK timestamps), which the shared token
+//! store reads. `ids::now_ms` is the wall clock, for what decides nothing.
 
 use std::fmt;
 use std::sync::Arc;

@@ -25,7 +25,7 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
 
-use crate::ids::{new_id, now_ms};
+use crate::ids::new_id;
 
 pub struct DatabaseTokenStore {
     storage: Arc<dyn Storage>,
@@ -33,6 +33,8 @@ pub struct DatabaseTokenStore {
     /// This instance, as the lease's owner.
     owner: String,
     cipher: TokenCipher,
+    /// The Daraja client's clock: the lease's `until` is a time on it.
+    clock: Arc<dyn daraja::Clock>,
 }
 
 /// Encrypts the token for one setting, under a key derived from the consumer secret.
@@ -57,6 +59,7 @@ impl DatabaseTokenStore {
             storage,
             lease: format!("daraja_token_refresh.{app}"),
             owner: new_id("tok"),
+            clock: client.clock(),
             cipher: TokenCipher::new(
                 format!("daraja_token.{app}"),
                 &config.consumer_key,
@@ -181,7 +184,12 @@ impl SharedTokenStore for DatabaseTokenStore {
 
     async fn begin_refresh(&self, until: DateTime<Utc>) -> Result<bool, SharedTokenError> {
         self.storage
-            .acquire_lease(&self.lease, &self.owner, now_ms(), until.timestamp_millis())
+            .acquire_lease(
+                &self.lease,
+                &self.owner,
+                self.clock.now().timestamp_millis(),
+                until.timestamp_millis(),
+            )
             .await
             .map_err(store_error)
     }
@@ -189,7 +197,11 @@ impl SharedTokenStore for DatabaseTokenStore {
     async fn publish(&self, token: &SharedToken) -> Result<(), SharedTokenError> {
         let sealed = self.cipher.seal(token)?;
         self.storage
-            .put_setting(&self.cipher.setting, &sealed, now_ms())
+            .put_setting(
+                &self.cipher.setting,
+                &sealed,
+                self.clock.now().timestamp_millis(),
+            )
             .await
             .map_err(store_error)
     }

@@ -1,4 +1,4 @@
-//! Identifiers, secrets and the clock.
+//! Identifiers, secrets and the wall clock.
 
 use rand::Rng;
 use rand::distributions::Alphanumeric;
@@ -9,7 +9,16 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
-/// Unix time in milliseconds.
+/// Unix time in milliseconds, from the wall clock.
+///
+/// Not for rules: whatever decides on time (a payment's or link's expiry, when a refund or
+/// payout is asked about or held, the East Africa Time day a payout counts against, an outbox
+/// retry, a callback re-drive) reads the service's [`crate::clock::Clock`], which tests move.
+/// This one is for what decides nothing in the gateway's time: the CLI's output and the
+/// records it writes by hand, `/health` and log stamps, a webhook signature's `t` (checked
+/// against the merchant's real clock), and the doors' own bookkeeping that is not yet on a
+/// service (dashboard sessions and pages, API keys, the Telegram bot's offsets, chat links and
+/// poller lease, the link status the API and dashboard show).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -56,6 +56,9 @@ struct Job {
 #[derive(Clone)]
 pub struct CallbackIngestor {
     queue: mpsc::Sender<Job>,
+    /// The payment service's: a callback is stamped `received_at` by it, so the re-drive's
+    /// "left `received` for a few seconds" reads the same clock as the stamp.
+    clock: Clock,
 }
 
 impl CallbackIngestor {
@@ -71,16 +74,18 @@ impl CallbackIngestor {
             Backend::Sqlite => 1,
             Backend::Postgres | Backend::MySql => 4,
         };
+        let clock = payments.clock.clone();
         let handle = tokio::spawn(run(rx, payments, committers, closed));
-        (CallbackIngestor { queue: tx }, handle)
+        (CallbackIngestor { queue: tx, clock }, handle)
     }
 
     /// Stores and applies one callback; returns once it is committed.
     pub async fn ingest(
         &self,
-        callback: IncomingCallback,
+        mut callback: IncomingCallback,
         prepared: Option<Prepared>,
     ) -> Result<IngestedCallback, IngestError> {
+        callback.received_at = self.clock.now_ms();
         let (reply, answer) = oneshot::channel();
         let queued_and_answered = async {
             self.queue

@@ -16,7 +16,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::callbacks::{Prepared, decide, parse_stk, prepare_confirmation};
-use crate::ids::now_ms;
 use crate::payments::Payments;
 use crate::payments::service::observe_committed;
 
@@ -59,7 +58,7 @@ impl Redrive {
         let left = match self
             .payments
             .storage
-            .received_callbacks(now_ms() - LEFT_AFTER_MS, SWEEP_BATCH)
+            .received_callbacks(self.payments.clock.now_ms() - LEFT_AFTER_MS, SWEEP_BATCH)
             .await
         {
             Ok(left) => left,
@@ -109,7 +108,7 @@ impl Redrive {
                 return;
             }
         };
-        let now = now_ms();
+        let now = self.payments.clock.now_ms();
         let plan = self.payments.plan.clone();
         let result = self
             .payments

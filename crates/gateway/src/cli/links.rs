@@ -4,9 +4,8 @@
 use mpesa_storage::{PageRequest, PaymentLink};
 use serde_json::{Map, json};
 
-use crate::ids::{eat_display, now_ms};
+use crate::ids::eat_display;
 use crate::payments::PaymentLinks;
-use crate::payments::links::parse_link_request;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LinksCommand {
@@ -79,7 +78,8 @@ pub async fn run(links: &PaymentLinks, command: LinksCommand) -> anyhow::Result<
                 }
             }
             body.insert("single_use".into(), json!(single_use));
-            let request = parse_link_request(&body.into(), links.amount_bounds(), now_ms())
+            let request = links
+                .parse_request(&body.into())
                 .map_err(|(field, message)| anyhow::anyhow!("{}: {message}", flag(&field)))?;
             let link = links.create(request).await?;
             println!("{}", links.url(&link));
@@ -99,12 +99,11 @@ pub async fn run(links: &PaymentLinks, command: LinksCommand) -> anyhow::Result<
                 "{:<35}  {:<8}  {:<8}  {:<18}  {:<24}  title / address",
                 "id", "status", "account", "amount", "created (EAT)"
             );
-            let now = now_ms();
             for l in &page.items {
                 println!(
                     "{:<35}  {:<8}  {:<8}  {:<18}  {:<24}  {}\n{:>107}{}",
                     l.id,
-                    l.status_at(now).as_str(),
+                    links.status(l).as_str(),
                     l.account_number,
                     amount_text(l),
                     eat_display(l.created_at),
@@ -121,7 +120,7 @@ pub async fn run(links: &PaymentLinks, command: LinksCommand) -> anyhow::Result<
                 }
                 other => other.into(),
             })?;
-            eprintln!("Payment link {} is {}.", link.id, link.status_at(now_ms()));
+            eprintln!("Payment link {} is {}.", link.id, links.status(&link));
         }
     }
     Ok(())

@@ -76,7 +76,8 @@ pub async fn run(config: &Config, command: NotifyCommand) -> anyhow::Result<bool
             )
             .await
             .context("database (to record a chat that blocked the bot)")?;
-            let sender = telegram::TelegramSender::new(api, storage.clone());
+            let sender =
+                telegram::TelegramSender::new(api, storage.clone(), crate::clock::Clock::system());
             println!("Sending a test Telegram message to chat {to}…");
             let payload = json!({ "kind": "test", "message": text }).to_string();
             let event = test_event(&id, Channel::Telegram, &to, &payload, now);

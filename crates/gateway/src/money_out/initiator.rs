@@ -39,7 +39,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::ids::{new_id, now_ms};
+use crate::clock::Clock;
+use crate::ids::new_id;
 
 /// A decision about a request, made on its locked row.
 type Decide = dyn Fn(&InitiatorRequest) -> RequestOutcome + Send + Sync;
@@ -131,6 +132,9 @@ struct Inner {
     daraja: DarajaClient,
     settings: InitiatorSettings,
     owners: RwLock<HashMap<String, Arc<dyn InitiatorOwner>>>,
+    /// "Now" for every deadline: when a request is asked about (the result wait, the backoff),
+    /// when it is held for a person (the keep-asking time), and its stored times.
+    clock: Clock,
     /// Woken when an owner may have written outbox rows.
     outbox_wake: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
@@ -147,11 +151,13 @@ impl Initiator {
         storage: Arc<dyn Storage>,
         daraja: DarajaClient,
         settings: InitiatorSettings,
+        clock: Clock,
     ) -> Self {
         let initiator = Initiator(Arc::new(Inner {
             storage,
             daraja,
             settings,
+            clock,
             owners: RwLock::new(HashMap::new()),
             outbox_wake: std::sync::OnceLock::new(),
         }));
@@ -184,6 +190,15 @@ impl Initiator {
             .storage
             .initiator_requests_for(purpose, owner_id)
             .await
+    }
+
+    /// The clock the layer and its owners (refunds, payouts, receipt checks) read.
+    pub fn clock(&self) -> &Clock {
+        &self.0.clock
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.0.clock.now_ms()
     }
 
     pub fn policy(&self) -> &ResolvePolicy {
@@ -230,7 +245,7 @@ impl Initiator {
         // B2C v3 takes our OriginatorConversationID: Daraja refuses a repeat, and Transaction
         // Status finds the payout by it. The other APIs name the request in their answer.
         let originator_conversation_id = (kind == RequestKind::B2c).then(|| id.clone());
-        let now = now_ms();
+        let now = self.now_ms();
         let request = self
             .0
             .storage
@@ -386,7 +401,7 @@ impl Initiator {
         ask: &Ask,
     ) -> Result<InitiatorRequest, InitiatorError> {
         let answer = self.call(request, ask).await;
-        let now = now_ms();
+        let now = self.now_ms();
         let policy = self.0.settings.policy;
         let (decide, event): (Box<Decide>, Value) = match &answer {
             Ok(a) => {
@@ -481,9 +496,10 @@ impl Initiator {
     /// is told when it made the request final. An unparseable body is stored too (`unparseable`).
     pub async fn receive(
         &self,
-        raw: IncomingCallback,
+        mut raw: IncomingCallback,
         door: CallbackDoor,
     ) -> Result<IngestedInitiatorCallback, StorageError> {
+        raw.received_at = self.now_ms();
         let parsed = ResultEnvelope::parse(&raw.body);
         let ids = match &parsed {
             Ok(e) => InitiatorCallbackIds {
@@ -493,7 +509,7 @@ impl Initiator {
             Err(_) => InitiatorCallbackIds::default(),
         };
         let callback_id = raw.id.clone();
-        let now = now_ms();
+        let now = self.now_ms();
         let policy = self.0.settings.policy;
         let decide =
             |request: Option<&InitiatorRequest>| -> (CallbackOutcome, Option<InitiatorUpdate>) {
@@ -531,7 +547,7 @@ impl Initiator {
     /// Applies the stored results that named this request before it was known by their ids.
     /// Returns the request when they made it final.
     async fn rematch(&self, request_id: &str) -> Result<Option<InitiatorRequest>, StorageError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let policy = self.0.settings.policy;
         self.0
             .storage
@@ -563,7 +579,7 @@ impl Initiator {
             let _ = self
                 .0
                 .storage
-                .mark_initiator_owner_notified(&request.id, now_ms())
+                .mark_initiator_owner_notified(&request.id, self.now_ms())
                 .await;
             return;
         };
@@ -575,7 +591,7 @@ impl Initiator {
                 if let Err(e) = self
                     .0
                     .storage
-                    .mark_initiator_owner_notified(&request.id, now_ms())
+                    .mark_initiator_owner_notified(&request.id, self.now_ms())
                     .await
                 {
                     tracing::warn!(request_id = %request.id, error = %e, "owner told, but not recorded; it will be told again");
@@ -591,7 +607,7 @@ impl Initiator {
     /// Status), given up (reads) or held for a person; owners not told yet are told. Returns how
     /// many requests it acted on.
     pub async fn resolve_due(&self, lease_ms: i64, batch: u32) -> Result<usize, StorageError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let due = self
             .0
             .storage
@@ -617,7 +633,7 @@ impl Initiator {
 
     async fn resolve_one(&self, request: &InitiatorRequest) -> Result<(), InitiatorError> {
         let policy = self.0.settings.policy;
-        let now = now_ms();
+        let now = self.now_ms();
         match rules::on_due(&request.snapshot(), now, &policy) {
             DueAction::Nothing => Ok(()),
             DueAction::Apply(t) => {
@@ -860,7 +876,7 @@ impl InitiatorOwner for Resolver {
             return Ok(());
         };
         let finding = finding_of(status);
-        let now = now_ms();
+        let now = initiator.now_ms();
         let status_id = status.id.clone();
         let written = initiator
             .0

@@ -26,8 +26,9 @@ use super::initiator::{Ask, Initiator, InitiatorOwner};
 use super::notify::final_rows;
 use super::view::PayoutView;
 use super::{Claim, Requester, eat_day};
+use crate::clock::Clock;
 use crate::config::money_out::MoneyOutSettings;
-use crate::ids::{new_id, now_ms};
+use crate::ids::new_id;
 use crate::outbox::message::ksh;
 use crate::payments::NotificationPlan;
 
@@ -131,6 +132,7 @@ impl Payouts {
             Arc::new(PayoutOwner {
                 storage: storage.clone(),
                 plan,
+                clock: initiator.clock().clone(),
             }),
         );
         Payouts {
@@ -188,7 +190,7 @@ impl Payouts {
         if occasion.is_some_and(|o| o.chars().count() > 100 || o.chars().any(char::is_control)) {
             return Err(invalid("occasion", "at most 100 characters".into()));
         }
-        let now = now_ms();
+        let now = self.initiator.clock().now_ms();
         let awaits = self
             .settings
             .payout_approval_above
@@ -268,7 +270,7 @@ impl Payouts {
         let request_id = stored.id.clone();
         let detail = json!({ "request_id": request_id, "originator_conversation_id": stored.originator_conversation_id }).to_string();
         self.storage
-            .update_payout(&payout.id, now_ms(), &|p| {
+            .update_payout(&payout.id, self.initiator.clock().now_ms(), &|p| {
                 p.request_id.is_none().then(|| PayoutUpdate {
                     request_id: Some(request_id.clone()),
                     event: Some(NewMoneyOutEvent {
@@ -288,7 +290,7 @@ impl Payouts {
     /// An admin approves a payout that waits: not the admin who asked for it.
     pub async fn approve(&self, id: &str, admin: &str) -> Result<Payout, PayoutError> {
         let by = format!("admin:{admin}");
-        let now = now_ms();
+        let now = self.initiator.clock().now_ms();
         // Why the locked row refused (the decision may run again on a conflict: last one wins).
         let refusal = std::sync::Mutex::new(None::<String>);
         let written = self
@@ -340,7 +342,7 @@ impl Payouts {
         let note = note.trim().chars().take(500).collect::<String>();
         let written = self
             .storage
-            .update_payout(id, now_ms(), &|p| {
+            .update_payout(id, self.initiator.clock().now_ms(), &|p| {
                 (p.status == PayoutStatus::AwaitingApproval).then(|| PayoutUpdate {
                     status: Some(PayoutStatus::Rejected),
                     decided_by: Some(by.clone()),
@@ -471,6 +473,7 @@ pub fn payout_alert(
 struct PayoutOwner {
     storage: Arc<dyn Storage>,
     plan: NotificationPlan,
+    clock: Clock,
 }
 
 #[async_trait]
@@ -487,7 +490,7 @@ impl InitiatorOwner for PayoutOwner {
             .unwrap_or(Value::Null);
         let recipient_name = details["recipient_name"].as_str().map(str::to_owned);
         let utility = details["utility_balance_cents"].as_i64();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let plan = &self.plan;
         let written = self
             .storage

@@ -25,7 +25,8 @@ use serde_json::{Value, json};
 use super::Requester;
 use super::initiator::{Ask, Initiator, InitiatorError, InitiatorOwner};
 use super::notify::NOTICE;
-use crate::ids::{new_id, now_ms};
+use crate::clock::Clock;
+use crate::ids::new_id;
 use crate::outbox::message::ksh;
 use crate::payments::c2b::{NotBooked, StatusBooking};
 use crate::payments::{NotificationPlan, Payments};
@@ -98,6 +99,7 @@ impl ReceiptChecks {
                 storage: storage.clone(),
                 payments,
                 plan,
+                clock: initiator.clock().clone(),
             }),
         );
         ReceiptChecks {
@@ -132,7 +134,7 @@ impl ReceiptChecks {
                     requested_by: by.name.clone(),
                     source: by.source.to_owned(),
                     telegram_chat,
-                    created_at: now_ms(),
+                    created_at: self.initiator.clock().now_ms(),
                 })
                 .await
             {
@@ -162,7 +164,7 @@ impl ReceiptChecks {
             .map_err(from_initiator)?;
         let request_id = stored.id.clone();
         self.storage
-            .update_receipt_check(&check.id, now_ms(), &|c| {
+            .update_receipt_check(&check.id, self.initiator.clock().now_ms(), &|c| {
                 c.request_id.is_none().then(|| ReceiptCheckUpdate {
                     request_id: Some(request_id.clone()),
                     event: Some(NewMoneyOutEvent {
@@ -200,7 +202,7 @@ impl ReceiptChecks {
         }
         let written = self
             .storage
-            .update_receipt_check(&active.id, now_ms(), &|c| {
+            .update_receipt_check(&active.id, self.initiator.clock().now_ms(), &|c| {
                 (!c.status.is_final()).then(|| ReceiptCheckUpdate {
                     add_telegram_chat: Some(chat),
                     ..Default::default()
@@ -362,6 +364,7 @@ struct CheckOwner {
     storage: Arc<dyn Storage>,
     payments: Payments,
     plan: NotificationPlan,
+    clock: Clock,
 }
 
 #[async_trait]
@@ -424,7 +427,7 @@ impl InitiatorOwner for CheckOwner {
         } else {
             ReceiptCheckStatus::Failed
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let plan = &self.plan;
         let details_text = details.to_string();
         self.storage

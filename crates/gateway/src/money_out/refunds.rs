@@ -20,7 +20,8 @@ use super::initiator::{Ask, Initiator, InitiatorError, InitiatorOwner};
 use super::notify::{final_rows, refund_customer_rows};
 use super::view::RefundView;
 use super::{Claim, Requester};
-use crate::ids::{new_id, now_ms};
+use crate::clock::Clock;
+use crate::ids::new_id;
 use crate::outbox::message::ksh;
 use crate::payments::NotificationPlan;
 
@@ -97,6 +98,7 @@ impl Refunds {
             Arc::new(RefundOwner {
                 storage: storage.clone(),
                 plan,
+                clock: initiator.clock().clone(),
             }),
         );
         Refunds {
@@ -124,7 +126,7 @@ impl Refunds {
         if !self.initiator.configured() {
             return Err(RefundError::NotConfigured);
         }
-        let now = now_ms();
+        let now = self.initiator.clock().now_ms();
         let id = new_id("rfd");
         // Keys live in the API key's space; a dashboard form's key in its admin's.
         let claim = claim.map(|(key, request_hash)| IdempotencyClaim {
@@ -197,7 +199,7 @@ impl Refunds {
         let request_id = stored.id.clone();
         let detail = json!({ "request_id": request_id }).to_string();
         self.storage
-            .update_refund(&refund.id, now_ms(), &|r| {
+            .update_refund(&refund.id, self.initiator.clock().now_ms(), &|r| {
                 (r.request_id.is_none()).then(|| RefundUpdate {
                     request_id: Some(request_id.clone()),
                     event: Some(NewMoneyOutEvent {
@@ -283,6 +285,7 @@ pub fn refund_alert(r: &Refund, request: &InitiatorRequest, completed: bool) -> 
 struct RefundOwner {
     storage: Arc<dyn Storage>,
     plan: NotificationPlan,
+    clock: Clock,
 }
 
 #[async_trait]
@@ -295,7 +298,7 @@ impl InitiatorOwner for RefundOwner {
             Some(r) => self.storage.get_payment(&r.payment_id).await?,
             None => return Ok(()),
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let completed = request.status == mpesa_domain::RequestStatus::Completed;
         let plan = &self.plan;
         self.storage

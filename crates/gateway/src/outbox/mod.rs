@@ -104,7 +104,11 @@ pub enum SetupError {
 
 impl Deliverers {
     /// The senders for the channels the configuration turns on.
-    pub fn from_config(config: &Config, storage: Arc<dyn Storage>) -> Result<Self, SetupError> {
+    pub fn from_config(
+        config: &Config,
+        storage: Arc<dyn Storage>,
+        clock: Clock,
+    ) -> Result<Self, SetupError> {
         let mut deliverers = Deliverers::default();
         if let Some(w) = &config.webhook {
             deliverers.webhook = Some(Arc::new(webhook_sender::WebhookSender::new(
@@ -122,7 +126,8 @@ impl Deliverers {
         }
         if let Some(t) = &config.telegram {
             let api = crate::telegram::BotApi::new(&t.api_base, t.bot_token.clone())?;
-            deliverers.telegram = Some(Arc::new(telegram::TelegramSender::new(api, storage)));
+            deliverers.telegram =
+                Some(Arc::new(telegram::TelegramSender::new(api, storage, clock)));
         }
         Ok(deliverers)
     }

@@ -9,7 +9,7 @@ use mpesa_storage::{OutboxEvent, Storage};
 
 use super::Delivery;
 use super::message::{Notification, PaymentFacts, clip, headline, ksh};
-use crate::ids::now_ms;
+use crate::clock::Clock;
 use crate::payments::StatusMessages;
 use crate::payments::notify::STATUS_MESSAGE;
 use crate::telegram::{BotApi, BotApiError, ChatId, SendMessage, escape_html, status};
@@ -18,14 +18,17 @@ pub struct TelegramSender {
     api: BotApi,
     storage: Arc<dyn Storage>,
     status_messages: StatusMessages,
+    /// When a chat is recorded as having blocked the bot.
+    clock: Clock,
 }
 
 impl TelegramSender {
-    pub fn new(api: BotApi, storage: Arc<dyn Storage>) -> Self {
+    pub fn new(api: BotApi, storage: Arc<dyn Storage>, clock: Clock) -> Self {
         TelegramSender {
             api,
             status_messages: StatusMessages::new(storage.clone()),
             storage,
+            clock,
         }
     }
 }
@@ -53,7 +56,7 @@ impl super::Sender for TelegramSender {
             .await
         {
             Ok(_) => Delivery::Delivered { code: Some(200) },
-            Err(error) => delivery_for(error, &chat, self.storage.as_ref()).await,
+            Err(error) => delivery_for(error, &chat, self.storage.as_ref(), &self.clock).await,
         }
     }
 }
@@ -93,7 +96,7 @@ impl TelegramSender {
         match status::refresh(&self.api, &self.status_messages, &payment_id).await {
             Ok(_) => Delivery::Delivered { code: Some(200) },
             Err(status::RefreshError::Telegram(error)) => {
-                delivery_for(error, &chat, self.storage.as_ref()).await
+                delivery_for(error, &chat, self.storage.as_ref(), &self.clock).await
             }
             Err(status::RefreshError::Storage(error)) => Delivery::Failed {
                 error: format!("database: {error}"),
@@ -104,7 +107,12 @@ impl TelegramSender {
     }
 }
 
-async fn delivery_for(error: BotApiError, chat: &ChatId, storage: &dyn Storage) -> Delivery {
+async fn delivery_for(
+    error: BotApiError,
+    chat: &ChatId,
+    storage: &dyn Storage,
+    clock: &Clock,
+) -> Delivery {
     let code = error.code().map(i32::from);
     match error {
         BotApiError::TooManyRequests { retry_after, .. } => Delivery::Failed {
@@ -114,7 +122,9 @@ async fn delivery_for(error: BotApiError, chat: &ChatId, storage: &dyn Storage) 
         },
         BotApiError::Forbidden { .. } => {
             if let ChatId::Id(id) = chat
-                && let Err(e) = storage.mark_telegram_chat_blocked(*id, now_ms()).await
+                && let Err(e) = storage
+                    .mark_telegram_chat_blocked(*id, clock.now_ms())
+                    .await
             {
                 tracing::warn!(error = %e, "could not record a blocked Telegram chat");
             }

@@ -299,6 +299,8 @@ impl WebhookSender {
 
 impl super::Sender for WebhookSender {
     async fn send(&self, event: &OutboxEvent) -> Delivery {
+        // The wall clock, not the gateway's `Clock`: the merchant checks `t` against their own
+        // clock (a few minutes' tolerance, README), so it must be the real time of sending.
         let timestamp = crate::ids::now_ms() / 1000;
         self.post(&event.id, event.payload.as_bytes(), timestamp)
             .await

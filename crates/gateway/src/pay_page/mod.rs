@@ -30,7 +30,7 @@ use mpesa_domain::{Lang, LinkAmount, LinkStatus, Msisdn, PaymentStatus, check_em
 use mpesa_storage::{Payment, PaymentLink};
 
 use crate::admin::params::{Fields, Params};
-use crate::ids::{now_ms, sha256_hex};
+use crate::ids::sha256_hex;
 use crate::payments::links::{LinkError, PayError, customer_lang};
 use crate::state::AppState;
 use words::{Words, ksh, words};
@@ -361,7 +361,7 @@ async fn show(
         }
     };
     let lang = customer_lang(switch, link.language, accept_language(&headers));
-    let status = link.status_at(now_ms());
+    let status = state.links.status(&link);
     if status != LinkStatus::Active {
         return closed(&state, lang, &link, status);
     }
@@ -402,7 +402,7 @@ async fn pay(
     };
     let lang = customer_lang(switch, link.language, accept_language(&parts.headers));
     let t = words(lang);
-    let status = link.status_at(now_ms());
+    let status = state.links.status(&link);
     if status != LinkStatus::Active {
         return closed(&state, lang, &link, status);
     }
@@ -476,8 +476,7 @@ async fn pay(
             &here,
             format!("{here}?lang={}", lang.as_str()),
         ),
-        Err(PayError::TooMany { retry_at }) => {
-            let now = now_ms();
+        Err(PayError::TooMany { retry_at, now }) => {
             let mut r = message(
                 &state,
                 lang,

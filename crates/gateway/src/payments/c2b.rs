@@ -14,7 +14,7 @@ use mpesa_storage::{
 };
 use serde_json::json;
 
-use crate::ids::{new_id, now_ms};
+use crate::ids::new_id;
 use crate::payments::service::update_for;
 use crate::payments::{NotificationPlan, Payments, after_transition};
 
@@ -97,7 +97,7 @@ impl Payments {
                 .map(|link| link.chat_id),
             _ => None,
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let amount = c2b::whole_shillings(report.amount)
             .ok_or_else(|| StorageError::Database("unbookable C2B amount".into()))?;
         // Paid to an open link's account number, for the amount it asks: the link's payment
@@ -384,7 +384,7 @@ impl Payments {
             skip(&note);
             return Ok(());
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let decision = decide_c2b(&self.plan, &prepared, None, "pull_transactions", now);
         let (Some(book), Some(update)) = (decision.book, decision.update) else {
             return Ok(());
@@ -445,7 +445,7 @@ impl Payments {
     /// One scheduled run: from where the last one stopped (a little before, at most a day
     /// back) to now; the end is remembered only when the run succeeded.
     pub async fn pull_since_last(&self) -> Result<PullSummary, crate::payments::PaymentError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let last = self
             .storage
             .get_setting(PULL_UNTIL_SETTING)
@@ -490,7 +490,7 @@ pub async fn run_pull_schedule(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = now_ms();
+        let now = payments.clock.now_ms();
         let until = now + interval.as_millis() as i64 / 2;
         match payments
             .storage
@@ -591,7 +591,7 @@ impl Payments {
         match mpesa_domain::link::normalize_account(account) {
             Some(account) => {
                 self.storage
-                    .find_open_payment_link_by_account(&account, now_ms())
+                    .find_open_payment_link_by_account(&account, self.clock.now_ms())
                     .await
             }
             None => Ok(None),
@@ -658,7 +658,7 @@ impl Payments {
                 note,
             });
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let decision = decide_c2b(&self.plan, &prepared, None, "transaction_status", now);
         let (Some(book), Some(update)) = (decision.book, decision.update) else {
             return Ok(StatusBooking::NotBooked {

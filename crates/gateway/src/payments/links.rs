@@ -16,8 +16,9 @@ use mpesa_storage::{
 use serde_json::Value;
 use url::Url;
 
+use crate::clock::Clock;
 use crate::config::PayPageLimits;
-use crate::ids::{new_id, now_ms, random_token};
+use crate::ids::{new_id, random_token};
 use crate::payments::{
     NewPaymentRequest, Origin, PaymentError, Payments, PushOutcome, PushWhen, StartPayment,
     StartRefused, Started,
@@ -52,9 +53,10 @@ pub enum PayError {
     /// A prompt to this phone is still open.
     #[error("a payment prompt is already open on this phone")]
     PhoneBusy,
-    /// One of the limits is reached until then (Unix ms).
+    /// One of the limits is reached until `retry_at` (Unix ms, on the service's clock, which
+    /// read `now` when it judged).
     #[error("too many payment prompts")]
-    TooMany { retry_at: i64 },
+    TooMany { retry_at: i64, now: i64 },
     #[error(transparent)]
     Payment(#[from] PaymentError),
 }
@@ -68,6 +70,8 @@ pub struct PaymentLinks {
     base_url: Url,
     bounds: AmountBounds,
     limits: PayPageLimits,
+    /// "Now" for a link's expiry (whether it takes payments) and its stored times.
+    clock: Clock,
 }
 
 impl PaymentLinks {
@@ -82,7 +86,25 @@ impl PaymentLinks {
             base_url,
             bounds,
             limits,
+            clock: Clock::system(),
         }
+    }
+
+    /// The service reading the time from `clock` (the payment service's; tests move it).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// What a link is now (active, paid, expired, disabled), on the service's clock.
+    pub fn status(&self, link: &PaymentLink) -> LinkStatus {
+        link.status_at(self.clock.now_ms())
+    }
+
+    /// Parses a link request ([`parse_link_request`]) with this service's amount bounds, an
+    /// expiry required to be after now on its clock.
+    pub fn parse_request(&self, v: &Value) -> Result<NewLinkRequest, (String, String)> {
+        parse_link_request(v, self.bounds, self.clock.now_ms())
     }
 
     /// The service as the configuration says: `PUBLIC_URL`, else `MPESA_CALLBACK_URL`, else the
@@ -136,7 +158,7 @@ impl PaymentLinks {
                 single_use: req.single_use,
                 expires_at: req.expires_at,
                 language: req.language,
-                created_at: now_ms(),
+                created_at: self.clock.now_ms(),
             })
             .await?;
         tracing::info!(link_id = %link.id, account_number = %link.account_number, "payment link created");
@@ -174,7 +196,7 @@ impl PaymentLinks {
         }
         let link = self
             .storage
-            .disable_payment_link(id, now_ms())
+            .disable_payment_link(id, self.clock.now_ms())
             .await?
             .ok_or(LinkError::NotFound)?;
         tracing::info!(link_id = %link.id, status = %link.status, "payment link disabled");
@@ -230,7 +252,7 @@ impl PaymentLinks {
         lang: Lang,
         client_address: &str,
     ) -> Result<Payment, PayError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let status = link.status_at(now);
         if status != LinkStatus::Active {
             return Err(PayError::Closed(status));
@@ -297,7 +319,7 @@ impl PaymentLinks {
             Started::Refused(StartRefused::OpenPayment(_)) => return Err(PayError::PhoneBusy),
             Started::Refused(StartRefused::Limited { retry_at }) => {
                 tracing::info!(link_id = %link.id, phone = %phone.masked(), "pay page limit reached");
-                return Err(PayError::TooMany { retry_at });
+                return Err(PayError::TooMany { retry_at, now });
             }
             // No idempotency key is given and no request time: none of these can come back.
             other => {
@@ -464,7 +486,11 @@ mod tests {
         assert_eq!(ok.title, "Term 2");
         assert!(ok.single_use);
         assert_eq!(ok.language, Some(Lang::Sw));
-        let field = |v: Value| parse_link_request(&v, b, now_ms()).unwrap_err().0;
+        let field = |v: Value| {
+            parse_link_request(&v, b, crate::ids::now_ms())
+                .unwrap_err()
+                .0
+        };
         assert_eq!(field(json!({"amount": 5})), "title");
         assert_eq!(field(json!({"title": "t"})), "amount");
         assert_eq!(field(json!({"title": "t", "amount": 0})), "amount");

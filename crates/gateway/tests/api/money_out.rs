@@ -1,16 +1,20 @@
 //! Money going out, end to end against the simulator on every backend: refunds and payouts each
 //! reach their end with exactly one Daraja request (counted in the simulator's own log), one
 //! webhook and a timeline that tells the story; a lost result is found out by Transaction
-//! Status, never by sending again; the guardrails hold, across instances too.
+//! Status, never by sending again, and one that stays lost is held for a person; the guardrails
+//! hold, across instances and East Africa Time days too. Waits of minutes or a day are not
+//! waited: the gateway reads a `ManualClock` that the test moves, with the real settings.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use daraja_sim::{CallbackFaults, Flow};
+use mpesa_domain::RequestStatus;
+use mpesa_gateway::clock::{Clock, ManualClock};
 use mpesa_gateway::money_out::payouts::PayoutCreated;
 use mpesa_gateway::money_out::{PayoutPurpose, PayoutRequest, Requester};
 use mpesa_harness::database::TestDatabase;
-use mpesa_storage::{Backend, PayoutStatus};
+use mpesa_storage::{Backend, InitiatorRequest, PayoutStatus};
 use serde_json::{Value, json};
 
 use crate::on_every_backend;
@@ -21,7 +25,9 @@ on_every_backend!(
     a_refund_completes_with_one_reversal_one_webhook_and_is_not_repeated,
     a_payout_completes_with_one_b2c_request_and_its_key_replays_it,
     lost_results_are_found_by_transaction_status_never_by_sending_again,
+    a_payout_whose_result_never_comes_is_held_for_a_person_after_a_day_of_asking,
     payout_guardrails_refuse_cap_and_wait_for_another_admin,
+    the_daily_payout_limit_starts_again_at_midnight_east_africa_time,
     a_c2b_payment_is_refunded_from_the_paybill_it_was_paid_to,
 );
 
@@ -32,6 +38,10 @@ async fn gateway(
     webhook: &WebhookReceiver,
     extra: &[(&str, &str)],
 ) -> TestGateway {
+    spawn_with(options(backend, webhook, extra)).await
+}
+
+fn options(backend: Backend, webhook: &WebhookReceiver, extra: &[(&str, &str)]) -> Options {
     let mut o = Options::new(backend)
         .env("WEBHOOK_URL", &webhook.url)
         .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
@@ -40,7 +50,13 @@ async fn gateway(
     for (k, v) in extra {
         o = o.env(k, v);
     }
-    spawn_with(o).await
+    o
+}
+
+/// A clock that stands at `start` until the test moves it, and the gateway's handle on it.
+fn manual_clock(start: chrono::DateTime<chrono::Utc>) -> (Arc<ManualClock>, Clock) {
+    let time = Arc::new(ManualClock::new(start));
+    (time.clone(), Clock::manual(time))
 }
 
 impl TestGateway {
@@ -88,6 +104,45 @@ impl TestGateway {
             last = body;
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Waits until the stored initiator request satisfies `done`; returns it.
+    async fn wait_for_request(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&InitiatorRequest) -> bool,
+    ) -> InitiatorRequest {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let request = self
+                .storage()
+                .get_initiator_request(id)
+                .await
+                .unwrap()
+                .expect("the request is stored");
+            if done(&request) {
+                return request;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "request {id}: not {what} after {WAIT:?}: {request:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// `POST /api/v1/payouts` of `amount` to the simulator's paying number.
+    async fn payout(&self, amount: i64) -> (u16, Value) {
+        let (status, body, _) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/payouts",
+                Some(json!({"phone": "0708374149", "amount": amount, "purpose": "business", "remarks": "Rider"})),
+                None,
+            )
+            .await;
+        (status, body)
     }
 
     /// How many requests the simulator received on a Daraja path.
@@ -373,9 +428,12 @@ async fn a_payout_completes_with_one_b2c_request_and_its_key_replays_it(backend:
     gw.stop().await;
 }
 
+/// With the real result wait (two minutes, `INITIATOR_RESULT_WAIT_SECS` unset), on the
+/// gateway's clock: the test moves it past the wait instead of configuring a second.
 async fn lost_results_are_found_by_transaction_status_never_by_sending_again(backend: Backend) {
     let webhook = WebhookReceiver::start().await;
-    let gw = gateway(backend, &webhook, &[("INITIATOR_RESULT_WAIT_SECS", "1")]).await;
+    let (time, clock) = manual_clock(chrono::Utc::now());
+    let gw = spawn_with(options(backend, &webhook, &[]).clock(clock)).await;
     // The payout's result never comes; the refund's request expires in the queue (the money
     // still moves). Both are found out by asking.
     gw.sim().update_faults(|f| {
@@ -408,6 +466,24 @@ async fn lost_results_are_found_by_transaction_status_never_by_sending_again(bac
         )
         .await;
     assert_eq!(status, 202, "{refund}");
+    // The reversal's queue-timeout notice came (on the clock before it moves).
+    let reversal = gw
+        .storage()
+        .get_refund(refund["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .request_id
+        .unwrap();
+    gw.wait_for_request(&reversal, "timed out in the queue", |r| {
+        r.status == RequestStatus::Unknown
+    })
+    .await;
+    // Nothing is asked within the result wait, however long the resolver runs on its own.
+    let initiator = &gw.state.money_out.initiator;
+    assert_eq!(initiator.resolve_due(60_000, 50).await.unwrap(), 0);
+    assert_eq!(gw.daraja_requests(STATUS), 0, "not asked before the wait");
+    time.advance(chrono::Duration::seconds(121));
 
     let done = gw
         .wait_for_json(
@@ -454,6 +530,108 @@ async fn lost_results_are_found_by_transaction_status_never_by_sending_again(bac
             && delivered(&webhook, "refund.completed").len() == 1
     })
     .await;
+    gw.stop().await;
+}
+
+/// A payout whose result never comes, and which Transaction Status cannot find either: asked
+/// about once the result wait has passed, again with backoff, and after
+/// `INITIATOR_KEEP_ASKING_SECS` (a day, the default) held for a person — never sent again,
+/// never called failed. The day is not waited: the gateway's clock is moved.
+async fn a_payout_whose_result_never_comes_is_held_for_a_person_after_a_day_of_asking(
+    backend: Backend,
+) {
+    let (time, clock) = manual_clock(chrono::Utc::now());
+    let gw = spawn_with(Options::new(backend).clock(clock)).await;
+    gw.sim().update_faults(|f| {
+        for flow in [Flow::B2c, Flow::TransactionStatus] {
+            f.flows.insert(
+                flow,
+                CallbackFaults {
+                    suppress: true,
+                    ..Default::default()
+                },
+            );
+        }
+    });
+    let (status, payout) = gw.payout(300).await;
+    assert_eq!(status, 202, "{payout}");
+    let payout_id = payout["id"].as_str().unwrap();
+    let request_id = gw
+        .storage()
+        .get_payout(payout_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .request_id
+        .expect("the B2C request is recorded on the payout");
+    let sent = gw
+        .wait_for_request(&request_id, "accepted", |r| {
+            r.status == RequestStatus::Accepted
+        })
+        .await;
+    assert_eq!(sent.attempts, 0);
+    assert_eq!(gw.daraja_requests(STATUS), 0);
+
+    // Two minutes on: its result is late, Transaction Status is asked.
+    time.advance(chrono::Duration::seconds(121));
+    let asked = gw
+        .wait_for_request(&request_id, "asked about", |r| r.attempts >= 1)
+        .await;
+    assert!(!asked.needs_review, "{asked:?}");
+    assert_eq!(gw.daraja_requests(STATUS), 1);
+
+    // A minute short of a day since it was made: still asked, not held.
+    time.advance(chrono::Duration::seconds(86_400 - 121 - 60));
+    let again = gw
+        .wait_for_request(&request_id, "asked again", |r| r.attempts >= 2)
+        .await;
+    assert!(
+        !again.needs_review,
+        "not held before the day is over: {again:?}"
+    );
+    assert_eq!(again.status, RequestStatus::Accepted);
+
+    // Past the day (and the backoff's next look): held for a person.
+    time.advance(chrono::Duration::minutes(10));
+    let held = gw
+        .wait_for_request(&request_id, "held", |r| r.needs_review)
+        .await;
+    assert_eq!(
+        held.status,
+        RequestStatus::Accepted,
+        "not final: nobody knows"
+    );
+    assert_eq!(held.next_check_at, None, "nobody asks any more");
+    let story: Vec<String> = gw
+        .storage()
+        .money_out_events(&request_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        story.iter().filter(|k| *k == "status_asked").count(),
+        2,
+        "{story:?}"
+    );
+    assert!(story.iter().any(|k| k == "held_for_review"), "{story:?}");
+    assert_eq!(
+        gw.daraja_requests(B2C),
+        1,
+        "the payout was never sent again"
+    );
+    assert_eq!(gw.daraja_requests(STATUS), 2);
+    let (status, shown, _) = gw
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/payouts/{payout_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["status"], "pending", "{shown}");
     gw.stop().await;
 }
 
@@ -554,6 +732,49 @@ async fn payout_guardrails_refuse_cap_and_wait_for_another_admin(backend: Backen
         .unwrap();
     assert_eq!(rejected.status, PayoutStatus::Rejected);
     assert_eq!(gw.daraja_requests(B2C), 1);
+    gw.stop().await;
+}
+
+/// `PAYOUT_DAILY_LIMIT` is per East Africa Time day: a payout refused for the day's limit at
+/// 23:59 in Nairobi is accepted at 00:01, though it is still the same day in UTC (21:01). The
+/// clock is moved across midnight, not waited for.
+async fn the_daily_payout_limit_starts_again_at_midnight_east_africa_time(backend: Backend) {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-03-10T23:50:00+03:00")
+        .unwrap()
+        .to_utc();
+    let (time, clock) = manual_clock(start);
+    let gw = spawn_with(
+        Options::new(backend)
+            .env("PAYOUT_DAILY_LIMIT", "1000")
+            .clock(clock),
+    )
+    .await;
+    let over_the_limit = |(status, body): (u16, Value)| {
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["field"], "amount");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("PAYOUT_DAILY_LIMIT"), "{message}");
+    };
+    let (status, first) = gw.payout(600).await;
+    assert_eq!(status, 202, "{first}");
+    over_the_limit(gw.payout(600).await);
+    time.advance(chrono::Duration::minutes(9));
+    over_the_limit(gw.payout(600).await);
+    time.advance(chrono::Duration::minutes(2));
+    let (status, next_day) = gw.payout(600).await;
+    assert_eq!(status, 202, "a new day in Nairobi: {next_day}");
+    let day = |id: &Value| {
+        let storage = gw.storage();
+        let id = id.as_str().unwrap().to_owned();
+        async move { storage.get_payout(&id).await.unwrap().unwrap().eat_day }
+    };
+    let (d1, d2) = (day(&first["id"]).await, day(&next_day["id"]).await);
+    assert_eq!(
+        d1,
+        mpesa_gateway::money_out::eat_day(start.timestamp_millis())
+    );
+    assert_eq!(d2, d1 + 1);
+    assert_eq!(gw.daraja_requests(B2C), 2);
     gw.stop().await;
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use mpesa_domain::PaymentStatus;
 use mpesa_domain::link::ACCOUNT_ALPHABET;
+use mpesa_gateway::clock::{Clock, ManualClock};
 use mpesa_harness::database::TestDatabase;
 use mpesa_storage::{Backend, Channel};
 use reqwest::redirect::Policy;
@@ -1078,6 +1079,86 @@ async fn paybill_payments_pay_a_link_only_while_it_is_open_and_for_its_amount() 
         gw.payment_by_receipt("SHK3CCCCCC").await.payment_link_id,
         None
     );
+    gw.stop().await;
+}
+
+/// A link with an expiry takes payments until the gateway's clock passes it, then none: its
+/// page says it has expired and refuses the form (no prompt goes out), and a paybill payment to
+/// its account number is booked as an ordinary C2B payment, not the link's. The clock is moved
+/// an hour on instead of the test waiting for an expiry of seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_stops_taking_payments_when_the_clock_passes_its_expiry() {
+    let time = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let gw = spawn_with(Options::new(Backend::Sqlite).clock(Clock::manual(time.clone()))).await;
+    gw.c2b_registered().await;
+    let expires_at = chrono::Utc::now() + chrono::Duration::hours(1);
+    let l = link(
+        &gw,
+        json!({ "title": "School trip", "amount_min": 100, "amount_max": 900,
+                "expires_at": expires_at.to_rfc3339() }),
+    )
+    .await;
+    let (path, link_id) = (page_path(&l), l["id"].as_str().unwrap().to_owned());
+    let account = l["account_number"].as_str().unwrap().to_owned();
+    let paybill = |receipt: &str| {
+        crate::c2b::confirmation(
+            receipt,
+            "600000",
+            &account,
+            "300.00",
+            "254708374149",
+            "ACHIENG",
+        )
+    };
+    let links = &gw.state.links;
+
+    // Before its expiry: the page offers the form, a prompt goes out, the paybill pays it.
+    assert_eq!(page(&customer(), &gw, &path, None).await.status, 200);
+    let (_, paid) = pay_ok(&gw, &path, SUCCESS, Some("250")).await;
+    gw.wait_for_status(&paid, "completed", Duration::from_secs(15))
+        .await;
+    let (s, _) = gw.post_c2b_confirmation(&paybill("SHK4DDDDDD")).await;
+    assert_eq!(s, 200);
+    let at_the_paybill = gw.payment_by_receipt("SHK4DDDDDD").await;
+    assert_eq!(
+        at_the_paybill.payment_link_id.as_deref(),
+        Some(link_id.as_str())
+    );
+    assert_eq!(links.payments_of(&link_id, 50).await.unwrap().len(), 2);
+
+    time.advance(chrono::Duration::minutes(61));
+    let shown = page(&customer(), &gw, &path, None).await;
+    assert_eq!(shown.status, 410, "{}", shown.body);
+    assert!(shown.body.contains("has expired"), "{}", shown.body);
+    let refused = pay_form(
+        &customer(),
+        &gw,
+        &path,
+        &[("phone", "0711222333"), ("amount", "250")],
+    )
+    .await;
+    assert_eq!(refused.status, 410, "{}", refused.body);
+    assert!(refused.body.contains("has expired"), "{}", refused.body);
+    let (s, _) = gw.post_c2b_confirmation(&paybill("SHK5EEEEEE")).await;
+    assert_eq!(s, 200);
+    let after = gw.payment_by_receipt("SHK5EEEEEE").await;
+    assert_eq!(
+        after.payment_link_id, None,
+        "an expired link takes no payment"
+    );
+    assert_eq!(after.reference, account);
+    assert_eq!(
+        links.payments_of(&link_id, 50).await.unwrap().len(),
+        2,
+        "nothing more was paid through the link"
+    );
+    let stk_pushes = gw
+        .sim()
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/mpesa/stkpush/v1/processrequest")
+        .count();
+    assert_eq!(stk_pushes, 1, "no prompt after the expiry");
     gw.stop().await;
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use daraja_sim::faults::CallbackFaults;
 use daraja_sim::{CustomerPayment, Flow};
+use mpesa_gateway::clock::{Clock, ManualClock};
 use mpesa_storage::{Backend, CallbackFilter, CallbackKind, CallbackOutcome, PageRequest};
 use serde_json::Value;
 
@@ -275,10 +276,12 @@ async fn other_short_codes_and_unknown_receipts_are_shown_never_booked(backend: 
 }
 
 /// While a check of a code waits for Safaricom, asking again returns that check and sends
-/// nothing; with no answer in time it fails, and a queue-timeout notice fails the next one.
+/// nothing; with no answer in time (the real two minutes, on the gateway's clock, which the test
+/// moves) it fails, and a queue-timeout notice fails the next one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_check_in_flight_per_code_and_no_answer_fails_it() {
-    let gw = spawn_with(Options::new(Backend::Sqlite).env("INITIATOR_RESULT_WAIT_SECS", "3")).await;
+    let time = std::sync::Arc::new(ManualClock::new(chrono::Utc::now()));
+    let gw = spawn_with(Options::new(Backend::Sqlite).clock(Clock::manual(time.clone()))).await;
     gw.sim().update_faults(|f| {
         f.flows.insert(
             Flow::TransactionStatus,
@@ -304,6 +307,14 @@ async fn one_check_in_flight_per_code_and_no_answer_fails_it() {
     let (status, shown) = gw.receipt(code).await;
     assert_eq!((status, &shown["id"]), (200, &first["id"]));
     assert_eq!(gw.status_requests(), 1, "sent once");
+    time.advance(chrono::Duration::seconds(119));
+    let (_, waiting) = gw.check_receipt(code).await;
+    assert_eq!(
+        (&waiting["id"], waiting["status"].as_str()),
+        (&first["id"], Some("pending")),
+        "still within the result wait: {waiting}"
+    );
+    time.advance(chrono::Duration::seconds(2));
 
     let failed = gw.receipt_final(code).await;
     assert_eq!(failed["id"], first["id"]);
