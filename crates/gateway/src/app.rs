@@ -354,12 +354,12 @@ impl App {
         } = self;
         let mut router = http::router(state.clone());
         if let Some(sim) = &simulator {
-            for mount in crate::sandbox::MOUNTS {
+            for mount in crate::http::simulator::MOUNTS {
                 router = router.nest(
                     mount,
                     sim.router().layer(axum::middleware::from_fn_with_state(
                         state.clone(),
-                        crate::sandbox::guard_simulator,
+                        crate::http::simulator::guard_simulator,
                     )),
                 );
             }

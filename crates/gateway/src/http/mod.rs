@@ -13,6 +13,7 @@ pub mod payment_links;
 pub mod receipts;
 pub mod server;
 pub mod service;
+pub mod simulator;
 
 use std::time::{Duration, Instant};
 
