@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
 use mpesa_storage::{AdminSession, AdminUser, ApiKey, Storage, StorageError, TelegramLink};
 
 use crate::ids::{now_ms, random_token, sha256_hex};
@@ -76,7 +78,15 @@ pub struct Accounts {
 /// A PHC hash of a random password with the same parameters as real ones: what an unknown
 /// username is checked against, so that it takes as long as a wrong password.
 static DUMMY_HASH: LazyLock<String> =
-    LazyLock::new(|| crate::cli::admin::hash_password(&random_token(24)).unwrap_or_default());
+    LazyLock::new(|| hash_password(&random_token(24)).unwrap_or_default());
+
+/// An Argon2id PHC string for a password (a new user's, or a new password).
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
 
 fn verify_password(password: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
@@ -349,7 +359,7 @@ mod tests {
 
     #[test]
     fn passwords_verify_against_their_hash_only() {
-        let hash = crate::cli::admin::hash_password("correct horse battery").unwrap();
+        let hash = hash_password("correct horse battery").unwrap();
         assert!(verify_password("correct horse battery", &hash));
         assert!(!verify_password("wrong", &hash));
         assert!(!verify_password("anything", "not a hash"));

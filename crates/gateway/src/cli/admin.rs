@@ -4,7 +4,6 @@
 use std::io::{BufRead, IsTerminal};
 
 use anyhow::{Context, bail};
-use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
 use mpesa_storage::{AdminUser, Storage};
 
 use crate::ids::{new_id, now_ms};
@@ -33,13 +32,9 @@ pub enum AdminCommand {
 
 pub const MIN_PASSWORD_CHARS: usize = 10;
 
-/// An Argon2id PHC string for a password.
+/// [`accounts::hash_password`](crate::accounts::hash_password), for the CLI.
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Ok(argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?
-        .to_string())
+    crate::accounts::hash_password(password).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
 }
 
 pub async fn run(storage: &dyn Storage, command: AdminCommand) -> anyhow::Result<()> {

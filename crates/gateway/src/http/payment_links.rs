@@ -16,8 +16,8 @@ use utoipa::ToSchema;
 use crate::http::api::{ErrorBody, json_body};
 use crate::http::auth::Merchant;
 use crate::http::error::ApiError;
-use crate::ids::{now_ms, rfc3339};
-use crate::payments::links::{LinkError, parse_link_request};
+use crate::ids::rfc3339;
+use crate::payments::links::LinkError;
 use crate::payments::{PaymentLinks, PaymentView};
 use crate::state::AppState;
 
@@ -90,7 +90,7 @@ impl LinkView {
             id: link.id.clone(),
             url: links.url(link),
             account_number: link.account_number.clone(),
-            status: link.status_at(now_ms()).as_str().to_owned(),
+            status: links.status(link).as_str().to_owned(),
             title: link.title.clone(),
             amount: link.amount,
             amount_min: link.amount_min,
@@ -169,7 +169,9 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let value = json_body(&headers, body)?;
-    let request = parse_link_request(&value, state.links.amount_bounds(), now_ms())
+    let request = state
+        .links
+        .parse_request(&value)
         .map_err(|(field, message)| ApiError::validation(&field, message))?;
     let link = state.links.create(request).await?;
     let view = LinkView::new(&link, &state.links);

@@ -1126,7 +1126,15 @@ async fn a_link_stops_taking_payments_when_the_clock_passes_its_expiry() {
     );
     assert_eq!(links.payments_of(&link_id, 50).await.unwrap().len(), 2);
 
+    let (_, before) = api_get(&gw, &format!("/api/v1/payment-links/{link_id}")).await;
+    assert_eq!(before["status"], "active", "{before}");
     time.advance(chrono::Duration::minutes(61));
+    let (status, after) = api_get(&gw, &format!("/api/v1/payment-links/{link_id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        after["status"], "expired",
+        "the API tells the link's state on the gateway's clock, as the pay page does: {after}"
+    );
     let shown = page(&customer(), &gw, &path, None).await;
     assert_eq!(shown.status, 410, "{}", shown.body);
     assert!(shown.body.contains("has expired"), "{}", shown.body);

@@ -18,8 +18,9 @@ use crate::admin::layout::{self, Layout, Section, render};
 use crate::admin::pages::{Fact, PaymentRow, facts, path_segment};
 use crate::admin::params::{Fields, Params};
 use crate::admin::session::Admin;
-use crate::ids::now_ms;
-use crate::payments::links::{LinkError, parse_link_request};
+
+use crate::payments::PaymentLinks;
+use crate::payments::links::LinkError;
 use crate::state::AppState;
 
 impl From<LinkError> for AdminError {
@@ -43,8 +44,8 @@ pub struct LinkRow {
 }
 
 impl LinkRow {
-    fn new(l: &PaymentLink, now: i64) -> Self {
-        let status = l.status_at(now).as_str();
+    fn new(l: &PaymentLink, links: &PaymentLinks) -> Self {
+        let status = links.status(l).as_str();
         LinkRow {
             href: link_href(&l.id),
             title: l.title.clone(),
@@ -107,10 +108,13 @@ async fn list_page(
     cursor: Option<String>,
 ) -> Result<LinksPage, AdminError> {
     let page = state.links.list(&PageRequest { limit: 50, cursor }).await?;
-    let now = now_ms();
     Ok(LinksPage {
         layout: Layout::new("Payment links", Section::Links, admin),
-        links: page.items.iter().map(|l| LinkRow::new(l, now)).collect(),
+        links: page
+            .items
+            .iter()
+            .map(|l| LinkRow::new(l, &state.links))
+            .collect(),
         next_href: page
             .next_cursor
             .map(|c| {
@@ -213,7 +217,7 @@ pub async fn create(
             return refuse(message, LinkForm::default(), page);
         }
     };
-    let request = match parse_link_request(&body, state.links.amount_bounds(), now_ms()) {
+    let request = match state.links.parse_request(&body) {
         Ok(r) => r,
         Err((field, message)) => {
             let page = list_page(&state, &form.admin, None).await?;
@@ -255,7 +259,7 @@ pub async fn show(
         state.links.payments_of(&link.id, 100),
         state.links.totals(&link.id),
     )?;
-    let status = link.status_at(now_ms());
+    let status = state.links.status(&link);
     let page = LinkPage {
         layout: Layout::new(format!("Link {}", link.title), Section::Links, &admin)
             .with_notice(layout::notice(params.get("notice"))),
