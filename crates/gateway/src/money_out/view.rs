@@ -81,6 +81,10 @@ pub struct PayoutView {
     /// The state of its Daraja request: `sending`, `accepted`, `unknown` (being found out by
     /// Transaction Status), `completed`, `failed`.
     pub request_status: Option<String>,
+    /// True when nobody knows whether the money went: Safaricom never answered, and Transaction
+    /// Status was asked until `INITIATOR_KEEP_ASKING_SECS` without a final answer. The payout
+    /// stays `pending`; a person checks the M-Pesa portal. It is never sent again.
+    pub needs_review: bool,
     pub created_at: String,
     pub updated_at: String,
     pub completed_at: Option<String>,
@@ -107,6 +111,7 @@ impl PayoutView {
             result_code: p.result_code.clone(),
             result_desc: p.result_desc.clone(),
             request_status: request.map(|r| r.status.as_str().to_owned()),
+            needs_review: request.is_some_and(|r| r.needs_review),
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
             completed_at: p.finalized_at.map(rfc3339),

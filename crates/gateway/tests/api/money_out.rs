@@ -579,6 +579,15 @@ async fn a_payout_whose_result_never_comes_is_held_for_a_person_after_a_day_of_a
         .await;
     assert!(!asked.needs_review, "{asked:?}");
     assert_eq!(gw.daraja_requests(STATUS), 1);
+    let (_, shown, _) = gw
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/payouts/{payout_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(shown["needs_review"], false, "{shown}");
 
     // A minute short of a day since it was made: still asked, not held.
     time.advance(chrono::Duration::seconds(86_400 - 121 - 60));
@@ -632,6 +641,10 @@ async fn a_payout_whose_result_never_comes_is_held_for_a_person_after_a_day_of_a
         .await;
     assert_eq!(status, 200, "{shown}");
     assert_eq!(shown["status"], "pending", "{shown}");
+    assert_eq!(
+        shown["needs_review"], true,
+        "the merchant sees that a person must look: {shown}"
+    );
     gw.stop().await;
 }
 
