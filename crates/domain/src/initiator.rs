@@ -14,7 +14,10 @@
 //! * an `unknown` request that moves money is never failed by time: Transaction Status either
 //!   finds it (completed) or the request is held for a person once asking has gone on long enough;
 //! * the owner (refund, payout, receipt check) is told exactly when the request first becomes
-//!   final (`notify_owner`).
+//!   final (`notify_owner`);
+//! * a request held for a person may be settled by hand (what the person found in the M-Pesa
+//!   portal); Daraja's own answer that comes later and disagrees books nothing again: it holds
+//!   the request for a person once more.
 
 use serde::{Deserialize, Serialize};
 
@@ -115,8 +118,13 @@ pub struct RequestSnapshot {
     pub result_code: Option<ResultCode>,
     pub receipt: Option<String>,
     pub needs_review: bool,
+    /// Its final state was recorded by a person, not by Daraja.
+    pub settled_by_hand: bool,
     pub created_at_ms: i64,
 }
+
+/// The key of a request's stored result details that says a person recorded its outcome.
+pub const SETTLED_BY_HAND: &str = "settled_by_hand";
 
 /// A `Result` callback as the rules see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +161,10 @@ pub enum RequestEventKind {
     StatusFound,
     NoAnswer,
     HeldForReview,
+    /// A person recorded the outcome of a held request.
+    SettledByHand,
+    /// Daraja's answer disagrees with the outcome a person recorded: held again.
+    Contradicted,
 }
 
 impl RequestEventKind {
@@ -166,6 +178,8 @@ impl RequestEventKind {
             RequestEventKind::StatusFound => "status_found",
             RequestEventKind::NoAnswer => "no_answer",
             RequestEventKind::HeldForReview => "held_for_review",
+            RequestEventKind::SettledByHand => "settled_by_hand",
+            RequestEventKind::Contradicted => "contradicted",
         }
     }
 }
@@ -182,6 +196,8 @@ pub struct RequestTransition {
     pub receipt: Option<String>,
     /// Set when this transition holds the request for a person.
     pub hold: bool,
+    /// Set when a person's decision ends the hold.
+    pub clear_hold: bool,
     /// The request became final with this transition: its owner is told.
     pub notify_owner: bool,
     pub note: Option<String>,
@@ -198,6 +214,7 @@ impl RequestTransition {
             result_desc: None,
             receipt: None,
             hold: false,
+            clear_hold: false,
             notify_owner: status.is_final(),
             note: None,
         }
@@ -277,6 +294,15 @@ pub fn on_send_unknown(r: &RequestSnapshot, reason: &str) -> RequestOutcome {
 
 /// The `Result` callback for this request.
 pub fn on_result(r: &RequestSnapshot, report: &ResultReport) -> RequestOutcome {
+    if r.settled_by_hand {
+        let success = report.result_code.is_success();
+        return against_settlement(
+            r,
+            success,
+            report.receipt.as_deref().filter(|_| success),
+            "Daraja's result",
+        );
+    }
     if r.status.is_final() {
         let same_code = r.result_code.as_ref() == Some(&report.result_code);
         let same_receipt = !report.result_code.is_success() || r.receipt == report.receipt;
@@ -321,6 +347,18 @@ pub fn on_queue_timeout(r: &RequestSnapshot) -> RequestOutcome {
 
 /// What Transaction Status found about the transaction this request made.
 pub fn on_status_finding(r: &RequestSnapshot, finding: &StatusFinding) -> RequestOutcome {
+    if r.settled_by_hand {
+        return match (r.kind, finding) {
+            (RequestKind::B2c, StatusFinding::Completed { receipt, .. }) => {
+                against_settlement(r, true, receipt.as_deref(), "Transaction Status")
+            }
+            (RequestKind::Reversal, StatusFinding::Reversed { .. }) => {
+                against_settlement(r, true, None, "Transaction Status")
+            }
+            // Not found (yet) proves nothing either way.
+            _ => RequestOutcome::Unchanged("the outcome was recorded by hand"),
+        };
+    }
     if r.status.is_final() {
         return match (r.status, finding) {
             (RequestStatus::Completed, StatusFinding::Completed { .. })
@@ -356,6 +394,72 @@ pub fn on_status_finding(r: &RequestSnapshot, finding: &StatusFinding) -> Reques
         ),
         _ => RequestOutcome::Unchanged("Transaction Status says nothing about this request"),
     }
+}
+
+/// A person recorded the outcome of a request held for them: `completed` (with the M-Pesa
+/// receipt they saw, if any) or failed. Only a request that moves money, is held, and is not
+/// final can be settled this way; its owner is told as by Daraja's own result.
+pub fn on_settled_by_hand(
+    r: &RequestSnapshot,
+    completed: bool,
+    receipt: Option<&str>,
+    note: &str,
+) -> RequestOutcome {
+    if r.status.is_final() {
+        return RequestOutcome::Unchanged("the request is already final");
+    }
+    if !r.needs_review || !r.kind.moves_money() {
+        return RequestOutcome::Unchanged(
+            "only a request held for a person can be settled by hand",
+        );
+    }
+    let status = if completed {
+        RequestStatus::Completed
+    } else {
+        RequestStatus::Failed
+    };
+    let mut t = RequestTransition::new(RequestEventKind::SettledByHand, status);
+    t.clear_hold = true;
+    t.note = Some(note.to_owned());
+    t.result_desc = Some(format!("recorded by hand: {note}"));
+    if completed {
+        t.receipt = receipt.map(str::to_owned);
+    }
+    RequestOutcome::Changed(t)
+}
+
+/// Daraja's word (`what`) on a request a person settled: nothing is booked again; when it
+/// disagrees, the request is held for a person once more (its state stays what they recorded).
+fn against_settlement(
+    r: &RequestSnapshot,
+    reported_completed: bool,
+    receipt: Option<&str>,
+    what: &str,
+) -> RequestOutcome {
+    if r.needs_review {
+        return RequestOutcome::Unchanged("held for a person already: kept for them");
+    }
+    let recorded_completed = r.status == RequestStatus::Completed;
+    let same_receipt = receipt.is_none() || r.receipt.is_none() || r.receipt.as_deref() == receipt;
+    if recorded_completed == reported_completed && (!reported_completed || same_receipt) {
+        return RequestOutcome::Unchanged("it agrees with the outcome recorded by hand");
+    }
+    let mut t = RequestTransition::new(RequestEventKind::Contradicted, r.status);
+    t.notify_owner = false;
+    t.hold = true;
+    t.note = Some(format!(
+        "{what} contradicts the manual settlement ({} by hand, {} by M-Pesa{}): nothing is paid or booked again; a person decides",
+        r.status,
+        if reported_completed {
+            "completed"
+        } else {
+            "failed"
+        },
+        receipt
+            .map(|x| format!(", receipt {x}"))
+            .unwrap_or_default(),
+    ));
+    RequestOutcome::Changed(t)
 }
 
 /// How long the resolver waits and asks.
@@ -440,6 +544,7 @@ mod tests {
             result_code: None,
             receipt: None,
             needs_review: false,
+            settled_by_hand: false,
             created_at_ms: 1_000,
         }
     }
@@ -645,6 +750,116 @@ mod tests {
         held.needs_review = true;
         assert_eq!(on_due(&held, 2_000, &POLICY), DueAction::Nothing);
         assert_eq!(next_check_at(&held, 2_000, 1, &POLICY), None);
+    }
+
+    #[test]
+    fn only_a_held_open_request_is_settled_by_hand_and_its_owner_is_told() {
+        let open = snap(RequestKind::B2c, RequestStatus::Unknown);
+        assert!(matches!(
+            on_settled_by_hand(&open, true, Some("SGB2PAID01"), "seen in the portal"),
+            RequestOutcome::Unchanged(_)
+        ));
+        let mut held = open;
+        held.needs_review = true;
+        let t = changed(on_settled_by_hand(
+            &held,
+            true,
+            Some("SGB2PAID01"),
+            "seen in the portal",
+        ));
+        assert_eq!(
+            (
+                t.kind,
+                t.status,
+                t.receipt.as_deref(),
+                t.clear_hold,
+                t.notify_owner
+            ),
+            (
+                RequestEventKind::SettledByHand,
+                RequestStatus::Completed,
+                Some("SGB2PAID01"),
+                true,
+                true
+            )
+        );
+        let t = changed(on_settled_by_hand(
+            &held,
+            false,
+            Some("IGNORED"),
+            "not in the portal",
+        ));
+        assert_eq!((t.status, t.receipt), (RequestStatus::Failed, None));
+        let mut done = held;
+        done.status = RequestStatus::Completed;
+        assert!(matches!(
+            on_settled_by_hand(&done, false, None, "x"),
+            RequestOutcome::Unchanged(_)
+        ));
+        let mut read = snap(RequestKind::TransactionStatus, RequestStatus::Accepted);
+        read.needs_review = true;
+        assert!(matches!(
+            on_settled_by_hand(&read, true, None, "x"),
+            RequestOutcome::Unchanged(_)
+        ));
+    }
+
+    #[test]
+    fn daraja_disagreeing_with_a_manual_settlement_holds_it_again_and_books_nothing() {
+        let mut paid = snap(RequestKind::B2c, RequestStatus::Completed);
+        paid.settled_by_hand = true;
+        paid.receipt = Some("SGB2PAID01".into());
+        // Agreeing answers are kept, nothing changes.
+        for agree in [
+            on_result(&paid, &report("0", Some("SGB2PAID01"))),
+            on_status_finding(
+                &paid,
+                &StatusFinding::Completed {
+                    receipt: Some("SGB2PAID01".into()),
+                    amount: None,
+                },
+            ),
+        ] {
+            assert!(matches!(agree, RequestOutcome::Unchanged(_)), "{agree:?}");
+        }
+        for disagree in [
+            on_result(&paid, &report("2040", None)),
+            on_result(&paid, &report("0", Some("OTHER00001"))),
+        ] {
+            let t = changed(disagree);
+            assert_eq!(
+                (t.kind, t.status, t.hold, t.notify_owner, t.receipt),
+                (
+                    RequestEventKind::Contradicted,
+                    RequestStatus::Completed,
+                    true,
+                    false,
+                    None
+                )
+            );
+            assert!(
+                t.note
+                    .unwrap()
+                    .contains("contradicts the manual settlement")
+            );
+        }
+        let mut failed = snap(RequestKind::Reversal, RequestStatus::Failed);
+        failed.settled_by_hand = true;
+        assert!(matches!(
+            on_result(&failed, &report("R000001", None)),
+            RequestOutcome::Unchanged(_)
+        ));
+        let t = changed(on_status_finding(
+            &failed,
+            &StatusFinding::Reversed { receipt: None },
+        ));
+        assert_eq!((t.status, t.hold), (RequestStatus::Failed, true));
+        // Held again: later answers are only kept.
+        failed.needs_review = true;
+        assert!(matches!(
+            on_result(&failed, &report("0", Some("X"))),
+            RequestOutcome::Unchanged(_)
+        ));
     }
 
     #[test]

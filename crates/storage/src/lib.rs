@@ -214,6 +214,19 @@ pub trait Storage: Send + Sync + 'static {
         decide: DecideInitiator<'_>,
     ) -> Result<Option<(InitiatorRequest, InitiatorUpdate)>>;
 
+    /// A request held for a person, settled by hand, with its payout or refund, in one
+    /// transaction: locks the request and asks `decide`; a receipt it records that is already
+    /// recorded elsewhere (a payment, a payout, a reversal, another request) is `Conflict`
+    /// (`receipt_in_use`); then locks the owner and asks `owner` (`None` is `Conflict`: nothing
+    /// is written); the owner counts as told. `Ok(None)`: `decide` refused.
+    async fn settle_initiator_request(
+        &self,
+        id: &str,
+        now: Millis,
+        decide: DecideInitiator<'_>,
+        owner: SettleOwner<'_>,
+    ) -> Result<Option<InitiatorRequest>>;
+
     /// Stores a result or queue-timeout callback raw and applies it to the request it names, in
     /// one transaction: an answered callback is committed, a duplicate changes nothing, and one
     /// that names no request is kept (outcome `unmatched`), never applied.

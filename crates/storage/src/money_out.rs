@@ -54,6 +54,14 @@ pub struct InitiatorRequest {
 }
 
 impl InitiatorRequest {
+    /// Whether a person recorded its outcome (its result details say so).
+    pub fn settled_by_hand(&self) -> bool {
+        self.result
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+            .is_some_and(|d| d.get(mpesa_domain::initiator::SETTLED_BY_HAND).is_some())
+    }
+
     pub fn snapshot(&self) -> RequestSnapshot {
         RequestSnapshot {
             kind: self.kind,
@@ -62,6 +70,7 @@ impl InitiatorRequest {
             result_code: self.result_code.as_deref().map(ResultCode::new),
             receipt: self.receipt.clone(),
             needs_review: self.needs_review,
+            settled_by_hand: self.settled_by_hand(),
             created_at_ms: self.created_at,
         }
     }
@@ -360,6 +369,13 @@ pub struct PayoutUpdate {
 }
 
 pub type DecidePayoutUpdate<'a> = &'a (dyn Fn(&Payout) -> Option<PayoutUpdate> + Send + Sync);
+
+/// The owner a request settled by hand takes with it, decided on its locked row given the
+/// request as written. `None` refuses the whole settlement.
+pub enum SettleOwner<'a> {
+    Payout(&'a (dyn Fn(&InitiatorRequest, &Payout) -> Option<PayoutUpdate> + Send + Sync)),
+    Refund(&'a (dyn Fn(&InitiatorRequest, &Refund) -> Option<RefundUpdate> + Send + Sync)),
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PayoutFilter {

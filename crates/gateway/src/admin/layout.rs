@@ -133,6 +133,12 @@ pub fn notice(code: Option<&str>) -> Option<&'static str> {
         }
         "payout_approved" => "You approved the payout: it was sent to M-Pesa.",
         "payout_rejected" => "You rejected the payout: nothing was sent.",
+        "payout_settled" => {
+            "The outcome you recorded is the payout's now; your note is on its timeline."
+        }
+        "refund_settled" => {
+            "The outcome you recorded is the refund's now; your note is on the payment's timeline."
+        }
         "balance_asked" => {
             "Account Balance was asked: the answers come in a few seconds; reload to see them."
         }

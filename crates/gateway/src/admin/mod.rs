@@ -56,12 +56,17 @@ pub fn router() -> Router<AppState> {
             get(pages::refund::confirm).post(pages::refund::request),
         )
         .route(
+            "/admin/payments/{id}/refund/settle",
+            post(pages::refund::settle),
+        )
+        .route(
             "/admin/payouts",
             get(pages::payouts::list).post(pages::payouts::create),
         )
         .route("/admin/payouts/{id}", get(pages::payouts::show))
         .route("/admin/payouts/{id}/approve", post(pages::payouts::approve))
         .route("/admin/payouts/{id}/reject", post(pages::payouts::reject))
+        .route("/admin/payouts/{id}/settle", post(pages::payouts::settle))
         .route("/admin/balance", post(pages::overview::ask_balance))
         .route(
             "/admin/links",

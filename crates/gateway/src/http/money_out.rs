@@ -168,8 +168,9 @@ pub async fn get_refund(
     _merchant: Merchant,
     RefundId(id): RefundId,
 ) -> Result<Json<RefundView>, ApiError> {
-    let r = state.money_out.refunds.get(&id).await?;
-    Ok(Json(RefundView::from(&r)))
+    let refunds = &state.money_out.refunds;
+    let r = refunds.get(&id).await?;
+    Ok(Json(refunds.view(&r).await?))
 }
 
 /// Pay a customer (B2C). Above PAYOUT_APPROVAL_ABOVE it waits for an admin's approval.

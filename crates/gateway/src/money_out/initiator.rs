@@ -26,13 +26,13 @@ use daraja::{
     InitiatorAccepted, ReversalParams, TransactionStatusParams,
 };
 use mpesa_domain::initiator::{
-    self as rules, DueAction, RequestOutcome, RequestTransition, ResolvePolicy, ResultReport,
-    StatusFinding,
+    self as rules, DueAction, RequestEventKind, RequestOutcome, RequestTransition, ResolvePolicy,
+    ResultReport, SETTLED_BY_HAND, StatusFinding,
 };
 use mpesa_domain::{Amount, Msisdn, RequestKind, RequestStatus, ResultCode};
 use mpesa_storage::{
     CallbackOutcome, IncomingCallback, IngestedInitiatorCallback, InitiatorCallbackIds,
-    InitiatorRequest, InitiatorUpdate, NewInitiatorRequest, NewMoneyOutEvent, Storage,
+    InitiatorRequest, InitiatorUpdate, NewInitiatorRequest, NewMoneyOutEvent, SettleOwner, Storage,
     StorageError,
 };
 use serde::{Deserialize, Serialize};
@@ -603,6 +603,69 @@ impl Initiator {
         }
     }
 
+    /// Records what a person found out about a request held for them (`completed` with the
+    /// receipt they saw, or failed), with their note, and makes `owner` (its payout or refund)
+    /// final with it, in one transaction; the resolver stops asking. `Err(why)` when the
+    /// request is not held open (final already, never held, or not money).
+    pub async fn settle_by_hand(
+        &self,
+        request_id: &str,
+        completed: bool,
+        receipt: Option<&str>,
+        note: &str,
+        by: &str,
+        owner: SettleOwner<'_>,
+    ) -> Result<Result<InitiatorRequest, String>, StorageError> {
+        let record = json!({
+            "by": by,
+            "note": note,
+            "outcome": if completed { "completed" } else { "failed" },
+            "receipt": receipt.filter(|_| completed),
+        });
+        let result = json!({ SETTLED_BY_HAND: record }).to_string();
+        // Why the locked row refused (the decision may run again on a conflict: last one wins).
+        let refusal = std::sync::Mutex::new(None::<&'static str>);
+        let written = self
+            .0
+            .storage
+            .settle_initiator_request(
+                request_id,
+                self.now_ms(),
+                &|r| match rules::on_settled_by_hand(&r.snapshot(), completed, receipt, note) {
+                    RequestOutcome::Changed(t) => Some(InitiatorUpdate {
+                        event: Some(NewMoneyOutEvent {
+                            kind: t.kind.as_str().to_owned(),
+                            detail: record.to_string(),
+                        }),
+                        result: Some(result.clone()),
+                        next_check_at: Some(None),
+                        transition: Some(t),
+                        ..Default::default()
+                    }),
+                    RequestOutcome::Unchanged(why) => {
+                        *refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                        None
+                    }
+                    RequestOutcome::Duplicate => None,
+                },
+                owner,
+            )
+            .await?;
+        match written {
+            Some(r) => {
+                if let Some(wake) = self.0.outbox_wake.get() {
+                    wake.notify_one();
+                }
+                Ok(Ok(r))
+            }
+            None => Ok(Err(refusal
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or("the request cannot be settled by hand")
+                .to_owned())),
+        }
+    }
+
     /// One pass of the resolver: requests with no answer in time are asked about (Transaction
     /// Status), given up (reads) or held for a person; owners not told yet are told. Returns how
     /// many requests it acted on.
@@ -730,7 +793,7 @@ fn status_question(request: &InitiatorRequest) -> Option<Ask> {
 fn after(r: &InitiatorRequest, t: &RequestTransition) -> mpesa_domain::RequestSnapshot {
     let mut s = r.snapshot();
     s.status = t.status;
-    s.needs_review |= t.hold;
+    s.needs_review = (s.needs_review || t.hold) && !t.clear_hold;
     s
 }
 
@@ -768,6 +831,25 @@ fn decide_callback(
         "conversation_id": r.conversation_id,
     });
     match outcome {
+        // What Daraja said is kept with the entry; the details recorded with the manual
+        // settlement stay (they say who settled it).
+        RequestOutcome::Changed(t) if t.kind == RequestEventKind::Contradicted => {
+            let mut d = detail;
+            d["note"] = json!(t.note);
+            d["result"] = details.unwrap_or(Value::Null);
+            (
+                CallbackOutcome::Applied,
+                Some(InitiatorUpdate {
+                    event: Some(NewMoneyOutEvent {
+                        kind: t.kind.as_str().to_owned(),
+                        detail: d.to_string(),
+                    }),
+                    next_check_at: Some(None),
+                    transition: Some(t),
+                    ..Default::default()
+                }),
+            )
+        }
         RequestOutcome::Changed(t) => {
             let next = rules::next_check_at(
                 &after(request, &t),

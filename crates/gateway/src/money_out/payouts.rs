@@ -14,16 +14,18 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use mpesa_domain::initiator::SETTLED_BY_HAND;
 use mpesa_domain::{Msisdn, RequestStatus};
 use mpesa_storage::{
     CreatePayoutResult, IdempotencyClaim, InitiatorRequest, MoneyOutEvent, NewMoneyOutEvent,
-    NewPayout, Page, PageRequest, Payout, PayoutFilter, PayoutStatus, PayoutUpdate, Storage,
-    StorageError, StoredResponse,
+    NewPayout, Page, PageRequest, Payout, PayoutFilter, PayoutStatus, PayoutUpdate, SettleOwner,
+    Storage, StorageError, StoredResponse,
 };
 use serde_json::{Value, json};
 
 use super::initiator::{Ask, Initiator, InitiatorOwner};
 use super::notify::final_rows;
+use super::receipts::parse_typed_code;
 use super::view::PayoutView;
 use super::{Claim, Requester, eat_day};
 use crate::clock::Clock;
@@ -118,6 +120,7 @@ pub struct Payouts {
     storage: Arc<dyn Storage>,
     initiator: Initiator,
     settings: MoneyOutSettings,
+    plan: NotificationPlan,
 }
 
 impl Payouts {
@@ -131,7 +134,7 @@ impl Payouts {
             PURPOSE,
             Arc::new(PayoutOwner {
                 storage: storage.clone(),
-                plan,
+                plan: plan.clone(),
                 clock: initiator.clock().clone(),
             }),
         );
@@ -139,6 +142,7 @@ impl Payouts {
             storage,
             initiator,
             settings,
+            plan,
         }
     }
 
@@ -365,6 +369,83 @@ impl Payouts {
         }
     }
 
+    /// A person records what became of a payout held for them (Safaricom never answered and
+    /// Transaction Status found nothing): paid, with the M-Pesa receipt they saw, or not paid,
+    /// with a note. Not by the admin who asked for it. The payout is final as by Daraja's
+    /// result (its webhook, its alerts; a failed one gives its amount back to the day).
+    pub async fn settle_by_hand(
+        &self,
+        id: &str,
+        outcome: HandOutcome,
+        note: &str,
+        admin: &str,
+    ) -> Result<Payout, PayoutError> {
+        let by = format!("admin:{admin}");
+        let note = check_note(note).map_err(|message| PayoutError::Invalid {
+            field: "note",
+            message,
+        })?;
+        let receipt = outcome
+            .receipt()
+            .map(|r| {
+                parse_typed_code(r).map_err(|e| PayoutError::Invalid {
+                    field: "receipt",
+                    message: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let p = self.get(id).await?;
+        if p.requested_by == by {
+            return Err(PayoutError::Refused(
+                "an admin cannot record the outcome of their own payout: another admin must".into(),
+            ));
+        }
+        let held = match &p.request_id {
+            Some(r) => self
+                .storage
+                .get_initiator_request(r)
+                .await?
+                .filter(|r| r.needs_review && !r.status.is_final()),
+            None => None,
+        };
+        let Some(request) = held.filter(|_| p.status == PayoutStatus::Pending) else {
+            return Err(PayoutError::Refused(format!(
+                "only a pending payout held for a person can be settled by hand; this one is {}{}",
+                p.status.as_str(),
+                if p.status == PayoutStatus::Pending {
+                    " and not held"
+                } else {
+                    ""
+                }
+            )));
+        };
+        let now = self.initiator.clock().now_ms();
+        let plan = &self.plan;
+        let decide = |r: &InitiatorRequest, p: &Payout| final_update(plan, r, now, p);
+        let settled = self
+            .initiator
+            .settle_by_hand(
+                &request.id,
+                outcome.completed(),
+                receipt.as_deref(),
+                &note,
+                &by,
+                SettleOwner::Payout(&decide),
+            )
+            .await
+            .map_err(|e| match e {
+                StorageError::Conflict(why) => PayoutError::Refused(hand_conflict(&why)),
+                other => other.into(),
+            })?;
+        match settled {
+            Ok(_) => {
+                tracing::info!(payout_id = %p.id, admin, outcome = outcome.as_str(), "payout settled by hand");
+                self.get(id).await
+            }
+            Err(why) => Err(PayoutError::Refused(why)),
+        }
+    }
+
     pub async fn get(&self, id: &str) -> Result<Payout, PayoutError> {
         self.storage
             .get_payout(id)
@@ -435,6 +516,56 @@ impl Payouts {
     }
 }
 
+/// What a person found out about a payout or refund held for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandOutcome {
+    /// It went through: the M-Pesa receipt they saw.
+    Completed { receipt: String },
+    /// It did not.
+    Failed,
+}
+
+impl HandOutcome {
+    pub fn completed(&self) -> bool {
+        matches!(self, HandOutcome::Completed { .. })
+    }
+    pub fn receipt(&self) -> Option<&str> {
+        match self {
+            HandOutcome::Completed { receipt } => Some(receipt),
+            HandOutcome::Failed => None,
+        }
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HandOutcome::Completed { .. } => "completed",
+            HandOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// The most a note on a decision may hold.
+pub const MAX_NOTE_CHARS: usize = 500;
+
+/// A person's note, trimmed: required, at most [`MAX_NOTE_CHARS`].
+pub fn check_note(note: &str) -> Result<String, String> {
+    let note = note.trim();
+    if note.is_empty() {
+        return Err("a note saying what was found is required".into());
+    }
+    if note.chars().count() > MAX_NOTE_CHARS || note.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(format!("at most {MAX_NOTE_CHARS} characters"));
+    }
+    Ok(note.to_owned())
+}
+
+/// What storage's refusal of a settlement by hand means to the person.
+pub fn hand_conflict(why: &str) -> String {
+    match why.strip_prefix("receipt_in_use: ") {
+        Some(rest) => format!("{rest} (a receipt is recorded once): check it"),
+        None => why.to_owned(),
+    }
+}
+
 fn not_found(e: StorageError) -> PayoutError {
     match e {
         StorageError::NotFound => PayoutError::NotFound,
@@ -476,73 +607,88 @@ struct PayoutOwner {
     clock: Clock,
 }
 
+/// What a payout becomes when its B2C request is final (by Daraja or by a person): its final
+/// state, its timeline entry and its webhook and alerts. One path for both. `None` once final.
+fn final_update(
+    plan: &NotificationPlan,
+    request: &InitiatorRequest,
+    now: i64,
+    p: &Payout,
+) -> Option<PayoutUpdate> {
+    if p.status != PayoutStatus::Pending {
+        return None; // final once
+    }
+    let completed = request.status == RequestStatus::Completed;
+    let details: Value = request
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or(Value::Null);
+    let recipient_name = details["recipient_name"].as_str().map(str::to_owned);
+    let utility = details["utility_balance_cents"].as_i64();
+    let status = if completed {
+        PayoutStatus::Completed
+    } else {
+        PayoutStatus::Failed
+    };
+    let mut after = p.clone();
+    after.status = status;
+    after.receipt = request.receipt.clone();
+    after.recipient_name = recipient_name.clone();
+    after.utility_balance_cents = utility;
+    after.result_code = request.result_code.clone();
+    after.result_desc = request.result_desc.clone();
+    after.finalized_at = Some(now);
+    after.updated_at = now;
+    let view = PayoutView::new(&after, Some(request));
+    let event_type = if completed {
+        "payout.completed"
+    } else {
+        "payout.failed"
+    };
+    let admin_text = payout_alert(p, request, recipient_name.as_deref(), completed);
+    let data = serde_json::to_value(&view).unwrap_or_default();
+    let mut detail = json!({
+        "request_id": request.id,
+        "result_code": request.result_code,
+        "result_desc": request.result_desc,
+        "receipt": request.receipt,
+    });
+    // Settled by a person: the entry names them and keeps their note.
+    if let Some(hand) = details.get(SETTLED_BY_HAND) {
+        detail["by"] = hand["by"].clone();
+        detail["note"] = hand["note"].clone();
+    }
+    Some(PayoutUpdate {
+        status: Some(status),
+        request_id: Some(request.id.clone()),
+        receipt: request.receipt.clone(),
+        recipient_name: recipient_name.clone(),
+        utility_balance_cents: utility,
+        result_code: request.result_code.clone(),
+        result_desc: request.result_desc.clone(),
+        // No money moved: the day's limit gets it back.
+        release_reservation: !completed,
+        event: Some(NewMoneyOutEvent {
+            kind: if completed { "completed" } else { "failed" }.into(),
+            detail: detail.to_string(),
+        }),
+        outbox: final_rows(plan, event_type, &p.id, None, &data, &admin_text, now),
+        ..Default::default()
+    })
+}
+
 #[async_trait]
 impl InitiatorOwner for PayoutOwner {
     async fn on_final(&self, request: &InitiatorRequest) -> Result<(), StorageError> {
         let Some(payout_id) = request.owner_id.as_deref() else {
             return Ok(());
         };
-        let completed = request.status == RequestStatus::Completed;
-        let details: Value = request
-            .result
-            .as_deref()
-            .and_then(|r| serde_json::from_str(r).ok())
-            .unwrap_or(Value::Null);
-        let recipient_name = details["recipient_name"].as_str().map(str::to_owned);
-        let utility = details["utility_balance_cents"].as_i64();
         let now = self.clock.now_ms();
-        let plan = &self.plan;
         let written = self
             .storage
             .update_payout(payout_id, now, &|p| {
-                if p.status != PayoutStatus::Pending {
-                    return None; // final once
-                }
-                let status = if completed {
-                    PayoutStatus::Completed
-                } else {
-                    PayoutStatus::Failed
-                };
-                let mut after = p.clone();
-                after.status = status;
-                after.receipt = request.receipt.clone();
-                after.recipient_name = recipient_name.clone();
-                after.utility_balance_cents = utility;
-                after.result_code = request.result_code.clone();
-                after.result_desc = request.result_desc.clone();
-                after.finalized_at = Some(now);
-                after.updated_at = now;
-                let view = PayoutView::new(&after, Some(request));
-                let event_type = if completed {
-                    "payout.completed"
-                } else {
-                    "payout.failed"
-                };
-                let admin_text = payout_alert(p, request, recipient_name.as_deref(), completed);
-                let data = serde_json::to_value(&view).unwrap_or_default();
-                Some(PayoutUpdate {
-                    status: Some(status),
-                    request_id: Some(request.id.clone()),
-                    receipt: request.receipt.clone(),
-                    recipient_name: recipient_name.clone(),
-                    utility_balance_cents: utility,
-                    result_code: request.result_code.clone(),
-                    result_desc: request.result_desc.clone(),
-                    // No money moved: the day's limit gets it back.
-                    release_reservation: !completed,
-                    event: Some(NewMoneyOutEvent {
-                        kind: if completed { "completed" } else { "failed" }.into(),
-                        detail: json!({
-                            "request_id": request.id,
-                            "result_code": request.result_code,
-                            "result_desc": request.result_desc,
-                            "receipt": request.receipt,
-                        })
-                        .to_string(),
-                    }),
-                    outbox: final_rows(plan, event_type, &p.id, None, &data, &admin_text, now),
-                    ..Default::default()
-                })
+                final_update(&self.plan, request, now, p)
             })
             .await;
         match written {

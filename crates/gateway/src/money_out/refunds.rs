@@ -10,14 +10,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mpesa_domain::PaymentStatus;
+use mpesa_domain::initiator::SETTLED_BY_HAND;
 use mpesa_storage::{
     CreateRefundResult, IdempotencyClaim, InitiatorRequest, NewMoneyOutEvent, NewRefund, Payment,
-    Refund, RefundRefusal, RefundStatus, RefundUpdate, Storage, StorageError, StoredResponse,
+    Refund, RefundRefusal, RefundStatus, RefundUpdate, SettleOwner, Storage, StorageError,
+    StoredResponse,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::initiator::{Ask, Initiator, InitiatorError, InitiatorOwner};
 use super::notify::{final_rows, refund_customer_rows};
+use super::payouts::{HandOutcome, check_note, hand_conflict};
+use super::receipts::parse_typed_code;
 use super::view::RefundView;
 use super::{Claim, Requester};
 use crate::clock::Clock;
@@ -64,6 +68,7 @@ pub struct Refunds {
     /// The shortcode that received STK payments (Reversal's `ReceiverParty` for a payment that
     /// does not name its own).
     receiver_party: String,
+    plan: NotificationPlan,
 }
 
 /// Whether a payment may be refunded, given its refund under way or done (a pure rule; storage
@@ -97,7 +102,7 @@ impl Refunds {
             PURPOSE,
             Arc::new(RefundOwner {
                 storage: storage.clone(),
-                plan,
+                plan: plan.clone(),
                 clock: initiator.clock().clone(),
             }),
         );
@@ -105,6 +110,7 @@ impl Refunds {
             storage,
             initiator,
             receiver_party,
+            plan,
         }
     }
 
@@ -225,6 +231,80 @@ impl Refunds {
         Ok(RefundCreated::Created(Box::new(refund)))
     }
 
+    /// A person records what became of a refund held for them (Safaricom never answered and
+    /// Transaction Status found nothing): reversed, with the M-Pesa receipt of the reversal they
+    /// saw, or not, with a note. The refund is final as by Daraja's result (its webhook, its
+    /// alerts, the customer's message).
+    pub async fn settle_by_hand(
+        &self,
+        id: &str,
+        outcome: HandOutcome,
+        note: &str,
+        admin: &str,
+    ) -> Result<Refund, RefundError> {
+        let note = check_note(note).map_err(|m| RefundError::Invalid(format!("note: {m}")))?;
+        let receipt = outcome
+            .receipt()
+            .map(|r| parse_typed_code(r).map_err(|e| RefundError::Invalid(format!("receipt: {e}"))))
+            .transpose()?;
+        let refund = self.get(id).await?;
+        let held = match &refund.request_id {
+            Some(r) => self
+                .storage
+                .get_initiator_request(r)
+                .await?
+                .filter(|r| r.needs_review && !r.status.is_final()),
+            None => None,
+        };
+        let Some(request) = held.filter(|_| refund.status == RefundStatus::Pending) else {
+            return Err(RefundError::Refused(format!(
+                "only a pending refund held for a person can be settled by hand; this one is {}{}",
+                refund.status.as_str(),
+                if refund.status == RefundStatus::Pending {
+                    " and not held"
+                } else {
+                    ""
+                }
+            )));
+        };
+        let payment = self.storage.get_payment(&refund.payment_id).await?;
+        let now = self.initiator.clock().now_ms();
+        let plan = &self.plan;
+        let decide =
+            |q: &InitiatorRequest, r: &Refund| final_update(plan, q, now, r, payment.as_ref());
+        let settled = self
+            .initiator
+            .settle_by_hand(
+                &request.id,
+                outcome.completed(),
+                receipt.as_deref(),
+                &note,
+                &format!("admin:{admin}"),
+                SettleOwner::Refund(&decide),
+            )
+            .await
+            .map_err(|e| match e {
+                StorageError::Conflict(why) => RefundError::Refused(hand_conflict(&why)),
+                other => other.into(),
+            })?;
+        match settled {
+            Ok(_) => {
+                tracing::info!(refund_id = %refund.id, admin, outcome = outcome.as_str(), "refund settled by hand");
+                self.get(id).await
+            }
+            Err(why) => Err(RefundError::Refused(why)),
+        }
+    }
+
+    /// The refund with the state of its Reversal request (whether it is held for a person).
+    pub async fn view(&self, refund: &Refund) -> Result<RefundView, RefundError> {
+        let request = match &refund.request_id {
+            Some(r) => self.storage.get_initiator_request(r).await?,
+            None => None,
+        };
+        Ok(RefundView::new(refund, request.as_ref()))
+    }
+
     pub async fn get(&self, id: &str) -> Result<Refund, RefundError> {
         self.storage
             .get_refund(id)
@@ -288,6 +368,87 @@ struct RefundOwner {
     clock: Clock,
 }
 
+/// What a refund becomes when its Reversal is final (by Daraja or by a person): its final
+/// state, its timeline entry (also on the payment's) and its webhook, alerts and the customer's
+/// message. One path for both. `None` once final.
+fn final_update(
+    plan: &NotificationPlan,
+    request: &InitiatorRequest,
+    now: i64,
+    r: &Refund,
+    payment: Option<&Payment>,
+) -> Option<RefundUpdate> {
+    if r.status != RefundStatus::Pending {
+        return None; // final once
+    }
+    let completed = request.status == mpesa_domain::RequestStatus::Completed;
+    let status = if completed {
+        RefundStatus::Completed
+    } else {
+        RefundStatus::Failed
+    };
+    let mut after = r.clone();
+    after.status = status;
+    after.request_id = Some(request.id.clone());
+    after.result_code = request.result_code.clone();
+    after.result_desc = request.result_desc.clone();
+    after.reversal_receipt = request.receipt.clone();
+    after.finalized_at = Some(now);
+    after.updated_at = now;
+    let view = RefundView::new(&after, Some(request));
+    let event_type = if completed {
+        "refund.completed"
+    } else {
+        "refund.failed"
+    };
+    let admin_text = refund_alert(r, request, completed);
+    let data = serde_json::to_value(&view).unwrap_or_default();
+    let mut outbox = final_rows(
+        plan,
+        event_type,
+        &r.id,
+        Some(&r.payment_id),
+        &data,
+        &admin_text,
+        now,
+    );
+    if completed && let Some(p) = payment {
+        outbox.extend(refund_customer_rows(plan, &r.id, p, now));
+    }
+    let mut detail = json!({
+        "refund_id": r.id,
+        "request_id": request.id,
+        "result_code": request.result_code,
+        "result_desc": request.result_desc,
+        "reversal_receipt": request.receipt,
+    });
+    // Settled by a person: the entry names them and keeps their note.
+    let details: Option<Value> = request
+        .result
+        .as_deref()
+        .and_then(|d| serde_json::from_str(d).ok());
+    if let Some(hand) = details.as_ref().and_then(|d| d.get(SETTLED_BY_HAND)) {
+        detail["by"] = hand["by"].clone();
+        detail["note"] = hand["note"].clone();
+    }
+    Some(RefundUpdate {
+        status: Some(status),
+        request_id: Some(request.id.clone()),
+        result_code: request.result_code.clone(),
+        result_desc: request.result_desc.clone(),
+        reversal_receipt: request.receipt.clone(),
+        event: Some(NewMoneyOutEvent {
+            kind: if completed {
+                "refund_completed".into()
+            } else {
+                "refund_failed".into()
+            },
+            detail: detail.to_string(),
+        }),
+        outbox,
+    })
+}
+
 #[async_trait]
 impl InitiatorOwner for RefundOwner {
     async fn on_final(&self, request: &InitiatorRequest) -> Result<(), StorageError> {
@@ -299,69 +460,9 @@ impl InitiatorOwner for RefundOwner {
             None => return Ok(()),
         };
         let now = self.clock.now_ms();
-        let completed = request.status == mpesa_domain::RequestStatus::Completed;
-        let plan = &self.plan;
         self.storage
             .update_refund(refund_id, now, &|r| {
-                if r.status != RefundStatus::Pending {
-                    return None; // final once
-                }
-                let status = if completed {
-                    RefundStatus::Completed
-                } else {
-                    RefundStatus::Failed
-                };
-                let mut after = r.clone();
-                after.status = status;
-                after.request_id = Some(request.id.clone());
-                after.result_code = request.result_code.clone();
-                after.result_desc = request.result_desc.clone();
-                after.reversal_receipt = request.receipt.clone();
-                after.finalized_at = Some(now);
-                after.updated_at = now;
-                let view = RefundView::from(&after);
-                let event_type = if completed {
-                    "refund.completed"
-                } else {
-                    "refund.failed"
-                };
-                let admin_text = refund_alert(r, request, completed);
-                let data = serde_json::to_value(&view).unwrap_or_default();
-                let mut outbox = final_rows(
-                    plan,
-                    event_type,
-                    &r.id,
-                    Some(&r.payment_id),
-                    &data,
-                    &admin_text,
-                    now,
-                );
-                if completed && let Some(p) = &payment {
-                    outbox.extend(refund_customer_rows(plan, &r.id, p, now));
-                }
-                Some(RefundUpdate {
-                    status: Some(status),
-                    request_id: Some(request.id.clone()),
-                    result_code: request.result_code.clone(),
-                    result_desc: request.result_desc.clone(),
-                    reversal_receipt: request.receipt.clone(),
-                    event: Some(NewMoneyOutEvent {
-                        kind: if completed {
-                            "refund_completed".into()
-                        } else {
-                            "refund_failed".into()
-                        },
-                        detail: json!({
-                            "refund_id": r.id,
-                            "request_id": request.id,
-                            "result_code": request.result_code,
-                            "result_desc": request.result_desc,
-                            "reversal_receipt": request.receipt,
-                        })
-                        .to_string(),
-                    }),
-                    outbox,
-                })
+                final_update(&self.plan, request, now, r, payment.as_ref())
             })
             .await?;
         Ok(())

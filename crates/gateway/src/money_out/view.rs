@@ -27,6 +27,11 @@ pub struct RefundView {
     pub result_desc: Option<String>,
     /// Who asked: `admin:<name>` or `api:<key name>`.
     pub requested_by: String,
+    /// True when nobody knows whether the reversal went through: Safaricom never answered, and
+    /// Transaction Status was asked until `INITIATOR_KEEP_ASKING_SECS` without a final answer.
+    /// The refund stays `pending` until a person records its outcome on the dashboard; it is
+    /// never sent again. Also true when M-Pesa's late answer contradicts what a person recorded.
+    pub needs_review: bool,
     pub created_at: String,
     pub updated_at: String,
     pub completed_at: Option<String>,
@@ -34,6 +39,13 @@ pub struct RefundView {
 
 impl From<&Refund> for RefundView {
     fn from(r: &Refund) -> Self {
+        RefundView::new(r, None)
+    }
+}
+
+impl RefundView {
+    /// With its Reversal request, when it is known (whether it is held for a person).
+    pub fn new(r: &Refund, request: Option<&InitiatorRequest>) -> Self {
         RefundView {
             id: r.id.clone(),
             payment_id: r.payment_id.clone(),
@@ -45,6 +57,7 @@ impl From<&Refund> for RefundView {
             result_code: r.result_code.clone(),
             result_desc: r.result_desc.clone(),
             requested_by: r.requested_by.clone(),
+            needs_review: request.is_some_and(|q| q.needs_review),
             created_at: rfc3339(r.created_at),
             updated_at: rfc3339(r.updated_at),
             completed_at: r.finalized_at.map(rfc3339),
@@ -83,7 +96,9 @@ pub struct PayoutView {
     pub request_status: Option<String>,
     /// True when nobody knows whether the money went: Safaricom never answered, and Transaction
     /// Status was asked until `INITIATOR_KEEP_ASKING_SECS` without a final answer. The payout
-    /// stays `pending`; a person checks the M-Pesa portal. It is never sent again.
+    /// stays `pending` until a person checks the M-Pesa portal and records its outcome on the
+    /// dashboard; it is never sent again. Also true when M-Pesa's late answer contradicts what a
+    /// person recorded.
     pub needs_review: bool,
     pub created_at: String,
     pub updated_at: String,

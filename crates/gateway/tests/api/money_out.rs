@@ -12,7 +12,9 @@ use daraja_sim::{CallbackFaults, Flow};
 use mpesa_domain::RequestStatus;
 use mpesa_gateway::clock::{Clock, ManualClock};
 use mpesa_gateway::money_out::payouts::PayoutCreated;
-use mpesa_gateway::money_out::{PayoutPurpose, PayoutRequest, Requester};
+use mpesa_gateway::money_out::{
+    HandOutcome, PayoutError, PayoutPurpose, PayoutRequest, RefundError, Requester,
+};
 use mpesa_harness::database::TestDatabase;
 use mpesa_storage::{Backend, InitiatorRequest, PayoutStatus};
 use serde_json::{Value, json};
@@ -29,6 +31,7 @@ on_every_backend!(
     payout_guardrails_refuse_cap_and_wait_for_another_admin,
     the_daily_payout_limit_starts_again_at_midnight_east_africa_time,
     a_c2b_payment_is_refunded_from_the_paybill_it_was_paid_to,
+    a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contradiction_holds_them_again,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -883,5 +886,348 @@ async fn a_c2b_payment_is_refunded_from_the_paybill_it_was_paid_to(backend: Back
     assert_eq!(sent["ReceiverParty"], "600000");
     assert_eq!(sent["TransactionID"], paid.trans_id.as_str());
     assert_eq!(gw.daraja_requests(REVERSAL), 1);
+    gw.stop().await;
+}
+
+/// Moves the clock through a day of asking until every request in `ids` is held for a person
+/// (as the day-of-asking test does, step by step: the resolver looks when each check is due).
+async fn hold_for_a_person(gw: &TestGateway, time: &ManualClock, ids: &[&str]) {
+    time.advance(chrono::Duration::seconds(121));
+    for id in ids {
+        gw.wait_for_request(id, "asked about", |r| r.attempts >= 1)
+            .await;
+    }
+    time.advance(chrono::Duration::seconds(86_400 - 121 - 60));
+    for id in ids {
+        gw.wait_for_request(id, "asked again", |r| r.attempts >= 2)
+            .await;
+    }
+    time.advance(chrono::Duration::minutes(10));
+    for id in ids {
+        gw.wait_for_request(id, "held", |r| r.needs_review).await;
+    }
+}
+
+/// A payout and a refund whose results never come are held for a person; a person records what
+/// they found (not the admin who asked for the payout, not with a receipt recorded elsewhere,
+/// and only while held): each becomes final once, through the same path as Daraja's result
+/// (one webhook), and the resolver stops. M-Pesa's own result that comes later and disagrees
+/// books nothing again: the payout is held for a person once more.
+async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contradiction_holds_them_again(
+    backend: Backend,
+) {
+    let webhook = WebhookReceiver::start().await;
+    let (time, clock) = manual_clock(chrono::Utc::now());
+    let gw = spawn_with(options(backend, &webhook, &[]).clock(clock)).await;
+    let payment_id = completed_payment(&gw, SUCCESS, 99).await;
+    let payment_receipt = gw
+        .storage()
+        .get_payment(&payment_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .mpesa_receipt_number
+        .unwrap();
+    gw.sim().update_faults(|f| {
+        for flow in [Flow::B2c, Flow::Reversal, Flow::TransactionStatus] {
+            f.flows.insert(
+                flow,
+                CallbackFaults {
+                    suppress: true,
+                    ..Default::default()
+                },
+            );
+        }
+    });
+    let payouts = &gw.state.money_out.payouts;
+    let refunds = &gw.state.money_out.refunds;
+    let created = payouts
+        .create(
+            PayoutRequest {
+                phone: mpesa_domain::Msisdn::parse("0711222333").unwrap(),
+                amount: 300,
+                purpose: PayoutPurpose::Business,
+                remarks: "Rider".into(),
+                occasion: None,
+            },
+            &Requester::admin("amina"),
+            None,
+        )
+        .await
+        .unwrap();
+    let PayoutCreated::Created(payout) = created else {
+        panic!("a new payout")
+    };
+    let payout_request = payout.request_id.clone().unwrap();
+    let (status, refund, _) = gw
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/payments/{payment_id}/refund"),
+            Some(json!({"reason": "Out of stock"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{refund}");
+    let refund_id = refund["id"].as_str().unwrap().to_owned();
+    let refund_request = gw
+        .storage()
+        .get_refund(&refund_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .request_id
+        .unwrap();
+    gw.wait_for_request(&payout_request, "accepted", |r| {
+        r.status == RequestStatus::Accepted
+    })
+    .await;
+    gw.wait_for_request(&refund_request, "accepted", |r| {
+        r.status == RequestStatus::Accepted
+    })
+    .await;
+    let refund_path = format!("/api/v1/refunds/{refund_id}");
+    let payout_path = format!("/api/v1/payouts/{}", payout.id);
+    let (_, shown, _) = gw
+        .call(reqwest::Method::GET, &refund_path, None, None)
+        .await;
+    assert_eq!(shown["needs_review"], false, "{shown}");
+
+    // Not held yet: nobody settles it by hand.
+    let paid = || HandOutcome::Completed {
+        receipt: " sgb2paid01 ".into(),
+    };
+    match payouts
+        .settle_by_hand(&payout.id, paid(), "seen in the portal", "baraka")
+        .await
+    {
+        Err(PayoutError::Refused(why)) => assert!(why.contains("held for a person"), "{why}"),
+        other => panic!("settled a payout that is not held: {other:?}"),
+    }
+    match refunds
+        .settle_by_hand(
+            &refund_id,
+            HandOutcome::Failed,
+            "not in the portal",
+            "amina",
+        )
+        .await
+    {
+        Err(RefundError::Refused(why)) => assert!(why.contains("held for a person"), "{why}"),
+        other => panic!("settled a refund that is not held: {other:?}"),
+    }
+
+    hold_for_a_person(&gw, &time, &[&payout_request, &refund_request]).await;
+    let (_, shown, _) = gw
+        .call(reqwest::Method::GET, &refund_path, None, None)
+        .await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["needs_review"].as_bool()),
+        (Some("pending"), Some(true)),
+        "the refund says a person must look: {shown}"
+    );
+
+    // The admin who asked for the payout may not settle it; nor without a note or with a
+    // receipt that is not one; nor with a receipt recorded on a payment.
+    match payouts
+        .settle_by_hand(&payout.id, paid(), "seen in the portal", "amina")
+        .await
+    {
+        Err(PayoutError::Refused(why)) => assert!(why.contains("their own payout"), "{why}"),
+        other => panic!("the admin who asked settled it: {other:?}"),
+    }
+    assert!(matches!(
+        payouts
+            .settle_by_hand(&payout.id, paid(), "  ", "baraka")
+            .await,
+        Err(PayoutError::Invalid { field: "note", .. })
+    ));
+    assert!(matches!(
+        payouts
+            .settle_by_hand(
+                &payout.id,
+                HandOutcome::Completed {
+                    receipt: "SG-1".into()
+                },
+                "seen",
+                "baraka"
+            )
+            .await,
+        Err(PayoutError::Invalid {
+            field: "receipt",
+            ..
+        })
+    ));
+    match payouts
+        .settle_by_hand(
+            &payout.id,
+            HandOutcome::Completed {
+                receipt: payment_receipt.clone(),
+            },
+            "seen in the portal",
+            "baraka",
+        )
+        .await
+    {
+        Err(PayoutError::Refused(why)) => {
+            assert!(why.contains("already recorded"), "{why}")
+        }
+        other => panic!("a receipt was recorded twice: {other:?}"),
+    }
+    let still = gw.storage().get_payout(&payout.id).await.unwrap().unwrap();
+    assert_eq!(
+        (still.status, still.receipt),
+        (PayoutStatus::Pending, None),
+        "a refused settlement writes nothing"
+    );
+
+    // Another admin records it: paid, with the receipt they saw.
+    let settled = payouts
+        .settle_by_hand(&payout.id, paid(), "Seen in the org portal", "baraka")
+        .await
+        .unwrap();
+    assert_eq!(settled.status, PayoutStatus::Completed);
+    assert_eq!(settled.receipt.as_deref(), Some("SGB2PAID01"));
+    let request = gw
+        .storage()
+        .get_initiator_request(&payout_request)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.status, RequestStatus::Completed);
+    assert!(
+        !request.needs_review && request.settled_by_hand(),
+        "{request:?}"
+    );
+    assert_eq!(request.next_check_at, None, "the resolver stops asking");
+    assert!(request.owner_notified_at.is_some());
+    let story = gw.storage().money_out_events(&payout.id).await.unwrap();
+    let last = story.last().unwrap();
+    assert_eq!(last.kind, "completed");
+    let detail: Value = serde_json::from_str(&last.detail).unwrap();
+    assert_eq!(
+        (detail["by"].as_str(), detail["note"].as_str()),
+        (Some("admin:baraka"), Some("Seen in the org portal"))
+    );
+    let (_, shown, _) = gw
+        .call(reqwest::Method::GET, &payout_path, None, None)
+        .await;
+    assert_eq!(
+        (
+            shown["status"].as_str(),
+            shown["needs_review"].as_bool(),
+            shown["receipt"].as_str()
+        ),
+        (Some("completed"), Some(false), Some("SGB2PAID01")),
+        "{shown}"
+    );
+    // Once: settling again is refused.
+    assert!(matches!(
+        payouts
+            .settle_by_hand(&payout.id, HandOutcome::Failed, "again", "baraka")
+            .await,
+        Err(PayoutError::Refused(_))
+    ));
+
+    // The refund: not reversed, by any admin.
+    let r = refunds
+        .settle_by_hand(
+            &refund_id,
+            HandOutcome::Failed,
+            "Not on the statement",
+            "amina",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, mpesa_storage::RefundStatus::Failed);
+    let (_, shown, _) = gw
+        .call(reqwest::Method::GET, &refund_path, None, None)
+        .await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["needs_review"].as_bool()),
+        (Some("failed"), Some(false)),
+        "{shown}"
+    );
+    eventually("one webhook each", WAIT, || async {
+        delivered(&webhook, "payout.completed").len() == 1
+            && delivered(&webhook, "refund.failed").len() == 1
+    })
+    .await;
+
+    // M-Pesa's own result comes at last, and says the payout failed: it is kept, nothing is
+    // booked again, and the payout is held for a person once more.
+    let body = json!({"Result": {
+        "ResultType": 0,
+        "ResultCode": 2001,
+        "ResultDesc": "The initiator information is invalid.",
+        "OriginatorConversationID": request.originator_conversation_id,
+        "ConversationID": request.conversation_id,
+        "TransactionID": "SKE0000000",
+    }});
+    let (status, _) = gw
+        .post_callback("result/b2c", body.to_string().as_bytes())
+        .await;
+    assert_eq!(status, 200);
+    let held = gw
+        .wait_for_request(&payout_request, "held again", |r| r.needs_review)
+        .await;
+    assert_eq!(
+        held.status,
+        RequestStatus::Completed,
+        "what the person recorded stays"
+    );
+    assert_eq!(held.receipt.as_deref(), Some("SGB2PAID01"));
+    let kinds: Vec<String> = gw
+        .storage()
+        .money_out_events(&payout_request)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.iter().any(|k| k == "settled_by_hand"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "contradicted"), "{kinds:?}");
+    let (_, shown, _) = gw
+        .call(reqwest::Method::GET, &payout_path, None, None)
+        .await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["needs_review"].as_bool()),
+        (Some("completed"), Some(true)),
+        "{shown}"
+    );
+    let p = gw.storage().get_payout(&payout.id).await.unwrap().unwrap();
+    assert_eq!(p.status, PayoutStatus::Completed);
+    assert_eq!(gw.daraja_requests(B2C), 1, "never sent again");
+    assert_eq!(gw.daraja_requests(REVERSAL), 1, "never sent again");
+    // The same result again changes nothing more.
+    let (status, _) = gw
+        .post_callback("result/b2c", body.to_string().as_bytes())
+        .await;
+    assert_eq!(status, 200);
+    gw.state
+        .money_out
+        .initiator
+        .resolve_due(60_000, 50)
+        .await
+        .unwrap();
+    // Outbox rows are written with the change they announce: the stored ones are all there is.
+    let rows: Vec<String> = gw
+        .storage()
+        .list_outbox(
+            &mpesa_storage::OutboxFilter::default(),
+            &mpesa_storage::PageRequest {
+                limit: 200,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| e.event_type)
+        .filter(|t| t.starts_with("payout.") || t.starts_with("refund."))
+        .collect();
+    let mut rows = rows;
+    rows.sort();
+    assert_eq!(rows, ["payout.completed", "refund.failed"], "nothing twice");
     gw.stop().await;
 }

@@ -339,6 +339,18 @@ impl<D: Driver> Storage for SqlStorage<D> {
         })
     }
 
+    async fn settle_initiator_request(
+        &self,
+        id: &str,
+        now: Millis,
+        decide: DecideInitiator<'_>,
+        owner: SettleOwner<'_>,
+    ) -> Result<Option<InitiatorRequest>> {
+        write_tx!(self, "settle_initiator_request", |c| {
+            money_out::settle_request(c, id, now, decide, &owner)
+        })
+    }
+
     async fn ingest_initiator_callback(
         &self,
         raw: IncomingCallback,

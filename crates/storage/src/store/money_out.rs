@@ -304,6 +304,9 @@ pub(crate) async fn apply_request_update<C: Conn>(
         if t.hold {
             n.needs_review = true;
         }
+        if t.clear_hold {
+            n.needs_review = false;
+        }
         if n.finalized_at.is_none() && t.status.is_final() {
             n.finalized_at = Some(now);
         }
@@ -1039,4 +1042,75 @@ pub(crate) async fn awaiting_approval_total<C: Conn>(c: &mut C) -> DbResult<i64>
         total = total.saturating_add(r.int("amount")?);
     }
     Ok(total)
+}
+
+// ---- settling by hand ----------------------------------------------------------------------------
+
+/// Whether an M-Pesa receipt is already recorded anywhere but on request `except`: a payment, a
+/// payout, a refund's reversal, another initiator request.
+async fn receipt_recorded<C: Conn>(c: &mut C, receipt: &str, except: &str) -> DbResult<bool> {
+    let row = c
+        .fetch_optional(
+            Stmt::new(
+                "SELECT 1 FROM payments WHERE mpesa_receipt_number = $1 \
+                 UNION ALL SELECT 1 FROM initiator_requests WHERE receipt = $2 AND id <> $3 \
+                 UNION ALL SELECT 1 FROM payouts WHERE receipt = $4 AND (request_id IS NULL OR request_id <> $5) \
+                 UNION ALL SELECT 1 FROM refunds WHERE reversal_receipt = $6 AND (request_id IS NULL OR request_id <> $7)",
+            )
+            .bind(receipt)
+            .bind(receipt)
+            .bind(except)
+            .bind(receipt)
+            .bind(except)
+            .bind(receipt)
+            .bind(except),
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+/// A request settled by hand and its payout or refund, in the caller's one transaction. A
+/// receipt recorded elsewhere, or an owner that refuses, undoes it all (`Conflict`).
+pub(crate) async fn settle_request<C: Conn>(
+    c: &mut C,
+    id: &str,
+    now: Millis,
+    decide: DecideInitiator<'_>,
+    owner: &SettleOwner<'_>,
+) -> DbResult<Option<InitiatorRequest>> {
+    let Some((written, update)) = update_request(c, id, now, decide).await? else {
+        return Ok(None);
+    };
+    if let Some(receipt) = update
+        .transition
+        .as_ref()
+        .and_then(|t| t.receipt.as_deref())
+        && receipt_recorded(c, receipt, &written.id).await?
+    {
+        return Err(StorageError::Conflict(format!(
+            "receipt_in_use: the receipt {receipt} is already recorded"
+        ))
+        .into());
+    }
+    let owner_id = written
+        .owner_id
+        .clone()
+        .ok_or_else(|| StorageError::InvalidInput("the request has no owner".into()))?;
+    let taken = match owner {
+        SettleOwner::Payout(decide) => update_payout(c, &owner_id, now, &|p| decide(&written, p))
+            .await?
+            .is_some(),
+        SettleOwner::Refund(decide) => update_refund(c, &owner_id, now, &|r| decide(&written, r))
+            .await?
+            .is_some(),
+    };
+    if !taken {
+        return Err(StorageError::Conflict(format!(
+            "{owner_id} is no longer pending: nothing was recorded"
+        ))
+        .into());
+    }
+    // Its owner has just been told, in this transaction.
+    mark_notified(c, &written.id, now).await?;
+    Ok(Some(written))
 }

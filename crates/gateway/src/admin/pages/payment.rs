@@ -89,6 +89,8 @@ struct PaymentPage {
     refund: Option<RefundBox>,
     /// The Refund button's confirmation page, when the payment can be refunded now.
     refund_href: Option<String>,
+    /// The refund page's "Record the outcome" form, when the refund is held for a person.
+    refund_settle_href: Option<String>,
 }
 
 /// A refund as the payment's page shows it.
@@ -151,6 +153,12 @@ pub async fn show(
         &record.attempts,
     );
     let (p, refunds) = (record.payment, record.refunds);
+    let refund_held = match refunds.last() {
+        Some(r) if r.status == RefundStatus::Pending => {
+            state.money_out.refunds.view(r).await?.needs_review
+        }
+        _ => false,
+    };
     let (link_href, link_title) = match (&p.payment_link_id, record.link_title) {
         (Some(link_id), Some(title)) => (crate::admin::pages::links::link_href(link_id), title),
         _ => (String::new(), String::new()),
@@ -186,6 +194,7 @@ pub async fn show(
         refund_href: refund_refusal(&p, active_refund(&refunds))
             .is_none()
             .then(|| format!("{}/refund", payment_href(&p.id))),
+        refund_settle_href: refund_held.then(|| format!("{}/refund", payment_href(&p.id))),
     };
     render(&page)
 }
@@ -447,6 +456,15 @@ fn event_summary(e: &PaymentEvent) -> String {
             ),
             "refund_completed" | "refund_failed" => {
                 match (text("result_code"), text("result_desc")) {
+                    // Recorded by a person: who, what they saw, and their note.
+                    _ if text("by").is_some() => {
+                        let by = text("by").unwrap_or_default();
+                        let note = text("note").unwrap_or_default();
+                        match text("reversal_receipt") {
+                            Some(receipt) => format!("By {by}, receipt {receipt}: {note}"),
+                            None => format!("By {by}: {note}"),
+                        }
+                    }
                     (Some(code), Some(desc)) => format!("Result {code}: {desc}"),
                     _ => String::new(),
                 }

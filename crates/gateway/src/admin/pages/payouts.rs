@@ -1,7 +1,8 @@
 //! Payouts (B2C) on the dashboard: `GET /admin/payouts` (the list with a state filter, and a
 //! form to pay someone), `POST /admin/payouts`, `GET /admin/payouts/{id}` (its story: the
 //! request, each approval, the B2C request and its result, every Transaction Status question),
-//! `POST /admin/payouts/{id}/approve` and `/reject`.
+//! `POST /admin/payouts/{id}/approve` and `/reject`, and `/settle` (a person records the outcome
+//! of a payout held for them: paid with its receipt, or not paid, with a note).
 //!
 //! Only translation: the guardrails (limits, approval by an admin other than the one who
 //! asked, the audit trail with each admin's name) are [`crate::money_out::Payouts`]'.
@@ -24,7 +25,7 @@ use crate::admin::params::{Fields, Params, query_string};
 use crate::admin::session::Admin;
 use crate::ids::{random_token, sha256_hex};
 use crate::money_out::payouts::PayoutCreated;
-use crate::money_out::{PayoutError, PayoutPurpose, PayoutRequest, Requester};
+use crate::money_out::{HandOutcome, PayoutError, PayoutPurpose, PayoutRequest, Requester};
 use crate::state::AppState;
 
 const PAGE_SIZE: u32 = 50;
@@ -321,6 +322,11 @@ struct PayoutPage {
     own: bool,
     approve_action: String,
     reject_action: String,
+    /// Pending and held for a person: the "Record the outcome" form (not for its requester).
+    held: bool,
+    /// Held for a person after it was final (M-Pesa contradicted what a person recorded).
+    contradicted: bool,
+    settle_action: String,
     error: Option<String>,
 }
 
@@ -397,6 +403,9 @@ async fn payout_page(state: &AppState, admin: &Admin, id: &str) -> Result<Payout
         own: p.requested_by == Requester::admin(username).name,
         approve_action: format!("{}/approve", payout_href(&p.id)),
         reject_action: format!("{}/reject", payout_href(&p.id)),
+        held: view.needs_review && p.status == PayoutStatus::Pending,
+        contradicted: view.needs_review && p.status != PayoutStatus::Pending,
+        settle_action: format!("{}/settle", payout_href(&p.id)),
         error: None,
     })
 }
@@ -442,6 +451,11 @@ fn entry(e: &MoneyOutEvent, whose: &str) -> Entry {
         (_, "held_for_review") | (_, "status_not_settling") => {
             ("t-problem", "Needs a person".to_owned())
         }
+        (_, "settled_by_hand") => ("t-admin", "Outcome recorded by hand".to_owned()),
+        (_, "contradicted") => (
+            "t-problem",
+            "M-Pesa contradicts the outcome recorded by hand: needs a person".to_owned(),
+        ),
         (_, kind) => ("", format::label(kind)),
     };
     let order = match whose {
@@ -451,7 +465,17 @@ fn entry(e: &MoneyOutEvent, whose: &str) -> Entry {
     };
     let mut entry = Entry::new(e.occurred_at, order, class, title);
     entry.summary = match (e.kind.as_str(), text("result_code"), text("result_desc")) {
+        ("contradicted", _, _) => text("note").unwrap_or_default(),
         (_, Some(code), Some(desc)) => format!("Result {code}: {desc}"),
+        // Recorded by a person: who, what they saw, and their note.
+        (_, _, _) if text("by").is_some() && text("note").is_some() => {
+            let by = who(&text("by").unwrap_or_default());
+            let note = text("note").unwrap_or_default();
+            match text("receipt") {
+                Some(receipt) => format!("By {by}, receipt {receipt}: {note}"),
+                None => format!("By {by}: {note}"),
+            }
+        }
         ("requested", _, _) => format!(
             "By {}.",
             who(&text("requested_by").unwrap_or_else(|| "someone".into()))
@@ -548,6 +572,60 @@ pub async fn reject(
         }
         Err(PayoutError::Refused(why)) => {
             refused(&state, &form.admin, &id, format!("Not rejected: {why}.")).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /admin/payouts/{id}/settle`: a person records the outcome of a payout held for them.
+pub async fn settle(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: ActionForm,
+) -> Result<Response, AdminError> {
+    let username = form.admin.session.username.clone();
+    let note = form.fields.get("note").unwrap_or_default().to_owned();
+    let outcome = match form.fields.get("outcome") {
+        Some("completed") => HandOutcome::Completed {
+            receipt: form.fields.get("receipt").unwrap_or_default().to_owned(),
+        },
+        Some("failed") => HandOutcome::Failed,
+        _ => {
+            return refused(
+                &state,
+                &form.admin,
+                &id,
+                "Choose what happened: paid or not paid.".into(),
+            )
+            .await;
+        }
+    };
+    match state
+        .money_out
+        .payouts
+        .settle_by_hand(&id, outcome, &note, &username)
+        .await
+    {
+        Ok(p) => {
+            tracing::info!(payout_id = %p.id, %username, status = p.status.as_str(), "payout settled by hand from the dashboard");
+            Ok(
+                Redirect::to(&format!("{}?notice=payout_settled", payout_href(&p.id)))
+                    .into_response(),
+            )
+        }
+        Err(PayoutError::Refused(why)) => {
+            tracing::info!(payout_id = %id, %username, %why, "settling a payout by hand refused");
+            refused(&state, &form.admin, &id, format!("Not recorded: {why}.")).await
+        }
+        Err(PayoutError::Invalid { field, message }) => {
+            let mut page = payout_page(&state, &form.admin, &id).await?;
+            page.error = Some(format!(
+                "Not recorded: {}: {message}.",
+                format::label(field)
+            ));
+            let mut response = render(&page)?;
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            Ok(response)
         }
         Err(e) => Err(e.into()),
     }

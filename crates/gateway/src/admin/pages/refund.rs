@@ -2,7 +2,9 @@
 //! confirmation page that shows the amount (M-Pesa reverses the whole payment) and asks why;
 //! `POST` asks [`crate::money_out::Refunds::request`] and goes back to the payment, whose page
 //! then shows the refund's status. A payment that cannot be refunded (not completed, refunded
-//! already, a refund in flight) gets the reason instead of the form.
+//! already, a refund in flight) gets the reason instead of the form. A refund in flight that is
+//! held for a person (M-Pesa never answered; Transaction Status found nothing) gets the "Record
+//! the outcome" form instead: `POST /admin/payments/{id}/refund/settle`.
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -19,7 +21,7 @@ use crate::admin::pages::{Fact, facts, payment_href};
 use crate::admin::session::Admin;
 use crate::ids::{random_token, sha256_hex};
 use crate::money_out::refunds::{RefundCreated, refund_refusal};
-use crate::money_out::{RefundError, Requester};
+use crate::money_out::{HandOutcome, RefundError, Requester};
 use crate::state::AppState;
 use mpesa_storage::RefundRefusal;
 use serde_json::json;
@@ -51,6 +53,9 @@ struct RefundPage {
     reason: String,
     /// This form's Idempotency-Key: a second click answers with the first refund.
     form_key: String,
+    /// The refund in flight that is held for a person: its id (then the outcome form shows).
+    held: Option<String>,
+    settle_action: String,
 }
 
 async fn page(
@@ -62,6 +67,18 @@ async fn page(
         return Err(AdminError::NotFound("There is no such payment."));
     };
     let refunds = state.money_out.refunds.of_payment(id).await?;
+    let held = match active_refund(&refunds)
+        .filter(|r| r.status == mpesa_storage::RefundStatus::Pending)
+    {
+        Some(r) => state
+            .money_out
+            .refunds
+            .view(r)
+            .await?
+            .needs_review
+            .then(|| r.id.clone()),
+        None => None,
+    };
     let refused = if !state.money_out.initiator.configured() {
         Some(RefundError::NotConfigured.to_string())
     } else {
@@ -96,6 +113,8 @@ async fn page(
         error: None,
         reason: String::new(),
         form_key: random_token(24),
+        held,
+        settle_action: format!("{}/refund/settle", payment_href(&p.id)),
     };
     Ok((page, p))
 }
@@ -179,4 +198,61 @@ pub async fn request(
     let mut response = render(&page)?;
     *response.status_mut() = status;
     Ok(response)
+}
+
+/// `POST /admin/payments/{id}/refund/settle`: a person records the outcome of the payment's
+/// refund that is held for them.
+pub async fn settle(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: ActionForm,
+) -> Result<Response, AdminError> {
+    let username = form.admin.session.username.clone();
+    let note = form.fields.get("note").unwrap_or_default().to_owned();
+    let outcome = match form.fields.get("outcome") {
+        Some("completed") => Some(HandOutcome::Completed {
+            receipt: form.fields.get("receipt").unwrap_or_default().to_owned(),
+        }),
+        Some("failed") => Some(HandOutcome::Failed),
+        _ => None,
+    };
+    let refunds = &state.money_out.refunds;
+    let answer = match (outcome, active_refund(&refunds.of_payment(&id).await?)) {
+        (None, _) => Err((
+            StatusCode::BAD_REQUEST,
+            "choose what happened: reversed or not reversed".to_owned(),
+        )),
+        (_, None) => Err((
+            StatusCode::CONFLICT,
+            "this payment has no refund in flight".to_owned(),
+        )),
+        (Some(outcome), Some(r)) => {
+            match refunds
+                .settle_by_hand(&r.id, outcome, &note, &username)
+                .await
+            {
+                Ok(r) => Ok(r),
+                Err(RefundError::Invalid(m)) => Err((StatusCode::BAD_REQUEST, m)),
+                Err(RefundError::Refused(m)) => Err((StatusCode::CONFLICT, m)),
+                Err(other) => return Err(other.into()),
+            }
+        }
+    };
+    match answer {
+        Ok(r) => {
+            tracing::info!(refund_id = %r.id, payment_id = %id, %username, status = r.status.as_str(), "refund settled by hand from the dashboard");
+            Ok(
+                Redirect::to(&format!("{}?notice=refund_settled", payment_href(&id)))
+                    .into_response(),
+            )
+        }
+        Err((status, message)) => {
+            tracing::info!(payment_id = %id, %username, why = %message, "settling a refund by hand refused");
+            let (mut page, _) = page(&state, &form.admin, &id).await?;
+            page.error = Some(format!("Not recorded: {}", sentence(&message)));
+            let mut response = render(&page)?;
+            *response.status_mut() = status;
+            Ok(response)
+        }
+    }
 }

@@ -110,7 +110,10 @@ async fn payout_gateway(backend: Backend, utility: i64) -> TestGateway {
     gw
 }
 
-on_every_backend!(payouts_are_made_approved_by_another_admin_and_rejected);
+on_every_backend!(
+    payouts_are_made_approved_by_another_admin_and_rejected,
+    a_held_payout_and_refund_get_their_outcome_recorded_on_the_dashboard,
+);
 
 async fn payouts_are_made_approved_by_another_admin_and_rejected(backend: Backend) {
     let gw = payout_gateway(backend, 100_000_000).await;
@@ -717,6 +720,263 @@ async fn the_cli_pays_out_refunds_and_asks_for_the_balance() {
     gw.stop().await;
 }
 
+/// Moves `time` through a day of asking until the requests `ids` are held for a person.
+async fn held_after_a_day(
+    gw: &TestGateway,
+    time: &mpesa_gateway::clock::ManualClock,
+    ids: &[&str],
+) {
+    let wait = |id: String, done: fn(&mpesa_storage::InitiatorRequest) -> bool| async move {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let r = gw
+                .storage()
+                .get_initiator_request(&id)
+                .await
+                .unwrap()
+                .unwrap();
+            if done(&r) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{r:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    time.advance(chrono::Duration::seconds(121));
+    for id in ids {
+        wait(id.to_string(), |r| r.attempts >= 1).await;
+    }
+    time.advance(chrono::Duration::seconds(86_400 - 121 - 60));
+    for id in ids {
+        wait(id.to_string(), |r| r.attempts >= 2).await;
+    }
+    time.advance(chrono::Duration::minutes(10));
+    for id in ids {
+        wait(id.to_string(), |r| r.needs_review).await;
+    }
+}
+
+/// A gateway whose B2C, Reversal and Transaction Status results never come, on a clock the test
+/// moves; a completed payment of KSh 1,500 refunded and a KSh 300 payout asked by amina, both
+/// held for a person after a day of asking. Returns the gateway, the payment, the payout.
+async fn held_money_gateway(backend: Backend) -> (TestGateway, String, String) {
+    let time = std::sync::Arc::new(mpesa_gateway::clock::ManualClock::new(chrono::Utc::now()));
+    let gw =
+        spawn_with(Options::new(backend).clock(mpesa_gateway::clock::Clock::manual(time.clone())))
+            .await;
+    add_admin(&gw).await;
+    add_user(&gw, OTHER).await;
+    let paid = gw.pay(SUCCESS, 1500).await;
+    gw.wait_for_status(&paid, "completed", WAIT).await;
+    gw.sim().update_faults(|f| {
+        for flow in [
+            daraja_sim::Flow::B2c,
+            daraja_sim::Flow::Reversal,
+            daraja_sim::Flow::TransactionStatus,
+        ] {
+            f.flows.insert(
+                flow,
+                CallbackFaults {
+                    suppress: true,
+                    ..Default::default()
+                },
+            );
+        }
+    });
+    let money_out = &gw.state.money_out;
+    let created = money_out
+        .payouts
+        .create(
+            mpesa_gateway::money_out::PayoutRequest {
+                phone: Msisdn::parse("0708374149").unwrap(),
+                amount: 300,
+                purpose: mpesa_gateway::money_out::PayoutPurpose::Business,
+                remarks: "Rider".into(),
+                occasion: None,
+            },
+            &mpesa_gateway::money_out::Requester::admin(ADMIN),
+            None,
+        )
+        .await
+        .unwrap();
+    let mpesa_gateway::money_out::payouts::PayoutCreated::Created(payout) = created else {
+        panic!("a new payout")
+    };
+    let refunded = money_out
+        .refunds
+        .request(
+            &paid,
+            "Returned goods",
+            &mpesa_gateway::money_out::Requester::admin(ADMIN),
+            None,
+        )
+        .await
+        .unwrap();
+    let mpesa_gateway::money_out::refunds::RefundCreated::Created(refund) = refunded else {
+        panic!("a new refund")
+    };
+    let ids = [
+        payout.request_id.clone().unwrap(),
+        refund.request_id.clone().unwrap(),
+    ];
+    held_after_a_day(&gw, &time, &[&ids[0], &ids[1]]).await;
+    (gw, paid, payout.id)
+}
+
+/// The payout's page and the refund's page offer "Record the outcome" for what is held: not to
+/// the admin who asked for the payout, not without CSRF or a note; the outcome and the note show
+/// on the timeline with the admin's name.
+async fn a_held_payout_and_refund_get_their_outcome_recorded_on_the_dashboard(backend: Backend) {
+    let (gw, paid, payout) = held_money_gateway(backend).await;
+    let page_path = format!("/admin/payouts/{payout}");
+    let settle = format!("{page_path}/settle");
+    let amina = AdminClient::signed_in(&gw).await;
+    let page = amina.get(&page_path).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Held for a person"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("You asked for this payout, so another admin must record its outcome."),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains(&format!(r#"action="{settle}""#)),
+        "the admin who asked is not offered the form"
+    );
+    let csrf = page.csrf();
+    let answer = amina
+        .post(
+            &settle,
+            &[
+                ("csrf", &csrf),
+                ("outcome", "completed"),
+                ("receipt", "SGB2PAID01"),
+                ("note", "Seen"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert!(answer.body.contains("their own payout"), "{}", answer.body);
+
+    let baraka = signed_in_as(&gw, OTHER).await;
+    let page = baraka.get(&page_path).await;
+    assert!(page.body.contains("Record the outcome"), "{}", page.body);
+    assert!(page.body.contains(&format!(r#"action="{settle}""#)));
+    let csrf = page.csrf();
+    let form = |csrf: &str, note: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.to_owned()),
+            ("outcome".to_owned(), "completed".to_owned()),
+            ("receipt".to_owned(), "sgb2paid01".to_owned()),
+            ("note".to_owned(), note.to_owned()),
+        ]
+    };
+    let post = |fields: Vec<(String, String)>| {
+        let baraka = &baraka;
+        let settle = settle.clone();
+        async move {
+            let fields: Vec<(&str, &str)> = fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            baraka.post(&settle, &fields).await
+        }
+    };
+    let answer = post(form("wrong-token", "Seen in the portal")).await;
+    assert_eq!(answer.status, 403, "CSRF");
+    let answer = post(form(&csrf, " ")).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(
+        answer.body.contains("Not recorded: Note:"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        gw.storage()
+            .get_payout(&payout)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        PayoutStatus::Pending,
+        "nothing was recorded"
+    );
+    let answer = post(form(&csrf, "Seen in the org portal <b>")).await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert_eq!(
+        answer.location(),
+        format!("{page_path}?notice=payout_settled")
+    );
+    let p = gw.storage().get_payout(&payout).await.unwrap().unwrap();
+    assert_eq!(p.status, PayoutStatus::Completed);
+    assert_eq!(p.receipt.as_deref(), Some("SGB2PAID01"));
+    let page = baraka.get(answer.location()).await;
+    for text in [
+        "Outcome recorded by hand".to_owned(),
+        escaped("By baraka (dashboard), receipt SGB2PAID01: Seen in the org portal <b>"),
+    ] {
+        assert!(
+            page.body.contains(&text),
+            "the story lacks {text:?}: {}",
+            page.body
+        );
+    }
+    assert!(!page.body.contains("Held for a person"), "no longer held");
+    // Again: refused, nothing changes.
+    let answer = post(form(&csrf, "again")).await;
+    assert_eq!(answer.status, 409, "{}", answer.body);
+
+    // The refund: its page offers the form; any admin records it.
+    let refund_page = format!("/admin/payments/{paid}/refund");
+    let payment_page = amina.get(&format!("/admin/payments/{paid}")).await;
+    assert!(
+        payment_page.body.contains("Record the outcome…"),
+        "{}",
+        payment_page.body
+    );
+    let page = amina.get(&refund_page).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("Refund held for a person"),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf();
+    let answer = amina
+        .post(
+            &format!("{refund_page}/settle"),
+            &[("csrf", "nope"), ("outcome", "failed"), ("note", "x")],
+        )
+        .await;
+    assert_eq!(answer.status, 403, "CSRF");
+    let answer = amina
+        .post(
+            &format!("{refund_page}/settle"),
+            &[
+                ("csrf", &csrf),
+                ("outcome", "failed"),
+                ("note", "Not on the statement"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert_eq!(
+        answer.location(),
+        format!("/admin/payments/{paid}?notice=refund_settled")
+    );
+    let page = amina.get(answer.location()).await;
+    assert!(
+        page.body.contains("By admin:amina: Not on the statement"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Refund failed"), "{}", page.body);
+    assert_eq!(daraja_requests(&gw, B2C), 1, "never sent again");
+    assert_eq!(daraja_requests(&gw, REVERSAL), 1, "never sent again");
+    gw.stop().await;
+}
+
 /// In Chromium: the Payouts page, a payout that waits and its refused self-approval, and the
 /// Refund button's confirmation; photographed into `target/dashboard-screenshots/` (20-…).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -796,5 +1056,48 @@ async fn payouts_and_a_refund_in_a_browser() {
     );
     b.snap("26-overview-balance-warning").await;
     b.close().await;
+    gw.stop().await;
+}
+
+/// In Chromium: a payout held for a person, its "Record the outcome" form filled in and sent by
+/// an admin who did not ask for it, and the outcome on its timeline; photographed (27-…).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_payout_gets_its_outcome_recorded_in_a_browser() {
+    let (gw, _, payout) = held_money_gateway(Backend::Sqlite).await;
+    let page = format!("/admin/payouts/{payout}");
+    let b = Browser::start(&gw.base).await;
+    b.goto(&page).await;
+    b.wait_for_path("/admin/sign-in").await;
+    b.type_into("#username", OTHER).await;
+    b.type_into("#password", PASSWORD).await;
+    b.click("form[action='/admin/sign-in'] button[type=submit]")
+        .await;
+    b.wait_for_path(&page).await;
+    let text = b.wait_for_text("Held for a person").await;
+    assert!(text.contains("Record the outcome"), "{text}");
+    b.snap("27-payout-held-for-a-person").await;
+    b.click("#settle-form input[name=outcome][value=completed]")
+        .await;
+    b.type_into("#receipt", "SGB2PAID01").await;
+    b.type_into("#settle-note", "Seen in the org portal").await;
+    b.click("#settle-form button[type=submit]").await;
+    b.wait_for_query("notice=payout_settled").await;
+    let text = b.wait_for_text("Outcome recorded by hand").await;
+    assert!(
+        text.contains("By baraka (dashboard), receipt SGB2PAID01: Seen in the org portal"),
+        "{text}"
+    );
+    assert!(!text.contains("Held for a person"), "{text}");
+    b.snap("28-payout-settled-by-hand").await;
+    b.close().await;
+    assert_eq!(
+        gw.storage()
+            .get_payout(&payout)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        PayoutStatus::Completed
+    );
     gw.stop().await;
 }
