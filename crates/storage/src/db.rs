@@ -146,8 +146,10 @@ impl SqlBuilder {
     /// Appends the next `$N` placeholder and binds `arg` to it.
     pub(crate) fn push_bind(&mut self, arg: impl Into<Arg>) -> &mut Self {
         self.args.push(arg.into());
+        // Without `format!`: a multi-row statement binds hundreds of these per batch.
         self.sql.push('$');
-        self.sql.push_str(&self.args.len().to_string());
+        self.sql
+            .push_str(itoa::Buffer::new().format(self.args.len()));
         self
     }
 
@@ -179,27 +181,36 @@ impl SqlBuilder {
 /// `INSERT` quadratic in its arguments.
 pub(crate) fn to_question_marks(stmt: Stmt) -> (String, Vec<Arg>) {
     let sql = stmt.sql.as_ref();
+    let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len());
     // Which argument each `?` takes, in order.
     let mut order = Vec::with_capacity(stmt.args.len());
-    let mut chars = sql.char_indices().peekable();
     let mut in_quote = false;
-    while let Some((_, c)) = chars.next() {
-        if c == '\'' {
-            in_quote = !in_quote;
-        }
-        if c == '$' && !in_quote && chars.peek().is_some_and(|(_, d)| d.is_ascii_digit()) {
-            let mut n = 0usize;
-            while let Some((_, d)) = chars.peek().copied().filter(|(_, d)| d.is_ascii_digit()) {
-                n = n * 10 + (d as usize - '0' as usize);
-                chars.next();
+    // Bytes, not chars: `$`, `'` and digits are ASCII, and never part of a multi-byte character,
+    // so the text between placeholders is copied whole (a batch's statement is kilobytes long).
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' => in_quote = !in_quote,
+            b'$' if !in_quote && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                out.push_str(&sql[copied..i]);
+                let mut n = 0usize;
+                i += 1;
+                while let Some(d) = bytes.get(i).filter(|d| d.is_ascii_digit()) {
+                    n = n * 10 + usize::from(d - b'0');
+                    i += 1;
+                }
+                order.push(n.wrapping_sub(1));
+                out.push('?');
+                copied = i;
+                continue;
             }
-            order.push(n.wrapping_sub(1));
-            out.push('?');
-        } else {
-            out.push(c);
+            _ => {}
         }
+        i += 1;
     }
+    out.push_str(&sql[copied..]);
     let in_order = order.len() == stmt.args.len() && order.iter().enumerate().all(|(i, &n)| i == n);
     let args = if in_order {
         // The common case (every builder-made statement): no copy of the arguments.
@@ -669,6 +680,18 @@ mod tests {
             texts(&args),
             ["Some(\"two\")", "Some(1)", "Some(10)", "Some(\"two\")"]
         );
+    }
+
+    #[test]
+    fn text_around_placeholders_is_copied_whole_whatever_its_characters() {
+        // The scan reads bytes: characters of several bytes (and a `$` that is not a
+        // placeholder) must come through unchanged.
+        let stmt = Stmt::new("SELECT 'Wanjikũ $1 ✓', $1, 'µ', $2 || '€$'")
+            .bind("a")
+            .bind("b");
+        let (sql, args) = to_question_marks(stmt);
+        assert_eq!(sql, "SELECT 'Wanjikũ $1 ✓', ?, 'µ', ? || '€$'");
+        assert_eq!(texts(&args), ["Some(\"a\")", "Some(\"b\")"]);
     }
 
     #[test]

@@ -355,7 +355,7 @@ pub trait Storage: Send + Sync + 'static {
     /// reported `Received`: acknowledged, to be applied with [`Storage::reapply_callback`].
     async fn ingest_callbacks(
         &self,
-        batch: Vec<IncomingCallback>,
+        batch: &[IncomingCallback],
         now: Millis,
         decide: DecideCallback<'_>,
     ) -> Result<Vec<Result<IngestedCallback>>>;

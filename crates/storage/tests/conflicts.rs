@@ -134,7 +134,7 @@ async fn conflicting_batch_is_stored_raw_then_applied_once(db: TestDatabase) {
     ];
     let ingest = {
         let s = s.clone();
-        tokio::spawn(async move { s.ingest_callbacks(batch, T0 + 10, &decide).await })
+        tokio::spawn(async move { s.ingest_callbacks(&batch, T0 + 10, &decide).await })
     };
     // The batch now holds ws_CO_A and waits for ws_CO_B. On a loaded machine the batch's own
     // lock wait (10 s on MariaDB) can run out before this watcher sees it wait: the batch is

@@ -58,6 +58,7 @@ contract!(
     concurrent_identical_creates_make_one_payment,
     callback_batch_stores_everything_and_isolates_a_failing_item,
     callback_batch_without_a_failure_applies_each_payment_once,
+    a_callback_batch_that_changes_a_checkout_request_id_still_writes_it,
     unmatched_callbacks_are_rematched_once,
     concurrent_duplicate_callbacks_apply_once,
     claims_from_two_instances_never_overlap,
@@ -691,7 +692,7 @@ async fn callback_batch_without_a_failure_applies_each_payment_once(db: TestData
             &success_report(&format!("RCPT_{checkout}")),
         ));
     }
-    let results = s.ingest_callbacks(batch, T0 + 100, &decide).await.unwrap();
+    let results = s.ingest_callbacks(&batch, T0 + 100, &decide).await.unwrap();
     let outcomes: Vec<_> = results
         .iter()
         .map(|r| {
@@ -752,6 +753,42 @@ async fn callback_batch_without_a_failure_applies_each_payment_once(db: TestData
     }
 }
 
+/// A batch writes its payments in one statement that leaves out the CheckoutRequestID they were
+/// found by (naming it would rewrite its unique index for nothing). A decision that did change
+/// it must still be written: the batch then takes the path that writes every column.
+async fn a_callback_batch_that_changes_a_checkout_request_id_still_writes_it(db: TestDatabase) {
+    let s = db.storage();
+    for (n, checkout) in [(1, "ws_CO_X"), (2, "ws_CO_Y")] {
+        create(&*s, new_payment(&pay_id(n), T0)).await;
+        set(&*s, &pay_id(n), T0 + 1, accepted(checkout)).await;
+    }
+    let batch = [
+        stk_callback("cb_x", "ws_CO_X", &success_report("RCPT_X")),
+        stk_callback("cb_y", "ws_CO_Y", &success_report("RCPT_Y")),
+    ];
+    let moves_the_id = |item: &IncomingCallback, payment: Option<&Payment>| {
+        let mut decision = decide(item, payment);
+        if let Some(t) = decision.update.as_mut().and_then(|u| u.transition.as_mut()) {
+            t.checkout_request_id = item.checkout_request_id.as_ref().map(|c| format!("{c}_2"));
+        }
+        decision
+    };
+    let results = s
+        .ingest_callbacks(&batch, T0 + 100, &moves_the_id)
+        .await
+        .unwrap();
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().unwrap().outcome == CallbackOutcome::Applied)
+    );
+    for (n, checkout) in [(1, "ws_CO_X_2"), (2, "ws_CO_Y_2")] {
+        let stored = s.get_payment(&pay_id(n)).await.unwrap().unwrap();
+        assert_eq!(stored.status, PaymentStatus::Completed);
+        assert_eq!(stored.checkout_request_id.as_deref(), Some(checkout));
+    }
+}
+
 async fn callback_batch_stores_everything_and_isolates_a_failing_item(db: TestDatabase) {
     let s = db.storage();
     // A: pending, waiting for its callback. B: pending, but its success will carry a receipt
@@ -772,7 +809,7 @@ async fn callback_batch_stores_everything_and_isolates_a_failing_item(db: TestDa
         stk_callback("cb_5", "ws_CO_B", &success_report("RCPT_TAKEN")),
         stk_callback("cb_6", &long_id, &success_report("RCPT_L")),
     ];
-    let results = s.ingest_callbacks(batch, T0 + 100, &decide).await.unwrap();
+    let results = s.ingest_callbacks(&batch, T0 + 100, &decide).await.unwrap();
     assert_eq!(results.len(), 6);
     let outcomes: Vec<_> = results
         .iter()
@@ -952,7 +989,7 @@ async fn callback_batch_stores_everything_and_isolates_a_failing_item(db: TestDa
         .unwrap();
     assert_eq!(for_a.items.len(), 2);
     assert!(
-        s.ingest_callbacks(Vec::new(), T0, &decide)
+        s.ingest_callbacks(&[], T0, &decide)
             .await
             .unwrap()
             .is_empty()
@@ -965,7 +1002,7 @@ async fn unmatched_callbacks_are_rematched_once(db: TestDatabase) {
     // The callback arrives before the push's answer was recorded.
     let results = s
         .ingest_callbacks(
-            vec![stk_callback(
+            &[stk_callback(
                 "cb_early",
                 "ws_CO_LATE",
                 &success_report("RCPT_E"),
@@ -1055,7 +1092,7 @@ async fn concurrent_duplicate_callbacks_apply_once(db: TestDatabase) {
         let s = instances[n % 2].clone();
         let item = stk_callback(&format!("cb_{n:03}"), "ws_CO_DUP", &report);
         tasks.spawn(async move {
-            s.ingest_callbacks(vec![item], T0 + 10, &decide)
+            s.ingest_callbacks(&[item], T0 + 10, &decide)
                 .await
                 .unwrap()
                 .remove(0)

@@ -202,7 +202,7 @@ async fn three_instances_on_three_galera_nodes() {
             })
             .collect();
         tasks.spawn(async move {
-            s.ingest_callbacks(batch, T0 + 10, &decide)
+            s.ingest_callbacks(&batch, T0 + 10, &decide)
                 .await
                 .expect("stored whatever the contention")
                 .into_iter()

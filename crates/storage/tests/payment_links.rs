@@ -343,7 +343,7 @@ async fn a_second_payment_through_the_callback_batch_is_held_too(db: TestDatabas
         }
         d
     };
-    let results = s.ingest_callbacks(batch, T0 + 50, &decide).await.unwrap();
+    let results = s.ingest_callbacks(&batch, T0 + 50, &decide).await.unwrap();
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     let (a, b) = (
         s.get_payment(&first.id).await.unwrap().unwrap(),

@@ -225,10 +225,16 @@ impl StkCallback {
     /// `ResultCode`, and for a success (`ResultCode` 0) a `MpesaReceiptNumber`. Unknown fields,
     /// missing items, items without `Value` and number-or-string codes are all accepted.
     pub fn parse(body: &[u8]) -> Result<Self, CallbackParseError> {
+        Ok(Self::parse_with_report(body)?.0)
+    }
+
+    /// [`StkCallback::parse`], with the report it was checked by (made once: the gateway's
+    /// callback path needs both).
+    pub fn parse_with_report(body: &[u8]) -> Result<(Self, CallbackReport), CallbackParseError> {
         let callback: StkCallback =
             serde_json::from_slice(body).map_err(CallbackParseError::from_json)?;
-        callback.to_report()?;
-        Ok(callback)
+        let report = callback.to_report()?;
+        Ok((callback, report))
     }
 
     pub fn data(&self) -> &StkCallbackData {

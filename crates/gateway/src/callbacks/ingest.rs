@@ -209,13 +209,11 @@ async fn commit(
         callbacks.push(job.callback);
         replies.push(job.reply);
     }
-    // Kept to store, alone, any item the batch could not apply.
-    let originals = callbacks.clone();
     let now = clock.now_ms();
     let size = callbacks.len();
     let started = std::time::Instant::now();
     let result = storage
-        .ingest_callbacks(callbacks, now, &|incoming, payment| {
+        .ingest_callbacks(&callbacks, now, &|incoming, payment| {
             decide(plan, incoming, reports.get(&incoming.id), payment, now)
         })
         .await;
@@ -229,7 +227,7 @@ async fn commit(
         Err(e) => {
             tracing::error!(error = %e, "callback batch could not be committed; answering with an error so nothing is acknowledged");
             let text = e.to_string();
-            for (reply, cb) in replies.into_iter().zip(&originals) {
+            for (reply, cb) in replies.into_iter().zip(&callbacks) {
                 metrics.inc(
                     "mpesa_gateway_callbacks_received_total",
                     &[("kind", cb.kind.as_str()), ("outcome", "error")],
@@ -242,7 +240,8 @@ async fn commit(
             return;
         }
     };
-    for ((item, reply), original) in items.into_iter().zip(replies).zip(originals) {
+    // Each callback goes back with its answer: one the batch could not apply is stored alone.
+    for ((item, reply), original) in items.into_iter().zip(replies).zip(callbacks) {
         let kind = original.kind.as_str();
         let item = match item {
             Ok(ingested) => Ok(ingested),
@@ -290,7 +289,7 @@ async fn store_alone(
     callback.parse_error = Some(format!("not applied: {error}"));
     let now = clock.now_ms();
     let mut items = storage
-        .ingest_callbacks(vec![callback], now, &|_incoming, payment| match payment {
+        .ingest_callbacks(&[callback], now, &|_incoming, payment| match payment {
             Some(p) if receipt_in_use => {
                 let update = build_update(
                     plan,

@@ -55,10 +55,13 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
     }
 }
 
+/// Daraja's acknowledgement, as bytes made once (it answers every callback).
 fn accepted() -> Response {
+    const ACCEPTED: &str = r#"{"ResultCode":0,"ResultDesc":"Accepted"}"#;
     (
         StatusCode::OK,
-        Json(json!({ "ResultCode": 0, "ResultDesc": "Accepted" })),
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        ACCEPTED,
     )
         .into_response()
 }
@@ -292,20 +295,20 @@ async fn receive(
         Err(answer) => return *answer,
     };
     let remote_addr = admitted.remote_addr.clone();
-    let body = admitted.body.clone();
+    let body = admitted.body.as_slice();
 
     let mut receipt = None;
     let mut note = None;
     let (checkout_request_id, prepared, parse_error) = match kind {
         CallbackKind::Stk => {
-            let parsed = parse_stk(&body);
+            let parsed = parse_stk(body);
             match parsed.report {
                 Ok(r) => (parsed.checkout_request_id, Some(Prepared::Stk(r)), None),
                 Err(e) => (parsed.checkout_request_id, None, Some(e)),
             }
         }
         CallbackKind::C2bConfirmation => {
-            let (trans_id, report) = parse_c2b(&body);
+            let (trans_id, report) = parse_c2b(body);
             receipt = trans_id;
             match report {
                 Ok(report) => match state
@@ -326,7 +329,7 @@ async fn receive(
             }
         }
         // Other kinds are stored for audit; a body that is not JSON is still noted.
-        _ => match serde_json::from_slice::<serde_json::Value>(&body) {
+        _ => match serde_json::from_slice::<serde_json::Value>(body) {
             Ok(_) => (None, None, None),
             Err(e) => (None, None, Some(format!("the body is not valid JSON: {e}"))),
         },

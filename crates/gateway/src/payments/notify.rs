@@ -46,13 +46,16 @@ impl NotificationPlan {
     /// The outbox rows for a transition, given the payment as it will be after it.
     pub fn for_transition(&self, after: &Payment, t: &Transition, now: i64) -> Vec<NewOutboxEvent> {
         let mut rows = Vec::new();
-        let view = PaymentView::from(after);
+        // Made only for a row that carries it: most deployments have few channels, and this
+        // runs for every callback.
+        let view_cell = std::cell::OnceCell::new();
+        let view = || view_cell.get_or_init(|| PaymentView::from(after));
         if let Some(outcome) = t.notify {
             let event_type = outcome.event_type();
             if let Some(url) = &self.webhook_url {
                 let id = new_id("evt");
                 let body =
-                    json!({ "id": id, "type": event_type, "created": now / 1000, "data": view });
+                    json!({ "id": id, "type": event_type, "created": now / 1000, "data": view() });
                 rows.push(row(
                     id,
                     after,
@@ -65,7 +68,7 @@ impl NotificationPlan {
             }
             if self.telegram {
                 if let Some(admin) = self.admin_chat_id {
-                    let payload = json!({ "kind": "admin_alert", "payment": view });
+                    let payload = json!({ "kind": "admin_alert", "payment": view() });
                     rows.push(row(
                         new_id("evt"),
                         after,
@@ -81,7 +84,7 @@ impl NotificationPlan {
                 {
                     // Started from the bot: its status message moves to the final state (an
                     // edit), and that is the receipt; no second message.
-                    let payload = json!({ "kind": STATUS_MESSAGE, "payment": view });
+                    let payload = json!({ "kind": STATUS_MESSAGE, "payment": view() });
                     let mut r = row(
                         new_id("evt"),
                         after,
@@ -97,7 +100,7 @@ impl NotificationPlan {
                     && let Some(chat) = after.telegram_chat_id
                     && Some(chat) != self.admin_chat_id
                 {
-                    let payload = json!({ "kind": "customer_receipt", "payment": view });
+                    let payload = json!({ "kind": "customer_receipt", "payment": view() });
                     rows.push(row(
                         new_id("evt"),
                         after,
@@ -113,7 +116,7 @@ impl NotificationPlan {
                 if outcome == FinalOutcome::Completed
                     && let Some(to) = &after.customer_email
                 {
-                    let payload = json!({ "kind": "customer_receipt", "payment": view });
+                    let payload = json!({ "kind": "customer_receipt", "payment": view() });
                     rows.push(row(
                         new_id("evt"),
                         after,
@@ -127,7 +130,7 @@ impl NotificationPlan {
                 if outcome == FinalOutcome::Failed
                     && let Some(admin) = &self.admin_email
                 {
-                    let payload = json!({ "kind": "admin_alert", "payment": view });
+                    let payload = json!({ "kind": "admin_alert", "payment": view() });
                     rows.push(row(
                         new_id("evt"),
                         after,

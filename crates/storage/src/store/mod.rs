@@ -510,7 +510,7 @@ impl<D: Driver> Storage for SqlStorage<D> {
 
     async fn ingest_callbacks(
         &self,
-        batch: Vec<IncomingCallback>,
+        batch: &[IncomingCallback],
         now: Millis,
         decide: DecideCallback<'_>,
     ) -> Result<Vec<Result<IngestedCallback>>> {
@@ -522,7 +522,7 @@ impl<D: Driver> Storage for SqlStorage<D> {
         let fast: DbResult<Option<Vec<Result<IngestedCallback>>>> = async {
             let mut tx = self.driver.begin().await?;
             let c: &mut D::Conn = &mut tx;
-            match received_callbacks::ingest_batch_unisolated(c, &batch, now, decide).await {
+            match received_callbacks::ingest_batch_unisolated(c, batch, now, decide).await {
                 Ok(Some(results)) => {
                     D::commit(tx).await?;
                     Ok(Some(results))
@@ -544,7 +544,7 @@ impl<D: Driver> Storage for SqlStorage<D> {
             // A conflict (on Galera: another node settled one of these payments a moment ago)
             // is likely to happen again if the batch runs again now. The callbacks are stored
             // raw instead, which cannot conflict, and applied afterwards.
-            Err(e) if e.transient => return self.store_received(&batch, &e.error).await,
+            Err(e) if e.transient => return self.store_received(batch, &e.error).await,
             Err(e) => {
                 let failed = Err(e.into());
                 self.note_write(&failed);
@@ -552,10 +552,10 @@ impl<D: Driver> Storage for SqlStorage<D> {
             }
         }
         let isolated = write_tx_db!(self, "ingest_callbacks", |c| {
-            received_callbacks::ingest_batch(c, &batch, now, decide)
+            received_callbacks::ingest_batch(c, batch, now, decide)
         });
         match isolated {
-            Err(e) if e.transient => self.store_received(&batch, &e.error).await,
+            Err(e) if e.transient => self.store_received(batch, &e.error).await,
             other => other.map_err(StorageError::from),
         }
     }

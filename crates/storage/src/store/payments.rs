@@ -412,7 +412,28 @@ pub(crate) async fn write_row<C: Conn>(
 /// Writes several locked payments as [`write_row`] does, in one statement where the backend can
 /// (`UPDATE … FROM (VALUES …)`; the derived table's columns are `column1…` on SQLite and
 /// PostgreSQL alike). Every row must still have the version it was locked at.
-pub(crate) async fn write_rows<C: Conn>(c: &mut C, rows: &[(i64, &Payment)]) -> DbResult<()> {
+///
+/// The rows were found and locked by their CheckoutRequestID, so this never writes that column:
+/// naming an indexed column in `SET` makes SQLite delete and re-insert its index entry even when
+/// the value is the same, and that unique index is keyed by Safaricom's random ids, so each
+/// payment cost one more page in the write-ahead log. A row whose CheckoutRequestID differs from
+/// `found_by` is refused rather than written wrongly.
+pub(crate) async fn write_rows<C: Conn>(
+    c: &mut C,
+    rows: &[(i64, &Payment)],
+    found_by: &[&str],
+) -> DbResult<()> {
+    if rows.len() != found_by.len()
+        || rows
+            .iter()
+            .zip(found_by)
+            .any(|((_, next), key)| next.checkout_request_id.as_deref() != Some(*key))
+    {
+        return Err(StorageError::Database(
+            "a callback cannot change the CheckoutRequestID its payment was found by".into(),
+        )
+        .into());
+    }
     if !C::DIALECT.update_from_values && rows.len() >= 2 {
         return write_rows_by_case(c, rows).await;
     }
@@ -423,11 +444,11 @@ pub(crate) async fn write_rows<C: Conn>(c: &mut C, rows: &[(i64, &Payment)]) -> 
         return Ok(());
     }
     let mut sql = SqlBuilder::new(
-        "UPDATE payments SET status = v.column3, checkout_request_id = v.column4, \
-         merchant_request_id = v.column5, mpesa_receipt_number = v.column6, result_code = v.column7, \
-         result_desc = v.column8, transaction_date = v.column9, needs_review = v.column10, \
-         review_reason = v.column11, query_attempts = v.column12, next_check_at = v.column13, \
-         updated_at = v.column14, finalized_at = v.column15, version = v.column16 FROM (VALUES ",
+        "UPDATE payments SET status = v.column3, merchant_request_id = v.column4, \
+         mpesa_receipt_number = v.column5, result_code = v.column6, result_desc = v.column7, \
+         transaction_date = v.column8, needs_review = v.column9, review_reason = v.column10, \
+         query_attempts = v.column11, next_check_at = v.column12, updated_at = v.column13, \
+         finalized_at = v.column14, version = v.column15 FROM (VALUES ",
     );
     for (i, (locked_version, next)) in rows.iter().enumerate() {
         sql.push(if i == 0 { "(" } else { ", (" })
@@ -436,8 +457,6 @@ pub(crate) async fn write_rows<C: Conn>(c: &mut C, rows: &[(i64, &Payment)]) -> 
             .push_bind(*locked_version)
             .push(", ")
             .push_bind(next.status.as_str())
-            .push(", ")
-            .push_bind(&next.checkout_request_id)
             .push(", ")
             .push_bind(&next.merchant_request_id)
             .push(", ")
@@ -486,11 +505,8 @@ fn all_written(changed: u64, rows: usize) -> DbResult<()> {
 /// milliseconds per batch).
 async fn write_rows_by_case<C: Conn>(c: &mut C, rows: &[(i64, &Payment)]) -> DbResult<()> {
     type Value = fn(&Payment) -> Arg;
-    const COLUMNS: [(&str, Value); 14] = [
+    const COLUMNS: [(&str, Value); 13] = [
         ("status = CASE id", |p| p.status.as_str().into()),
-        ("checkout_request_id = CASE id", |p| {
-            p.checkout_request_id.clone().into()
-        }),
         ("merchant_request_id = CASE id", |p| {
             p.merchant_request_id.clone().into()
         }),
@@ -593,20 +609,25 @@ pub(crate) async fn insert_events_bulk<C: Conn>(
 /// The row after `update`, computed from the locked row (pure: no I/O).
 pub(crate) fn updated(current: &Payment, update: &PaymentUpdate, now: Millis) -> Payment {
     let mut next = current.clone();
+    update_in_place(&mut next, update, now);
+    next
+}
+
+/// [`updated`] in place (a batch of callbacks changes its locked payments without copying them).
+pub(crate) fn update_in_place(payment: &mut Payment, update: &PaymentUpdate, now: Millis) {
     if let Some(t) = &update.transition {
-        t.apply(next.fields_mut(), now);
+        t.apply(payment.fields_mut(), now);
     }
     if update.count_query {
-        next.query_attempts = next.query_attempts.saturating_add(1);
+        payment.query_attempts = payment.query_attempts.saturating_add(1);
     }
     match update.schedule {
         CheckSchedule::Keep => {}
-        CheckSchedule::At(at) => next.next_check_at = Some(at),
-        CheckSchedule::Clear => next.next_check_at = None,
+        CheckSchedule::At(at) => payment.next_check_at = Some(at),
+        CheckSchedule::Clear => payment.next_check_at = None,
     }
-    next.updated_at = now;
-    next.version = current.version + 1;
-    next
+    payment.updated_at = now;
+    payment.version += 1;
 }
 
 pub(crate) async fn insert_event<C: Conn>(

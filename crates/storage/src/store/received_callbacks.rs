@@ -107,12 +107,14 @@ async fn ingest_batch_in_bulk<C: Conn>(
         let (payment, update) = match (entry, decision.update) {
             (Some((_, current)), Some(update)) => {
                 let before = current.status;
-                *current = payments::updated(current, &update, now);
+                payments::update_in_place(current, &update, now);
                 let held = links::settle(c, before, current, now).await?;
-                if let Some(key) = &current.checkout_request_id
-                    && !changed.contains(key)
+                // Keyed by the id the callback named (the payment was locked by it), not by
+                // the payment's id after the change.
+                if let Some(key) = checkout_request_id
+                    && !changed.iter().any(|k| k == key)
                 {
-                    changed.push(key.clone());
+                    changed.push(key.to_owned());
                 }
                 if let Some(event) = update.timeline_entry() {
                     timeline.push((current.id.clone(), event));
@@ -182,7 +184,8 @@ async fn ingest_batch_in_bulk<C: Conn>(
             (*locked_version, next)
         })
         .collect();
-    payments::write_rows(c, &written).await?;
+    let found_by: Vec<&str> = changed.iter().map(String::as_str).collect();
+    payments::write_rows(c, &written, &found_by).await?;
     let timeline: Vec<(&str, &NewPaymentEvent)> =
         timeline.iter().map(|(id, e)| (id.as_str(), e)).collect();
     payments::insert_events_bulk(c, now, &timeline).await?;
