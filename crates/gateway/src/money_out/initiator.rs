@@ -603,6 +603,23 @@ impl Initiator {
         }
     }
 
+    /// The request behind a payout or refund when it is held for a person and still open: the
+    /// only kind [`Initiator::settle_by_hand`] takes.
+    pub async fn held_open(
+        &self,
+        request_id: Option<&str>,
+    ) -> Result<Option<InitiatorRequest>, StorageError> {
+        let Some(id) = request_id else {
+            return Ok(None);
+        };
+        Ok(self
+            .0
+            .storage
+            .get_initiator_request(id)
+            .await?
+            .filter(|r| r.needs_review && !r.status.is_final()))
+    }
+
     /// Records what a person found out about a request held for them (`completed` with the
     /// receipt they saw, or failed), with their note, and makes `owner` (its payout or refund)
     /// final with it, in one transaction; the resolver stops asking. `Err(why)` when the
@@ -1030,4 +1047,13 @@ fn finding_of(status: &InitiatorRequest) -> StatusFinding {
         Some(s) if s.eq_ignore_ascii_case("Reversed") => StatusFinding::Reversed { receipt },
         _ => not_found(),
     }
+}
+
+/// Why a payout or refund (`what`) cannot be settled by hand: it is not pending, or its
+/// request is not held for a person.
+pub(crate) fn not_held_for_a_person(what: &str, status: &str, pending: bool) -> String {
+    format!(
+        "only a pending {what} held for a person can be settled by hand; this one is {status}{}",
+        if pending { " and not held" } else { "" }
+    )
 }

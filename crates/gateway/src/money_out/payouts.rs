@@ -23,7 +23,7 @@ use mpesa_storage::{
 };
 use serde_json::{Value, json};
 
-use super::initiator::{Ask, Initiator, InitiatorOwner};
+use super::initiator::{Ask, Initiator, InitiatorOwner, not_held_for_a_person};
 use super::notify::final_rows;
 use super::receipts::parse_typed_code;
 use super::view::PayoutView;
@@ -400,23 +400,13 @@ impl Payouts {
                 "an admin cannot record the outcome of their own payout: another admin must".into(),
             ));
         }
-        let held = match &p.request_id {
-            Some(r) => self
-                .storage
-                .get_initiator_request(r)
-                .await?
-                .filter(|r| r.needs_review && !r.status.is_final()),
-            None => None,
-        };
-        let Some(request) = held.filter(|_| p.status == PayoutStatus::Pending) else {
-            return Err(PayoutError::Refused(format!(
-                "only a pending payout held for a person can be settled by hand; this one is {}{}",
+        let pending = p.status == PayoutStatus::Pending;
+        let held = self.initiator.held_open(p.request_id.as_deref()).await?;
+        let Some(request) = held.filter(|_| pending) else {
+            return Err(PayoutError::Refused(not_held_for_a_person(
+                "payout",
                 p.status.as_str(),
-                if p.status == PayoutStatus::Pending {
-                    " and not held"
-                } else {
-                    ""
-                }
+                pending,
             )));
         };
         let now = self.initiator.clock().now_ms();

@@ -18,7 +18,7 @@ use mpesa_storage::{
 };
 use serde_json::{Value, json};
 
-use super::initiator::{Ask, Initiator, InitiatorError, InitiatorOwner};
+use super::initiator::{Ask, Initiator, InitiatorError, InitiatorOwner, not_held_for_a_person};
 use super::notify::{final_rows, refund_customer_rows};
 use super::payouts::{HandOutcome, check_note, hand_conflict};
 use super::receipts::parse_typed_code;
@@ -248,23 +248,16 @@ impl Refunds {
             .map(|r| parse_typed_code(r).map_err(|e| RefundError::Invalid(format!("receipt: {e}"))))
             .transpose()?;
         let refund = self.get(id).await?;
-        let held = match &refund.request_id {
-            Some(r) => self
-                .storage
-                .get_initiator_request(r)
-                .await?
-                .filter(|r| r.needs_review && !r.status.is_final()),
-            None => None,
-        };
-        let Some(request) = held.filter(|_| refund.status == RefundStatus::Pending) else {
-            return Err(RefundError::Refused(format!(
-                "only a pending refund held for a person can be settled by hand; this one is {}{}",
+        let pending = refund.status == RefundStatus::Pending;
+        let held = self
+            .initiator
+            .held_open(refund.request_id.as_deref())
+            .await?;
+        let Some(request) = held.filter(|_| pending) else {
+            return Err(RefundError::Refused(not_held_for_a_person(
+                "refund",
                 refund.status.as_str(),
-                if refund.status == RefundStatus::Pending {
-                    " and not held"
-                } else {
-                    ""
-                }
+                pending,
             )));
         };
         let payment = self.storage.get_payment(&refund.payment_id).await?;
