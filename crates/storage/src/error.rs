@@ -146,6 +146,7 @@ const UNIQUE_RULES: &[(&str, &str)] = &[
     ("uq_refunds_active_payment_id", "refunds.active_payment_id"),
     ("pk_payouts", "payouts.id"),
     ("pk_payout_days", "payout_days.day"),
+    ("pk_settle_by_hand_lock", "settle_by_hand_lock.id"),
 ];
 
 /// The rule a named constraint or index stands for; the name itself if it is not ours.

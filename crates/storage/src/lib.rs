@@ -215,8 +215,9 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Option<(InitiatorRequest, InitiatorUpdate)>>;
 
     /// A request held for a person, settled by hand, with its payout or refund, in one
-    /// transaction: locks the request and asks `decide`; a receipt it records that is already
-    /// recorded elsewhere (a payment, a payout, a reversal, another request) is `Conflict`
+    /// transaction, one settlement by hand at a time (on every instance): locks the request and
+    /// asks `decide`; a receipt it records that is already recorded elsewhere (a payment, a
+    /// payout, a reversal, another request, one settled a moment ago) is `Conflict`
     /// (`receipt_in_use`); then locks the owner and asks `owner` (`None` is `Conflict`: nothing
     /// is written); the owner counts as told. `Ok(None)`: `decide` refused.
     async fn settle_initiator_request(

@@ -27,6 +27,7 @@ pub(crate) const SQLITE: &[MigrationFile] = migration_files!(
     "0007_payment_links.sql",
     "0008_customer_language.sql",
     "0009_receipt_checks.sql",
+    "0010_settle_by_hand_lock.sql",
 );
 pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "postgres": "0001_initial.sql",
@@ -38,6 +39,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "0007_payment_links.sql",
     "0008_customer_language.sql",
     "0009_receipt_checks.sql",
+    "0010_settle_by_hand_lock.sql",
 );
 pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "mysql": "0001_initial.sql",
@@ -49,6 +51,7 @@ pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "0007_payment_links.sql",
     "0008_customer_language.sql",
     "0009_receipt_checks.sql",
+    "0010_settle_by_hand_lock.sql",
 );
 
 /// `0001_initial.sql` → version 1, description `initial`.

@@ -49,19 +49,8 @@ contract!(
     the_daily_payout_limit_holds_across_instances,
     payouts_are_listed_filtered_and_updated,
     one_receipt_check_per_code_is_in_flight_across_instances,
+    one_receipt_settles_one_held_request_however_many_record_it_at_once,
 );
-
-fn new_request(id: &str, kind: RequestKind, ocid: Option<&str>) -> NewInitiatorRequest {
-    NewInitiatorRequest {
-        id: id.into(),
-        kind,
-        purpose: "payout".into(),
-        owner_id: Some("po_1".into()),
-        originator_conversation_id: ocid.map(str::to_owned),
-        params: r#"{"api":"b2c"}"#.into(),
-        created_at: T0,
-    }
-}
 
 fn raw(id: &str, kind: CallbackKind) -> IncomingCallback {
     IncomingCallback {
@@ -118,23 +107,6 @@ fn success(receipt: &str) -> ResultReport {
         result_desc: "The service request is processed successfully.".into(),
         receipt: Some(receipt.into()),
     }
-}
-
-async fn accept(s: &dyn Storage, id: &str, ocid: &str, cid: &str) -> InitiatorRequest {
-    s.update_initiator_request(id, T0 + 5, &|r| {
-        let t = rules::on_accepted(&r.snapshot(), ocid, cid)
-            .transition()?
-            .clone();
-        Some(InitiatorUpdate {
-            transition: Some(t),
-            next_check_at: Some(Some(T0 + 60_000)),
-            ..Default::default()
-        })
-    })
-    .await
-    .unwrap()
-    .unwrap()
-    .0
 }
 
 async fn initiator_requests_are_matched_by_their_ids_and_results_apply_once(db: TestDatabase) {
@@ -538,23 +510,6 @@ async fn a_payment_is_refunded_once_however_many_ask_at_once(db: TestDatabase) {
     );
 }
 
-fn new_payout(id: &str, amount: i64, at: Millis) -> NewPayout {
-    NewPayout {
-        id: id.into(),
-        status: PayoutStatus::Pending,
-        phone: "254708374149".into(),
-        amount,
-        command: "BusinessPayment".into(),
-        remarks: "Rider payout".into(),
-        occasion: None,
-        requested_by: "api:shop".into(),
-        source: "api".into(),
-        api_key_id: Some("key_1".into()),
-        eat_day: 20_454,
-        created_at: at,
-    }
-}
-
 async fn the_daily_payout_limit_holds_across_instances(db: TestDatabase) {
     let instances = [db.storage(), db.connect_another().await];
     let mut tasks = tokio::task::JoinSet::new();
@@ -830,4 +785,43 @@ async fn one_receipt_check_per_code_is_in_flight_across_instances(db: TestDataba
         .unwrap()
         .unwrap();
     assert_eq!(stored, done);
+}
+
+/// Two people record one M-Pesa receipt for two held payouts at the same moment, through two
+/// instances: one settlement is recorded, the other refused, every time (the receipt check
+/// alone, inside each transaction, saw neither).
+async fn one_receipt_settles_one_held_request_however_many_record_it_at_once(db: TestDatabase) {
+    let instances = [db.storage(), db.connect_another().await];
+    const ROUNDS: u32 = 40;
+    let mut wrong = Vec::new();
+    for round in 0..ROUNDS {
+        let receipt = format!("SGR{round:07}");
+        let mut requests = Vec::new();
+        for (side, s) in instances.iter().enumerate() {
+            requests.push(held_payout(&**s, &format!("{round}_{side}")).await.id);
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(2));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (side, request) in requests.into_iter().enumerate() {
+            let (s, start, receipt) = (instances[side].clone(), start.clone(), receipt.clone());
+            tasks.spawn(async move {
+                start.wait().await;
+                settle_completed(&*s, &request, &receipt).await
+            });
+        }
+        let results = tasks.join_all().await;
+        let settled = results.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(StorageError::Conflict(why)) if why.starts_with("receipt_in_use")))
+            .count();
+        if (settled, refused) != (1, 1) {
+            wrong.push(format!("round {round}: {results:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "one receipt, one settlement: {} of {ROUNDS} rounds went wrong: {wrong:#?}",
+        wrong.len()
+    );
 }

@@ -1069,6 +1069,25 @@ async fn receipt_recorded<C: Conn>(c: &mut C, receipt: &str, except: &str) -> Db
     Ok(row.is_some())
 }
 
+/// Makes settlements by hand wait for each other (they are rare: people type them), so that
+/// the receipt check of one sees what another committed a moment ago. The row is written, not
+/// only locked: Galera certifies writes, and the second to commit fails and runs again.
+async fn settle_one_at_a_time<C: Conn>(c: &mut C) -> DbResult<()> {
+    let taken = c
+        .execute(Stmt::new(
+            "UPDATE settle_by_hand_lock SET taken = taken + 1 WHERE id = 1",
+        ))
+        .await?;
+    if taken == 0 {
+        // Its row was deleted: a second one inserting it too fails on the key.
+        c.execute(Stmt::new(
+            "INSERT INTO settle_by_hand_lock (id, taken) VALUES (1, 1)",
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 /// A request settled by hand and its payout or refund, in the caller's one transaction. A
 /// receipt recorded elsewhere, or an owner that refuses, undoes it all (`Conflict`).
 pub(crate) async fn settle_request<C: Conn>(
@@ -1078,6 +1097,8 @@ pub(crate) async fn settle_request<C: Conn>(
     decide: DecideInitiator<'_>,
     owner: &SettleOwner<'_>,
 ) -> DbResult<Option<InitiatorRequest>> {
+    // First: at READ COMMITTED every statement after the wait reads what the other committed.
+    settle_one_at_a_time(c).await?;
     let Some((written, update)) = update_request(c, id, now, decide).await? else {
         return Ok(None);
     };

@@ -5,9 +5,11 @@
 #![allow(dead_code)]
 
 use mpesa_domain::decision;
+use mpesa_domain::initiator as rules;
 use mpesa_domain::state_machine::{CallbackReport, SuccessDetails};
 use mpesa_domain::{
-    Amount, Cents, Msisdn, PaymentStatus, ResultCode, ReviewChange, Transition, TransitionKind,
+    Amount, Cents, Msisdn, PaymentStatus, RequestKind, ResultCode, ReviewChange, Transition,
+    TransitionKind,
 };
 use mpesa_harness::database::TestDatabase;
 use mpesa_storage::*;
@@ -261,4 +263,139 @@ pub fn decide(item: &IncomingCallback, payment: Option<&Payment>) -> CallbackDec
 /// Runs SQL on the test database behind storage's back (to plant rows storage would refuse).
 pub async fn execute_directly(db: &TestDatabase, sql: &'static str) {
     db.execute(sql).await.unwrap();
+}
+
+// ---- money out ----------------------------------------------------------------------------------
+
+pub fn new_request(id: &str, kind: RequestKind, ocid: Option<&str>) -> NewInitiatorRequest {
+    NewInitiatorRequest {
+        id: id.into(),
+        kind,
+        purpose: "payout".into(),
+        owner_id: Some("po_1".into()),
+        originator_conversation_id: ocid.map(str::to_owned),
+        params: r#"{"api":"b2c"}"#.into(),
+        created_at: T0,
+    }
+}
+
+pub async fn accept(s: &dyn Storage, id: &str, ocid: &str, cid: &str) -> InitiatorRequest {
+    s.update_initiator_request(id, T0 + 5, &|r| {
+        let t = rules::on_accepted(&r.snapshot(), ocid, cid)
+            .transition()?
+            .clone();
+        Some(InitiatorUpdate {
+            transition: Some(t),
+            next_check_at: Some(Some(T0 + 60_000)),
+            ..Default::default()
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap()
+    .0
+}
+
+pub fn new_payout(id: &str, amount: i64, at: Millis) -> NewPayout {
+    NewPayout {
+        id: id.into(),
+        status: PayoutStatus::Pending,
+        phone: "254708374149".into(),
+        amount,
+        command: "BusinessPayment".into(),
+        remarks: "Rider payout".into(),
+        occasion: None,
+        requested_by: "api:shop".into(),
+        source: "api".into(),
+        api_key_id: Some("key_1".into()),
+        eat_day: 20_454,
+        created_at: at,
+    }
+}
+
+/// A pending payout whose B2C request Daraja accepted and nobody answered for: held for a person.
+pub async fn held_payout(s: &dyn Storage, id: &str) -> InitiatorRequest {
+    let payout = format!("po_{id}");
+    let request = format!("ireq_{id}");
+    assert!(matches!(
+        s.create_payout(new_payout(&payout, 100, T0), None, None)
+            .await
+            .unwrap(),
+        CreatePayoutResult::Created(_)
+    ));
+    let mut new = new_request(&request, RequestKind::B2c, Some(&request));
+    new.owner_id = Some(payout.clone());
+    s.create_initiator_request(new, Some(T0 + 60_000))
+        .await
+        .unwrap();
+    accept(s, &request, &request, &format!("AG_{id}")).await;
+    s.update_payout(&payout, T0 + 5, &|_| {
+        Some(PayoutUpdate {
+            request_id: Some(request.clone()),
+            ..Default::default()
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let policy = rules::ResolvePolicy {
+        result_wait_ms: 60_000,
+        keep_asking_ms: DAY,
+    };
+    let (held, _) = s
+        .update_initiator_request(&request, T0 + DAY, &|r| match rules::on_due(
+            &r.snapshot(),
+            T0 + DAY,
+            &policy,
+        ) {
+            rules::DueAction::Apply(t) => Some(InitiatorUpdate {
+                transition: Some(t),
+                next_check_at: Some(None),
+                ..Default::default()
+            }),
+            _ => None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(held.needs_review);
+    held
+}
+
+/// Settles a held request by hand as completed with `receipt`, with its payout, as the gateway
+/// does.
+pub async fn settle_completed(
+    s: &dyn Storage,
+    request_id: &str,
+    receipt: &str,
+) -> Result<Option<InitiatorRequest>> {
+    let result = serde_json::json!({ rules::SETTLED_BY_HAND: {"by": "admin:amina"} }).to_string();
+    s.settle_initiator_request(
+        request_id,
+        T0 + 2 * DAY,
+        &|r| {
+            let t =
+                rules::on_settled_by_hand(&r.snapshot(), true, Some(receipt), "seen in the portal")
+                    .transition()?
+                    .clone();
+            Some(InitiatorUpdate {
+                event: Some(NewMoneyOutEvent {
+                    kind: t.kind.as_str().into(),
+                    detail: "{}".into(),
+                }),
+                result: Some(result.clone()),
+                next_check_at: Some(None),
+                transition: Some(t),
+                ..Default::default()
+            })
+        },
+        SettleOwner::Payout(&|r, p| {
+            (p.status == PayoutStatus::Pending).then(|| PayoutUpdate {
+                status: Some(PayoutStatus::Completed),
+                receipt: r.receipt.clone(),
+                ..Default::default()
+            })
+        }),
+    )
+    .await
 }
