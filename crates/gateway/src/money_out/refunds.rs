@@ -234,7 +234,8 @@ impl Refunds {
     /// A person records what became of a refund held for them (Safaricom never answered and
     /// Transaction Status found nothing): reversed, with the M-Pesa receipt of the reversal they
     /// saw, or not, with a note. The refund is final as by Daraja's result (its webhook, its
-    /// alerts, the customer's message).
+    /// alerts, the customer's message). Not by the admin who asked for it (an API key's refund
+    /// has no admin: any admin may).
     pub async fn settle_by_hand(
         &self,
         id: &str,
@@ -247,7 +248,13 @@ impl Refunds {
             .receipt()
             .map(|r| parse_typed_code(r).map_err(|e| RefundError::Invalid(format!("receipt: {e}"))))
             .transpose()?;
+        let by = format!("admin:{admin}");
         let refund = self.get(id).await?;
+        if refund.requested_by == by {
+            return Err(RefundError::Refused(
+                "an admin cannot record the outcome of their own refund: another admin must".into(),
+            ));
+        }
         let pending = refund.status == RefundStatus::Pending;
         let held = self
             .initiator
@@ -272,7 +279,7 @@ impl Refunds {
                 outcome.completed(),
                 receipt.as_deref(),
                 &note,
-                &format!("admin:{admin}"),
+                &by,
                 SettleOwner::Refund(&decide),
             )
             .await

@@ -12,6 +12,7 @@ use daraja_sim::{CallbackFaults, Flow};
 use mpesa_domain::RequestStatus;
 use mpesa_gateway::clock::{Clock, ManualClock};
 use mpesa_gateway::money_out::payouts::PayoutCreated;
+use mpesa_gateway::money_out::refunds::RefundCreated;
 use mpesa_gateway::money_out::{
     HandOutcome, PayoutError, PayoutPurpose, PayoutRequest, RefundError, Requester,
 };
@@ -908,10 +909,10 @@ async fn hold_for_a_person(gw: &TestGateway, time: &ManualClock, ids: &[&str]) {
     }
 }
 
-/// A payout and a refund whose results never come are held for a person; a person records what
-/// they found (not the admin who asked for the payout, not with a receipt recorded elsewhere,
-/// and only while held): each becomes final once, through the same path as Daraja's result
-/// (one webhook), and the resolver stops. M-Pesa's own result that comes later and disagrees
+/// A payout and two refunds whose results never come are held for a person; a person records
+/// what they found (not the admin who asked for the payout or the refund, though any admin for an
+/// API key's refund; not with a receipt recorded elsewhere; only while held): each becomes final
+/// once, through the same path as Daraja's result (one webhook), and the resolver stops. M-Pesa's own result that comes later and disagrees
 /// books nothing again: the payout is held for a person once more.
 async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contradiction_holds_them_again(
     backend: Backend,
@@ -920,6 +921,7 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
     let (time, clock) = manual_clock(chrono::Utc::now());
     let gw = spawn_with(options(backend, &webhook, &[]).clock(clock)).await;
     let payment_id = completed_payment(&gw, SUCCESS, 99).await;
+    let second_payment = completed_payment(&gw, SUCCESS, 98).await;
     let payment_receipt = gw
         .storage()
         .get_payment(&payment_id)
@@ -977,14 +979,24 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
         .unwrap()
         .request_id
         .unwrap();
-    gw.wait_for_request(&payout_request, "accepted", |r| {
-        r.status == RequestStatus::Accepted
-    })
-    .await;
-    gw.wait_for_request(&refund_request, "accepted", |r| {
-        r.status == RequestStatus::Accepted
-    })
-    .await;
+    // A refund an admin asked for on the dashboard.
+    let RefundCreated::Created(admin_refund) = refunds
+        .request(
+            &second_payment,
+            "Wrong size",
+            &Requester::admin("baraka"),
+            None,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a new refund")
+    };
+    let admin_refund_request = admin_refund.request_id.clone().unwrap();
+    for request in [&payout_request, &refund_request, &admin_refund_request] {
+        gw.wait_for_request(request, "accepted", |r| r.status == RequestStatus::Accepted)
+            .await;
+    }
     let refund_path = format!("/api/v1/refunds/{refund_id}");
     let payout_path = format!("/api/v1/payouts/{}", payout.id);
     let (_, shown, _) = gw
@@ -1016,7 +1028,12 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
         other => panic!("settled a refund that is not held: {other:?}"),
     }
 
-    hold_for_a_person(&gw, &time, &[&payout_request, &refund_request]).await;
+    hold_for_a_person(
+        &gw,
+        &time,
+        &[&payout_request, &refund_request, &admin_refund_request],
+    )
+    .await;
     let (_, shown, _) = gw
         .call(reqwest::Method::GET, &refund_path, None, None)
         .await;
@@ -1147,9 +1164,42 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
         (Some("failed"), Some(false)),
         "{shown}"
     );
+    // The admin who asked for a refund may not settle it; another admin may.
+    match refunds
+        .settle_by_hand(
+            &admin_refund.id,
+            HandOutcome::Failed,
+            "not in the portal",
+            "baraka",
+        )
+        .await
+    {
+        Err(RefundError::Refused(why)) => assert!(why.contains("their own refund"), "{why}"),
+        other => panic!("the admin who asked settled it: {other:?}"),
+    }
+    assert_eq!(
+        gw.storage()
+            .get_refund(&admin_refund.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        mpesa_storage::RefundStatus::Pending,
+        "a refused settlement writes nothing"
+    );
+    let r = refunds
+        .settle_by_hand(
+            &admin_refund.id,
+            HandOutcome::Failed,
+            "Not on the statement either",
+            "amina",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, mpesa_storage::RefundStatus::Failed);
     eventually("one webhook each", WAIT, || async {
         delivered(&webhook, "payout.completed").len() == 1
-            && delivered(&webhook, "refund.failed").len() == 1
+            && delivered(&webhook, "refund.failed").len() == 2
     })
     .await;
 
@@ -1197,7 +1247,7 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
     let p = gw.storage().get_payout(&payout.id).await.unwrap().unwrap();
     assert_eq!(p.status, PayoutStatus::Completed);
     assert_eq!(gw.daraja_requests(B2C), 1, "never sent again");
-    assert_eq!(gw.daraja_requests(REVERSAL), 1, "never sent again");
+    assert_eq!(gw.daraja_requests(REVERSAL), 2, "never sent again");
     // The same result again changes nothing more.
     let (status, _) = gw
         .post_callback("result/b2c", body.to_string().as_bytes())
@@ -1228,6 +1278,10 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
         .collect();
     let mut rows = rows;
     rows.sort();
-    assert_eq!(rows, ["payout.completed", "refund.failed"], "nothing twice");
+    assert_eq!(
+        rows,
+        ["payout.completed", "refund.failed", "refund.failed"],
+        "nothing twice"
+    );
     gw.stop().await;
 }

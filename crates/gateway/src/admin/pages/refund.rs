@@ -53,8 +53,11 @@ struct RefundPage {
     reason: String,
     /// This form's Idempotency-Key: a second click answers with the first refund.
     form_key: String,
-    /// The refund in flight that is held for a person: its id (then the outcome form shows).
+    /// The refund in flight that is held for a person: its id (then the outcome form shows, but
+    /// to the admin who asked for it).
     held: Option<String>,
+    /// This admin asked for the held refund: another must record its outcome.
+    own: bool,
     settle_action: String,
 }
 
@@ -76,9 +79,12 @@ async fn page(
             .view(r)
             .await?
             .needs_review
-            .then(|| r.id.clone()),
+            .then_some(r),
         None => None,
     };
+    let own =
+        held.is_some_and(|r| r.requested_by == Requester::admin(&admin.session.username).name);
+    let held = held.map(|r| r.id.clone());
     let refused = if !state.money_out.initiator.configured() {
         Some(RefundError::NotConfigured.to_string())
     } else {
@@ -114,6 +120,7 @@ async fn page(
         reason: String::new(),
         form_key: random_token(24),
         held,
+        own,
         settle_action: format!("{}/refund/settle", payment_href(&p.id)),
     };
     Ok((page, p))

@@ -824,8 +824,8 @@ async fn held_money_gateway(backend: Backend) -> (TestGateway, String, String) {
 }
 
 /// The payout's page and the refund's page offer "Record the outcome" for what is held: not to
-/// the admin who asked for the payout, not without CSRF or a note; the outcome and the note show
-/// on the timeline with the admin's name.
+/// the admin who asked for it, not without CSRF or a note; the outcome and the note show on the
+/// timeline with the admin's name.
 async fn a_held_payout_and_refund_get_their_outcome_recorded_on_the_dashboard(backend: Backend) {
     let (gw, paid, payout) = held_money_gateway(backend).await;
     let page_path = format!("/admin/payouts/{payout}");
@@ -927,8 +927,10 @@ async fn a_held_payout_and_refund_get_their_outcome_recorded_on_the_dashboard(ba
     let answer = post(form(&csrf, "again")).await;
     assert_eq!(answer.status, 409, "{}", answer.body);
 
-    // The refund: its page offers the form; any admin records it.
+    // The refund: amina asked for it too, so its page tells her another admin must record it,
+    // and refuses her; baraka is offered the form and records it.
     let refund_page = format!("/admin/payments/{paid}/refund");
+    let refund_settle = format!("{refund_page}/settle");
     let payment_page = amina.get(&format!("/admin/payments/{paid}")).await;
     assert!(
         payment_page.body.contains("Record the outcome…"),
@@ -942,17 +944,57 @@ async fn a_held_payout_and_refund_get_their_outcome_recorded_on_the_dashboard(ba
         "{}",
         page.body
     );
+    assert!(
+        page.body
+            .contains("You asked for this refund, so another admin must record its outcome."),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains(&format!(r#"action="{refund_settle}""#)),
+        "the admin who asked is not offered the form"
+    );
     let csrf = page.csrf();
     let answer = amina
         .post(
-            &format!("{refund_page}/settle"),
+            &refund_settle,
+            &[
+                ("csrf", &csrf),
+                ("outcome", "failed"),
+                ("note", "Not on the statement"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert!(answer.body.contains("their own refund"), "{}", answer.body);
+    assert_eq!(
+        gw.storage()
+            .refunds_for_payment(&paid)
+            .await
+            .unwrap()
+            .last()
+            .unwrap()
+            .status,
+        mpesa_storage::RefundStatus::Pending,
+        "nothing was recorded"
+    );
+    let page = baraka.get(&refund_page).await;
+    assert!(
+        page.body.contains(&format!(r#"action="{refund_settle}""#)),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf();
+    let answer = baraka
+        .post(
+            &refund_settle,
             &[("csrf", "nope"), ("outcome", "failed"), ("note", "x")],
         )
         .await;
     assert_eq!(answer.status, 403, "CSRF");
-    let answer = amina
+    let answer = baraka
         .post(
-            &format!("{refund_page}/settle"),
+            &refund_settle,
             &[
                 ("csrf", &csrf),
                 ("outcome", "failed"),
@@ -965,9 +1007,9 @@ async fn a_held_payout_and_refund_get_their_outcome_recorded_on_the_dashboard(ba
         answer.location(),
         format!("/admin/payments/{paid}?notice=refund_settled")
     );
-    let page = amina.get(answer.location()).await;
+    let page = baraka.get(answer.location()).await;
     assert!(
-        page.body.contains("By admin:amina: Not on the statement"),
+        page.body.contains("By admin:baraka: Not on the statement"),
         "{}",
         page.body
     );
