@@ -87,6 +87,8 @@ pub struct InitiatorUpdate {
     pub next_check_at: Option<Option<Millis>>,
     /// The timeline entry.
     pub event: Option<NewMoneyOutEvent>,
+    /// Written with it (the admins' alert that Daraja contradicts a settlement by hand).
+    pub outbox: Vec<NewOutboxEvent>,
 }
 
 /// Decides what an event changes, given the locked request. May run again on a conflict: pure.

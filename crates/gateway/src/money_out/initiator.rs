@@ -32,8 +32,8 @@ use mpesa_domain::initiator::{
 use mpesa_domain::{Amount, Msisdn, RequestKind, RequestStatus, ResultCode};
 use mpesa_storage::{
     CallbackOutcome, IncomingCallback, IngestedInitiatorCallback, InitiatorCallbackIds,
-    InitiatorRequest, InitiatorUpdate, NewInitiatorRequest, NewMoneyOutEvent, SettleOwner, Storage,
-    StorageError,
+    InitiatorRequest, InitiatorUpdate, NewInitiatorRequest, NewMoneyOutEvent, NewOutboxEvent,
+    SettleOwner, Storage, StorageError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -114,6 +114,18 @@ impl Ask {
 #[async_trait]
 pub trait InitiatorOwner: Send + Sync {
     async fn on_final(&self, request: &InitiatorRequest) -> Result<(), StorageError>;
+
+    /// The admins' alert that Daraja contradicts what a person recorded about `request` (`text`
+    /// says how, after the owner's name: "Payout po_…: "), written with the contradiction: once,
+    /// since it holds the request again.
+    fn contradiction_alert(
+        &self,
+        _request: &InitiatorRequest,
+        _text: &str,
+        _now: i64,
+    ) -> Vec<NewOutboxEvent> {
+        Vec::new()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -521,7 +533,7 @@ impl Initiator {
                 let Some(request) = request else {
                     return (CallbackOutcome::Unmatched, None);
                 };
-                decide_callback(request, envelope, door, &callback_id, now, &policy)
+                decide_callback(self, request, envelope, door, &callback_id, now, &policy)
             };
         let ingested = self
             .0
@@ -558,11 +570,33 @@ impl Initiator {
                     CallbackDoor::Result
                 };
                 match ResultEnvelope::parse(&raw.body) {
-                    Ok(e) => decide_callback(r, &e, door, &raw.id, now, &policy),
+                    Ok(e) => decide_callback(self, r, &e, door, &raw.id, now, &policy),
                     Err(_) => (CallbackOutcome::Unparseable, None),
                 }
             })
             .await
+    }
+
+    /// The rows that alert the admins that Daraja (`what`: reported completed or not, with its
+    /// result code and receipt) contradicts the settlement by hand recorded on `request`.
+    fn contradiction_rows(
+        &self,
+        request: &InitiatorRequest,
+        what: &str,
+        reported: Reported<'_>,
+        now: i64,
+    ) -> Vec<NewOutboxEvent> {
+        let owner = self
+            .0
+            .owners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&request.purpose)
+            .cloned();
+        let Some(owner) = owner else {
+            return Vec::new();
+        };
+        owner.contradiction_alert(request, &contradiction_text(request, what, reported), now)
     }
 
     /// Tells the owner of a final request, once it succeeds; the resolver repeats what failed.
@@ -814,8 +848,50 @@ fn after(r: &InitiatorRequest, t: &RequestTransition) -> mpesa_domain::RequestSn
     s
 }
 
+/// What Daraja said about a request settled by hand, for the admins' alert.
+#[derive(Debug, Clone, Copy)]
+struct Reported<'a> {
+    completed: bool,
+    result_code: Option<&'a str>,
+    receipt: Option<&'a str>,
+}
+
+/// The admins' alert, after the owner's name for itself: whose settlement by hand Daraja
+/// (`what`) contradicts, and how. Its first line ends the email's subject.
+fn contradiction_text(r: &InitiatorRequest, what: &str, reported: Reported<'_>) -> String {
+    let record: Value = r
+        .result
+        .as_deref()
+        .and_then(|x| serde_json::from_str::<Value>(x).ok())
+        .map(|d| d[SETTLED_BY_HAND].clone())
+        .unwrap_or(Value::Null);
+    let by = record["by"].as_str().unwrap_or("?");
+    let by = by.strip_prefix("admin:").unwrap_or(by);
+    let outcome = |completed: bool| if completed { "completed" } else { "failed" };
+    let recorded_receipt = r
+        .receipt
+        .as_deref()
+        .filter(|_| r.status == RequestStatus::Completed)
+        .map(|x| format!(", receipt {x}"))
+        .unwrap_or_default();
+    let code = reported
+        .result_code
+        .map(|c| format!(", result code {c}"))
+        .unwrap_or_default();
+    let receipt = reported
+        .receipt
+        .map(|x| format!(", receipt {x}"))
+        .unwrap_or_default();
+    format!(
+        "{what} contradicts the settlement recorded by {by}.\nRecorded by hand: {}{recorded_receipt}. M-Pesa: {}{code}{receipt}. Nothing was paid or booked again; check the M-Pesa org portal.",
+        r.status.as_str(),
+        outcome(reported.completed),
+    )
+}
+
 /// The decision for a result or queue-timeout callback, given the request it names (locked).
 fn decide_callback(
+    initiator: &Initiator,
     request: &InitiatorRequest,
     envelope: &ResultEnvelope,
     door: CallbackDoor,
@@ -825,8 +901,8 @@ fn decide_callback(
 ) -> (CallbackOutcome, Option<InitiatorUpdate>) {
     let snapshot = request.snapshot();
     let r = &envelope.result;
-    let (outcome, details) = match door {
-        CallbackDoor::QueueTimeout => (rules::on_queue_timeout(&snapshot), None),
+    let (outcome, details, report) = match door {
+        CallbackDoor::QueueTimeout => (rules::on_queue_timeout(&snapshot), None, None),
         CallbackDoor::Result => {
             let details = result_details(request.kind, envelope);
             let receipt = details
@@ -838,7 +914,7 @@ fn decide_callback(
                 result_desc: r.result_desc.clone(),
                 receipt,
             };
-            (rules::on_result(&snapshot, &report), details)
+            (rules::on_result(&snapshot, &report), details, Some(report))
         }
     };
     let detail = json!({
@@ -854,6 +930,19 @@ fn decide_callback(
             let mut d = detail;
             d["note"] = json!(t.note);
             d["result"] = details.unwrap_or(Value::Null);
+            let reported = report.as_ref().map(|report| Reported {
+                completed: report.result_code.is_success(),
+                result_code: Some(report.result_code.as_str()),
+                receipt: report
+                    .receipt
+                    .as_deref()
+                    .filter(|_| report.result_code.is_success()),
+            });
+            let outbox = reported
+                .map(|reported| {
+                    initiator.contradiction_rows(request, "M-Pesa's result", reported, now)
+                })
+                .unwrap_or_default();
             (
                 CallbackOutcome::Applied,
                 Some(InitiatorUpdate {
@@ -863,6 +952,7 @@ fn decide_callback(
                     }),
                     next_check_at: Some(None),
                     transition: Some(t),
+                    outbox,
                     ..Default::default()
                 }),
             )
@@ -993,6 +1083,21 @@ impl InitiatorOwner for Resolver {
                             detail: detail.to_string(),
                         }),
                         next_check_at: Some(None),
+                        outbox: if t.kind == RequestEventKind::Contradicted {
+                            // A reversal's own receipt is not in the answer.
+                            let receipt = match &finding {
+                                StatusFinding::Completed { receipt, .. } => receipt.as_deref(),
+                                _ => None,
+                            };
+                            let reported = Reported {
+                                completed: true,
+                                result_code: None,
+                                receipt,
+                            };
+                            initiator.contradiction_rows(r, "Transaction Status", reported, now)
+                        } else {
+                            Vec::new()
+                        },
                         transition: Some(t),
                         ..Default::default()
                     }),

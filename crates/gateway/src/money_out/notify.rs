@@ -25,43 +25,89 @@ pub fn final_rows(
     now: i64,
 ) -> Vec<NewOutboxEvent> {
     let mut rows = Vec::new();
-    let row =
-        |channel: Channel, destination: &str, payload: String, event_type: &str| NewOutboxEvent {
-            id: new_id("evt"),
-            payment_id: payment_id.map(str::to_owned),
-            channel,
-            event_type: event_type.to_owned(),
-            destination: destination.to_owned(),
-            payload,
-            dedupe_key: format!(
-                "{subject_id}:{}:{event_type}:{destination}",
-                channel.as_str()
-            ),
-            created_at: now,
-        };
     if let Some(url) = &plan.webhook_url {
-        let mut r = row(Channel::Webhook, url, String::new(), event_type);
+        let mut r = row(
+            subject_id,
+            payment_id,
+            Channel::Webhook,
+            url,
+            String::new(),
+            event_type,
+            now,
+        );
         r.payload = json!({ "id": r.id, "type": event_type, "created": now / 1000, "data": data })
             .to_string();
         rows.push(r);
     }
+    rows.extend(admin_rows(
+        plan, event_type, subject_id, payment_id, admin_text, now,
+    ));
+    rows
+}
+
+/// The admins' alert alone, by Telegram and email (no webhook): `payout.contradicted`…
+pub fn admin_rows(
+    plan: &NotificationPlan,
+    event_type: &str,
+    subject_id: &str,
+    payment_id: Option<&str>,
+    admin_text: &str,
+    now: i64,
+) -> Vec<NewOutboxEvent> {
+    let mut rows = Vec::new();
     let notice = json!({ "kind": NOTICE, "message": admin_text }).to_string();
     if plan.telegram
         && let Some(admin) = plan.admin_chat_id
     {
         rows.push(row(
+            subject_id,
+            payment_id,
             Channel::Telegram,
             &admin.to_string(),
             notice.clone(),
             event_type,
+            now,
         ));
     }
     if plan.email
         && let Some(admin) = &plan.admin_email
     {
-        rows.push(row(Channel::Email, admin, notice, event_type));
+        rows.push(row(
+            subject_id,
+            payment_id,
+            Channel::Email,
+            admin,
+            notice,
+            event_type,
+            now,
+        ));
     }
     rows
+}
+
+/// One row about `subject_id`: its dedupe key makes the same fact written twice one row.
+fn row(
+    subject_id: &str,
+    payment_id: Option<&str>,
+    channel: Channel,
+    destination: &str,
+    payload: String,
+    event_type: &str,
+    now: i64,
+) -> NewOutboxEvent {
+    NewOutboxEvent {
+        id: new_id("evt"),
+        payment_id: payment_id.map(str::to_owned),
+        channel,
+        event_type: event_type.to_owned(),
+        destination: destination.to_owned(),
+        payload,
+        dedupe_key: format!(
+            "{subject_id}:{}:{event_type}:{destination}",
+            channel.as_str()
+        ),
+        created_at: now,
+    }
 }
 
 /// The customer's message about a completed refund, where they had their receipt.

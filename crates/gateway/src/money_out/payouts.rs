@@ -18,13 +18,13 @@ use mpesa_domain::initiator::SETTLED_BY_HAND;
 use mpesa_domain::{Msisdn, RequestStatus};
 use mpesa_storage::{
     CreatePayoutResult, IdempotencyClaim, InitiatorRequest, MoneyOutEvent, NewMoneyOutEvent,
-    NewPayout, Page, PageRequest, Payout, PayoutFilter, PayoutStatus, PayoutUpdate, SettleOwner,
-    Storage, StorageError, StoredResponse,
+    NewOutboxEvent, NewPayout, Page, PageRequest, Payout, PayoutFilter, PayoutStatus, PayoutUpdate,
+    SettleOwner, Storage, StorageError, StoredResponse,
 };
 use serde_json::{Value, json};
 
 use super::initiator::{Ask, Initiator, InitiatorOwner, not_held_for_a_person};
-use super::notify::final_rows;
+use super::notify::{admin_rows, final_rows};
 use super::receipts::parse_typed_code;
 use super::view::PayoutView;
 use super::{Claim, Requester, eat_day};
@@ -35,6 +35,8 @@ use crate::outbox::message::ksh;
 use crate::payments::NotificationPlan;
 
 pub const PURPOSE: &str = "payout";
+/// The admins' alert that M-Pesa contradicts a payout's settlement by hand (no webhook).
+pub const CONTRADICTED: &str = "payout.contradicted";
 
 /// What the money is for; Daraja's `CommandID`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -685,6 +687,19 @@ impl InitiatorOwner for PayoutOwner {
             Ok(_) | Err(StorageError::NotFound) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    fn contradiction_alert(
+        &self,
+        request: &InitiatorRequest,
+        text: &str,
+        now: i64,
+    ) -> Vec<NewOutboxEvent> {
+        let Some(payout_id) = request.owner_id.as_deref() else {
+            return Vec::new();
+        };
+        let text = format!("Payout {payout_id}: {text}");
+        admin_rows(&self.plan, CONTRADICTED, payout_id, None, &text, now)
     }
 }
 

@@ -12,14 +12,14 @@ use async_trait::async_trait;
 use mpesa_domain::PaymentStatus;
 use mpesa_domain::initiator::SETTLED_BY_HAND;
 use mpesa_storage::{
-    CreateRefundResult, IdempotencyClaim, InitiatorRequest, NewMoneyOutEvent, NewRefund, Payment,
-    Refund, RefundRefusal, RefundStatus, RefundUpdate, SettleOwner, Storage, StorageError,
-    StoredResponse,
+    CreateRefundResult, IdempotencyClaim, InitiatorRequest, NewMoneyOutEvent, NewOutboxEvent,
+    NewRefund, Payment, Refund, RefundRefusal, RefundStatus, RefundUpdate, SettleOwner, Storage,
+    StorageError, StoredResponse,
 };
 use serde_json::{Value, json};
 
 use super::initiator::{Ask, Initiator, InitiatorError, InitiatorOwner, not_held_for_a_person};
-use super::notify::{final_rows, refund_customer_rows};
+use super::notify::{admin_rows, final_rows, refund_customer_rows};
 use super::payouts::{HandOutcome, check_note, hand_conflict};
 use super::receipts::parse_typed_code;
 use super::view::RefundView;
@@ -30,6 +30,8 @@ use crate::outbox::message::ksh;
 use crate::payments::NotificationPlan;
 
 pub const PURPOSE: &str = "refund";
+/// The admins' alert that M-Pesa contradicts a refund's settlement by hand (no webhook).
+pub const CONTRADICTED: &str = "refund.contradicted";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RefundError {
@@ -466,6 +468,19 @@ impl InitiatorOwner for RefundOwner {
             })
             .await?;
         Ok(())
+    }
+
+    fn contradiction_alert(
+        &self,
+        request: &InitiatorRequest,
+        text: &str,
+        now: i64,
+    ) -> Vec<NewOutboxEvent> {
+        let Some(refund_id) = request.owner_id.as_deref() else {
+            return Vec::new();
+        };
+        let text = format!("Refund {refund_id}: {text}");
+        admin_rows(&self.plan, CONTRADICTED, refund_id, None, &text, now)
     }
 }
 

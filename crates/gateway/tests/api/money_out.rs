@@ -21,7 +21,9 @@ use mpesa_storage::{Backend, InitiatorRequest, PayoutStatus};
 use serde_json::{Value, json};
 
 use crate::on_every_backend;
-use crate::outbox_receivers::{WEBHOOK_SECRET, WebhookReceiver, eventually};
+use crate::outbox_receivers::{
+    ADMIN_CHAT, BOT_TOKEN, TelegramDouble, WEBHOOK_SECRET, WebhookReceiver, eventually,
+};
 use crate::support::*;
 
 on_every_backend!(
@@ -167,6 +169,20 @@ async fn completed_payment(gw: &TestGateway, phone: &str, amount: i64) -> String
     let id = gw.pay(phone, amount).await;
     gw.wait_for_status(&id, "completed", WAIT).await;
     id
+}
+
+async fn outbox_rows(gw: &TestGateway) -> Vec<mpesa_storage::OutboxEvent> {
+    gw.storage()
+        .list_outbox(
+            &mpesa_storage::OutboxFilter::default(),
+            &mpesa_storage::PageRequest {
+                limit: 200,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items
 }
 
 fn delivered(webhook: &WebhookReceiver, event_type: &str) -> Vec<Value> {
@@ -912,14 +928,22 @@ async fn hold_for_a_person(gw: &TestGateway, time: &ManualClock, ids: &[&str]) {
 /// A payout and two refunds whose results never come are held for a person; a person records
 /// what they found (not the admin who asked for the payout or the refund, though any admin for an
 /// API key's refund; not with a receipt recorded elsewhere; only while held): each becomes final
-/// once, through the same path as Daraja's result (one webhook), and the resolver stops. M-Pesa's own result that comes later and disagrees
-/// books nothing again: the payout is held for a person once more.
+/// once, through the same path as Daraja's result (one webhook), and the resolver stops.
+/// M-Pesa's own result that comes later and agrees changes nothing; one that disagrees books
+/// nothing again, holds the payout for a person once more and alerts the admins, once.
 async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contradiction_holds_them_again(
     backend: Backend,
 ) {
     let webhook = WebhookReceiver::start().await;
+    let telegram = TelegramDouble::start(&[]).await;
     let (time, clock) = manual_clock(chrono::Utc::now());
-    let gw = spawn_with(options(backend, &webhook, &[]).clock(clock)).await;
+    let admin_chat = ADMIN_CHAT.to_string();
+    let alerts = [
+        ("TELEGRAM_BOT_TOKEN", BOT_TOKEN),
+        ("TELEGRAM_API_BASE", &telegram.uri()),
+        ("ADMIN_CHAT_ID", &admin_chat),
+    ];
+    let gw = spawn_with(options(backend, &webhook, &alerts).clock(clock)).await;
     let payment_id = completed_payment(&gw, SUCCESS, 99).await;
     let second_payment = completed_payment(&gw, SUCCESS, 98).await;
     let payment_receipt = gw
@@ -1203,8 +1227,40 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
     })
     .await;
 
-    // M-Pesa's own result comes at last, and says the payout failed: it is kept, nothing is
-    // booked again, and the payout is held for a person once more.
+    let contradicted = || async {
+        outbox_rows(&gw)
+            .await
+            .into_iter()
+            .filter(|e| e.event_type == "payout.contradicted")
+            .collect::<Vec<_>>()
+    };
+    // M-Pesa's own result comes at last and agrees: nothing changes, nobody is alerted.
+    let agrees = json!({"Result": {
+        "ResultType": 0,
+        "ResultCode": 0,
+        "ResultDesc": "The service request is processed successfully.",
+        "OriginatorConversationID": request.originator_conversation_id,
+        "ConversationID": request.conversation_id,
+        "TransactionID": "SGB2PAID01",
+    }});
+    let (status, _) = gw
+        .post_callback("result/b2c", agrees.to_string().as_bytes())
+        .await;
+    assert_eq!(status, 200);
+    let agreed = gw
+        .storage()
+        .get_initiator_request(&payout_request)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!agreed.needs_review, "{agreed:?}");
+    assert!(
+        contradicted().await.is_empty(),
+        "an agreeing result alerts nobody"
+    );
+
+    // Then another says the payout failed: it is kept, nothing is booked again, the payout is
+    // held for a person once more and the admins are told, once.
     let body = json!({"Result": {
         "ResultType": 0,
         "ResultCode": 2001,
@@ -1248,7 +1304,7 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
     assert_eq!(p.status, PayoutStatus::Completed);
     assert_eq!(gw.daraja_requests(B2C), 1, "never sent again");
     assert_eq!(gw.daraja_requests(REVERSAL), 2, "never sent again");
-    // The same result again changes nothing more.
+    // The same result again changes nothing more, and alerts nobody again.
     let (status, _) = gw
         .post_callback("result/b2c", body.to_string().as_bytes())
         .await;
@@ -1259,20 +1315,38 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
         .resolve_due(60_000, 50)
         .await
         .unwrap();
+    let alert = contradicted().await;
+    assert_eq!(alert.len(), 1, "one alert per contradiction: {alert:?}");
+    assert_eq!(
+        (alert[0].channel, alert[0].destination.as_str()),
+        (mpesa_storage::Channel::Telegram, admin_chat.as_str())
+    );
+    let text: Value = serde_json::from_str(&alert[0].payload).unwrap();
+    let text = text["message"].as_str().unwrap();
+    for part in [
+        format!(
+            "Payout {}: M-Pesa's result contradicts the settlement recorded by baraka.",
+            payout.id
+        ),
+        "Recorded by hand: completed, receipt SGB2PAID01".to_owned(),
+        "M-Pesa: failed, result code 2001".to_owned(),
+    ] {
+        assert!(text.contains(&part), "{part:?} not in {text:?}");
+    }
+    eventually("the admins' alert in Telegram", WAIT, || async {
+        telegram.messages_to(ADMIN_CHAT).await.iter().any(|m| {
+            m["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("contradicts the settlement")
+        })
+    })
+    .await;
     // Outbox rows are written with the change they announce: the stored ones are all there is.
-    let rows: Vec<String> = gw
-        .storage()
-        .list_outbox(
-            &mpesa_storage::OutboxFilter::default(),
-            &mpesa_storage::PageRequest {
-                limit: 200,
-                cursor: None,
-            },
-        )
+    let rows: Vec<String> = outbox_rows(&gw)
         .await
-        .unwrap()
-        .items
         .into_iter()
+        .filter(|e| e.channel == mpesa_storage::Channel::Webhook)
         .map(|e| e.event_type)
         .filter(|t| t.starts_with("payout.") || t.starts_with("refund."))
         .collect();

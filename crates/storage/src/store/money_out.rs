@@ -361,6 +361,7 @@ pub(crate) async fn apply_request_update<C: Conn>(
     if let Some(event) = &update.event {
         insert_event(c, &n.id, now, event).await?;
     }
+    outbox::insert_events(c, &update.outbox).await?;
     Ok(n)
 }
 
