@@ -318,6 +318,9 @@ pub(crate) trait Conn: Send {
     async fn fetch_optional(&mut self, stmt: Stmt) -> DbResult<Option<Self::Row>>;
     /// Runs fixed SQL unprepared (savepoints: MySQL cannot prepare them).
     async fn execute_raw(&mut self, sql: &'static str) -> DbResult<()>;
+    /// Runs statements in order; the rows they changed, summed. Where the dialect allows it
+    /// (`several_statements_per_request`) they go as one request.
+    async fn execute_all(&mut self, stmts: Vec<Stmt>) -> DbResult<u64>;
 
     async fn fetch_one(&mut self, stmt: Stmt) -> DbResult<Self::Row> {
         self.fetch_optional(stmt)
@@ -330,6 +333,22 @@ pub(crate) trait Conn: Send {
 /// text and arguments the driver takes; `$map_err` maps the driver's errors to ours.
 macro_rules! impl_conn {
     ($conn:ty, $db:ty, $dialect:expr, $prepare:expr, $map_err:expr) => {
+        /// Runs SQL text in the driver's form with its arguments; the rows it changed.
+        async fn execute_prepared(
+            conn: &mut $conn,
+            sql: impl Into<std::borrow::Cow<'static, str>>,
+            args: Vec<$crate::db::Arg>,
+        ) -> $crate::error::DbResult<u64> {
+            let args = $crate::db::arguments::<$db>(args).map_err(|e| {
+                $crate::StorageError::Database(format!("cannot encode an argument: {e}"))
+            })?;
+            let done = sqlx::query_with(sqlx::AssertSqlSafe(sql.into()), args)
+                .execute(&mut *conn)
+                .await
+                .map_err($map_err)?;
+            Ok(done.rows_affected())
+        }
+
         #[async_trait::async_trait]
         impl $crate::db::Conn for $conn {
             type Row = <$db as sqlx::Database>::Row;
@@ -337,14 +356,7 @@ macro_rules! impl_conn {
 
             async fn execute(&mut self, stmt: $crate::db::Stmt) -> $crate::error::DbResult<u64> {
                 let (sql, args) = $prepare(stmt);
-                let args = $crate::db::arguments::<$db>(args).map_err(|e| {
-                    $crate::StorageError::Database(format!("cannot encode an argument: {e}"))
-                })?;
-                let done = sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-                    .execute(&mut *self)
-                    .await
-                    .map_err($map_err)?;
-                Ok(done.rows_affected())
+                execute_prepared(self, sql, args).await
             }
 
             async fn fetch_all(
@@ -381,6 +393,31 @@ macro_rules! impl_conn {
                     .await
                     .map_err($map_err)?;
                 Ok(())
+            }
+
+            async fn execute_all(
+                &mut self,
+                stmts: Vec<$crate::db::Stmt>,
+            ) -> $crate::error::DbResult<u64> {
+                if !$dialect.several_statements_per_request || stmts.len() < 2 {
+                    let mut changed = 0;
+                    for stmt in stmts {
+                        changed += $crate::db::Conn::execute(self, stmt).await?;
+                    }
+                    return Ok(changed);
+                }
+                // Positional `?` placeholders: each statement binds the next of the arguments.
+                let mut sql = String::new();
+                let mut args = Vec::new();
+                for stmt in stmts {
+                    let (text, stmt_args) = $prepare(stmt);
+                    if !sql.is_empty() {
+                        sql.push_str(";\n");
+                    }
+                    sql.push_str(&text);
+                    args.extend(stmt_args);
+                }
+                execute_prepared(self, sql, args).await
             }
         }
     };
@@ -551,9 +588,9 @@ pub(crate) struct Dialect {
     /// and never overwrite; callers read the row back to learn whose it is.
     /// Key: (api_key_id, idem_key). Args: api_key_id, idem_key, request_hash, payment_id, created_at.
     pub(crate) insert_idempotency_claim: &'static str,
-    /// Key: dedupe_key. Args: id, payment_id, channel, event_type, destination, payload,
-    /// dedupe_key, created_at (also the first attempt time).
-    pub(crate) insert_outbox_event: &'static str,
+    /// Ends a multi-row `INSERT INTO outbox_events … VALUES …` so that a row whose dedupe_key
+    /// exists (in the table or earlier in the same statement) is skipped.
+    pub(crate) skip_taken_dedupe_key: &'static str,
     /// Key: username. Args: id, username, password_hash, created_at.
     pub(crate) insert_admin_user_if_absent: &'static str,
     /// Key: name. Args: name, value, updated_at.
@@ -591,6 +628,10 @@ pub(crate) struct Dialect {
     /// Whether `UPDATE … FROM (VALUES …)` works, so that a batch's payments are written in one
     /// statement (SQLite 3.33+ and PostgreSQL; MySQL writes them one by one).
     pub(crate) update_from_values: bool,
+    /// Whether one request may carry several statements (`execute_all`). SQLite's: each request
+    /// is a round trip to the thread that owns the connection, and a batch of callbacks writes
+    /// three statements. The servers prepare one statement per request.
+    pub(crate) several_statements_per_request: bool,
 }
 
 /// SQLite and PostgreSQL spell upserts the same way (`ON CONFLICT`), and both cast with
@@ -599,11 +640,7 @@ pub(crate) mod standard_sql {
     pub(crate) const INSERT_IDEMPOTENCY_CLAIM: &str = "INSERT INTO idempotency_keys \
         (api_key_id, idem_key, request_hash, payment_id, created_at) VALUES ($1, $2, $3, $4, $5) \
         ON CONFLICT (api_key_id, idem_key) DO NOTHING";
-    pub(crate) const INSERT_OUTBOX_EVENT: &str = "INSERT INTO outbox_events \
-        (id, payment_id, channel, event_type, destination, payload, dedupe_key, status, attempts, \
-         next_attempt_at, created_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8) \
-        ON CONFLICT (dedupe_key) DO NOTHING";
+    pub(crate) const SKIP_TAKEN_DEDUPE_KEY: &str = " ON CONFLICT (dedupe_key) DO NOTHING";
     pub(crate) const INSERT_ADMIN_USER_IF_ABSENT: &str = "INSERT INTO admin_users \
         (id, username, password_hash, created_at) VALUES ($1, $2, $3, $4) \
         ON CONFLICT (username) DO NOTHING";

@@ -35,11 +35,7 @@ const DIALECT: Dialect = Dialect {
     insert_idempotency_claim: "INSERT INTO idempotency_keys \
         (api_key_id, idem_key, request_hash, payment_id, created_at) VALUES ($1, $2, $3, $4, $5) \
         ON DUPLICATE KEY UPDATE api_key_id = api_key_id",
-    insert_outbox_event: "INSERT INTO outbox_events \
-        (id, payment_id, channel, event_type, destination, payload, dedupe_key, status, attempts, \
-         next_attempt_at, created_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8) \
-        ON DUPLICATE KEY UPDATE id = id",
+    skip_taken_dedupe_key: " ON DUPLICATE KEY UPDATE id = id",
     insert_admin_user_if_absent: "INSERT INTO admin_users (id, username, password_hash, created_at) \
         VALUES ($1, $2, $3, $4) ON DUPLICATE KEY UPDATE id = id",
     insert_setting_if_absent: "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \
@@ -74,6 +70,7 @@ const DIALECT: Dialect = Dialect {
         FROM payments WHERE created_at >= $1 AND created_at < $2 \
         GROUP BY day ORDER BY day",
     update_from_values: false,
+    several_statements_per_request: false,
 };
 
 /// Seconds a statement waits for a row lock before the transaction is run again.

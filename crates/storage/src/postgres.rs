@@ -21,7 +21,7 @@ const DIALECT: Dialect = Dialect {
     for_update: " FOR UPDATE",
     for_update_skip_locked: " FOR UPDATE SKIP LOCKED",
     insert_idempotency_claim: standard_sql::INSERT_IDEMPOTENCY_CLAIM,
-    insert_outbox_event: standard_sql::INSERT_OUTBOX_EVENT,
+    skip_taken_dedupe_key: standard_sql::SKIP_TAKEN_DEDUPE_KEY,
     insert_admin_user_if_absent: standard_sql::INSERT_ADMIN_USER_IF_ABSENT,
     insert_setting_if_absent: standard_sql::INSERT_SETTING_IF_ABSENT,
     insert_lease_if_absent: standard_sql::INSERT_LEASE_IF_ABSENT,
@@ -36,6 +36,7 @@ const DIALECT: Dialect = Dialect {
     completed_totals_by_channel: standard_sql::COMPLETED_TOTALS_BY_CHANNEL,
     daily_volume: standard_sql::DAILY_VOLUME,
     update_from_values: true,
+    several_statements_per_request: false,
 };
 
 impl_conn!(PgConnection, Postgres, &DIALECT, as_written, map_error);

@@ -31,7 +31,7 @@ const DIALECT: Dialect = Dialect {
     for_update: "",
     for_update_skip_locked: "",
     insert_idempotency_claim: standard_sql::INSERT_IDEMPOTENCY_CLAIM,
-    insert_outbox_event: standard_sql::INSERT_OUTBOX_EVENT,
+    skip_taken_dedupe_key: standard_sql::SKIP_TAKEN_DEDUPE_KEY,
     insert_admin_user_if_absent: standard_sql::INSERT_ADMIN_USER_IF_ABSENT,
     insert_setting_if_absent: standard_sql::INSERT_SETTING_IF_ABSENT,
     insert_lease_if_absent: standard_sql::INSERT_LEASE_IF_ABSENT,
@@ -46,6 +46,7 @@ const DIALECT: Dialect = Dialect {
     completed_totals_by_channel: standard_sql::COMPLETED_TOTALS_BY_CHANNEL,
     daily_volume: standard_sql::DAILY_VOLUME,
     update_from_values: true,
+    several_statements_per_request: true,
 };
 
 /// How long a connection waits for another process's write lock before giving up.
@@ -144,11 +145,17 @@ impl SqliteDriver {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        // The writer's statement journals (a multi-row INSERT or UPDATE inside a batch keeps the
+        // pages it changes, to undo just that statement) stay in memory: on disk, each batch's
+        // journal outgrew SQLite's 64 KiB and became a temporary file, opened, written, unlinked
+        // and closed per commit. They are as large as the pages one statement changes; the
+        // readers keep SQLite's default, so a large sort for a page does not grow in memory.
+        let writer_options = base.clone().pragma("temp_store", "memory");
         // Checkpoints run in the background (see `checkpoint_forever`), except in memory.
         let writer_options = if in_memory {
-            base.clone()
+            writer_options
         } else {
-            base.clone().pragma("wal_autocheckpoint", "0")
+            writer_options.pragma("wal_autocheckpoint", "0")
         };
         // The writer keeps its connection open for the life of the pool.
         let writer = SqlitePoolOptions::new()
@@ -241,6 +248,27 @@ impl Driver for SqliteDriver {
 #[cfg(test)]
 mod wal_tests {
     use super::*;
+
+    /// The writer's statement journals are kept in memory (`temp_store`): on disk, a batch's
+    /// multi-row statements outgrew SQLite's 64 KiB in memory and each commit opened, wrote,
+    /// unlinked and closed a temporary file. The readers keep the default.
+    #[tokio::test]
+    async fn the_writer_keeps_its_statement_journals_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let driver = SqliteDriver::connect(&url, &ConnectOptions::default())
+            .await
+            .unwrap();
+        let temp_store = |pool: SqlitePool| async move {
+            sqlx::query_scalar::<_, i64>("PRAGMA temp_store")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        // 2 is MEMORY, 0 the default (a file unless SQLite was built otherwise).
+        assert_eq!(temp_store(driver.writer.clone()).await, 2);
+        assert_eq!(temp_store(driver.readers.clone()).await, 0);
+    }
 
     /// Regression: with writes that never pause and a reader always at work, the WAL stays
     /// bounded (it grew without bound when only PASSIVE checkpoints ran).

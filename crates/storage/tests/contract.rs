@@ -64,6 +64,7 @@ contract!(
     claims_from_two_instances_never_overlap,
     expired_leases_are_reclaimable_and_lost_leases_refused,
     outbox_deliveries_retries_and_dead_letters,
+    outbox_rows_of_one_call_skip_taken_dedupe_keys,
     outbox_lists_and_counts,
     api_keys,
     admin_users_and_sessions,
@@ -1342,6 +1343,37 @@ async fn expired_leases_are_reclaimable_and_lost_leases_refused(db: TestDatabase
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::NotFound), "{err:?}");
+}
+
+/// A call's events go in one statement: a dedupe key taken in the table, or earlier in the same
+/// call, skips that row and keeps the others.
+async fn outbox_rows_of_one_call_skip_taken_dedupe_keys(db: TestDatabase) {
+    let s = db.storage();
+    s.enqueue_outbox(vec![outbox_event("evt_1", None, "k1", T0)])
+        .await
+        .unwrap();
+    s.enqueue_outbox(vec![
+        outbox_event("evt_1b", None, "k1", T0),
+        outbox_event("evt_2", None, "k2", T0 + 1),
+        outbox_event("evt_2b", None, "k2", T0 + 2),
+        outbox_event("evt_3", None, "k3", T0 + 3),
+    ])
+    .await
+    .unwrap();
+    let mut kept = Vec::new();
+    for id in ["evt_1", "evt_1b", "evt_2", "evt_2b", "evt_3"] {
+        if let Some(e) = s.get_outbox_event(id).await.unwrap() {
+            kept.push((e.id, e.dedupe_key, e.next_attempt_at));
+        }
+    }
+    assert_eq!(
+        kept,
+        [
+            ("evt_1".into(), "k1".into(), T0),
+            ("evt_2".into(), "k2".into(), T0 + 1),
+            ("evt_3".into(), "k3".into(), T0 + 3),
+        ]
+    );
 }
 
 async fn outbox_deliveries_retries_and_dead_letters(db: TestDatabase) {

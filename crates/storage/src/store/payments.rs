@@ -418,11 +418,13 @@ pub(crate) async fn write_row<C: Conn>(
 /// the value is the same, and that unique index is keyed by Safaricom's random ids, so each
 /// payment cost one more page in the write-ahead log. A row whose CheckoutRequestID differs from
 /// `found_by` is refused rather than written wrongly.
-pub(crate) async fn write_rows<C: Conn>(
-    c: &mut C,
+///
+/// Returns the statement (`None` for no rows); it changes `rows.len()` rows unless a row moved,
+/// which the caller checks ([`all_written`]).
+pub(crate) fn rows_update<C: Conn>(
     rows: &[(i64, &Payment)],
     found_by: &[&str],
-) -> DbResult<()> {
+) -> DbResult<Option<Stmt>> {
     if rows.len() != found_by.len()
         || rows
             .iter()
@@ -434,14 +436,11 @@ pub(crate) async fn write_rows<C: Conn>(
         )
         .into());
     }
-    if !C::DIALECT.update_from_values && rows.len() >= 2 {
-        return write_rows_by_case(c, rows).await;
+    if rows.is_empty() {
+        return Ok(None);
     }
-    if rows.len() < 2 {
-        for (locked_version, next) in rows {
-            write_row(c, *locked_version, next).await?;
-        }
-        return Ok(());
+    if !C::DIALECT.update_from_values {
+        return Ok(Some(rows_update_by_case(rows)));
     }
     let mut sql = SqlBuilder::new(
         "UPDATE payments SET status = v.column3, merchant_request_id = v.column4, \
@@ -484,12 +483,11 @@ pub(crate) async fn write_rows<C: Conn>(
             .push(")");
     }
     sql.push(") AS v WHERE payments.id = v.column1 AND payments.version = v.column2");
-    let changed = c.execute(sql.build()).await?;
-    all_written(changed, rows.len())
+    Ok(Some(sql.build()))
 }
 
 /// As in `write_row`: only rows the caller did not lock can have moved.
-fn all_written(changed: u64, rows: usize) -> DbResult<()> {
+pub(crate) fn all_written(changed: u64, rows: usize) -> DbResult<()> {
     if changed != rows as u64 {
         return Err(StorageError::Database(format!(
             "{} of {rows} payments changed while locked",
@@ -500,10 +498,10 @@ fn all_written(changed: u64, rows: usize) -> DbResult<()> {
     Ok(())
 }
 
-/// [`write_rows`] for MySQL and MariaDB, which have no `UPDATE … FROM (VALUES …)`: one
+/// [`rows_update`] for MySQL and MariaDB, which have no `UPDATE … FROM (VALUES …)`: one
 /// statement whose every column is `CASE id WHEN … THEN … END` (a round trip per payment cost
 /// milliseconds per batch).
-async fn write_rows_by_case<C: Conn>(c: &mut C, rows: &[(i64, &Payment)]) -> DbResult<()> {
+fn rows_update_by_case(rows: &[(i64, &Payment)]) -> Stmt {
     type Value = fn(&Payment) -> Arg;
     const COLUMNS: [(&str, Value); 13] = [
         ("status = CASE id", |p| p.status.as_str().into()),
@@ -550,8 +548,7 @@ async fn write_rows_by_case<C: Conn>(c: &mut C, rows: &[(i64, &Payment)]) -> DbR
             .push_bind(*locked_version);
     }
     sql.push(" END");
-    let changed = c.execute(sql.build()).await?;
-    all_written(changed, rows.len())
+    sql.build()
 }
 
 /// Locks, in one statement, the payments that `checkout_request_ids` name, in
@@ -585,8 +582,16 @@ pub(crate) async fn insert_events_bulk<C: Conn>(
     at: Millis,
     events: &[(&str, &NewPaymentEvent)],
 ) -> DbResult<()> {
+    if let Some(stmt) = events_insert(at, events) {
+        c.execute(stmt).await?;
+    }
+    Ok(())
+}
+
+/// [`insert_events_bulk`]'s statement (`None` for no events); it inserts every row or fails.
+pub(crate) fn events_insert(at: Millis, events: &[(&str, &NewPaymentEvent)]) -> Option<Stmt> {
     if events.is_empty() {
-        return Ok(());
+        return None;
     }
     let mut sql = SqlBuilder::new(
         "INSERT INTO payment_events (payment_id, occurred_at, kind, detail) VALUES ",
@@ -602,8 +607,7 @@ pub(crate) async fn insert_events_bulk<C: Conn>(
             .push_bind(&event.detail)
             .push(")");
     }
-    c.execute(sql.build()).await?;
-    Ok(())
+    Some(sql.build())
 }
 
 /// The row after `update`, computed from the locked row (pure: no I/O).

@@ -176,7 +176,6 @@ async fn ingest_batch_in_bulk<C: Conn>(
         }
     }
 
-    insert_bulk(c, batch, &rows).await?;
     let written: Vec<(i64, &Payment)> = changed
         .iter()
         .map(|key| {
@@ -185,10 +184,24 @@ async fn ingest_batch_in_bulk<C: Conn>(
         })
         .collect();
     let found_by: Vec<&str> = changed.iter().map(String::as_str).collect();
-    payments::write_rows(c, &written, &found_by).await?;
     let timeline: Vec<(&str, &NewPaymentEvent)> =
         timeline.iter().map(|(id, e)| (id.as_str(), e)).collect();
-    payments::insert_events_bulk(c, now, &timeline).await?;
+    // The raw callbacks, the payments and their timeline in one request where the backend takes
+    // several statements at once (SQLite: one round trip to its writer's thread, not three).
+    // Each inserts or updates every one of its rows, or fails; so a sum short of the total is a
+    // payment that moved while locked.
+    let writes: Vec<Stmt> = [
+        callbacks_insert(batch, &rows),
+        payments::rows_update::<C>(&written, &found_by)?,
+        payments::events_insert(now, &timeline),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let inserted = rows.len() as u64 + timeline.len() as u64;
+    let changed = c.execute_all(writes).await?;
+    payments::all_written(changed.saturating_sub(inserted), written.len())?;
+    // Apart: a row whose dedupe key is taken is skipped, so its count says nothing.
     outbox::insert_events(c, &events).await?;
     Ok(results.into_iter().flatten().collect())
 }
@@ -233,8 +246,19 @@ async fn insert_bulk<C: Conn>(
     batch: &[IncomingCallback],
     rows: &[(usize, Option<&str>, Option<String>, CallbackOutcome)],
 ) -> DbResult<()> {
+    if let Some(stmt) = callbacks_insert(batch, rows) {
+        c.execute(stmt).await?;
+    }
+    Ok(())
+}
+
+/// [`insert_bulk`]'s statement (`None` for no rows); it inserts every row or fails.
+fn callbacks_insert(
+    batch: &[IncomingCallback],
+    rows: &[(usize, Option<&str>, Option<String>, CallbackOutcome)],
+) -> Option<Stmt> {
     if rows.is_empty() {
-        return Ok(());
+        return None;
     }
     let mut sql = SqlBuilder::new(
         "INSERT INTO callbacks (id, kind, received_at, remote_addr, headers, body, \
@@ -274,8 +298,7 @@ async fn insert_bulk<C: Conn>(
             .push_bind(receipt_named(item))
             .push(")");
     }
-    c.execute(sql.build()).await?;
-    Ok(())
+    Some(sql.build())
 }
 
 /// Stores one callback with its outcome, tied to no payment (initiator results and timeouts).
