@@ -36,6 +36,7 @@ const DIALECT: Dialect = Dialect {
         (api_key_id, idem_key, request_hash, payment_id, created_at) VALUES ($1, $2, $3, $4, $5) \
         ON DUPLICATE KEY UPDATE api_key_id = api_key_id",
     skip_taken_dedupe_key: " ON DUPLICATE KEY UPDATE id = id",
+    outbox_rows_per_statement: 1,
     insert_admin_user_if_absent: "INSERT INTO admin_users (id, username, password_hash, created_at) \
         VALUES ($1, $2, $3, $4) ON DUPLICATE KEY UPDATE id = id",
     insert_setting_if_absent: "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \

@@ -22,6 +22,7 @@ const DIALECT: Dialect = Dialect {
     for_update_skip_locked: " FOR UPDATE SKIP LOCKED",
     insert_idempotency_claim: standard_sql::INSERT_IDEMPOTENCY_CLAIM,
     skip_taken_dedupe_key: standard_sql::SKIP_TAKEN_DEDUPE_KEY,
+    outbox_rows_per_statement: 256,
     insert_admin_user_if_absent: standard_sql::INSERT_ADMIN_USER_IF_ABSENT,
     insert_setting_if_absent: standard_sql::INSERT_SETTING_IF_ABSENT,
     insert_lease_if_absent: standard_sql::INSERT_LEASE_IF_ABSENT,

@@ -13,7 +13,7 @@ use crate::store::{MAX_KEY_LEN, check_len};
 pub(crate) async fn insert_events<C: Conn>(c: &mut C, events: &[NewOutboxEvent]) -> DbResult<()> {
     // A few rows per statement: a batch of callbacks with a webhook and alerts makes dozens,
     // and a statement each was a round trip each.
-    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+    for chunk in events.chunks(C::DIALECT.outbox_rows_per_statement.max(1)) {
         let mut sql = SqlBuilder::new(
             "INSERT INTO outbox_events (id, payment_id, channel, event_type, destination, \
              payload, dedupe_key, status, attempts, next_attempt_at, created_at) VALUES ",
@@ -45,9 +45,6 @@ pub(crate) async fn insert_events<C: Conn>(c: &mut C, events: &[NewOutboxEvent])
     }
     Ok(())
 }
-
-/// Rows per `INSERT` of outbox events: 9 arguments each, far under every backend's limit.
-const EVENTS_PER_STATEMENT: usize = 256;
 
 /// Claims pending events due at `now` whose lease is free or expired, for `owner`.
 pub(crate) async fn claim<C: Conn>(
