@@ -6,8 +6,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use daraja::wire::ErrorEnvelope;
 
-use crate::faults::{Endpoint, FailureAnswer};
+use crate::faults::FailureAnswer;
 use crate::ids::request_id;
+use daraja::endpoint::Api;
 
 /// Problems starting or configuring a simulator.
 #[derive(Debug, thiserror::Error)]
@@ -85,14 +86,14 @@ impl ApiError {
     }
 
     /// The invalid-token answer of each product (`Daraja's OAuth documentation`).
-    pub(crate) fn invalid_token(endpoint: Endpoint, token: &str) -> Self {
-        match endpoint {
-            Endpoint::B2c | Endpoint::AccountBalance => Self::new(
+    pub(crate) fn invalid_token(api: Api, token: &str) -> Self {
+        match api {
+            Api::B2c | Api::AccountBalance => Self::new(
                 401,
                 "401.002.01",
                 format!("Error Occurred - Invalid Access Token - {token}"),
             ),
-            Endpoint::C2bRegisterUrl | Endpoint::C2bSimulate | Endpoint::TransactionStatus => {
+            Api::C2bRegisterUrl | Api::C2bSimulate | Api::TransactionStatus => {
                 Self::new(400, "400.003.01", "Invalid Access Token")
             }
             _ => Self::new(404, "404.001.03", "Invalid Access Token"),
@@ -167,15 +168,15 @@ mod tests {
             _ => panic!("not an envelope"),
         };
         assert_eq!(
-            code(ApiError::invalid_token(Endpoint::StkPush, "t")),
+            code(ApiError::invalid_token(Api::StkPush, "t")),
             (404, "404.001.03".into(), "Invalid Access Token".into())
         );
         assert_eq!(
-            code(ApiError::invalid_token(Endpoint::Reversal, "t")).1,
+            code(ApiError::invalid_token(Api::Reversal, "t")).1,
             "404.001.03"
         );
         assert_eq!(
-            code(ApiError::invalid_token(Endpoint::B2c, "tok")),
+            code(ApiError::invalid_token(Api::B2c, "tok")),
             (
                 401,
                 "401.002.01".into(),
@@ -183,11 +184,11 @@ mod tests {
             )
         );
         assert_eq!(
-            code(ApiError::invalid_token(Endpoint::TransactionStatus, "t")).1,
+            code(ApiError::invalid_token(Api::TransactionStatus, "t")).1,
             "400.003.01"
         );
         assert_eq!(
-            code(ApiError::invalid_token(Endpoint::C2bRegisterUrl, "t")).0,
+            code(ApiError::invalid_token(Api::C2bRegisterUrl, "t")).0,
             400
         );
     }

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use daraja::endpoint::Api;
 use serde::{Deserialize, Serialize};
 
 /// How the callbacks (and results) of a payment misbehave. Everything off is a well-behaved
@@ -63,41 +64,58 @@ impl CallbackFaults {
     }
 }
 
-/// A Daraja endpoint, for endpoint faults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Which requests an endpoint fault hits: every endpoint's, or one Daraja API's (named as the
+/// client names it, [`Api`]). In JSON: `"any"` or the API's name (`"stk_push"`, `"b2c"`…).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
-    /// Every endpoint.
     Any,
-    Oauth,
-    StkPush,
-    StkQuery,
-    C2bRegisterUrl,
-    C2bSimulate,
-    B2c,
-    TransactionStatus,
-    AccountBalance,
-    Reversal,
-    PullRegister,
-    PullQuery,
+    Only(Api),
 }
 
 impl Endpoint {
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Any => "any",
-            Endpoint::Oauth => "oauth",
-            Endpoint::StkPush => "stk_push",
-            Endpoint::StkQuery => "stk_query",
-            Endpoint::C2bRegisterUrl => "c2b_register_url",
-            Endpoint::C2bSimulate => "c2b_simulate",
-            Endpoint::B2c => "b2c",
-            Endpoint::TransactionStatus => "transaction_status",
-            Endpoint::AccountBalance => "account_balance",
-            Endpoint::Reversal => "reversal",
-            Endpoint::PullRegister => "pull_register",
-            Endpoint::PullQuery => "pull_query",
+            Endpoint::Only(api) => api.as_str(),
         }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        if name == "any" {
+            return Some(Endpoint::Any);
+        }
+        Api::ALL
+            .into_iter()
+            .find(|api| api.as_str() == name)
+            .map(Endpoint::Only)
+    }
+
+    fn hits(self, api: Api) -> bool {
+        self == Endpoint::Any || self == Endpoint::Only(api)
+    }
+}
+
+impl From<Api> for Endpoint {
+    fn from(api: Api) -> Self {
+        Endpoint::Only(api)
+    }
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Endpoint::parse(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown endpoint {name:?}: \"any\" or a Daraja API ({})",
+                Api::ALL.map(Api::as_str).join(", ")
+            ))
+        })
     }
 }
 
@@ -181,7 +199,13 @@ impl Faults {
     }
 
     /// Makes the next `count` requests to `endpoint` answer `answer`.
-    pub fn fail_next(mut self, endpoint: Endpoint, count: u32, answer: FailureAnswer) -> Self {
+    pub fn fail_next(
+        mut self,
+        endpoint: impl Into<Endpoint>,
+        count: u32,
+        answer: FailureAnswer,
+    ) -> Self {
+        let endpoint = endpoint.into();
         self.endpoints.push(EndpointFailure {
             endpoint,
             count,
@@ -216,12 +240,12 @@ impl Faults {
         }
     }
 
-    /// Uses up one failure for `endpoint`, if any is left.
-    pub(crate) fn take_endpoint_failure(&mut self, endpoint: Endpoint) -> Option<FailureAnswer> {
+    /// Uses up one failure for a request to `api`, if any is left.
+    pub(crate) fn take_endpoint_failure(&mut self, api: Api) -> Option<FailureAnswer> {
         let index = self
             .endpoints
             .iter()
-            .position(|f| f.count > 0 && (f.endpoint == endpoint || f.endpoint == Endpoint::Any))?;
+            .position(|f| f.count > 0 && f.endpoint.hits(api))?;
         let failure = &mut self.endpoints[index];
         failure.count -= 1;
         let answer = failure.answer.clone();
@@ -251,21 +275,21 @@ mod tests {
 
     #[test]
     fn endpoint_failures_are_used_up() {
-        let mut f = Faults::none().fail_next(Endpoint::StkPush, 2, FailureAnswer::SpikeArrest);
-        assert_eq!(f.take_endpoint_failure(Endpoint::StkQuery), None);
+        let mut f = Faults::none().fail_next(Api::StkPush, 2, FailureAnswer::SpikeArrest);
+        assert_eq!(f.take_endpoint_failure(Api::StkQuery), None);
         assert_eq!(
-            f.take_endpoint_failure(Endpoint::StkPush),
+            f.take_endpoint_failure(Api::StkPush),
             Some(FailureAnswer::SpikeArrest)
         );
         assert_eq!(
-            f.take_endpoint_failure(Endpoint::StkPush),
+            f.take_endpoint_failure(Api::StkPush),
             Some(FailureAnswer::SpikeArrest)
         );
-        assert_eq!(f.take_endpoint_failure(Endpoint::StkPush), None);
+        assert_eq!(f.take_endpoint_failure(Api::StkPush), None);
         assert!(f.endpoints.is_empty());
         let mut any = Faults::none().fail_next(Endpoint::Any, 1, FailureAnswer::Empty503);
         assert_eq!(
-            any.take_endpoint_failure(Endpoint::B2c),
+            any.take_endpoint_failure(Api::B2c),
             Some(FailureAnswer::Empty503)
         );
     }
@@ -301,6 +325,24 @@ mod tests {
         assert!(f.global.suppress);
         assert_eq!(f.numbers["254708374149"].copies, 3);
         assert_eq!(f.endpoints.len(), 2);
+        assert_eq!(f.endpoints[0].endpoint, Endpoint::Only(Api::StkPush));
+        assert_eq!(f.endpoints[1].endpoint, Endpoint::Any);
+        // Every API is named in JSON as the client names it, both ways.
+        for api in Api::ALL {
+            let json = serde_json::to_string(&Endpoint::from(api)).unwrap();
+            assert_eq!(json, format!("\"{}\"", api.as_str()));
+            assert_eq!(
+                serde_json::from_str::<Endpoint>(&json).unwrap(),
+                Endpoint::Only(api)
+            );
+        }
+        assert!(
+            serde_json::from_str::<Faults>(
+                r#"{"endpoints":[{"endpoint":"stk_pushh","count":1,"answer":"spike_arrest"}]}"#
+            )
+            .is_err(),
+            "an unknown endpoint is refused"
+        );
         assert!(
             serde_json::from_str::<Faults>(r#"{"global":{"supress":true}}"#).is_err(),
             "typos are refused"

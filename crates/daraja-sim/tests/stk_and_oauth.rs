@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use daraja::endpoint::Api;
 use daraja::wire::{StkCallback, WireCode};
 use daraja::{DarajaError, ManualClock, StkQueryAnswer};
 use daraja_sim::{
-    CallbackFaults, CallbackKind, DeliveryOutcome, Endpoint, FailureAnswer, Faults,
-    PendingQueryAnswer, SimConfig, SimEnvironment,
+    CallbackFaults, CallbackKind, DeliveryOutcome, FailureAnswer, Faults, PendingQueryAnswer,
+    SimConfig, SimEnvironment,
 };
 use mpesa_domain::Cents;
 use serde_json::{Value, json};
@@ -714,11 +715,9 @@ async fn endpoints_fail_on_demand_in_rust_and_over_http() {
     let receiver = Receiver::start().await;
     let client = client(&server);
     client.check_credentials().await.unwrap();
-    server.sim.set_faults(Faults::none().fail_next(
-        Endpoint::StkPush,
-        2,
-        FailureAnswer::SpikeArrest,
-    ));
+    server
+        .sim
+        .set_faults(Faults::none().fail_next(Api::StkPush, 2, FailureAnswer::SpikeArrest));
     for _ in 0..2 {
         let e = client
             .stk_push(&push_params("254722000001", 1, &receiver.url("stk")))

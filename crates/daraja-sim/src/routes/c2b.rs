@@ -19,12 +19,13 @@ use crate::callback_sender::{Outgoing, PostOutcome};
 use crate::config::{C2bMsisdnModes, MsisdnMode};
 use crate::errors::ApiError;
 use crate::errors::SimError;
-use crate::faults::{CallbackFaults, Endpoint, Flow};
+use crate::faults::{CallbackFaults, Flow};
 use crate::journal::{CallbackKind, DeliveryOutcome};
 use crate::ledger::{PaymentKind, PaymentRecord};
 use crate::state::{C2bApiVersion, C2bRegistration, PullRegistration, StkTransaction};
 use crate::validation::{is_callback_url, is_shortcode, json_object, msisdn, typed};
 use crate::{Simulator, ids, lock};
+use daraja::endpoint::Api;
 
 const COMMANDS: [&str; 2] = ["CustomerPayBillOnline", "CustomerBuyGoodsOnline"];
 
@@ -66,7 +67,7 @@ fn register(
     body: &Bytes,
     version: C2bApiVersion,
 ) -> Result<Response, ApiError> {
-    admit(sim, Endpoint::C2bRegisterUrl, headers)?;
+    admit(sim, Api::C2bRegisterUrl, headers)?;
     let f = json_object(headers, body, ApiError::c2b_bad_request)?;
     let production = sim.config().production();
     let short_code = f
@@ -124,7 +125,7 @@ fn simulate(
         // "Simulation is not supported" in production: the endpoint does not exist there.
         return Err(ApiError::new(404, "404.003.01", "Resource not found"));
     }
-    admit(sim, Endpoint::C2bSimulate, headers)?;
+    admit(sim, Api::C2bSimulate, headers)?;
     let f = json_object(headers, body, || ApiError::invalid_field("ShortCode"))?;
     let invalid = ApiError::invalid_field;
     let short_code = f

@@ -19,11 +19,12 @@ use super::{admit, answer};
 use crate::callback_sender::Outgoing;
 use crate::credential::CredentialVerdict;
 use crate::errors::ApiError;
-use crate::faults::{CallbackFaults, Endpoint, Flow};
+use crate::faults::{CallbackFaults, Flow};
 use crate::journal::CallbackKind;
 use crate::ledger::{LedgerRefusal, PaymentKind, PaymentRecord};
 use crate::validation::{Fields, is_callback_url, is_shortcode, json_object, msisdn, typed};
 use crate::{Simulator, ids, lock};
+use daraja::endpoint::Api;
 
 const B2C_COMMANDS: [&str; 3] = ["BusinessPayment", "SalaryPayment", "PromotionPayment"];
 const INTERNAL_B2C_QUEUE: &str =
@@ -262,7 +263,7 @@ fn accept_b2c(
     body: &Bytes,
     v3: bool,
 ) -> Result<Response, ApiError> {
-    admit(sim, Endpoint::B2c, headers)?;
+    admit(sim, Api::B2c, headers)?;
     let f = json_object(headers, body, || ApiError::invalid_field("InitiatorName"))?;
     let invalid = ApiError::invalid_field;
     let given_id = if v3 {
@@ -465,7 +466,7 @@ fn accept_transaction_status(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    admit(sim, Endpoint::TransactionStatus, headers)?;
+    admit(sim, Api::TransactionStatus, headers)?;
     let f = json_object(headers, body, || ApiError::invalid_field("Initiator"))?;
     let invalid = ApiError::invalid_field;
     initiator_fields(&f, "TransactionStatusQuery")?;
@@ -593,7 +594,7 @@ fn accept_account_balance(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    admit(sim, Endpoint::AccountBalance, headers)?;
+    admit(sim, Api::AccountBalance, headers)?;
     let f = json_object(headers, body, || ApiError::invalid_field("Initiator"))?;
     let invalid = ApiError::invalid_field;
     initiator_fields(&f, "AccountBalance")?;
@@ -662,7 +663,7 @@ fn accept_reversal(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    admit(sim, Endpoint::Reversal, headers)?;
+    admit(sim, Api::Reversal, headers)?;
     let f = json_object(headers, body, || ApiError::invalid_field("Initiator"))?;
     let invalid = ApiError::invalid_field;
     initiator_fields(&f, "TransactionReversal")?;

@@ -22,9 +22,9 @@ use axum::routing::{get, post};
 use daraja::wire::paths;
 
 use crate::errors::ApiError;
-use crate::faults::Endpoint;
 use crate::journal::{RequestRecord, kept_body};
 use crate::{Simulator, lock};
+use daraja::endpoint::Api;
 
 /// Daraja's bodies are a few hundred bytes; anything past this is refused unread.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -198,18 +198,14 @@ fn without_secrets(body: &Bytes) -> Bytes {
 
 /// What every Daraja API call passes first: an injected endpoint failure, then the bearer
 /// token (refused with the product's own invalid-token answer).
-pub(crate) fn admit(
-    sim: &Simulator,
-    endpoint: Endpoint,
-    headers: &HeaderMap,
-) -> Result<(), ApiError> {
-    if let Some(answer) = lock(&sim.inner.faults).take_endpoint_failure(endpoint) {
-        tracing::info!(endpoint = endpoint.as_str(), "injected endpoint failure");
+pub(crate) fn admit(sim: &Simulator, api: Api, headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Some(answer) = lock(&sim.inner.faults).take_endpoint_failure(api) {
+        tracing::info!(endpoint = api.as_str(), "injected endpoint failure");
         return Err(ApiError::injected(&answer));
     }
     let token = bearer_token(headers).ok_or_else(ApiError::missing_auth_header)?;
     if lock(&sim.inner.tokens).valid(token, sim.now()).is_none() {
-        return Err(ApiError::invalid_token(endpoint, token));
+        return Err(ApiError::invalid_token(api, token));
     }
     Ok(())
 }

@@ -11,8 +11,8 @@ use daraja::wire::{LooseString, TokenResponse};
 use super::answer;
 use crate::config::WrongCredentialsAnswer;
 use crate::errors::ApiError;
-use crate::faults::Endpoint;
 use crate::{Simulator, ids, lock};
+use daraja::endpoint::Api;
 
 /// What `expires_in` always says (the live service sends the string).
 const EXPIRES_IN: &str = "3599";
@@ -26,7 +26,7 @@ pub(crate) async fn generate(
 }
 
 fn issue(sim: &Simulator, uri: &Uri, headers: &HeaderMap) -> Result<Response, ApiError> {
-    if let Some(failure) = lock(&sim.inner.faults).take_endpoint_failure(Endpoint::Oauth) {
+    if let Some(failure) = lock(&sim.inner.faults).take_endpoint_failure(Api::OAuth) {
         return Err(ApiError::injected(&failure));
     }
     // Exactly `grant_type=client_credentials`: a trailing space (`%20`) is refused, as Daraja does.

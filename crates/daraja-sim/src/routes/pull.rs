@@ -20,11 +20,11 @@ use mpesa_domain::Cents;
 
 use super::{admit, answer};
 use crate::errors::ApiError;
-use crate::faults::Endpoint;
 use crate::ledger::PaymentKind;
 use crate::state::PullRegistration;
 use crate::validation::{is_callback_url, is_shortcode, json_object, msisdn, typed};
 use crate::{Simulator, ids, lock};
+use daraja::endpoint::Api;
 
 pub(crate) async fn register(
     State(sim): State<Simulator>,
@@ -47,7 +47,7 @@ fn accept_register(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    admit(sim, Endpoint::PullRegister, headers)?;
+    admit(sim, Api::PullRegister, headers)?;
     let f = json_object(headers, body, || ApiError::invalid_field("ShortCode"))?;
     let invalid = ApiError::invalid_field;
     let short_code = f
@@ -106,7 +106,7 @@ fn eat_date(text: &str) -> Option<DateTime<Utc>> {
 }
 
 fn answer_query(sim: &Simulator, headers: &HeaderMap, body: &Bytes) -> Result<Response, ApiError> {
-    admit(sim, Endpoint::PullQuery, headers)?;
+    admit(sim, Api::PullQuery, headers)?;
     let f = json_object(headers, body, || ApiError::invalid_field("ShortCode"))?;
     let invalid = ApiError::invalid_field;
     let short_code = f

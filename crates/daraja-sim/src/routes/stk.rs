@@ -15,7 +15,7 @@ use super::{admit, answer, held_back};
 use crate::callback_sender::Outgoing;
 use crate::config::{LongReferences, PendingQueryAnswer};
 use crate::errors::ApiError;
-use crate::faults::{CallbackFaults, Endpoint, Flow};
+use crate::faults::{CallbackFaults, Flow};
 use crate::journal::CallbackKind;
 use crate::ledger::{PaymentKind, PaymentRecord};
 use crate::scenarios::{Resolution, StkOutcome};
@@ -24,6 +24,7 @@ use crate::validation::{
     Fields, is_callback_url, is_shortcode, is_timestamp, json_object, msisdn, typed,
 };
 use crate::{Simulator, ids, lock};
+use daraja::endpoint::Api;
 
 pub(crate) async fn push(
     State(sim): State<Simulator>,
@@ -181,7 +182,7 @@ async fn accept_push(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    admit(sim, Endpoint::StkPush, headers)?;
+    admit(sim, Api::StkPush, headers)?;
     let f = json_object(headers, body, || {
         ApiError::invalid_field("BusinessShortCode")
     })?;
@@ -412,7 +413,7 @@ fn callback_body(
 }
 
 fn answer_query(sim: &Simulator, headers: &HeaderMap, body: &Bytes) -> Result<Response, ApiError> {
-    admit(sim, Endpoint::StkQuery, headers)?;
+    admit(sim, Api::StkQuery, headers)?;
     let f = json_object(headers, body, || {
         ApiError::invalid_field("BusinessShortCode")
     })?;

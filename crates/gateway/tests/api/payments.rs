@@ -215,10 +215,11 @@ async fn bad_input_gets_422_and_stores_nothing(backend: Backend) {
 /// Daraja refused it and there is nothing to ask.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_of_a_refused_payment_says_there_is_nothing_to_ask() {
-    use daraja_sim::faults::{Endpoint, FailureAnswer, Faults};
+    use daraja::endpoint::Api;
+    use daraja_sim::faults::{FailureAnswer, Faults};
     let mut options = Options::new(Backend::Sqlite);
     options.sim.faults = Faults::none().fail_next(
-        Endpoint::StkPush,
+        Api::StkPush,
         1,
         FailureAnswer::Custom {
             status: 400,

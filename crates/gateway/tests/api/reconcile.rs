@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use daraja::endpoint::Api;
 use daraja_sim::config::PendingQueryAnswer;
-use daraja_sim::faults::{CallbackFaults, Endpoint, FailureAnswer, Faults};
+use daraja_sim::faults::{CallbackFaults, FailureAnswer, Faults};
 use mpesa_gateway::payments::AdminDecision;
 use mpesa_storage::{Backend, CallbackOutcome, OutboxEvent, Payment};
 use serde_json::json;
@@ -317,7 +318,7 @@ async fn unanswered_queries_never_time_a_payment_out() {
             suppress: true,
             ..CallbackFaults::default()
         })
-        .fail_next(Endpoint::StkQuery, 100_000, FailureAnswer::SystemBusy);
+        .fail_next(Api::StkQuery, 100_000, FailureAnswer::SystemBusy);
     let gw = spawn_with(options).await;
     let id = gw.pay(SUCCESS, 10).await;
     let p = gw
