@@ -83,7 +83,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => Ok(exit(cli::money_out::create_payout(command).await?)),
         Command::Payouts { command } => {
             let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
-            let result = cli::money_out::read(storage.as_ref(), command).await;
+            let payouts = mpesa_gateway::money_out::PayoutReads::new(storage.clone());
+            let result = cli::money_out::read(&payouts, command).await;
             storage.close().await;
             result?;
             Ok(ExitCode::SUCCESS)
@@ -91,8 +92,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Balance(args) => Ok(exit(cli::money_out::balance(args).await?)),
         Command::Payments { command } => {
             let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
-            cli::payments::run(storage.as_ref(), command).await?;
+            let payments = mpesa_gateway::payments::PaymentReads::new(storage.clone());
+            let result = cli::payments::run(&payments, command).await;
             storage.close().await;
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Links { command } => {
@@ -109,19 +112,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::ApiKeys { command } => {
             let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
-            cli::api_keys::run(storage.as_ref(), command).await?;
+            let accounts = mpesa_gateway::accounts::Accounts::new(storage.clone());
+            let result = cli::api_keys::run(&accounts, command).await;
             storage.close().await;
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin { command } => {
             let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
-            cli::admin::run(storage.as_ref(), command).await?;
+            let accounts = mpesa_gateway::accounts::Accounts::new(storage.clone());
+            let result = cli::admin::run(&accounts, command).await;
             storage.close().await;
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Outbox { command } => {
             let storage = open_storage(&Config::database_url_from(ProcessEnv)?, 2).await?;
-            let result = cli::outbox::run(storage.as_ref(), command).await;
+            // No worker runs in this process: a running gateway's picks a retried event up.
+            let queue =
+                mpesa_gateway::outbox::OutboxQueue::new(storage.clone(), Default::default());
+            let result = cli::outbox::run(&queue, command).await;
             storage.close().await;
             result?;
             Ok(ExitCode::SUCCESS)

@@ -24,6 +24,8 @@ pub const SESSION_LIFETIME_MS: i64 = 12 * 3_600_000;
 const KEY_CACHE_FOR: Duration = Duration::from_secs(5);
 /// How often a key's `last_used_at` is written, at most.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// The fewest characters a dashboard password may have.
+pub const MIN_PASSWORD_CHARS: usize = 10;
 /// Keys look like `mpg_` + 40 letters and digits.
 pub const KEY_PREFIX: &str = "mpg_";
 
@@ -48,6 +50,9 @@ pub enum AccountError {
     Storage(#[from] StorageError),
     #[error("password check: {0}")]
     PasswordCheck(String),
+    /// A username or password the rules refuse; the message says which rule, safe to show.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What became of a sign-in attempt.
@@ -73,6 +78,23 @@ struct KeyCache {
 pub struct Accounts {
     storage: Arc<dyn Storage>,
     keys: Arc<KeyCache>,
+}
+
+/// A dashboard username: 1 to 64 letters, digits or `. _ - @` (a door can ask before it asks
+/// for the password).
+pub fn check_username(username: &str) -> Result<(), AccountError> {
+    let fits = !username.is_empty()
+        && username.len() <= 64
+        && username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if fits {
+        Ok(())
+    } else {
+        Err(AccountError::Refused(
+            "a username is 1 to 64 letters, digits or . _ - @".into(),
+        ))
+    }
 }
 
 /// A PHC hash of a random password with the same parameters as real ones: what an unknown
@@ -216,6 +238,34 @@ impl Accounts {
         Ok(Some(self.storage.delete_sessions_of(username).await?))
     }
 
+    /// Creates a dashboard user, or gives an existing one a new password (which ends all of
+    /// their sessions); true when created. A username is 1 to 64 letters, digits or `. _ - @`,
+    /// a password at least [`MIN_PASSWORD_CHARS`] characters; only its Argon2id hash is kept.
+    pub async fn set_admin_user(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<bool, AccountError> {
+        let username = username.trim();
+        check_username(username)?;
+        if password.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(AccountError::Refused(format!(
+                "the password must have at least {MIN_PASSWORD_CHARS} characters"
+            )));
+        }
+        let password_hash =
+            hash_password(password).map_err(|e| AccountError::PasswordCheck(e.to_string()))?;
+        Ok(self
+            .storage
+            .upsert_admin_user(&AdminUser {
+                id: crate::ids::new_id("usr"),
+                username: username.to_owned(),
+                password_hash,
+                created_at: now_ms(),
+            })
+            .await?)
+    }
+
     /// Removes a user and their sessions; false when there was no such user.
     pub async fn remove_admin_user(&self, username: &str) -> Result<bool, StorageError> {
         self.storage.delete_admin_user(username).await
@@ -307,6 +357,24 @@ impl Accounts {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|_, (k, _)| k.id != id);
+        }
+        Ok(revoked)
+    }
+
+    /// Revokes the active key with this id or, failing that, this name (the command line's
+    /// `api-keys revoke ID_OR_NAME`); false when there is none. This instance stops accepting
+    /// it at once.
+    pub async fn revoke_api_key_by_id_or_name(
+        &self,
+        id_or_name: &str,
+    ) -> Result<bool, StorageError> {
+        let revoked = self.storage.revoke_api_key(id_or_name, now_ms()).await?;
+        if revoked {
+            self.keys
+                .entries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, (k, _)| k.id != id_or_name && k.name != id_or_name);
         }
         Ok(revoked)
     }

@@ -52,6 +52,7 @@ impl From<AccountError> for AdminError {
         match e {
             AccountError::Storage(s) => s.into(),
             AccountError::PasswordCheck(e) => AdminError::Internal(format!("password check: {e}")),
+            AccountError::Refused(why) => AdminError::BadRequest(why),
         }
     }
 }

@@ -4,9 +4,8 @@
 use std::io::{BufRead, IsTerminal};
 
 use anyhow::{Context, bail};
-use mpesa_storage::{AdminUser, Storage};
 
-use crate::ids::{new_id, now_ms};
+use crate::accounts::{AccountError, Accounts, check_username};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {
@@ -30,38 +29,18 @@ pub enum AdminCommand {
     ListUsers,
 }
 
-pub const MIN_PASSWORD_CHARS: usize = 10;
-
-/// [`accounts::hash_password`](crate::accounts::hash_password), for the CLI.
-pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    crate::accounts::hash_password(password).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
-}
-
-pub async fn run(storage: &dyn Storage, command: AdminCommand) -> anyhow::Result<()> {
+pub async fn run(accounts: &Accounts, command: AdminCommand) -> anyhow::Result<()> {
     match command {
         AdminCommand::CreateUser { username } => {
             let username = username.trim().to_owned();
-            if username.is_empty()
-                || username.len() > 64
-                || !username
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
-            {
-                bail!("--username: 1 to 64 letters, digits or . _ - @");
+            if let Err(why) = check_username(&username) {
+                bail!("--username: {why}");
             }
             let password = read_password()?;
-            if password.chars().count() < MIN_PASSWORD_CHARS {
-                bail!("the password must have at least {MIN_PASSWORD_CHARS} characters");
-            }
-            let hash = hash_password(&password)?;
-            let created = storage
-                .upsert_admin_user(&AdminUser {
-                    id: new_id("usr"),
-                    username: username.clone(),
-                    password_hash: hash,
-                    created_at: now_ms(),
-                })
-                .await?;
+            let created = match accounts.set_admin_user(&username, &password).await {
+                Err(AccountError::Refused(why)) => bail!("{why}"),
+                other => other?,
+            };
             if created {
                 println!("created dashboard user {username}");
             } else {
@@ -71,7 +50,7 @@ pub async fn run(storage: &dyn Storage, command: AdminCommand) -> anyhow::Result
             }
         }
         AdminCommand::DeleteUser { username } => {
-            if !storage.delete_admin_user(username.trim()).await? {
+            if !accounts.remove_admin_user(username.trim()).await? {
                 bail!("there is no dashboard user {}", username.trim());
             }
             println!(
@@ -81,14 +60,13 @@ pub async fn run(storage: &dyn Storage, command: AdminCommand) -> anyhow::Result
         }
         AdminCommand::SignOutEverywhere { username } => {
             let username = username.trim();
-            if storage.find_admin_user(username).await?.is_none() {
+            let Some(ended) = accounts.sign_out_everywhere(username).await? else {
                 bail!("there is no dashboard user {username}");
-            }
-            let ended = storage.delete_sessions_of(username).await?;
+            };
             println!("ended {ended} session(s) of dashboard user {username}");
         }
         AdminCommand::ListUsers => {
-            for u in storage.list_admin_users().await? {
+            for u in accounts.admin_users().await? {
                 println!("{}  {}", u.id, u.username);
             }
         }

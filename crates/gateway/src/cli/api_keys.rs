@@ -1,10 +1,8 @@
 //! `mpesa-gateway api-keys create|list|revoke`.
 
+use crate::accounts::Accounts;
+use crate::ids::eat_display;
 use anyhow::bail;
-use mpesa_storage::Storage;
-
-use crate::http::auth::generate_api_key;
-use crate::ids::{eat_display, now_ms};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ApiKeysCommand {
@@ -20,15 +18,14 @@ pub enum ApiKeysCommand {
     },
 }
 
-pub async fn run(storage: &dyn Storage, command: ApiKeysCommand) -> anyhow::Result<()> {
+pub async fn run(accounts: &Accounts, command: ApiKeysCommand) -> anyhow::Result<()> {
     match command {
         ApiKeysCommand::Create { name } => {
             let name = name.trim();
             if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
                 bail!("--name must be 1 to 64 printable characters");
             }
-            let (secret, record) = generate_api_key(name);
-            storage.create_api_key(&record).await.map_err(|e| match e {
+            let (secret, record) = accounts.create_api_key(name).await.map_err(|e| match e {
                 mpesa_storage::StorageError::Conflict(_) => {
                     anyhow::anyhow!("an active key named {name:?} exists already")
                 }
@@ -45,7 +42,7 @@ pub async fn run(storage: &dyn Storage, command: ApiKeysCommand) -> anyhow::Resu
                 "{:<36}  {:<20}  {:<10}  {:<24}  status",
                 "id", "name", "prefix", "created (EAT)"
             );
-            for k in storage.list_api_keys().await? {
+            for k in accounts.api_keys().await? {
                 let status = match (k.revoked_at, k.last_used_at) {
                     (Some(at), _) => format!("revoked {}", eat_display(at)),
                     (None, Some(at)) => format!("active, last used {}", eat_display(at)),
@@ -61,7 +58,7 @@ pub async fn run(storage: &dyn Storage, command: ApiKeysCommand) -> anyhow::Resu
             }
         }
         ApiKeysCommand::Revoke { id_or_name } => {
-            if storage.revoke_api_key(&id_or_name, now_ms()).await? {
+            if accounts.revoke_api_key_by_id_or_name(&id_or_name).await? {
                 println!("revoked {id_or_name}");
             } else {
                 bail!("no active key with id or name {id_or_name:?}");

@@ -5,18 +5,20 @@
 //!   running gateway sends the one Daraja request, receives its result and follows it, so a
 //!   command never sends money on its own. Each POST carries one `Idempotency-Key` for the
 //!   command: a retry after a lost connection gets the first answer, never a second payout.
-//! * `payouts list|show` read the database, as `payments list|show` do.
+//! * `payouts list|show` read through the payouts' read operations (the dashboard's), which
+//!   need only `DATABASE_URL`, as `payments list|show` do.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use mpesa_domain::Msisdn;
-use mpesa_storage::{PageRequest, PayoutFilter, PayoutStatus, Storage};
+use mpesa_storage::{PageRequest, PayoutFilter, PayoutStatus};
 use serde_json::{Value, json};
 
 use crate::ids::{eat_display, random_token};
 use crate::money_out::view::{EventView, PayoutView};
+use crate::money_out::{PayoutError, PayoutReads};
 
 /// Where the running gateway is, and the API key to use.
 #[derive(Debug, Clone, clap::Args)]
@@ -382,7 +384,7 @@ pub async fn balance(args: GatewayArgs) -> anyhow::Result<bool> {
 }
 
 /// `payouts list|show`, read from the database.
-pub async fn read(storage: &dyn Storage, command: PayoutsCommand) -> anyhow::Result<()> {
+pub async fn read(payouts: &PayoutReads, command: PayoutsCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
         PayoutsCommand::List {
@@ -408,8 +410,8 @@ pub async fn read(storage: &dyn Storage, command: PayoutsCommand) -> anyhow::Res
                     None => None,
                 },
             };
-            let page = storage
-                .list_payouts(
+            let page = payouts
+                .list(
                     &filter,
                     &PageRequest {
                         limit: limit.clamp(1, 500),
@@ -441,24 +443,23 @@ pub async fn read(storage: &dyn Storage, command: PayoutsCommand) -> anyhow::Res
             }
         }
         PayoutsCommand::Show { id } => {
-            let p = storage
-                .get_payout(&id)
-                .await?
-                .with_context(|| format!("no payout {id}"))?;
-            let request = match &p.request_id {
-                Some(r) => storage.get_initiator_request(r).await?,
-                None => None,
+            let p = match payouts.get(&id).await {
+                Err(PayoutError::NotFound) => bail!("no payout {id}"),
+                found => found?,
             };
             writeln!(
                 out,
                 "{}",
-                serde_json::to_string_pretty(&PayoutView::new(&p, request.as_ref()))?
+                serde_json::to_string_pretty(&payouts.view(&p.id).await?)?
             )?;
             writeln!(out, "\ntimeline:")?;
-            let mut events = storage.money_out_events(&p.id).await?;
-            if let Some(r) = &p.request_id {
-                events.extend(storage.money_out_events(r).await?);
-            }
+            // The payout's entries, its B2C request's and any Transaction Status question's.
+            let mut events: Vec<_> = payouts
+                .story(&p)
+                .await?
+                .into_iter()
+                .map(|(e, _)| e)
+                .collect();
             events.sort_by_key(|e| e.occurred_at);
             for e in &events {
                 let v = EventView::from(e);

@@ -1,11 +1,12 @@
 //! `mpesa-gateway outbox list|show ID|retry ID`: the notifications waiting, delivered and
-//! dead-lettered, straight from the database.
+//! dead-lettered, through the outbox queue's operations (as the dashboard's outbox page).
 
 use anyhow::{Context, bail};
-use mpesa_storage::{Channel, OutboxEvent, OutboxFilter, OutboxStatus, PageRequest, Storage};
+use mpesa_storage::{Channel, OutboxEvent, OutboxFilter, OutboxStatus, PageRequest};
 
 use crate::config::mask_url;
-use crate::ids::{eat_display, now_ms};
+use crate::ids::eat_display;
+use crate::outbox::queue::{OutboxQueue, Retry};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum OutboxCommand {
@@ -27,7 +28,7 @@ pub enum OutboxCommand {
     Retry { id: String },
 }
 
-pub async fn run(storage: &dyn Storage, command: OutboxCommand) -> anyhow::Result<()> {
+pub async fn run(queue: &OutboxQueue, command: OutboxCommand) -> anyhow::Result<()> {
     match command {
         OutboxCommand::List {
             status,
@@ -50,8 +51,8 @@ pub async fn run(storage: &dyn Storage, command: OutboxCommand) -> anyhow::Resul
                     })
                     .transpose()?,
             };
-            let page = storage
-                .list_outbox(
+            let page = queue
+                .list(
                     &filter,
                     &PageRequest {
                         limit,
@@ -83,12 +84,11 @@ pub async fn run(storage: &dyn Storage, command: OutboxCommand) -> anyhow::Resul
             }
         }
         OutboxCommand::Show { id } => {
-            let event = storage
-                .get_outbox_event(&id)
+            let (event, attempts) = queue
+                .event(&id)
                 .await?
                 .with_context(|| format!("no outbox event {id}"))?;
             print_event(&event);
-            let attempts = storage.outbox_attempts(&id).await?;
             println!("\nattempts:");
             if attempts.is_empty() {
                 println!("  (none yet)");
@@ -106,14 +106,16 @@ pub async fn run(storage: &dyn Storage, command: OutboxCommand) -> anyhow::Resul
             }
         }
         OutboxCommand::Retry { id } => {
-            let Some(event) = storage.get_outbox_event(&id).await? else {
+            let Some((event, _)) = queue.event(&id).await? else {
                 bail!("no outbox event {id}");
             };
-            if !storage.retry_outbox_event(&id, now_ms()).await? {
-                bail!(
+            match queue.retry(&id).await? {
+                Retry::Requeued => {}
+                Retry::NoSuchEvent => bail!("no outbox event {id}"),
+                Retry::NotDead => bail!(
                     "event {id} is {}: only dead or blocked events can be retried",
                     event.status.as_str()
-                );
+                ),
             }
             println!(
                 "event {id} ({} {}) is queued again; a running gateway delivers it shortly",

@@ -1,14 +1,15 @@
-//! `mpesa-gateway payments list|show|export`: read payments straight from the database.
+//! `mpesa-gateway payments list|show|export`: payments read through the payment service's read
+//! operations (the dashboard's), which need only `DATABASE_URL`.
 
 use std::io::Write;
 
 use anyhow::Context;
 use mpesa_domain::{Msisdn, PaymentStatus};
-use mpesa_storage::{PageRequest, Payment, PaymentChannel, PaymentFilter, Storage};
+use mpesa_storage::{PageRequest, Payment, PaymentChannel, PaymentFilter};
 
 use crate::cli::ExportFormat;
 use crate::ids::{eat_display, rfc3339};
-use crate::payments::PaymentView;
+use crate::payments::{PaymentReads, PaymentView};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PaymentsCommand {
@@ -79,12 +80,12 @@ impl FilterArgs {
     }
 }
 
-pub async fn run(storage: &dyn Storage, command: PaymentsCommand) -> anyhow::Result<()> {
+pub async fn run(payments: &PaymentReads, command: PaymentsCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
         PaymentsCommand::List { filter, limit } => {
-            let page = storage
-                .list_payments(
+            let page = payments
+                .list(
                     &filter.to_filter()?,
                     &PageRequest {
                         limit: limit.clamp(1, 500),
@@ -124,22 +125,21 @@ pub async fn run(storage: &dyn Storage, command: PaymentsCommand) -> anyhow::Res
             anyhow::bail!("payments refund goes through the running gateway's API")
         }
         PaymentsCommand::Show { id } => {
-            let p = storage
-                .get_payment(&id)
+            let record = payments
+                .record(&id)
                 .await?
                 .with_context(|| format!("no payment {id}"))?;
             writeln!(
                 out,
                 "{}",
-                serde_json::to_string_pretty(&PaymentView::from(&p))?
+                serde_json::to_string_pretty(&PaymentView::from(&record.payment))?
             )?;
             writeln!(out, "\ntimeline:")?;
-            for e in storage.payment_events(&id).await? {
+            for e in &record.events {
                 writeln!(out, "  {}  {:<22} {}", eat_display(e.at), e.kind, e.detail)?;
             }
-            let callbacks = storage.callbacks_for_payment(&id).await?;
-            writeln!(out, "\ncallbacks ({}):", callbacks.len())?;
-            for c in callbacks {
+            writeln!(out, "\ncallbacks ({}):", record.callbacks.len())?;
+            for c in &record.callbacks {
                 writeln!(
                     out,
                     "  {}  {}  {}  {}",
@@ -160,8 +160,8 @@ pub async fn run(storage: &dyn Storage, command: PaymentsCommand) -> anyhow::Res
                 write!(out, "[")?;
             }
             loop {
-                let page = storage
-                    .list_payments(
+                let page = payments
+                    .list(
                         &filter,
                         &PageRequest {
                             limit: 500,

@@ -317,6 +317,7 @@ pub async fn list_payments(
     }
     let page = state
         .payments
+        .reads()
         .list(&filter, &PageRequest { limit, cursor })
         .await
         .map_err(|e| match e {

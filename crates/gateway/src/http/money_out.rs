@@ -239,7 +239,7 @@ pub async fn create_payout(
         PayoutCreated::Created(p) => *p,
         PayoutCreated::Replay(stored) => return Ok(replay(stored)),
     };
-    let view = state.money_out.payouts.view(&payout.id).await?;
+    let view = state.money_out.payouts.reads().view(&payout.id).await?;
     let (status, body) = accepted(serde_json::to_value(view).unwrap_or_default());
     save_answer(
         &state,
@@ -266,7 +266,7 @@ pub async fn get_payout(
     _merchant: Merchant,
     PayoutId(id): PayoutId,
 ) -> Result<Json<PayoutView>, ApiError> {
-    Ok(Json(state.money_out.payouts.view(&id).await?))
+    Ok(Json(state.money_out.payouts.reads().view(&id).await?))
 }
 
 /// List payouts, newest first (`status`, `phone`, `limit`, `cursor`).
@@ -322,6 +322,7 @@ pub async fn list_payouts(
     let listed = state
         .money_out
         .payouts
+        .reads()
         .list(&filter, &page)
         .await
         .map_err(|e| match e {

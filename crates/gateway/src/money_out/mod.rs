@@ -17,7 +17,7 @@ pub use balance::Balances;
 pub use initiator::{
     Ask, CallbackDoor, Initiator, InitiatorError, InitiatorOwner, InitiatorSettings,
 };
-pub use payouts::{HandOutcome, PayoutError, PayoutPurpose, PayoutRequest, Payouts};
+pub use payouts::{HandOutcome, PayoutError, PayoutPurpose, PayoutReads, PayoutRequest, Payouts};
 pub use receipts::{ReceiptChecks, ReceiptError};
 pub use refunds::{RefundError, Refunds};
 

@@ -120,6 +120,7 @@ pub enum PayoutCreated {
 #[derive(Clone)]
 pub struct Payouts {
     storage: Arc<dyn Storage>,
+    reads: PayoutReads,
     initiator: Initiator,
     settings: MoneyOutSettings,
     plan: NotificationPlan,
@@ -141,6 +142,7 @@ impl Payouts {
             }),
         );
         Payouts {
+            reads: PayoutReads::new(storage.clone()),
             storage,
             initiator,
             settings,
@@ -154,6 +156,11 @@ impl Payouts {
 
     pub fn settings(&self) -> &MoneyOutSettings {
         &self.settings
+    }
+
+    /// The read operations (one payout, its view and story, lists).
+    pub fn reads(&self) -> &PayoutReads {
+        &self.reads
     }
 
     /// Checks the guardrails, stores the payout (reserving its amount in the day's limit), and
@@ -270,7 +277,7 @@ impl Payouts {
             Err(e) => {
                 // Nothing left for Daraja: the payout stays pending for a person to see.
                 tracing::error!(payout_id = %payout.id, error = %e, "the payout's B2C request could not be stored");
-                return self.get(&payout.id).await;
+                return self.reads.get(&payout.id).await;
             }
         };
         let request_id = stored.id.clone();
@@ -290,7 +297,7 @@ impl Payouts {
         if let Err(e) = self.initiator.send(stored, ask).await {
             tracing::error!(payout_id = %payout.id, error = %e, "the payout's B2C request could not be sent");
         }
-        self.get(&payout.id).await
+        self.reads.get(&payout.id).await
     }
 
     /// An admin approves a payout that waits: not the admin who asked for it.
@@ -396,7 +403,7 @@ impl Payouts {
                 })
             })
             .transpose()?;
-        let p = self.get(id).await?;
+        let p = self.reads.get(id).await?;
         if p.requested_by == by {
             return Err(PayoutError::Refused(
                 "an admin cannot record the outcome of their own payout: another admin must".into(),
@@ -432,10 +439,23 @@ impl Payouts {
         match settled {
             Ok(_) => {
                 tracing::info!(payout_id = %p.id, admin, outcome = outcome.as_str(), "payout settled by hand");
-                self.get(id).await
+                self.reads.get(id).await
             }
             Err(why) => Err(PayoutError::Refused(why)),
         }
+    }
+}
+
+/// The payouts' read operations. They need only the database, so the command line reads payouts
+/// through them without Daraja credentials; [`Payouts::reads`] hands the service's out.
+#[derive(Clone)]
+pub struct PayoutReads {
+    storage: Arc<dyn Storage>,
+}
+
+impl PayoutReads {
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        PayoutReads { storage }
     }
 
     pub async fn get(&self, id: &str) -> Result<Payout, PayoutError> {

@@ -19,7 +19,7 @@ pub mod view;
 pub use idempotency::{Idempotency, IdempotencyKey, TELEGRAM_IDEMPOTENCY_SCOPE};
 pub use links::PaymentLinks;
 pub use notify::NotificationPlan;
-pub use reads::PaymentRecord;
+pub use reads::{PaymentReads, PaymentRecord};
 pub use service::{AdminDecision, PaymentError, Payments, PushOutcome};
 pub use start::{
     NewPaymentRequest, Origin, PushWhen, StartPayment, StartRefused, Started, start_answer,

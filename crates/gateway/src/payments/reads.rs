@@ -1,12 +1,22 @@
 //! What the doors read about payments: one payment with everything that happened to it, lists,
 //! the overview's figures, and the callbacks Safaricom posted.
+//!
+//! Reading needs only the database: [`PaymentReads`] stands alone so that the command line reads
+//! payments through the same operations as the dashboard without Daraja credentials;
+//! [`Payments::reads`](crate::payments::Payments::reads) hands the running service's out.
+
+use std::sync::Arc;
 
 use mpesa_storage::{
     CallbackFilter, DailyVolume, Millis, OutboxAttempt, OutboxEvent, Page, PageRequest, Payment,
-    PaymentEvent, PaymentStats, RawCallback, Refund, StorageError,
+    PaymentEvent, PaymentFilter, PaymentStats, RawCallback, Refund, Storage, StorageError,
 };
 
-use crate::payments::Payments;
+/// The payments' read operations: cheap to clone.
+#[derive(Clone)]
+pub struct PaymentReads {
+    storage: Arc<dyn Storage>,
+}
 
 /// A payment and its story, as the dashboard's payment page shows it.
 #[derive(Debug)]
@@ -26,7 +36,11 @@ pub struct PaymentRecord {
     pub link_title: Option<String>,
 }
 
-impl Payments {
+impl PaymentReads {
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        PaymentReads { storage }
+    }
+
     /// One payment, `None` when there is no such payment.
     pub async fn find(&self, id: &str) -> Result<Option<Payment>, StorageError> {
         self.storage.get_payment(id).await
@@ -73,6 +87,15 @@ impl Payments {
             refunds,
             link_title,
         }))
+    }
+
+    /// Payments, newest first.
+    pub async fn list(
+        &self,
+        filter: &PaymentFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Payment>, StorageError> {
+        self.storage.list_payments(filter, page).await
     }
 
     /// Counts and amounts per status (and completed ones per channel) of the payments created

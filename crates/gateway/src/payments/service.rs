@@ -6,9 +6,7 @@ use daraja::{DarajaClient, DarajaError, StkPushParams, StkQueryAnswer};
 use mpesa_domain::decision::{self, PaymentChange};
 use mpesa_domain::state_machine::{self, Deadlines, LastQuery, Outcome, TransitionKind};
 use mpesa_domain::{AccountReference, AmountBounds, PaymentStatus, QueryVerdict, TransactionDesc};
-use mpesa_storage::{
-    CheckSchedule, Page, PageRequest, Payment, PaymentFilter, PaymentUpdate, Storage, StorageError,
-};
+use mpesa_storage::{CheckSchedule, Payment, PaymentUpdate, Storage, StorageError};
 use serde_json::json;
 use tokio::sync::Notify;
 use url::Url;
@@ -17,7 +15,7 @@ use crate::clock::Clock;
 use crate::health::DependencyHealth;
 use crate::metrics::Metrics;
 use crate::payments::idempotency::Idempotency;
-use crate::payments::{NotificationPlan, after_transition};
+use crate::payments::{NotificationPlan, PaymentReads, after_transition};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {
@@ -97,6 +95,7 @@ pub struct Payments {
     pub(crate) health: Arc<DependencyHealth>,
     /// "Now" for every rule that hangs on time (the reconciler's too).
     pub(crate) clock: Clock,
+    reads: PaymentReads,
 }
 
 impl Payments {
@@ -110,6 +109,7 @@ impl Payments {
         health: Arc<DependencyHealth>,
     ) -> Self {
         Payments {
+            reads: PaymentReads::new(storage.clone()),
             clock: Clock::system(),
             idempotency: Idempotency::new(storage.clone()),
             health,
@@ -137,12 +137,9 @@ impl Payments {
     }
 
     /// Payments, newest first.
-    pub async fn list(
-        &self,
-        filter: &PaymentFilter,
-        page: &PageRequest,
-    ) -> Result<Page<Payment>, StorageError> {
-        self.storage.list_payments(filter, page).await
+    /// The read operations (lists, one payment's record, figures, received callbacks).
+    pub fn reads(&self) -> &PaymentReads {
+        &self.reads
     }
 
     pub fn amount_bounds(&self) -> AmountBounds {

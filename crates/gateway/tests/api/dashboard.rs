@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use daraja_sim::faults::CallbackFaults;
 use mpesa_domain::{Amount, Msisdn};
-use mpesa_gateway::cli::admin::hash_password;
+use mpesa_gateway::accounts::hash_password;
 use mpesa_gateway::ids::{new_id, now_ms};
 use mpesa_storage::{
     AdminUser, Backend, CallbackFilter, CallbackOutcome, NewPayment, OutboxEvent, OutboxFilter,
@@ -744,6 +744,68 @@ async fn failed_sign_ins_are_counted_across_instances() {
     assert_eq!(amina.sign_in(ADMIN, PASSWORD).await.status, 303);
     b.stop().await;
     a.stop().await;
+}
+
+/// `api-keys create|list|revoke` and `admin create-user` go through the accounts service (the
+/// dashboard's): a key made on the command line opens the API, a revoked one does not, a name in
+/// use is refused, and the service's rules refuse a bad username before a password is asked for
+/// and a short password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_keys_and_users_through_the_accounts_service() {
+    let gw = spawn(Backend::Sqlite).await;
+    let keys = |args: &[&str]| {
+        let (ok, out, err) = gw.run_cli(&[&["api-keys"], args].concat());
+        (ok, out.trim().to_owned(), err)
+    };
+    let (ok, shop, err) = keys(&["create", "--name", "shop"]);
+    assert!(ok && shop.starts_with("mpg_"), "{err}");
+    let (ok, ops, err) = keys(&["create", "--name", "ops"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = keys(&["create", "--name", "ops"]);
+    assert!(
+        !ok && err.contains("an active key named \"ops\" exists already"),
+        "{err}"
+    );
+    let (ok, listed, err) = keys(&["list"]);
+    assert!(ok, "{err}");
+    let ops_line = listed
+        .lines()
+        .find(|l| l.contains(" ops "))
+        .expect("ops is listed");
+    assert!(ops_line.contains("active, never used"), "{ops_line}");
+
+    let (ok, out, err) = keys(&["revoke", "ops"]);
+    assert!(ok && out == "revoked ops", "{err}");
+    let (ok, _, _) = keys(&["revoke", "ops"]);
+    assert!(!ok, "nothing active is called ops any more");
+    let (_, listed, _) = keys(&["list"]);
+    let ops_line = listed.lines().find(|l| l.contains(" ops ")).unwrap();
+    assert!(ops_line.contains("revoked"), "{ops_line}");
+    assert_eq!(
+        gw.api_status_with_key(&shop).await,
+        200,
+        "a key made on the command line works"
+    );
+    assert_eq!(
+        gw.api_status_with_key(&ops).await,
+        401,
+        "a revoked key does not"
+    );
+
+    let out = admin_command(&gw, &["create-user", "--username", "two words"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--username: a username is 1 to 64 letters"),
+        "refused before a password is read: {err}"
+    );
+    let out = admin_command(&gw, &["create-user", "--username", "baraka"], Some("short"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("at least 10 characters"),
+        "{err}"
+    );
+    assert_eq!(gw.storage().find_admin_user("baraka").await.unwrap(), None);
+    gw.stop().await;
 }
 
 /// Runs `mpesa-gateway admin …` on the gateway's database, the password (if any) on stdin.

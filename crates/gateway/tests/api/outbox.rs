@@ -424,19 +424,7 @@ async fn dead_letter_is_visible_and_retry_sends_it_again() {
         .unwrap();
     assert_eq!(health["outbox"]["dead"], 1, "{health}");
 
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mpesa-gateway"))
-            .args(args)
-            .env("DATABASE_URL", gw.database.url())
-            .current_dir(std::env::temp_dir())
-            .output()
-            .expect("run mpesa-gateway");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let cli = |args: &[&str]| gw.run_cli(args);
     let (ok, listed, err) = cli(&["outbox", "list", "--status", "dead"]);
     assert!(ok, "{err}");
     assert!(

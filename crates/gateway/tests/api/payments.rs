@@ -258,3 +258,57 @@ async fn refresh_of_a_refused_payment_says_there_is_nothing_to_ask() {
     assert!(!message.contains("reconciler"), "{message}");
     gw.stop().await;
 }
+
+/// `payments list|show|export` read through the payment service's read operations with only
+/// `DATABASE_URL` set (no Daraja credentials), and show what the dashboard's payment page does:
+/// the status, the receipt, the timeline and the raw callback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_payments_with_only_the_database_url() {
+    let gw = spawn(Backend::Sqlite).await;
+    let (status, body) = gw
+        .create_payment(json!({ "phone": SUCCESS, "amount": 25, "reference": "CLI-1" }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let paid = gw
+        .wait_for_status(&id, "completed", Duration::from_secs(10))
+        .await;
+    let receipt = paid.mpesa_receipt_number.expect("a receipt");
+    let (ok, out, err) = gw.run_cli(&["payments", "list"]);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} is listed: {out}"));
+    assert!(
+        line.contains("completed") && line.contains(&receipt),
+        "{line}"
+    );
+
+    let (ok, out, err) = gw.run_cli(&["payments", "show", &id]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("\"mpesa_receipt_number\": \"{receipt}\"")),
+        "{out}"
+    );
+    let timeline = &out[out.find("\ntimeline:").expect("a timeline")..];
+    assert!(timeline.contains("push_accepted"), "{out}");
+    assert!(out.contains("callbacks (1):"), "{out}");
+    let callback = out.lines().last().unwrap();
+    assert!(
+        callback.contains("applied") && callback.contains(&receipt),
+        "the raw callback as received: {callback}"
+    );
+
+    let (ok, out, err) = gw.run_cli(&["payments", "export", "--format", "csv"]);
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap().starts_with("id,status,amount,"));
+    let row = lines.next().expect("one payment");
+    assert!(row.starts_with(&format!("{id},completed,25,")), "{row}");
+    assert_eq!(lines.next(), None);
+
+    let (ok, _, err) = gw.run_cli(&["payments", "show", "pay_nope"]);
+    assert!(!ok && err.contains("no payment pay_nope"), "{err}");
+    gw.stop().await;
+}

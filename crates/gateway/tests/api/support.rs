@@ -185,6 +185,36 @@ impl TestGateway {
         format!("{}{path}", self.base)
     }
 
+    /// Runs `mpesa-gateway ARGS` with only `PATH` and this gateway's `DATABASE_URL` set (what
+    /// the commands that read or manage the database need): success, stdout, stderr.
+    pub fn run_cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mpesa-gateway"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", self.database.url())
+            .current_dir(std::env::temp_dir())
+            .output()
+            .expect("run mpesa-gateway");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The status `GET /api/v1/payments` answers with `key` as the bearer token.
+    pub async fn api_status_with_key(&self, key: &str) -> u16 {
+        self.client
+            .get(self.url("/api/v1/payments"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// POST /api/v1/payments; returns the HTTP status and the JSON body.
     pub async fn create_payment(&self, body: Value) -> (u16, Value) {
         self.create_payment_with_key(body, None).await

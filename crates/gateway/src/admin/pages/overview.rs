@@ -119,7 +119,7 @@ async fn balance_tile(state: &AppState) -> Result<Option<BalanceTile>, AdminErro
     let b2c = money_out.payouts.settings().b2c_short_code.clone();
     let (latest, awaiting) = tokio::try_join!(
         money_out.balances.latest(),
-        money_out.payouts.awaiting_approval_total(),
+        money_out.payouts.reads().awaiting_approval_total(),
     )?;
     let when = |t: &Option<String>| {
         t.as_deref()
@@ -222,7 +222,7 @@ pub async fn show(
     admin: Admin,
     Params(params): Params,
 ) -> Result<Response, AdminError> {
-    let (payments, outbox) = (&state.payments, &state.outbox);
+    let (payments, outbox) = (state.payments.reads(), &state.outbox);
     let now = now_ms();
     let today_start = format::eat_day_start(now);
     let tomorrow = today_start + DAY_MS;

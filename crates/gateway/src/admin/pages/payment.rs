@@ -143,7 +143,7 @@ pub async fn show(
     Path(id): Path<String>,
     Params(params): Params,
 ) -> Result<Response, AdminError> {
-    let Some(record) = state.payments.record(&id).await? else {
+    let Some(record) = state.payments.reads().record(&id).await? else {
         return Err(AdminError::NotFound("There is no such payment."));
     };
     let timeline = timeline(

@@ -180,6 +180,7 @@ pub async fn list(
         Ok(filter) => {
             let found = state
                 .payments
+                .reads()
                 .list(
                     &filter,
                     &PageRequest {
@@ -256,6 +257,7 @@ async fn next_chunk(
     cursor: Option<String>,
 ) -> Result<(Bytes, Option<String>), mpesa_storage::StorageError> {
     let page = payments
+        .reads()
         .list(
             filter,
             &PageRequest {

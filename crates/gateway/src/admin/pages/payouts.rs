@@ -120,6 +120,7 @@ async fn list_page(
 ) -> Result<PayoutsPage, AdminError> {
     let payouts = &state.money_out.payouts;
     let page = payouts
+        .reads()
         .list(
             &PayoutFilter {
                 status,
@@ -331,7 +332,7 @@ struct PayoutPage {
 }
 
 async fn payout_page(state: &AppState, admin: &Admin, id: &str) -> Result<PayoutPage, AdminError> {
-    let payouts = &state.money_out.payouts;
+    let payouts = state.money_out.payouts.reads();
     let p = payouts.get(id).await?;
     let view = payouts.view(id).await?;
     // The story: the payout's own entries, its B2C request's, and each Transaction Status

@@ -76,6 +76,7 @@ pub async fn list(
     let had_cursor = cursor.is_some();
     let found = state
         .payments
+        .reads()
         .received_callbacks(
             &filter,
             &PageRequest {
@@ -123,7 +124,7 @@ pub async fn show(
     admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
-    let Some(c) = state.payments.received_callback(&id).await? else {
+    let Some(c) = state.payments.reads().received_callback(&id).await? else {
         return Err(AdminError::NotFound("There is no such callback."));
     };
     let (body, lossy) = format::body_text(&c.body);

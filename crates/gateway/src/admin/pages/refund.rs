@@ -66,7 +66,7 @@ async fn page(
     admin: &Admin,
     id: &str,
 ) -> Result<(RefundPage, Payment), AdminError> {
-    let Some(p) = state.payments.find(id).await? else {
+    let Some(p) = state.payments.reads().find(id).await? else {
         return Err(AdminError::NotFound("There is no such payment."));
     };
     let refunds = state.money_out.refunds.of_payment(id).await?;

@@ -16,6 +16,7 @@ impl Bot {
         let now = now_ms();
         let stats = self
             .payments
+            .reads()
             .stats(mpesa_domain::eat::day_start(now), now + 1)
             .await?;
         let get = |s: PaymentStatus| stats.by_status.get(s.as_str()).cloned().unwrap_or_default();
@@ -82,7 +83,7 @@ impl Bot {
                 ..Default::default()
             },
         ] {
-            for p in self.payments.list(&filter, &page).await?.items {
+            for p in self.payments.reads().list(&filter, &page).await?.items {
                 if !found.iter().any(|f| f.id == p.id) {
                     found.push(p);
                 }

@@ -49,6 +49,7 @@ impl Bot {
     ) -> Result<Vec<Payment>, StorageError> {
         Ok(self
             .payments
+            .reads()
             .list(
                 &PaymentFilter {
                     phone: Some(phone.to_owned()),

@@ -223,7 +223,7 @@ impl Bot {
         else {
             return Ok("This button no longer does anything.");
         };
-        let Some(payment) = self.payments.find(payment_id).await? else {
+        let Some(payment) = self.payments.reads().find(payment_id).await? else {
             return Ok("No such payment.");
         };
         let Some(chat) = chat.filter(|c| payment.telegram_chat_id == Some(*c)) else {
@@ -236,7 +236,12 @@ impl Bot {
             }
         }
         self.refresh_status(&payment.id, chat).await?;
-        let now = self.payments.find(&payment.id).await?.unwrap_or(payment);
+        let now = self
+            .payments
+            .reads()
+            .find(&payment.id)
+            .await?
+            .unwrap_or(payment);
         Ok(status::short_status(&now))
     }
 }

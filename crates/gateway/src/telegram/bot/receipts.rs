@@ -35,7 +35,7 @@ impl Bot {
             }
         };
         // A receipt we already hold is answered at once: nothing to ask.
-        if let Some(p) = self.payments.find_by_receipt(&code).await?
+        if let Some(p) = self.payments.reads().find_by_receipt(&code).await?
             && p.status == mpesa_domain::PaymentStatus::Completed
         {
             let text = format!(

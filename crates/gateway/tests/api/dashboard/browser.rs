@@ -527,21 +527,11 @@ async fn a_person_walks_through_the_dashboard() {
     let secret = b.find("#new-key").await.text().await.unwrap();
     assert!(secret.starts_with("mpg_"), "{secret}");
     b.snap("11-api-key-created").await;
-    let api = |key: String| {
-        let client = gw.client.clone();
-        let url = gw.url("/api/v1/payments");
-        async move {
-            client
-                .get(url)
-                .bearer_auth(key)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(api(secret.clone()).await, 200, "the new key works");
+    assert_eq!(
+        gw.api_status_with_key(&secret).await,
+        200,
+        "the new key works"
+    );
     let key_id = storage
         .list_api_keys()
         .await
@@ -561,7 +551,11 @@ async fn a_person_walks_through_the_dashboard() {
     .await;
     b.wait_for_query("notice=key_revoked").await;
     b.wait_for_text("The API key was revoked").await;
-    assert_eq!(api(secret).await, 401, "the revoked key is refused");
+    assert_eq!(
+        gw.api_status_with_key(&secret).await,
+        401,
+        "the revoked key is refused"
+    );
     b.snap("12-api-keys").await;
 
     // A form whose CSRF token was taken out is refused.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use daraja_sim::config::InitialBalances;
 use mpesa_domain::Cents;
-use mpesa_gateway::cli::admin::hash_password;
+use mpesa_gateway::accounts::hash_password;
 use mpesa_gateway::ids::{new_id, now_ms};
 use mpesa_storage::{AdminUser, Backend, Payout, PayoutStatus, RefundStatus};
 
