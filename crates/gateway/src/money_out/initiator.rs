@@ -745,6 +745,16 @@ impl Initiator {
         Ok(acted)
     }
 
+    /// Asks Transaction Status what `request` (a payout or a reversal) did, as the resolver
+    /// does; the answer is applied to `request` when it comes. `None`: nothing to ask by.
+    pub async fn ask_status(
+        &self,
+        request: &InitiatorRequest,
+    ) -> Option<Result<InitiatorRequest, InitiatorError>> {
+        let ask = status_question(request)?;
+        Some(self.submit(RESOLVE, Some(&request.id), ask).await)
+    }
+
     async fn resolve_one(&self, request: &InitiatorRequest) -> Result<(), InitiatorError> {
         let policy = self.0.settings.policy;
         let now = self.now_ms();
@@ -779,11 +789,7 @@ impl Initiator {
             }
             DueAction::AskStatus => {
                 let attempts = request.attempts.saturating_add(1);
-                let ask = status_question(request);
-                let asked = match ask {
-                    Some(ask) => Some(self.submit(RESOLVE, Some(&request.id), ask).await),
-                    None => None,
-                };
+                let asked = self.ask_status(request).await;
                 let next = rules::next_check_at(&request.snapshot(), now, attempts as u32, &policy);
                 let detail = match &asked {
                     Some(Ok(q)) => json!({"status_request_id": q.id, "attempt": attempts}),

@@ -35,6 +35,7 @@ on_every_backend!(
     the_daily_payout_limit_starts_again_at_midnight_east_africa_time,
     a_c2b_payment_is_refunded_from_the_paybill_it_was_paid_to,
     a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contradiction_holds_them_again,
+    transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_admins_once,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -1356,6 +1357,360 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
         rows,
         ["payout.completed", "refund.failed", "refund.failed"],
         "nothing twice"
+    );
+    gw.stop().await;
+}
+
+/// The alerts about a payout or refund settled by hand, by event type.
+async fn contradiction_alerts(
+    gw: &TestGateway,
+    event_type: &str,
+) -> Vec<mpesa_storage::OutboxEvent> {
+    outbox_rows(gw)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == event_type)
+        .collect()
+}
+
+/// Transaction Status asked about a request settled by hand: an answer that agrees changes
+/// nothing and alerts nobody; one that contradicts it (a payout recorded as not paid that
+/// M-Pesa paid; a refund recorded as not reversed that M-Pesa reversed) books nothing again,
+/// holds it for a person once more and alerts the admins once, however often it is asked. The
+/// resolver gives up its last question before it holds a request and asks nothing once it is
+/// held, so the test asks as the resolver does (`Initiator::ask_status`) after the settlement;
+/// the simulator answers with its own result callbacks, from what it really did.
+async fn transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_admins_once(
+    backend: Backend,
+) {
+    let webhook = WebhookReceiver::start().await;
+    let telegram = TelegramDouble::start(&[]).await;
+    let (time, clock) = manual_clock(chrono::Utc::now());
+    let admin_chat = ADMIN_CHAT.to_string();
+    let alerts = [
+        ("TELEGRAM_BOT_TOKEN", BOT_TOKEN),
+        ("TELEGRAM_API_BASE", &telegram.uri()),
+        ("ADMIN_CHAT_ID", &admin_chat),
+    ];
+    let gw = spawn_with(options(backend, &webhook, &alerts).clock(clock)).await;
+    let payment_id = completed_payment(&gw, SUCCESS, 97).await;
+    // The money moves in the simulator, but no result comes and Transaction Status is not
+    // answered: all three are held for a person.
+    gw.sim().update_faults(|f| {
+        for flow in [Flow::B2c, Flow::Reversal, Flow::TransactionStatus] {
+            f.flows.insert(
+                flow,
+                CallbackFaults {
+                    suppress: true,
+                    ..Default::default()
+                },
+            );
+        }
+    });
+    let mut payouts = Vec::new();
+    for amount in [300, 200] {
+        let (status, payout) = gw.payout(amount).await;
+        assert_eq!(status, 202, "{payout}");
+        payouts.push(payout["id"].as_str().unwrap().to_owned());
+    }
+    let (agreeing, contradicted) = (payouts[0].clone(), payouts[1].clone());
+    let (status, refund, _) = gw
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/payments/{payment_id}/refund"),
+            Some(json!({"reason": "Out of stock"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{refund}");
+    let refund_id = refund["id"].as_str().unwrap().to_owned();
+    let storage = gw.storage();
+    let payout_request = |id: String| {
+        let storage = storage.clone();
+        async move {
+            storage
+                .get_payout(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .request_id
+                .unwrap()
+        }
+    };
+    let agreeing_request = payout_request(agreeing.clone()).await;
+    let contradicted_request = payout_request(contradicted.clone()).await;
+    let refund_request = storage
+        .get_refund(&refund_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .request_id
+        .unwrap();
+    let requests = [
+        agreeing_request.as_str(),
+        contradicted_request.as_str(),
+        refund_request.as_str(),
+    ];
+    for request in requests {
+        gw.wait_for_request(request, "accepted", |r| r.status == RequestStatus::Accepted)
+            .await;
+    }
+    hold_for_a_person(&gw, &time, &requests).await;
+
+    let g = &gw;
+    // What M-Pesa really paid: the simulator's books.
+    let paid_receipt = |request_id: String| async move {
+        g.sim()
+            .wait_until(WAIT, |sim| {
+                sim.payments()
+                    .into_iter()
+                    .find(|p| p.originator_conversation_id == request_id)
+                    .map(|p| p.receipt)
+            })
+            .await
+            .expect("the simulator paid the payout")
+    };
+    let agreeing_receipt = paid_receipt(agreeing_request.clone()).await;
+    let contradicted_receipt = paid_receipt(contradicted_request.clone()).await;
+
+    // A person records each: one payout paid with the receipt M-Pesa gave (true), the other
+    // not paid (false), and the refund not reversed (false).
+    let money_out = &gw.state.money_out;
+    let settled = money_out
+        .payouts
+        .settle_by_hand(
+            &agreeing,
+            HandOutcome::Completed {
+                receipt: agreeing_receipt.clone(),
+            },
+            "Seen in the org portal",
+            "baraka",
+        )
+        .await
+        .unwrap();
+    assert_eq!(settled.status, PayoutStatus::Completed);
+    let settled = money_out
+        .payouts
+        .settle_by_hand(
+            &contradicted,
+            HandOutcome::Failed,
+            "Not in the org portal",
+            "baraka",
+        )
+        .await
+        .unwrap();
+    assert_eq!(settled.status, PayoutStatus::Failed);
+    let settled = money_out
+        .refunds
+        .settle_by_hand(
+            &refund_id,
+            HandOutcome::Failed,
+            "Not on the statement",
+            "amina",
+        )
+        .await
+        .unwrap();
+    assert_eq!(settled.status, mpesa_storage::RefundStatus::Failed);
+
+    // Transaction Status answers from now on.
+    gw.sim().update_faults(|f| {
+        f.flows.remove(&Flow::TransactionStatus);
+    });
+    let initiator = &money_out.initiator;
+    // Asks about `request_id` and waits until the answer was applied to it; returns what
+    // Transaction Status said (the question's stored result).
+    let ask = |request_id: String| async move {
+        let request = g
+            .storage()
+            .get_initiator_request(&request_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let question = initiator
+            .ask_status(&request)
+            .await
+            .expect("a payout or reversal has a question")
+            .expect("Transaction Status is asked");
+        let answered = g
+            .wait_for_request(&question.id, "answered and applied", |q| {
+                q.owner_notified_at.is_some()
+            })
+            .await;
+        assert_eq!(answered.status, RequestStatus::Completed, "{answered:?}");
+        serde_json::from_str::<Value>(answered.result.as_deref().unwrap()).unwrap()
+    };
+    let events = |request_id: String| async move {
+        g.storage()
+            .money_out_events(&request_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.kind, e.detail))
+            .collect::<Vec<_>>()
+    };
+
+    // The answer that agrees: nothing changes, nobody is alerted.
+    let found = ask(agreeing_request.clone()).await;
+    assert_eq!(
+        (
+            found["transaction_status"].as_str(),
+            found["receipt_no"].as_str()
+        ),
+        (Some("Completed"), Some(agreeing_receipt.as_str())),
+        "{found}"
+    );
+    let request = storage
+        .get_initiator_request(&agreeing_request)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!request.needs_review, "{request:?}");
+    assert!(
+        events(agreeing_request.clone())
+            .await
+            .iter()
+            .any(|(kind, detail)| kind == "status_not_settling" && detail.contains("agrees")),
+        "the answer was applied and agreed"
+    );
+    assert!(
+        contradiction_alerts(&gw, "payout.contradicted")
+            .await
+            .is_empty(),
+        "an agreeing answer alerts nobody"
+    );
+
+    // The answer that contradicts, asked twice: held again once, one alert.
+    for _ in 0..2 {
+        let found = ask(contradicted_request.clone()).await;
+        assert_eq!(
+            found["receipt_no"].as_str(),
+            Some(contradicted_receipt.as_str())
+        );
+        let held = storage
+            .get_initiator_request(&contradicted_request)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(held.needs_review, "held for a person again: {held:?}");
+        assert_eq!(
+            held.status,
+            RequestStatus::Failed,
+            "what the person recorded stays"
+        );
+    }
+    let story = events(contradicted_request.clone()).await;
+    assert_eq!(
+        story
+            .iter()
+            .filter(|(kind, _)| kind == "contradicted")
+            .count(),
+        1,
+        "{story:?}"
+    );
+    let (_, shown, _) = gw
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/payouts/{contradicted}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["needs_review"].as_bool()),
+        (Some("failed"), Some(true)),
+        "{shown}"
+    );
+    let alert = contradiction_alerts(&gw, "payout.contradicted").await;
+    assert_eq!(alert.len(), 1, "one alert per contradiction: {alert:?}");
+    assert_eq!(
+        (alert[0].channel, alert[0].destination.as_str()),
+        (mpesa_storage::Channel::Telegram, admin_chat.as_str())
+    );
+    let payout_text = serde_json::from_str::<Value>(&alert[0].payload).unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for part in [
+        format!(
+            "Payout {contradicted}: Transaction Status contradicts the settlement recorded by baraka."
+        ),
+        "Recorded by hand: failed.".to_owned(),
+        format!("M-Pesa: completed, receipt {contradicted_receipt}."),
+    ] {
+        assert!(
+            payout_text.contains(&part),
+            "{part:?} not in {payout_text:?}"
+        );
+    }
+
+    // The refund M-Pesa reversed after all: held again, and the admins are told.
+    let found = ask(refund_request.clone()).await;
+    assert_eq!(
+        found["transaction_status"].as_str(),
+        Some("Reversed"),
+        "{found}"
+    );
+    let (_, shown, _) = gw
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/refunds/{refund_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["needs_review"].as_bool()),
+        (Some("failed"), Some(true)),
+        "{shown}"
+    );
+    let alert = contradiction_alerts(&gw, "refund.contradicted").await;
+    assert_eq!(alert.len(), 1, "{alert:?}");
+    assert_eq!(
+        (alert[0].channel, alert[0].destination.as_str()),
+        (mpesa_storage::Channel::Telegram, admin_chat.as_str())
+    );
+    let refund_text = serde_json::from_str::<Value>(&alert[0].payload).unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for part in [
+        format!(
+            "Refund {refund_id}: Transaction Status contradicts the settlement recorded by amina."
+        ),
+        "Recorded by hand: failed.".to_owned(),
+        "M-Pesa: completed.".to_owned(),
+    ] {
+        assert!(
+            refund_text.contains(&part),
+            "{part:?} not in {refund_text:?}"
+        );
+    }
+
+    // Both alerts reach the admins' chat; nothing is sent to Daraja again, and no webhook
+    // announces a contradiction.
+    eventually("both alerts in the admins' Telegram chat", WAIT, || async {
+        let texts: Vec<String> = telegram
+            .messages_to(ADMIN_CHAT)
+            .await
+            .iter()
+            .filter_map(|m| m["text"].as_str().map(str::to_owned))
+            .collect();
+        [&payout_text, &refund_text].iter().all(|alert| {
+            texts
+                .iter()
+                .any(|t| t.contains(alert.lines().next().unwrap()))
+        })
+    })
+    .await;
+    assert_eq!(gw.daraja_requests(B2C), 2, "never sent again");
+    assert_eq!(gw.daraja_requests(REVERSAL), 1, "never sent again");
+    assert!(
+        outbox_rows(&gw)
+            .await
+            .iter()
+            .all(|e| !(e.channel == mpesa_storage::Channel::Webhook
+                && e.event_type.ends_with(".contradicted"))),
+        "no webhook for a contradiction"
     );
     gw.stop().await;
 }
