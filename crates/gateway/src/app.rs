@@ -223,12 +223,14 @@ impl App {
                     initiator.clone(),
                     config.daraja.shortcode.clone(),
                     plan.clone(),
+                    public_url.clone(),
                 ),
                 payouts: crate::money_out::Payouts::new(
                     storage.clone(),
                     initiator.clone(),
                     settings,
                     plan.clone(),
+                    public_url.clone(),
                 ),
                 balances: crate::money_out::Balances::new(initiator.clone(), short_codes),
                 receipts: crate::money_out::ReceiptChecks::new(

@@ -656,8 +656,11 @@ impl Initiator {
 
     /// Records what a person found out about a request held for them (`completed` with the
     /// receipt they saw, or failed), with their note, and makes `owner` (its payout or refund)
-    /// final with it, in one transaction; the resolver stops asking. `Err(why)` when the
-    /// request is not held open (final already, never held, or not money).
+    /// final with it, in one transaction; the resolver stops asking. `payment_id` (a refund's
+    /// payment) is kept with the record: the alert of a later contradiction names it, and it
+    /// is written where no read is possible. `Err(why)` when the request is not held open
+    /// (final already, never held, or not money).
+    #[allow(clippy::too_many_arguments)]
     pub async fn settle_by_hand(
         &self,
         request_id: &str,
@@ -665,14 +668,18 @@ impl Initiator {
         receipt: Option<&str>,
         note: &str,
         by: &str,
+        payment_id: Option<&str>,
         owner: SettleOwner<'_>,
     ) -> Result<Result<InitiatorRequest, String>, StorageError> {
-        let record = json!({
+        let mut record = json!({
             "by": by,
             "note": note,
             "outcome": if completed { "completed" } else { "failed" },
             "receipt": receipt.filter(|_| completed),
         });
+        if let Some(payment_id) = payment_id {
+            record["payment_id"] = json!(payment_id);
+        }
         let result = json!({ SETTLED_BY_HAND: record }).to_string();
         // Why the locked row refused (the decision may run again on a conflict: last one wins).
         let refusal = std::sync::Mutex::new(None::<&'static str>);

@@ -85,6 +85,15 @@ pub fn admin_rows(
     rows
 }
 
+/// The address of a dashboard page (`href`, e.g. `/admin/payments/pay_…`) under the gateway's
+/// public URL, for an alert to link to.
+pub fn dashboard_link(public_url: &url::Url, href: &str) -> String {
+    public_url
+        .join(href.trim_start_matches('/'))
+        .map(String::from)
+        .unwrap_or_else(|_| href.to_owned())
+}
+
 /// One row about `subject_id`: its dedupe key makes the same fact written twice one row.
 fn row(
     subject_id: &str,
@@ -151,4 +160,26 @@ pub fn refund_customer_rows(
         push(Channel::Telegram, chat.to_string());
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dashboard_link_keeps_the_public_url_s_path_and_encodes_the_id() {
+        let at = |base: &str, href: &str| dashboard_link(&url::Url::parse(base).unwrap(), href);
+        assert_eq!(
+            at("http://127.0.0.1:8000/", "/admin/payments/pay_1"),
+            "http://127.0.0.1:8000/admin/payments/pay_1"
+        );
+        // Behind a proxy under a path, as the callbacks are.
+        assert_eq!(
+            at(
+                "https://pay.example.com/gateway/",
+                &crate::admin::pages::payment_href("pay_1/../x")
+            ),
+            "https://pay.example.com/gateway/admin/payments/pay_1%2F..%2Fx"
+        );
+    }
 }

@@ -22,12 +22,14 @@ use mpesa_storage::{
     SettleOwner, Storage, StorageError, StoredResponse,
 };
 use serde_json::{Value, json};
+use url::Url;
 
 use super::initiator::{Ask, Initiator, InitiatorOwner, not_held_for_a_person};
-use super::notify::{admin_rows, final_rows};
+use super::notify::{admin_rows, dashboard_link, final_rows};
 use super::receipts::parse_typed_code;
 use super::view::PayoutView;
 use super::{Claim, Requester, eat_day};
+use crate::admin::pages::payouts::payout_href;
 use crate::clock::Clock;
 use crate::config::money_out::MoneyOutSettings;
 use crate::ids::new_id;
@@ -132,6 +134,7 @@ impl Payouts {
         initiator: Initiator,
         settings: MoneyOutSettings,
         plan: NotificationPlan,
+        public_url: Url,
     ) -> Self {
         initiator.register_owner(
             PURPOSE,
@@ -139,6 +142,7 @@ impl Payouts {
                 storage: storage.clone(),
                 plan: plan.clone(),
                 clock: initiator.clock().clone(),
+                public_url,
             }),
         );
         Payouts {
@@ -429,6 +433,7 @@ impl Payouts {
                 receipt.as_deref(),
                 &note,
                 &by,
+                None,
                 SettleOwner::Payout(&decide),
             )
             .await
@@ -617,6 +622,8 @@ struct PayoutOwner {
     storage: Arc<dyn Storage>,
     plan: NotificationPlan,
     clock: Clock,
+    /// Where the dashboard is, for the alerts' links.
+    public_url: Url,
 }
 
 /// What a payout becomes when its B2C request is final (by Daraja or by a person): its final
@@ -718,7 +725,10 @@ impl InitiatorOwner for PayoutOwner {
         let Some(payout_id) = request.owner_id.as_deref() else {
             return Vec::new();
         };
-        let text = format!("Payout {payout_id}: {text}");
+        let text = format!(
+            "Payout {payout_id}: {text}\nThe payout: {}",
+            dashboard_link(&self.public_url, &payout_href(payout_id))
+        );
         admin_rows(&self.plan, CONTRADICTED, payout_id, None, &text, now)
     }
 }

@@ -17,13 +17,15 @@ use mpesa_storage::{
     StorageError, StoredResponse,
 };
 use serde_json::{Value, json};
+use url::Url;
 
 use super::initiator::{Ask, Initiator, InitiatorError, InitiatorOwner, not_held_for_a_person};
-use super::notify::{admin_rows, final_rows, refund_customer_rows};
+use super::notify::{admin_rows, dashboard_link, final_rows, refund_customer_rows};
 use super::payouts::{HandOutcome, check_note, hand_conflict};
 use super::receipts::parse_typed_code;
 use super::view::RefundView;
 use super::{Claim, Requester};
+use crate::admin::pages::payment_href;
 use crate::clock::Clock;
 use crate::ids::new_id;
 use crate::outbox::message::ksh;
@@ -99,6 +101,7 @@ impl Refunds {
         initiator: Initiator,
         receiver_party: String,
         plan: NotificationPlan,
+        public_url: Url,
     ) -> Self {
         initiator.register_owner(
             PURPOSE,
@@ -106,6 +109,7 @@ impl Refunds {
                 storage: storage.clone(),
                 plan: plan.clone(),
                 clock: initiator.clock().clone(),
+                public_url,
             }),
         );
         Refunds {
@@ -282,6 +286,7 @@ impl Refunds {
                 receipt.as_deref(),
                 &note,
                 &by,
+                Some(&refund.payment_id),
                 SettleOwner::Refund(&decide),
             )
             .await
@@ -368,6 +373,8 @@ struct RefundOwner {
     storage: Arc<dyn Storage>,
     plan: NotificationPlan,
     clock: Clock,
+    /// Where the dashboard is, for the alerts' links.
+    public_url: Url,
 }
 
 /// What a refund becomes when its Reversal is final (by Daraja or by a person): its final
@@ -479,8 +486,28 @@ impl InitiatorOwner for RefundOwner {
         let Some(refund_id) = request.owner_id.as_deref() else {
             return Vec::new();
         };
-        let text = format!("Refund {refund_id}: {text}");
-        admin_rows(&self.plan, CONTRADICTED, refund_id, None, &text, now)
+        // The payment, so the admin can act: kept with the settlement by hand, since this
+        // runs on the locked request and cannot read the refund.
+        let payment_id = request
+            .result
+            .as_deref()
+            .and_then(|x| serde_json::from_str::<Value>(x).ok())
+            .and_then(|d| d[SETTLED_BY_HAND]["payment_id"].as_str().map(str::to_owned));
+        let text = match &payment_id {
+            Some(payment_id) => format!(
+                "Refund {refund_id} of payment {payment_id}: {text}\nThe payment: {}",
+                dashboard_link(&self.public_url, &payment_href(payment_id))
+            ),
+            None => format!("Refund {refund_id}: {text}"),
+        };
+        admin_rows(
+            &self.plan,
+            CONTRADICTED,
+            refund_id,
+            payment_id.as_deref(),
+            &text,
+            now,
+        )
     }
 }
 

@@ -1331,6 +1331,10 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
         ),
         "Recorded by hand: completed, receipt SGB2PAID01".to_owned(),
         "M-Pesa: failed, result code 2001".to_owned(),
+        format!(
+            "The payout: {}",
+            gw.url(&format!("/admin/payouts/{}", payout.id))
+        ),
     ] {
         assert!(text.contains(&part), "{part:?} not in {text:?}");
     }
@@ -1376,10 +1380,11 @@ async fn contradiction_alerts(
 /// Transaction Status asked about a request settled by hand: an answer that agrees changes
 /// nothing and alerts nobody; one that contradicts it (a payout recorded as not paid that
 /// M-Pesa paid; a refund recorded as not reversed that M-Pesa reversed) books nothing again,
-/// holds it for a person once more and alerts the admins once, however often it is asked. The
-/// resolver gives up its last question before it holds a request and asks nothing once it is
-/// held, so the test asks as the resolver does (`Initiator::ask_status`) after the settlement;
-/// the simulator answers with its own result callbacks, from what it really did.
+/// holds it for a person once more and alerts the admins once, however often it is asked; the
+/// refund's alert names its payment and links to its dashboard page. The resolver gives up its
+/// last question before it holds a request and asks nothing once it is held, so the test asks
+/// as the resolver does (`Initiator::ask_status`) after the settlement; the simulator answers
+/// with its own result callbacks, from what it really did.
 async fn transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_admins_once(
     backend: Backend,
 ) {
@@ -1636,6 +1641,10 @@ async fn transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_adm
         ),
         "Recorded by hand: failed.".to_owned(),
         format!("M-Pesa: completed, receipt {contradicted_receipt}."),
+        format!(
+            "The payout: {}",
+            gw.url(&format!("/admin/payouts/{contradicted}"))
+        ),
     ] {
         assert!(
             payout_text.contains(&part),
@@ -1643,7 +1652,7 @@ async fn transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_adm
         );
     }
 
-    // The refund M-Pesa reversed after all: held again, and the admins are told.
+    // The refund M-Pesa reversed after all: held again, and the alert names its payment.
     let found = ask(refund_request.clone()).await;
     assert_eq!(
         found["transaction_status"].as_str(),
@@ -1666,8 +1675,17 @@ async fn transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_adm
     let alert = contradiction_alerts(&gw, "refund.contradicted").await;
     assert_eq!(alert.len(), 1, "{alert:?}");
     assert_eq!(
-        (alert[0].channel, alert[0].destination.as_str()),
-        (mpesa_storage::Channel::Telegram, admin_chat.as_str())
+        (
+            alert[0].channel,
+            alert[0].destination.as_str(),
+            alert[0].payment_id.as_deref()
+        ),
+        (
+            mpesa_storage::Channel::Telegram,
+            admin_chat.as_str(),
+            Some(payment_id.as_str())
+        ),
+        "the alert is on the payment's record"
     );
     let refund_text = serde_json::from_str::<Value>(&alert[0].payload).unwrap()["message"]
         .as_str()
@@ -1675,10 +1693,14 @@ async fn transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_adm
         .to_owned();
     for part in [
         format!(
-            "Refund {refund_id}: Transaction Status contradicts the settlement recorded by amina."
+            "Refund {refund_id} of payment {payment_id}: Transaction Status contradicts the settlement recorded by amina."
         ),
         "Recorded by hand: failed.".to_owned(),
         "M-Pesa: completed.".to_owned(),
+        format!(
+            "The payment: {}",
+            gw.url(&format!("/admin/payments/{payment_id}"))
+        ),
     ] {
         assert!(
             refund_text.contains(&part),
