@@ -3,13 +3,9 @@
 
 use std::sync::LazyLock;
 
-use axum::extract::Path;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
-
-use crate::admin::error::AdminError;
 use crate::ids::sha256_hex;
 
+/// Served by `pages::stylesheet`.
 pub const STYLESHEET: &str = include_str!("static/dashboard.css");
 
 static STYLESHEET_PATH: LazyLock<String> = LazyLock::new(|| {
@@ -22,19 +18,4 @@ static STYLESHEET_PATH: LazyLock<String> = LazyLock::new(|| {
 /// `/admin/static/dashboard.<hash>.css`.
 pub fn stylesheet_path() -> &'static str {
     STYLESHEET_PATH.as_str()
-}
-
-/// `GET /admin/static/{file}`: the stylesheet under its current name only.
-pub async fn serve(Path(file): Path<String>) -> Result<Response, AdminError> {
-    if stylesheet_path().strip_prefix("/admin/static/") != Some(file.as_str()) {
-        return Err(AdminError::NotFound("There is no such file."));
-    }
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-        ],
-        STYLESHEET,
-    )
-        .into_response())
 }

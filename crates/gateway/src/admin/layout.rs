@@ -2,12 +2,9 @@
 //! token for the sign-out form, and a notice after an action. Pages embed a [`Layout`] and
 //! render with `templates/admin/base.html`.
 
-use askama::Template;
-use axum::response::{Html, IntoResponse, Response};
+use mpesa_storage::AdminSession;
 
 use crate::admin::assets;
-use crate::admin::error::AdminError;
-use crate::admin::session::Admin;
 
 /// The sections of the navigation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +51,13 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(title: impl Into<String>, section: Section, admin: &Admin) -> Self {
+    /// The frame of a signed-in page (`session` is `Admin::session`).
+    pub fn new(title: impl Into<String>, section: Section, session: &AdminSession) -> Self {
         Layout {
             title: title.into(),
             stylesheet: assets::stylesheet_path(),
-            username: Some(admin.session.username.clone()),
-            csrf_token: admin.session.csrf_token.clone(),
+            username: Some(session.username.clone()),
+            csrf_token: session.csrf_token.clone(),
             nav: NAV
                 .iter()
                 .map(|(s, label, href)| NavItem {
@@ -88,11 +86,6 @@ impl Layout {
         self.notice = notice;
         self
     }
-}
-
-/// Renders a page as `text/html`.
-pub fn render(page: &impl Template) -> Result<Response, AdminError> {
-    Ok(Html(page.render()?).into_response())
 }
 
 /// The messages that `?notice=` can show after a redirect. Only these fixed texts are ever

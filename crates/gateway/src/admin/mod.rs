@@ -2,11 +2,16 @@
 //! `templates/admin/`), no JavaScript, one small stylesheet.
 //!
 //! Where things live:
-//! * [`session`]: signing in and out, the session cookie, the [`session::Admin`] extractor;
+//! * [`session`]: the session cookie and the [`session::Admin`] extractor;
 //! * [`csrf`]: the token every form carries, and the [`csrf::ActionForm`] extractor that checks it;
-//! * [`error`]: the one error type of these pages, rendered as an HTML page;
-//! * [`pages`]: one module per page; [`chart`] draws the overview's SVG chart;
-//! * [`assets`]: the stylesheet, served under a content-hashed name.
+//! * [`layout`]: every page's frame; [`error`]: the one error type of these pages, rendered as
+//!   an HTML page in that frame;
+//! * [`pages`]: one module per page (signing in and out in `pages::sign_in`, the stylesheet in
+//!   `pages::stylesheet`), and [`pages::render`]; [`chart`] draws the overview's SVG chart;
+//! * [`assets`]: the stylesheet's content-hashed name.
+//!
+//! The modules form layers, none importing one above it: `assets` → `layout` → `error` →
+//! `session` → `csrf` → `pages`.
 //!
 //! Every answer carries the security headers of [`security_headers`]. Every state change is a
 //! POST checked against the session's CSRF token; a GET never changes anything.
@@ -41,9 +46,9 @@ pub fn router() -> Router<AppState> {
         .route("/admin/", get(pages::overview::show))
         .route(
             "/admin/sign-in",
-            get(session::sign_in_form).post(session::sign_in),
+            get(pages::sign_in::sign_in_form).post(pages::sign_in::sign_in),
         )
-        .route("/admin/sign-out", post(session::sign_out))
+        .route("/admin/sign-out", post(pages::sign_in::sign_out))
         .route("/admin/payments", get(pages::payments::list))
         .route("/admin/payments.csv", get(pages::payments::export_csv))
         .route("/admin/payments/{id}", get(pages::payment::show))
@@ -95,7 +100,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/admin/users/{username}/remove", post(pages::users::remove))
         .route("/admin/settings", get(pages::settings::show))
-        .route("/admin/static/{file}", get(assets::serve))
+        .route("/admin/static/{file}", get(pages::stylesheet::serve))
         // Unknown dashboard paths get the dashboard's own 404 page, not the API's JSON.
         .route("/admin/{*rest}", get(not_found).post(not_found))
         .layer(middleware::from_fn(security_headers))
@@ -134,5 +139,64 @@ pub fn set_security_headers(headers: &mut axum::http::HeaderMap, csp: &'static s
     );
     if !headers.contains_key(header::CACHE_CONTROL) {
         set(headers, header::CACHE_CONTROL, "no-store");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The dashboard's own modules, lowest first: each may import only those before it (an
+    /// import circle made the error page, the frame and the session hard to read apart).
+    const LAYERS: [&str; 9] = [
+        "assets", "format", "params", "chart", "layout", "error", "session", "csrf", "pages",
+    ];
+
+    /// The modules at or above `LAYERS[at]` that `text` names as `crate::admin::<module>`.
+    fn imports_from_above(at: usize, text: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for (i, prefix) in text.match_indices("crate::admin::") {
+            let named: String = text[i + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if LAYERS[at] != named
+                && LAYERS
+                    .iter()
+                    .position(|l| *l == named)
+                    .is_some_and(|l| l >= at)
+            {
+                found.push(named);
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn each_module_imports_only_the_layers_below_it() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/admin");
+        let mut wrong = Vec::new();
+        for (at, module) in LAYERS.iter().enumerate() {
+            let file = match *module {
+                "pages" => dir.join("pages/mod.rs"),
+                _ => dir.join(format!("{module}.rs")),
+            };
+            let text = std::fs::read_to_string(&file).unwrap();
+            for named in imports_from_above(at, &text) {
+                wrong.push(format!("{module} imports {named}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:?}");
+    }
+
+    #[test]
+    fn an_import_from_a_layer_above_is_seen() {
+        let layout = LAYERS.iter().position(|l| *l == "layout").unwrap();
+        assert_eq!(
+            imports_from_above(layout, "use crate::admin::session::Admin;"),
+            ["session"]
+        );
+        assert_eq!(
+            imports_from_above(layout, "use crate::admin::{assets, layout::Section};"),
+            Vec::<String>::new()
+        );
     }
 }

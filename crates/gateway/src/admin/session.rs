@@ -1,4 +1,5 @@
-//! Signing in and out, and the session that proves who is asking.
+//! The session that proves who is asking: the [`Admin`] extractor and the cookies (the sign-in
+//! and sign-out pages that make and end sessions are `pages::sign_in`).
 //!
 //! A session is a row in the database (the SHA-256 of its token, the user, a CSRF token, an
 //! expiry 12 hours after sign-in); the browser holds the token in a cookie scoped to `/admin`,
@@ -9,27 +10,17 @@
 //! service ([`crate::accounts::Accounts::sign_in`]) on a blocking thread. An unknown username
 //! costs the same time as a wrong password, and both get the same message.
 
-use std::net::SocketAddr;
-
-use askama::Template;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{AppendHeaders, Html, IntoResponse, Redirect, Response};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use mpesa_storage::AdminSession;
 
-use crate::accounts::{SESSION_LIFETIME_MS, SignIn};
-use crate::admin::csrf::{self, ActionForm};
 use crate::admin::error::AdminError;
-use crate::admin::layout::{self, Layout};
-use crate::admin::params::Params;
-use crate::ids::random_token;
 use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "mpg_session";
 /// The sign-in form's double-submit CSRF cookie.
 pub const SIGN_IN_COOKIE: &str = "mpg_sign_in";
-const SIGN_IN_FORM_LIFETIME_SECS: i64 = 3_600;
 
 /// A signed-in admin, from a valid session cookie. GETs without one are redirected to sign in
 /// (and brought back afterwards); other requests are redirected without coming back.
@@ -72,7 +63,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// A `Set-Cookie` value. `max_age_secs = 0` deletes the cookie.
-fn set_cookie(
+pub(crate) fn set_cookie(
     name: &str,
     value: &str,
     path: &str,
@@ -97,194 +88,6 @@ pub fn safe_next(next: &str) -> Option<String> {
         && !next.contains('\\')
         && !next.chars().any(char::is_control);
     ok.then(|| next.to_owned())
-}
-
-#[derive(Template)]
-#[template(path = "admin/sign_in.html")]
-struct SignInPage {
-    layout: Layout,
-    csrf_token: String,
-    next: String,
-    username: String,
-    error: Option<&'static str>,
-}
-
-/// Renders the sign-in form with a fresh double-submit token in the page and in a cookie.
-fn sign_in_page(
-    state: &AppState,
-    status: StatusCode,
-    next: Option<String>,
-    username: &str,
-    error: Option<&'static str>,
-    notice: Option<&'static str>,
-) -> Result<Response, AdminError> {
-    let token = random_token(32);
-    let page = SignInPage {
-        layout: Layout::bare("Sign in").with_notice(notice),
-        csrf_token: token.clone(),
-        next: next.unwrap_or_default(),
-        username: username.chars().take(64).collect(),
-        error,
-    };
-    let cookie = set_cookie(
-        SIGN_IN_COOKIE,
-        &token,
-        "/admin/sign-in",
-        SIGN_IN_FORM_LIFETIME_SECS,
-        "Strict",
-        state.config.secure_cookies,
-    );
-    Ok((
-        status,
-        AppendHeaders([(header::SET_COOKIE, cookie)]),
-        Html(page.render()?),
-    )
-        .into_response())
-}
-
-/// `GET /admin/sign-in`.
-pub async fn sign_in_form(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Params(params): Params,
-) -> Result<Response, AdminError> {
-    let next = params.get("next").and_then(safe_next);
-    if let Some(token) = cookie(&headers, SESSION_COOKIE).filter(|t| t.len() <= 128)
-        && state.accounts.session(token).await?.is_some()
-    {
-        return Ok(Redirect::to(next.as_deref().unwrap_or("/admin/")).into_response());
-    }
-    sign_in_page(
-        &state,
-        StatusCode::OK,
-        next,
-        "",
-        None,
-        layout::notice(params.get("notice")),
-    )
-}
-
-/// `POST /admin/sign-in`.
-pub async fn sign_in(
-    State(state): State<AppState>,
-    request: Request,
-) -> Result<Response, AdminError> {
-    let (parts, body) = request.into_parts();
-    let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| {
-        state
-            .config
-            .trusted_proxies
-            .client_address(c.0.ip(), &parts.headers)
-    });
-    let fields = csrf::read_form(body).await?;
-    let next = fields.get("next").and_then(safe_next);
-    let username = fields.get("username").unwrap_or_default().to_owned();
-
-    if !csrf::token_matches(
-        fields.raw(csrf::FIELD),
-        cookie(&parts.headers, SIGN_IN_COOKIE).unwrap_or_default(),
-    ) {
-        tracing::warn!(remote = ?address, "dashboard sign-in refused: missing or wrong CSRF token");
-        return sign_in_page(
-            &state,
-            StatusCode::FORBIDDEN,
-            next,
-            &username,
-            Some(
-                "This sign-in form had expired or was not sent from this site. It has been reloaded: sign in again.",
-            ),
-            None,
-        );
-    }
-    let password = fields.raw("password").unwrap_or_default().to_owned();
-    if username.is_empty() || password.is_empty() {
-        return sign_in_page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            next,
-            &username,
-            Some("Enter your username and your password."),
-            None,
-        );
-    }
-    let outcome = state
-        .accounts
-        .sign_in(
-            &username,
-            password,
-            address.map(|a| a.to_string()).as_deref(),
-            cookie(&parts.headers, SESSION_COOKIE),
-        )
-        .await?;
-    let (token, username) = match outcome {
-        SignIn::TooManyAttempts { retry_after } => {
-            tracing::warn!(remote = ?address, "dashboard sign-in refused: too many failed attempts");
-            return Err(AdminError::TooManyAttempts { retry_after });
-        }
-        SignIn::Refused => {
-            // The username is not logged: people type their password into it.
-            tracing::warn!(remote = ?address, "dashboard sign-in failed");
-            return sign_in_page(
-                &state,
-                StatusCode::UNAUTHORIZED,
-                next,
-                &username,
-                Some("Wrong username or password."),
-                None,
-            );
-        }
-        SignIn::SignedIn { token, username } => (token, username),
-    };
-    tracing::info!(%username, remote = ?address, "dashboard sign-in");
-    let secure = state.config.secure_cookies;
-    Ok((
-        AppendHeaders([
-            (
-                header::SET_COOKIE,
-                set_cookie(
-                    SESSION_COOKIE,
-                    &token,
-                    "/admin",
-                    SESSION_LIFETIME_MS / 1000,
-                    "Lax",
-                    secure,
-                ),
-            ),
-            (
-                header::SET_COOKIE,
-                set_cookie(SIGN_IN_COOKIE, "", "/admin/sign-in", 0, "Strict", secure),
-            ),
-        ]),
-        Redirect::to(next.as_deref().unwrap_or("/admin/")),
-    )
-        .into_response())
-}
-
-/// `POST /admin/sign-out`: the session row is deleted, so the cookie is worthless even if kept.
-pub async fn sign_out(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    form: ActionForm,
-) -> Result<Response, AdminError> {
-    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
-        state.accounts.sign_out(token).await?;
-    }
-    tracing::info!(username = %form.admin.session.username, "dashboard sign-out");
-    Ok((
-        AppendHeaders([(
-            header::SET_COOKIE,
-            set_cookie(
-                SESSION_COOKIE,
-                "",
-                "/admin",
-                0,
-                "Lax",
-                state.config.secure_cookies,
-            ),
-        )]),
-        Redirect::to("/admin/sign-in?notice=signed_out"),
-    )
-        .into_response())
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@ use mpesa_storage::StorageError;
 use crate::admin::csrf::ActionForm;
 use crate::admin::error::AdminError;
 use crate::admin::format;
-use crate::admin::layout::{self, Layout, Section, render};
+use crate::admin::layout::{self, Layout, Section};
 use crate::admin::pages::path_segment;
+use crate::admin::pages::render;
 use crate::admin::params::Params;
 use crate::admin::session::Admin;
 use crate::state::AppState;
@@ -59,7 +60,7 @@ async fn page(
             .then(b.created_at.cmp(&a.created_at))
     });
     Ok(ApiKeysPage {
-        layout: Layout::new("API keys", Section::ApiKeys, admin).with_notice(notice),
+        layout: Layout::new("API keys", Section::ApiKeys, &admin.session).with_notice(notice),
         keys: keys
             .iter()
             .map(|k| KeyRow {

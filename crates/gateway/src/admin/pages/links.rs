@@ -14,7 +14,8 @@ use serde_json::{Map, Value, json};
 use crate::admin::csrf::ActionForm;
 use crate::admin::error::AdminError;
 use crate::admin::format;
-use crate::admin::layout::{self, Layout, Section, render};
+use crate::admin::layout::{self, Layout, Section};
+use crate::admin::pages::render;
 use crate::admin::pages::{Fact, PaymentRow, facts, path_segment};
 use crate::admin::params::{Fields, Params};
 use crate::admin::session::Admin;
@@ -109,7 +110,7 @@ async fn list_page(
 ) -> Result<LinksPage, AdminError> {
     let page = state.links.list(&PageRequest { limit: 50, cursor }).await?;
     Ok(LinksPage {
-        layout: Layout::new("Payment links", Section::Links, admin),
+        layout: Layout::new("Payment links", Section::Links, &admin.session),
         links: page
             .items
             .iter()
@@ -261,8 +262,12 @@ pub async fn show(
     )?;
     let status = state.links.status(&link);
     let page = LinkPage {
-        layout: Layout::new(format!("Link {}", link.title), Section::Links, &admin)
-            .with_notice(layout::notice(params.get("notice"))),
+        layout: Layout::new(
+            format!("Link {}", link.title),
+            Section::Links,
+            &admin.session,
+        )
+        .with_notice(layout::notice(params.get("notice"))),
         title: link.title.clone(),
         status: format::label(status.as_str()),
         badge: format::badge_class(status.as_str()),

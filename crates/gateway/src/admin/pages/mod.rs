@@ -11,12 +11,22 @@ pub mod receipts;
 pub mod received_callbacks;
 pub mod refund;
 pub mod settings;
+pub mod sign_in;
+pub mod stylesheet;
 pub mod users;
 
+use askama::Template;
+use axum::response::{Html, IntoResponse, Response};
 use mpesa_storage::{Channel, OutboxEvent, OutboxStatus, Payment, RawCallback};
 
+use crate::admin::error::AdminError;
 use crate::admin::format;
 use crate::config::mask_url;
+
+/// Renders a page as `text/html`.
+pub fn render(page: &impl Template) -> Result<Response, AdminError> {
+    Ok(Html(page.render()?).into_response())
+}
 
 /// A payment in a list.
 pub struct PaymentRow {

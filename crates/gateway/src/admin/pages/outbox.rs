@@ -10,7 +10,8 @@ use mpesa_storage::{OutboxFilter, OutboxStatus, PageRequest};
 use crate::admin::csrf::ActionForm;
 use crate::admin::error::AdminError;
 use crate::admin::format;
-use crate::admin::layout::{self, Layout, Section, render};
+use crate::admin::layout::{self, Layout, Section};
+use crate::admin::pages::render;
 use crate::admin::pages::{Fact, OutboxRow, destination, facts, path_segment, payment_href};
 use crate::admin::params::{Params, query_string};
 use crate::admin::session::Admin;
@@ -149,7 +150,7 @@ pub async fn list(
         current: status == Some(*s),
     }));
     let page = OutboxPage {
-        layout: Layout::new("Outbox", Section::Outbox, &admin),
+        layout: Layout::new("Outbox", Section::Outbox, &admin.session),
         tabs,
         counts: vec![
             ("Pending".into(), pending_count),
@@ -212,8 +213,12 @@ pub async fn show(
         return Err(AdminError::NotFound("There is no such outbox event."));
     };
     let page = EventPage {
-        layout: Layout::new(format!("Outbox event {}", e.id), Section::Outbox, &admin)
-            .with_notice(layout::notice(params.get("notice"))),
+        layout: Layout::new(
+            format!("Outbox event {}", e.id),
+            Section::Outbox,
+            &admin.session,
+        )
+        .with_notice(layout::notice(params.get("notice"))),
         id: e.id.clone(),
         status: format::label(e.status.as_str()),
         badge: format::badge_class(e.status.as_str()),

@@ -13,7 +13,8 @@ use mpesa_storage::{
 use crate::admin::chart::{self, Chart};
 use crate::admin::error::AdminError;
 use crate::admin::format::{self, DAY_MS};
-use crate::admin::layout::{self, Layout, Section, render};
+use crate::admin::layout::{self, Layout, Section};
+use crate::admin::pages::render;
 use crate::admin::pages::{OutboxRow, PaymentRow};
 use crate::admin::params::Params;
 use crate::admin::session::Admin;
@@ -323,7 +324,7 @@ pub async fn show(
     waiting.truncate(ATTENTION_ROWS as usize);
 
     let page = OverviewPage {
-        layout: Layout::new("Overview", Section::Overview, &admin)
+        layout: Layout::new("Overview", Section::Overview, &admin.session)
             .with_notice(layout::notice(params.get("notice"))),
         today: Totals::from(&today),
         week: Totals::from(&week),

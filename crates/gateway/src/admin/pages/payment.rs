@@ -17,7 +17,8 @@ use mpesa_storage::{
 use crate::admin::csrf::ActionForm;
 use crate::admin::error::AdminError;
 use crate::admin::format;
-use crate::admin::layout::{self, Layout, Section, render};
+use crate::admin::layout::{self, Layout, Section};
+use crate::admin::pages::render;
 use crate::admin::pages::{Fact, destination, facts, path_segment, payment_href};
 use crate::admin::params::Params;
 use crate::admin::session::Admin;
@@ -168,7 +169,7 @@ pub async fn show(
         layout: Layout::new(
             format!("Payment {}", p.reference),
             Section::Payments,
-            &admin,
+            &admin.session,
         )
         .with_notice(layout::notice(params.get("notice"))),
         id: p.id.clone(),

@@ -15,7 +15,8 @@ use mpesa_storage::{PageRequest, PaymentChannel, PaymentFilter};
 
 use crate::admin::error::AdminError;
 use crate::admin::format::{self, DAY_MS};
-use crate::admin::layout::{Layout, Section, render};
+use crate::admin::layout::{Layout, Section};
+use crate::admin::pages::render;
 use crate::admin::pages::{Choice, PaymentRow, choices};
 use crate::admin::params::{Fields, Params, query_string};
 use crate::admin::session::Admin;
@@ -155,7 +156,7 @@ pub async fn list(
         .map_err(AdminError::BadRequest)?;
     let filter_query = query_string(form.pairs());
     let mut page = PaymentsPage {
-        layout: Layout::new("Payments", Section::Payments, &admin),
+        layout: Layout::new("Payments", Section::Payments, &admin.session),
         statuses: choices(
             ALL_STATUSES.iter().map(|s| s.as_str()),
             Some(form.status.as_str()),

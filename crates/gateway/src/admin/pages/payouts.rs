@@ -18,8 +18,9 @@ use serde_json::{Value, json};
 use crate::admin::csrf::ActionForm;
 use crate::admin::error::AdminError;
 use crate::admin::format;
-use crate::admin::layout::{self, Layout, Section, render};
+use crate::admin::layout::{self, Layout, Section};
 use crate::admin::pages::payment::Entry;
+use crate::admin::pages::render;
 use crate::admin::pages::{Choice, Fact, choices, facts, path_segment};
 use crate::admin::params::{Fields, Params, query_string};
 use crate::admin::session::Admin;
@@ -148,7 +149,7 @@ async fn list_page(
     }
     let status_text = status.map(|s| s.as_str()).unwrap_or_default();
     Ok(PayoutsPage {
-        layout: Layout::new("Payouts", Section::Payouts, admin),
+        layout: Layout::new("Payouts", Section::Payouts, &admin.session),
         rows: page.items.iter().map(PayoutRow::from).collect(),
         statuses: choices(
             PayoutStatus::ALL.iter().map(|s| s.as_str()),
@@ -345,7 +346,7 @@ async fn payout_page(state: &AppState, admin: &Admin, id: &str) -> Result<Payout
         layout: Layout::new(
             format!("Payout {}", format::money(p.amount)),
             Section::Payouts,
-            admin,
+            &admin.session,
         ),
         id: p.id.clone(),
         status: format::label(p.status.as_str()),

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use crate::admin::csrf::ActionForm;
 use crate::admin::error::AdminError;
 use crate::admin::format;
-use crate::admin::layout::{self, Layout, Section, render};
+use crate::admin::layout::{self, Layout, Section};
+use crate::admin::pages::render;
 use crate::admin::pages::{Fact, PaymentRow, facts, path_segment};
 use crate::admin::params::Params;
 use crate::admin::session::Admin;
@@ -105,7 +106,7 @@ pub async fn show(
         .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
         .and_then(|d| d["paid_at_ms"].as_i64());
     let page = ReceiptPage {
-        layout: Layout::new(format!("Receipt {code}"), Section::Payments, &admin)
+        layout: Layout::new(format!("Receipt {code}"), Section::Payments, &admin.session)
             .with_notice(layout::notice(params.get("notice"))),
         code: code.clone(),
         status: format::label(&v.status),

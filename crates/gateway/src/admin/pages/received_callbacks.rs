@@ -9,7 +9,8 @@ use mpesa_storage::{CallbackFilter, CallbackKind, CallbackOutcome, PageRequest};
 
 use crate::admin::error::AdminError;
 use crate::admin::format;
-use crate::admin::layout::{Layout, Section, render};
+use crate::admin::layout::{Layout, Section};
+use crate::admin::pages::render;
 use crate::admin::pages::{CallbackRow, Choice, Fact, choices, facts, payment_href};
 use crate::admin::params::{Params, query_string};
 use crate::admin::session::Admin;
@@ -87,7 +88,7 @@ pub async fn list(
         .await?;
     let filter_query = query_string([("outcome", outcome), ("kind", kind)]);
     let page = CallbacksPage {
-        layout: Layout::new("Callbacks", Section::Callbacks, &admin),
+        layout: Layout::new("Callbacks", Section::Callbacks, &admin.session),
         outcomes: choices(OUTCOMES, Some(outcome)),
         kinds: choices(KINDS, Some(kind)),
         rows: found.items.iter().map(CallbackRow::from).collect(),
@@ -129,7 +130,11 @@ pub async fn show(
     };
     let (body, lossy) = format::body_text(&c.body);
     let page = CallbackPage {
-        layout: Layout::new(format!("Callback {}", c.id), Section::Callbacks, &admin),
+        layout: Layout::new(
+            format!("Callback {}", c.id),
+            Section::Callbacks,
+            &admin.session,
+        ),
         id: c.id.clone(),
         outcome: format::label(c.outcome.as_str()),
         badge: format::badge_class(c.outcome.as_str()),

@@ -15,8 +15,9 @@ use mpesa_storage::Payment;
 use crate::admin::csrf::ActionForm;
 use crate::admin::error::AdminError;
 use crate::admin::format;
-use crate::admin::layout::{Layout, Section, render};
+use crate::admin::layout::{Layout, Section};
 use crate::admin::pages::payment::active_refund;
+use crate::admin::pages::render;
 use crate::admin::pages::{Fact, facts, payment_href};
 use crate::admin::session::Admin;
 use crate::ids::{random_token, sha256_hex};
@@ -104,7 +105,11 @@ async fn page(
     };
     let amount = format::money(p.amount.shillings());
     let page = RefundPage {
-        layout: Layout::new(format!("Refund {amount}"), Section::Payments, admin),
+        layout: Layout::new(
+            format!("Refund {amount}"),
+            Section::Payments,
+            &admin.session,
+        ),
         amount,
         payment_href: payment_href(&p.id),
         action: format!("{}/refund", payment_href(&p.id)),

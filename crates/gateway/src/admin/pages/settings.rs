@@ -6,7 +6,8 @@ use axum::extract::State;
 use axum::response::Response;
 
 use crate::admin::error::AdminError;
-use crate::admin::layout::{Layout, Section, render};
+use crate::admin::layout::{Layout, Section};
+use crate::admin::pages::render;
 use crate::admin::session::Admin;
 use crate::state::AppState;
 
@@ -26,7 +27,7 @@ struct SettingsPage {
 pub async fn show(State(state): State<AppState>, admin: Admin) -> Result<Response, AdminError> {
     let uptime = state.started_at.elapsed().as_secs();
     let page = SettingsPage {
-        layout: Layout::new("Settings", Section::Settings, &admin),
+        layout: Layout::new("Settings", Section::Settings, &admin.session),
         settings: state
             .config
             .describe()

@@ -10,8 +10,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use crate::admin::csrf::ActionForm;
 use crate::admin::error::AdminError;
 use crate::admin::format;
-use crate::admin::layout::{self, Layout, Section, render};
+use crate::admin::layout::{self, Layout, Section};
 use crate::admin::pages::path_segment;
+use crate::admin::pages::render;
 use crate::admin::params::Params;
 use crate::admin::session::Admin;
 use crate::state::AppState;
@@ -38,7 +39,7 @@ pub async fn list(
 ) -> Result<Response, AdminError> {
     let users = state.accounts.admin_users().await?;
     let page = UsersPage {
-        layout: Layout::new("Users", Section::Users, &admin)
+        layout: Layout::new("Users", Section::Users, &admin.session)
             .with_notice(layout::notice(params.get("notice"))),
         users: users
             .iter()
