@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use mpesa_domain::state_machine;
 use mpesa_storage::{
     Backend, CallbackDecision, CallbackOutcome, IncomingCallback, IngestedCallback, Storage,
     StorageError,
@@ -22,10 +21,10 @@ use mpesa_storage::{
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::callbacks::redrive::Redrive;
-use crate::callbacks::{Prepared, Reports, decide};
+use crate::callbacks::{Prepared, Reports, decide, decide_receipt_in_use};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::payments::service::{build_update, observe_committed};
+use crate::payments::service::observe_committed;
 use crate::payments::{NotificationPlan, Payments};
 
 /// The largest batch one transaction takes.
@@ -290,20 +289,7 @@ async fn store_alone(
     let now = clock.now_ms();
     let mut items = storage
         .ingest_callbacks(&[callback], now, &|_incoming, payment| match payment {
-            Some(p) if receipt_in_use => {
-                let update = build_update(
-                    plan,
-                    p,
-                    state_machine::on_receipt_in_use(&p.snapshot()),
-                    now,
-                );
-                CallbackDecision {
-                    outcome: CallbackOutcome::HeldForReview,
-                    update: Some(update),
-                    outbox: Vec::new(),
-                    book: None,
-                }
-            }
+            Some(p) if receipt_in_use => decide_receipt_in_use(plan, p, now),
             _ => CallbackDecision::only(CallbackOutcome::Ignored),
         })
         .await?;

@@ -10,11 +10,11 @@ use std::collections::HashMap;
 
 use daraja::{C2bPayment, StkCallback};
 use mpesa_domain::c2b::{C2bPath, C2bReport};
-use mpesa_domain::{CallbackReport, decision};
+use mpesa_domain::{CallbackReport, decision, state_machine};
 use mpesa_storage::{CallbackDecision, CallbackKind, CallbackOutcome, IncomingCallback, Payment};
 
 use crate::payments::c2b::{PreparedC2b, decide_c2b};
-use crate::payments::service::update_for;
+use crate::payments::service::{build_update, update_for};
 use crate::payments::{NotificationPlan, Payments};
 
 /// An STK callback body, parsed as far as it goes.
@@ -79,6 +79,27 @@ pub fn decide(
         }
         // Validations and initiator results are kept for audit and the dashboard.
         _ => CallbackDecision::only(CallbackOutcome::Stored),
+    }
+}
+
+/// The decision for a success whose receipt number another payment holds (the batch could not
+/// apply it: the unique rule refused it): the payment is held for a person to review.
+pub fn decide_receipt_in_use(
+    plan: &NotificationPlan,
+    payment: &Payment,
+    now: i64,
+) -> CallbackDecision {
+    let update = build_update(
+        plan,
+        payment,
+        state_machine::on_receipt_in_use(&payment.snapshot()),
+        now,
+    );
+    CallbackDecision {
+        outcome: CallbackOutcome::HeldForReview,
+        update: Some(update),
+        outbox: Vec::new(),
+        book: None,
     }
 }
 
