@@ -10,7 +10,8 @@
 //!
 //! The rules that keep money safe:
 //! * a final state is set once; a later result that disagrees changes nothing (it is kept on the
-//!   timeline for a person);
+//!   timeline for a person). One exception: a read we gave up for want of an answer (failed
+//!   with no result code from Daraja) takes Daraja's answer when it comes after all;
 //! * an `unknown` request that moves money is never failed by time: Transaction Status either
 //!   finds it (completed) or the request is held for a person once asking has gone on long enough;
 //! * the owner (refund, payout, receipt check) is told exactly when the request first becomes
@@ -165,6 +166,9 @@ pub enum RequestEventKind {
     SettledByHand,
     /// Daraja's answer disagrees with the outcome a person recorded: held again.
     Contradicted,
+    /// Transaction Status answered about a request held for a person (not settled by one):
+    /// its answer settled it and lifted the hold.
+    SettledByLateAnswer,
 }
 
 impl RequestEventKind {
@@ -180,6 +184,7 @@ impl RequestEventKind {
             RequestEventKind::HeldForReview => "held_for_review",
             RequestEventKind::SettledByHand => "settled_by_hand",
             RequestEventKind::Contradicted => "contradicted",
+            RequestEventKind::SettledByLateAnswer => "settled_by_late_answer",
         }
     }
 }
@@ -303,7 +308,9 @@ pub fn on_result(r: &RequestSnapshot, report: &ResultReport) -> RequestOutcome {
             "Daraja's result",
         );
     }
-    if r.status.is_final() {
+    // A question we gave up (no answer in time) takes Daraja's answer when it comes after all:
+    // nothing of ours was final about it, and its owner is told again.
+    if r.status.is_final() && !given_up(r) {
         let same_code = r.result_code.as_ref() == Some(&report.result_code);
         let same_receipt = !report.result_code.is_success() || r.receipt == report.receipt;
         return if same_code && same_receipt {
@@ -323,7 +330,16 @@ pub fn on_result(r: &RequestSnapshot, report: &ResultReport) -> RequestOutcome {
     if report.result_code.is_success() {
         t.receipt = report.receipt.clone();
     }
+    if given_up(r) {
+        t.note = Some("answered after it was given up: the answer is applied now".into());
+    }
     RequestOutcome::Changed(t)
+}
+
+/// A read (Transaction Status, Account Balance) that we failed because its answer did not come
+/// in time — not Daraja's verdict: failed, with no result code from Daraja.
+pub fn given_up(r: &RequestSnapshot) -> bool {
+    !r.kind.moves_money() && r.status == RequestStatus::Failed && r.result_code.is_none()
 }
 
 /// Daraja's notice to `QueueTimeOutURL`: the request expired in its queue. Money may still have
@@ -379,6 +395,16 @@ pub fn on_status_finding(r: &RequestSnapshot, finding: &StatusFinding) -> Reques
         t.result_code = Some(ResultCode::new(ResultCode::SUCCESS));
         t.result_desc = Some("found by Transaction Status".into());
         t.receipt = receipt.clone();
+        // Held for a person, not yet settled by one: M-Pesa's answer settles it and lifts the
+        // hold, as it would have before the hold.
+        if r.needs_review {
+            t.kind = RequestEventKind::SettledByLateAnswer;
+            t.clear_hold = true;
+            t.note = Some(
+                "Transaction Status answered after the request was held for a person: its answer settles it (nothing was sent again)"
+                    .into(),
+            );
+        }
         RequestOutcome::Changed(t)
     };
     match (r.kind, finding) {
@@ -389,6 +415,9 @@ pub fn on_status_finding(r: &RequestSnapshot, finding: &StatusFinding) -> Reques
         (RequestKind::Reversal, StatusFinding::Completed { .. }) => {
             RequestOutcome::Unchanged("the payment is not reversed (yet): asking again later")
         }
+        (_, StatusFinding::NotFound { .. }) if r.needs_review => RequestOutcome::Unchanged(
+            "Transaction Status does not find it: still held for a person (never failed by it)",
+        ),
         (_, StatusFinding::NotFound { .. }) => RequestOutcome::Unchanged(
             "Transaction Status does not find it (yet): asking again later",
         ),
@@ -863,6 +892,76 @@ mod tests {
     }
 
     #[test]
+    fn a_question_given_up_takes_the_answer_that_comes_after_all_once() {
+        let mut given_up_question = snap(RequestKind::TransactionStatus, RequestStatus::Failed);
+        assert!(given_up(&given_up_question));
+        let t = changed(on_result(&given_up_question, &report("0", Some("SKE0"))));
+        assert_eq!(
+            (t.kind, t.status, t.notify_owner),
+            (RequestEventKind::Result, RequestStatus::Completed, true)
+        );
+        // Once applied it is Daraja's verdict: the same answer again is a duplicate.
+        given_up_question.status = RequestStatus::Completed;
+        given_up_question.result_code = Some(ResultCode::new("0"));
+        given_up_question.receipt = Some("SKE0".into());
+        assert_eq!(
+            on_result(&given_up_question, &report("0", Some("SKE0"))),
+            RequestOutcome::Duplicate
+        );
+        // Failed by Daraja itself, or money: not given up, final as before.
+        let mut answered = snap(RequestKind::TransactionStatus, RequestStatus::Failed);
+        answered.result_code = Some(ResultCode::new("2032"));
+        assert!(!given_up(&answered));
+        assert!(!given_up(&snap(RequestKind::B2c, RequestStatus::Failed)));
+        assert!(matches!(
+            on_result(&answered, &report("0", None)),
+            RequestOutcome::Unchanged(_)
+        ));
+    }
+
+    #[test]
+    fn transaction_status_that_finds_a_held_request_settles_it_and_lifts_the_hold() {
+        for (kind, finding) in [
+            (
+                RequestKind::B2c,
+                StatusFinding::Completed {
+                    receipt: Some("SG8".into()),
+                    amount: None,
+                },
+            ),
+            (
+                RequestKind::Reversal,
+                StatusFinding::Reversed { receipt: None },
+            ),
+        ] {
+            let mut held = snap(kind, RequestStatus::Unknown);
+            held.needs_review = true;
+            let t = changed(on_status_finding(&held, &finding));
+            assert_eq!(
+                (t.kind, t.status, t.clear_hold, t.notify_owner),
+                (
+                    RequestEventKind::SettledByLateAnswer,
+                    RequestStatus::Completed,
+                    true,
+                    true
+                )
+            );
+        }
+        // Not found proves nothing: still held, never failed.
+        let mut held = snap(RequestKind::B2c, RequestStatus::Unknown);
+        held.needs_review = true;
+        assert!(matches!(
+            on_status_finding(
+                &held,
+                &StatusFinding::NotFound {
+                    result_code: ResultCode::new("2032")
+                }
+            ),
+            RequestOutcome::Unchanged(_)
+        ));
+    }
+
+    #[test]
     fn checks_back_off_up_to_an_hour() {
         let r = snap(RequestKind::B2c, RequestStatus::Accepted);
         assert_eq!(next_check_at(&r, 0, 0, &POLICY), Some(60_000));
@@ -902,6 +1001,8 @@ mod tests {
             fn final_states_never_change_status(kind in any_kind(), status in any_status(), code in any_code()) {
                 prop_assume!(status.is_final());
                 let r = snap(kind, status);
+                // A read we gave up takes Daraja's late result (its own test).
+                prop_assume!(!given_up(&r));
                 let events = [
                     on_result(&r, &report(&code, Some("R1"))),
                     on_queue_timeout(&r),
@@ -923,7 +1024,10 @@ mod tests {
                 let r = snap(kind, status);
                 for o in [on_result(&r, &report(&code, Some("R1"))), on_queue_timeout(&r), on_refused(&r, &code, "x")] {
                     if let Some(t) = o.transition() {
-                        prop_assert_eq!(t.notify_owner, t.status.is_final() && !status.is_final());
+                        prop_assert_eq!(
+                            t.notify_owner,
+                            t.status.is_final() && (!status.is_final() || given_up(&r))
+                        );
                     }
                 }
             }

@@ -861,6 +861,14 @@ fn after(r: &InitiatorRequest, t: &RequestTransition) -> mpesa_domain::RequestSn
     s
 }
 
+/// A timeline entry's detail with the transition's note, when it has one.
+fn with_note(mut detail: Value, t: &RequestTransition) -> Value {
+    if let Some(note) = &t.note {
+        detail["note"] = json!(note);
+    }
+    detail
+}
+
 /// What Daraja said about a request settled by hand, for the admins' alert.
 #[derive(Debug, Clone, Copy)]
 struct Reported<'a> {
@@ -982,7 +990,7 @@ fn decide_callback(
                 Some(InitiatorUpdate {
                     event: Some(NewMoneyOutEvent {
                         kind: t.kind.as_str().to_owned(),
-                        detail: detail.to_string(),
+                        detail: with_note(detail, &t).to_string(),
                     }),
                     result: details.map(|d| d.to_string()),
                     next_check_at: Some(next),
@@ -1093,7 +1101,7 @@ impl InitiatorOwner for Resolver {
                     RequestOutcome::Changed(t) => Some(InitiatorUpdate {
                         event: Some(NewMoneyOutEvent {
                             kind: t.kind.as_str().to_owned(),
-                            detail: detail.to_string(),
+                            detail: with_note(detail, &t).to_string(),
                         }),
                         next_check_at: Some(None),
                         outbox: if t.kind == RequestEventKind::Contradicted {

@@ -36,6 +36,8 @@ on_every_backend!(
     a_c2b_payment_is_refunded_from_the_paybill_it_was_paid_to,
     a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contradiction_holds_them_again,
     transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_admins_once,
+    a_late_transaction_status_answer_settles_a_held_payout_or_refund_once,
+    a_late_transaction_status_answer_that_contradicts_a_settlement_by_hand_alerts_once,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -1734,5 +1736,395 @@ async fn transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_adm
                 && e.event_type.ends_with(".contradicted"))),
         "no webhook for a contradiction"
     );
+    gw.stop().await;
+}
+
+/// The Transaction Status questions the resolver asked about `request_id`, oldest first.
+async fn questions(gw: &TestGateway, request_id: &str) -> Vec<InitiatorRequest> {
+    gw.state
+        .money_out
+        .initiator
+        .requests_for(mpesa_gateway::money_out::initiator::RESOLVE, request_id)
+        .await
+        .unwrap()
+}
+
+/// Delivers now the answer to `question` that the simulator held back (suppressed): M-Pesa's
+/// answer arriving late, as it was made then. Returns the gateway's HTTP status.
+async fn deliver_late(gw: &TestGateway, question: &InitiatorRequest) -> u16 {
+    let conversation_id = question
+        .conversation_id
+        .as_deref()
+        .expect("Daraja accepted the question");
+    let held_back = gw
+        .sim()
+        .callbacks()
+        .into_iter()
+        .find(|c| {
+            c.reference == conversation_id && c.outcome == daraja_sim::DeliveryOutcome::Suppressed
+        })
+        .expect("the simulator answered the question, and held the answer back");
+    reqwest::Client::new()
+        .post(&held_back.url)
+        .header("content-type", "application/json")
+        .body(held_back.body.get().to_owned())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn event_kinds(gw: &TestGateway, subject_id: &str) -> Vec<(String, String)> {
+    gw.storage()
+        .money_out_events(subject_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.detail))
+        .collect()
+}
+
+/// A payout, a payout M-Pesa did not make, and a refund are held for a person after every
+/// Transaction Status question about them was given up (no answer in time); then M-Pesa's
+/// answers arrive late, each twice. The paid payout becomes completed with the receipt M-Pesa
+/// gave and the reversed refund completed, each no longer held, with the late answer on the
+/// timeline and one webhook; the answer that finds nothing leaves its payout held (Transaction
+/// Status never fails money). Nothing is sent to Daraja again. Without the fix the late answers
+/// are kept and ignored: all three stay held.
+async fn a_late_transaction_status_answer_settles_a_held_payout_or_refund_once(backend: Backend) {
+    let webhook = WebhookReceiver::start().await;
+    let (time, clock) = manual_clock(chrono::Utc::now());
+    let gw = spawn_with(options(backend, &webhook, &[]).clock(clock)).await;
+    let payment_id = completed_payment(&gw, SUCCESS, 96).await;
+    gw.sim().update_faults(|f| {
+        for flow in [Flow::B2c, Flow::Reversal, Flow::TransactionStatus] {
+            f.flows.insert(
+                flow,
+                CallbackFaults {
+                    suppress: true,
+                    ..Default::default()
+                },
+            );
+        }
+    });
+    let (status, paid) = gw.payout(300).await;
+    assert_eq!(status, 202, "{paid}");
+    let paid = paid["id"].as_str().unwrap().to_owned();
+    // M-Pesa refuses this recipient (2040): nothing is paid, so nothing is found.
+    let (status, unpaid, _) = gw
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/payouts",
+            Some(json!({"phone": daraja_sim::UNREGISTERED_RECIPIENT_NUMBER, "amount": 200, "purpose": "business", "remarks": "Rider"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{unpaid}");
+    let unpaid = unpaid["id"].as_str().unwrap().to_owned();
+    let (status, refund, _) = gw
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/payments/{payment_id}/refund"),
+            Some(json!({"reason": "Out of stock"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{refund}");
+    let refund_id = refund["id"].as_str().unwrap().to_owned();
+    let storage = gw.storage();
+    let paid_request = storage
+        .get_payout(&paid)
+        .await
+        .unwrap()
+        .unwrap()
+        .request_id
+        .unwrap();
+    let unpaid_request = storage
+        .get_payout(&unpaid)
+        .await
+        .unwrap()
+        .unwrap()
+        .request_id
+        .unwrap();
+    let refund_request = storage
+        .get_refund(&refund_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .request_id
+        .unwrap();
+    let requests = [
+        paid_request.as_str(),
+        unpaid_request.as_str(),
+        refund_request.as_str(),
+    ];
+    for request in requests {
+        gw.wait_for_request(request, "accepted", |r| r.status == RequestStatus::Accepted)
+            .await;
+    }
+    hold_for_a_person(&gw, &time, &requests).await;
+    // Every question was given up before the hold (no answer within the wait).
+    for request in requests {
+        let asked = questions(&gw, request).await;
+        assert_eq!(asked.len(), 2, "{asked:?}");
+        for q in &asked {
+            let q = gw
+                .wait_for_request(&q.id, "given up", |q| q.owner_notified_at.is_some())
+                .await;
+            assert_eq!(
+                (q.status, q.result_code.as_deref()),
+                (RequestStatus::Failed, None)
+            );
+        }
+    }
+    let receipt = gw
+        .sim()
+        .payments()
+        .into_iter()
+        .find(|p| p.originator_conversation_id == paid_request)
+        .expect("the simulator paid the payout")
+        .receipt;
+    let webhooks = |event_type: &'static str| {
+        let gw = &gw;
+        async move {
+            outbox_rows(gw)
+                .await
+                .into_iter()
+                .filter(|e| e.channel == mpesa_storage::Channel::Webhook)
+                .filter(|e| e.event_type == event_type)
+                .count()
+        }
+    };
+
+    // Each late answer, twice (and the other question's too): applied once. The gateway
+    // answers 200 once the answer is applied, and what it settles with it.
+    for request in requests {
+        for q in questions(&gw, request).await {
+            for _ in 0..2 {
+                assert_eq!(deliver_late(&gw, &q).await, 200);
+            }
+        }
+    }
+
+    // The paid payout: completed with M-Pesa's receipt, no longer held.
+    let request = storage
+        .get_initiator_request(&paid_request)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            request.status,
+            request.receipt.as_deref(),
+            request.needs_review
+        ),
+        (RequestStatus::Completed, Some(receipt.as_str()), false),
+        "{request:?}"
+    );
+    let (_, shown, _) = gw
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/payouts/{paid}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            shown["status"].as_str(),
+            shown["receipt"].as_str(),
+            shown["needs_review"].as_bool()
+        ),
+        (Some("completed"), Some(receipt.as_str()), Some(false)),
+        "{shown}"
+    );
+    let story = event_kinds(&gw, &paid_request).await;
+    let settled: Vec<_> = story
+        .iter()
+        .filter(|(kind, _)| kind == "settled_by_late_answer")
+        .collect();
+    assert_eq!(settled.len(), 1, "settled once, on the timeline: {story:?}");
+    assert!(
+        settled[0].1.contains("after the request was held"),
+        "{settled:?}"
+    );
+
+    // The refund M-Pesa reversed: completed, no longer held.
+    let request = storage
+        .get_initiator_request(&refund_request)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (request.status, request.needs_review),
+        (RequestStatus::Completed, false),
+        "{request:?}"
+    );
+    let (_, shown, _) = gw
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/refunds/{refund_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["needs_review"].as_bool()),
+        (Some("completed"), Some(false)),
+        "{shown}"
+    );
+    let story = event_kinds(&gw, &refund_request).await;
+    assert_eq!(
+        story
+            .iter()
+            .filter(|(kind, _)| kind == "settled_by_late_answer")
+            .count(),
+        1,
+        "{story:?}"
+    );
+
+    // The payout M-Pesa never made: "not found" (2032) proves nothing, so it stays held and
+    // pending for a person; the late answer is on its timeline.
+    let request = storage
+        .get_initiator_request(&unpaid_request)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (request.status.is_final(), request.needs_review),
+        (false, true)
+    );
+    let story = event_kinds(&gw, &unpaid_request).await;
+    assert!(
+        story
+            .iter()
+            .any(|(kind, detail)| kind == "status_not_settling" && detail.contains("2032")),
+        "{story:?}"
+    );
+    let (_, shown, _) = gw
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/payouts/{unpaid}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["needs_review"].as_bool()),
+        (Some("pending"), Some(true)),
+        "{shown}"
+    );
+
+    // Each question took its answer, and its owner (the resolver) was told.
+    for request in requests {
+        for q in questions(&gw, request).await {
+            assert!(
+                q.result_code.is_some() && q.owner_notified_at.is_some(),
+                "{q:?}"
+            );
+        }
+    }
+
+    // The usual final notifications, once each; nothing sent again.
+    eventually("the final webhooks are written", WAIT, || async {
+        webhooks("payout.completed").await >= 1 && webhooks("refund.completed").await >= 1
+    })
+    .await;
+    assert_eq!(webhooks("payout.completed").await, 1);
+    assert_eq!(webhooks("refund.completed").await, 1);
+    assert_eq!(webhooks("payout.failed").await, 0);
+    assert_eq!(gw.daraja_requests(B2C), 2, "never sent again");
+    assert_eq!(gw.daraja_requests(REVERSAL), 1, "never sent again");
+    gw.stop().await;
+}
+
+/// A payout held after its questions were given up and settled by hand as not paid; then
+/// M-Pesa's late answer (it was paid) arrives, twice: held again with one alert to the admins,
+/// through the contradiction path. Without the fix the late answer is ignored: no alert.
+async fn a_late_transaction_status_answer_that_contradicts_a_settlement_by_hand_alerts_once(
+    backend: Backend,
+) {
+    let webhook = WebhookReceiver::start().await;
+    let telegram = TelegramDouble::start(&[]).await;
+    let (time, clock) = manual_clock(chrono::Utc::now());
+    let admin_chat = ADMIN_CHAT.to_string();
+    let alerts = [
+        ("TELEGRAM_BOT_TOKEN", BOT_TOKEN),
+        ("TELEGRAM_API_BASE", &telegram.uri()),
+        ("ADMIN_CHAT_ID", &admin_chat),
+    ];
+    let gw = spawn_with(options(backend, &webhook, &alerts).clock(clock)).await;
+    gw.sim().update_faults(|f| {
+        for flow in [Flow::B2c, Flow::TransactionStatus] {
+            f.flows.insert(
+                flow,
+                CallbackFaults {
+                    suppress: true,
+                    ..Default::default()
+                },
+            );
+        }
+    });
+    let (status, payout) = gw.payout(300).await;
+    assert_eq!(status, 202, "{payout}");
+    let payout = payout["id"].as_str().unwrap().to_owned();
+    let request_id = gw
+        .storage()
+        .get_payout(&payout)
+        .await
+        .unwrap()
+        .unwrap()
+        .request_id
+        .unwrap();
+    gw.wait_for_request(&request_id, "accepted", |r| {
+        r.status == RequestStatus::Accepted
+    })
+    .await;
+    hold_for_a_person(&gw, &time, &[&request_id]).await;
+    let settled = gw
+        .state
+        .money_out
+        .payouts
+        .settle_by_hand(
+            &payout,
+            HandOutcome::Failed,
+            "Not in the org portal",
+            "baraka",
+        )
+        .await
+        .unwrap();
+    assert_eq!(settled.status, PayoutStatus::Failed);
+
+    let asked = questions(&gw, &request_id).await;
+    let late = asked.first().expect("asked at least once");
+    for _ in 0..2 {
+        // 200 once the answer is applied.
+        assert_eq!(deliver_late(&gw, late).await, 200);
+    }
+    let held = gw
+        .storage()
+        .get_initiator_request(&request_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (held.status, held.needs_review),
+        (RequestStatus::Failed, true),
+        "held again, with what the person recorded: {held:?}"
+    );
+    let alert = contradiction_alerts(&gw, "payout.contradicted").await;
+    assert_eq!(alert.len(), 1, "one alert: {alert:?}");
+    let text = serde_json::from_str::<Value>(&alert[0].payload).unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.contains(&format!(
+            "Payout {payout}: Transaction Status contradicts the settlement recorded by baraka."
+        )),
+        "{text}"
+    );
+    assert_eq!(gw.daraja_requests(B2C), 1, "never sent again");
     gw.stop().await;
 }

@@ -310,6 +310,11 @@ pub(crate) async fn apply_request_update<C: Conn>(
         if n.finalized_at.is_none() && t.status.is_final() {
             n.finalized_at = Some(now);
         }
+        // Final again with Daraja's answer (a question answered after it was given up): its
+        // owner is told again, by the resolver too should this process stop first.
+        if t.notify_owner && current.status.is_final() {
+            n.owner_notified_at = None;
+        }
     }
     if let Some(r) = &update.result {
         n.result = Some(r.clone());
@@ -331,8 +336,8 @@ pub(crate) async fn apply_request_update<C: Conn>(
                 "UPDATE initiator_requests SET status = $1, originator_conversation_id = $2, \
                  conversation_id = $3, result_code = $4, result_desc = $5, receipt = $6, \
                  result = $7, needs_review = $8, attempts = $9, next_check_at = $10, \
-                 updated_at = $11, finalized_at = $12, version = $13 \
-                 WHERE id = $14 AND version = $15",
+                 updated_at = $11, finalized_at = $12, version = $13, owner_notified_at = $14 \
+                 WHERE id = $15 AND version = $16",
             )
             .bind(n.status.as_str())
             .bind(&n.originator_conversation_id)
@@ -347,6 +352,7 @@ pub(crate) async fn apply_request_update<C: Conn>(
             .bind(n.updated_at)
             .bind(n.finalized_at)
             .bind(n.version)
+            .bind(n.owner_notified_at)
             .bind(&n.id)
             .bind(current.version),
         )
@@ -396,7 +402,9 @@ pub(crate) async fn ingest_callback<C: Conn>(
         (Some(current), Some(update)) => {
             let was_final = current.status.is_final();
             let written = apply_request_update(c, &current, &update, now).await?;
-            let became_final = !was_final && written.status.is_final();
+            // Or final again, with Daraja's answer to a question given up: told again.
+            let told_again = update.transition.as_ref().is_some_and(|t| t.notify_owner);
+            let became_final = (!was_final || told_again) && written.status.is_final();
             (Some(written), became_final)
         }
         (current, _) => (current, false),

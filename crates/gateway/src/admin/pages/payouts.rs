@@ -454,6 +454,10 @@ fn entry(e: &MoneyOutEvent, whose: &str) -> Entry {
             ("t-problem", "Needs a person".to_owned())
         }
         (_, "settled_by_hand") => ("t-admin", "Outcome recorded by hand".to_owned()),
+        (_, "settled_by_late_answer") => (
+            "t-daraja",
+            "Transaction Status answered after the hold: settled by M-Pesa's answer".to_owned(),
+        ),
         (_, "contradicted") => (
             "t-problem",
             "M-Pesa contradicts the outcome recorded by hand: needs a person".to_owned(),
@@ -467,7 +471,7 @@ fn entry(e: &MoneyOutEvent, whose: &str) -> Entry {
     };
     let mut entry = Entry::new(e.occurred_at, order, class, title);
     entry.summary = match (e.kind.as_str(), text("result_code"), text("result_desc")) {
-        ("contradicted", _, _) => text("note").unwrap_or_default(),
+        ("contradicted" | "settled_by_late_answer", _, _) => text("note").unwrap_or_default(),
         (_, Some(code), Some(desc)) => format!("Result {code}: {desc}"),
         // Recorded by a person: who, what they saw, and their note.
         (_, _, _) if text("by").is_some() && text("note").is_some() => {
