@@ -18,7 +18,7 @@
 //!   final (`notify_owner`);
 //! * a request held for a person may be settled by hand (what the person found in the M-Pesa
 //!   portal); Daraja's own answer that comes later and disagrees books nothing again: it holds
-//!   the request for a person once more.
+//!   the request for a person once more, until a person acknowledges the contradiction.
 
 use serde::{Deserialize, Serialize};
 
@@ -121,11 +121,16 @@ pub struct RequestSnapshot {
     pub needs_review: bool,
     /// Its final state was recorded by a person, not by Daraja.
     pub settled_by_hand: bool,
+    /// A person acknowledged that Daraja contradicts the outcome recorded by hand.
+    pub acknowledged: bool,
     pub created_at_ms: i64,
 }
 
 /// The key of a request's stored result details that says a person recorded its outcome.
 pub const SETTLED_BY_HAND: &str = "settled_by_hand";
+/// The key of a request's stored result details that says a person acknowledged a
+/// contradiction of the outcome recorded by hand.
+pub const ACKNOWLEDGED: &str = "acknowledged";
 
 /// A `Result` callback as the rules see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +174,8 @@ pub enum RequestEventKind {
     /// Transaction Status answered about a request held for a person (not settled by one):
     /// its answer settled it and lifted the hold.
     SettledByLateAnswer,
+    /// A person acknowledged a contradiction: the hold is lifted, nothing else changes.
+    Acknowledged,
 }
 
 impl RequestEventKind {
@@ -185,6 +192,7 @@ impl RequestEventKind {
             RequestEventKind::SettledByHand => "settled_by_hand",
             RequestEventKind::Contradicted => "contradicted",
             RequestEventKind::SettledByLateAnswer => "settled_by_late_answer",
+            RequestEventKind::Acknowledged => "acknowledged",
         }
     }
 }
@@ -468,6 +476,13 @@ fn against_settlement(
     if r.needs_review {
         return RequestOutcome::Unchanged("held for a person already: kept for them");
     }
+    // A person has looked and closed the matter: a later answer (often the same one delivered
+    // again) is kept for the record, and does not hold it again.
+    if r.acknowledged {
+        return RequestOutcome::Unchanged(
+            "a person acknowledged the contradiction: later answers are kept for the record",
+        );
+    }
     let recorded_completed = r.status == RequestStatus::Completed;
     let same_receipt = receipt.is_none() || r.receipt.is_none() || r.receipt.as_deref() == receipt;
     if recorded_completed == reported_completed && (!reported_completed || same_receipt) {
@@ -488,6 +503,25 @@ fn against_settlement(
             .map(|x| format!(", receipt {x}"))
             .unwrap_or_default(),
     ));
+    RequestOutcome::Changed(t)
+}
+
+/// A person acknowledges that Daraja contradicts the outcome they (or another person) recorded
+/// by hand, with a note: the hold is lifted and nothing else changes (status, receipt, amounts;
+/// nothing is sent). Only a final request settled by hand and held after a contradiction, once.
+pub fn on_acknowledged(r: &RequestSnapshot, note: &str) -> RequestOutcome {
+    if r.acknowledged {
+        return RequestOutcome::Unchanged("the contradiction was acknowledged already");
+    }
+    if !r.status.is_final() || !r.settled_by_hand || !r.needs_review {
+        return RequestOutcome::Unchanged(
+            "only a request held after M-Pesa contradicted the outcome recorded by hand can be acknowledged",
+        );
+    }
+    let mut t = RequestTransition::new(RequestEventKind::Acknowledged, r.status);
+    t.notify_owner = false;
+    t.clear_hold = true;
+    t.note = Some(note.to_owned());
     RequestOutcome::Changed(t)
 }
 
@@ -574,6 +608,7 @@ mod tests {
             receipt: None,
             needs_review: false,
             settled_by_hand: false,
+            acknowledged: false,
             created_at_ms: 1_000,
         }
     }
@@ -887,6 +922,65 @@ mod tests {
         failed.needs_review = true;
         assert!(matches!(
             on_result(&failed, &report("0", Some("X"))),
+            RequestOutcome::Unchanged(_)
+        ));
+    }
+
+    #[test]
+    fn a_contradiction_is_acknowledged_once_and_only_the_hold_is_lifted() {
+        let mut paid = snap(RequestKind::B2c, RequestStatus::Completed);
+        paid.settled_by_hand = true;
+        paid.receipt = Some("SGB2PAID01".into());
+        // Not held: nothing to acknowledge.
+        assert!(matches!(
+            on_acknowledged(&paid, "seen"),
+            RequestOutcome::Unchanged(_)
+        ));
+        let mut held = paid.clone();
+        held.needs_review = true;
+        let t = changed(on_acknowledged(&held, "Refunded the recipient by hand"));
+        assert_eq!(
+            (
+                t.kind,
+                t.status,
+                t.clear_hold,
+                t.hold,
+                t.notify_owner,
+                t.receipt,
+                t.result_code
+            ),
+            (
+                RequestEventKind::Acknowledged,
+                RequestStatus::Completed,
+                true,
+                false,
+                false,
+                None,
+                None
+            )
+        );
+        assert_eq!(t.note.as_deref(), Some("Refunded the recipient by hand"));
+        // Held but open, or held without a settlement by hand: "Record the outcome" is the way.
+        let mut open = snap(RequestKind::B2c, RequestStatus::Unknown);
+        open.needs_review = true;
+        let mut late = snap(RequestKind::B2c, RequestStatus::Completed);
+        late.needs_review = true;
+        for r in [open, late] {
+            assert!(matches!(
+                on_acknowledged(&r, "x"),
+                RequestOutcome::Unchanged(_)
+            ));
+        }
+        // Once: a second acknowledgement is refused, and the same contradiction delivered again
+        // does not hold it again.
+        let mut acknowledged = paid;
+        acknowledged.acknowledged = true;
+        assert_eq!(
+            on_acknowledged(&acknowledged, "again"),
+            RequestOutcome::Unchanged("the contradiction was acknowledged already")
+        );
+        assert!(matches!(
+            on_result(&acknowledged, &report("2001", None)),
             RequestOutcome::Unchanged(_)
         ));
     }

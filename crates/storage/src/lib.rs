@@ -219,7 +219,9 @@ pub trait Storage: Send + Sync + 'static {
     /// asks `decide`; a receipt it records that is already recorded elsewhere (a payment, a
     /// payout, a reversal, another request, one settled a moment ago) is `Conflict`
     /// (`receipt_in_use`); then locks the owner and asks `owner` (`None` is `Conflict`: nothing
-    /// is written); the owner counts as told. `Ok(None)`: `decide` refused.
+    /// is written); the owner counts as told. `Ok(None)`: `decide` refused. A person's
+    /// acknowledgement of a contradiction is written the same way (no receipt, the owner's
+    /// update only a timeline entry).
     async fn settle_initiator_request(
         &self,
         id: &str,

@@ -56,10 +56,19 @@ pub struct InitiatorRequest {
 impl InitiatorRequest {
     /// Whether a person recorded its outcome (its result details say so).
     pub fn settled_by_hand(&self) -> bool {
+        self.has_detail(mpesa_domain::initiator::SETTLED_BY_HAND)
+    }
+
+    /// Whether a person acknowledged that Daraja contradicts the outcome recorded by hand.
+    pub fn acknowledged(&self) -> bool {
+        self.has_detail(mpesa_domain::initiator::ACKNOWLEDGED)
+    }
+
+    fn has_detail(&self, key: &str) -> bool {
         self.result
             .as_deref()
             .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-            .is_some_and(|d| d.get(mpesa_domain::initiator::SETTLED_BY_HAND).is_some())
+            .is_some_and(|d| d.get(key).is_some())
     }
 
     pub fn snapshot(&self) -> RequestSnapshot {
@@ -71,6 +80,7 @@ impl InitiatorRequest {
             receipt: self.receipt.clone(),
             needs_review: self.needs_review,
             settled_by_hand: self.settled_by_hand(),
+            acknowledged: self.acknowledged(),
             created_at_ms: self.created_at,
         }
     }

@@ -129,6 +129,12 @@ pub fn notice(code: Option<&str>) -> Option<&'static str> {
         "payout_settled" => {
             "The outcome you recorded is the payout's now; your note is on its timeline."
         }
+        "payout_acknowledged" => {
+            "You acknowledged the contradiction: the payout is no longer held; your note is on its timeline."
+        }
+        "refund_acknowledged" => {
+            "You acknowledged the contradiction: the refund is no longer held; your note is on the payment's timeline."
+        }
         "refund_settled" => {
             "The outcome you recorded is the refund's now; your note is on the payment's timeline."
         }

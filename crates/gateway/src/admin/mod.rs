@@ -65,6 +65,10 @@ pub fn router() -> Router<AppState> {
             post(pages::refund::settle),
         )
         .route(
+            "/admin/payments/{id}/refund/acknowledge",
+            post(pages::refund::acknowledge),
+        )
+        .route(
             "/admin/payouts",
             get(pages::payouts::list).post(pages::payouts::create),
         )
@@ -72,6 +76,10 @@ pub fn router() -> Router<AppState> {
         .route("/admin/payouts/{id}/approve", post(pages::payouts::approve))
         .route("/admin/payouts/{id}/reject", post(pages::payouts::reject))
         .route("/admin/payouts/{id}/settle", post(pages::payouts::settle))
+        .route(
+            "/admin/payouts/{id}/acknowledge",
+            post(pages::payouts::acknowledge),
+        )
         .route("/admin/balance", post(pages::overview::ask_balance))
         .route(
             "/admin/links",

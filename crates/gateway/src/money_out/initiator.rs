@@ -26,8 +26,8 @@ use daraja::{
     InitiatorAccepted, ReversalParams, TransactionStatusParams,
 };
 use mpesa_domain::initiator::{
-    self as rules, DueAction, RequestEventKind, RequestOutcome, RequestTransition, ResolvePolicy,
-    ResultReport, SETTLED_BY_HAND, StatusFinding,
+    self as rules, ACKNOWLEDGED, DueAction, RequestEventKind, RequestOutcome, RequestSnapshot,
+    RequestTransition, ResolvePolicy, ResultReport, SETTLED_BY_HAND, StatusFinding,
 };
 use mpesa_domain::{Amount, Msisdn, RequestKind, RequestStatus, ResultCode};
 use mpesa_storage::{
@@ -586,17 +586,24 @@ impl Initiator {
         reported: Reported<'_>,
         now: i64,
     ) -> Vec<NewOutboxEvent> {
-        let owner = self
-            .0
+        self.owner_of(request)
+            .map(|owner| {
+                owner.contradiction_alert(
+                    request,
+                    &contradiction_text(request, what, reported),
+                    now,
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    fn owner_of(&self, request: &InitiatorRequest) -> Option<Arc<dyn InitiatorOwner>> {
+        self.0
             .owners
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&request.purpose)
-            .cloned();
-        let Some(owner) = owner else {
-            return Vec::new();
-        };
-        owner.contradiction_alert(request, &contradiction_text(request, what, reported), now)
+            .cloned()
     }
 
     /// Tells the owner of a final request, once it succeeds; the resolver repeats what failed.
@@ -681,6 +688,73 @@ impl Initiator {
             record["payment_id"] = json!(payment_id);
         }
         let result = json!({ SETTLED_BY_HAND: record }).to_string();
+        self.decided_by_a_person(
+            request_id,
+            &|r| rules::on_settled_by_hand(r, completed, receipt, note),
+            &record,
+            &|_| result.clone(),
+            owner,
+        )
+        .await
+    }
+
+    /// A person (`admin`) acknowledges, with their note, that Daraja contradicts the outcome
+    /// recorded by hand on a final request held for that reason: the hold is lifted, with a
+    /// timeline entry on the request and on `owner` (its payout or refund, whose update must
+    /// change nothing else); status, receipt and amounts stay, and nothing is sent to Daraja.
+    /// `Err(why)` when there is no request, it is not held after a contradiction, or it was
+    /// acknowledged already.
+    pub async fn acknowledge(
+        &self,
+        request_id: Option<&str>,
+        note: &str,
+        admin: &str,
+        owner: SettleOwner<'_>,
+    ) -> Result<Result<(), String>, StorageError> {
+        let Some(request_id) = request_id else {
+            return Ok(Err(
+                "it was never sent: there is nothing to acknowledge".into()
+            ));
+        };
+        let record = json!({ "by": format!("admin:{admin}"), "note": note });
+        // Kept beside the settlement by hand, which the alerts and the pages read.
+        let result = |r: &InitiatorRequest| {
+            let mut details = r
+                .result
+                .as_deref()
+                .and_then(|x| serde_json::from_str::<Value>(x).ok())
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}));
+            details[ACKNOWLEDGED] = record.clone();
+            details.to_string()
+        };
+        let decided = self
+            .decided_by_a_person(
+                request_id,
+                &|r| rules::on_acknowledged(r, note),
+                &record,
+                &result,
+                owner,
+            )
+            .await;
+        match decided {
+            Ok(done) => Ok(done.map(|_| ())),
+            Err(StorageError::Conflict(why)) => Ok(Err(why)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A person's decision about a request (`rule`), written with its timeline entry
+    /// (`record`), its new result details and its owner's update in one transaction, one
+    /// decision by hand at a time. `Err(why)`: the rule refused it.
+    async fn decided_by_a_person(
+        &self,
+        request_id: &str,
+        rule: &(dyn Fn(&RequestSnapshot) -> RequestOutcome + Send + Sync),
+        record: &Value,
+        result: &(dyn Fn(&InitiatorRequest) -> String + Send + Sync),
+        owner: SettleOwner<'_>,
+    ) -> Result<Result<InitiatorRequest, String>, StorageError> {
         // Why the locked row refused (the decision may run again on a conflict: last one wins).
         let refusal = std::sync::Mutex::new(None::<&'static str>);
         let written = self
@@ -689,13 +763,13 @@ impl Initiator {
             .settle_initiator_request(
                 request_id,
                 self.now_ms(),
-                &|r| match rules::on_settled_by_hand(&r.snapshot(), completed, receipt, note) {
+                &|r| match rule(&r.snapshot()) {
                     RequestOutcome::Changed(t) => Some(InitiatorUpdate {
                         event: Some(NewMoneyOutEvent {
                             kind: t.kind.as_str().to_owned(),
                             detail: record.to_string(),
                         }),
-                        result: Some(result.clone()),
+                        result: Some(result(r)),
                         next_check_at: Some(None),
                         transition: Some(t),
                         ..Default::default()
@@ -719,7 +793,7 @@ impl Initiator {
             None => Ok(Err(refusal
                 .into_inner()
                 .unwrap_or_else(|e| e.into_inner())
-                .unwrap_or("the request cannot be settled by hand")
+                .unwrap_or("the request cannot be decided by hand")
                 .to_owned())),
         }
     }

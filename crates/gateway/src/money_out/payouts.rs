@@ -449,6 +449,51 @@ impl Payouts {
             Err(why) => Err(PayoutError::Refused(why)),
         }
     }
+
+    /// A person acknowledges, with a note, that M-Pesa's answer contradicts the outcome
+    /// recorded by hand on this payout: the hold is lifted and the note and their name go on
+    /// its timeline. Nothing else changes (status, receipt, amount; no webhook) and nothing is
+    /// sent to Daraja. Refused unless the payout is held after a contradiction, and the second
+    /// time.
+    pub async fn acknowledge(
+        &self,
+        id: &str,
+        note: &str,
+        admin: &str,
+    ) -> Result<Payout, PayoutError> {
+        let note = check_note(note).map_err(|message| PayoutError::Invalid {
+            field: "note",
+            message,
+        })?;
+        let p = self.reads.get(id).await?;
+        let event = acknowledged_event("acknowledged", admin, &note);
+        let decide = |_: &InitiatorRequest, _: &Payout| {
+            Some(PayoutUpdate {
+                event: Some(event.clone()),
+                ..Default::default()
+            })
+        };
+        self.initiator
+            .acknowledge(
+                p.request_id.as_deref(),
+                &note,
+                admin,
+                SettleOwner::Payout(&decide),
+            )
+            .await?
+            .map_err(PayoutError::Refused)?;
+        tracing::info!(payout_id = %p.id, admin, "contradiction acknowledged");
+        self.reads.get(id).await
+    }
+}
+
+/// The owner's timeline entry (`kind`) of a contradiction `admin` acknowledged: a payout's, a
+/// refund's (also on its payment's timeline).
+pub fn acknowledged_event(kind: &str, admin: &str, note: &str) -> NewMoneyOutEvent {
+    NewMoneyOutEvent {
+        kind: kind.into(),
+        detail: json!({ "by": format!("admin:{admin}"), "note": note }).to_string(),
+    }
 }
 
 /// The payouts' read operations. They need only the database, so the command line reads payouts
@@ -722,6 +767,20 @@ impl InitiatorOwner for PayoutOwner {
         text: &str,
         now: i64,
     ) -> Vec<NewOutboxEvent> {
+        self.admin_alert(CONTRADICTED, request, text, now)
+    }
+}
+
+impl PayoutOwner {
+    /// The admins' alert (`event_type`) about the payout of `request`: its id, `text`, and the
+    /// address of its dashboard page.
+    fn admin_alert(
+        &self,
+        event_type: &str,
+        request: &InitiatorRequest,
+        text: &str,
+        now: i64,
+    ) -> Vec<NewOutboxEvent> {
         let Some(payout_id) = request.owner_id.as_deref() else {
             return Vec::new();
         };
@@ -729,7 +788,7 @@ impl InitiatorOwner for PayoutOwner {
             "Payout {payout_id}: {text}\nThe payout: {}",
             dashboard_link(&self.public_url, &payout_href(payout_id))
         );
-        admin_rows(&self.plan, CONTRADICTED, payout_id, None, &text, now)
+        admin_rows(&self.plan, event_type, payout_id, None, &text, now)
     }
 }
 

@@ -21,7 +21,7 @@ use url::Url;
 
 use super::initiator::{Ask, Initiator, InitiatorError, InitiatorOwner, not_held_for_a_person};
 use super::notify::{admin_rows, dashboard_link, final_rows, refund_customer_rows};
-use super::payouts::{HandOutcome, check_note, hand_conflict};
+use super::payouts::{HandOutcome, acknowledged_event, check_note, hand_conflict};
 use super::receipts::parse_typed_code;
 use super::view::RefundView;
 use super::{Claim, Requester};
@@ -303,6 +303,39 @@ impl Refunds {
         }
     }
 
+    /// A person acknowledges, with a note, that M-Pesa's answer contradicts the outcome
+    /// recorded by hand on this refund: the hold is lifted and the note and their name go on
+    /// the refund's and the payment's timelines. Nothing else changes (status, receipt, amount;
+    /// no webhook, no message) and nothing is sent to Daraja. Refused unless the refund is
+    /// held after a contradiction, and the second time.
+    pub async fn acknowledge(
+        &self,
+        id: &str,
+        note: &str,
+        admin: &str,
+    ) -> Result<Refund, RefundError> {
+        let note = check_note(note).map_err(|m| RefundError::Invalid(format!("note: {m}")))?;
+        let refund = self.get(id).await?;
+        let event = acknowledged_event("refund_acknowledged", admin, &note);
+        let decide = |_: &InitiatorRequest, _: &Refund| {
+            Some(RefundUpdate {
+                event: Some(event.clone()),
+                ..Default::default()
+            })
+        };
+        self.initiator
+            .acknowledge(
+                refund.request_id.as_deref(),
+                &note,
+                admin,
+                SettleOwner::Refund(&decide),
+            )
+            .await?
+            .map_err(RefundError::Refused)?;
+        tracing::info!(refund_id = %refund.id, admin, "contradiction acknowledged");
+        self.get(id).await
+    }
+
     /// The refund with the state of its Reversal request (whether it is held for a person).
     pub async fn view(&self, refund: &Refund) -> Result<RefundView, RefundError> {
         let request = match &refund.request_id {
@@ -493,21 +526,29 @@ impl InitiatorOwner for RefundOwner {
             .as_deref()
             .and_then(|x| serde_json::from_str::<Value>(x).ok())
             .and_then(|d| d[SETTLED_BY_HAND]["payment_id"].as_str().map(str::to_owned));
-        let text = match &payment_id {
+        self.admin_alert(CONTRADICTED, refund_id, payment_id.as_deref(), text, now)
+    }
+}
+
+impl RefundOwner {
+    /// The admins' alert (`event_type`) about refund `refund_id`: its id, its payment's with
+    /// the address of the payment's dashboard page when known, and `text`.
+    fn admin_alert(
+        &self,
+        event_type: &str,
+        refund_id: &str,
+        payment_id: Option<&str>,
+        text: &str,
+        now: i64,
+    ) -> Vec<NewOutboxEvent> {
+        let text = match payment_id {
             Some(payment_id) => format!(
                 "Refund {refund_id} of payment {payment_id}: {text}\nThe payment: {}",
                 dashboard_link(&self.public_url, &payment_href(payment_id))
             ),
             None => format!("Refund {refund_id}: {text}"),
         };
-        admin_rows(
-            &self.plan,
-            CONTRADICTED,
-            refund_id,
-            payment_id.as_deref(),
-            &text,
-            now,
-        )
+        admin_rows(&self.plan, event_type, refund_id, payment_id, &text, now)
     }
 }
 

@@ -69,7 +69,7 @@ fn manual_clock(start: chrono::DateTime<chrono::Utc>) -> (Arc<ManualClock>, Cloc
 }
 
 impl TestGateway {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -154,6 +154,61 @@ impl TestGateway {
         (status, body)
     }
 
+    /// `GET` on the merchant API, answered 200: its JSON.
+    pub(crate) async fn get_json(&self, path: &str) -> Value {
+        let (status, body, _) = self.call(reqwest::Method::GET, path, None, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
+    /// Posts M-Pesa's `Result` for `request` to `result/{api}` (`b2c`, `reversal`): `code`, with
+    /// `receipt` as its TransactionID. It is stored, so answered 200.
+    pub(crate) async fn post_result(
+        &self,
+        api: &str,
+        request: &InitiatorRequest,
+        code: i64,
+        receipt: &str,
+    ) {
+        let body = json!({"Result": {
+            "ResultType": 0,
+            "ResultCode": code,
+            "ResultDesc": format!("M-Pesa's result {code}"),
+            "OriginatorConversationID": request.originator_conversation_id,
+            "ConversationID": request.conversation_id,
+            "TransactionID": receipt,
+        }});
+        let (status, answer) = self
+            .post_callback(&format!("result/{api}"), body.to_string().as_bytes())
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    /// `POST /api/v1/payments/{payment_id}/refund` (out of stock), accepted; the refund's id.
+    async fn refund_out_of_stock(&self, payment_id: &str) -> String {
+        let (status, refund, _) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/payments/{payment_id}/refund"),
+                Some(json!({"reason": "Out of stock"})),
+                None,
+            )
+            .await;
+        assert_eq!(status, 202, "{refund}");
+        refund["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The id of a payout's B2C request.
+    async fn payout_request(&self, payout_id: &str) -> String {
+        self.storage()
+            .get_payout(payout_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .request_id
+            .unwrap()
+    }
+
     /// How many requests the simulator received on a Daraja path.
     fn daraja_requests(&self, path: &str) -> usize {
         self.sim()
@@ -186,6 +241,32 @@ async fn outbox_rows(gw: &TestGateway) -> Vec<mpesa_storage::OutboxEvent> {
         .await
         .unwrap()
         .items
+}
+
+/// The event types of the payout and refund webhooks in the outbox, sorted. Outbox rows are
+/// written with the change they announce: the stored ones are all there is.
+async fn money_out_webhooks(gw: &TestGateway) -> Vec<String> {
+    let mut rows: Vec<String> = outbox_rows(gw)
+        .await
+        .into_iter()
+        .filter(|e| e.channel == mpesa_storage::Channel::Webhook)
+        .map(|e| e.event_type)
+        .filter(|t| t.starts_with("payout.") || t.starts_with("refund."))
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Waits until the admins' Telegram chat got a message containing `text`.
+async fn told_in_telegram(telegram: &TelegramDouble, text: &str) {
+    eventually("the admins' alert in Telegram", WAIT, || async {
+        telegram
+            .messages_to(ADMIN_CHAT)
+            .await
+            .iter()
+            .any(|m| m["text"].as_str().unwrap_or("").contains(text))
+    })
+    .await;
 }
 
 fn delivered(webhook: &WebhookReceiver, event_type: &str) -> Vec<Value> {
@@ -565,17 +646,7 @@ async fn a_payout_whose_result_never_comes_is_held_for_a_person_after_a_day_of_a
 ) {
     let (time, clock) = manual_clock(chrono::Utc::now());
     let gw = spawn_with(Options::new(backend).clock(clock)).await;
-    gw.sim().update_faults(|f| {
-        for flow in [Flow::B2c, Flow::TransactionStatus] {
-            f.flows.insert(
-                flow,
-                CallbackFaults {
-                    suppress: true,
-                    ..Default::default()
-                },
-            );
-        }
-    });
+    hold_back_results(&gw, &[Flow::B2c, Flow::TransactionStatus]);
     let (status, payout) = gw.payout(300).await;
     assert_eq!(status, 202, "{payout}");
     let payout_id = payout["id"].as_str().unwrap();
@@ -602,14 +673,7 @@ async fn a_payout_whose_result_never_comes_is_held_for_a_person_after_a_day_of_a
         .await;
     assert!(!asked.needs_review, "{asked:?}");
     assert_eq!(gw.daraja_requests(STATUS), 1);
-    let (_, shown, _) = gw
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/v1/payouts/{payout_id}"),
-            None,
-            None,
-        )
-        .await;
+    let shown = gw.get_json(&format!("/api/v1/payouts/{payout_id}")).await;
     assert_eq!(shown["needs_review"], false, "{shown}");
 
     // A minute short of a day since it was made: still asked, not held.
@@ -909,6 +973,41 @@ async fn a_c2b_payment_is_refunded_from_the_paybill_it_was_paid_to(backend: Back
     gw.stop().await;
 }
 
+/// A gateway on a clock the test moves, with webhooks to `webhook` and the admins' alerts to
+/// `telegram`'s chat [`ADMIN_CHAT`].
+async fn alerting_gateway(
+    backend: Backend,
+    webhook: &WebhookReceiver,
+    telegram: &TelegramDouble,
+) -> (TestGateway, Arc<ManualClock>) {
+    let (time, clock) = manual_clock(chrono::Utc::now());
+    let admin_chat = ADMIN_CHAT.to_string();
+    let alerts = [
+        ("TELEGRAM_BOT_TOKEN", BOT_TOKEN),
+        ("TELEGRAM_API_BASE", &telegram.uri()),
+        ("ADMIN_CHAT_ID", &admin_chat),
+    ];
+    (
+        spawn_with(options(backend, webhook, &alerts).clock(clock)).await,
+        time,
+    )
+}
+
+/// The simulator still moves the money of `flows`, but holds their result callbacks back.
+fn hold_back_results(gw: &TestGateway, flows: &[Flow]) {
+    gw.sim().update_faults(|f| {
+        for flow in flows {
+            f.flows.insert(
+                *flow,
+                CallbackFaults {
+                    suppress: true,
+                    ..Default::default()
+                },
+            );
+        }
+    });
+}
+
 /// Moves the clock through a day of asking until every request in `ids` is held for a person
 /// (as the day-of-asking test does, step by step: the resolver looks when each check is due).
 async fn hold_for_a_person(gw: &TestGateway, time: &ManualClock, ids: &[&str]) {
@@ -939,14 +1038,8 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
 ) {
     let webhook = WebhookReceiver::start().await;
     let telegram = TelegramDouble::start(&[]).await;
-    let (time, clock) = manual_clock(chrono::Utc::now());
+    let (gw, time) = alerting_gateway(backend, &webhook, &telegram).await;
     let admin_chat = ADMIN_CHAT.to_string();
-    let alerts = [
-        ("TELEGRAM_BOT_TOKEN", BOT_TOKEN),
-        ("TELEGRAM_API_BASE", &telegram.uri()),
-        ("ADMIN_CHAT_ID", &admin_chat),
-    ];
-    let gw = spawn_with(options(backend, &webhook, &alerts).clock(clock)).await;
     let payment_id = completed_payment(&gw, SUCCESS, 99).await;
     let second_payment = completed_payment(&gw, SUCCESS, 98).await;
     let payment_receipt = gw
@@ -957,17 +1050,7 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
         .unwrap()
         .mpesa_receipt_number
         .unwrap();
-    gw.sim().update_faults(|f| {
-        for flow in [Flow::B2c, Flow::Reversal, Flow::TransactionStatus] {
-            f.flows.insert(
-                flow,
-                CallbackFaults {
-                    suppress: true,
-                    ..Default::default()
-                },
-            );
-        }
-    });
+    hold_back_results(&gw, &[Flow::B2c, Flow::Reversal, Flow::TransactionStatus]);
     let payouts = &gw.state.money_out.payouts;
     let refunds = &gw.state.money_out.refunds;
     let created = payouts
@@ -988,16 +1071,7 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
         panic!("a new payout")
     };
     let payout_request = payout.request_id.clone().unwrap();
-    let (status, refund, _) = gw
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/v1/payments/{payment_id}/refund"),
-            Some(json!({"reason": "Out of stock"})),
-            None,
-        )
-        .await;
-    assert_eq!(status, 202, "{refund}");
-    let refund_id = refund["id"].as_str().unwrap().to_owned();
+    let refund_id = gw.refund_out_of_stock(&payment_id).await;
     let refund_request = gw
         .storage()
         .get_refund(&refund_id)
@@ -1026,9 +1100,7 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
     }
     let refund_path = format!("/api/v1/refunds/{refund_id}");
     let payout_path = format!("/api/v1/payouts/{}", payout.id);
-    let (_, shown, _) = gw
-        .call(reqwest::Method::GET, &refund_path, None, None)
-        .await;
+    let shown = gw.get_json(&refund_path).await;
     assert_eq!(shown["needs_review"], false, "{shown}");
 
     // Not held yet: nobody settles it by hand.
@@ -1061,9 +1133,7 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
         &[&payout_request, &refund_request, &admin_refund_request],
     )
     .await;
-    let (_, shown, _) = gw
-        .call(reqwest::Method::GET, &refund_path, None, None)
-        .await;
+    let shown = gw.get_json(&refund_path).await;
     assert_eq!(
         (shown["status"].as_str(), shown["needs_review"].as_bool()),
         (Some("pending"), Some(true)),
@@ -1152,9 +1222,7 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
         (detail["by"].as_str(), detail["note"].as_str()),
         (Some("admin:baraka"), Some("Seen in the org portal"))
     );
-    let (_, shown, _) = gw
-        .call(reqwest::Method::GET, &payout_path, None, None)
-        .await;
+    let shown = gw.get_json(&payout_path).await;
     assert_eq!(
         (
             shown["status"].as_str(),
@@ -1183,9 +1251,7 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
         .await
         .unwrap();
     assert_eq!(r.status, mpesa_storage::RefundStatus::Failed);
-    let (_, shown, _) = gw
-        .call(reqwest::Method::GET, &refund_path, None, None)
-        .await;
+    let shown = gw.get_json(&refund_path).await;
     assert_eq!(
         (shown["status"].as_str(), shown["needs_review"].as_bool()),
         (Some("failed"), Some(false)),
@@ -1295,9 +1361,7 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
         .collect();
     assert!(kinds.iter().any(|k| k == "settled_by_hand"), "{kinds:?}");
     assert!(kinds.iter().any(|k| k == "contradicted"), "{kinds:?}");
-    let (_, shown, _) = gw
-        .call(reqwest::Method::GET, &payout_path, None, None)
-        .await;
+    let shown = gw.get_json(&payout_path).await;
     assert_eq!(
         (shown["status"].as_str(), shown["needs_review"].as_bool()),
         (Some("completed"), Some(true)),
@@ -1340,27 +1404,10 @@ async fn a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contra
     ] {
         assert!(text.contains(&part), "{part:?} not in {text:?}");
     }
-    eventually("the admins' alert in Telegram", WAIT, || async {
-        telegram.messages_to(ADMIN_CHAT).await.iter().any(|m| {
-            m["text"]
-                .as_str()
-                .unwrap_or("")
-                .contains("contradicts the settlement")
-        })
-    })
-    .await;
+    told_in_telegram(&telegram, "contradicts the settlement").await;
     // Outbox rows are written with the change they announce: the stored ones are all there is.
-    let rows: Vec<String> = outbox_rows(&gw)
-        .await
-        .into_iter()
-        .filter(|e| e.channel == mpesa_storage::Channel::Webhook)
-        .map(|e| e.event_type)
-        .filter(|t| t.starts_with("payout.") || t.starts_with("refund."))
-        .collect();
-    let mut rows = rows;
-    rows.sort();
     assert_eq!(
-        rows,
+        money_out_webhooks(&gw).await,
         ["payout.completed", "refund.failed", "refund.failed"],
         "nothing twice"
     );
@@ -1392,28 +1439,12 @@ async fn transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_adm
 ) {
     let webhook = WebhookReceiver::start().await;
     let telegram = TelegramDouble::start(&[]).await;
-    let (time, clock) = manual_clock(chrono::Utc::now());
+    let (gw, time) = alerting_gateway(backend, &webhook, &telegram).await;
     let admin_chat = ADMIN_CHAT.to_string();
-    let alerts = [
-        ("TELEGRAM_BOT_TOKEN", BOT_TOKEN),
-        ("TELEGRAM_API_BASE", &telegram.uri()),
-        ("ADMIN_CHAT_ID", &admin_chat),
-    ];
-    let gw = spawn_with(options(backend, &webhook, &alerts).clock(clock)).await;
     let payment_id = completed_payment(&gw, SUCCESS, 97).await;
     // The money moves in the simulator, but no result comes and Transaction Status is not
     // answered: all three are held for a person.
-    gw.sim().update_faults(|f| {
-        for flow in [Flow::B2c, Flow::Reversal, Flow::TransactionStatus] {
-            f.flows.insert(
-                flow,
-                CallbackFaults {
-                    suppress: true,
-                    ..Default::default()
-                },
-            );
-        }
-    });
+    hold_back_results(&gw, &[Flow::B2c, Flow::Reversal, Flow::TransactionStatus]);
     let mut payouts = Vec::new();
     for amount in [300, 200] {
         let (status, payout) = gw.payout(amount).await;
@@ -1421,31 +1452,10 @@ async fn transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_adm
         payouts.push(payout["id"].as_str().unwrap().to_owned());
     }
     let (agreeing, contradicted) = (payouts[0].clone(), payouts[1].clone());
-    let (status, refund, _) = gw
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/v1/payments/{payment_id}/refund"),
-            Some(json!({"reason": "Out of stock"})),
-            None,
-        )
-        .await;
-    assert_eq!(status, 202, "{refund}");
-    let refund_id = refund["id"].as_str().unwrap().to_owned();
+    let refund_id = gw.refund_out_of_stock(&payment_id).await;
     let storage = gw.storage();
-    let payout_request = |id: String| {
-        let storage = storage.clone();
-        async move {
-            storage
-                .get_payout(&id)
-                .await
-                .unwrap()
-                .unwrap()
-                .request_id
-                .unwrap()
-        }
-    };
-    let agreeing_request = payout_request(agreeing.clone()).await;
-    let contradicted_request = payout_request(contradicted.clone()).await;
+    let agreeing_request = gw.payout_request(&agreeing).await;
+    let contradicted_request = gw.payout_request(&contradicted).await;
     let refund_request = storage
         .get_refund(&refund_id)
         .await
@@ -1614,13 +1624,8 @@ async fn transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_adm
         1,
         "{story:?}"
     );
-    let (_, shown, _) = gw
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/v1/payouts/{contradicted}"),
-            None,
-            None,
-        )
+    let shown = gw
+        .get_json(&format!("/api/v1/payouts/{contradicted}"))
         .await;
     assert_eq!(
         (shown["status"].as_str(), shown["needs_review"].as_bool()),
@@ -1661,14 +1666,7 @@ async fn transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_adm
         Some("Reversed"),
         "{found}"
     );
-    let (_, shown, _) = gw
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/v1/refunds/{refund_id}"),
-            None,
-            None,
-        )
-        .await;
+    let shown = gw.get_json(&format!("/api/v1/refunds/{refund_id}")).await;
     assert_eq!(
         (shown["status"].as_str(), shown["needs_review"].as_bool()),
         (Some("failed"), Some(true)),
@@ -1797,17 +1795,7 @@ async fn a_late_transaction_status_answer_settles_a_held_payout_or_refund_once(b
     let (time, clock) = manual_clock(chrono::Utc::now());
     let gw = spawn_with(options(backend, &webhook, &[]).clock(clock)).await;
     let payment_id = completed_payment(&gw, SUCCESS, 96).await;
-    gw.sim().update_faults(|f| {
-        for flow in [Flow::B2c, Flow::Reversal, Flow::TransactionStatus] {
-            f.flows.insert(
-                flow,
-                CallbackFaults {
-                    suppress: true,
-                    ..Default::default()
-                },
-            );
-        }
-    });
+    hold_back_results(&gw, &[Flow::B2c, Flow::Reversal, Flow::TransactionStatus]);
     let (status, paid) = gw.payout(300).await;
     assert_eq!(status, 202, "{paid}");
     let paid = paid["id"].as_str().unwrap().to_owned();
@@ -1822,16 +1810,7 @@ async fn a_late_transaction_status_answer_settles_a_held_payout_or_refund_once(b
         .await;
     assert_eq!(status, 202, "{unpaid}");
     let unpaid = unpaid["id"].as_str().unwrap().to_owned();
-    let (status, refund, _) = gw
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/v1/payments/{payment_id}/refund"),
-            Some(json!({"reason": "Out of stock"})),
-            None,
-        )
-        .await;
-    assert_eq!(status, 202, "{refund}");
-    let refund_id = refund["id"].as_str().unwrap().to_owned();
+    let refund_id = gw.refund_out_of_stock(&payment_id).await;
     let storage = gw.storage();
     let paid_request = storage
         .get_payout(&paid)
@@ -1922,14 +1901,7 @@ async fn a_late_transaction_status_answer_settles_a_held_payout_or_refund_once(b
         (RequestStatus::Completed, Some(receipt.as_str()), false),
         "{request:?}"
     );
-    let (_, shown, _) = gw
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/v1/payouts/{paid}"),
-            None,
-            None,
-        )
-        .await;
+    let shown = gw.get_json(&format!("/api/v1/payouts/{paid}")).await;
     assert_eq!(
         (
             shown["status"].as_str(),
@@ -1961,14 +1933,7 @@ async fn a_late_transaction_status_answer_settles_a_held_payout_or_refund_once(b
         (RequestStatus::Completed, false),
         "{request:?}"
     );
-    let (_, shown, _) = gw
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/v1/refunds/{refund_id}"),
-            None,
-            None,
-        )
-        .await;
+    let shown = gw.get_json(&format!("/api/v1/refunds/{refund_id}")).await;
     assert_eq!(
         (shown["status"].as_str(), shown["needs_review"].as_bool()),
         (Some("completed"), Some(false)),
@@ -2002,14 +1967,7 @@ async fn a_late_transaction_status_answer_settles_a_held_payout_or_refund_once(b
             .any(|(kind, detail)| kind == "status_not_settling" && detail.contains("2032")),
         "{story:?}"
     );
-    let (_, shown, _) = gw
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/v1/payouts/{unpaid}"),
-            None,
-            None,
-        )
-        .await;
+    let shown = gw.get_json(&format!("/api/v1/payouts/{unpaid}")).await;
     assert_eq!(
         (shown["status"].as_str(), shown["needs_review"].as_bool()),
         (Some("pending"), Some(true)),
@@ -2047,25 +2005,8 @@ async fn a_late_transaction_status_answer_that_contradicts_a_settlement_by_hand_
 ) {
     let webhook = WebhookReceiver::start().await;
     let telegram = TelegramDouble::start(&[]).await;
-    let (time, clock) = manual_clock(chrono::Utc::now());
-    let admin_chat = ADMIN_CHAT.to_string();
-    let alerts = [
-        ("TELEGRAM_BOT_TOKEN", BOT_TOKEN),
-        ("TELEGRAM_API_BASE", &telegram.uri()),
-        ("ADMIN_CHAT_ID", &admin_chat),
-    ];
-    let gw = spawn_with(options(backend, &webhook, &alerts).clock(clock)).await;
-    gw.sim().update_faults(|f| {
-        for flow in [Flow::B2c, Flow::TransactionStatus] {
-            f.flows.insert(
-                flow,
-                CallbackFaults {
-                    suppress: true,
-                    ..Default::default()
-                },
-            );
-        }
-    });
+    let (gw, time) = alerting_gateway(backend, &webhook, &telegram).await;
+    hold_back_results(&gw, &[Flow::B2c, Flow::TransactionStatus]);
     let (status, payout) = gw.payout(300).await;
     assert_eq!(status, 202, "{payout}");
     let payout = payout["id"].as_str().unwrap().to_owned();

@@ -92,6 +92,9 @@ struct PaymentPage {
     refund_href: Option<String>,
     /// The refund page's "Record the outcome" form, when the refund is held for a person.
     refund_settle_href: Option<String>,
+    /// The refund page's "Acknowledge" form, when M-Pesa contradicts the refund's outcome
+    /// recorded by hand.
+    refund_acknowledge_href: Option<String>,
 }
 
 /// A refund as the payment's page shows it.
@@ -154,12 +157,15 @@ pub async fn show(
         &record.attempts,
     );
     let (p, refunds) = (record.payment, record.refunds);
-    let refund_held = match refunds.last() {
-        Some(r) if r.status == RefundStatus::Pending => {
-            state.money_out.refunds.view(r).await?.needs_review
-        }
-        _ => false,
+    let refund_review = match refunds.last() {
+        Some(r) => state.money_out.refunds.view(r).await?.needs_review,
+        None => false,
     };
+    let refund_pending = refunds
+        .last()
+        .is_some_and(|r| r.status == RefundStatus::Pending);
+    let refund_held = refund_review && refund_pending;
+    let refund_contradicted = refund_review && !refund_pending;
     let (link_href, link_title) = match (&p.payment_link_id, record.link_title) {
         (Some(link_id), Some(title)) => (crate::admin::pages::links::link_href(link_id), title),
         _ => (String::new(), String::new()),
@@ -196,6 +202,8 @@ pub async fn show(
             .is_none()
             .then(|| format!("{}/refund", payment_href(&p.id))),
         refund_settle_href: refund_held.then(|| format!("{}/refund", payment_href(&p.id))),
+        refund_acknowledge_href: refund_contradicted
+            .then(|| format!("{}/refund", payment_href(&p.id))),
     };
     render(&page)
 }
@@ -411,6 +419,10 @@ fn event_title(kind: &str) -> (&'static str, String) {
             "reversal_sent" => ("t-daraja", "Reversal sent to M-Pesa"),
             "refund_completed" => ("t-daraja", "Refunded: M-Pesa reversed the payment"),
             "refund_failed" => ("t-problem", "Refund failed"),
+            "refund_acknowledged" => (
+                "t-admin",
+                "Refund's contradiction acknowledged: no longer held",
+            ),
             other => return ("", format::label(other)),
         },
     };
@@ -470,6 +482,11 @@ fn event_summary(e: &PaymentEvent) -> String {
                     _ => String::new(),
                 }
             }
+            "refund_acknowledged" => format!(
+                "By {}: {}",
+                text("by").unwrap_or_else(|| "someone".into()),
+                text("note").unwrap_or_default()
+            ),
             _ => String::new(),
         },
     }

@@ -1,8 +1,9 @@
 //! Payouts (B2C) on the dashboard: `GET /admin/payouts` (the list with a state filter, and a
 //! form to pay someone), `POST /admin/payouts`, `GET /admin/payouts/{id}` (its story: the
 //! request, each approval, the B2C request and its result, every Transaction Status question),
-//! `POST /admin/payouts/{id}/approve` and `/reject`, and `/settle` (a person records the outcome
-//! of a payout held for them: paid with its receipt, or not paid, with a note).
+//! `POST /admin/payouts/{id}/approve` and `/reject`, `/settle` (a person records the outcome
+//! of a payout held for them: paid with its receipt, or not paid, with a note) and
+//! `/acknowledge` (a person closes the matter when M-Pesa contradicted that outcome).
 //!
 //! Only translation: the guardrails (limits, approval by an admin other than the one who
 //! asked, the audit trail with each admin's name) are [`crate::money_out::Payouts`]'.
@@ -326,9 +327,11 @@ struct PayoutPage {
     reject_action: String,
     /// Pending and held for a person: the "Record the outcome" form (not for its requester).
     held: bool,
-    /// Held for a person after it was final (M-Pesa contradicted what a person recorded).
+    /// Held for a person after it was final (M-Pesa contradicted what a person recorded): the
+    /// "Acknowledge" form.
     contradicted: bool,
     settle_action: String,
+    acknowledge_action: String,
     error: Option<String>,
 }
 
@@ -408,6 +411,7 @@ async fn payout_page(state: &AppState, admin: &Admin, id: &str) -> Result<Payout
         held: view.needs_review && p.status == PayoutStatus::Pending,
         contradicted: view.needs_review && p.status != PayoutStatus::Pending,
         settle_action: format!("{}/settle", payout_href(&p.id)),
+        acknowledge_action: format!("{}/acknowledge", payout_href(&p.id)),
         error: None,
     })
 }
@@ -462,6 +466,11 @@ fn entry(e: &MoneyOutEvent, whose: &str) -> Entry {
             "t-problem",
             "M-Pesa contradicts the outcome recorded by hand: needs a person".to_owned(),
         ),
+        ("payout", "acknowledged") => (
+            "t-admin",
+            "Contradiction acknowledged: no longer held".to_owned(),
+        ),
+        (_, "acknowledged") => ("t-admin", "Hold lifted by a person".to_owned()),
         (_, kind) => ("", format::label(kind)),
     };
     let order = match whose {
@@ -518,11 +527,36 @@ async fn refused(
     id: &str,
     message: String,
 ) -> Result<Response, AdminError> {
+    with_error(state, admin, id, StatusCode::CONFLICT, message).await
+}
+
+/// The payout's page again, with `message` at the top, answered with `status`.
+async fn with_error(
+    state: &AppState,
+    admin: &Admin,
+    id: &str,
+    status: StatusCode,
+    message: String,
+) -> Result<Response, AdminError> {
     let mut page = payout_page(state, admin, id).await?;
     page.error = Some(message);
     let mut response = render(&page)?;
-    *response.status_mut() = StatusCode::CONFLICT;
+    *response.status_mut() = status;
     Ok(response)
+}
+
+/// The payout's page again, saying which field of the form was wrong (400): `not_done` is
+/// "Not recorded"….
+async fn invalid_field(
+    state: &AppState,
+    admin: &Admin,
+    id: &str,
+    not_done: &str,
+    field: &str,
+    message: &str,
+) -> Result<Response, AdminError> {
+    let message = format!("{not_done}: {}: {message}.", format::label(field));
+    with_error(state, admin, id, StatusCode::BAD_REQUEST, message).await
 }
 
 pub async fn approve(
@@ -624,14 +658,55 @@ pub async fn settle(
             refused(&state, &form.admin, &id, format!("Not recorded: {why}.")).await
         }
         Err(PayoutError::Invalid { field, message }) => {
-            let mut page = payout_page(&state, &form.admin, &id).await?;
-            page.error = Some(format!(
-                "Not recorded: {}: {message}.",
-                format::label(field)
-            ));
-            let mut response = render(&page)?;
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            Ok(response)
+            invalid_field(&state, &form.admin, &id, "Not recorded", field, &message).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /admin/payouts/{id}/acknowledge`: a person acknowledges, with a note, that M-Pesa
+/// contradicts the outcome recorded by hand; the payout is no longer held.
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: ActionForm,
+) -> Result<Response, AdminError> {
+    let username = form.admin.session.username.clone();
+    let note = form.fields.get("note").unwrap_or_default().to_owned();
+    match state
+        .money_out
+        .payouts
+        .acknowledge(&id, &note, &username)
+        .await
+    {
+        Ok(p) => {
+            tracing::info!(payout_id = %p.id, %username, "contradiction acknowledged from the dashboard");
+            Ok(Redirect::to(&format!(
+                "{}?notice=payout_acknowledged",
+                payout_href(&p.id)
+            ))
+            .into_response())
+        }
+        Err(PayoutError::Refused(why)) => {
+            tracing::info!(payout_id = %id, %username, %why, "acknowledging a contradiction refused");
+            refused(
+                &state,
+                &form.admin,
+                &id,
+                format!("Not acknowledged: {why}."),
+            )
+            .await
+        }
+        Err(PayoutError::Invalid { field, message }) => {
+            invalid_field(
+                &state,
+                &form.admin,
+                &id,
+                "Not acknowledged",
+                field,
+                &message,
+            )
+            .await
         }
         Err(e) => Err(e.into()),
     }

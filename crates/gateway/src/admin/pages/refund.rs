@@ -4,13 +4,15 @@
 //! then shows the refund's status. A payment that cannot be refunded (not completed, refunded
 //! already, a refund in flight) gets the reason instead of the form. A refund in flight that is
 //! held for a person (M-Pesa never answered; Transaction Status found nothing) gets the "Record
-//! the outcome" form instead: `POST /admin/payments/{id}/refund/settle`.
+//! the outcome" form instead: `POST /admin/payments/{id}/refund/settle`. A final refund held
+//! because M-Pesa contradicted the outcome recorded by hand gets the "Acknowledge" form:
+//! `POST /admin/payments/{id}/refund/acknowledge`.
 
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use mpesa_storage::Payment;
+use mpesa_storage::{Payment, Refund};
 
 use crate::admin::csrf::ActionForm;
 use crate::admin::error::AdminError;
@@ -60,6 +62,10 @@ struct RefundPage {
     /// This admin asked for the held refund: another must record its outcome.
     own: bool,
     settle_action: String,
+    /// The final refund held because M-Pesa contradicts the outcome recorded by hand: its id
+    /// (then the "Acknowledge" form shows).
+    contradicted: Option<String>,
+    acknowledge_action: String,
 }
 
 async fn page(
@@ -82,6 +88,16 @@ async fn page(
             .needs_review
             .then_some(r),
         None => None,
+    };
+    let contradicted = match refunds.last() {
+        Some(r) if r.status != mpesa_storage::RefundStatus::Pending => state
+            .money_out
+            .refunds
+            .view(r)
+            .await?
+            .needs_review
+            .then(|| r.id.clone()),
+        _ => None,
     };
     let own =
         held.is_some_and(|r| r.requested_by == Requester::admin(&admin.session.username).name);
@@ -127,6 +143,8 @@ async fn page(
         held,
         own,
         settle_action: format!("{}/refund/settle", payment_href(&p.id)),
+        contradicted,
+        acknowledge_action: format!("{}/refund/acknowledge", payment_href(&p.id)),
     };
     Ok((page, p))
 }
@@ -238,17 +256,11 @@ pub async fn settle(
             StatusCode::CONFLICT,
             "this payment has no refund in flight".to_owned(),
         )),
-        (Some(outcome), Some(r)) => {
-            match refunds
+        (Some(outcome), Some(r)) => refusal(
+            refunds
                 .settle_by_hand(&r.id, outcome, &note, &username)
-                .await
-            {
-                Ok(r) => Ok(r),
-                Err(RefundError::Invalid(m)) => Err((StatusCode::BAD_REQUEST, m)),
-                Err(RefundError::Refused(m)) => Err((StatusCode::CONFLICT, m)),
-                Err(other) => return Err(other.into()),
-            }
-        }
+                .await,
+        )?,
     };
     match answer {
         Ok(r) => {
@@ -260,11 +272,78 @@ pub async fn settle(
         }
         Err((status, message)) => {
             tracing::info!(payment_id = %id, %username, why = %message, "settling a refund by hand refused");
-            let (mut page, _) = page(&state, &form.admin, &id).await?;
-            page.error = Some(format!("Not recorded: {}", sentence(&message)));
-            let mut response = render(&page)?;
-            *response.status_mut() = status;
-            Ok(response)
+            not_done(&state, &form.admin, &id, status, "Not recorded", &message).await
+        }
+    }
+}
+
+/// A person's action on a refund as the page answers it: done, or why not (400 for the form,
+/// 409 for the refund's state); other errors are the error page's.
+fn refusal(
+    answer: Result<Refund, RefundError>,
+) -> Result<Result<Refund, (StatusCode, String)>, AdminError> {
+    match answer {
+        Ok(r) => Ok(Ok(r)),
+        Err(RefundError::Invalid(m)) => Ok(Err((StatusCode::BAD_REQUEST, m))),
+        Err(RefundError::Refused(m)) => Ok(Err((StatusCode::CONFLICT, m))),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// The refund page again, saying why the person's action was not done (`what`: "Not
+/// recorded"…), answered with `status`.
+async fn not_done(
+    state: &AppState,
+    admin: &Admin,
+    id: &str,
+    status: StatusCode,
+    what: &str,
+    message: &str,
+) -> Result<Response, AdminError> {
+    let (mut page, _) = page(state, admin, id).await?;
+    page.error = Some(format!("{what}: {}", sentence(message)));
+    let mut response = render(&page)?;
+    *response.status_mut() = status;
+    Ok(response)
+}
+
+/// `POST /admin/payments/{id}/refund/acknowledge`: a person acknowledges, with a note, that
+/// M-Pesa contradicts the outcome recorded by hand on the payment's latest refund; it is no
+/// longer held.
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: ActionForm,
+) -> Result<Response, AdminError> {
+    let username = form.admin.session.username.clone();
+    let note = form.fields.get("note").unwrap_or_default().to_owned();
+    let refunds = &state.money_out.refunds;
+    let answer = match refunds.of_payment(&id).await?.last() {
+        None => Err((
+            StatusCode::CONFLICT,
+            "this payment has no refund".to_owned(),
+        )),
+        Some(r) => refusal(refunds.acknowledge(&r.id, &note, &username).await)?,
+    };
+    match answer {
+        Ok(r) => {
+            tracing::info!(refund_id = %r.id, payment_id = %id, %username, "contradiction acknowledged from the dashboard");
+            Ok(
+                Redirect::to(&format!("{}?notice=refund_acknowledged", payment_href(&id)))
+                    .into_response(),
+            )
+        }
+        Err((status, message)) => {
+            tracing::info!(payment_id = %id, %username, why = %message, "acknowledging a contradiction refused");
+            not_done(
+                &state,
+                &form.admin,
+                &id,
+                status,
+                "Not acknowledged",
+                &message,
+            )
+            .await
         }
     }
 }

@@ -113,6 +113,7 @@ async fn payout_gateway(backend: Backend, utility: i64) -> TestGateway {
 on_every_backend!(
     payouts_are_made_approved_by_another_admin_and_rejected,
     a_held_payout_and_refund_get_their_outcome_recorded_on_the_dashboard,
+    a_contradicted_payout_and_refund_are_acknowledged_once_on_the_dashboard,
 );
 
 async fn payouts_are_made_approved_by_another_admin_and_rejected(backend: Backend) {
@@ -1019,6 +1020,243 @@ async fn a_held_payout_and_refund_get_their_outcome_recorded_on_the_dashboard(ba
     gw.stop().await;
 }
 
+/// [`held_money_gateway`], then baraka records the payout as paid (receipt SGB2PAID01) and the
+/// refund as not reversed, and M-Pesa's own results come and contradict both (the payout
+/// failed, the refund went through): both are final and held for a person again. Returns the
+/// gateway, the payment, the payout and the refund.
+async fn contradicted_money_gateway(backend: Backend) -> (TestGateway, String, String, String) {
+    let (gw, paid, payout) = held_money_gateway(backend).await;
+    let money_out = &gw.state.money_out;
+    money_out
+        .payouts
+        .settle_by_hand(
+            &payout,
+            mpesa_gateway::money_out::HandOutcome::Completed {
+                receipt: "SGB2PAID01".into(),
+            },
+            "Seen in the org portal",
+            OTHER,
+        )
+        .await
+        .unwrap();
+    let refund = gw
+        .storage()
+        .refunds_for_payment(&paid)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    money_out
+        .refunds
+        .settle_by_hand(
+            &refund.id,
+            mpesa_gateway::money_out::HandOutcome::Failed,
+            "Not on the statement",
+            OTHER,
+        )
+        .await
+        .unwrap();
+    let p = gw.storage().get_payout(&payout).await.unwrap().unwrap();
+    for (api, request_id, code) in [
+        ("b2c", p.request_id.unwrap(), 2001),
+        ("reversal", refund.request_id.clone().unwrap(), 0),
+    ] {
+        let r = gw
+            .storage()
+            .get_initiator_request(&request_id)
+            .await
+            .unwrap()
+            .unwrap();
+        gw.post_result(api, &r, code, "SGR3VRSD01").await;
+        let held = gw
+            .storage()
+            .get_initiator_request(&request_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(held.needs_review && held.status.is_final(), "{held:?}");
+    }
+    (gw, paid, payout, refund.id)
+}
+
+/// The heading of a final payout held after a contradiction.
+const NEEDS_A_PERSON: &str = r#"<h2 id="held-heading">Needs a person</h2>"#;
+
+/// A payout and a refund whose outcome a person recorded and M-Pesa contradicted: their pages
+/// offer "Acknowledge"; it needs CSRF and a note;
+/// any admin may acknowledge; it lifts the hold, puts the note and the admin's name on the
+/// timeline and changes nothing else (status, receipt, amount; nothing sent to Daraja); a
+/// second acknowledgement is refused, and the same contradiction delivered again
+/// does not hold it again. Without the change the form is absent and the POST is not found.
+async fn a_contradicted_payout_and_refund_are_acknowledged_once_on_the_dashboard(backend: Backend) {
+    let (gw, paid, payout, refund_id) = contradicted_money_gateway(backend).await;
+    let page_path = format!("/admin/payouts/{payout}");
+    let acknowledge = format!("{page_path}/acknowledge");
+    let amina = AdminClient::signed_in(&gw).await;
+    let page = amina.get(&page_path).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(NEEDS_A_PERSON), "{}", page.body);
+    assert!(
+        page.body.contains(&format!(r#"action="{acknowledge}""#)),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf();
+    let answer = amina
+        .post(
+            &acknowledge,
+            &[("csrf", "wrong-token"), ("note", "Settled")],
+        )
+        .await;
+    assert_eq!(answer.status, 403, "CSRF");
+    let answer = amina
+        .post(&acknowledge, &[("csrf", &csrf), ("note", "  ")])
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(
+        answer.body.contains("Not acknowledged: Note:"),
+        "{}",
+        answer.body
+    );
+    let shown = gw.get_json(&format!("/api/v1/payouts/{payout}")).await;
+    assert_eq!(shown["needs_review"], true, "{shown}");
+
+    // amina asked for the payout; acknowledging is not deciding it: she may.
+    let note = "Recipient repaid by hand <b>";
+    let answer = amina
+        .post(&acknowledge, &[("csrf", &csrf), ("note", note)])
+        .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert_eq!(
+        answer.location(),
+        format!("{page_path}?notice=payout_acknowledged")
+    );
+    let p = gw.storage().get_payout(&payout).await.unwrap().unwrap();
+    assert_eq!(
+        (p.status, p.receipt.as_deref(), p.amount),
+        (PayoutStatus::Completed, Some("SGB2PAID01"), 300),
+        "what the person recorded stays"
+    );
+    let request = gw
+        .storage()
+        .get_initiator_request(p.request_id.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            request.status,
+            request.receipt.as_deref(),
+            request.needs_review
+        ),
+        (
+            mpesa_domain::RequestStatus::Completed,
+            Some("SGB2PAID01"),
+            false
+        ),
+        "{request:?}"
+    );
+    let shown = gw.get_json(&format!("/api/v1/payouts/{payout}")).await;
+    assert_eq!(
+        (
+            shown["status"].as_str(),
+            shown["needs_review"].as_bool(),
+            shown["receipt"].as_str()
+        ),
+        (Some("completed"), Some(false), Some("SGB2PAID01")),
+        "{shown}"
+    );
+    let page = amina.get(answer.location()).await;
+    for text in [
+        "Contradiction acknowledged".to_owned(),
+        escaped(&format!("By amina (dashboard): {note}")),
+    ] {
+        assert!(page.body.contains(&text), "no {text:?}: {}", page.body);
+    }
+    assert!(!page.body.contains(NEEDS_A_PERSON), "{}", page.body);
+    assert!(!page.body.contains(&format!(r#"action="{acknowledge}""#)));
+    // Once.
+    let answer = amina
+        .post(&acknowledge, &[("csrf", &csrf), ("note", "again")])
+        .await;
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert!(
+        answer.body.contains("acknowledged already"),
+        "{}",
+        answer.body
+    );
+    // The same contradiction delivered again is kept, and does not hold it again.
+    gw.post_result("b2c", &request, 2001, "SGR3VRSD01").await;
+    let shown = gw.get_json(&format!("/api/v1/payouts/{payout}")).await;
+    assert_eq!(shown["needs_review"], false, "{shown}");
+
+    // The refund: its payment's page links to the form, any admin acknowledges it.
+    let refund_page = format!("/admin/payments/{paid}/refund");
+    let refund_acknowledge = format!("{refund_page}/acknowledge");
+    let payment_page = amina.get(&format!("/admin/payments/{paid}")).await;
+    assert!(
+        payment_page.body.contains("Acknowledge…"),
+        "{}",
+        payment_page.body
+    );
+    let baraka = signed_in_as(&gw, OTHER).await;
+    let page = baraka.get(&refund_page).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Refund needs a person"), "{}", page.body);
+    assert!(
+        page.body
+            .contains(&format!(r#"action="{refund_acknowledge}""#)),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf();
+    let answer = baraka
+        .post(&refund_acknowledge, &[("csrf", "nope"), ("note", "x")])
+        .await;
+    assert_eq!(answer.status, 403, "CSRF");
+    let answer = baraka
+        .post(
+            &refund_acknowledge,
+            &[("csrf", &csrf), ("note", "Reversal seen; customer told")],
+        )
+        .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert_eq!(
+        answer.location(),
+        format!("/admin/payments/{paid}?notice=refund_acknowledged")
+    );
+    let r = gw.storage().get_refund(&refund_id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.reversal_receipt.as_deref()),
+        (RefundStatus::Failed, None),
+        "what the person recorded stays"
+    );
+    let shown = gw.get_json(&format!("/api/v1/refunds/{refund_id}")).await;
+    assert_eq!(shown["needs_review"], false, "{shown}");
+    let page = baraka.get(answer.location()).await;
+    for text in [
+        "Refund&#39;s contradiction acknowledged",
+        "By admin:baraka: Reversal seen; customer told",
+    ] {
+        assert!(page.body.contains(text), "no {text:?}: {}", page.body);
+    }
+    assert!(!page.body.contains("Acknowledge…"), "{}", page.body);
+    let answer = baraka
+        .post(&refund_acknowledge, &[("csrf", &csrf), ("note", "again")])
+        .await;
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .contains("Not acknowledged: The contradiction was acknowledged already."),
+        "{}",
+        answer.body
+    );
+    assert_eq!(daraja_requests(&gw, B2C), 1, "never sent again");
+    assert_eq!(daraja_requests(&gw, REVERSAL), 1, "never sent again");
+    gw.stop().await;
+}
+
 /// In Chromium: the Payouts page, a payout that waits and its refused self-approval, and the
 /// Refund button's confirmation; photographed into `target/dashboard-screenshots/` (20-…).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1140,6 +1378,47 @@ async fn a_held_payout_gets_its_outcome_recorded_in_a_browser() {
             .unwrap()
             .status,
         PayoutStatus::Completed
+    );
+    gw.stop().await;
+}
+
+/// In Chromium: a payout whose outcome a person recorded and M-Pesa contradicted, its
+/// "Acknowledge" form filled in and sent, and the acknowledgement on its timeline;
+/// photographed (29-…).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contradicted_payout_is_acknowledged_in_a_browser() {
+    let (gw, _, payout, _) = contradicted_money_gateway(Backend::Sqlite).await;
+    let page = format!("/admin/payouts/{payout}");
+    let b = Browser::start(&gw.base).await;
+    b.goto(&page).await;
+    b.wait_for_path("/admin/sign-in").await;
+    b.type_into("#username", ADMIN).await;
+    b.type_into("#password", PASSWORD).await;
+    b.click("form[action='/admin/sign-in'] button[type=submit]")
+        .await;
+    b.wait_for_path(&page).await;
+    let text = b.wait_for_text("When it is settled, acknowledge it").await;
+    assert!(text.contains("Acknowledge"), "{text}");
+    b.snap("29-payout-contradicted").await;
+    b.type_into("#acknowledge-note", "Recipient repaid by hand")
+        .await;
+    b.click("#acknowledge-form button[type=submit]").await;
+    b.wait_for_query("notice=payout_acknowledged").await;
+    let text = b.wait_for_text("Contradiction acknowledged").await;
+    assert!(
+        text.contains("By amina (dashboard): Recipient repaid by hand"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("When it is settled, acknowledge it"),
+        "{text}"
+    );
+    b.snap("30-payout-contradiction-acknowledged").await;
+    b.close().await;
+    let p = gw.storage().get_payout(&payout).await.unwrap().unwrap();
+    assert_eq!(
+        (p.status, p.receipt.as_deref()),
+        (PayoutStatus::Completed, Some("SGB2PAID01"))
     );
     gw.stop().await;
 }
