@@ -18,7 +18,9 @@
 //!   final (`notify_owner`);
 //! * a request held for a person may be settled by hand (what the person found in the M-Pesa
 //!   portal); Daraja's own answer that comes later and disagrees books nothing again: it holds
-//!   the request for a person once more, until a person acknowledges the contradiction.
+//!   the request for a person once more, until a person acknowledges the contradiction;
+//! * a receipt a person recorded by hand on one request is not booked on another by Daraja's
+//!   answer: that other request is held for a person instead.
 
 use serde::{Deserialize, Serialize};
 
@@ -176,6 +178,9 @@ pub enum RequestEventKind {
     SettledByLateAnswer,
     /// A person acknowledged a contradiction: the hold is lifted, nothing else changes.
     Acknowledged,
+    /// Daraja's answer brings a receipt a person recorded by hand on another request: not
+    /// booked, held for a person.
+    ReceiptInUse,
 }
 
 impl RequestEventKind {
@@ -193,6 +198,7 @@ impl RequestEventKind {
             RequestEventKind::Contradicted => "contradicted",
             RequestEventKind::SettledByLateAnswer => "settled_by_late_answer",
             RequestEventKind::Acknowledged => "acknowledged",
+            RequestEventKind::ReceiptInUse => "receipt_in_use",
         }
     }
 }
@@ -522,6 +528,20 @@ pub fn on_acknowledged(r: &RequestSnapshot, note: &str) -> RequestOutcome {
     t.notify_owner = false;
     t.clear_hold = true;
     t.note = Some(note.to_owned());
+    RequestOutcome::Changed(t)
+}
+
+/// Daraja's answer (a result, a Transaction Status finding) would record `receipt` on this
+/// request, but a person already recorded that receipt by hand on another request (`holder`,
+/// named by its owner: "payout po_…"). One of the two is wrong and only a person can tell
+/// which: nothing is booked on a guess. The request keeps its state and is held for a person.
+pub fn on_receipt_in_use(r: &RequestSnapshot, receipt: &str, holder: &str) -> RequestOutcome {
+    let mut t = RequestTransition::new(RequestEventKind::ReceiptInUse, r.status);
+    t.notify_owner = false;
+    t.hold = true;
+    t.note = Some(format!(
+        "M-Pesa's answer brings receipt {receipt}, which a person recorded by hand on {holder}: nothing is booked; a person decides"
+    ));
     RequestOutcome::Changed(t)
 }
 
@@ -983,6 +1003,23 @@ mod tests {
             on_result(&acknowledged, &report("2001", None)),
             RequestOutcome::Unchanged(_)
         ));
+    }
+
+    #[test]
+    fn a_receipt_recorded_by_hand_elsewhere_holds_the_request_and_books_nothing() {
+        for status in [RequestStatus::Accepted, RequestStatus::Unknown] {
+            let r = snap(RequestKind::B2c, status);
+            let t = changed(on_receipt_in_use(&r, "SGB2PAID01", "payout po_x"));
+            assert_eq!(
+                (t.kind, t.status, t.hold, t.notify_owner, t.receipt),
+                (RequestEventKind::ReceiptInUse, status, true, false, None)
+            );
+            let note = t.note.unwrap();
+            assert!(
+                note.contains("SGB2PAID01") && note.contains("payout po_x"),
+                "{note}"
+            );
+        }
     }
 
     #[test]

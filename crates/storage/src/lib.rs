@@ -206,7 +206,10 @@ pub trait Storage: Send + Sync + 'static {
         owner_id: &str,
     ) -> Result<Vec<InitiatorRequest>>;
 
-    /// Locks the request, asks `decide`, writes its answer and timeline entry.
+    /// Locks the request, asks `decide`, writes its answer and timeline entry. An answer that
+    /// books Daraja's receipt with [`InitiatorUpdate::if_receipt_held`] takes its turn with
+    /// settlements by hand and, when a person recorded that receipt by hand on another request,
+    /// writes what `if_receipt_held` makes of it instead (also in the callback paths below).
     async fn update_initiator_request(
         &self,
         id: &str,

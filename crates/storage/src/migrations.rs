@@ -28,6 +28,7 @@ pub(crate) const SQLITE: &[MigrationFile] = migration_files!(
     "0008_customer_language.sql",
     "0009_receipt_checks.sql",
     "0010_settle_by_hand_lock.sql",
+    "0012_initiator_requests_receipt_index.sql",
 );
 pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "postgres": "0001_initial.sql",
@@ -40,6 +41,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "0008_customer_language.sql",
     "0009_receipt_checks.sql",
     "0010_settle_by_hand_lock.sql",
+    "0012_initiator_requests_receipt_index.sql",
 );
 pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "mysql": "0001_initial.sql",
@@ -52,6 +54,7 @@ pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "0008_customer_language.sql",
     "0009_receipt_checks.sql",
     "0010_settle_by_hand_lock.sql",
+    "0012_initiator_requests_receipt_index.sql",
 );
 
 /// `0001_initial.sql` → version 1, description `initial`.

@@ -99,6 +99,32 @@ pub struct InitiatorUpdate {
     pub event: Option<NewMoneyOutEvent>,
     /// Written with it (the admins' alert that Daraja contradicts a settlement by hand).
     pub outbox: Vec<NewOutboxEvent>,
+    /// Set on an update that books Daraja's receipt: when a person already recorded that
+    /// receipt by hand on another request, this update is not written, and what this returns
+    /// (given the locked request and that other one) is written instead.
+    pub if_receipt_held: Option<IfReceiptHeld>,
+}
+
+/// `(request, the other request) -> update`: see [`IfReceiptHeld`].
+pub type ReceiptHeldFn =
+    dyn Fn(&InitiatorRequest, &InitiatorRequest) -> InitiatorUpdate + Send + Sync;
+
+/// What an update that books Daraja's receipt becomes when a person recorded that receipt by
+/// hand on another request: `(request, the other request) -> update`. Storage looks, under the
+/// lock that settlements by hand take turns on, so a settlement a moment ago is seen.
+#[derive(Clone)]
+pub struct IfReceiptHeld(pub std::sync::Arc<ReceiptHeldFn>);
+
+impl std::fmt::Debug for IfReceiptHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IfReceiptHeld(..)")
+    }
+}
+
+impl PartialEq for IfReceiptHeld {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Decides what an event changes, given the locked request. May run again on a conflict: pure.

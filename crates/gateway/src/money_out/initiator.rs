@@ -31,9 +31,9 @@ use mpesa_domain::initiator::{
 };
 use mpesa_domain::{Amount, Msisdn, RequestKind, RequestStatus, ResultCode};
 use mpesa_storage::{
-    CallbackOutcome, IncomingCallback, IngestedInitiatorCallback, InitiatorCallbackIds,
-    InitiatorRequest, InitiatorUpdate, NewInitiatorRequest, NewMoneyOutEvent, NewOutboxEvent,
-    SettleOwner, Storage, StorageError,
+    CallbackOutcome, IfReceiptHeld, IncomingCallback, IngestedInitiatorCallback,
+    InitiatorCallbackIds, InitiatorRequest, InitiatorUpdate, NewInitiatorRequest, NewMoneyOutEvent,
+    NewOutboxEvent, SettleOwner, Storage, StorageError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -119,6 +119,18 @@ pub trait InitiatorOwner: Send + Sync {
     /// says how, after the owner's name: "Payout po_…: "), written with the contradiction: once,
     /// since it holds the request again.
     fn contradiction_alert(
+        &self,
+        _request: &InitiatorRequest,
+        _text: &str,
+        _now: i64,
+    ) -> Vec<NewOutboxEvent> {
+        Vec::new()
+    }
+
+    /// The admins' alert that Daraja's answer for `request` brings a receipt a person recorded
+    /// by hand on another request (`text` says which, after the owner's name), written with
+    /// the hold it causes.
+    fn receipt_in_use_alert(
         &self,
         _request: &InitiatorRequest,
         _text: &str,
@@ -606,6 +618,43 @@ impl Initiator {
             .cloned()
     }
 
+    /// What an update that books Daraja's receipt (`what`: "M-Pesa's result"…) becomes when a
+    /// person recorded that receipt by hand on another request: the request holds nothing of it
+    /// and is held for a person, with the admins' alert naming both. `detail` is the timeline
+    /// entry's.
+    fn if_receipt_held(&self, what: &'static str, detail: Value, now: i64) -> IfReceiptHeld {
+        let initiator = self.clone();
+        IfReceiptHeld(Arc::new(
+            move |r: &InitiatorRequest, holder: &InitiatorRequest| {
+                let receipt = holder.receipt.clone().unwrap_or_default();
+                let holder_name = owner_name(holder);
+                let mut d = detail.clone();
+                d["receipt"] = json!(receipt);
+                d["held_by_request_id"] = json!(holder.id);
+                d["held_by"] = json!(holder_name);
+                let outcome = rules::on_receipt_in_use(&r.snapshot(), &receipt, &holder_name);
+                let Some(t) = outcome.transition().cloned() else {
+                    return InitiatorUpdate::default();
+                };
+                let text = receipt_in_use_text(r, holder, what, &receipt);
+                let outbox = initiator
+                    .owner_of(r)
+                    .map(|owner| owner.receipt_in_use_alert(r, &text, now))
+                    .unwrap_or_default();
+                InitiatorUpdate {
+                    event: Some(NewMoneyOutEvent {
+                        kind: t.kind.as_str().to_owned(),
+                        detail: with_note(d, &t).to_string(),
+                    }),
+                    next_check_at: Some(None),
+                    transition: Some(t),
+                    outbox,
+                    ..Default::default()
+                }
+            },
+        ))
+    }
+
     /// Tells the owner of a final request, once it succeeds; the resolver repeats what failed.
     pub async fn tell_owner(&self, request: &InitiatorRequest) {
         let owner = self
@@ -935,6 +984,43 @@ fn after(r: &InitiatorRequest, t: &RequestTransition) -> mpesa_domain::RequestSn
     s
 }
 
+/// Whether `t` books Daraja's receipt on a request that moves money: then storage checks it
+/// against the receipts people recorded by hand on other requests.
+fn books_a_receipt(r: &InitiatorRequest, t: &RequestTransition) -> bool {
+    r.kind.moves_money() && t.status == RequestStatus::Completed && t.receipt.is_some()
+}
+
+/// "payout po_…", "refund rfd_…": a request by its owner, as people know it.
+fn owner_name(r: &InitiatorRequest) -> String {
+    match r.owner_id.as_deref() {
+        Some(owner) => format!("{} {owner}", r.purpose),
+        None => format!("request {}", r.id),
+    }
+}
+
+/// The admins' alert, after the owner's name for itself: Daraja's answer (`what`) for
+/// `request` brings `receipt`, which a person recorded by hand on `holder`. Its first line
+/// ends the email's subject.
+fn receipt_in_use_text(
+    request: &InitiatorRequest,
+    holder: &InitiatorRequest,
+    what: &str,
+    receipt: &str,
+) -> String {
+    let details: Value = holder
+        .result
+        .as_deref()
+        .and_then(|x| serde_json::from_str(x).ok())
+        .unwrap_or(Value::Null);
+    let by = details[SETTLED_BY_HAND]["by"].as_str().unwrap_or("?");
+    let by = by.strip_prefix("admin:").unwrap_or(by);
+    format!(
+        "{what} brings receipt {receipt}, already recorded by hand by {by} on {}.\nThe {} is held for a person: nothing was booked on it. One of the two is wrong; check the M-Pesa org portal.",
+        owner_name(holder),
+        request.purpose,
+    )
+}
+
 /// A timeline entry's detail with the transition's note, when it has one.
 fn with_note(mut detail: Value, t: &RequestTransition) -> Value {
     if let Some(note) = &t.note {
@@ -1059,6 +1145,8 @@ fn decide_callback(
                 request.attempts.max(0) as u32,
                 policy,
             );
+            let if_receipt_held = books_a_receipt(request, &t)
+                .then(|| initiator.if_receipt_held("M-Pesa's result", detail.clone(), now));
             (
                 CallbackOutcome::Applied,
                 Some(InitiatorUpdate {
@@ -1069,6 +1157,7 @@ fn decide_callback(
                     result: details.map(|d| d.to_string()),
                     next_check_at: Some(next),
                     transition: Some(t),
+                    if_receipt_held,
                     ..Default::default()
                 }),
             )
@@ -1173,6 +1262,9 @@ impl InitiatorOwner for Resolver {
                 });
                 match outcome {
                     RequestOutcome::Changed(t) => Some(InitiatorUpdate {
+                        if_receipt_held: books_a_receipt(r, &t).then(|| {
+                            initiator.if_receipt_held("Transaction Status", detail.clone(), now)
+                        }),
                         event: Some(NewMoneyOutEvent {
                             kind: t.kind.as_str().to_owned(),
                             detail: with_note(detail, &t).to_string(),

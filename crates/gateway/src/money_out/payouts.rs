@@ -39,6 +39,9 @@ use crate::payments::NotificationPlan;
 pub const PURPOSE: &str = "payout";
 /// The admins' alert that M-Pesa contradicts a payout's settlement by hand (no webhook).
 pub const CONTRADICTED: &str = "payout.contradicted";
+/// The admins' alert that M-Pesa's answer for a payout brings a receipt a person recorded by
+/// hand on another payout or refund: the payout is held (no webhook).
+pub const RECEIPT_IN_USE: &str = "payout.receipt_in_use";
 
 /// What the money is for; Daraja's `CommandID`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -768,6 +771,15 @@ impl InitiatorOwner for PayoutOwner {
         now: i64,
     ) -> Vec<NewOutboxEvent> {
         self.admin_alert(CONTRADICTED, request, text, now)
+    }
+
+    fn receipt_in_use_alert(
+        &self,
+        request: &InitiatorRequest,
+        text: &str,
+        now: i64,
+    ) -> Vec<NewOutboxEvent> {
+        self.admin_alert(RECEIPT_IN_USE, request, text, now)
     }
 }
 

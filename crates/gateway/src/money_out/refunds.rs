@@ -34,6 +34,9 @@ use crate::payments::NotificationPlan;
 pub const PURPOSE: &str = "refund";
 /// The admins' alert that M-Pesa contradicts a refund's settlement by hand (no webhook).
 pub const CONTRADICTED: &str = "refund.contradicted";
+/// The admins' alert that M-Pesa's answer for a refund brings a receipt a person recorded by
+/// hand on another refund or payout: the refund is held (no webhook).
+pub const RECEIPT_IN_USE: &str = "refund.receipt_in_use";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RefundError {
@@ -527,6 +530,19 @@ impl InitiatorOwner for RefundOwner {
             .and_then(|x| serde_json::from_str::<Value>(x).ok())
             .and_then(|d| d[SETTLED_BY_HAND]["payment_id"].as_str().map(str::to_owned));
         self.admin_alert(CONTRADICTED, refund_id, payment_id.as_deref(), text, now)
+    }
+
+    fn receipt_in_use_alert(
+        &self,
+        request: &InitiatorRequest,
+        text: &str,
+        now: i64,
+    ) -> Vec<NewOutboxEvent> {
+        // Its payment cannot be read here (the request is locked): the refund names it.
+        let Some(refund_id) = request.owner_id.as_deref() else {
+            return Vec::new();
+        };
+        self.admin_alert(RECEIPT_IN_USE, refund_id, None, text, now)
     }
 }
 

@@ -38,6 +38,7 @@ on_every_backend!(
     transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_admins_once,
     a_late_transaction_status_answer_settles_a_held_payout_or_refund_once,
     a_late_transaction_status_answer_that_contradicts_a_settlement_by_hand_alerts_once,
+    a_receipt_recorded_by_hand_on_one_request_is_not_booked_on_another,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -2067,5 +2068,186 @@ async fn a_late_transaction_status_answer_that_contradicts_a_settlement_by_hand_
         "{text}"
     );
     assert_eq!(gw.daraja_requests(B2C), 1, "never sent again");
+    gw.stop().await;
+}
+
+/// A person records payout X as paid with the receipt M-Pesa really gave payout V (a mistake:
+/// V was held too). Then M-Pesa's own answers bring that receipt for other requests: the late
+/// Transaction Status answer about V, a B2C result for a new payout Y and a Reversal result for
+/// a new refund, each delivered twice. None of them books it: each request keeps its state and
+/// is held for a person (`needs_review`), its payout or refund stays pending with no receipt,
+/// nothing goes to the merchant, and the admins get one alert per request naming both. Without
+/// the fix the receipt is booked on X and on the others too (V and Y completed, the refund
+/// completed), silently.
+async fn a_receipt_recorded_by_hand_on_one_request_is_not_booked_on_another(backend: Backend) {
+    let webhook = WebhookReceiver::start().await;
+    let telegram = TelegramDouble::start(&[]).await;
+    let (gw, time) = alerting_gateway(backend, &webhook, &telegram).await;
+    let payment_id = completed_payment(&gw, SUCCESS, 95).await;
+    hold_back_results(&gw, &[Flow::B2c, Flow::Reversal, Flow::TransactionStatus]);
+    let storage = gw.storage();
+    let mut created = Vec::new();
+    for amount in [300, 200] {
+        let (status, payout) = gw.payout(amount).await;
+        assert_eq!(status, 202, "{payout}");
+        created.push(payout["id"].as_str().unwrap().to_owned());
+    }
+    let (x, v) = (created[0].clone(), created[1].clone());
+    let (x_request, v_request) = (gw.payout_request(&x).await, gw.payout_request(&v).await);
+    for request in [&x_request, &v_request] {
+        gw.wait_for_request(request, "accepted", |r| r.status == RequestStatus::Accepted)
+            .await;
+    }
+    hold_for_a_person(&gw, &time, &[&x_request, &v_request]).await;
+    let v_receipt = gw
+        .sim()
+        .wait_until(WAIT, |sim| {
+            sim.payments()
+                .into_iter()
+                .find(|p| p.originator_conversation_id == v_request)
+                .map(|p| p.receipt)
+        })
+        .await
+        .expect("the simulator paid V");
+    let settled = gw
+        .state
+        .money_out
+        .payouts
+        .settle_by_hand(
+            &x,
+            HandOutcome::Completed {
+                receipt: v_receipt.clone(),
+            },
+            "Seen in the org portal",
+            "baraka",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (settled.status, settled.receipt.as_deref()),
+        (PayoutStatus::Completed, Some(v_receipt.as_str()))
+    );
+
+    // Then a payout Y and a refund, sent and accepted, not held.
+    let (status, y) = gw.payout(250).await;
+    assert_eq!(status, 202, "{y}");
+    let y = y["id"].as_str().unwrap().to_owned();
+    let y_request = gw.payout_request(&y).await;
+    let refund_id = gw.refund_out_of_stock(&payment_id).await;
+    let refund_request = storage
+        .get_refund(&refund_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .request_id
+        .unwrap();
+    let mut accepted = Vec::new();
+    for request in [&y_request, &refund_request] {
+        accepted.push(
+            gw.wait_for_request(request, "accepted", |r| r.status == RequestStatus::Accepted)
+                .await,
+        );
+    }
+    assert!(accepted.iter().all(|r| !r.needs_review));
+
+    // Transaction Status's late answer about V: paid, with the receipt recorded on X.
+    let asked = questions(&gw, &v_request).await;
+    let late = asked.first().expect("V was asked about");
+    // M-Pesa's results for Y and for the refund bring that receipt too.
+    for _ in 0..2 {
+        assert_eq!(deliver_late(&gw, late).await, 200);
+        gw.post_result("b2c", &accepted[0], 0, &v_receipt).await;
+        gw.post_result("reversal", &accepted[1], 0, &v_receipt)
+            .await;
+    }
+    for request in [&v_request, &y_request, &refund_request] {
+        let held = gw
+            .wait_for_request(request, "held", |r| r.needs_review)
+            .await;
+        assert!(
+            !held.status.is_final() && held.receipt.is_none(),
+            "nothing is booked on {request}: {held:?}"
+        );
+        assert!(
+            event_kinds(&gw, request)
+                .await
+                .iter()
+                .any(|(kind, detail)| kind == "receipt_in_use" && detail.contains(&x_request)),
+            "the timeline of {request} says why"
+        );
+    }
+    for payout in [&v, &y] {
+        let shown = gw.get_json(&format!("/api/v1/payouts/{payout}")).await;
+        assert_eq!(
+            (
+                shown["status"].as_str(),
+                shown["needs_review"].as_bool(),
+                &shown["receipt"]
+            ),
+            (Some("pending"), Some(true), &Value::Null),
+            "{shown}"
+        );
+    }
+    let shown = gw.get_json(&format!("/api/v1/refunds/{refund_id}")).await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["needs_review"].as_bool()),
+        (Some("pending"), Some(true)),
+        "{shown}"
+    );
+    // Held open: a person records its outcome; there is no contradiction to acknowledge.
+    match gw
+        .state
+        .money_out
+        .payouts
+        .acknowledge(&y, "Seen", "baraka")
+        .await
+    {
+        Err(PayoutError::Refused(why)) => assert!(why.contains("contradicted"), "{why}"),
+        other => panic!("acknowledged a payout held open: {other:?}"),
+    }
+
+    // One alert per held request, naming both; however often the answer came.
+    let payout_alerts = contradiction_alerts(&gw, "payout.receipt_in_use").await;
+    let refund_alerts = contradiction_alerts(&gw, "refund.receipt_in_use").await;
+    assert_eq!(
+        (payout_alerts.len(), refund_alerts.len()),
+        (2, 1),
+        "{payout_alerts:?} {refund_alerts:?}"
+    );
+    let message = |e: &mpesa_storage::OutboxEvent| {
+        serde_json::from_str::<Value>(&e.payload).unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    for (held, what) in [
+        (format!("Payout {v}: "), "Transaction Status"),
+        (format!("Payout {y}: "), "M-Pesa's result"),
+        (format!("Refund {refund_id}: "), "M-Pesa's result"),
+    ] {
+        let texts: Vec<String> = payout_alerts
+            .iter()
+            .chain(&refund_alerts)
+            .map(message)
+            .filter(|t| t.starts_with(&held))
+            .collect();
+        assert_eq!(texts.len(), 1, "one alert for {held}: {texts:?}");
+        assert!(
+            texts[0].contains(&format!(
+                "{what} brings receipt {v_receipt}, already recorded by hand by baraka on payout {x}."
+            )),
+            "{}",
+            texts[0]
+        );
+    }
+    told_in_telegram(&telegram, "already recorded by hand").await;
+    // Nothing went to the merchant but X's own completion, and nothing was sent again.
+    assert_eq!(
+        money_out_webhooks(&gw).await,
+        ["payout.completed"],
+        "only X's"
+    );
+    assert_eq!(gw.daraja_requests(B2C), 3, "never sent again");
+    assert_eq!(gw.daraja_requests(REVERSAL), 1, "never sent again");
     gw.stop().await;
 }

@@ -274,8 +274,58 @@ pub(crate) async fn requests_for_owner<C: Conn>(
         .collect::<crate::Result<_>>()?)
 }
 
-/// Writes `update` onto the locked `current` row; returns the row as written.
+/// Writes `update` onto the locked `current` row; returns the row as written. An update that
+/// books Daraja's receipt ([`InitiatorUpdate::if_receipt_held`]) is checked first against the
+/// receipts people recorded by hand on other requests.
 pub(crate) async fn apply_request_update<C: Conn>(
+    c: &mut C,
+    current: &InitiatorRequest,
+    update: &InitiatorUpdate,
+    now: Millis,
+) -> DbResult<InitiatorRequest> {
+    if let Some(guard) = &update.if_receipt_held
+        && let Some(receipt) = update
+            .transition
+            .as_ref()
+            .filter(|t| t.status == RequestStatus::Completed)
+            .and_then(|t| t.receipt.as_deref())
+            .filter(|r| current.receipt.as_deref() != Some(*r))
+    {
+        // Takes its turn with settlements by hand: whichever of the two comes second sees the
+        // other's receipt (a settlement refuses a receipt recorded anywhere).
+        settle_one_at_a_time(c).await?;
+        if let Some(holder) = held_by_hand(c, receipt, &current.id).await? {
+            let held = (guard.0)(current, &holder);
+            return write_request_update(c, current, &held, now).await;
+        }
+    }
+    write_request_update(c, current, update, now).await
+}
+
+/// The other request that moves money on which a person recorded `receipt` by hand, if any.
+async fn held_by_hand<C: Conn>(
+    c: &mut C,
+    receipt: &str,
+    except: &str,
+) -> DbResult<Option<InitiatorRequest>> {
+    let stmt = select_requests(
+        "receipt = $1 AND id <> $2 AND kind IN ('b2c', 'reversal') ORDER BY id",
+        Lock::None,
+        "",
+    )
+    .bind(receipt)
+    .bind(except);
+    let rows = c.fetch_all(stmt).await?;
+    for row in &rows {
+        let r = request(row)?;
+        if r.settled_by_hand() {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
+async fn write_request_update<C: Conn>(
     c: &mut C,
     current: &InitiatorRequest,
     update: &InitiatorUpdate,

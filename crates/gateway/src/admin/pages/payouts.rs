@@ -471,6 +471,11 @@ fn entry(e: &MoneyOutEvent, whose: &str) -> Entry {
             "Contradiction acknowledged: no longer held".to_owned(),
         ),
         (_, "acknowledged") => ("t-admin", "Hold lifted by a person".to_owned()),
+        (_, "receipt_in_use") => (
+            "t-problem",
+            "M-Pesa's answer brings a receipt recorded by hand on another request: needs a person"
+                .to_owned(),
+        ),
         (_, kind) => ("", format::label(kind)),
     };
     let order = match whose {
@@ -480,7 +485,9 @@ fn entry(e: &MoneyOutEvent, whose: &str) -> Entry {
     };
     let mut entry = Entry::new(e.occurred_at, order, class, title);
     entry.summary = match (e.kind.as_str(), text("result_code"), text("result_desc")) {
-        ("contradicted" | "settled_by_late_answer", _, _) => text("note").unwrap_or_default(),
+        ("contradicted" | "settled_by_late_answer" | "receipt_in_use", _, _) => {
+            text("note").unwrap_or_default()
+        }
         (_, Some(code), Some(desc)) => format!("Result {code}: {desc}"),
         // Recorded by a person: who, what they saw, and their note.
         (_, _, _) if text("by").is_some() && text("note").is_some() => {
