@@ -28,6 +28,7 @@ pub(crate) const SQLITE: &[MigrationFile] = migration_files!(
     "0008_customer_language.sql",
     "0009_receipt_checks.sql",
     "0010_settle_by_hand_lock.sql",
+    "0011_lean_indexes.sql",
     "0012_initiator_requests_receipt_index.sql",
 );
 pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
@@ -41,6 +42,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "0008_customer_language.sql",
     "0009_receipt_checks.sql",
     "0010_settle_by_hand_lock.sql",
+    "0011_lean_indexes.sql",
     "0012_initiator_requests_receipt_index.sql",
 );
 pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
@@ -54,6 +56,7 @@ pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "0008_customer_language.sql",
     "0009_receipt_checks.sql",
     "0010_settle_by_hand_lock.sql",
+    "0011_lean_indexes.sql",
     "0012_initiator_requests_receipt_index.sql",
 );
 

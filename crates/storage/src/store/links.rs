@@ -162,12 +162,12 @@ pub(crate) async fn disable<C: Conn>(
     by_id(c, id).await
 }
 
+/// The payments a link brought (the partial index on payment_link_id holds only those).
+pub(crate) const PAYMENTS_OF_LINK: &str =
+    "SELECT status, amount FROM payments WHERE payment_link_id = $1";
+
 pub(crate) async fn totals<C: Conn>(c: &mut C, id: &str) -> DbResult<LinkTotals> {
-    let rows = c
-        .fetch_all(
-            Stmt::new("SELECT status, amount FROM payments WHERE payment_link_id = $1").bind(id),
-        )
-        .await?;
+    let rows = c.fetch_all(Stmt::new(PAYMENTS_OF_LINK).bind(id)).await?;
     let mut totals = LinkTotals::default();
     for row in &rows {
         totals.payment_count += 1;

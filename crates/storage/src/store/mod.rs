@@ -7,6 +7,8 @@ pub(crate) mod links;
 pub(crate) mod money_out;
 pub(crate) mod outbox;
 pub(crate) mod payments;
+#[cfg(test)]
+mod plans;
 pub(crate) mod receipts;
 pub(crate) mod received_callbacks;
 pub(crate) mod settings;

@@ -673,6 +673,16 @@ pub(crate) async fn list<C: Conn>(
     page: &PageRequest,
 ) -> DbResult<Page<Payment>> {
     let keyset = Keyset::new(page)?;
+    let rows = c.fetch_all(list_query(filter, &keyset)).await?;
+    let items = rows
+        .iter()
+        .map(records::payment)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(keyset.page(items, |p| &p.id))
+}
+
+/// [`list`]'s statement.
+pub(crate) fn list_query(filter: &PaymentFilter, keyset: &Keyset) -> Stmt {
     let mut q = SqlBuilder::new(concat!(
         "SELECT ",
         payment_columns!(),
@@ -694,7 +704,13 @@ pub(crate) async fn list<C: Conn>(
         q.push(" AND payment_link_id = ").push_bind(link);
     }
     if let Some(needs_review) = filter.needs_review {
-        q.push(" AND needs_review = ").push_bind(needs_review);
+        // Spelt as the partial index's predicate, and not a parameter: PostgreSQL and SQLite use
+        // ix_payments_needs_review_id only when the query visibly asks for held payments.
+        q.push(if needs_review {
+            " AND needs_review"
+        } else {
+            " AND NOT needs_review"
+        });
     }
     if let Some(channel) = filter.channel {
         q.push(" AND channel = ").push_bind(channel.as_str());
@@ -725,12 +741,7 @@ pub(crate) async fn list<C: Conn>(
     }
     q.push(" ORDER BY id DESC LIMIT ")
         .push_bind(keyset.fetch_limit());
-    let rows = c.fetch_all(q.build()).await?;
-    let items = rows
-        .iter()
-        .map(records::payment)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(keyset.page(items, |p| &p.id))
+    q.build()
 }
 
 /// `text%` with LIKE's wildcards in `text` escaped (escape character `!`: a backslash means
@@ -747,6 +758,15 @@ fn like_prefix(text: &str) -> String {
     out
 }
 
+/// Open payments whose check is due, soonest first. The statuses are those of the predicate of
+/// the partial index ix_payments_open_next_check_at, which the query uses only if they match.
+pub(crate) const DUE_CHECKS: &str = concat!(
+    "SELECT ",
+    payment_columns!(),
+    " FROM payments WHERE status IN ('initiated', 'pending') AND next_check_at <= $1 \
+     ORDER BY next_check_at LIMIT $2"
+);
+
 /// Claims open payments whose check is due, moving their `next_check_at` to `lease_until`.
 pub(crate) async fn claim_due_checks<C: Conn>(
     c: &mut C,
@@ -754,15 +774,9 @@ pub(crate) async fn claim_due_checks<C: Conn>(
     lease_until: Millis,
     limit: u32,
 ) -> DbResult<Vec<Payment>> {
-    const DUE: &str = concat!(
-        "SELECT ",
-        payment_columns!(),
-        " FROM payments WHERE status IN ('initiated', 'pending') AND next_check_at <= $1 \
-         ORDER BY next_check_at LIMIT $2"
-    );
     let rows = c
         .fetch_all(
-            Stmt::with_suffix(DUE, C::DIALECT.for_update_skip_locked)
+            Stmt::with_suffix(DUE_CHECKS, C::DIALECT.for_update_skip_locked)
                 .bind(now)
                 .bind(limit.max(1)),
         )

@@ -377,19 +377,21 @@ pub(crate) async fn insert_received<C: Conn>(
     insert_bulk(c, batch, &rows).await
 }
 
+/// [`received`]'s query: the re-drive runs it every few seconds.
+pub(crate) const RECEIVED: &str = concat!(
+    "SELECT ",
+    callback_columns!(),
+    " FROM callbacks WHERE outcome = 'received' AND received_at <= $1 ORDER BY id LIMIT $2"
+);
+
 /// Callbacks stored raw and not applied yet, received at or before `before`, oldest first.
 pub(crate) async fn received<C: Conn>(
     c: &mut C,
     before: Millis,
     limit: u32,
 ) -> DbResult<Vec<RawCallback>> {
-    const SQL: &str = concat!(
-        "SELECT ",
-        callback_columns!(),
-        " FROM callbacks WHERE outcome = 'received' AND received_at <= $1 ORDER BY id LIMIT $2"
-    );
     let rows = c
-        .fetch_all(Stmt::new(SQL).bind(before).bind(limit.max(1)))
+        .fetch_all(Stmt::new(RECEIVED).bind(before).bind(limit.max(1)))
         .await?;
     Ok(rows
         .iter()
