@@ -39,6 +39,7 @@ on_every_backend!(
     a_late_transaction_status_answer_settles_a_held_payout_or_refund_once,
     a_late_transaction_status_answer_that_contradicts_a_settlement_by_hand_alerts_once,
     a_receipt_recorded_by_hand_on_one_request_is_not_booked_on_another,
+    a_late_account_balance_answer_is_shown_with_the_time_it_came,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -995,7 +996,7 @@ async fn alerting_gateway(
 }
 
 /// The simulator still moves the money of `flows`, but holds their result callbacks back.
-fn hold_back_results(gw: &TestGateway, flows: &[Flow]) {
+pub(crate) fn hold_back_results(gw: &TestGateway, flows: &[Flow]) {
     gw.sim().update_faults(|f| {
         for flow in flows {
             f.flows.insert(
@@ -1750,7 +1751,7 @@ async fn questions(gw: &TestGateway, request_id: &str) -> Vec<InitiatorRequest> 
 
 /// Delivers now the answer to `question` that the simulator held back (suppressed): M-Pesa's
 /// answer arriving late, as it was made then. Returns the gateway's HTTP status.
-async fn deliver_late(gw: &TestGateway, question: &InitiatorRequest) -> u16 {
+pub(crate) async fn deliver_late(gw: &TestGateway, question: &InitiatorRequest) -> u16 {
     let conversation_id = question
         .conversation_id
         .as_deref()
@@ -2249,5 +2250,81 @@ async fn a_receipt_recorded_by_hand_on_one_request_is_not_booked_on_another(back
     );
     assert_eq!(gw.daraja_requests(B2C), 3, "never sent again");
     assert_eq!(gw.daraja_requests(REVERSAL), 1, "never sent again");
+    gw.stop().await;
+}
+
+/// Account Balance questions given up (no answer within the two minutes), then M-Pesa's answers
+/// five minutes later, each twice (the second half a minute after): the balance shows the
+/// accounts with `answered_at` the time the first delivery came, not the give-up time, and the
+/// repeated answer moves nothing. Without the fix `answered_at` is the give-up time.
+async fn a_late_account_balance_answer_is_shown_with_the_time_it_came(backend: Backend) {
+    let webhook = WebhookReceiver::start().await;
+    let (time, clock) = manual_clock(chrono::Utc::now());
+    let gw = spawn_with(options(backend, &webhook, &[]).clock(clock.clone())).await;
+    hold_back_results(&gw, &[Flow::AccountBalance]);
+    let (status, asked, _) = gw
+        .call(reqwest::Method::POST, "/api/v1/balance", None, None)
+        .await;
+    assert_eq!(status, 202, "{asked}");
+    let mut asked = Vec::new();
+    for code in gw.state.money_out.balances.short_codes() {
+        let requests = gw
+            .state
+            .money_out
+            .initiator
+            .requests_for(mpesa_gateway::money_out::balance::PURPOSE, code)
+            .await
+            .unwrap();
+        assert_eq!(requests.len(), 1, "{requests:?}");
+        asked.push(
+            gw.wait_for_request(&requests[0].id, "accepted", |r| {
+                r.status == RequestStatus::Accepted
+            })
+            .await,
+        );
+    }
+    assert!(!asked.is_empty());
+    time.advance(chrono::Duration::seconds(121));
+    let given_up_at = clock.now_ms();
+    for q in &asked {
+        let q = gw
+            .wait_for_request(&q.id, "given up", |q| q.owner_notified_at.is_some())
+            .await;
+        assert_eq!(
+            (q.status, q.result_code.as_deref(), q.finalized_at),
+            (RequestStatus::Failed, None, Some(given_up_at)),
+            "{q:?}"
+        );
+    }
+
+    time.advance(chrono::Duration::minutes(5));
+    let answered_at = clock.now_ms();
+    for q in &asked {
+        assert_eq!(deliver_late(&gw, q).await, 200);
+    }
+    time.advance(chrono::Duration::seconds(30));
+    for q in &asked {
+        assert_eq!(deliver_late(&gw, q).await, 200);
+    }
+
+    let (status, shown, _) = gw
+        .call(reqwest::Method::GET, "/api/v1/balance", None, None)
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    let shown = shown["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(shown.len(), asked.len(), "{shown:?}");
+    let when = mpesa_gateway::ids::rfc3339(answered_at);
+    for b in &shown {
+        assert!(
+            b["accounts"].as_array().is_some_and(|a| !a.is_empty()),
+            "{b}"
+        );
+        assert_eq!(
+            (b["answered_at"].as_str(), b["last_request_status"].as_str()),
+            (Some(when.as_str()), Some("completed")),
+            "the time the answer came ({when}), not the give-up's ({}): {b}",
+            mpesa_gateway::ids::rfc3339(given_up_at)
+        );
+    }
     gw.stop().await;
 }

@@ -364,6 +364,8 @@ async fn write_request_update<C: Conn>(
         // owner is told again, by the resolver too should this process stop first.
         if t.notify_owner && current.status.is_final() {
             n.owner_notified_at = None;
+            // Final when the answer came, not when it was given up (a balance's `answered_at`).
+            n.finalized_at = Some(now);
         }
     }
     if let Some(r) = &update.result {
