@@ -499,6 +499,14 @@ pub struct ReceiptCheck {
     pub version: i64,
 }
 
+impl ReceiptCheck {
+    /// Final with no answer from Safaricom (none in time, or expired in its queue): the answer
+    /// its request takes after all still counts.
+    pub fn given_up(&self) -> bool {
+        self.status == ReceiptCheckStatus::Failed && self.finding.is_none()
+    }
+}
+
 /// A change to a receipt check, with what goes with it in the same transaction.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReceiptCheckUpdate {

@@ -2,7 +2,8 @@
 //!
 //! A check is stored (`pending`, in flight for its code: asking again returns the same check)
 //! before its Transaction Status request is stored and sent once. Safaricom's answer (or the
-//! queue-timeout notice, or no answer in time) makes the check final, once:
+//! queue-timeout notice, or no answer in time) makes the check final, once; a check that got no
+//! answer takes Safaricom's answer if it comes after all (once, as an answer in time would):
 //! - a completed customer payment to our C2B shortcode that we do not have is booked through the
 //!   C2B booking path (`recovered_by: "status"`; one TransID settles once, whatever the path);
 //! - a receipt we already have is linked to its payment;
@@ -376,11 +377,19 @@ impl InitiatorOwner for CheckOwner {
         let Some(check) = self.storage.get_receipt_check(check_id).await? else {
             return Ok(());
         };
-        if check.status.is_final() {
+        let found = finding_of(&check.code, request);
+        // A check given up (no answer in time) takes Safaricom's answer when it comes after
+        // all, as it would have in time; any other final check is done.
+        let late = check.given_up() && found.finding.is_some();
+        if check.status.is_final() && !late {
             return Ok(());
         }
-        let found = finding_of(&check.code, request);
         let mut details = found.details.clone();
+        // A late answer books once it came: a booking before that is a newer check's.
+        let booked_since = match request.finalized_at {
+            Some(at) if late => at,
+            _ => check.created_at,
+        };
         let (outcome, payment): (Option<&str>, Option<Payment>) =
             match (found.finding, found.report) {
                 (Some("completed"), Some(report)) => {
@@ -390,7 +399,7 @@ impl InitiatorOwner for CheckOwner {
                         // Booked by this check before a crash: still this check's booking.
                         StatusBooking::AlreadyBooked(p)
                             if p.recovered_by.as_deref() == Some("status")
-                                && p.created_at >= check.created_at =>
+                                && p.created_at >= booked_since =>
                         {
                             (Some("booked"), Some(*p))
                         }
@@ -432,7 +441,8 @@ impl InitiatorOwner for CheckOwner {
         let details_text = details.to_string();
         self.storage
             .update_receipt_check(&check.id, now, &|c| {
-                if c.status.is_final() {
+                let late = c.given_up() && found.finding.is_some();
+                if c.status.is_final() && !late {
                     return None;
                 }
                 let mut after = c.clone();
@@ -454,7 +464,12 @@ impl InitiatorOwner for CheckOwner {
                             event_type: "receipt_check".into(),
                             destination: chat.to_string(),
                             payload: json!({ "kind": NOTICE, "message": text }).to_string(),
-                            dedupe_key: format!("{}:telegram:receipt_check:{chat}", c.id),
+                            // The chat was told "no answer" under the first key.
+                            dedupe_key: if late {
+                                format!("{}:telegram:receipt_check_late:{chat}", c.id)
+                            } else {
+                                format!("{}:telegram:receipt_check:{chat}", c.id)
+                            },
                             created_at: now,
                         })
                         .collect()
@@ -478,6 +493,7 @@ impl InitiatorOwner for CheckOwner {
                             "payment_id": after.payment_id,
                             "result_code": request.result_code,
                             "result_desc": request.result_desc,
+                            "late": late,
                         })
                         .to_string(),
                     }),

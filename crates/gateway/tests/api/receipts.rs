@@ -10,11 +10,15 @@ use std::time::Duration;
 use daraja_sim::faults::CallbackFaults;
 use daraja_sim::{CustomerPayment, Flow};
 use mpesa_gateway::clock::{Clock, ManualClock};
-use mpesa_storage::{Backend, CallbackFilter, CallbackKind, CallbackOutcome, PageRequest};
+use mpesa_gateway::money_out::Requester;
+use mpesa_storage::{
+    Backend, CallbackFilter, CallbackKind, CallbackOutcome, PageRequest, ReceiptCheck,
+};
 use serde_json::Value;
 
 use crate::c2b::confirmation;
 use crate::dashboard::{AdminClient, add_admin};
+use crate::money_out::{deliver_late, hold_back_results};
 use crate::on_every_backend;
 use crate::outbox::{Destinations, wait_outbox_idle};
 use crate::outbox_receivers::{ADMIN_CHAT, eventually};
@@ -25,6 +29,8 @@ use crate::telegram_fake::{FakeTelegram, User};
 on_every_backend!(
     a_lost_confirmation_is_recovered_by_a_status_check_once,
     other_short_codes_and_unknown_receipts_are_shown_never_booked,
+    a_late_answer_to_a_given_up_check_books_the_payment_once,
+    a_late_answer_after_a_newer_check_booked_the_payment_links_it,
 );
 
 const PAYBILL: &str = "600000";
@@ -198,13 +204,7 @@ async fn a_lost_confirmation_is_recovered_by_a_status_check_once(backend: Backen
 
     // One payment.completed webhook, and the admin is told how it was found.
     wait_outbox_idle(gw.storage().as_ref()).await;
-    let completed: Vec<Value> = destinations
-        .webhook
-        .delivered()
-        .iter()
-        .map(|h| h.json())
-        .filter(|j| j["type"] == "payment.completed" && j["data"]["id"] == p.id.as_str())
-        .collect();
+    let completed = completed_webhooks(&destinations, &p.id);
     assert_eq!(completed.len(), 1, "{completed:?}");
     assert_eq!(completed[0]["data"]["recovered_by"], "status");
     let alert = destinations
@@ -217,6 +217,226 @@ async fn a_lost_confirmation_is_recovered_by_a_status_check_once(backend: Backen
         .expect("the admin is alerted");
     assert!(alert.contains("Transaction Status"), "{alert}");
     gw.stop().await;
+}
+
+/// A gateway on a clock the test moves, a paybill payment whose confirmation was lost, and a
+/// `/paid` check of it from `chat` given up: Safaricom's answer was held back past the two
+/// minutes, and the chat was told Safaricom did not answer.
+struct GivenUp {
+    gw: TestGateway,
+    destinations: Destinations,
+    time: std::sync::Arc<ManualClock>,
+    clock: Clock,
+    code: String,
+    check: ReceiptCheck,
+    chat: i64,
+}
+
+impl GivenUp {
+    async fn start(backend: Backend, account: &str, amount: i64, chat: i64) -> Self {
+        let destinations = Destinations::start().await;
+        let time = std::sync::Arc::new(ManualClock::new(chrono::Utc::now()));
+        let clock = Clock::manual(time.clone());
+        let gw = spawn_with(
+            destinations
+                .options(backend, "50ms,100ms")
+                .clock(clock.clone()),
+        )
+        .await;
+        gw.c2b_registered().await;
+        let code = gw.lost_c2b_payment(account, amount).await;
+        hold_back_results(&gw, &[Flow::TransactionStatus]);
+        let check = gw
+            .state
+            .money_out
+            .receipts
+            .check(&code, &Requester::telegram(chat), Some(chat))
+            .await
+            .unwrap();
+        time.advance(chrono::Duration::seconds(121));
+        let given_up = gw.receipt_final(&code).await;
+        assert_eq!(
+            (given_up["id"].as_str(), given_up["status"].as_str()),
+            (Some(check.id.as_str()), Some("failed")),
+            "{given_up}"
+        );
+        assert!(given_up["finding"].is_null(), "{given_up}");
+        let up = GivenUp {
+            gw,
+            destinations,
+            time,
+            clock,
+            code,
+            check,
+            chat,
+        };
+        eventually("the chat is told no answer came", WAIT, || async {
+            up.told().await.len() == 1
+        })
+        .await;
+        let told = up.told().await;
+        assert!(told[0].contains("did not answer"), "{told:?}");
+        up
+    }
+
+    /// What the chat was sent, oldest first.
+    async fn told(&self) -> Vec<String> {
+        self.destinations
+            .telegram
+            .messages_to(self.chat)
+            .await
+            .iter()
+            .filter_map(|m| m["text"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Delivers Safaricom's held-back answer to the check's question now, twice.
+    async fn answer_late_twice(&self) {
+        let question = self
+            .gw
+            .storage()
+            .get_initiator_request(self.check.request_id.as_deref().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        for _ in 0..2 {
+            assert_eq!(deliver_late(&self.gw, &question).await, 200);
+        }
+    }
+}
+
+/// The `payment.completed` webhooks delivered for `payment_id`.
+fn completed_webhooks(destinations: &Destinations, payment_id: &str) -> Vec<Value> {
+    destinations
+        .webhook
+        .delivered()
+        .iter()
+        .map(|h| h.json())
+        .filter(|j| j["type"] == "payment.completed" && j["data"]["id"] == payment_id)
+        .collect()
+}
+
+/// A `/paid` check given up (no answer within the two minutes: the chat is told Safaricom did
+/// not answer) whose answer comes after all, delivered twice: the payment is booked once
+/// (`recovered_by: "status"`, one webhook, the admin told once), the check becomes answered and
+/// `booked` with the time the answer came, and the chat is told what was found, once. Nothing is
+/// asked again. Without the fix the late answer is kept and ignored: nothing is booked.
+async fn a_late_answer_to_a_given_up_check_books_the_payment_once(backend: Backend) {
+    let up = GivenUp::start(backend, "LATE1", 70, 4343).await;
+    let (gw, code) = (&up.gw, up.code.as_str());
+
+    // M-Pesa's answer comes a minute later, twice.
+    up.time.advance(chrono::Duration::seconds(60));
+    let answered_at = up.clock.now_ms();
+    up.answer_late_twice().await;
+
+    assert_eq!(
+        gw.list_payments("channel=c2b").await.len(),
+        1,
+        "payments booked from the late answer"
+    );
+    let p = gw.payment_by_receipt(code).await;
+    assert_eq!(p.recovered_by.as_deref(), Some("status"));
+    let (status, shown) = gw.receipt(code).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        (
+            shown["id"].as_str(),
+            shown["status"].as_str(),
+            shown["finding"].as_str(),
+            shown["outcome"].as_str(),
+            shown["payment_id"].as_str(),
+        ),
+        (
+            Some(up.check.id.as_str()),
+            Some("answered"),
+            Some("completed"),
+            Some("booked"),
+            Some(p.id.as_str())
+        ),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["answered_at"].as_str(),
+        Some(mpesa_gateway::ids::rfc3339(answered_at).as_str()),
+        "the time the answer came, not the give-up's: {shown}"
+    );
+    assert_eq!(gw.status_requests(), 1, "nothing asked again");
+
+    // The chat is told what was found, once; one webhook; the admin told once.
+    wait_outbox_idle(gw.storage().as_ref()).await;
+    let told = up.told().await;
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(
+        told[1].contains("Safaricom confirms your payment of KSh 70") && told[1].contains(code),
+        "{told:?}"
+    );
+    let completed = completed_webhooks(&up.destinations, &p.id);
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    let alerts = up
+        .destinations
+        .telegram
+        .messages_to(ADMIN_CHAT)
+        .await
+        .iter()
+        .filter(|m| m["text"].as_str().is_some_and(|t| t.contains(code)))
+        .count();
+    assert_eq!(alerts, 1);
+    up.gw.stop().await;
+}
+
+/// A check given up, then the customer asks again and the newer check books the payment; the
+/// first check's answer comes after all, twice: it links the same payment (`already_booked`, not
+/// `booked`: the newer check booked it), nothing is booked again, and its chat is told once.
+async fn a_late_answer_after_a_newer_check_booked_the_payment_links_it(backend: Backend) {
+    let up = GivenUp::start(backend, "LATE2", 80, 4344).await;
+    let (gw, code) = (&up.gw, up.code.as_str());
+    let receipts = &gw.state.money_out.receipts;
+
+    // Asked again, answered in time: the newer check books the payment.
+    gw.sim().update_faults(|f| {
+        f.flows.remove(&Flow::TransactionStatus);
+    });
+    up.time.advance(chrono::Duration::seconds(30));
+    let second = receipts
+        .check(code, &Requester::telegram(up.chat), Some(up.chat))
+        .await
+        .unwrap();
+    assert_ne!(second.id, up.check.id);
+    let answered = gw.receipt_final(code).await;
+    assert_eq!(
+        (answered["id"].as_str(), answered["outcome"].as_str()),
+        (Some(second.id.as_str()), Some("booked")),
+        "{answered}"
+    );
+    let p = gw.payment_by_receipt(code).await;
+
+    up.time.advance(chrono::Duration::seconds(30));
+    up.answer_late_twice().await;
+    let late = receipts.get(&up.check.id).await.unwrap().check;
+    assert_eq!(
+        (
+            late.status.as_str(),
+            late.outcome.as_deref(),
+            late.payment_id.as_deref()
+        ),
+        ("answered", Some("already_booked"), Some(p.id.as_str())),
+        "{late:?}"
+    );
+    assert_eq!(gw.list_payments("channel=c2b").await.len(), 1);
+    wait_outbox_idle(gw.storage().as_ref()).await;
+    // No answer, then each check's answer once.
+    let told = up.told().await;
+    assert_eq!(told.len(), 3, "{told:?}");
+    assert_eq!(
+        told.iter()
+            .filter(|t| t.contains("Safaricom confirms your payment of KSh 80"))
+            .count(),
+        2,
+        "{told:?}"
+    );
+    assert_eq!(gw.status_requests(), 2);
+    up.gw.stop().await;
 }
 
 /// A completed payment to another shortcode, and a receipt Safaricom does not know, are shown

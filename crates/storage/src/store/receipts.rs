@@ -160,10 +160,11 @@ pub(crate) async fn update<C: Conn>(
     };
     let mut n = current.clone();
     if let Some(s) = update.status {
-        n.status = s;
-        if s.is_final() && n.finalized_at.is_none() {
+        // Answered after it was given up (failed → answered): final when the answer came.
+        if s.is_final() && (n.finalized_at.is_none() || s != n.status) {
             n.finalized_at = Some(now);
         }
+        n.status = s;
     }
     let set = |field: &mut Option<String>, v: &Option<String>| {
         if let Some(v) = v {
