@@ -411,14 +411,14 @@ impl App {
                     shutdown.clone(),
                 ));
             } else {
-                let poller = crate::telegram::poller::Poller {
-                    bot: bot.clone(),
-                    ledger: crate::bot_ledger::BotLedger::new(storage.clone()),
-                    health: state.health.clone(),
-                    owner: state.instance_id.clone(),
-                    poll_timeout: telegram.poll_timeout,
-                    lease: telegram.poll_lease,
-                };
+                let poller = crate::telegram::poller::Poller::new(
+                    bot.clone(),
+                    crate::bot_ledger::BotLedger::new(storage.clone()),
+                    state.health.clone(),
+                    state.instance_id.clone(),
+                    telegram.poll_timeout,
+                    telegram.poll_lease,
+                );
                 workers.spawn(poller.run(shutdown.clone()));
             }
         }

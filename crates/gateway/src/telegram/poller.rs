@@ -6,8 +6,10 @@
 //! `getUpdates` asks for an offset past it, and the offset is stored only after the update is
 //! handled, so a poll cut short (shutdown, lost lease) loses nothing.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -23,15 +25,18 @@ const BATCH: u32 = 50;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub struct Poller {
-    pub bot: Arc<Bot>,
+    bot: Arc<Bot>,
     /// The lease (and the bot's handled updates).
-    pub ledger: BotLedger,
-    pub health: Arc<DependencyHealth>,
+    ledger: BotLedger,
+    health: Arc<DependencyHealth>,
     /// This instance, as the lease's owner.
-    pub owner: String,
+    owner: String,
     /// How long Telegram may hold one `getUpdates` open.
-    pub poll_timeout: Duration,
-    pub lease: Duration,
+    poll_timeout: Duration,
+    lease: Duration,
+    /// When the lease last taken or renewed lapses at the earliest, by this instance's clock:
+    /// the lease's end is stamped before its write is sent, so it cannot lapse sooner.
+    held_until: Mutex<Option<Instant>>,
 }
 
 /// Why polling stopped.
@@ -41,6 +46,25 @@ enum Stop {
 }
 
 impl Poller {
+    pub fn new(
+        bot: Arc<Bot>,
+        ledger: BotLedger,
+        health: Arc<DependencyHealth>,
+        owner: String,
+        poll_timeout: Duration,
+        lease: Duration,
+    ) -> Self {
+        Poller {
+            bot,
+            ledger,
+            health,
+            owner,
+            poll_timeout,
+            lease,
+            held_until: Mutex::new(None),
+        }
+    }
+
     /// Polls while this instance holds the lease, waits for it otherwise, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(owner = %self.owner, "Telegram poller started");
@@ -81,24 +105,48 @@ impl Poller {
     }
 
     async fn acquire(&self) -> Result<bool, mpesa_storage::StorageError> {
-        self.ledger.take_poll_lease(&self.owner, self.lease).await
+        let asked = Instant::now();
+        let held = self.ledger.take_poll_lease(&self.owner, self.lease).await?;
+        *self.held_until.lock().expect("not poisoned") = held.then(|| asked + self.lease);
+        Ok(held)
     }
 
-    /// Runs `work` while renewing the lease every third of it. `None` if the lease was lost
-    /// (`work` is then dropped: only polls are run this way, never the handling of an update).
+    /// The moment a poll must be given up by, unless the lease is renewed before: a little
+    /// before the lease may lapse, when another instance may take it and poll too.
+    fn cut_off(&self) -> Instant {
+        let margin = (self.lease / 10).min(Duration::from_secs(1));
+        match *self.held_until.lock().expect("not poisoned") {
+            Some(until) => until.checked_sub(margin).unwrap_or(until),
+            None => Instant::now(),
+        }
+    }
+
+    /// Runs `work` while renewing the lease every third of it. `None` if the lease was lost, or
+    /// could not be renewed before it might lapse (a slow or unreachable database): `work` is
+    /// then dropped, so that no poll of this instance is open once another may start one. Only
+    /// polls are run this way, never the handling of an update.
     async fn leased<T>(&self, work: impl Future<Output = T>) -> Option<T> {
         tokio::pin!(work);
         let mut renew = tokio::time::interval(self.lease / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
         loop {
+            let cut_off = self.cut_off();
             tokio::select! {
                 out = &mut work => return Some(out),
-                _ = renew.tick() => match self.acquire().await {
-                    Ok(true) => {}
-                    Ok(false) => return None,
-                    // The database is unreachable: the lease may still be ours; go on.
-                    Err(error) => tracing::warn!(%error, "could not renew the Telegram poller lease"),
+                _ = tokio::time::sleep_until(cut_off) => {
+                    tracing::warn!("the Telegram poller lease could not be renewed in time; polling stops until it is taken again");
+                    return None;
+                }
+                _ = renew.tick() => match tokio::time::timeout_at(cut_off, self.acquire()).await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => return None,
+                    // The database did not answer: the lease is ours until the cut-off.
+                    Ok(Err(error)) => tracing::warn!(%error, "could not renew the Telegram poller lease"),
+                    Err(_) => {
+                        tracing::warn!("renewing the Telegram poller lease took too long; polling stops until it is taken again");
+                        return None;
+                    }
                 },
             }
         }

@@ -198,6 +198,50 @@ async fn one_instance_polls_and_another_takes_over() {
     c.stop().await;
 }
 
+/// A poller whose lease cannot be renewed (its database does not answer) gives its poll up
+/// before the lease can lapse, rather than keep it open while another instance, seeing the lease
+/// lapsed, starts polling too; it polls again once it holds the lease again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_is_given_up_when_its_lease_cannot_be_renewed() {
+    use sqlx::Connection as _;
+    let tg = FakeTelegram::start().await;
+    // Polls held open far longer than the lease (2 s): only a cut-off ends one early.
+    let gw =
+        spawn_with(bot_options(Backend::Postgres, &tg).env("TELEGRAM_POLL_TIMEOUT", "45s")).await;
+    tg.wait_until(Duration::from_secs(10), "a poll held open", |f| {
+        f.polls_in_flight() == 1
+    })
+    .await;
+
+    // Renewing the lease now waits for this transaction.
+    let mut locker = sqlx::PgConnection::connect(gw.database.url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("SELECT owner FROM leases WHERE name = 'telegram-poller' FOR UPDATE")
+        .fetch_one(&mut locker)
+        .await
+        .unwrap();
+    let polls = tg.polls();
+    // Without the cut-off the poll stays open until the renewal ends (never, here) or the
+    // poll's 45 s are up.
+    tg.wait_until(
+        Duration::from_secs(15),
+        "the poll given up while the lease cannot be renewed",
+        |f| f.polls_in_flight() == 0,
+    )
+    .await;
+    assert_eq!(tg.polls(), polls, "no poll started without the lease");
+
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    tg.wait_until(Duration::from_secs(15), "polling again", |f| {
+        f.polls() > polls && f.polls_in_flight() == 1
+    })
+    .await;
+    assert_eq!(tg.max_polls_in_flight(), 1);
+    gw.stop().await;
+}
+
 /// A simulator on its own port shared by several gateways.
 async fn shared_simulator() -> (daraja_sim::Simulator, String) {
     let sim = daraja_sim::Simulator::new(daraja_sim::SimConfig::for_tests()).unwrap();

@@ -228,6 +228,11 @@ impl FakeTelegram {
         self.inner().max_polls_in_flight
     }
 
+    /// The `getUpdates` requests open now (one whose client went away is closed).
+    pub fn polls_in_flight(&self) -> usize {
+        self.inner().polls_in_flight
+    }
+
     pub fn polls(&self) -> usize {
         self.calls_of("getUpdates").len()
     }
