@@ -10,8 +10,13 @@ use crate::ids::new_id;
 use crate::outbox::message::ksh;
 use crate::payments::NotificationPlan;
 
-/// The kind of email and Telegram rows that carry a ready text (`message`).
+/// The kind of email and Telegram rows that carry a ready text (`message`), plain: the
+/// renderer escapes it.
 pub const NOTICE: &str = "notice";
+/// The kind of Telegram rows that carry a ready message in Telegram's HTML (`message`), written
+/// by the gateway with every outside value in it escaped (a receipt check's answer, which the
+/// bot also sends as a reply): sent as it is, since escaping it again shows its tags as text.
+pub const NOTICE_HTML: &str = "notice_html";
 
 /// Rows for a final refund or payout: `event_type` is `refund.completed`, `payout.failed`…;
 /// `subject_id` the refund or payout id; `data` its view; `admin_text` the admin's alert.

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use super::Requester;
 use super::initiator::{Ask, Initiator, InitiatorError, InitiatorOwner};
-use super::notify::NOTICE;
+use super::notify::NOTICE_HTML;
 use crate::clock::Clock;
 use crate::ids::new_id;
 use crate::outbox::message::ksh;
@@ -463,7 +463,7 @@ impl InitiatorOwner for CheckOwner {
                             channel: Channel::Telegram,
                             event_type: "receipt_check".into(),
                             destination: chat.to_string(),
-                            payload: json!({ "kind": NOTICE, "message": text }).to_string(),
+                            payload: json!({ "kind": NOTICE_HTML, "message": text }).to_string(),
                             // The chat was told "no answer" under the first key.
                             dedupe_key: if late {
                                 format!("{}:telegram:receipt_check_late:{chat}", c.id)

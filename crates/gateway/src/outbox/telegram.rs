@@ -164,6 +164,8 @@ pub fn render(event_type: &str, n: &Notification) -> Result<String, String> {
         )),
         // A ready text (refunds, payouts).
         "notice" => Ok(escape_html(&clip(n.message.as_deref().unwrap_or(""), 2000))),
+        // A ready message in Telegram's HTML, escaped when it was written (receipt checks).
+        "notice_html" => Ok(n.message.clone().unwrap_or_default()),
         "test" => Ok(format!(
             "🔔 <b>mpesa-gateway test message</b>\n{}",
             escape_html(n.message.as_deref().unwrap_or("Telegram delivery works."))
@@ -272,6 +274,24 @@ mod tests {
         assert!(
             text.contains("Kiasi: <b>KSh 1,500</b>") && text.contains("Asante."),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_plain_notice_is_escaped_and_an_html_one_sent_as_written() {
+        let notice = |kind: &str| Notification {
+            kind: kind.into(),
+            payment: None,
+            reason: None,
+            message: Some("receipt <code>SGA1XYZ123</code>".into()),
+        };
+        assert_eq!(
+            render("refund.completed", &notice("notice")).unwrap(),
+            "receipt &lt;code&gt;SGA1XYZ123&lt;/code&gt;"
+        );
+        assert_eq!(
+            render("receipt_check", &notice("notice_html")).unwrap(),
+            "receipt <code>SGA1XYZ123</code>"
         );
     }
 

@@ -723,7 +723,8 @@ async fn paid_asks_safaricom_and_tells_the_customer() {
     assert!(
         fresh
             .iter()
-            .any(|t| t.contains("Safaricom confirms your payment of KSh 40") && t.contains(&code)),
+            .any(|t| t.contains("Safaricom confirms your payment of KSh 40")
+                && t.contains(&format!("(receipt <code>{code}</code>)"))),
         "{texts:?}"
     );
     let p = gw.payment_by_receipt(&code).await;
