@@ -77,6 +77,11 @@ pub enum Ask {
         /// The shortcode that received the payment.
         receiver_party: Option<String>,
         remarks: String,
+        /// The payment reversed (ours, never sent to Daraja): the refund's alerts name it, and
+        /// some are written on the locked request, where the refund cannot be read. `None` on
+        /// requests stored before it was kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment_id: Option<String>,
     },
     TransactionStatus {
         receipt: Option<String>,
@@ -376,6 +381,7 @@ impl Initiator {
                 amount,
                 receiver_party,
                 remarks,
+                ..
             } => {
                 d.reversal(&ReversalParams {
                     transaction_id: receipt.clone(),

@@ -205,6 +205,7 @@ impl Refunds {
             amount: refund.amount,
             receiver_party: Some(receiver_party),
             remarks: reason.to_owned(),
+            payment_id: Some(refund.payment_id.clone()),
         };
         // Stored and recorded on the refund (and the payment's timeline) before it goes out.
         let stored = self
@@ -522,13 +523,7 @@ impl InitiatorOwner for RefundOwner {
         let Some(refund_id) = request.owner_id.as_deref() else {
             return Vec::new();
         };
-        // The payment, so the admin can act: kept with the settlement by hand, since this
-        // runs on the locked request and cannot read the refund.
-        let payment_id = request
-            .result
-            .as_deref()
-            .and_then(|x| serde_json::from_str::<Value>(x).ok())
-            .and_then(|d| d[SETTLED_BY_HAND]["payment_id"].as_str().map(str::to_owned));
+        let payment_id = payment_of(request);
         self.admin_alert(CONTRADICTED, refund_id, payment_id.as_deref(), text, now)
     }
 
@@ -538,12 +533,30 @@ impl InitiatorOwner for RefundOwner {
         text: &str,
         now: i64,
     ) -> Vec<NewOutboxEvent> {
-        // Its payment cannot be read here (the request is locked): the refund names it.
         let Some(refund_id) = request.owner_id.as_deref() else {
             return Vec::new();
         };
-        self.admin_alert(RECEIPT_IN_USE, refund_id, None, text, now)
+        let payment_id = payment_of(request);
+        self.admin_alert(RECEIPT_IN_USE, refund_id, payment_id.as_deref(), text, now)
     }
+}
+
+/// The payment a refund's Reversal `request` reverses, so an alert lets the admin act. The
+/// alerts run on the locked request and cannot read the refund: the id is kept with the
+/// Reversal when it is stored, or (a request stored before that) with its settlement by hand.
+fn payment_of(request: &InitiatorRequest) -> Option<String> {
+    if let Ok(Ask::Reversal {
+        payment_id: Some(payment_id),
+        ..
+    }) = serde_json::from_str::<Ask>(&request.params)
+    {
+        return Some(payment_id);
+    }
+    request
+        .result
+        .as_deref()
+        .and_then(|x| serde_json::from_str::<Value>(x).ok())
+        .and_then(|d| d[SETTLED_BY_HAND]["payment_id"].as_str().map(str::to_owned))
 }
 
 impl RefundOwner {

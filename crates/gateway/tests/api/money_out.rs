@@ -2224,7 +2224,10 @@ async fn a_receipt_recorded_by_hand_on_one_request_is_not_booked_on_another(back
     for (held, what) in [
         (format!("Payout {v}: "), "Transaction Status"),
         (format!("Payout {y}: "), "M-Pesa's result"),
-        (format!("Refund {refund_id}: "), "M-Pesa's result"),
+        (
+            format!("Refund {refund_id} of payment {payment_id}: "),
+            "M-Pesa's result",
+        ),
     ] {
         let texts: Vec<String> = payout_alerts
             .iter()
@@ -2241,6 +2244,20 @@ async fn a_receipt_recorded_by_hand_on_one_request_is_not_booked_on_another(back
             texts[0]
         );
     }
+    // The refund's alert lets the admin act: it is on the payment's record and links to it.
+    let refund_text = message(&refund_alerts[0]);
+    assert!(
+        refund_text.contains(&format!(
+            "The payment: {}",
+            gw.url(&format!("/admin/payments/{payment_id}"))
+        )),
+        "{refund_text}"
+    );
+    assert_eq!(
+        refund_alerts[0].payment_id.as_deref(),
+        Some(payment_id.as_str()),
+        "the alert is on the payment's record"
+    );
     told_in_telegram(&telegram, "already recorded by hand").await;
     // Nothing went to the merchant but X's own completion, and nothing was sent again.
     assert_eq!(
