@@ -531,6 +531,11 @@ pub fn on_acknowledged(r: &RequestSnapshot, note: &str) -> RequestOutcome {
     RequestOutcome::Changed(t)
 }
 
+/// Whether [`on_acknowledged`] would lift the hold now: a page offers "Acknowledge" only then.
+pub fn may_acknowledge(r: &RequestSnapshot) -> bool {
+    matches!(on_acknowledged(r, ""), RequestOutcome::Changed(_))
+}
+
 /// Daraja's answer (a result, a Transaction Status finding) would record `receipt` on this
 /// request, but a person already recorded that receipt by hand on another request (`holder`,
 /// named by its owner: "payout po_…"). One of the two is wrong and only a person can tell
@@ -980,6 +985,7 @@ mod tests {
             )
         );
         assert_eq!(t.note.as_deref(), Some("Refunded the recipient by hand"));
+        assert!(may_acknowledge(&held));
         // Held but open, or held without a settlement by hand: "Record the outcome" is the way.
         let mut open = snap(RequestKind::B2c, RequestStatus::Unknown);
         open.needs_review = true;
@@ -990,6 +996,7 @@ mod tests {
                 on_acknowledged(&r, "x"),
                 RequestOutcome::Unchanged(_)
             ));
+            assert!(!may_acknowledge(&r), "the pages offer no form: {r:?}");
         }
         // Once: a second acknowledgement is refused, and the same contradiction delivered again
         // does not hold it again.

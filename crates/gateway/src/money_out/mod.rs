@@ -20,6 +20,7 @@ pub use initiator::{
 pub use payouts::{HandOutcome, PayoutError, PayoutPurpose, PayoutReads, PayoutRequest, Payouts};
 pub use receipts::{ReceiptChecks, ReceiptError};
 pub use refunds::{RefundError, Refunds};
+pub use view::Hold;
 
 /// Who asked for a refund or payout, as the audit trail names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,17 @@ pub type Claim = (String, String);
 
 /// Days since 1970-01-01 in East Africa Time (a payout day).
 pub use mpesa_domain::eat::day_number as eat_day;
+
+/// The Daraja request of a payout or refund (`request_id`), if it was stored.
+async fn request_of(
+    storage: &dyn mpesa_storage::Storage,
+    request_id: Option<&str>,
+) -> Result<Option<mpesa_storage::InitiatorRequest>, mpesa_storage::StorageError> {
+    match request_id {
+        Some(id) => storage.get_initiator_request(id).await,
+        None => Ok(None),
+    }
+}
 
 /// The services of this room, built once and shared by every door.
 #[derive(Clone)]

@@ -27,7 +27,7 @@ use url::Url;
 use super::initiator::{Ask, Initiator, InitiatorOwner, not_held_for_a_person};
 use super::notify::{admin_rows, dashboard_link, final_rows};
 use super::receipts::parse_typed_code;
-use super::view::PayoutView;
+use super::view::{Hold, PayoutView};
 use super::{Claim, Requester, eat_day};
 use crate::admin::pages::payouts::payout_href;
 use crate::clock::Clock;
@@ -521,11 +521,17 @@ impl PayoutReads {
     /// The payout with the state of its Daraja request.
     pub async fn view(&self, id: &str) -> Result<PayoutView, PayoutError> {
         let p = self.get(id).await?;
-        let request = match &p.request_id {
-            Some(r) => self.storage.get_initiator_request(r).await?,
-            None => None,
-        };
+        let request = super::request_of(self.storage.as_ref(), p.request_id.as_deref()).await?;
         Ok(PayoutView::new(&p, request.as_ref()))
+    }
+
+    /// Why the payout is held for a person, if it is, and so what its page offers.
+    pub async fn hold(&self, payout: &Payout) -> Result<Hold, PayoutError> {
+        Ok(Hold::of(
+            super::request_of(self.storage.as_ref(), payout.request_id.as_deref())
+                .await?
+                .as_ref(),
+        ))
     }
 
     pub async fn list(

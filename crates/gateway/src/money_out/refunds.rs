@@ -23,7 +23,7 @@ use super::initiator::{Ask, Initiator, InitiatorError, InitiatorOwner, not_held_
 use super::notify::{admin_rows, dashboard_link, final_rows, refund_customer_rows};
 use super::payouts::{HandOutcome, acknowledged_event, check_note, hand_conflict};
 use super::receipts::parse_typed_code;
-use super::view::RefundView;
+use super::view::{Hold, RefundView};
 use super::{Claim, Requester};
 use crate::admin::pages::payment_href;
 use crate::clock::Clock;
@@ -342,11 +342,18 @@ impl Refunds {
 
     /// The refund with the state of its Reversal request (whether it is held for a person).
     pub async fn view(&self, refund: &Refund) -> Result<RefundView, RefundError> {
-        let request = match &refund.request_id {
-            Some(r) => self.storage.get_initiator_request(r).await?,
-            None => None,
-        };
+        let request =
+            super::request_of(self.storage.as_ref(), refund.request_id.as_deref()).await?;
         Ok(RefundView::new(refund, request.as_ref()))
+    }
+
+    /// Why the refund is held for a person, if it is, and so what its pages offer.
+    pub async fn hold(&self, refund: &Refund) -> Result<Hold, RefundError> {
+        Ok(Hold::of(
+            super::request_of(self.storage.as_ref(), refund.request_id.as_deref())
+                .await?
+                .as_ref(),
+        ))
     }
 
     pub async fn get(&self, id: &str) -> Result<Refund, RefundError> {

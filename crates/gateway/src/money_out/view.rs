@@ -140,6 +140,39 @@ impl From<&Payout> for PayoutView {
     }
 }
 
+/// Why a payout or refund is held for a person, as its page shows it (and what a person may
+/// do about it there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Not held.
+    No,
+    /// Not final: nobody knows its outcome; a person records it.
+    Open,
+    /// Final, and M-Pesa contradicted the outcome recorded by hand: a person acknowledges it.
+    Contradicted,
+    /// Final and held for another reason (the timeline says which): there is nothing to
+    /// acknowledge.
+    Final,
+}
+
+impl Hold {
+    /// The hold of a payout's or refund's Daraja request.
+    pub fn of(request: Option<&InitiatorRequest>) -> Hold {
+        let Some(r) = request.filter(|r| r.needs_review) else {
+            return Hold::No;
+        };
+        if !r.status.is_final() {
+            return Hold::Open;
+        }
+        // The rule "Acknowledge" runs decides whether the page offers it.
+        if mpesa_domain::initiator::may_acknowledge(&r.snapshot()) {
+            Hold::Contradicted
+        } else {
+            Hold::Final
+        }
+    }
+}
+
 /// One entry of a timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct EventView {

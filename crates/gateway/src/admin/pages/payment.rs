@@ -22,6 +22,7 @@ use crate::admin::pages::render;
 use crate::admin::pages::{Fact, destination, facts, path_segment, payment_href};
 use crate::admin::params::Params;
 use crate::admin::session::Admin;
+use crate::money_out::Hold;
 use crate::money_out::refunds::refund_refusal;
 use crate::payments::{AdminDecision, PaymentError};
 use crate::state::AppState;
@@ -157,15 +158,15 @@ pub async fn show(
         &record.attempts,
     );
     let (p, refunds) = (record.payment, record.refunds);
-    let refund_review = match refunds.last() {
-        Some(r) => state.money_out.refunds.view(r).await?.needs_review,
-        None => false,
+    let refund_hold = match refunds.last() {
+        Some(r) => state.money_out.refunds.hold(r).await?,
+        None => Hold::No,
     };
     let refund_pending = refunds
         .last()
         .is_some_and(|r| r.status == RefundStatus::Pending);
-    let refund_held = refund_review && refund_pending;
-    let refund_contradicted = refund_review && !refund_pending;
+    let refund_held = refund_hold == Hold::Open && refund_pending;
+    let refund_contradicted = refund_hold == Hold::Contradicted;
     let (link_href, link_title) = match (&p.payment_link_id, record.link_title) {
         (Some(link_id), Some(title)) => (crate::admin::pages::links::link_href(link_id), title),
         _ => (String::new(), String::new()),

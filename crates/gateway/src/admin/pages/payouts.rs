@@ -27,7 +27,7 @@ use crate::admin::params::{Fields, Params, query_string};
 use crate::admin::session::Admin;
 use crate::ids::{random_token, sha256_hex};
 use crate::money_out::payouts::PayoutCreated;
-use crate::money_out::{HandOutcome, PayoutError, PayoutPurpose, PayoutRequest, Requester};
+use crate::money_out::{HandOutcome, Hold, PayoutError, PayoutPurpose, PayoutRequest, Requester};
 use crate::state::AppState;
 
 const PAGE_SIZE: u32 = 50;
@@ -330,6 +330,8 @@ struct PayoutPage {
     /// Held for a person after it was final (M-Pesa contradicted what a person recorded): the
     /// "Acknowledge" form.
     contradicted: bool,
+    /// Final and held for another reason: no form, acknowledging would be refused.
+    held_final: bool,
     settle_action: String,
     acknowledge_action: String,
     error: Option<String>,
@@ -342,6 +344,7 @@ async fn payout_page(state: &AppState, admin: &Admin, id: &str) -> Result<Payout
     // The story: the payout's own entries, its B2C request's, and each Transaction Status
     // question asked about that request.
     let events = payouts.story(&p).await?;
+    let hold = payouts.hold(&p).await?;
     let mut timeline: Vec<Entry> = events.iter().map(|(e, whose)| entry(e, whose)).collect();
     timeline.sort_by_key(|e| (e.at, e.order));
     let username = &admin.session.username;
@@ -408,8 +411,9 @@ async fn payout_page(state: &AppState, admin: &Admin, id: &str) -> Result<Payout
         own: p.requested_by == Requester::admin(username).name,
         approve_action: format!("{}/approve", payout_href(&p.id)),
         reject_action: format!("{}/reject", payout_href(&p.id)),
-        held: view.needs_review && p.status == PayoutStatus::Pending,
-        contradicted: view.needs_review && p.status != PayoutStatus::Pending,
+        held: hold == Hold::Open && p.status == PayoutStatus::Pending,
+        contradicted: hold == Hold::Contradicted,
+        held_final: hold == Hold::Final,
         settle_action: format!("{}/settle", payout_href(&p.id)),
         acknowledge_action: format!("{}/acknowledge", payout_href(&p.id)),
         error: None,

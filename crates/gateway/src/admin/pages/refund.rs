@@ -24,7 +24,7 @@ use crate::admin::pages::{Fact, facts, payment_href};
 use crate::admin::session::Admin;
 use crate::ids::{random_token, sha256_hex};
 use crate::money_out::refunds::{RefundCreated, refund_refusal};
-use crate::money_out::{HandOutcome, RefundError, Requester};
+use crate::money_out::{HandOutcome, Hold, RefundError, Requester};
 use crate::state::AppState;
 use mpesa_storage::RefundRefusal;
 use serde_json::json;
@@ -89,15 +89,12 @@ async fn page(
             .then_some(r),
         None => None,
     };
+    // Offered only when acknowledging would be allowed (not for a refund held otherwise).
     let contradicted = match refunds.last() {
-        Some(r) if r.status != mpesa_storage::RefundStatus::Pending => state
-            .money_out
-            .refunds
-            .view(r)
-            .await?
-            .needs_review
-            .then(|| r.id.clone()),
-        _ => None,
+        Some(r) => {
+            (state.money_out.refunds.hold(r).await? == Hold::Contradicted).then(|| r.id.clone())
+        }
+        None => None,
     };
     let own =
         held.is_some_and(|r| r.requested_by == Requester::admin(&admin.session.username).name);

@@ -114,6 +114,7 @@ on_every_backend!(
     payouts_are_made_approved_by_another_admin_and_rejected,
     a_held_payout_and_refund_get_their_outcome_recorded_on_the_dashboard,
     a_contradicted_payout_and_refund_are_acknowledged_once_on_the_dashboard,
+    a_final_payout_held_but_not_settled_by_hand_offers_no_acknowledge,
 );
 
 async fn payouts_are_made_approved_by_another_admin_and_rejected(backend: Backend) {
@@ -1080,7 +1081,8 @@ async fn contradicted_money_gateway(backend: Backend) -> (TestGateway, String, S
 }
 
 /// The heading of a final payout held after a contradiction.
-const NEEDS_A_PERSON: &str = r#"<h2 id="held-heading">Needs a person</h2>"#;
+const NEEDS_A_PERSON: &str =
+    r#"<h2 id="held-heading">Needs a person: M-Pesa contradicts the recorded outcome</h2>"#;
 
 /// A payout and a refund whose outcome a person recorded and M-Pesa contradicted: their pages
 /// offer "Acknowledge"; it needs CSRF and a note;
@@ -1254,6 +1256,112 @@ async fn a_contradicted_payout_and_refund_are_acknowledged_once_on_the_dashboard
     );
     assert_eq!(daraja_requests(&gw, B2C), 1, "never sent again");
     assert_eq!(daraja_requests(&gw, REVERSAL), 1, "never sent again");
+    gw.stop().await;
+}
+
+/// A payout and a refund held for a person (no answer for a day) whose B2C and Reversal results
+/// then come late: each is final (completed by M-Pesa's result) and still held, but nobody
+/// recorded its outcome by hand, so there is no contradiction to acknowledge. The payout's page
+/// says why it is held and offers no "Acknowledge" (nor "Record the outcome"); a POST is refused
+/// by the rule, as the page says. The refund's page and its payment's offer no "Acknowledge"
+/// either. Without the change the payout's page says "Needs a person" and both pages offer the
+/// form the rule refuses.
+async fn a_final_payout_held_but_not_settled_by_hand_offers_no_acknowledge(backend: Backend) {
+    let (gw, paid, payout) = held_money_gateway(backend).await;
+    // M-Pesa's result for `request_id` (`api`), a day late: it completed, with `receipt`.
+    let late_result = |api: &'static str, request_id: String, receipt: &'static str| {
+        let gw = &gw;
+        async move {
+            let request = gw
+                .storage()
+                .get_initiator_request(&request_id)
+                .await
+                .unwrap()
+                .unwrap();
+            gw.post_result(api, &request, 0, receipt).await;
+        }
+    };
+    let p = gw.storage().get_payout(&payout).await.unwrap().unwrap();
+    late_result("b2c", p.request_id.unwrap(), "SGB2LATE01").await;
+    let p = wait_for_payout(&gw, &payout, PayoutStatus::Completed).await;
+    assert_eq!(p.receipt.as_deref(), Some("SGB2LATE01"));
+    let shown = gw.get_json(&format!("/api/v1/payouts/{payout}")).await;
+    assert_eq!(shown["needs_review"], true, "still held: {shown}");
+
+    let page_path = format!("/admin/payouts/{payout}");
+    let acknowledge = format!("{page_path}/acknowledge");
+    let baraka = signed_in_as(&gw, OTHER).await;
+    let page = baraka.get(&page_path).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body
+            .contains(r#"<h2 id="held-heading">Held for a person after it was final</h2>"#),
+        "{}",
+        page.body
+    );
+    for absent in [
+        NEEDS_A_PERSON.to_owned(),
+        format!(r#"action="{acknowledge}""#),
+        format!(r#"action="{page_path}/settle""#),
+    ] {
+        assert!(!page.body.contains(&absent), "{absent:?}: {}", page.body);
+    }
+    // The rule the page asked refuses it here too.
+    let answer = baraka
+        .post(&acknowledge, &[("csrf", &page.csrf()), ("note", "Seen")])
+        .await;
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .contains("contradicted the outcome recorded by hand"),
+        "{}",
+        answer.body
+    );
+
+    // The refund, the same way.
+    let refund = gw
+        .storage()
+        .refunds_for_payment(&paid)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    late_result("reversal", refund.request_id.clone().unwrap(), "SGR3LATE01").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while gw
+        .storage()
+        .get_refund(&refund.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .status
+        != RefundStatus::Completed
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refund is not final"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let shown = gw.get_json(&format!("/api/v1/refunds/{}", refund.id)).await;
+    assert_eq!(shown["needs_review"], true, "still held: {shown}");
+    let payment_page = baraka.get(&format!("/admin/payments/{paid}")).await;
+    assert!(
+        !payment_page.body.contains("Acknowledge…"),
+        "{}",
+        payment_page.body
+    );
+    let refund_page = format!("/admin/payments/{paid}/refund");
+    let page = baraka.get(&refund_page).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        !page
+            .body
+            .contains(&format!(r#"action="{refund_page}/acknowledge""#)),
+        "{}",
+        page.body
+    );
     gw.stop().await;
 }
 
