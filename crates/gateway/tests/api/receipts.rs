@@ -31,6 +31,7 @@ on_every_backend!(
     other_short_codes_and_unknown_receipts_are_shown_never_booked,
     a_late_answer_to_a_given_up_check_books_the_payment_once,
     a_late_answer_after_a_newer_check_booked_the_payment_links_it,
+    a_late_not_found_answer_to_a_given_up_check_books_nothing,
 );
 
 const PAYBILL: &str = "600000";
@@ -234,6 +235,12 @@ struct GivenUp {
 
 impl GivenUp {
     async fn start(backend: Backend, account: &str, amount: i64, chat: i64) -> Self {
+        Self::start_with(backend, Some((account, amount)), chat).await
+    }
+
+    /// `lost`: the paybill payment whose confirmation was lost (account, amount) and whose
+    /// receipt is checked; `None` checks a receipt Safaricom does not know.
+    async fn start_with(backend: Backend, lost: Option<(&str, i64)>, chat: i64) -> Self {
         let destinations = Destinations::start().await;
         let time = std::sync::Arc::new(ManualClock::new(chrono::Utc::now()));
         let clock = Clock::manual(time.clone());
@@ -244,7 +251,10 @@ impl GivenUp {
         )
         .await;
         gw.c2b_registered().await;
-        let code = gw.lost_c2b_payment(account, amount).await;
+        let code = match lost {
+            Some((account, amount)) => gw.lost_c2b_payment(account, amount).await,
+            None => format!("SZZ{chat:07}"),
+        };
         hold_back_results(&gw, &[Flow::TransactionStatus]);
         let check = gw
             .state
@@ -288,6 +298,17 @@ impl GivenUp {
             .iter()
             .filter_map(|m| m["text"].as_str().map(str::to_owned))
             .collect()
+    }
+
+    /// The admins' Telegram messages about the code.
+    async fn admin_alerts(&self) -> usize {
+        self.destinations
+            .telegram
+            .messages_to(ADMIN_CHAT)
+            .await
+            .iter()
+            .filter(|m| m["text"].as_str().is_some_and(|t| t.contains(&self.code)))
+            .count()
     }
 
     /// Delivers Safaricom's held-back answer to the check's question now, twice.
@@ -373,15 +394,65 @@ async fn a_late_answer_to_a_given_up_check_books_the_payment_once(backend: Backe
     );
     let completed = completed_webhooks(&up.destinations, &p.id);
     assert_eq!(completed.len(), 1, "{completed:?}");
-    let alerts = up
-        .destinations
-        .telegram
-        .messages_to(ADMIN_CHAT)
-        .await
-        .iter()
-        .filter(|m| m["text"].as_str().is_some_and(|t| t.contains(code)))
-        .count();
-    assert_eq!(alerts, 1);
+    assert_eq!(up.admin_alerts().await, 1);
+    up.gw.stop().await;
+}
+
+/// A `/paid` check of a receipt Safaricom does not know, given up (the chat told Safaricom did
+/// not answer), whose answer ("not found", result code 2032) comes after all, twice: nothing is
+/// booked or linked, the check becomes answered with the finding `not_found`, the result code and
+/// the time the answer came, and the chat is told once that Safaricom does not know the code.
+/// Nothing is asked again and the admins are not told.
+async fn a_late_not_found_answer_to_a_given_up_check_books_nothing(backend: Backend) {
+    let up = GivenUp::start_with(backend, None, 4345).await;
+    let (gw, code) = (&up.gw, up.code.as_str());
+
+    up.time.advance(chrono::Duration::seconds(60));
+    let answered_at = up.clock.now_ms();
+    up.answer_late_twice().await;
+
+    let late = gw.state.money_out.receipts.get(&up.check.id).await.unwrap();
+    let late = late.check;
+    assert_eq!(
+        (
+            late.status.as_str(),
+            late.finding.as_deref(),
+            late.outcome.as_deref(),
+            late.result_code.as_deref(),
+            late.payment_id.as_deref(),
+        ),
+        (
+            "answered",
+            Some("not_found"),
+            Some("not_booked"),
+            Some("2032"),
+            None
+        ),
+        "{late:?}"
+    );
+    let (status, shown) = gw.receipt(code).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        (shown["id"].as_str(), shown["answered_at"].as_str()),
+        (
+            Some(up.check.id.as_str()),
+            Some(mpesa_gateway::ids::rfc3339(answered_at).as_str())
+        ),
+        "the time the answer came, not the give-up's: {shown}"
+    );
+    assert!(shown["payment"].is_null(), "{shown}");
+    assert!(gw.list_payments("channel=c2b").await.is_empty());
+    assert_eq!(gw.status_requests(), 1, "nothing asked again");
+
+    // No answer, then "not found", once.
+    wait_outbox_idle(gw.storage().as_ref()).await;
+    let told = up.told().await;
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(
+        told[1].contains("Safaricom does not know receipt") && told[1].contains(code),
+        "{told:?}"
+    );
+    assert_eq!(up.admin_alerts().await, 0, "nothing for the admins");
     up.gw.stop().await;
 }
 
