@@ -347,6 +347,16 @@ pub fn on_result(r: &RequestSnapshot, report: &ResultReport) -> RequestOutcome {
     if given_up(r) {
         t.note = Some("answered after it was given up: the answer is applied now".into());
     }
+    // Held for a person, not yet settled by one: M-Pesa's own result settles it and lifts the
+    // hold, as a late Transaction Status answer does (a person has nothing left to decide).
+    if r.needs_review {
+        t.kind = RequestEventKind::SettledByLateAnswer;
+        t.clear_hold = true;
+        t.note = Some(
+            "Daraja's result came after the request was held for a person: it settles it (nothing was sent again)"
+                .into(),
+        );
+    }
     RequestOutcome::Changed(t)
 }
 
@@ -1097,6 +1107,30 @@ mod tests {
             ),
             RequestOutcome::Unchanged(_)
         ));
+    }
+
+    #[test]
+    fn a_result_for_a_held_request_settles_it_and_lifts_the_hold() {
+        for (kind, code, receipt, status) in [
+            (RequestKind::B2c, "0", Some("SG8"), RequestStatus::Completed),
+            (RequestKind::B2c, "2040", None, RequestStatus::Failed),
+            (RequestKind::Reversal, "0", None, RequestStatus::Completed),
+        ] {
+            let mut held = snap(kind, RequestStatus::Unknown);
+            held.needs_review = true;
+            let t = changed(on_result(&held, &report(code, receipt)));
+            assert_eq!(
+                (t.kind, t.status, t.clear_hold, t.notify_owner),
+                (RequestEventKind::SettledByLateAnswer, status, true, true)
+            );
+            assert_eq!(t.receipt.as_deref(), receipt);
+        }
+        // Not held: an ordinary result, no hold to lift.
+        let t = changed(on_result(
+            &snap(RequestKind::B2c, RequestStatus::Accepted),
+            &report("0", Some("SG8")),
+        ));
+        assert_eq!((t.kind, t.clear_hold), (RequestEventKind::Result, false));
     }
 
     #[test]

@@ -37,6 +37,7 @@ on_every_backend!(
     a_held_payout_and_refund_are_settled_by_a_person_once_and_a_late_contradiction_holds_them_again,
     transaction_status_that_contradicts_a_settlement_by_hand_alerts_the_admins_once,
     a_late_transaction_status_answer_settles_a_held_payout_or_refund_once,
+    a_late_result_settles_a_held_payout_or_refund_once,
     a_late_transaction_status_answer_that_contradicts_a_settlement_by_hand_alerts_once,
     a_receipt_recorded_by_hand_on_one_request_is_not_booked_on_another,
     a_late_account_balance_answer_is_shown_with_the_time_it_came,
@@ -1995,6 +1996,116 @@ async fn a_late_transaction_status_answer_settles_a_held_payout_or_refund_once(b
     assert_eq!(webhooks("refund.completed").await, 1);
     assert_eq!(webhooks("payout.failed").await, 0);
     assert_eq!(gw.daraja_requests(B2C), 2, "never sent again");
+    assert_eq!(gw.daraja_requests(REVERSAL), 1, "never sent again");
+    gw.stop().await;
+}
+
+/// A payout and a refund whose results were held back are held for a person after a day of
+/// asking; then M-Pesa's own results (B2C, Reversal) arrive, each twice. Each is settled once by
+/// its result, no longer held (a person has nothing left to decide), with one webhook and the
+/// late result on its timeline; nothing is sent again. Without the fix both end final and still
+/// held: "needs a person" with nothing a person can do.
+async fn a_late_result_settles_a_held_payout_or_refund_once(backend: Backend) {
+    let webhook = WebhookReceiver::start().await;
+    let (time, clock) = manual_clock(chrono::Utc::now());
+    let gw = spawn_with(options(backend, &webhook, &[]).clock(clock)).await;
+    let payment_id = completed_payment(&gw, SUCCESS, 96).await;
+    hold_back_results(&gw, &[Flow::B2c, Flow::Reversal, Flow::TransactionStatus]);
+    let (status, paid) = gw.payout(300).await;
+    assert_eq!(status, 202, "{paid}");
+    let paid = paid["id"].as_str().unwrap().to_owned();
+    let refund_id = gw.refund_out_of_stock(&payment_id).await;
+    let storage = gw.storage();
+    let paid_request = gw.payout_request(&paid).await;
+    let refund_request = storage
+        .get_refund(&refund_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .request_id
+        .unwrap();
+    let requests = [paid_request.as_str(), refund_request.as_str()];
+    for request in requests {
+        gw.wait_for_request(request, "accepted", |r| r.status == RequestStatus::Accepted)
+            .await;
+    }
+    hold_for_a_person(&gw, &time, &requests).await;
+    let receipt = gw
+        .sim()
+        .payments()
+        .into_iter()
+        .find(|p| p.originator_conversation_id == paid_request)
+        .expect("the simulator paid the payout")
+        .receipt;
+
+    for request in requests {
+        let row = storage
+            .get_initiator_request(request)
+            .await
+            .unwrap()
+            .unwrap();
+        for _ in 0..2 {
+            assert_eq!(deliver_late(&gw, &row).await, 200);
+        }
+    }
+
+    let request = storage
+        .get_initiator_request(&paid_request)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            request.status,
+            request.receipt.as_deref(),
+            request.needs_review
+        ),
+        (RequestStatus::Completed, Some(receipt.as_str()), false),
+        "{request:?}"
+    );
+    let shown = gw.get_json(&format!("/api/v1/payouts/{paid}")).await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["needs_review"].as_bool()),
+        (Some("completed"), Some(false)),
+        "{shown}"
+    );
+    let shown = gw.get_json(&format!("/api/v1/refunds/{refund_id}")).await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["needs_review"].as_bool()),
+        (Some("completed"), Some(false)),
+        "{shown}"
+    );
+    for request in requests {
+        let story = event_kinds(&gw, request).await;
+        let settled: Vec<_> = story
+            .iter()
+            .filter(|(kind, _)| kind == "settled_by_late_answer")
+            .collect();
+        assert_eq!(settled.len(), 1, "settled once: {story:?}");
+        assert!(
+            settled[0].1.contains("Daraja's result came after"),
+            "{settled:?}"
+        );
+    }
+
+    let webhooks = |event_type: &'static str| {
+        let gw = &gw;
+        async move {
+            outbox_rows(gw)
+                .await
+                .into_iter()
+                .filter(|e| e.channel == mpesa_storage::Channel::Webhook)
+                .filter(|e| e.event_type == event_type)
+                .count()
+        }
+    };
+    eventually("the final webhooks are written", WAIT, || async {
+        webhooks("payout.completed").await >= 1 && webhooks("refund.completed").await >= 1
+    })
+    .await;
+    assert_eq!(webhooks("payout.completed").await, 1);
+    assert_eq!(webhooks("refund.completed").await, 1);
+    assert_eq!(gw.daraja_requests(B2C), 1, "never sent again");
     assert_eq!(gw.daraja_requests(REVERSAL), 1, "never sent again");
     gw.stop().await;
 }
