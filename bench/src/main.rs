@@ -43,6 +43,11 @@ enum Command {
         backend: Backend,
         #[arg(long, default_value_t = 20_000)]
         requests: usize,
+        /// A webhook is configured, as most businesses have one: each payment settled also
+        /// writes a webhook row, which the gateway's outbox delivers to a receiver on loopback
+        /// (a second floor process) while the callbacks come in.
+        #[arg(long)]
+        webhook: bool,
     },
     /// C2B: durable confirmation ingestion (each booked as a payment) and validation answers
     /// (rules: account pattern, amount bounds and a known account read from the database).
@@ -98,9 +103,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut rows = Vec::new();
     match cli.command {
-        Command::Ingest { backend, requests } => {
-            rows.extend(ingest(&cli, backend, requests).await?)
-        }
+        Command::Ingest {
+            backend,
+            requests,
+            webhook,
+        } => rows.extend(ingest(&cli, backend, requests, webhook).await?),
         Command::C2b { backend, requests } => rows.extend(c2b(&cli, backend, requests).await?),
         Command::Initiate { requests } => rows.extend(initiate(&cli, requests).await?),
         Command::All { requests } => {
@@ -110,7 +117,10 @@ async fn main() -> anyhow::Result<()> {
                 Backend::Mariadb,
                 Backend::Galera,
             ] {
-                rows.extend(ingest(&cli, backend, requests).await?);
+                rows.extend(ingest(&cli, backend, requests, false).await?);
+            }
+            for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mariadb] {
+                rows.extend(ingest(&cli, backend, requests, true).await?);
             }
             rows.extend(c2b(&cli, Backend::Sqlite, requests / 2).await?);
             rows.extend(initiate(&cli, requests / 4).await?);
@@ -131,28 +141,43 @@ struct Row {
     note: String,
 }
 
-async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<Vec<Row>> {
+async fn ingest(
+    cli: &Cli,
+    backend: Backend,
+    requests: usize,
+    webhook: bool,
+) -> anyhow::Result<Vec<Row>> {
     let name = backend.name();
+    let with = if webhook { ", with a webhook" } else { "" };
     eprintln!(
-        "== ingestion on {name}: {requests} callbacks over {} connections",
+        "== ingestion on {name}{with}: {requests} callbacks over {} connections",
         cli.connections
     );
     let dir = tempfile_dir()?;
     let log_filter = mpesa_harness::env::gateway_log();
     // Kept until the end of the run: dropping them removes the database (and the cluster).
     let (database_url, made) = fresh_database(backend, &dir).await?;
-    let gateway = ManagedProcess::sandbox_gateway(
-        &cli.gateway,
-        &dir,
-        &[
-            ("DATABASE_URL", database_url.as_str()),
-            ("MPESA_CALLBACK_SECRET", CALLBACK_SECRET),
-            ("RECONCILE_AFTER_SECS", "86400"),
-            ("PAYMENT_EXPIRES_AFTER_SECS", "172800"),
-            ("RUST_LOG", log_filter.as_str()),
-        ],
-    )
-    .await?;
+    // The webhook's receiver answers 200 to every delivery, as the floor answers callbacks.
+    let receiver = match webhook {
+        true => Some(Floor::start(&cli.floor).await?),
+        false => None,
+    };
+    let webhook_url = receiver.as_ref().map(|r| format!("{}/hook", r.base));
+    let mut env = vec![
+        ("DATABASE_URL", database_url.as_str()),
+        ("MPESA_CALLBACK_SECRET", CALLBACK_SECRET),
+        ("RECONCILE_AFTER_SECS", "86400"),
+        ("PAYMENT_EXPIRES_AFTER_SECS", "172800"),
+        ("RUST_LOG", log_filter.as_str()),
+    ];
+    if let Some(url) = &webhook_url {
+        env.extend([
+            ("WEBHOOK_URL", url.as_str()),
+            ("WEBHOOK_SECRET", "whsec_bench_0123456789abcdef"),
+            ("WEBHOOK_ALLOW_PRIVATE", "true"),
+        ]);
+    }
+    let gateway = ManagedProcess::sandbox_gateway(&cli.gateway, &dir, &env).await?;
     let warmup = 1_000;
     let payments = requests + warmup;
     let db = Db::connect(&database_url).await?;
@@ -177,6 +202,24 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
     let stored = db
         .count("SELECT COUNT(*) FROM callbacks WHERE outcome = 'applied'")
         .await? as u64;
+    // Delivery runs beside ingestion and behind it: how far it had come by the last answer,
+    // and how long it took to deliver the rest.
+    let delivered = match webhook {
+        true => {
+            const DELIVERED: &str = "SELECT COUNT(*) FROM outbox_events WHERE status = 'delivered'";
+            let by_last_answer = db.count(DELIVERED).await?;
+            let rows = db.count("SELECT COUNT(*) FROM outbox_events").await?;
+            let ended = std::time::Instant::now();
+            while db.count(DELIVERED).await? < rows {
+                if ended.elapsed() > Duration::from_secs(300) {
+                    bail!("webhooks still undelivered 300 s after the last answer");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some((by_last_answer, rows, ended.elapsed()))
+        }
+        false => None,
+    };
     db.close().await;
     let acknowledged = report.ok + warm.len() as u64;
     let note =
@@ -184,6 +227,14 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
     if stored < acknowledged {
         bail!("LOST: {note}");
     }
+    let note = match delivered {
+        Some((by_last_answer, rows, rest)) => format!(
+            "{note}; {by_last_answer} of {rows} webhooks delivered by then, the rest in {:.1} s",
+            rest.as_secs_f64()
+        ),
+        None => note,
+    };
+    drop(receiver);
     drop(gateway);
     drop(made);
     let _ = std::fs::remove_dir_all(&dir);
@@ -197,7 +248,7 @@ async fn ingest(cli: &Cli, backend: Backend, requests: usize) -> anyhow::Result<
             note: String::new(),
         },
         Row {
-            scenario: format!("gateway: durable ingestion, {name}"),
+            scenario: format!("gateway: durable ingestion, {name}{with}"),
             report,
             peak_rss_kib: rss,
             ratio_to_floor: Some(ratio),

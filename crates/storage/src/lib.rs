@@ -438,6 +438,16 @@ pub trait Storage: Send + Sync + 'static {
         attempt: &DeliveryAttempt,
     ) -> Result<bool>;
 
+    /// [`Storage::record_delivery`] for several attempts of `owner`'s in ONE transaction (one
+    /// commit, one fsync, however many attempts): each `true` where `owner` still held the
+    /// event's lease, `false` where it did not or the event no longer exists. The outer `Err`
+    /// means nothing was recorded.
+    async fn record_deliveries(
+        &self,
+        owner: &str,
+        attempts: &[(String, DeliveryAttempt)],
+    ) -> Result<Vec<bool>>;
+
     /// Puts a dead-lettered (or blocked) event back in the queue, due now. False if it is not dead.
     /// Its `attempts` counter starts again from 0, so it gets a full retry schedule; the
     /// attempt log keeps its history and numbering.

@@ -64,6 +64,7 @@ contract!(
     claims_from_two_instances_never_overlap,
     expired_leases_are_reclaimable_and_lost_leases_refused,
     outbox_deliveries_retries_and_dead_letters,
+    outbox_attempts_of_several_events_are_recorded_together,
     outbox_rows_of_one_call_skip_taken_dedupe_keys,
     outbox_lists_and_counts,
     api_keys,
@@ -1373,6 +1374,156 @@ async fn outbox_rows_of_one_call_skip_taken_dedupe_keys(db: TestDatabase) {
             ("evt_2".into(), "k2".into(), T0 + 1),
             ("evt_3".into(), "k3".into(), T0 + 3),
         ]
+    );
+}
+
+/// `record_deliveries` records each attempt as `record_delivery` would, in one call: each event
+/// whose lease the worker still holds is written (numbering its attempts over its life), and an
+/// event another worker took, or that does not exist, is refused alone.
+async fn outbox_attempts_of_several_events_are_recorded_together(db: TestDatabase) {
+    let s = db.storage();
+    s.enqueue_outbox(vec![
+        outbox_event("evt_a", None, "ka", T0),
+        outbox_event("evt_b", None, "kb", T0),
+        outbox_event("evt_c", None, "kc", T0),
+        outbox_event("evt_d", None, "kd", T0 + 5),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.claim_outbox(T0, "worker-a", T0 + 10_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let taken = s
+        .claim_outbox(T0 + 5, "worker-b", T0 + 20_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].id, "evt_d");
+
+    let mut failed = attempt(T0 + 100, DeliveryResult::RetryAt(T0 + 1_000));
+    failed.response_code = Some(503);
+    failed.error = Some("HTTP 503".into());
+    let mut refused = attempt(T0 + 100, DeliveryResult::Dead);
+    refused.response_code = Some(410);
+    refused.error = Some("HTTP 410".into());
+    let kept = s
+        .record_deliveries(
+            "worker-a",
+            &[
+                ("evt_c".into(), attempt(T0 + 100, DeliveryResult::Delivered)),
+                ("evt_a".into(), failed),
+                ("evt_d".into(), attempt(T0 + 100, DeliveryResult::Delivered)),
+                ("evt_missing".into(), attempt(T0, DeliveryResult::Delivered)),
+                ("evt_b".into(), refused),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, [true, true, false, false, true]);
+
+    let state = |e: OutboxEvent| {
+        (
+            e.status,
+            e.attempts,
+            e.next_attempt_at,
+            e.delivered_at,
+            e.last_error,
+            e.lease_owner,
+        )
+    };
+    let event = |id: &'static str| {
+        let s = s.clone();
+        async move { state(s.get_outbox_event(id).await.unwrap().unwrap()) }
+    };
+    assert_eq!(
+        event("evt_a").await,
+        (
+            OutboxStatus::Pending,
+            1,
+            T0 + 1_000,
+            None,
+            Some("HTTP 503".into()),
+            None
+        )
+    );
+    assert_eq!(
+        event("evt_b").await,
+        (
+            OutboxStatus::Dead,
+            1,
+            T0,
+            None,
+            Some("HTTP 410".into()),
+            None
+        )
+    );
+    assert_eq!(
+        event("evt_c").await,
+        (OutboxStatus::Delivered, 1, T0, Some(T0 + 110), None, None)
+    );
+    // worker-b's event is as worker-b claimed it.
+    assert_eq!(
+        event("evt_d").await,
+        (
+            OutboxStatus::Pending,
+            0,
+            T0 + 5,
+            None,
+            None,
+            Some("worker-b".into())
+        )
+    );
+    assert!(s.outbox_attempts("evt_d").await.unwrap().is_empty());
+    let attempts = |id: &'static str| {
+        let s = s.clone();
+        async move {
+            s.outbox_attempts(id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| (a.attempt, a.result, a.response_code))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(attempts("evt_a").await, [(1, "failed".into(), Some(503))]);
+    assert_eq!(attempts("evt_b").await, [(1, "dead".into(), Some(410))]);
+    assert_eq!(attempts("evt_c").await, [(1, "delivered".into(), None)]);
+
+    // The retry is claimed again and delivered: its attempts are numbered on.
+    assert_eq!(
+        s.claim_outbox(T0 + 1_000, "worker-a", T0 + 30_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let kept = s
+        .record_deliveries(
+            "worker-a",
+            &[(
+                "evt_a".into(),
+                attempt(T0 + 1_000, DeliveryResult::Delivered),
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, [true]);
+    assert_eq!(
+        attempts("evt_a").await,
+        [
+            (1, "failed".into(), Some(503)),
+            (2, "delivered".into(), None)
+        ]
+    );
+    assert!(
+        s.record_deliveries("worker-a", &[])
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 

@@ -206,6 +206,19 @@ impl OutboxWorker {
             .await?;
         self.health.ok("outbox");
         let n = events.len();
+        // Attempts are recorded by one task beside the deliveries, each time in one
+        // transaction with every attempt that finished meanwhile: a busy outbox pays one commit
+        // (one fsync) for many attempts rather than one each, and no delivery waits for one.
+        let (finished, mut to_record) = tokio::sync::mpsc::unbounded_channel();
+        let recorder = {
+            let worker = self.clone();
+            tokio::spawn(async move {
+                let mut attempts = Vec::new();
+                while to_record.recv_many(&mut attempts, 4 * BATCH as usize).await > 0 {
+                    worker.record(&mut attempts).await;
+                }
+            })
+        };
         let mut tasks = JoinSet::new();
         for event in events {
             while tasks.len() >= CONCURRENCY {
@@ -218,8 +231,15 @@ impl OutboxWorker {
                 break;
             }
             let worker = self.clone();
-            tasks.spawn(async move { worker.deliver(event, deadline).await });
+            let finished = finished.clone();
+            tasks.spawn(async move {
+                if let Some(attempt) = worker.deliver(event, deadline).await {
+                    // The recorder outlives every delivery of the pass.
+                    let _ = finished.send(attempt);
+                }
+            });
         }
+        drop(finished);
         while !tasks.is_empty() {
             if !join_one(&mut tasks, shutdown).await {
                 break;
@@ -238,15 +258,46 @@ impl OutboxWorker {
                 tasks.shutdown().await;
             }
         }
+        // Every delivery has ended and dropped its sender: the recorder stops once it has
+        // recorded what they sent.
+        let _ = recorder.await;
         Ok(n)
     }
 
-    async fn deliver(&self, event: OutboxEvent, deadline: Instant) {
+    /// Records finished attempts (and takes them out of `finished`) in one transaction. An
+    /// attempt that could not be recorded leaves its event leased: when the lease lapses it is
+    /// delivered again, with the same event id.
+    async fn record(&self, finished: &mut Vec<(String, DeliveryAttempt)>) {
+        if finished.is_empty() {
+            return;
+        }
+        let attempts = std::mem::take(finished);
+        match self.storage.record_deliveries(&self.owner, &attempts).await {
+            Ok(kept) => {
+                for ((event_id, _), kept) in attempts.iter().zip(kept) {
+                    if !kept {
+                        tracing::warn!(%event_id, "lease lost before the attempt was recorded; another worker owns the event");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(events = attempts.len(), %error, "could not record the delivery attempts; their leases will lapse and the events be retried");
+            }
+        }
+    }
+
+    /// One attempt, with its metrics and logs; the attempt to record (`None`: not made, the
+    /// lease was nearly over).
+    async fn deliver(
+        &self,
+        event: OutboxEvent,
+        deadline: Instant,
+    ) -> Option<(String, DeliveryAttempt)> {
         let started_at = self.clock.now_ms();
         let started = Instant::now();
         let Some(time_left) = deadline.checked_duration_since(started) else {
             tracing::debug!(event_id = %event.id, "lease nearly over before the attempt; left for the next claim");
-            return;
+            return None;
         };
         let outcome = match self.deliverers.for_channel(event.channel) {
             Some(sender) => {
@@ -332,19 +383,7 @@ impl OutboxWorker {
             response_code: code,
             error: error.map(|e| e.chars().take(1000).collect()),
         };
-        match self
-            .storage
-            .record_delivery(&event.id, &self.owner, &attempt)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(event_id = %event.id, "lease lost before the attempt was recorded; another worker owns the event")
-            }
-            Err(error) => {
-                tracing::error!(event_id = %event.id, %error, "could not record the delivery attempt; the lease will lapse and the event be retried")
-            }
-        }
+        Some((event.id, attempt))
     }
 }
 

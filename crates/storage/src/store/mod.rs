@@ -673,6 +673,19 @@ impl<D: Driver> Storage for SqlStorage<D> {
         ))
     }
 
+    async fn record_deliveries(
+        &self,
+        owner: &str,
+        attempts: &[(String, DeliveryAttempt)],
+    ) -> Result<Vec<bool>> {
+        if attempts.is_empty() {
+            return Ok(Vec::new());
+        }
+        write_tx!(self, "record_deliveries", |c| outbox::record_deliveries(
+            c, owner, attempts
+        ))
+    }
+
     async fn retry_outbox_event(&self, event_id: &str, now: Millis) -> Result<bool> {
         write_tx!(self, "retry_outbox_event", |c| outbox::retry(
             c, event_id, now

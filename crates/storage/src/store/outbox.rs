@@ -3,7 +3,9 @@
 
 use crate::Millis;
 use crate::cursor::Keyset;
-use crate::db::{Conn, RowExt, SqlBuilder, Stmt};
+use std::collections::HashMap;
+
+use crate::db::{Arg, Conn, RowExt, SqlBuilder, Stmt};
 use crate::error::{DbResult, StorageError};
 use crate::model::*;
 use crate::records::{self, outbox_columns};
@@ -122,27 +124,8 @@ pub(crate) async fn record_delivery<C: Conn>(
         )
         .await?
         .int("n")?;
-    let (status, result, next_attempt_at, delivered_at) = match attempt.result {
-        DeliveryResult::Delivered => (
-            OutboxStatus::Delivered,
-            "delivered",
-            row.int("next_attempt_at")?,
-            Some(attempt.started_at.saturating_add(attempt.duration_ms)),
-        ),
-        DeliveryResult::RetryAt(at) => (OutboxStatus::Pending, "failed", at, None),
-        DeliveryResult::Dead => (
-            OutboxStatus::Dead,
-            "dead",
-            row.int("next_attempt_at")?,
-            None,
-        ),
-        DeliveryResult::Blocked => (
-            OutboxStatus::Blocked,
-            "blocked",
-            row.int("next_attempt_at")?,
-            None,
-        ),
-    };
+    let (status, result, next_attempt_at, delivered_at) =
+        consequence(attempt, row.int("next_attempt_at")?);
     c.execute(
         Stmt::new(
             "INSERT INTO outbox_attempts (event_id, attempt, started_at, duration_ms, result, \
@@ -170,6 +153,169 @@ pub(crate) async fn record_delivery<C: Conn>(
     )
     .await?;
     Ok(true)
+}
+
+/// What an attempt makes of its event: status, the attempt's result, when it is next due
+/// (`due`, the row's, unless retried), when it was delivered.
+fn consequence(
+    attempt: &DeliveryAttempt,
+    due: Millis,
+) -> (OutboxStatus, &'static str, Millis, Option<Millis>) {
+    match attempt.result {
+        DeliveryResult::Delivered => (
+            OutboxStatus::Delivered,
+            "delivered",
+            due,
+            Some(attempt.started_at.saturating_add(attempt.duration_ms)),
+        ),
+        DeliveryResult::RetryAt(at) => (OutboxStatus::Pending, "failed", at, None),
+        DeliveryResult::Dead => (OutboxStatus::Dead, "dead", due, None),
+        DeliveryResult::Blocked => (OutboxStatus::Blocked, "blocked", due, None),
+    }
+}
+
+/// [`record_delivery`] for several attempts of `owner`'s. An event that no longer exists, or
+/// whose lease `owner` lost, is `false` and left alone: one missing row must not keep the others
+/// unrecorded. Each event id appears once.
+///
+/// SQLite takes a few statements whatever the number of attempts, because each statement is a
+/// round trip to the thread that owns its connection; the servers take a statement per attempt,
+/// because the multi-row form (an `UPDATE` of `CASE id WHEN …` columns) measured slower there
+/// (bench/README, 7 December 2026: −3% on PostgreSQL, −6% on MariaDB, +15–20% on SQLite).
+pub(crate) async fn record_deliveries<C: Conn>(
+    c: &mut C,
+    owner: &str,
+    attempts: &[(String, DeliveryAttempt)],
+) -> DbResult<Vec<bool>> {
+    if C::DIALECT.several_statements_per_request {
+        record_deliveries_in_bulk(c, owner, attempts).await
+    } else {
+        record_deliveries_one_by_one(c, owner, attempts).await
+    }
+}
+
+/// In event id order, so that two workers that lock the same events lock them in the same order.
+async fn record_deliveries_one_by_one<C: Conn>(
+    c: &mut C,
+    owner: &str,
+    attempts: &[(String, DeliveryAttempt)],
+) -> DbResult<Vec<bool>> {
+    let mut order: Vec<usize> = (0..attempts.len()).collect();
+    order.sort_by(|&a, &b| attempts[a].0.cmp(&attempts[b].0));
+    let mut kept = vec![false; attempts.len()];
+    for i in order {
+        let (event_id, attempt) = &attempts[i];
+        kept[i] = match record_delivery(c, event_id, owner, attempt).await {
+            Ok(kept) => kept,
+            Err(e) if !e.transient && matches!(e.error, StorageError::NotFound) => false,
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(kept)
+}
+
+/// The events locked in one statement (in id order), their earlier attempts counted in one, the
+/// attempts inserted in one and the events updated in one.
+async fn record_deliveries_in_bulk<C: Conn>(
+    c: &mut C,
+    owner: &str,
+    attempts: &[(String, DeliveryAttempt)],
+) -> DbResult<Vec<bool>> {
+    if attempts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut locked = SqlBuilder::new(
+        "SELECT id, status, lease_owner, next_attempt_at FROM outbox_events WHERE id IN (",
+    );
+    locked
+        .push_bind_list(attempts.iter().map(|(id, _)| id.as_str()))
+        .push(") ORDER BY id")
+        .push(C::DIALECT.for_update);
+    // Each event that is still `owner`'s: when it is due.
+    let mut held: HashMap<String, Millis> = HashMap::new();
+    for row in c.fetch_all(locked.build()).await? {
+        let status = records::outbox_status(&row.text("status")?)?;
+        if status == OutboxStatus::Pending && row.opt_text("lease_owner")?.as_deref() == Some(owner)
+        {
+            held.insert(row.text("id")?, row.int("next_attempt_at")?);
+        }
+    }
+    let kept: Vec<bool> = attempts
+        .iter()
+        .map(|(id, _)| held.contains_key(id))
+        .collect();
+    if held.is_empty() {
+        return Ok(kept);
+    }
+    let mut counted =
+        SqlBuilder::new("SELECT event_id, COUNT(*) AS n FROM outbox_attempts WHERE event_id IN (");
+    counted
+        .push_bind_list(held.keys().map(String::as_str))
+        .push(") GROUP BY event_id");
+    let mut previous: HashMap<String, i64> = HashMap::new();
+    for row in c.fetch_all(counted.build()).await? {
+        previous.insert(row.text("event_id")?, row.int("n")?);
+    }
+
+    let recorded: Vec<(&str, &DeliveryAttempt, Millis)> = attempts
+        .iter()
+        .filter_map(|(id, a)| Some((id.as_str(), a, *held.get(id)?)))
+        .collect();
+    // Numbered over the event's whole life, as `record_delivery` numbers them.
+    let mut insert = SqlBuilder::new(
+        "INSERT INTO outbox_attempts (event_id, attempt, started_at, duration_ms, result, \
+         response_code, error_message) VALUES ",
+    );
+    for (n, (id, attempt, due)) in recorded.iter().enumerate() {
+        let (_, result, _, _) = consequence(attempt, *due);
+        insert
+            .push(if n == 0 { "(" } else { ", (" })
+            .push_bind(*id)
+            .push(", ")
+            .push_bind(previous.get(*id).copied().unwrap_or(0) + 1)
+            .push(", ")
+            .push_bind(attempt.started_at)
+            .push(", ")
+            .push_bind(attempt.duration_ms)
+            .push(", ")
+            .push_bind(result)
+            .push(", ")
+            .push_bind(attempt.response_code)
+            .push(", ")
+            .push_bind(attempt.error.clone())
+            .push(")");
+    }
+    type Value = fn(&DeliveryAttempt, Millis) -> Arg;
+    const COLUMNS: [(&str, Value); 4] = [
+        ("status = CASE id", |a, due| {
+            consequence(a, due).0.as_str().into()
+        }),
+        ("next_attempt_at = CASE id", |a, due| {
+            consequence(a, due).2.into()
+        }),
+        ("delivered_at = CASE id", |a, due| {
+            consequence(a, due).3.into()
+        }),
+        ("last_error = CASE id", |a, _| a.error.clone().into()),
+    ];
+    let mut update = SqlBuilder::new("UPDATE outbox_events SET ");
+    for (column, value) in COLUMNS {
+        update.push(column);
+        for (id, attempt, due) in &recorded {
+            update
+                .push(" WHEN ")
+                .push_bind(*id)
+                .push(" THEN ")
+                .push_bind(value(attempt, *due));
+        }
+        update.push(" END, ");
+    }
+    update
+        .push("attempts = attempts + 1, lease_owner = NULL, lease_until = NULL WHERE id IN (")
+        .push_bind_list(recorded.iter().map(|(id, _, _)| *id))
+        .push(")");
+    c.execute_all(vec![insert.build(), update.build()]).await?;
+    Ok(kept)
 }
 
 pub(crate) async fn retry<C: Conn>(c: &mut C, event_id: &str, now: Millis) -> DbResult<bool> {
