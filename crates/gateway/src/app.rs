@@ -23,6 +23,9 @@ use crate::outbox::{Deliverers, OutboxWorker};
 use crate::payments::{NotificationPlan, Payments, reconciler};
 use crate::state::{AppState, StateInner};
 
+/// How long the stop waits for the database connections to close.
+const STORAGE_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The settings key under which a generated callback secret is kept.
 pub const CALLBACK_SECRET_SETTING: &str = "callback_secret";
 
@@ -455,7 +458,16 @@ impl App {
         // No request is in flight any more: the committer finishes its queue and stops.
         ingestor_closed.cancel();
         let _ = ingestor_task.await;
-        storage.close().await;
+        // Every write the gateway answered for is committed by now. A connection still waiting
+        // on the database (a statement of an abandoned task, stuck behind a lock) would hold
+        // the close until the database lets go; the process is ending, and the server rolls
+        // back what such a connection had open.
+        if tokio::time::timeout(STORAGE_CLOSE_GRACE, storage.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stopping with database connections still busy; they are dropped");
+        }
         tracing::info!("mpesa-gateway stopped");
         result
     }

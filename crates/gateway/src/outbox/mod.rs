@@ -210,7 +210,7 @@ impl OutboxWorker {
         // transaction with every attempt that finished meanwhile: a busy outbox pays one commit
         // (one fsync) for many attempts rather than one each, and no delivery waits for one.
         let (finished, mut to_record) = tokio::sync::mpsc::unbounded_channel();
-        let recorder = {
+        let mut recorder = {
             let worker = self.clone();
             tokio::spawn(async move {
                 let mut attempts = Vec::new();
@@ -245,11 +245,18 @@ impl OutboxWorker {
                 break;
             }
         }
+        // On shutdown, deliveries in flight and the recording of their attempts share one
+        // bounded time, from when the stop is seen.
+        let grace_ends = || {
+            Instant::now() + SHUTDOWN_GRACE.min(deadline.saturating_duration_since(Instant::now()))
+        };
+        let mut stop_by = None;
         if !tasks.is_empty() {
-            let grace = SHUTDOWN_GRACE.min(deadline.saturating_duration_since(Instant::now()));
-            let finished =
-                tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
-                    .await;
+            let until = *stop_by.insert(grace_ends());
+            let finished = tokio::time::timeout_at(until.into(), async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
             if finished.is_err() {
                 tracing::warn!(
                     abandoned = tasks.len(),
@@ -259,8 +266,19 @@ impl OutboxWorker {
             }
         }
         // Every delivery has ended and dropped its sender: the recorder stops once it has
-        // recorded what they sent.
-        let _ = recorder.await;
+        // recorded what they sent. On shutdown, within the grace (a database that hangs must
+        // not hold the stop up); what it leaves unrecorded is delivered again after the
+        // restart, when the leases lapse.
+        tokio::select! {
+            _ = &mut recorder => {}
+            _ = shutdown.cancelled() => {
+                let until = stop_by.unwrap_or_else(grace_ends);
+                if tokio::time::timeout_at(until.into(), &mut recorder).await.is_err() {
+                    tracing::warn!("stopping with delivery attempts unrecorded; their events will be delivered again");
+                    recorder.abort();
+                }
+            }
+        }
         Ok(n)
     }
 

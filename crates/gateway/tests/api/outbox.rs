@@ -692,6 +692,77 @@ async fn shutdown_is_bounded_with_a_delivery_in_flight() {
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
+/// The stop is bounded when a delivery has ended but its attempt cannot be recorded (the
+/// database does not answer: the event's row is locked elsewhere). The attempt is left
+/// unrecorded, to be delivered again once its lease lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_while_an_attempt_cannot_be_recorded() {
+    use sqlx::Connection as _;
+    let receiver = WebhookReceiver::start().await;
+    receiver.set_mode(WebhookMode::Hold);
+    let gw = spawn_with(
+        Options::new(Backend::Postgres)
+            .env("WEBHOOK_URL", &receiver.url)
+            .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("WEBHOOK_ALLOW_PRIVATE", "true")
+            .env("WEBHOOK_TIMEOUT", "60s")
+            .env("OUTBOX_LEASE", "60s")
+            .env("OUTBOX_POLL_INTERVAL", "50ms"),
+    )
+    .await;
+    let id = gw.pay(SUCCESS, 10).await;
+    gw.wait_for_status(&id, "completed", Duration::from_secs(10))
+        .await;
+    eventually("the delivery is in flight", Duration::from_secs(10), || {
+        let n = receiver.hits().len();
+        async move { n == 1 }
+    })
+    .await;
+    let mut locker = sqlx::PgConnection::connect(gw.database.url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("SELECT id FROM outbox_events FOR UPDATE")
+        .fetch_all(&mut locker)
+        .await
+        .unwrap();
+    // The receiver answers; recording the attempt waits for the lock.
+    receiver.set_mode(WebhookMode::Ok);
+    let watcher = sqlx::PgPool::connect(gw.database.url()).await.unwrap();
+    eventually(
+        "the attempt's recording waits for the lock",
+        Duration::from_secs(10),
+        || {
+            let watcher = watcher.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND wait_event_type = 'Lock' AND query LIKE '%outbox_events%'",
+                )
+                .fetch_one(&watcher)
+                .await
+                .unwrap()
+                    == 1
+            }
+        },
+    )
+    .await;
+    // Kept past the stop, which would drop it.
+    let _database = gw.database.clone();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), gw.stop())
+        .await
+        .expect("the gateway stops within the shutdown grace");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    let (status, attempts): (String, i64) =
+        sqlx::query_as("SELECT status, CAST(attempts AS BIGINT) FROM outbox_events")
+            .fetch_one(&mut locker)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts), ("pending", 0));
+}
+
 /// Two instances on one PostgreSQL database: each event is delivered exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_on_postgres_deliver_each_event_once() {
