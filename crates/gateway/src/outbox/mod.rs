@@ -32,10 +32,18 @@ use crate::health::DependencyHealth;
 use crate::metrics::Metrics;
 
 const BATCH: u32 = 32;
+/// Deliveries in flight at once.
 const CONCURRENCY: usize = 8;
+/// Deliveries made and not yet recorded, at most: those in flight, and as many again whose
+/// attempts wait for the recording under way (so deliveries go on while it commits). After a
+/// crash, or a database that stops answering, these are delivered again.
+const UNRECORDED: usize = 2 * CONCURRENCY;
 /// On shutdown, how long in-flight deliveries may finish before they are abandoned (their
 /// lease then lapses and the event is delivered after the restart).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// An attempt to record (event id, attempt), with the delivery slot it frees once recorded.
+type Finished = ((String, DeliveryAttempt), tokio::sync::OwnedSemaphorePermit);
 
 /// What one attempt came to, as a channel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,13 +217,20 @@ impl OutboxWorker {
         // Attempts are recorded by one task beside the deliveries, each time in one
         // transaction with every attempt that finished meanwhile: a busy outbox pays one commit
         // (one fsync) for many attempts rather than one each, and no delivery waits for one.
+        // A delivery's slot is freed only once its attempt is recorded, so no more than
+        // UNRECORDED events are ever delivered and not yet recorded: when the database stops
+        // answering, the deliveries stop too, and few are made again after the lease lapses.
+        let slots = Arc::new(tokio::sync::Semaphore::new(UNRECORDED));
         let (finished, mut to_record) = tokio::sync::mpsc::unbounded_channel();
         let mut recorder = {
             let worker = self.clone();
             tokio::spawn(async move {
-                let mut attempts = Vec::new();
-                while to_record.recv_many(&mut attempts, 4 * BATCH as usize).await > 0 {
+                let mut done: Vec<Finished> = Vec::new();
+                while to_record.recv_many(&mut done, 4 * BATCH as usize).await > 0 {
+                    let (mut attempts, slots): (Vec<_>, Vec<_>) = done.drain(..).unzip();
                     worker.record(&mut attempts).await;
+                    // Recorded (or given up to the lease): their deliveries' slots are free.
+                    drop(slots);
                 }
             })
         };
@@ -226,16 +241,18 @@ impl OutboxWorker {
                     break;
                 }
             }
-            if shutdown.is_cancelled() {
+            let slot = tokio::select! {
+                biased;
                 // Not started: left to the lease, delivered after the restart.
-                break;
-            }
+                _ = shutdown.cancelled() => break,
+                slot = slots.clone().acquire_owned() => slot.expect("the slots are never closed"),
+            };
             let worker = self.clone();
             let finished = finished.clone();
             tasks.spawn(async move {
                 if let Some(attempt) = worker.deliver(event, deadline).await {
                     // The recorder outlives every delivery of the pass.
-                    let _ = finished.send(attempt);
+                    let _ = finished.send((attempt, slot));
                 }
             });
         }
