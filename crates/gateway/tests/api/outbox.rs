@@ -763,6 +763,101 @@ async fn shutdown_is_bounded_while_an_attempt_cannot_be_recorded() {
     assert_eq!((status.as_str(), attempts), ("pending", 0));
 }
 
+/// When the database stops answering mid-pass (the events' rows locked elsewhere), the outbox
+/// stops delivering too: at most 16 deliveries are made and not recorded, which are what would
+/// be delivered again once their leases lapsed. Then everything is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_stop_while_their_attempts_cannot_be_recorded() {
+    use sqlx::Connection as _;
+    const N: usize = 30;
+    let receiver = WebhookReceiver::start().await;
+    receiver.set_mode(WebhookMode::Hold);
+    let gw = spawn_with(
+        Options::new(Backend::Postgres)
+            .env("WEBHOOK_URL", &receiver.url)
+            .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("WEBHOOK_ALLOW_PRIVATE", "true")
+            .env("WEBHOOK_TIMEOUT", "60s")
+            .env("OUTBOX_LEASE", "60s")
+            .env("OUTBOX_POLL_INTERVAL", "50ms"),
+    )
+    .await;
+    // The first payments' deliveries are held, so the others' events wait to be claimed
+    // together by the next pass.
+    for i in 0..N {
+        let id = gw.pay(&format!("2547111{i:05}"), 10).await;
+        gw.wait_for_status(&id, "completed", Duration::from_secs(10))
+            .await;
+    }
+    let held = receiver.hits().len();
+    assert!(held <= 8, "{held} deliveries in flight");
+    // Answers come slowly now: the next pass claims the rest and delivers them 8 at a time.
+    receiver.set_mode(WebhookMode::Slow(Duration::from_millis(300)));
+    eventually("the next pass delivers", Duration::from_secs(10), || {
+        let n = receiver.hits().len();
+        async move { n > held }
+    })
+    .await;
+    let mut locker = sqlx::PgConnection::connect(gw.database.url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("SELECT id FROM outbox_events FOR UPDATE")
+        .fetch_all(&mut locker)
+        .await
+        .unwrap();
+    let watcher = sqlx::PgPool::connect(gw.database.url()).await.unwrap();
+    eventually(
+        "the attempts' recording waits for the lock",
+        Duration::from_secs(10),
+        || {
+            let watcher = watcher.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND wait_event_type = 'Lock' AND query LIKE '%outbox_events%'",
+                )
+                .fetch_one(&watcher)
+                .await
+                .unwrap()
+                    == 1
+            }
+        },
+    )
+    .await;
+    // Unbounded, the pass would deliver all of its events within a few of the receiver's
+    // 300 ms answers; bounded, it stops at 16 unrecorded.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox_events WHERE status = 'delivered'")
+            .fetch_one(&watcher)
+            .await
+            .unwrap();
+    let unrecorded = receiver.hits().len() as i64 - recorded;
+    assert!(
+        (1..=16).contains(&unrecorded),
+        "{unrecorded} deliveries made and not recorded ({recorded} recorded)"
+    );
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    receiver.set_mode(WebhookMode::Ok);
+    let storage = gw.storage();
+    eventually("every event delivered", Duration::from_secs(30), || {
+        let s = storage.clone();
+        async move {
+            let c = s.outbox_counts().await.unwrap();
+            c.delivered == N as i64 && c.pending == 0
+        }
+    })
+    .await;
+    // Every hit (the held ones were answered 200 once released): each event once.
+    let mut counts = std::collections::BTreeMap::new();
+    for hit in receiver.hits() {
+        *counts.entry(hit.event_id).or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), N, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+}
+
 /// Two instances on one PostgreSQL database: each event is delivered exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_on_postgres_deliver_each_event_once() {
