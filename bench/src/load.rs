@@ -5,6 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+
 pub struct LoadReport {
     pub sent: u64,
     pub ok: u64,
@@ -19,6 +23,21 @@ impl LoadReport {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// Two runs of the same load as one (a floor measured before and after what it is compared
+    /// with).
+    pub fn combined(a: LoadReport, b: LoadReport) -> LoadReport {
+        let mut latencies_us = a.latencies_us;
+        latencies_us.extend(b.latencies_us);
+        latencies_us.sort_unstable();
+        LoadReport {
+            sent: a.sent + b.sent,
+            ok: a.ok + b.ok,
+            errors: a.errors + b.errors,
+            elapsed: a.elapsed + b.elapsed,
+            latencies_us,
+        }
+    }
+
     pub fn percentile_ms(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return 0.0;
@@ -28,6 +47,70 @@ impl LoadReport {
     }
 }
 
+/// Where the load goes: one address, one path, the same headers on every request.
+struct Target {
+    addr: std::net::SocketAddr,
+    host: http::HeaderValue,
+    path: http::Uri,
+    bearer: Option<http::HeaderValue>,
+}
+
+impl Target {
+    fn new(base: &str, path: &str, bearer: Option<&str>) -> anyhow::Result<Target> {
+        let authority = base
+            .strip_prefix("http://")
+            .context("the load generator speaks plain HTTP to loopback only")?;
+        Ok(Target {
+            addr: authority.parse().context("an IP address and port")?,
+            host: http::HeaderValue::from_str(authority)?,
+            path: path.parse()?,
+            bearer: bearer
+                .map(|b| http::HeaderValue::from_str(&format!("Bearer {b}")))
+                .transpose()?,
+        })
+    }
+
+    fn request(&self, body: Bytes) -> http::Request<Full<Bytes>> {
+        let mut request = http::Request::new(Full::new(body));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.path.clone();
+        let headers = request.headers_mut();
+        headers.insert(http::header::HOST, self.host.clone());
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        if let Some(b) = &self.bearer {
+            headers.insert(http::header::AUTHORIZATION, b.clone());
+        }
+        request
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// One keep-alive HTTP/1 connection of a worker (made again after an error).
+async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Sender> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// One request on the worker's connection: whether it was answered 2xx.
+async fn send(sender: &mut Sender, request: http::Request<Full<Bytes>>) -> anyhow::Result<bool> {
+    sender.ready().await?;
+    let response = sender.send_request(request).await?;
+    let ok = response.status().is_success();
+    response.into_body().collect().await?;
+    Ok(ok)
+}
+
+/// Sends every body once, over `connections` workers. The requests are built from bodies and
+/// headers made beforehand, on connections the workers hold themselves: the load generator
+/// shares the cores with what it measures, so it should spend as little of them as it can.
 pub async fn run_load(
     base: &str,
     path: &str,
@@ -35,44 +118,37 @@ pub async fn run_load(
     connections: usize,
     bearer: Option<&str>,
 ) -> anyhow::Result<LoadReport> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(bodies.to_vec());
+    let target = Arc::new(Target::new(base, path, bearer)?);
+    let bodies: Arc<Vec<Bytes>> = Arc::new(bodies.iter().cloned().map(Bytes::from).collect());
     let next = Arc::new(AtomicUsize::new(0));
-    let url = Arc::new(format!("{base}{path}"));
-    let bearer = bearer.map(|b| Arc::new(b.to_owned()));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..connections {
-        let (client, bodies, next, url, bearer) = (
-            client.clone(),
-            bodies.clone(),
-            next.clone(),
-            url.clone(),
-            bearer.clone(),
-        );
+        let (target, bodies, next) = (target.clone(), bodies.clone(), next.clone());
         workers.spawn(async move {
             let mut latencies = Vec::new();
             let (mut ok, mut errors) = (0u64, 0u64);
+            let mut sender: Option<Sender> = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
-                let mut request = client
-                    .post(url.as_str())
-                    .header("content-type", "application/json")
-                    .body(body.clone());
-                if let Some(b) = &bearer {
-                    request = request.bearer_auth(b.as_str());
-                }
+                let request = target.request(body.clone());
                 let t = Instant::now();
-                match request.send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        ok += 1;
+                let answered = async {
+                    let s = match sender.as_mut() {
+                        Some(s) => s,
+                        None => sender.insert(connect(target.addr).await?),
+                    };
+                    tokio::time::timeout(Duration::from_secs(60), send(s, request)).await?
+                }
+                .await;
+                match answered {
+                    Ok(true) => ok += 1,
+                    Ok(false) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        sender = None;
                     }
-                    _ => errors += 1,
                 }
                 latencies.push(t.elapsed().as_micros() as u64);
             }
