@@ -18,7 +18,8 @@
 //!   final (`notify_owner`);
 //! * a request held for a person may be settled by hand (what the person found in the M-Pesa
 //!   portal); Daraja's own answer that comes later and disagrees books nothing again: it holds
-//!   the request for a person once more, until a person acknowledges the contradiction;
+//!   the request for a person once more, until a person acknowledges the contradiction. The
+//!   same answer delivered again is kept for the record; a different one holds it again;
 //! * a receipt a person recorded by hand on one request is not booked on another by Daraja's
 //!   answer: that other request is held for a person instead.
 
@@ -125,7 +126,26 @@ pub struct RequestSnapshot {
     pub settled_by_hand: bool,
     /// A person acknowledged that Daraja contradicts the outcome recorded by hand.
     pub acknowledged: bool,
+    /// The answer they acknowledged (`None` for an acknowledgement recorded before it was kept:
+    /// then every later answer is kept for the record, as it was then).
+    pub acknowledged_contradiction: Option<Contradiction>,
     pub created_at_ms: i64,
+}
+
+/// What Daraja said about a request a person settled by hand, when it disagreed with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contradiction {
+    pub completed: bool,
+    pub receipt: Option<String>,
+}
+
+impl Contradiction {
+    /// Whether `later` says nothing this one did not: the same verdict, and no other receipt (an
+    /// answer without one, such as a Reversal's Transaction Status, names none).
+    pub fn repeated_by(&self, later: &Contradiction) -> bool {
+        self.completed == later.completed
+            && (later.receipt.is_none() || self.receipt.is_none() || self.receipt == later.receipt)
+    }
 }
 
 /// The key of a request's stored result details that says a person recorded its outcome.
@@ -133,6 +153,9 @@ pub const SETTLED_BY_HAND: &str = "settled_by_hand";
 /// The key of a request's stored result details that says a person acknowledged a
 /// contradiction of the outcome recorded by hand.
 pub const ACKNOWLEDGED: &str = "acknowledged";
+/// The key of a request's stored result details that holds the last [`Contradiction`]; an
+/// acknowledgement keeps a copy of the one it acknowledged under the same key.
+pub const CONTRADICTED: &str = "contradicted";
 
 /// A `Result` callback as the rules see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +243,9 @@ pub struct RequestTransition {
     /// The request became final with this transition: its owner is told.
     pub notify_owner: bool,
     pub note: Option<String>,
+    /// What Daraja said, when this transition holds a request settled by hand because it
+    /// disagreed (kept with the request, for an acknowledgement to name).
+    pub contradiction: Option<Contradiction>,
 }
 
 impl RequestTransition {
@@ -236,6 +262,7 @@ impl RequestTransition {
             clear_hold: false,
             notify_owner: status.is_final(),
             note: None,
+            contradiction: None,
         }
     }
 }
@@ -492,21 +519,36 @@ fn against_settlement(
     if r.needs_review {
         return RequestOutcome::Unchanged("held for a person already: kept for them");
     }
-    // A person has looked and closed the matter: a later answer (often the same one delivered
-    // again) is kept for the record, and does not hold it again.
-    if r.acknowledged {
-        return RequestOutcome::Unchanged(
-            "a person acknowledged the contradiction: later answers are kept for the record",
-        );
-    }
     let recorded_completed = r.status == RequestStatus::Completed;
     let same_receipt = receipt.is_none() || r.receipt.is_none() || r.receipt.as_deref() == receipt;
     if recorded_completed == reported_completed && (!reported_completed || same_receipt) {
         return RequestOutcome::Unchanged("it agrees with the outcome recorded by hand");
     }
+    let answer = Contradiction {
+        completed: reported_completed,
+        receipt: receipt.map(str::to_owned),
+    };
+    // A person has looked and closed the matter: the answer they saw, delivered again, is kept
+    // for the record. A different one (another verdict, another receipt) is news: held again.
+    if r.acknowledged {
+        match &r.acknowledged_contradiction {
+            Some(seen) if !seen.repeated_by(&answer) => {}
+            Some(_) => {
+                return RequestOutcome::Unchanged(
+                    "a person acknowledged this contradiction: the same answer again is kept for the record",
+                );
+            }
+            None => {
+                return RequestOutcome::Unchanged(
+                    "a person acknowledged the contradiction: later answers are kept for the record",
+                );
+            }
+        }
+    }
     let mut t = RequestTransition::new(RequestEventKind::Contradicted, r.status);
     t.notify_owner = false;
     t.hold = true;
+    t.contradiction = Some(answer);
     t.note = Some(format!(
         "{what} contradicts the manual settlement ({} by hand, {} by M-Pesa{}): nothing is paid or booked again; a person decides",
         r.status,
@@ -524,9 +566,11 @@ fn against_settlement(
 
 /// A person acknowledges that Daraja contradicts the outcome they (or another person) recorded
 /// by hand, with a note: the hold is lifted and nothing else changes (status, receipt, amounts;
-/// nothing is sent). Only a final request settled by hand and held after a contradiction, once.
+/// nothing is sent). Only a final request settled by hand and held after a contradiction, once
+/// per contradiction: a different answer after the acknowledgement holds it again, to be
+/// acknowledged again.
 pub fn on_acknowledged(r: &RequestSnapshot, note: &str) -> RequestOutcome {
-    if r.acknowledged {
+    if r.acknowledged && !r.needs_review {
         return RequestOutcome::Unchanged("the contradiction was acknowledged already");
     }
     if !r.status.is_final() || !r.settled_by_hand || !r.needs_review {
@@ -644,6 +688,7 @@ mod tests {
             needs_review: false,
             settled_by_hand: false,
             acknowledged: false,
+            acknowledged_contradiction: None,
             created_at_ms: 1_000,
         }
     }
@@ -1018,6 +1063,83 @@ mod tests {
         );
         assert!(matches!(
             on_result(&acknowledged, &report("2001", None)),
+            RequestOutcome::Unchanged(_)
+        ));
+    }
+
+    #[test]
+    fn a_different_answer_after_an_acknowledgement_holds_the_request_again() {
+        // Settled by hand as paid with SGB2PAID01; M-Pesa's result said it failed.
+        let mut paid = snap(RequestKind::B2c, RequestStatus::Completed);
+        paid.settled_by_hand = true;
+        paid.receipt = Some("SGB2PAID01".into());
+        let t = changed(on_result(&paid, &report("2001", None)));
+        let failed = Contradiction {
+            completed: false,
+            receipt: None,
+        };
+        assert_eq!((t.hold, t.contradiction.as_ref()), (true, Some(&failed)));
+        // A person acknowledged that answer.
+        let mut acknowledged = paid.clone();
+        acknowledged.acknowledged = true;
+        acknowledged.acknowledged_contradiction = Some(failed);
+        // The same verdict again (any failure code) is kept for the record.
+        for code in ["2001", "1"] {
+            assert!(matches!(
+                on_result(&acknowledged, &report(code, None)),
+                RequestOutcome::Unchanged(_)
+            ));
+        }
+        // An answer that agrees with the settlement holds nothing.
+        assert!(matches!(
+            on_result(&acknowledged, &report("0", Some("SGB2PAID01"))),
+            RequestOutcome::Unchanged(_)
+        ));
+        // Paid, but with another receipt: not what the person saw. Held again, naming it.
+        let t = changed(on_result(&acknowledged, &report("0", Some("SGB2OTHR01"))));
+        let other = Contradiction {
+            completed: true,
+            receipt: Some("SGB2OTHR01".into()),
+        };
+        assert_eq!(
+            (
+                t.kind,
+                t.status,
+                t.hold,
+                t.notify_owner,
+                t.receipt.as_deref()
+            ),
+            (
+                RequestEventKind::Contradicted,
+                RequestStatus::Completed,
+                true,
+                false,
+                None
+            )
+        );
+        assert_eq!(t.contradiction.as_ref(), Some(&other));
+        assert!(t.note.unwrap().contains("SGB2OTHR01"));
+        // Held again, it is acknowledged again; that answer repeated is then kept.
+        let mut held = acknowledged.clone();
+        held.needs_review = true;
+        assert!(may_acknowledge(&held));
+        let mut again = acknowledged.clone();
+        again.acknowledged_contradiction = Some(other);
+        assert!(matches!(
+            on_status_finding(
+                &again,
+                &StatusFinding::Completed {
+                    receipt: Some("SGB2OTHR01".into()),
+                    amount: None
+                }
+            ),
+            RequestOutcome::Unchanged(_)
+        ));
+        // An acknowledgement recorded before the answer was kept: later answers are kept.
+        let mut legacy = acknowledged;
+        legacy.acknowledged_contradiction = None;
+        assert!(matches!(
+            on_result(&legacy, &report("0", Some("SGB2OTHR01"))),
             RequestOutcome::Unchanged(_)
         ));
     }

@@ -64,11 +64,24 @@ impl InitiatorRequest {
         self.has_detail(mpesa_domain::initiator::ACKNOWLEDGED)
     }
 
+    /// The answer a person acknowledged (`None` for an acknowledgement recorded before the
+    /// answer was kept with it).
+    pub fn acknowledged_contradiction(&self) -> Option<mpesa_domain::initiator::Contradiction> {
+        let details = self.details()?;
+        let answer = details
+            .get(mpesa_domain::initiator::ACKNOWLEDGED)?
+            .get(mpesa_domain::initiator::CONTRADICTED)?;
+        serde_json::from_value(answer.clone()).ok()
+    }
+
     fn has_detail(&self, key: &str) -> bool {
+        self.details().is_some_and(|d| d.get(key).is_some())
+    }
+
+    fn details(&self) -> Option<serde_json::Value> {
         self.result
             .as_deref()
             .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-            .is_some_and(|d| d.get(key).is_some())
     }
 
     pub fn snapshot(&self) -> RequestSnapshot {
@@ -81,6 +94,7 @@ impl InitiatorRequest {
             needs_review: self.needs_review,
             settled_by_hand: self.settled_by_hand(),
             acknowledged: self.acknowledged(),
+            acknowledged_contradiction: self.acknowledged_contradiction(),
             created_at_ms: self.created_at,
         }
     }

@@ -26,8 +26,9 @@ use daraja::{
     InitiatorAccepted, ReversalParams, TransactionStatusParams,
 };
 use mpesa_domain::initiator::{
-    self as rules, ACKNOWLEDGED, DueAction, RequestEventKind, RequestOutcome, RequestSnapshot,
-    RequestTransition, ResolvePolicy, ResultReport, SETTLED_BY_HAND, StatusFinding,
+    self as rules, ACKNOWLEDGED, CONTRADICTED, DueAction, RequestEventKind, RequestOutcome,
+    RequestSnapshot, RequestTransition, ResolvePolicy, ResultReport, SETTLED_BY_HAND,
+    StatusFinding,
 };
 use mpesa_domain::{Amount, Msisdn, RequestKind, RequestStatus, ResultCode};
 use mpesa_storage::{
@@ -772,16 +773,16 @@ impl Initiator {
             ));
         };
         let record = json!({ "by": format!("admin:{admin}"), "note": note });
-        // Kept beside the settlement by hand, which the alerts and the pages read.
+        // Kept beside the settlement by hand, which the alerts and the pages read, with the
+        // answer acknowledged: the same answer later is kept for the record, another holds the
+        // request again.
         let result = |r: &InitiatorRequest| {
-            let mut details = r
-                .result
-                .as_deref()
-                .and_then(|x| serde_json::from_str::<Value>(x).ok())
-                .filter(Value::is_object)
-                .unwrap_or_else(|| json!({}));
-            details[ACKNOWLEDGED] = record.clone();
-            details.to_string()
+            let mut acknowledged = record.clone();
+            acknowledged[CONTRADICTED] = details_of(r)
+                .get(CONTRADICTED)
+                .cloned()
+                .unwrap_or(Value::Null);
+            details_with(r, ACKNOWLEDGED, acknowledged)
         };
         let decided = self
             .decided_by_a_person(
@@ -1076,6 +1077,30 @@ fn contradiction_text(r: &InitiatorRequest, what: &str, reported: Reported<'_>) 
     )
 }
 
+/// A request's result details as an object (`{}` when it has none).
+fn details_of(r: &InitiatorRequest) -> Value {
+    r.result
+        .as_deref()
+        .and_then(|x| serde_json::from_str::<Value>(x).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}))
+}
+
+/// A request's result details with `key` set to `value`; what was there (who settled it by
+/// hand) stays.
+fn details_with(r: &InitiatorRequest, key: &str, value: Value) -> String {
+    let mut details = details_of(r);
+    details[key] = value;
+    details.to_string()
+}
+
+/// The result details a transition that holds a request for a contradiction leaves: the answer
+/// that contradicted the settlement by hand, beside it (`None`: the details do not change).
+fn with_contradiction(r: &InitiatorRequest, t: &RequestTransition) -> Option<String> {
+    let answer = t.contradiction.as_ref()?;
+    Some(details_with(r, CONTRADICTED, json!(answer)))
+}
+
 /// The decision for a result or queue-timeout callback, given the request it names (locked).
 fn decide_callback(
     initiator: &Initiator,
@@ -1137,6 +1162,7 @@ fn decide_callback(
                         kind: t.kind.as_str().to_owned(),
                         detail: d.to_string(),
                     }),
+                    result: with_contradiction(request, &t),
                     next_check_at: Some(None),
                     transition: Some(t),
                     outbox,
@@ -1276,6 +1302,7 @@ impl InitiatorOwner for Resolver {
                             detail: with_note(detail, &t).to_string(),
                         }),
                         next_check_at: Some(None),
+                        result: with_contradiction(r, &t),
                         outbox: if t.kind == RequestEventKind::Contradicted {
                             // A reversal's own receipt is not in the answer.
                             let receipt = match &finding {

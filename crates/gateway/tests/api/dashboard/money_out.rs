@@ -1089,7 +1089,8 @@ const NEEDS_A_PERSON: &str =
 /// any admin may acknowledge; it lifts the hold, puts the note and the admin's name on the
 /// timeline and changes nothing else (status, receipt, amount; nothing sent to Daraja); a
 /// second acknowledgement is refused, and the same contradiction delivered again
-/// does not hold it again. Without the change the form is absent and the POST is not found.
+/// does not hold it again, while a different answer does, to be acknowledged again. Without
+/// the change the form is absent and the POST is not found.
 async fn a_contradicted_payout_and_refund_are_acknowledged_once_on_the_dashboard(backend: Backend) {
     let (gw, paid, payout, refund_id) = contradicted_money_gateway(backend).await;
     let page_path = format!("/admin/payouts/{payout}");
@@ -1189,6 +1190,33 @@ async fn a_contradicted_payout_and_refund_are_acknowledged_once_on_the_dashboard
     );
     // The same contradiction delivered again is kept, and does not hold it again.
     gw.post_result("b2c", &request, 2001, "SGR3VRSD01").await;
+    let shown = gw.get_json(&format!("/api/v1/payouts/{payout}")).await;
+    assert_eq!(shown["needs_review"], false, "{shown}");
+    // A different answer is news: paid after all, with a receipt nobody recorded. Held again
+    // (what the person recorded stays), acknowledged again, and that answer repeated is kept.
+    // Before, every answer after the first acknowledgement was only kept.
+    gw.post_result("b2c", &request, 0, "SGB2OTHR01").await;
+    let shown = gw.get_json(&format!("/api/v1/payouts/{payout}")).await;
+    assert_eq!(
+        (
+            shown["needs_review"].as_bool(),
+            shown["status"].as_str(),
+            shown["receipt"].as_str()
+        ),
+        (Some(true), Some("completed"), Some("SGB2PAID01")),
+        "{shown}"
+    );
+    let page = amina.get(&page_path).await;
+    assert!(page.body.contains(NEEDS_A_PERSON), "{}", page.body);
+    assert!(page.body.contains("SGB2OTHR01"), "{}", page.body);
+    let answer = amina
+        .post(
+            &acknowledge,
+            &[("csrf", &page.csrf()), ("note", "Second receipt checked")],
+        )
+        .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    gw.post_result("b2c", &request, 0, "SGB2OTHR01").await;
     let shown = gw.get_json(&format!("/api/v1/payouts/{payout}")).await;
     assert_eq!(shown["needs_review"], false, "{shown}");
 
