@@ -108,15 +108,31 @@ async fn send(sender: &mut Sender, request: http::Request<Full<Bytes>>) -> anyho
     Ok(ok)
 }
 
-/// Sends every body once, over `connections` workers. The requests are built from bodies and
-/// headers made beforehand, on connections the workers hold themselves: the load generator
-/// shares the cores with what it measures, so it should spend as little of them as it can.
+/// Sends every body once, over `connections` workers, each sending its next request as soon as
+/// its previous one was answered (closed loop). The requests are built from bodies and headers
+/// made beforehand, on connections the workers hold themselves: the load generator shares the
+/// cores with what it measures, so it should spend as little of them as it can.
 pub async fn run_load(
     base: &str,
     path: &str,
     bodies: &[Vec<u8>],
     connections: usize,
     bearer: Option<&str>,
+) -> anyhow::Result<LoadReport> {
+    run_load_at(base, path, bodies, connections, bearer, None).await
+}
+
+/// [`run_load`], or, with a `rate` (requests a second), open loop: request `i` is due at
+/// `i / rate` seconds from the start whatever the answers, and its latency counts from when it
+/// was due, so a request that waited for a free worker counts its wait. (tokio's timer ticks
+/// every millisecond: requests due within one tick leave together.)
+pub async fn run_load_at(
+    base: &str,
+    path: &str,
+    bodies: &[Vec<u8>],
+    connections: usize,
+    bearer: Option<&str>,
+    rate: Option<f64>,
 ) -> anyhow::Result<LoadReport> {
     let target = Arc::new(Target::new(base, path, bearer)?);
     let bodies: Arc<Vec<Bytes>> = Arc::new(bodies.iter().cloned().map(Bytes::from).collect());
@@ -133,7 +149,14 @@ pub async fn run_load(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { break };
                 let request = target.request(body.clone());
-                let t = Instant::now();
+                let t = match rate {
+                    Some(rate) => {
+                        let due = started + Duration::from_secs_f64(i as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 let answered = async {
                     let s = match sender.as_mut() {
                         Some(s) => s,

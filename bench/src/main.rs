@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
-use crate::load::{LoadReport, run_load};
+use crate::load::{LoadReport, run_load, run_load_at};
 use crate::process::Floor;
 use mpesa_harness::database::{Backend as DbBackend, Db, TestDatabase, seed_pending_payments};
 use mpesa_harness::galera::GaleraCluster;
@@ -48,6 +48,11 @@ enum Command {
         /// (a second floor process) while the callbacks come in.
         #[arg(long)]
         webhook: bool,
+        /// Open loop: callbacks sent at this many a second whatever the answers, as Safaricom
+        /// sends them, each one's latency counted from when it was due (the floor at the same
+        /// rate). Throughput then only says whether the rate was kept up; read the latencies.
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// C2B: durable confirmation ingestion (each booked as a payment) and validation answers
     /// (rules: account pattern, amount bounds and a known account read from the database).
@@ -107,7 +112,8 @@ async fn main() -> anyhow::Result<()> {
             backend,
             requests,
             webhook,
-        } => rows.extend(ingest(&cli, backend, requests, webhook).await?),
+            rate,
+        } => rows.extend(ingest(&cli, backend, requests, webhook, rate).await?),
         Command::C2b { backend, requests } => rows.extend(c2b(&cli, backend, requests).await?),
         Command::Initiate { requests } => rows.extend(initiate(&cli, requests).await?),
         Command::All { requests } => {
@@ -117,10 +123,10 @@ async fn main() -> anyhow::Result<()> {
                 Backend::Mariadb,
                 Backend::Galera,
             ] {
-                rows.extend(ingest(&cli, backend, requests, false).await?);
+                rows.extend(ingest(&cli, backend, requests, false, None).await?);
             }
             for backend in [Backend::Sqlite, Backend::Postgres, Backend::Mariadb] {
-                rows.extend(ingest(&cli, backend, requests, true).await?);
+                rows.extend(ingest(&cli, backend, requests, true, None).await?);
             }
             rows.extend(c2b(&cli, Backend::Sqlite, requests / 2).await?);
             rows.extend(initiate(&cli, requests / 4).await?);
@@ -146,9 +152,15 @@ async fn ingest(
     backend: Backend,
     requests: usize,
     webhook: bool,
+    rate: Option<f64>,
 ) -> anyhow::Result<Vec<Row>> {
     let name = backend.name();
-    let with = if webhook { ", with a webhook" } else { "" };
+    let with = match (webhook, rate) {
+        (true, Some(rate)) => format!(", with a webhook, open loop at {rate}/s"),
+        (true, None) => ", with a webhook".to_owned(),
+        (false, Some(rate)) => format!(", open loop at {rate}/s"),
+        (false, None) => String::new(),
+    };
     eprintln!(
         "== ingestion on {name}{with}: {requests} callbacks over {} connections",
         cli.connections
@@ -192,17 +204,25 @@ async fn ingest(
     // run to the next, and the machine's speed drifts over the minute a run takes.
     let floor = Floor::start(&cli.floor).await?;
     let path = format!("/callbacks/{CALLBACK_SECRET}/stk");
+    // At a fixed rate, as many as the gateway's run: twice would only take twice as long.
+    let floor_requests = if rate.is_some() {
+        requests
+    } else {
+        2 * requests
+    };
     let floor_bodies: Vec<Vec<u8>> = measured
         .iter()
         .cycle()
-        .take(2 * requests)
+        .take(floor_requests)
         .cloned()
         .collect();
-    run_load(&floor.base, &path, warm, cli.connections, None).await?;
-    let floor_before = run_load(&floor.base, &path, &floor_bodies, cli.connections, None).await?;
+    let connections = cli.connections;
+    run_load(&floor.base, &path, warm, connections, None).await?;
+    let floor_before =
+        run_load_at(&floor.base, &path, &floor_bodies, connections, None, rate).await?;
 
-    run_load(&gateway.base, &path, warm, cli.connections, None).await?;
-    let report = run_load(&gateway.base, &path, measured, cli.connections, None).await?;
+    run_load(&gateway.base, &path, warm, connections, None).await?;
+    let report = run_load_at(&gateway.base, &path, measured, connections, None, rate).await?;
     let rss = gateway.peak_rss_kib();
 
     // Nothing acknowledged is lost: count what is in the database against the 200s.
@@ -228,7 +248,8 @@ async fn ingest(
         false => None,
     };
     db.close().await;
-    let floor_after = run_load(&floor.base, &path, &floor_bodies, cli.connections, None).await?;
+    let floor_after =
+        run_load_at(&floor.base, &path, &floor_bodies, connections, None, rate).await?;
     let floor_rss = proc_status_kib(floor.pid(), "VmHWM:");
     drop(floor);
     let floor_note = format!(
