@@ -175,6 +175,62 @@ impl SqlBuilder {
     }
 }
 
+/// Several writes as one PostgreSQL statement (`SeveralStatements::WritableCtes`): each
+/// becomes a `WITH` clause returning a row per row it wrote, its `$N` placeholders numbered on
+/// from the previous statement's, and the statement answers the rows written, summed.
+pub(crate) fn as_writable_ctes(stmts: Vec<Stmt>) -> Stmt {
+    let mut sql = String::from("WITH ");
+    let mut args = Vec::new();
+    let mut total = String::new();
+    for (i, stmt) in stmts.into_iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+            total.push_str(" + ");
+        }
+        sql.push_str(&format!("w{i} AS ("));
+        sql.push_str(&renumbered(&stmt.sql, args.len()));
+        sql.push_str(" RETURNING 1)");
+        total.push_str(&format!("(SELECT COUNT(*) FROM w{i})"));
+        args.extend(stmt.args);
+    }
+    sql.push_str(&format!(" SELECT CAST({total} AS BIGINT)"));
+    Stmt {
+        sql: Cow::Owned(sql),
+        args,
+    }
+}
+
+/// `sql` with each `$N` placeholder (outside quotes) made `$(N + offset)`.
+fn renumbered(sql: &str, offset: usize) -> String {
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len() + sql.len() / 8);
+    let mut in_quote = false;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' => in_quote = !in_quote,
+            b'$' if !in_quote && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                out.push_str(&sql[copied..i]);
+                let mut n = 0usize;
+                i += 1;
+                while let Some(d) = bytes.get(i).filter(|d| d.is_ascii_digit()) {
+                    n = n * 10 + usize::from(d - b'0');
+                    i += 1;
+                }
+                out.push('$');
+                out.push_str(&(n + offset).to_string());
+                copied = i;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push_str(&sql[copied..]);
+    out
+}
+
 /// Rewrites `$N` placeholders to positional `?`, reordering (and repeating) the arguments to
 /// match. Text inside quotes is left alone. MySQL knows no other form; SQLite takes `$N` too, but
 /// sqlx looks up each named parameter's name by a linear scan, which makes binding a multi-row
@@ -318,8 +374,8 @@ pub(crate) trait Conn: Send {
     async fn fetch_optional(&mut self, stmt: Stmt) -> DbResult<Option<Self::Row>>;
     /// Runs fixed SQL unprepared (savepoints: MySQL cannot prepare them).
     async fn execute_raw(&mut self, sql: &'static str) -> DbResult<()>;
-    /// Runs statements in order; the rows they changed, summed. Where the dialect allows it
-    /// (`several_statements_per_request`) they go as one request.
+    /// Runs statements; the rows they changed, summed. Where the dialect allows it
+    /// (`Dialect::several_statements`) they go as one request.
     async fn execute_all(&mut self, stmts: Vec<Stmt>) -> DbResult<u64>;
 
     async fn fetch_one(&mut self, stmt: Stmt) -> DbResult<Self::Row> {
@@ -399,12 +455,25 @@ macro_rules! impl_conn {
                 &mut self,
                 stmts: Vec<$crate::db::Stmt>,
             ) -> $crate::error::DbResult<u64> {
-                if !$dialect.several_statements_per_request || stmts.len() < 2 {
+                use $crate::db::SeveralStatements;
+                let several = ($dialect).several_statements;
+                if several == SeveralStatements::OneByOne || stmts.len() < 2 {
                     let mut changed = 0;
                     for stmt in stmts {
                         changed += $crate::db::Conn::execute(self, stmt).await?;
                     }
                     return Ok(changed);
+                }
+                if several == SeveralStatements::WritableCtes {
+                    let (sql, args) = $prepare($crate::db::as_writable_ctes(stmts));
+                    let args = $crate::db::arguments::<$db>(args).map_err(|e| {
+                        $crate::StorageError::Database(format!("cannot encode an argument: {e}"))
+                    })?;
+                    let changed: i64 = sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), args)
+                        .fetch_one(&mut *self)
+                        .await
+                        .map_err($map_err)?;
+                    return Ok(u64::try_from(changed).unwrap_or_default());
                 }
                 // Positional `?` placeholders: each statement binds the next of the arguments.
                 let mut sql = String::new();
@@ -634,10 +703,22 @@ pub(crate) struct Dialect {
     /// Whether `UPDATE … FROM (VALUES …)` works, so that a batch's payments are written in one
     /// statement (SQLite 3.33+ and PostgreSQL; MySQL writes them one by one).
     pub(crate) update_from_values: bool,
-    /// Whether one request may carry several statements (`execute_all`). SQLite's: each request
-    /// is a round trip to the thread that owns the connection, and a batch of callbacks writes
-    /// three statements. The servers prepare one statement per request.
-    pub(crate) several_statements_per_request: bool,
+    /// How `execute_all` sends several statements: a batch of callbacks writes three.
+    pub(crate) several_statements: SeveralStatements,
+}
+
+/// How [`Conn::execute_all`] sends several statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SeveralStatements {
+    /// A request each: MySQL and MariaDB prepare one statement per request.
+    OneByOne,
+    /// Joined with `;` in one request (SQLite: each request is a round trip to the thread that
+    /// owns the connection).
+    Joined,
+    /// As the data-modifying `WITH` clauses of one statement (PostgreSQL): one round trip to the
+    /// server instead of one each. Every statement is an `INSERT`, `UPDATE` or `DELETE`
+    /// without `RETURNING`, and none reads what another writes: they all see the same snapshot.
+    WritableCtes,
 }
 
 /// SQLite and PostgreSQL spell upserts the same way (`ON CONFLICT`), and both cast with
@@ -745,6 +826,22 @@ mod tests {
             .push_bind(3i64);
         let stmt = b.build();
         assert_eq!(stmt.sql, "SELECT 1 WHERE a IN ($1, $2) AND b = $3");
+        assert_eq!(stmt.args.len(), 3);
+    }
+
+    #[test]
+    fn writable_ctes_number_each_statement_on_from_the_last() {
+        let mut first = SqlBuilder::new("INSERT INTO t (a, b) VALUES (");
+        first.push_bind(1i64).push(", ").push_bind("x").push(")");
+        let mut second = SqlBuilder::new("UPDATE t SET b = '$1' WHERE a = ");
+        second.push_bind(2i64);
+        let stmt = as_writable_ctes(vec![first.build(), second.build()]);
+        assert_eq!(
+            stmt.sql,
+            "WITH w0 AS (INSERT INTO t (a, b) VALUES ($1, $2) RETURNING 1), \
+             w1 AS (UPDATE t SET b = '$1' WHERE a = $3 RETURNING 1) \
+             SELECT CAST((SELECT COUNT(*) FROM w0) + (SELECT COUNT(*) FROM w1) AS BIGINT)"
+        );
         assert_eq!(stmt.args.len(), 3);
     }
 }
@@ -870,6 +967,78 @@ mod write_tx_tests {
         a_write_commits(&driver).await;
         assert_eq!(count_rows(&driver).await, 1, "only the second insert");
         driver.close().await;
+    }
+
+    /// `execute_all` runs every statement, binds each its own arguments, and answers the rows
+    /// they wrote together: the callbacks' fast path trusts that sum to tell that no payment
+    /// moved while locked (a wrong sum sends every batch down the slow path, unseen).
+    async fn several_statements_count_what_they_wrote<D: Driver>(driver: D) {
+        create_table(&driver).await;
+        let mut tx = driver.begin().await.unwrap();
+        tx.execute(Stmt::new(
+            "INSERT INTO write_tx_probe (x) VALUES (1), (2), (3)",
+        ))
+        .await
+        .unwrap();
+        let mut insert = SqlBuilder::new("INSERT INTO write_tx_probe (x) VALUES (");
+        insert
+            .push_bind(7i64)
+            .push("), (")
+            .push_bind(8i64)
+            .push("), (")
+            .push_bind(9i64)
+            .push(")");
+        let mut update = SqlBuilder::new("UPDATE write_tx_probe SET x = x + ");
+        update.push_bind(10i64).push(" WHERE x <= ").push_bind(2i64);
+        let written = tx
+            .execute_all(vec![insert.build(), update.build()])
+            .await
+            .unwrap();
+        D::commit(tx).await.unwrap();
+        assert_eq!(written, 5, "three rows inserted and two updated");
+        let mut reader = driver.reader().await.unwrap();
+        let expected = reader
+            .fetch_one(Stmt::new(
+                "SELECT COUNT(*) AS n FROM write_tx_probe WHERE x IN (3, 7, 8, 9, 11, 12)",
+            ))
+            .await
+            .unwrap()
+            .int("n")
+            .unwrap();
+        assert_eq!(
+            expected, 6,
+            "1 and 2 updated to 11 and 12, 3 kept, 7-9 inserted"
+        );
+        assert_eq!(count_rows(&driver).await, 6);
+        drop(reader);
+        driver.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_several_statements_count_what_they_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = SqliteDriver::connect(&sqlite_url(&dir), &ConnectOptions::default())
+            .await
+            .unwrap();
+        several_statements_count_what_they_wrote(driver).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_several_statements_count_what_they_wrote() {
+        let db = TestDatabase::postgres().await;
+        let driver = PostgresDriver::connect(db.url(), &ConnectOptions::default())
+            .await
+            .unwrap();
+        several_statements_count_what_they_wrote(driver).await;
+    }
+
+    #[tokio::test]
+    async fn mysql_several_statements_count_what_they_wrote() {
+        let db = TestDatabase::mysql().await;
+        let driver = MySqlDriver::connect(db.url(), &ConnectOptions::default())
+            .await
+            .unwrap();
+        several_statements_count_what_they_wrote(driver).await;
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection as _, MySql, MySqlConnection, MySqlPool};
 
-use crate::db::{Dialect, Driver, WriteTx, impl_conn, to_question_marks};
+use crate::db::{Dialect, Driver, SeveralStatements, WriteTx, impl_conn, to_question_marks};
 use crate::error::{
     DbError, DbResult, ServerErrorClass, map_sqlx_error, unique_rule_from_mysql_message,
 };
@@ -71,7 +71,7 @@ const DIALECT: Dialect = Dialect {
         FROM payments WHERE created_at >= $1 AND created_at < $2 \
         GROUP BY day ORDER BY day",
     update_from_values: false,
-    several_statements_per_request: false,
+    several_statements: SeveralStatements::OneByOne,
 };
 
 /// Seconds a statement waits for a row lock before the transaction is run again.

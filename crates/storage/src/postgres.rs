@@ -13,7 +13,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Row};
 
-use crate::db::{Dialect, Driver, WriteTx, as_written, impl_conn, standard_sql};
+use crate::db::{Dialect, Driver, SeveralStatements, WriteTx, as_written, impl_conn, standard_sql};
 use crate::error::{DbError, DbResult, ServerErrorClass, map_sqlx_error, unique_rule_by_name};
 use crate::{Backend, ConnectOptions, Result, StorageError, migrations, server_version};
 
@@ -37,7 +37,7 @@ const DIALECT: Dialect = Dialect {
     completed_totals_by_channel: standard_sql::COMPLETED_TOTALS_BY_CHANNEL,
     daily_volume: standard_sql::DAILY_VOLUME,
     update_from_values: true,
-    several_statements_per_request: false,
+    several_statements: SeveralStatements::WritableCtes,
 };
 
 impl_conn!(PgConnection, Postgres, &DIALECT, as_written, map_error);

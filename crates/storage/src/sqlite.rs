@@ -20,7 +20,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
-use crate::db::{Dialect, Driver, WriteTx, impl_conn, standard_sql, to_question_marks};
+use crate::db::{
+    Dialect, Driver, SeveralStatements, WriteTx, impl_conn, standard_sql, to_question_marks,
+};
 use crate::error::{
     DbError, DbResult, ServerErrorClass, map_sqlx_error, unique_rule_from_sqlite_message,
 };
@@ -47,7 +49,7 @@ const DIALECT: Dialect = Dialect {
     completed_totals_by_channel: standard_sql::COMPLETED_TOTALS_BY_CHANNEL,
     daily_volume: standard_sql::DAILY_VOLUME,
     update_from_values: true,
-    several_statements_per_request: true,
+    several_statements: SeveralStatements::Joined,
 };
 
 /// How long a connection waits for another process's write lock before giving up.

@@ -5,7 +5,7 @@ use crate::Millis;
 use crate::cursor::Keyset;
 use std::collections::HashMap;
 
-use crate::db::{Arg, Conn, RowExt, SqlBuilder, Stmt};
+use crate::db::{Arg, Conn, RowExt, SeveralStatements, SqlBuilder, Stmt};
 use crate::error::{DbResult, StorageError};
 use crate::model::*;
 use crate::records::{self, outbox_columns};
@@ -187,7 +187,7 @@ pub(crate) async fn record_deliveries<C: Conn>(
     owner: &str,
     attempts: &[(String, DeliveryAttempt)],
 ) -> DbResult<Vec<bool>> {
-    if C::DIALECT.several_statements_per_request {
+    if C::DIALECT.several_statements == SeveralStatements::Joined {
         record_deliveries_in_bulk(c, owner, attempts).await
     } else {
         record_deliveries_one_by_one(c, owner, attempts).await
