@@ -202,45 +202,16 @@ pub(crate) fn as_writable_ctes(stmts: Vec<Stmt>) -> Stmt {
 
 /// `sql` with each `$N` placeholder (outside quotes) made `$(N + offset)`.
 fn renumbered(sql: &str, offset: usize) -> String {
-    let bytes = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len() + sql.len() / 8);
-    let mut in_quote = false;
-    let mut copied = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\'' => in_quote = !in_quote,
-            b'$' if !in_quote && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
-                out.push_str(&sql[copied..i]);
-                let mut n = 0usize;
-                i += 1;
-                while let Some(d) = bytes.get(i).filter(|d| d.is_ascii_digit()) {
-                    n = n * 10 + usize::from(d - b'0');
-                    i += 1;
-                }
-                out.push('$');
-                out.push_str(&(n + offset).to_string());
-                copied = i;
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    out.push_str(&sql[copied..]);
-    out
+    with_placeholders(sql, |n, out| {
+        out.push('$');
+        out.push_str(&(n + offset).to_string());
+    })
 }
 
-/// Rewrites `$N` placeholders to positional `?`, reordering (and repeating) the arguments to
-/// match. Text inside quotes is left alone. MySQL knows no other form; SQLite takes `$N` too, but
-/// sqlx looks up each named parameter's name by a linear scan, which makes binding a multi-row
-/// `INSERT` quadratic in its arguments.
-pub(crate) fn to_question_marks(stmt: Stmt) -> (String, Vec<Arg>) {
-    let sql = stmt.sql.as_ref();
+/// `sql` with each `$N` placeholder outside quotes replaced by what `replace` writes for `N`.
+fn with_placeholders(sql: &str, mut replace: impl FnMut(usize, &mut String)) -> String {
     let bytes = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len());
-    // Which argument each `?` takes, in order.
-    let mut order = Vec::with_capacity(stmt.args.len());
+    let mut out = String::with_capacity(sql.len() + sql.len() / 8);
     let mut in_quote = false;
     // Bytes, not chars: `$`, `'` and digits are ASCII, and never part of a multi-byte character,
     // so the text between placeholders is copied whole (a batch's statement is kilobytes long).
@@ -257,8 +228,7 @@ pub(crate) fn to_question_marks(stmt: Stmt) -> (String, Vec<Arg>) {
                     n = n * 10 + usize::from(d - b'0');
                     i += 1;
                 }
-                order.push(n.wrapping_sub(1));
-                out.push('?');
+                replace(n, &mut out);
                 copied = i;
                 continue;
             }
@@ -267,6 +237,20 @@ pub(crate) fn to_question_marks(stmt: Stmt) -> (String, Vec<Arg>) {
         i += 1;
     }
     out.push_str(&sql[copied..]);
+    out
+}
+
+/// Rewrites `$N` placeholders to positional `?`, reordering (and repeating) the arguments to
+/// match. Text inside quotes is left alone. MySQL knows no other form; SQLite takes `$N` too, but
+/// sqlx looks up each named parameter's name by a linear scan, which makes binding a multi-row
+/// `INSERT` quadratic in its arguments.
+pub(crate) fn to_question_marks(stmt: Stmt) -> (String, Vec<Arg>) {
+    // Which argument each `?` takes, in order.
+    let mut order = Vec::with_capacity(stmt.args.len());
+    let out = with_placeholders(&stmt.sql, |n, out| {
+        order.push(n.wrapping_sub(1));
+        out.push('?');
+    });
     let in_order = order.len() == stmt.args.len() && order.iter().enumerate().all(|(i, &n)| i == n);
     let args = if in_order {
         // The common case (every builder-made statement): no copy of the arguments.
