@@ -218,30 +218,8 @@ async fn watch(options: MySqlConnectOptions, status: Arc<Mutex<ClusterStatus>>) 
     let mut conn: Option<MySqlConnection> = None;
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
-        let asked = tokio::time::timeout(WATCH_TIMEOUT, async {
-            if conn.is_none() {
-                conn = Some(
-                    MySqlConnection::connect_with(&options)
-                        .await
-                        .map_err(|e| StorageError::Unavailable(e.to_string()))?,
-                );
-            }
-            let c = conn.as_mut().expect("connected above");
-            node_status(c, &node).await
-        })
-        .await;
-        let seen = match asked {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                conn = None;
-                ClusterStatus::unreachable(&node, e.to_string())
-            }
-            Err(_) => {
-                // A frozen node keeps the connection open and never answers: start over.
-                conn = None;
-                ClusterStatus::unreachable(&node, format!("no answer within {WATCH_TIMEOUT:?}"))
-            }
-        };
+        let (kept, seen) = poll(&options, conn.take(), &node).await;
+        conn = kept;
         let mut current = status.lock().unwrap_or_else(|e| e.into_inner());
         if current.serving != seen.serving {
             if seen.serving {
@@ -251,6 +229,49 @@ async fn watch(options: MySqlConnectOptions, status: Arc<Mutex<ClusterStatus>>) 
             }
         }
         *current = seen;
+    }
+}
+
+/// One look at the node, on `conn` (opened if `None`); the connection to keep for the next.
+///
+/// In a task of its own: a node that is starting or joining can answer with a packet that is
+/// not a handshake, and sqlx's MySQL driver panics decoding it. A panic here would end the
+/// watch and leave the node's last state standing for ever (a node seen down never served from
+/// again, whatever it did next); it means "unreachable" instead, like a refused connection.
+async fn poll(
+    options: &MySqlConnectOptions,
+    conn: Option<MySqlConnection>,
+    node: &str,
+) -> (Option<MySqlConnection>, ClusterStatus) {
+    let (options, name) = (options.clone(), node.to_owned());
+    let mut asked = tokio::spawn(async move {
+        let mut conn = match conn {
+            Some(conn) => conn,
+            None => MySqlConnection::connect_with(&options)
+                .await
+                .map_err(|e| StorageError::Unavailable(e.to_string()))?,
+        };
+        let status = node_status(&mut conn, &name).await?;
+        Ok::<_, StorageError>((conn, status))
+    });
+    match tokio::time::timeout(WATCH_TIMEOUT, &mut asked).await {
+        Ok(Ok(Ok((conn, status)))) => (Some(conn), status),
+        Ok(Ok(Err(e))) => (None, ClusterStatus::unreachable(node, e.to_string())),
+        Ok(Err(failed)) => (
+            None,
+            ClusterStatus::unreachable(
+                node,
+                format!("the MySQL driver failed on the node's answer ({failed})"),
+            ),
+        ),
+        Err(_) => {
+            // A frozen node keeps the connection open and never answers: start over.
+            asked.abort();
+            (
+                None,
+                ClusterStatus::unreachable(node, format!("no answer within {WATCH_TIMEOUT:?}")),
+            )
+        }
     }
 }
 
@@ -332,5 +353,95 @@ pub(crate) async fn check_primary_keys(conn: &mut MySqlConnection) -> Result<()>
             "tables without a primary key cannot be replicated by Galera: {}",
             missing.join(", ")
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A server that answers every connection with a truncated handshake (protocol 10, a
+    //! version, nothing else), as a starting node once did in CI: sqlx's MySQL driver panics
+    //! decoding it.
+
+    use std::str::FromStr as _;
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    async fn truncated_handshakes() -> (u16, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let payload = b"\x0a5.5\x00";
+                    let mut packet = vec![payload.len() as u8, 0, 0, 0];
+                    packet.extend_from_slice(payload);
+                    let _ = socket.write_all(&packet).await;
+                    let _ = socket.read(&mut [0u8; 64]).await;
+                });
+            }
+        });
+        (port, server)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_answers_garbage_is_unavailable_not_a_crash() {
+        let (port, server) = truncated_handshakes().await;
+        let connected = crate::connect(
+            &format!("mysql://root@127.0.0.1:{port}/mpesa"),
+            &crate::ConnectOptions::default(),
+        )
+        .await;
+        match connected {
+            Err(StorageError::Unavailable(why)) => {
+                assert!(why.contains("the MySQL driver failed"), "{why}")
+            }
+            Err(other) => panic!("expected Unavailable, got {other:?}"),
+            Ok(_) => panic!("connected to a server that sent no handshake"),
+        }
+        server.abort();
+    }
+
+    /// The watch goes on after the driver panics: the node is unreachable, and asked again.
+    #[tokio::test]
+    async fn the_watch_survives_a_node_that_answers_garbage() {
+        let (port, server) = truncated_handshakes().await;
+        let options =
+            MySqlConnectOptions::from_str(&format!("mysql://root@127.0.0.1:{port}/mysql")).unwrap();
+        let serving = ClusterStatus {
+            node: "node1".into(),
+            state: "Synced".into(),
+            cluster_status: "Primary".into(),
+            cluster_size: 3,
+            serving: true,
+            checked_at: 0,
+            error: None,
+        };
+        let watch = GaleraWatch::start(options, serving);
+        // Two looks after the first: each one that panicked and was caught stamps a new time.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the watch stopped looking: {:?} (task finished: {})",
+                watch.status(),
+                watch.task.is_finished()
+            );
+            let status = watch.status();
+            if !status.serving && !seen.contains(&status.checked_at) {
+                let why = status.error.clone().unwrap_or_default();
+                assert!(why.contains("the MySQL driver failed"), "{why}");
+                seen.push(status.checked_at);
+            }
+            tokio::time::sleep(WATCH_EVERY / 5).await;
+        }
+        assert!(watch.check().is_err(), "not served from while unreachable");
+        server.abort();
     }
 }

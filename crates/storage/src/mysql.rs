@@ -122,7 +122,21 @@ pub(crate) struct MySqlDriver {
 }
 
 impl MySqlDriver {
+    /// Connects, in a task of its own: a server that is starting (a Galera node joining) can
+    /// answer with a packet that is not a handshake, and sqlx's MySQL driver panics decoding
+    /// it. That is an unavailable server, said as such, not a crash of the process.
     pub(crate) async fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let (url, options) = (url.to_owned(), options.clone());
+        tokio::spawn(async move { Self::connect_here(&url, &options).await })
+            .await
+            .map_err(|failed| {
+                StorageError::Unavailable(format!(
+                    "the MySQL driver failed on the server's answer ({failed})"
+                ))
+            })?
+    }
+
+    async fn connect_here(url: &str, options: &ConnectOptions) -> Result<Self> {
         let url = match url.strip_prefix("mariadb://") {
             Some(rest) => format!("mysql://{rest}"),
             None => url.to_owned(),
