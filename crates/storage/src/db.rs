@@ -512,7 +512,15 @@ where
         begin: &'static str,
         map_err: fn(sqlx::Error) -> crate::error::DbError,
     ) -> DbResult<Self> {
-        let mut conn = pool.acquire().await.map_err(map_err)?;
+        let conn = pool.acquire().await.map_err(map_err)?;
+        Self::begin_on(conn, begin).await
+    }
+
+    /// Runs `begin` on a connection already taken from the pool.
+    pub(crate) async fn begin_on(
+        mut conn: sqlx::pool::PoolConnection<DB>,
+        begin: &'static str,
+    ) -> DbResult<Self> {
         if let Err(e) = conn.execute_raw(begin).await {
             conn.close_on_drop();
             return Err(e);

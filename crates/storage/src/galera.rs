@@ -357,7 +357,7 @@ pub(crate) async fn check_primary_keys(conn: &mut MySqlConnection) -> Result<()>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! A server that answers every connection with a truncated handshake (protocol 10, a
     //! version, nothing else), as a starting node once did in CI: sqlx's MySQL driver panics
     //! decoding it.
@@ -369,7 +369,7 @@ mod tests {
 
     use super::*;
 
-    async fn truncated_handshakes() -> (u16, tokio::task::JoinHandle<()>) {
+    pub(crate) async fn truncated_handshakes() -> (u16, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {

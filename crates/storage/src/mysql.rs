@@ -187,6 +187,22 @@ impl MySqlDriver {
         Ok(MySqlDriver { pool, galera })
     }
 
+    /// Takes a connection from the pool in a task of its own, for the reason `connect` does: a
+    /// new connection reads the server's handshake, on which the driver can panic. The request
+    /// is then told the database is unavailable (503), not failed by a bug (500).
+    async fn acquire(&self) -> DbResult<PoolConnection<MySql>> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move { pool.acquire().await })
+            .await
+            .map_err(|failed| DbError {
+                error: StorageError::Unavailable(format!(
+                    "the MySQL driver failed on the server's answer ({failed})"
+                )),
+                transient: false,
+            })?
+            .map_err(map_error)
+    }
+
     fn check_galera(&self) -> DbResult<()> {
         match &self.galera {
             Some(watch) => watch.check(),
@@ -205,7 +221,7 @@ impl Driver for MySqlDriver {
 
     async fn begin(&self) -> DbResult<Self::Tx> {
         self.check_galera()?;
-        WriteTx::begin(&self.pool, "BEGIN", map_error).await
+        WriteTx::begin_on(self.acquire().await?, "BEGIN").await
     }
 
     async fn commit(tx: Self::Tx) -> DbResult<()> {
@@ -218,7 +234,7 @@ impl Driver for MySqlDriver {
 
     async fn reader(&self) -> DbResult<Self::Reader> {
         self.check_galera()?;
-        self.pool.acquire().await.map_err(map_error)
+        self.acquire().await
     }
 
     fn cluster_status(&self) -> Option<ClusterStatus> {
@@ -321,5 +337,41 @@ impl Driver for MySqlDriver {
             watch.stop();
         }
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A request that opens a new connection (the pool's were closed, the node restarted) to a
+    /// server answering garbage is told the database is unavailable, as at start: the driver's
+    /// panic is caught in the connection's own task.
+    #[tokio::test]
+    async fn a_request_whose_new_connection_gets_garbage_is_unavailable() {
+        let (port, server) = crate::galera::tests::truncated_handshakes().await;
+        let options =
+            MySqlConnectOptions::from_str(&format!("mysql://root@127.0.0.1:{port}/mpesa")).unwrap();
+        let driver = MySqlDriver {
+            pool: MySqlPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy_with(options),
+            galera: None,
+        };
+        let failures = [
+            ("a read", driver.reader().await.err()),
+            ("a write", driver.begin().await.err()),
+        ];
+        for (what, failed) in failures {
+            match failed.map(|e| e.error) {
+                Some(StorageError::Unavailable(why)) => {
+                    assert!(why.contains("the MySQL driver failed"), "{what}: {why}")
+                }
+                other => panic!("{what}: expected Unavailable, got {other:?}"),
+            }
+        }
+        server.abort();
     }
 }
