@@ -148,6 +148,29 @@ impl Payments {
 
     /// Sends the STK push for a payment just created, once, and records what came of it.
     pub async fn send_push(&self, payment: Payment) -> Result<PushOutcome, PaymentError> {
+        self.on_own_task(move |this| async move { this.push_once(payment).await })
+            .await
+    }
+
+    /// Runs `work` on a task of its own and waits for it, as money out's sends do: a caller
+    /// that goes away (a client that closed its connection, the request's timeout) cannot cut
+    /// it between sending a push and recording Daraja's answer. Cut there, the prompt is on the
+    /// phone with nothing recorded of it: the payment waits for the reconciler's crash path, and
+    /// a retry with the same key is told to wait.
+    pub(crate) async fn on_own_task<T, F, Fut>(&self, work: F) -> Result<T, PaymentError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Payments) -> Fut,
+        Fut: std::future::Future<Output = Result<T, PaymentError>> + Send + 'static,
+    {
+        tokio::spawn(work(self.clone())).await.map_err(|failed| {
+            PaymentError::Storage(StorageError::Database(format!(
+                "the push's task failed: {failed}"
+            )))
+        })?
+    }
+
+    pub(crate) async fn push_once(&self, payment: Payment) -> Result<PushOutcome, PaymentError> {
         let reference = AccountReference::parse(&payment.reference).map_err(|_| {
             StorageError::Corrupt(format!(
                 "payment {} has an invalid stored reference",

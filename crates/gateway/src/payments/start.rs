@@ -275,12 +275,19 @@ impl Payments {
         if push == PushWhen::ByDoor {
             return Ok(Started::Stored(Box::new(payment)));
         }
-        let outcome = self.send_push(payment).await?;
-        if let Some(key) = idempotency.as_ref().filter(|_| origin.replays_answers()) {
-            self.idempotency
-                .remember(key, &start_answer(&outcome))
-                .await;
-        }
+        // The push and the answer kept for the key, together on their own task.
+        let key = idempotency.filter(|_| origin.replays_answers());
+        let outcome = self
+            .on_own_task(move |this| async move {
+                let outcome = this.push_once(payment).await?;
+                if let Some(key) = &key {
+                    this.idempotency
+                        .remember(key, &start_answer(&outcome))
+                        .await;
+                }
+                Ok(outcome)
+            })
+            .await?;
         Ok(Started::Pushed(outcome))
     }
 

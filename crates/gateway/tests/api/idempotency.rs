@@ -1,6 +1,9 @@
 //! An STK push is never sent twice for one payment; `Idempotency-Key` makes retries safe
 //! (guarantee 5).
 
+use std::time::Duration;
+
+use daraja_sim::faults::{CallbackFaults, Faults};
 use mpesa_storage::Backend;
 use serde_json::json;
 
@@ -97,5 +100,67 @@ async fn concurrent_retries_make_one_payment(backend: Backend) {
         .unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(pushes_made(&gw), 1);
+    gw.stop().await;
+}
+
+/// A client that gives up while its push is in flight (it closes the connection, so the server
+/// drops its request) does not cut the push off from its record: Daraja's answer is recorded,
+/// the payment goes on to `pending`, and the same request again gets it, not "in progress".
+/// Cut there, the prompt would be on the phone with nothing recorded of it until the reconciler's
+/// crash path, and a retry told to wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_mid_push_does_not_cut_it_off() {
+    let mut options = Options::new(Backend::Sqlite);
+    options.sim.faults = Faults::none().with_global(CallbackFaults {
+        slow_answer_ms: 1500,
+        suppress: true,
+        ..CallbackFaults::default()
+    });
+    let gw = spawn_with(options).await;
+    let body = json!({ "phone": SUCCESS, "amount": 45, "reference": "GIVEUP1" });
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(gw.url("/api/v1/payments"))
+        .bearer_auth(&gw.api_key)
+        .header("Idempotency-Key", "give-up-1")
+        .json(&body)
+        .send()
+        .await;
+    assert!(
+        gave_up.as_ref().is_err_and(|e| e.is_timeout()),
+        "the push must outlast the client: {gave_up:?}"
+    );
+    // The push is answered 1.5 s after it was sent; until then the same request is told to wait.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let (status, answer) = gw
+            .create_payment_with_key(body.clone(), Some("give-up-1"))
+            .await;
+        if status != 409 {
+            assert_eq!(status, 201, "{answer}");
+            break answer;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still in progress 10 s after a push answered in 1.5 s: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(answer["status"], "pending", "{answer}");
+    assert!(answer["checkout_request_id"].is_string(), "{answer}");
+    let id = answer["id"].as_str().unwrap();
+    let kinds: Vec<String> = gw
+        .storage()
+        .payment_events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&"push_accepted".to_owned()), "{kinds:?}");
+    assert_eq!(pushes_made(&gw), 1, "pushed once");
     gw.stop().await;
 }
