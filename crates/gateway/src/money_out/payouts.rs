@@ -270,8 +270,22 @@ impl Payouts {
         Ok(PayoutCreated::Created(Box::new(payout)))
     }
 
-    /// Stores a pending payout's one B2C request, records it on the payout, then sends it.
+    /// [`Payouts::store_and_send`] on its own task: a caller that goes away (a closed
+    /// connection, the request's timeout) must not leave a pending payout with no request behind
+    /// it, which nothing would ever send and whose amount would stay reserved.
     async fn send(&self, payout: Payout) -> Result<Payout, PayoutError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.store_and_send(payout).await })
+            .await
+            .map_err(|failed| {
+                PayoutError::Storage(StorageError::Database(format!(
+                    "the payout's task failed: {failed}"
+                )))
+            })?
+    }
+
+    /// Stores a pending payout's one B2C request, records it on the payout, then sends it.
+    async fn store_and_send(&self, payout: Payout) -> Result<Payout, PayoutError> {
         let ask = Ask::B2c {
             command: payout.command.clone(),
             amount: payout.amount,

@@ -192,6 +192,24 @@ impl Refunds {
                 }));
             }
         };
+        // From here on its own task: a caller that goes away (a closed connection, the
+        // request's timeout) must not leave a refund pending with no request behind it, which
+        // nothing would ever send, and which would refuse every later refund of the payment.
+        let this = self.clone();
+        let reason = reason.to_owned();
+        let refund = tokio::spawn(async move { this.send_created(refund, &reason).await })
+            .await
+            .map_err(|failed| {
+                RefundError::Storage(StorageError::Database(format!(
+                    "the refund's task failed: {failed}"
+                )))
+            })??;
+        Ok(RefundCreated::Created(Box::new(refund)))
+    }
+
+    /// Stores a new refund's Reversal, records it on the refund, sends it once; the refund as
+    /// it then is.
+    async fn send_created(&self, refund: Refund, reason: &str) -> Result<Refund, RefundError> {
         // ReceiverParty is the shortcode that received the payment: the paybill or till a C2B
         // payment was made to, the STK shortcode otherwise.
         let receiver_party = self
@@ -233,12 +251,10 @@ impl Refunds {
             }
             Ok(_) => {}
         }
-        let refund = self
-            .storage
+        self.storage
             .get_refund(&refund.id)
             .await?
-            .ok_or(RefundError::NotFound)?;
-        Ok(RefundCreated::Created(Box::new(refund)))
+            .ok_or(RefundError::NotFound)
     }
 
     /// A person records what became of a refund held for them (Safaricom never answered and
