@@ -152,6 +152,21 @@ pub enum C2bDecision {
     /// settled by its callback or STK Query, then decide again (a duplicate if it took this
     /// receipt, a new payment otherwise).
     AwaitStk,
+    /// An STK payment completed without its receipt (STK Query says a push was paid, not with
+    /// which receipt) could be this very payment: booking the report too would count one payment
+    /// twice, so it is kept for a person, who can tell from the statement, and not booked.
+    ReceiptlessStk,
+}
+
+/// Which STK payment of ours could be the payment a C2B report describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StkCouldBe {
+    /// None: the report is a payment of its own.
+    Nothing,
+    /// One still open: wait until it is settled.
+    Open,
+    /// One completed with no receipt (by STK Query): it may well be this one.
+    CompletedWithoutReceipt,
 }
 
 /// Decides what a C2B report does, given whether its receipt is already booked and which
@@ -161,7 +176,7 @@ pub fn on_c2b_report(
     path: C2bPath,
     receipt_booked: bool,
     served_short_codes: &[&str],
-    open_stk_could_be_it: bool,
+    stk: StkCouldBe,
 ) -> C2bDecision {
     if receipt_booked {
         return C2bDecision::Duplicate;
@@ -172,8 +187,10 @@ pub fn on_c2b_report(
     if whole_shillings(report.amount).is_none() {
         return C2bDecision::UnbookableAmount;
     }
-    if open_stk_could_be_it {
-        return C2bDecision::AwaitStk;
+    match stk {
+        StkCouldBe::Open => return C2bDecision::AwaitStk,
+        StkCouldBe::CompletedWithoutReceipt => return C2bDecision::ReceiptlessStk,
+        StkCouldBe::Nothing => {}
     }
     let mut t = Transition::new(path.transition_kind(), PaymentStatus::Completed);
     t.result_code = Some(ResultCode::from("0"));
@@ -314,9 +331,13 @@ mod tests {
     #[test]
     fn a_confirmation_to_our_shortcode_completes_a_payment_once() {
         let r = report("600000", 10_000);
-        let C2bDecision::Book(t) =
-            on_c2b_report(&r, C2bPath::Confirmation, false, &["600000"], false)
-        else {
+        let C2bDecision::Book(t) = on_c2b_report(
+            &r,
+            C2bPath::Confirmation,
+            false,
+            &["600000"],
+            StkCouldBe::Nothing,
+        ) else {
             panic!("not booked")
         };
         assert_eq!(t.status, PaymentStatus::Completed);
@@ -324,7 +345,7 @@ mod tests {
         assert_eq!(t.notify, Some(FinalOutcome::Completed));
         assert_eq!(t.transaction_date_ms, Some(1_700_000_000_000));
         assert_eq!(
-            on_c2b_report(&r, C2bPath::Pull, true, &["600000"], false),
+            on_c2b_report(&r, C2bPath::Pull, true, &["600000"], StkCouldBe::Nothing),
             C2bDecision::Duplicate
         );
     }
@@ -337,7 +358,7 @@ mod tests {
                 C2bPath::Confirmation,
                 false,
                 &["600000"],
-                false
+                StkCouldBe::Nothing
             ),
             C2bDecision::NotOurShortCode
         );
@@ -347,7 +368,7 @@ mod tests {
                 C2bPath::Confirmation,
                 false,
                 &["600000"],
-                false
+                StkCouldBe::Nothing
             ),
             C2bDecision::UnbookableAmount
         );
@@ -357,12 +378,34 @@ mod tests {
     fn an_open_stk_payment_that_could_be_it_is_waited_for() {
         let r = report("600000", 10_000);
         assert_eq!(
-            on_c2b_report(&r, C2bPath::Confirmation, false, &["600000"], true),
+            on_c2b_report(
+                &r,
+                C2bPath::Confirmation,
+                false,
+                &["600000"],
+                StkCouldBe::Open
+            ),
             C2bDecision::AwaitStk
+        );
+        assert_eq!(
+            on_c2b_report(
+                &r,
+                C2bPath::Confirmation,
+                false,
+                &["600000"],
+                StkCouldBe::CompletedWithoutReceipt
+            ),
+            C2bDecision::ReceiptlessStk
         );
         // Still a duplicate when the receipt is held, whatever is open.
         assert_eq!(
-            on_c2b_report(&r, C2bPath::Confirmation, true, &["600000"], true),
+            on_c2b_report(
+                &r,
+                C2bPath::Confirmation,
+                true,
+                &["600000"],
+                StkCouldBe::Open
+            ),
             C2bDecision::Duplicate
         );
         let phone = Msisdn::parse("0708374149").unwrap();

@@ -7,7 +7,7 @@
 //! settle once, whatever the path, the copies or the instances. The rules are in
 //! `mpesa_domain::c2b`.
 
-use mpesa_domain::c2b::{self, C2bDecision, C2bPath, C2bReport, PayerMsisdn};
+use mpesa_domain::c2b::{self, C2bDecision, C2bPath, C2bReport, PayerMsisdn, StkCouldBe};
 use mpesa_domain::{Msisdn, PaymentStatus, Transition, decision};
 use mpesa_storage::{
     CallbackDecision, CallbackOutcome, Payment, PaymentChannel, PaymentSource, StorageError,
@@ -45,6 +45,10 @@ impl PreparedC2b {
                 "an open STK payment (same account, amount and phone) could be this one: decided once it is settled"
                     .to_owned(),
             ),
+            C2bDecision::ReceiptlessStk => Some(
+                "an STK payment completed without its receipt (by STK Query), with the same account, amount and phone, could be this one: kept for a person, not booked twice"
+                    .to_owned(),
+            ),
             _ => None,
         }
     }
@@ -60,8 +64,8 @@ impl Payments {
         path: C2bPath,
     ) -> Result<PreparedC2b, StorageError> {
         let served = [self.settings.c2b.short_code.as_str()];
-        let open_stk = self.open_stk_could_be(&report).await?;
-        let verdict = c2b::on_c2b_report(&report, path, false, &served, open_stk);
+        let stk = self.stk_could_be(&report).await?;
+        let verdict = c2b::on_c2b_report(&report, path, false, &served, stk);
         let base = match &verdict {
             C2bDecision::Book(_) => Some(self.c2b_base(&report, path).await?),
             _ => None,
@@ -400,13 +404,27 @@ impl Payments {
         Ok(())
     }
 
-    /// Whether an STK payment still open could be the payment a report describes (an STK push
-    /// to a shortcode with C2B URLs also sends a confirmation, and Pull Transactions lists it):
-    /// one with the same account, or the same number, that `c2b::stk_could_be` accepts.
-    async fn open_stk_could_be(&self, report: &C2bReport) -> Result<bool, StorageError> {
+    /// Whether an STK payment of ours could be the payment a report describes (an STK push to a
+    /// shortcode with C2B URLs also sends a confirmation, and Pull Transactions and Transaction
+    /// Status find it): one with the same account, or the same number, that
+    /// `c2b::stk_could_be` accepts, still open, or completed by STK Query, which tells no
+    /// receipt (its receipt would otherwise make the report a duplicate of it).
+    async fn stk_could_be(&self, report: &C2bReport) -> Result<StkCouldBe, StorageError> {
         let account = report.account_reference.trim();
         let number = report.msisdn.number().map(|n| n.as_str().to_owned());
-        for status in [PaymentStatus::Pending, PaymentStatus::Initiated] {
+        // A completed push is this payment only if it was paid when the push was out: from a
+        // little before it was created (clocks differ) to a day after.
+        let paid_at = report
+            .transaction_time_ms
+            .unwrap_or_else(|| self.clock.now_ms());
+        let pushed_around_then = |p: &Payment| {
+            (p.created_at - 5 * 60_000..=p.created_at + 86_400_000).contains(&paid_at)
+        };
+        for status in [
+            PaymentStatus::Pending,
+            PaymentStatus::Initiated,
+            PaymentStatus::Completed,
+        ] {
             let by_account = (!account.is_empty()).then(|| mpesa_storage::PaymentFilter {
                 status: Some(status),
                 reference: Some(account.to_owned()),
@@ -431,15 +449,20 @@ impl Payments {
                     )
                     .await?;
                 if page.items.iter().any(|p| {
-                    c2b::stk_could_be(report, &p.reference, p.amount, p.phone.as_ref())
-                        || (filter.phone.is_some()
-                            && c2b::whole_shillings(report.amount) == Some(p.amount))
+                    (status != PaymentStatus::Completed
+                        || (p.mpesa_receipt_number.is_none() && pushed_around_then(p)))
+                        && (c2b::stk_could_be(report, &p.reference, p.amount, p.phone.as_ref())
+                            || (filter.phone.is_some()
+                                && c2b::whole_shillings(report.amount) == Some(p.amount)))
                 }) {
-                    return Ok(true);
+                    return Ok(match status {
+                        PaymentStatus::Completed => StkCouldBe::CompletedWithoutReceipt,
+                        _ => StkCouldBe::Open,
+                    });
                 }
             }
         }
-        Ok(false)
+        Ok(StkCouldBe::Nothing)
     }
 
     /// One scheduled run: from where the last one stopped (a little before, at most a day

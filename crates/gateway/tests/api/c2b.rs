@@ -1044,7 +1044,50 @@ async fn a_confirmation_waits_for_an_open_stk_push_that_could_be_it(backend: Bac
     gw.stop().await;
 }
 
+/// An STK push completed by STK Query has no receipt (the query does not tell it). Its
+/// confirmation, coming after, has the push's account and amount and a phone that fits: booked
+/// as a payment of its own, one payment would count twice (two `payment.completed` webhooks). It
+/// is kept for a person, flagged, and nothing is booked.
+async fn a_confirmation_of_a_push_completed_by_query_is_not_booked_twice(backend: Backend) {
+    let gw = spawn_with(Options::new(backend).env("RECONCILE_AFTER_SECS", "1")).await;
+    let (status, body) = gw
+        .create_payment(json!({ "phone": NO_CALLBACK, "amount": 25, "reference": "ORD9" }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let p = gw
+        .wait_for_status(&id, "completed", Duration::from_secs(15))
+        .await;
+    assert_eq!(p.mpesa_receipt_number, None, "STK Query tells no receipt");
+    let mut body: Value = serde_json::from_slice(&confirmation(
+        "TXQRY00009",
+        PAYBILL,
+        "ORD9",
+        "25.00",
+        "2547 ***** 000",
+        "JOHN",
+    ))
+    .unwrap();
+    // Paid while the push was out: now, in East Africa Time.
+    body["TransTime"] = json!(
+        (chrono::Utc::now() + chrono::Duration::hours(3))
+            .format("%Y%m%d%H%M%S")
+            .to_string()
+    );
+    let (status, _) = gw.post_c2b_confirmation(body.to_string().as_bytes()).await;
+    assert_eq!(status, 200);
+    let kept = c2b_callbacks(gw.storage().as_ref()).await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].outcome, CallbackOutcome::Flagged, "{kept:?}");
+    assert!(
+        gw.list_payments("channel=c2b").await.is_empty(),
+        "one payment, not booked twice"
+    );
+    gw.stop().await;
+}
+
 crate::on_every_backend!(
+    a_confirmation_of_a_push_completed_by_query_is_not_booked_twice,
     a_confirmation_waits_for_an_open_stk_push_that_could_be_it,
     a_lost_confirmation_is_recovered_by_pull_once,
     validation_rules_refuse_and_accept,
