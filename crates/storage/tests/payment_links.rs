@@ -5,7 +5,7 @@
 
 mod support;
 
-use mpesa_domain::{Lang, LinkStatus, PaymentStatus};
+use mpesa_domain::{Lang, LinkStatus, PaymentStatus, ReviewChange, ReviewReason, TransitionKind};
 use mpesa_harness::database::TestDatabase;
 use mpesa_storage::*;
 use support::*;
@@ -546,4 +546,23 @@ async fn start_rules_hold_in_the_storing_transaction(db: TestDatabase) {
         "{limited:?}"
     );
     assert!(one.get_payment(&pay_id(202)).await.unwrap().is_none());
+
+    // A payment held for a person at its expiry, still `initiated` (its push's answer never
+    // came), is not an open prompt: the phone can be asked again.
+    let lost = create(one.as_ref(), ruled(300, "0711000800", Vec::new())).await;
+    let held = set(one.as_ref(), &lost.id, T0 + 500, {
+        let mut t = transition(TransitionKind::Expired, PaymentStatus::Initiated);
+        t.review = ReviewChange::Hold(ReviewReason::PushOutcomeUnknown);
+        t
+    })
+    .await;
+    assert!(held.needs_review && held.status == PaymentStatus::Initiated);
+    let again = one
+        .create_payment(ruled(301, "0711000800", Vec::new()), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, CreatePaymentResult::Created(_)),
+        "{again:?}"
+    );
 }

@@ -447,7 +447,7 @@ impl Initiator {
                     json!({"originator_conversation_id": a.originator_conversation_id, "conversation_id": a.conversation_id, "response": a.response_description}),
                 )
             }
-            Err(e) if e.may_have_been_processed() => {
+            Err(e) if e.may_have_been_processed() || refusal_may_have_moved_money(request, e) => {
                 let reason = e.to_string();
                 (
                     Box::new(move |r: &InitiatorRequest| {
@@ -1381,4 +1381,18 @@ pub(crate) fn not_held_for_a_person(what: &str, status: &str, pending: bool) -> 
         "only a pending {what} held for a person can be settled by hand; this one is {status}{}",
         if pending { " and not held" } else { "" }
     )
+}
+
+/// Whether Daraja's refusal of a request that moves money may still have moved it. An HTTP 5xx
+/// envelope is seen on B2C for "System internal error" and for "Duplicate
+/// OriginatorConversationID" (a copy of this very request was received): failing the payout or
+/// refund on it would invite paying it again, so its outcome is asked (Transaction Status), as
+/// after a timeout. Only the API gateway's throttling (`500.003.02` spike arrest or busy,
+/// `500.003.03` quota) is answered before anything reaches M-Pesa. Below 500, Daraja refused the
+/// request itself (an invalid field, a token).
+fn refusal_may_have_moved_money(request: &InitiatorRequest, error: &DarajaError) -> bool {
+    const THROTTLED: &[&str] = &["500.003.02", "500.003.03"];
+    request.kind.moves_money()
+        && matches!(error, DarajaError::Refused { status, error_code, .. }
+            if *status >= 500 && !THROTTLED.contains(&error_code.trim()))
 }

@@ -2456,3 +2456,64 @@ async fn a_late_account_balance_answer_is_shown_with_the_time_it_came(backend: B
     }
     gw.stop().await;
 }
+
+/// Daraja answers a payout's B2C with an HTTP 500 envelope. "System internal error" does not say
+/// that nothing happened: the payout is not failed (which would invite paying it again) but its
+/// outcome is unknown, to be asked. The API gateway's throttling ("Spike Arrest Violation") is
+/// answered before anything reaches M-Pesa: that payout fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_error_on_a_payout_is_asked_about_and_throttling_fails_it() {
+    let webhook = WebhookReceiver::start().await;
+    let gw = gateway(Backend::Sqlite, &webhook, &[]).await;
+    let payout = |remarks: &'static str| {
+        let gw = &gw;
+        async move {
+            let (status, body, _) = gw
+                .call(
+                    reqwest::Method::POST,
+                    "/api/v1/payouts",
+                    Some(json!({"phone": "0711222333", "amount": 300, "purpose": "business", "remarks": remarks})),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+            gw.storage()
+                .get_payout(body["id"].as_str().unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    gw.sim().update_faults(|f| {
+        *f = std::mem::take(f).fail_next(
+            daraja::endpoint::Api::B2c,
+            1,
+            daraja_sim::faults::FailureAnswer::Custom {
+                status: 500,
+                error_code: "500.002.1001".into(),
+                error_message: "System internal error.".into(),
+            },
+        )
+    });
+    let unknown = payout("Rider one").await;
+    assert_eq!(unknown.status, PayoutStatus::Pending, "{unknown:?}");
+    let request = gw
+        .storage()
+        .get_initiator_request(unknown.request_id.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.status, RequestStatus::Unknown, "{request:?}");
+
+    gw.sim().update_faults(|f| {
+        *f = std::mem::take(f).fail_next(
+            daraja::endpoint::Api::B2c,
+            1,
+            daraja_sim::faults::FailureAnswer::SpikeArrest,
+        )
+    });
+    let throttled = payout("Rider two").await;
+    assert_eq!(throttled.status, PayoutStatus::Failed, "{throttled:?}");
+    assert_eq!(gw.daraja_requests(B2C), 2, "each sent once");
+    gw.stop().await;
+}

@@ -127,18 +127,22 @@ async fn open_payment_to<C: Conn>(
     .await?;
     // One statement, so one snapshot: read as two (pending, then initiated), a payment whose
     // push was accepted between them (initiated → pending) was in neither, and a second
-    // instance pushed to the phone too.
+    // instance pushed to the phone too. A payment held for review is not open: its prompt is
+    // long gone (held at expiry when Daraja never answered), and it waits for a person, who
+    // may take days; it would otherwise refuse every new payment to the phone until then.
     const OPEN: &str = concat!(
         "SELECT ",
         payment_columns!(),
-        " FROM payments WHERE phone = $1 AND status IN ($2, $3) ORDER BY id DESC LIMIT 20"
+        " FROM payments WHERE phone = $1 AND status IN ($2, $3) AND needs_review = $4 \
+         ORDER BY id DESC LIMIT 20"
     );
     let rows = c
         .fetch_all(
             Stmt::new(OPEN)
                 .bind(phone)
                 .bind(PaymentStatus::Pending.as_str())
-                .bind(PaymentStatus::Initiated.as_str()),
+                .bind(PaymentStatus::Initiated.as_str())
+                .bind(false),
         )
         .await?;
     let open = rows
