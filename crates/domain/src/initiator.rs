@@ -164,6 +164,18 @@ pub struct ResultReport {
     pub result_desc: String,
     /// The receipt of a success (`TransactionReceipt`, or the `TransactionID`).
     pub receipt: Option<String>,
+    /// `ResultType`, as text (`"0"` completed, `"1"` waiting for further messages).
+    pub result_type: Option<String>,
+}
+
+impl ResultReport {
+    /// Not the transaction's outcome yet: `ResultType` 1 ("waiting for further messages"), or
+    /// `100000000` ("Request cached, waiting for resending"), which can appear in any initiator
+    /// result.
+    pub fn is_interim(&self) -> bool {
+        self.result_type.as_deref().map(str::trim) == Some("1")
+            || self.result_code.as_str() == "100000000"
+    }
 }
 
 /// What a Transaction Status answer says about the transaction a request made.
@@ -340,6 +352,20 @@ pub fn on_send_unknown(r: &RequestSnapshot, reason: &str) -> RequestOutcome {
 
 /// The `Result` callback for this request.
 pub fn on_result(r: &RequestSnapshot, report: &ResultReport) -> RequestOutcome {
+    // For a payout or a refund, failing on an interim answer would invite paying again: its
+    // outcome is asked (Transaction Status), as after a queue timeout.
+    if report.is_interim() && r.kind.moves_money() {
+        if r.settled_by_hand || r.status.is_final() || r.status == RequestStatus::Unknown {
+            return RequestOutcome::Unchanged("an interim result settles nothing");
+        }
+        let mut t = RequestTransition::new(RequestEventKind::Result, RequestStatus::Unknown);
+        t.note = Some(format!(
+            "an interim result ({}: {}): asking Transaction Status",
+            report.result_code.as_str(),
+            report.result_desc
+        ));
+        return RequestOutcome::Changed(t);
+    }
     if r.settled_by_hand {
         let success = report.result_code.is_success();
         return against_settlement(
@@ -698,6 +724,7 @@ mod tests {
             result_code: ResultCode::new(code),
             result_desc: format!("code {code}"),
             receipt: receipt.map(str::to_owned),
+            result_type: Some("0".into()),
         }
     }
 
@@ -754,6 +781,38 @@ mod tests {
                 RequestOutcome::Unchanged(_)
             ));
         }
+    }
+
+    /// "Request cached, waiting for resending", or `ResultType` 1, is not a payout's outcome:
+    /// failing it would invite paying again. It is asked about; a later final result settles it.
+    #[test]
+    fn an_interim_result_is_asked_about_not_failed() {
+        let cached = report("100000000", None);
+        let mut waiting = report("0", None);
+        waiting.result_type = Some(" 1".into());
+        for interim in [&cached, &waiting] {
+            assert!(interim.is_interim());
+            for kind in [RequestKind::B2c, RequestKind::Reversal] {
+                let t = changed(on_result(&snap(kind, RequestStatus::Accepted), interim));
+                assert_eq!(
+                    (t.status, t.notify_owner, t.result_code.is_some()),
+                    (RequestStatus::Unknown, false, false)
+                );
+                for status in [RequestStatus::Unknown, RequestStatus::Completed] {
+                    assert!(matches!(
+                        on_result(&snap(kind, status), interim),
+                        RequestOutcome::Unchanged(_)
+                    ));
+                }
+            }
+        }
+        let final_failure = report("2040", None);
+        assert!(!final_failure.is_interim());
+        let t = changed(on_result(
+            &snap(RequestKind::B2c, RequestStatus::Unknown),
+            &final_failure,
+        ));
+        assert_eq!(t.status, RequestStatus::Failed);
     }
 
     #[test]

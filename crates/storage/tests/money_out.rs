@@ -106,6 +106,7 @@ fn success(receipt: &str) -> ResultReport {
         result_code: ResultCode::new("0"),
         result_desc: "The service request is processed successfully.".into(),
         receipt: Some(receipt.into()),
+        result_type: Some("0".into()),
     }
 }
 

@@ -1125,6 +1125,7 @@ fn decide_callback(
                 result_code: envelope.result_code(),
                 result_desc: r.result_desc.clone(),
                 receipt,
+                result_type: r.result_type.as_ref().map(|t| t.as_text().into_owned()),
             };
             (rules::on_result(&snapshot, &report), details, Some(report))
         }
