@@ -171,8 +171,15 @@ pub type Reports = HashMap<String, Prepared>;
 pub fn parse_c2b(body: &[u8]) -> (Option<String>, Result<C2bReport, String>) {
     match C2bPayment::parse(body) {
         Ok(p) => {
-            let receipt = Some(p.trans_id.trim().to_owned()).filter(|r| !r.is_empty());
+            let receipt =
+                Some(p.trans_id.trim().to_owned()).filter(|r| !r.is_empty() && !r.contains('\0'));
             match p.to_report() {
+                // No M-Pesa field holds one, and PostgreSQL cannot store one in text: looked up or
+                // booked, it would fail every time, and the confirmation would be lost.
+                Some(r) if holds_a_nul(&r) => (
+                    receipt,
+                    Err("a text field holds a NUL character".to_owned()),
+                ),
                 Some(r) => (receipt, Ok(r)),
                 None => (
                     receipt,
@@ -182,6 +189,20 @@ pub fn parse_c2b(body: &[u8]) -> (Option<String>, Result<C2bReport, String>) {
         }
         Err(e) => (None, Err(e.to_string())),
     }
+}
+
+fn holds_a_nul(r: &C2bReport) -> bool {
+    [
+        Some(r.receipt.as_str()),
+        Some(r.account_reference.as_str()),
+        Some(r.business_short_code.as_str()),
+        Some(r.transaction_type.as_str()),
+        r.payer_name.as_deref(),
+        r.msisdn.as_given().as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|text| text.contains('\0'))
 }
 
 /// Prepares a C2B confirmation (parsing its body again when it was stored earlier): `None`
