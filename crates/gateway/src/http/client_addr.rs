@@ -58,6 +58,19 @@ fn has_forwarding_headers(headers: &HeaderMap) -> bool {
         || headers.contains_key("x-real-ip")
 }
 
+/// A client as rate limits count it: an IPv4 address whole; an IPv6 address by its /64, the
+/// block one subscriber (a home, a server) is given and can draw fresh addresses from at will,
+/// so that a limit per address cannot be walked around one address at a time.
+pub fn rate_limit_key(ip: IpAddr) -> String {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
 /// IPv4 addresses seen through an IPv6 socket (`::ffff:192.0.2.1`) as IPv4.
 fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
@@ -114,6 +127,17 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn rate_limits_count_an_ipv6_client_by_its_64() {
+        let key = |s: &str| rate_limit_key(ip(s));
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:1:2:3"), key("2001:db8:1:2::1"));
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_ne!(key("192.0.2.8"), key("192.0.2.7"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -30,6 +30,7 @@ use mpesa_domain::{Lang, LinkAmount, LinkStatus, Msisdn, PaymentStatus, check_em
 use mpesa_storage::{Payment, PaymentLink};
 
 use crate::admin::params::{Fields, Params};
+use crate::http::client_addr::rate_limit_key;
 use crate::ids::sha256_hex;
 use crate::payments::links::{LinkError, PayError, customer_lang};
 use crate::state::AppState;
@@ -450,11 +451,12 @@ async fn pay(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| {
-            state
-                .config
-                .trusted_proxies
-                .client_address(c.0.ip(), &parts.headers)
-                .to_string()
+            rate_limit_key(
+                state
+                    .config
+                    .trusted_proxies
+                    .client_address(c.0.ip(), &parts.headers),
+            )
         })
         .unwrap_or_else(|| "unknown".into());
     let here = link_path(&link);

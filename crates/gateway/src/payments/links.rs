@@ -238,7 +238,8 @@ impl PaymentLinks {
     }
 
     /// Starts a payment through a link: the link must be open, no prompt may be open on the
-    /// phone, and the limits per phone, link and client address must allow one more prompt.
+    /// phone, and the limits per phone, link and client (`client`: its address as
+    /// `http::client_addr::rate_limit_key` counts it) must allow one more prompt.
     /// The payment service has storage check the last two in the transaction that stores the
     /// payment (so they hold across instances), then sends the push once.
     #[allow(clippy::too_many_arguments)]
@@ -250,7 +251,7 @@ impl PaymentLinks {
         amount: Amount,
         customer_email: Option<String>,
         lang: Lang,
-        client_address: &str,
+        client: &str,
     ) -> Result<Payment, PayError> {
         let now = self.clock.now_ms();
         let status = link.status_at(now);
@@ -270,7 +271,7 @@ impl PaymentLinks {
                 window_ms,
             },
             RateLimit {
-                bucket: format!("pay:address:{}", clip(client_address, 64)),
+                bucket: format!("pay:address:{}", clip(client, 64)),
                 limit: self.limits.per_address,
                 window_ms,
             },

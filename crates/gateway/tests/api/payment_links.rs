@@ -848,6 +848,45 @@ async fn limits_per_address_hold_across_instances() {
     two.stop().await;
 }
 
+/// Customers behind a trusted proxy whose addresses come from one IPv6 /64 share the limit per
+/// address: a subscriber draws fresh addresses from its block at will, so a fresh address of
+/// the same block is not a fresh limit. Another block is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_of_one_ipv6_block_share_the_limit_per_address() {
+    let mut options = Options::new(Backend::Sqlite)
+        .env("PAY_PAGE_LIMIT_PER_ADDRESS", "2")
+        .env("TRUSTED_PROXIES", "127.0.0.1")
+        .env("RECONCILE_AFTER_SECS", "3600")
+        .env("PAYMENT_EXPIRES_AFTER_SECS", "7200");
+    options.sim.faults.global = daraja_sim::faults::CallbackFaults {
+        suppress: true,
+        ..Default::default()
+    };
+    let gw = spawn_with(options).await;
+    let l = link(&gw, json!({ "title": "Block", "amount": 50 })).await;
+    let path = page_path(&l);
+    let from = |address: &str| {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-forwarded-for", address.parse().unwrap());
+        reqwest::Client::builder()
+            .redirect(Policy::none())
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    };
+    let tries = [
+        ("2001:db8:7:1::10", "254711000501", 303),
+        ("2001:db8:7:1::11", "254711000502", 303),
+        ("2001:db8:7:1:abcd::12", "254711000503", 429),
+        ("2001:db8:7:2::10", "254711000504", 303),
+    ];
+    for (address, phone, expected) in tries {
+        let answer = pay_form(&from(address), &gw, &path, &[("phone", phone)]).await;
+        assert_eq!(answer.status, expected, "{address}: {}", answer.body);
+    }
+    gw.stop().await;
+}
+
 /// Runs `mpesa-gateway links …` on the gateway's database.
 fn links_command(gw: &TestGateway, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_mpesa-gateway"))

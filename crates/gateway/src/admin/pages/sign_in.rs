@@ -17,6 +17,7 @@ use crate::admin::error::AdminError;
 use crate::admin::layout::{self, Layout};
 use crate::admin::params::Params;
 use crate::admin::session::{SESSION_COOKIE, SIGN_IN_COOKIE, cookie, safe_next, set_cookie};
+use crate::http::client_addr::rate_limit_key;
 use crate::ids::random_token;
 use crate::state::AppState;
 
@@ -135,7 +136,7 @@ pub async fn sign_in(
         .sign_in(
             &username,
             password,
-            address.map(|a| a.to_string()).as_deref(),
+            address.map(rate_limit_key).as_deref(),
             cookie(&parts.headers, SESSION_COOKIE),
         )
         .await?;
