@@ -207,16 +207,17 @@ pub fn on_c2b_report(
 }
 
 /// Whether an open STK payment (its account reference, amount and phone) could be the payment a
-/// C2B report describes: the same account (trimmed, any case), the same amount, and a phone the
-/// report does not contradict (a masked or hashed MSISDN that fits, or none).
+/// C2B report describes: the same account (trimmed, any case), or none reported (Buy Goods: a
+/// till has no account number), the same amount, and a phone the report does not contradict (a
+/// masked or hashed MSISDN that fits, or none).
 pub fn stk_could_be(
     report: &C2bReport,
     stk_reference: &str,
     stk_amount: Amount,
     stk_phone: Option<&Msisdn>,
 ) -> bool {
-    let same_account = !report.account_reference.trim().is_empty()
-        && account_key(stk_reference) == account_key(&report.account_reference);
+    let same_account = report.account_reference.trim().is_empty()
+        || account_key(stk_reference) == account_key(&report.account_reference);
     let same_amount = whole_shillings(report.amount) == Some(stk_amount);
     let phone_fits = match (stk_phone, report.msisdn.as_given()) {
         (Some(phone), Some(given)) => phone.matches_reported(&given) != Some(false),

@@ -406,9 +406,10 @@ impl Payments {
 
     /// Whether an STK payment of ours could be the payment a report describes (an STK push to a
     /// shortcode with C2B URLs also sends a confirmation, and Pull Transactions and Transaction
-    /// Status find it): one with the same account, or the same number, that
-    /// `c2b::stk_could_be` accepts, still open, or completed by STK Query, which tells no
-    /// receipt (its receipt would otherwise make the report a duplicate of it).
+    /// Status find it): one with the same account, or the same number, or (Buy Goods, which
+    /// has no account) pushed in the day before it was paid, that `c2b::stk_could_be` accepts,
+    /// still open, or completed by STK Query, which tells no receipt (its receipt would
+    /// otherwise make the report a duplicate of it).
     async fn stk_could_be(&self, report: &C2bReport) -> Result<StkCouldBe, StorageError> {
         let account = report.account_reference.trim();
         let number = report.msisdn.number().map(|n| n.as_str().to_owned());
@@ -437,7 +438,16 @@ impl Payments {
                 channel: Some(PaymentChannel::Stk),
                 ..Default::default()
             });
-            for filter in [by_account, by_number].into_iter().flatten() {
+            // Buy Goods: no account to go by, and the number masked or hashed in production:
+            // the pushes made in the day before it was paid.
+            let by_time = account.is_empty().then(|| mpesa_storage::PaymentFilter {
+                status: Some(status),
+                channel: Some(PaymentChannel::Stk),
+                created_from: Some(paid_at - 86_400_000),
+                created_to: Some(paid_at + 5 * 60_000),
+                ..Default::default()
+            });
+            for filter in [by_account, by_number, by_time].into_iter().flatten() {
                 let page = self
                     .storage
                     .list_payments(

@@ -1111,7 +1111,80 @@ async fn a_nul_in_a_confirmation_is_refused_and_its_body_kept(backend: Backend) 
     gw.stop().await;
 }
 
+/// A till (Buy Goods) STK push's own confirmation has no account number, and in production a
+/// masked number: it waits for the push like a paybill's does, and is a duplicate of it once the
+/// push completes with its receipt. Booked at once, it became a payment of its own, and the push's
+/// callback then found its receipt taken and held the customer's order for review.
+async fn a_till_confirmation_waits_for_an_open_stk_push_too(backend: Backend) {
+    let gw = spawn_with(
+        Options::new(backend)
+            .env("RECONCILE_AFTER_SECS", "3600")
+            .env("PAYMENT_EXPIRES_AFTER_SECS", "7200"),
+    )
+    .await;
+    let (status, body) = gw
+        .create_payment(json!({ "phone": NO_CALLBACK, "amount": 35, "reference": "TILL1" }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let checkout = gw
+        .wait_for_status(&id, "pending", Duration::from_secs(10))
+        .await
+        .checkout_request_id
+        .unwrap();
+    let mut confirmation: Value = serde_json::from_slice(&confirmation(
+        "TXTIL00001",
+        PAYBILL,
+        "",
+        "35.00",
+        "2547 ***** 000",
+        "JOHN",
+    ))
+    .unwrap();
+    confirmation["TransactionType"] = json!("Buy Goods");
+    confirmation["TransTime"] = json!(
+        (chrono::Utc::now() + chrono::Duration::hours(3))
+            .format("%Y%m%d%H%M%S")
+            .to_string()
+    );
+    let (status, _) = gw
+        .post_c2b_confirmation(confirmation.to_string().as_bytes())
+        .await;
+    assert_eq!(status, 200);
+    let waiting = c2b_callbacks(gw.storage().as_ref()).await;
+    assert_eq!(
+        waiting.iter().map(|c| c.outcome).collect::<Vec<_>>(),
+        [CallbackOutcome::Received],
+        "it waits for the push"
+    );
+    let (status, _) = gw
+        .post_stk_callback(&stk_success(&checkout, "35.00", NO_CALLBACK, "TXTIL00001"))
+        .await;
+    assert_eq!(status, 200);
+    let p = gw
+        .wait_for_status(&id, "completed", Duration::from_secs(10))
+        .await;
+    assert!(!p.needs_review, "the push settles normally: {p:?}");
+    eventually(
+        "the confirmation is a duplicate of the push",
+        Duration::from_secs(20),
+        || {
+            let storage = gw.storage();
+            async move {
+                c2b_callbacks(storage.as_ref())
+                    .await
+                    .iter()
+                    .all(|c| c.outcome == CallbackOutcome::Duplicate)
+            }
+        },
+    )
+    .await;
+    assert!(gw.list_payments("channel=c2b").await.is_empty());
+    gw.stop().await;
+}
+
 crate::on_every_backend!(
+    a_till_confirmation_waits_for_an_open_stk_push_too,
     a_nul_in_a_confirmation_is_refused_and_its_body_kept,
     a_confirmation_of_a_push_completed_by_query_is_not_booked_twice,
     a_confirmation_waits_for_an_open_stk_push_that_could_be_it,
