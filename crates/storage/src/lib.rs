@@ -374,6 +374,19 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         received_before: Millis,
         limit: u32,
+    ) -> Result<Vec<RawCallback>> {
+        self.received_callbacks_after(received_before, None, limit)
+            .await
+    }
+
+    /// [`Storage::received_callbacks`] from the one after `after_id` on: a sweep pages through
+    /// them all, so that the first `limit` (C2B confirmations waiting for an STK payment a
+    /// person has yet to settle) cannot hide the rest for ever.
+    async fn received_callbacks_after(
+        &self,
+        received_before: Millis,
+        after_id: Option<&str>,
+        limit: u32,
     ) -> Result<Vec<RawCallback>>;
 
     /// Unmatched STK callbacks whose CheckoutRequestID now belongs to a payment (the callback

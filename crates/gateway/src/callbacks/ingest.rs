@@ -124,6 +124,7 @@ async fn run(
     let redrive = tokio::spawn(
         Redrive {
             payments: payments.clone(),
+            after: None,
         }
         .run(stored_ids, redrive_stop.clone()),
     );

@@ -27,13 +27,17 @@ const SWEEP_BATCH: u32 = 200;
 
 pub(crate) struct Redrive {
     pub payments: Payments,
+    /// Where the next sweep goes on from: each takes the next [`SWEEP_BATCH`] and starts from
+    /// the first again after the last, so that the first ones (C2B confirmations waiting for an
+    /// STK payment a person has yet to settle) cannot hide the rest for ever.
+    pub after: Option<String>,
 }
 
 impl Redrive {
     /// Applies the callbacks whose ids come on `stored` (this instance's), and sweeps for
     /// everyone's leftovers, until `stop`.
     pub(crate) async fn run(
-        self,
+        mut self,
         mut stored: mpsc::UnboundedReceiver<String>,
         stop: CancellationToken,
     ) {
@@ -54,11 +58,15 @@ impl Redrive {
         }
     }
 
-    async fn sweep(&self) {
+    async fn sweep(&mut self) {
         let left = match self
             .payments
             .storage
-            .received_callbacks(self.payments.clock.now_ms() - LEFT_AFTER_MS, SWEEP_BATCH)
+            .received_callbacks_after(
+                self.payments.clock.now_ms() - LEFT_AFTER_MS,
+                self.after.as_deref(),
+                SWEEP_BATCH,
+            )
             .await
         {
             Ok(left) => left,
@@ -73,6 +81,10 @@ impl Redrive {
                 "applying callbacks stored earlier and not applied yet"
             );
         }
+        self.after = match left.last() {
+            Some(last) if left.len() >= SWEEP_BATCH as usize => Some(last.id.clone()),
+            _ => None,
+        };
         for cb in left {
             self.apply(&cb.id).await;
         }

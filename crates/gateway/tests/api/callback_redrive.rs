@@ -145,3 +145,75 @@ async fn a_callback_left_received_by_a_crash_is_applied_after_restart(backend: B
     );
     second.stop().await;
 }
+
+/// More callbacks left `received` than one sweep takes, the first of them waiting for good (C2B
+/// confirmations that an open STK payment could be, which a person has yet to settle): the
+/// sweeps page on through them, and a callback behind them is applied. Each sweep used to take
+/// the same first ones, and the one behind them was acknowledged and never applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_behind_a_sweep_of_waiting_ones_are_applied() {
+    let backend = Backend::Sqlite;
+    let options = || {
+        let mut o = Options::new(backend)
+            .env("RECONCILE_AFTER_SECS", "3600")
+            .env("PAYMENT_EXPIRES_AFTER_SECS", "7200");
+        // Both pushes go to the one no-callback number while the first prompt is open.
+        o.sim.lock_subscriber = false;
+        o
+    };
+    let first = spawn_with(options()).await;
+    let open = |amount: i64, reference: &'static str| {
+        let first = &first;
+        async move {
+            let (status, body) = first
+                .create_payment(serde_json::json!({ "phone": NO_CALLBACK, "amount": amount, "reference": reference }))
+                .await;
+            assert_eq!(status, 201, "{body}");
+            let id = body["id"].as_str().unwrap().to_owned();
+            let p = first
+                .wait_for_status(&id, "pending", Duration::from_secs(10))
+                .await;
+            (id, p.checkout_request_id.unwrap())
+        }
+    };
+    // The confirmations wait for this one; the other is paid by the callback behind them.
+    open(25, "WAIT").await;
+    let (late, checkout) = open(26, "LATE").await;
+    let database = first.database.clone();
+    first.stop().await;
+    for n in 0..201 {
+        let receipt = format!("TXWAIT{n:04}");
+        plant_received(
+            backend,
+            database.url(),
+            &format!("cb_a{n:04}"),
+            Names::Receipt(&receipt),
+            &crate::c2b::confirmation(&receipt, "600000", "WAIT", "25.00", "2547 ***** 000", "ANN"),
+        )
+        .await;
+    }
+    plant_received(
+        backend,
+        database.url(),
+        "cb_z_behind",
+        Names::Checkout(&checkout),
+        &stk_success(&checkout, "26.00", "254700000000", "SGR7L2QX2Z"),
+    )
+    .await;
+
+    let mut options = options();
+    options.database = Some(database);
+    let second = spawn_with(options).await;
+    let paid = second
+        .wait_for_status(&late, "completed", Duration::from_secs(30))
+        .await;
+    assert_eq!(paid.mpesa_receipt_number.as_deref(), Some("SGR7L2QX2Z"));
+    let waiting = second
+        .storage()
+        .get_callback("cb_a0000")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(waiting.outcome, CallbackOutcome::Received, "still waiting");
+    second.stop().await;
+}

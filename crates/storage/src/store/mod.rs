@@ -582,14 +582,16 @@ impl<D: Driver> Storage for SqlStorage<D> {
         }
     }
 
-    async fn received_callbacks(
+    async fn received_callbacks_after(
         &self,
         received_before: Millis,
+        after_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RawCallback>> {
         read!(self, |c| received_callbacks::received(
             c,
             received_before,
+            after_id,
             limit
         ))
     }

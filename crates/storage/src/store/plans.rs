@@ -44,6 +44,7 @@ fn cases() -> Vec<(&'static str, Stmt, &'static str)> {
             "the re-drive of callbacks stored raw",
             Stmt::new(received_callbacks::RECEIVED)
                 .bind(1_000_i64)
+                .bind("cb_1")
                 .bind(50_i64),
             "ix_callbacks_outcome_kind_id",
         ),

@@ -377,21 +377,30 @@ pub(crate) async fn insert_received<C: Conn>(
     insert_bulk(c, batch, &rows).await
 }
 
-/// [`received`]'s query: the re-drive runs it every few seconds.
+/// [`received`]'s query: the re-drive runs it every few seconds (`$2`: the id it goes on
+/// after, `''` from the first, which every id sorts after).
 pub(crate) const RECEIVED: &str = concat!(
     "SELECT ",
     callback_columns!(),
-    " FROM callbacks WHERE outcome = 'received' AND received_at <= $1 ORDER BY id LIMIT $2"
+    " FROM callbacks WHERE outcome = 'received' AND received_at <= $1 AND id > $2 \
+     ORDER BY id LIMIT $3"
 );
 
-/// Callbacks stored raw and not applied yet, received at or before `before`, oldest first.
+/// Callbacks stored raw and not applied yet, received at or before `before`, oldest first,
+/// from the one after `after_id` on.
 pub(crate) async fn received<C: Conn>(
     c: &mut C,
     before: Millis,
+    after_id: Option<&str>,
     limit: u32,
 ) -> DbResult<Vec<RawCallback>> {
     let rows = c
-        .fetch_all(Stmt::new(RECEIVED).bind(before).bind(limit.max(1)))
+        .fetch_all(
+            Stmt::new(RECEIVED)
+                .bind(before)
+                .bind(after_id.unwrap_or_default())
+                .bind(limit.max(1)),
+        )
         .await?;
     Ok(rows
         .iter()
