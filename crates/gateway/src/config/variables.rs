@@ -462,7 +462,7 @@ pub static VARIABLES: &[Var] = &[
         ..var(
             "PAY_PAGE_LIMIT_PER_ADDRESS",
             Payments,
-            "STK prompts the pay page may start from one client address per `PAY_PAGE_LIMIT_WINDOW` (the address as `TRUSTED_PROXIES` decides it).",
+            "STK prompts the pay page may start from one client address per `PAY_PAGE_LIMIT_WINDOW` (the address as `TRUSTED_PROXIES` decides it; an IPv6 client counted by its /64).",
         )
     },
     Var {
