@@ -83,7 +83,10 @@ impl NotificationPlan {
                     && let Some(chat) = after.telegram_chat_id
                 {
                     // Started from the bot: its status message moves to the final state (an
-                    // edit), and that is the receipt; no second message.
+                    // edit), and that is the receipt; no second message. Keyed by the event as
+                    // every row is: a payment that timed out and was then settled by a person
+                    // reaches a second final event, whose edit must not be taken for a copy of
+                    // the first.
                     let payload = json!({ "kind": STATUS_MESSAGE, "payment": view() });
                     let mut r = row(
                         new_id("evt"),
@@ -94,7 +97,8 @@ impl NotificationPlan {
                         payload.to_string(),
                         now,
                     );
-                    r.dedupe_key = format!("{}:telegram:{STATUS_MESSAGE}:{chat}", after.id);
+                    r.dedupe_key =
+                        format!("{}:telegram:{STATUS_MESSAGE}:{event_type}:{chat}", after.id);
                     rows.push(r);
                 } else if outcome == FinalOutcome::Completed
                     && let Some(chat) = after.telegram_chat_id

@@ -269,6 +269,59 @@ async fn pay_from_a_chat_and_see_the_receipt(backend: Backend) {
 
 on_every_backend!(pay_from_a_chat_and_see_the_receipt);
 
+/// A payment the customer cancelled, whose success came after all (held for review) and which
+/// a person then settled: the chat's status message moves on from "cancelled" to "completed".
+/// Its edit used to be keyed like the first one's and dropped as a copy of it, so the customer
+/// was left reading "cancelled… Send /pay to try again" for a payment that went through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_settled_by_a_person_after_its_end_is_shown_completed() {
+    let tg = FakeTelegram::start().await;
+    let gw = spawn_with(bot_options(Backend::Sqlite, &tg)).await;
+    let user = User::new(5160, "Wanjiru");
+    link(&tg, &user, CANCELLED).await;
+    tg.text(user.id, &user, "/pay 50");
+    let (message_id, payment_id, _) = status_message(&tg, user.id).await;
+    wait_for_text(&tg, user.id, message_id, "Payment cancelled").await;
+    let cancelled = gw
+        .wait_for_status(&payment_id, "cancelled", Duration::from_secs(5))
+        .await;
+    let (status, _) = gw
+        .post_stk_callback(&stk_success(
+            cancelled.checkout_request_id.as_deref().unwrap(),
+            "50.00",
+            CANCELLED,
+            "SGL8TE5C0M",
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let held = gw
+        .wait_for_payment(
+            &payment_id,
+            "held for review",
+            Duration::from_secs(5),
+            |p| p.needs_review,
+            |_| false,
+        )
+        .await;
+    assert_eq!(held.status.as_str(), "cancelled");
+    let settled = gw
+        .state
+        .payments
+        .admin_decide(
+            &payment_id,
+            mpesa_gateway::payments::AdminDecision::Settle,
+            "on the statement",
+            Some("SGL8TE5C0M"),
+            "amina",
+        )
+        .await
+        .unwrap()
+        .expect("held, so decided");
+    assert_eq!(settled.status.as_str(), "completed");
+    wait_for_text(&tg, user.id, message_id, "Payment completed").await;
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_payment_says_why() {
     let tg = FakeTelegram::start().await;
