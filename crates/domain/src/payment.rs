@@ -133,6 +133,9 @@ pub enum ReviewReason {
     /// Daraja answered none of the STK Queries until its records ran out: M-Pesa may have taken
     /// the money.
     NoAnswerFromDaraja { asked_for_hours: i64 },
+    /// Daraja answered every STK Query, but never with an outcome ("still under processing",
+    /// or a code we do not know) until its records ran out: M-Pesa may have taken the money.
+    NeverFinal { asked_for_hours: i64 },
     /// The push's answer never came and no callback named the payment by its expiry: M-Pesa may
     /// have taken the money.
     PushOutcomeUnknown,
@@ -171,6 +174,9 @@ impl ReviewReason {
             }
             ReviewReason::NoAnswerFromDaraja { asked_for_hours } => format!(
                 "Daraja answered no STK Query for {asked_for_hours} hours: M-Pesa may have taken the money; check the statement"
+            ),
+            ReviewReason::NeverFinal { asked_for_hours } => format!(
+                "Daraja's STK Query answers had no outcome (still under processing) for {asked_for_hours} hours: M-Pesa may have taken the money; check the statement"
             ),
             ReviewReason::PushOutcomeUnknown => {
                 "Daraja's answer to the push never came and no callback named it: M-Pesa may have taken the money; check the statement".into()

@@ -507,11 +507,14 @@ impl Deadlines {
 }
 
 /// The reconciler found the payment still open at `now`, after its last question to Daraja.
-/// Past `expires_after_ms` it is given up as `timed_out` when Daraja answered (with no final
-/// result); when Daraja did not answer, it stays open while the reconciler keeps asking, and is
-/// held for a person once `keep_asking_ms` has passed; a payment that could not be asked about
-/// (its push's answer never came) is held for a person at once. Nobody is told "timed out"
-/// about money that may have moved.
+/// Past `expires_after_ms`, while Daraja has no outcome for it (no answer, or "still under
+/// processing", `4999`, or a code we do not know), it stays open and the reconciler keeps
+/// asking; it is held for a person once `keep_asking_ms` has passed. A query has stayed at
+/// `4999` for many minutes before turning into `1032`, and a paid order given up on such an
+/// answer has been booked as failed: "still processing" is not an outcome to give up on. A
+/// payment that could not be asked about (its push's answer never came) is held for a person at
+/// once. Nobody is told "timed out" about money that may have moved: `timed_out` comes from
+/// M-Pesa (`1037`, `1019`), by callback or query.
 pub fn on_expiry(p: &PaymentSnapshot, now_ms: i64, d: &Deadlines, last: LastQuery) -> Outcome {
     if p.status.is_final() {
         return Outcome::Unchanged("the payment is already final");
@@ -522,8 +525,11 @@ pub fn on_expiry(p: &PaymentSnapshot, now_ms: i64, d: &Deadlines, last: LastQuer
     if now_ms < d.expires_at(p) {
         return Outcome::Unchanged("the payment has not expired yet");
     }
+    let asked_for_hours = d.keep_asking_ms.max(d.expires_after_ms) / 3_600_000;
     match last {
-        LastQuery::Answered(_) => {
+        // A final answer is applied as it comes; here only if it came for a payment it could
+        // not change.
+        LastQuery::Answered(QueryVerdict::Final(_)) => {
             let mut t = Transition::new(TransitionKind::Expired, PaymentStatus::TimedOut);
             t.result_desc = Some(format!(
                 "no final answer from M-Pesa within {} seconds",
@@ -532,15 +538,21 @@ pub fn on_expiry(p: &PaymentSnapshot, now_ms: i64, d: &Deadlines, last: LastQuer
             t.notify = Some(FinalOutcome::TimedOut);
             Outcome::Changed(t)
         }
+        LastQuery::Answered(QueryVerdict::StillProcessing) if now_ms < d.stop_asking_at(p) => {
+            Outcome::Unchanged("M-Pesa has no outcome yet: the reconciler asks again")
+        }
+        LastQuery::Answered(QueryVerdict::StillProcessing) => Outcome::Changed(Transition::hold(
+            TransitionKind::Expired,
+            p,
+            ReviewReason::NeverFinal { asked_for_hours },
+        )),
         LastQuery::Unanswered if now_ms < d.stop_asking_at(p) => {
             Outcome::Unchanged("Daraja did not answer: the reconciler asks again")
         }
         LastQuery::Unanswered => Outcome::Changed(Transition::hold(
             TransitionKind::Expired,
             p,
-            ReviewReason::NoAnswerFromDaraja {
-                asked_for_hours: d.keep_asking_ms.max(d.expires_after_ms) / 3_600_000,
-            },
+            ReviewReason::NoAnswerFromDaraja { asked_for_hours },
         )),
         LastQuery::NotAsked => Outcome::Changed(Transition::hold(
             TransitionKind::Expired,
@@ -588,8 +600,8 @@ pub fn next_check(p: &PaymentSnapshot, now_ms: i64, d: &Deadlines, last: LastQue
             not_after_ms: expires_at,
             slow: false,
         },
-        // Past the expiry and still open: Daraja did not answer. Ask until its records run out
-        // (past that, `on_expiry` has held it; a backoff is only a safe default).
+        // Past the expiry and still open: Daraja had no outcome for it. Ask until its records
+        // run out (past that, `on_expiry` has held it; a backoff is only a safe default).
         _ => NextCheck::Backoff {
             not_after_ms: if now_ms < stop_at { stop_at } else { i64::MAX },
             slow: true,
@@ -1122,16 +1134,41 @@ pub(crate) mod tests {
     };
     const STILL: LastQuery = LastQuery::Answered(QueryVerdict::StillProcessing);
 
+    /// "Still under processing" at the expiry is no outcome: a query has turned from `4999`
+    /// into `1032` many minutes on, and a paid order given up on it was booked as failed. The
+    /// payment stays open and is asked about until Daraja's records run out, then held; it is
+    /// never "timed out" on it.
     #[test]
-    fn expiry_times_out_open_payments_only_when_due_and_answered() {
+    fn still_processing_at_expiry_keeps_asking_then_holds_never_times_out() {
         let p = snapshot(PaymentStatus::Pending);
         assert!(matches!(
             on_expiry(&p, 1_000_000 + 299_999, &DEADLINES, STILL),
             Outcome::Unchanged(_)
         ));
-        let t = changed(on_expiry(&p, 1_000_000 + 300_000, &DEADLINES, STILL));
-        assert_eq!(t.status, PaymentStatus::TimedOut);
-        assert_eq!(t.notify, Some(FinalOutcome::TimedOut));
+        let at_expiry = 1_000_000 + 300_000;
+        assert!(
+            matches!(
+                on_expiry(&p, at_expiry, &DEADLINES, STILL),
+                Outcome::Unchanged(_)
+            ),
+            "still open: the reconciler asks again"
+        );
+        assert_eq!(
+            next_check(&p, at_expiry, &DEADLINES, STILL),
+            NextCheck::Backoff {
+                not_after_ms: 1_000_000 + 86_400_000,
+                slow: true
+            }
+        );
+        let t = changed(on_expiry(&p, 1_000_000 + 86_400_000, &DEADLINES, STILL));
+        assert_eq!(t.status, PaymentStatus::Pending, "never timed out");
+        assert_eq!(t.notify, None, "the merchant is told nothing");
+        assert_eq!(
+            t.review,
+            ReviewChange::Hold(ReviewReason::NeverFinal {
+                asked_for_hours: 24
+            })
+        );
         assert!(matches!(
             on_expiry(
                 &snapshot(PaymentStatus::Completed),

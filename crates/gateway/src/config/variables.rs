@@ -388,7 +388,7 @@ pub static VARIABLES: &[Var] = &[
         ..var(
             "PAYMENT_EXPIRES_AFTER_SECS",
             Payments,
-            "Seconds after which a payment Daraja answered about, with no final result, is given up as `timed_out` (one Daraja could not answer about keeps being asked: `RECONCILE_KEEP_ASKING_SECS`).",
+            "Seconds after which a payment with no outcome from M-Pesa is asked about less often (every 15 minutes at most, for `RECONCILE_KEEP_ASKING_SECS`), and one whose push's answer never came is held for a person. It ends `timed_out` when M-Pesa says so (`1037`, `1019`), never on \"still under processing\".",
         )
     },
     Var {
@@ -415,7 +415,7 @@ pub static VARIABLES: &[Var] = &[
         ..var(
             "RECONCILE_KEEP_ASKING_SECS",
             Payments,
-            "How long (from its creation) Daraja is asked about a payment whose STK Queries get no answer; then it is held for a person.",
+            "How long (from its creation) Daraja is asked about a payment whose STK Queries get no answer, or no outcome; then it is held for a person.",
         )
     },
     Var {
