@@ -218,7 +218,7 @@ async fn still_processing_at_expiry_is_asked_about_again_not_given_up() {
         );
     };
     assert_eq!(p.status.as_str(), "timed_out");
-    assert_eq!(p.result_code.as_ref().map(|c| c.as_str()), Some("1037"));
+    assert_eq!(p.result_code.as_deref(), Some("1037"));
     // The stored times are the gateway's clock's: created now, ended past the expiry.
     assert!((p.created_at - start.timestamp_millis()).abs() < 1_000);
     assert!(p.finalized_at.unwrap() - p.created_at >= 300_000);
