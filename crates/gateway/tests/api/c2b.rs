@@ -46,6 +46,17 @@ pub fn confirmation(
     .into_bytes()
 }
 
+/// A confirmation `body` paid now (`TransTime` in East Africa Time, as Daraja writes it).
+fn paid_now(body: &[u8]) -> Value {
+    let mut body: Value = serde_json::from_slice(body).unwrap();
+    body["TransTime"] = json!(
+        (chrono::Utc::now() + chrono::Duration::hours(3))
+            .format("%Y%m%d%H%M%S")
+            .to_string()
+    );
+    body
+}
+
 impl TestGateway {
     /// POSTs a body to this gateway's C2B confirmation URL.
     pub async fn post_c2b_confirmation(&self, body: &[u8]) -> (u16, Value) {
@@ -1059,21 +1070,15 @@ async fn a_confirmation_of_a_push_completed_by_query_is_not_booked_twice(backend
         .wait_for_status(&id, "completed", Duration::from_secs(15))
         .await;
     assert_eq!(p.mpesa_receipt_number, None, "STK Query tells no receipt");
-    let mut body: Value = serde_json::from_slice(&confirmation(
+    // Paid while the push was out.
+    let body = paid_now(&confirmation(
         "TXQRY00009",
         PAYBILL,
         "ORD9",
         "25.00",
         "2547 ***** 000",
         "JOHN",
-    ))
-    .unwrap();
-    // Paid while the push was out: now, in East Africa Time.
-    body["TransTime"] = json!(
-        (chrono::Utc::now() + chrono::Duration::hours(3))
-            .format("%Y%m%d%H%M%S")
-            .to_string()
-    );
+    ));
     let (status, _) = gw.post_c2b_confirmation(body.to_string().as_bytes()).await;
     assert_eq!(status, 200);
     let kept = c2b_callbacks(gw.storage().as_ref()).await;
@@ -1132,21 +1137,15 @@ async fn a_till_confirmation_waits_for_an_open_stk_push_too(backend: Backend) {
         .await
         .checkout_request_id
         .unwrap();
-    let mut confirmation: Value = serde_json::from_slice(&confirmation(
+    let mut confirmation = paid_now(&confirmation(
         "TXTIL00001",
         PAYBILL,
         "",
         "35.00",
         "2547 ***** 000",
         "JOHN",
-    ))
-    .unwrap();
+    ));
     confirmation["TransactionType"] = json!("Buy Goods");
-    confirmation["TransTime"] = json!(
-        (chrono::Utc::now() + chrono::Duration::hours(3))
-            .format("%Y%m%d%H%M%S")
-            .to_string()
-    );
     let (status, _) = gw
         .post_c2b_confirmation(confirmation.to_string().as_bytes())
         .await;
