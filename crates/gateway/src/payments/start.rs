@@ -313,8 +313,9 @@ impl Payments {
             return Ok(Started::Again(Box::new(payment)));
         }
         // The first request is still running, or its process died after storing the payment:
-        // once the payment has left `initiated`, its state is the answer.
-        if payment.status == PaymentStatus::Initiated {
+        // once the payment has left `initiated`, or is held for a person (no request runs for
+        // it any more: its push's answer never came), its state is the answer.
+        if payment.status == PaymentStatus::Initiated && !payment.needs_review {
             return Ok(Started::InProgress { payment_id });
         }
         let answer = answer(201, &PaymentView::from(&payment));

@@ -6,6 +6,7 @@ use std::time::Duration;
 use daraja_sim::faults::{CallbackFaults, Faults};
 use mpesa_storage::Backend;
 use serde_json::json;
+use sqlx::Connection as _;
 
 use crate::on_every_backend;
 use crate::support::*;
@@ -161,6 +162,75 @@ async fn a_client_that_gives_up_mid_push_does_not_cut_it_off() {
         .map(|e| e.kind)
         .collect();
     assert!(kinds.contains(&"push_accepted".to_owned()), "{kinds:?}");
+    assert_eq!(pushes_made(&gw), 1, "pushed once");
+    gw.stop().await;
+}
+
+/// A process that died after storing a payment and sending its push, before keeping the answer
+/// for its key, leaves the key "in progress"; the payment, whose push's answer never came, is
+/// held for a person at its expiry. From then on the same request gets the payment (held,
+/// `needs_review`), not "in progress, retry shortly" for as long as no one settles it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_payment_is_held_after_a_crash_gets_the_payment() {
+    let mut options = Options::new(Backend::Sqlite).env("MPESA_TIMEOUT_SECS", "1");
+    options.sim.faults = Faults::none().with_global(CallbackFaults {
+        slow_answer_ms: 2500,
+        suppress: true,
+        ..CallbackFaults::default()
+    });
+    let gw = spawn_with(options).await;
+    let body = json!({ "phone": SUCCESS, "amount": 55, "reference": "CRASH1" });
+    let (status, first) = gw
+        .create_payment_with_key(body.clone(), Some("crash-1"))
+        .await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["status"], "initiated", "the push's answer never came");
+    let id = first["id"].as_str().unwrap().to_owned();
+    // As a process that died before keeping the answer leaves the key.
+    let mut db = sqlx::SqliteConnection::connect(gw.database.url())
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE idempotency_keys SET response_status = NULL, response_body = NULL \
+         WHERE idem_key = 'crash-1'",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let (status, running) = gw
+        .create_payment_with_key(body.clone(), Some("crash-1"))
+        .await;
+    assert_eq!(status, 409, "in progress while not held: {running}");
+    // Held at its expiry, as the reconciler holds a payment it cannot ask about.
+    gw.storage()
+        .update_payment(&id, mpesa_gateway::ids::now_ms(), &|_| {
+            let mut update = mpesa_storage::PaymentUpdate::new(Some(mpesa_domain::Transition {
+                kind: mpesa_domain::TransitionKind::Expired,
+                status: mpesa_domain::PaymentStatus::Initiated,
+                checkout_request_id: None,
+                merchant_request_id: None,
+                result_code: None,
+                result_desc: None,
+                mpesa_receipt_number: None,
+                transaction_date_ms: None,
+                review: mpesa_domain::ReviewChange::Hold(
+                    mpesa_domain::ReviewReason::PushOutcomeUnknown,
+                ),
+                notify: None,
+                note: None,
+            }));
+            update.event = Some("{}".into());
+            Some(update)
+        })
+        .await
+        .unwrap()
+        .expect("held");
+    let (status, held) = gw.create_payment_with_key(body, Some("crash-1")).await;
+    assert_eq!(status, 201, "{held}");
+    assert_eq!(
+        (held["id"].as_str(), held["needs_review"].as_bool()),
+        (Some(id.as_str()), Some(true))
+    );
     assert_eq!(pushes_made(&gw), 1, "pushed once");
     gw.stop().await;
 }
