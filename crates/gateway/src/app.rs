@@ -399,6 +399,27 @@ impl App {
             ));
         }
         {
+            let (refunds, payouts, health, stop) = (
+                state.money_out.refunds.clone(),
+                state.money_out.payouts.clone(),
+                state.health.clone(),
+                shutdown.clone(),
+            );
+            workers.spawn(supervise(
+                "money-out sweep",
+                state.health.clone(),
+                shutdown.clone(),
+                move || {
+                    crate::money_out::resolver::sweep_orphans(
+                        refunds.clone(),
+                        payouts.clone(),
+                        health.clone(),
+                        stop.clone(),
+                    )
+                },
+            ));
+        }
+        {
             let stop = shutdown.clone();
             workers.spawn(supervise(
                 "outbox",

@@ -127,8 +127,9 @@ pub trait Storage: Send + Sync + 'static {
         idempotency: Option<IdempotencyClaim>,
     ) -> Result<CreatePaymentResult>;
 
-    /// Records the answer given for an idempotency key, so a retry gets the same answer.
-    /// `Err(NotFound)` if the key was never claimed.
+    /// Records the answer given for an idempotency key, so a retry gets the same answer; an
+    /// answer kept already stays (the first one kept is the answer). `Err(NotFound)` if the key
+    /// was never claimed.
     async fn save_idempotent_response(
         &self,
         api_key_id: &str,
@@ -286,6 +287,16 @@ pub trait Storage: Send + Sync + 'static {
 
     async fn get_refund(&self, id: &str) -> Result<Option<Refund>>;
 
+    /// Pending refunds unchanged since `before` for which no request of `purpose` is stored: a
+    /// process that stopped between a refund's commit and the storing of its Reversal left them.
+    /// Nothing was sent for them (a request is stored before it is sent).
+    async fn refunds_without_request(
+        &self,
+        purpose: &str,
+        before: Millis,
+        limit: u32,
+    ) -> Result<Vec<Refund>>;
+
     async fn refunds_for_payment(&self, payment_id: &str) -> Result<Vec<Refund>>;
 
     /// Locks the refund, asks `decide`, writes the change, its timeline entries (also on the
@@ -330,6 +341,15 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<CreatePayoutResult>;
 
     async fn get_payout(&self, id: &str) -> Result<Option<Payout>>;
+
+    /// Pending payouts unchanged since `before` for which no request of `purpose` is stored
+    /// (as [`Storage::refunds_without_request`]).
+    async fn payouts_without_request(
+        &self,
+        purpose: &str,
+        before: Millis,
+        limit: u32,
+    ) -> Result<Vec<Payout>>;
 
     async fn list_payouts(&self, filter: &PayoutFilter, page: &PageRequest)
     -> Result<Page<Payout>>;
@@ -438,6 +458,20 @@ pub trait Storage: Send + Sync + 'static {
         owner: &str,
         lease_until: Millis,
         limit: u32,
+    ) -> Result<Vec<OutboxEvent>> {
+        self.claim_outbox_on(now, owner, lease_until, limit, &Channel::ALL)
+            .await
+    }
+
+    /// [`Storage::claim_outbox`] of the events on `channels` only: a worker claims what it can
+    /// deliver, and leaves another channel's events to the instances that have it.
+    async fn claim_outbox_on(
+        &self,
+        now: Millis,
+        owner: &str,
+        lease_until: Millis,
+        limit: u32,
+        channels: &[Channel],
     ) -> Result<Vec<OutboxEvent>>;
 
     /// Records one delivery attempt and its consequence (delivered, retry at, dead, blocked),

@@ -683,6 +683,8 @@ pub enum Channel {
 }
 
 impl Channel {
+    pub const ALL: [Channel; 3] = [Self::Email, Self::Telegram, Self::Webhook];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Email => "email",
@@ -691,9 +693,7 @@ impl Channel {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Email, Self::Telegram, Self::Webhook]
-            .into_iter()
-            .find(|c| c.as_str() == s)
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
 

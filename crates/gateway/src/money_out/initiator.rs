@@ -270,8 +270,41 @@ impl Initiator {
         owner_id: Option<&str>,
         ask: &Ask,
     ) -> Result<InitiatorRequest, InitiatorError> {
+        self.store_as(&Self::new_request_id(), purpose, owner_id, ask)
+            .await
+    }
+
+    /// An id for a request not stored yet (for an owner that records it first).
+    pub fn new_request_id() -> String {
+        new_id("ireq")
+    }
+
+    /// [`Initiator::store`] under the id its owner recorded first (a refund, a payout): `None`
+    /// when another party stored it already, and sends it. The id is the request's primary
+    /// key, so of two parties storing it only one gets the request to send.
+    pub async fn store_recorded(
+        &self,
+        id: &str,
+        purpose: &str,
+        owner_id: Option<&str>,
+        ask: &Ask,
+    ) -> Result<Option<InitiatorRequest>, InitiatorError> {
+        match self.store_as(id, purpose, owner_id, ask).await {
+            Ok(stored) => Ok(Some(stored)),
+            Err(InitiatorError::Storage(StorageError::Conflict(_))) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn store_as(
+        &self,
+        id: &str,
+        purpose: &str,
+        owner_id: Option<&str>,
+        ask: &Ask,
+    ) -> Result<InitiatorRequest, InitiatorError> {
         let kind = ask.kind();
-        let id = new_id("ireq");
+        let id = id.to_owned();
         // B2C v3 takes our OriginatorConversationID: Daraja refuses a repeat, and Transaction
         // Status finds the payout by it. The other APIs name the request in their answer.
         let originator_conversation_id = (kind == RequestKind::B2c).then(|| id.clone());

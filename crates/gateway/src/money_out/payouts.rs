@@ -284,8 +284,41 @@ impl Payouts {
             })?
     }
 
-    /// Stores a pending payout's one B2C request, records it on the payout, then sends it.
+    /// Records a B2C request's id on a pending payout that has none, stores the request under
+    /// that id, then sends it once. As for refunds, the id is the gate: only who records it
+    /// stores it, and only who stores it (the request's primary key) sends it, so
+    /// [`Payouts::send_orphans`] can send a payout its process left behind with no chance of
+    /// two. (B2C's OriginatorConversationID is the request's id: Daraja refuses a repeat too.)
     async fn store_and_send(&self, payout: Payout) -> Result<Payout, PayoutError> {
+        let request_id = match &payout.request_id {
+            // Recorded, and never stored: its process stopped in between.
+            Some(id) => id.clone(),
+            None => {
+                let id = Initiator::new_request_id();
+                let detail =
+                    json!({ "request_id": id, "originator_conversation_id": id }).to_string();
+                let recorded = self
+                    .storage
+                    .update_payout(&payout.id, self.initiator.clock().now_ms(), &|p| {
+                        (p.status == PayoutStatus::Pending && p.request_id.is_none()).then(|| {
+                            PayoutUpdate {
+                                request_id: Some(id.clone()),
+                                event: Some(NewMoneyOutEvent {
+                                    kind: "sent".into(),
+                                    detail: detail.clone(),
+                                }),
+                                ..Default::default()
+                            }
+                        })
+                    })
+                    .await?;
+                if recorded.is_none() {
+                    // Another party recorded one: it stores and sends it.
+                    return self.reads.get(&payout.id).await;
+                }
+                id
+            }
+        };
         let ask = Ask::B2c {
             command: payout.command.clone(),
             amount: payout.amount,
@@ -293,32 +326,48 @@ impl Payouts {
             remarks: payout.remarks.clone(),
             occasion: payout.occasion.clone(),
         };
-        let stored = match self.initiator.store(PURPOSE, Some(&payout.id), &ask).await {
-            Ok(r) => r,
+        let stored = match self
+            .initiator
+            .store_recorded(&request_id, PURPOSE, Some(&payout.id), &ask)
+            .await
+        {
+            Ok(Some(r)) => r,
+            // Stored by another party, which sends it.
+            Ok(None) => return self.reads.get(&payout.id).await,
             Err(e) => {
-                // Nothing left for Daraja: the payout stays pending for a person to see.
+                // Nothing went to Daraja: the sweep sends it later.
                 tracing::error!(payout_id = %payout.id, error = %e, "the payout's B2C request could not be stored");
                 return self.reads.get(&payout.id).await;
             }
         };
-        let request_id = stored.id.clone();
-        let detail = json!({ "request_id": request_id, "originator_conversation_id": stored.originator_conversation_id }).to_string();
-        self.storage
-            .update_payout(&payout.id, self.initiator.clock().now_ms(), &|p| {
-                p.request_id.is_none().then(|| PayoutUpdate {
-                    request_id: Some(request_id.clone()),
-                    event: Some(NewMoneyOutEvent {
-                        kind: "sent".into(),
-                        detail: detail.clone(),
-                    }),
-                    ..Default::default()
-                })
-            })
-            .await?;
         if let Err(e) = self.initiator.send(stored, ask).await {
             tracing::error!(payout_id = %payout.id, error = %e, "the payout's B2C request could not be sent");
         }
         self.reads.get(&payout.id).await
+    }
+
+    /// Sends the B2C request of each pending payout unchanged for `grace_ms` with none stored: a
+    /// process stopped (or could not store it) between the payout's commit (or approval) and
+    /// its request. Nothing was sent for it: a request is stored before it is sent. How many
+    /// were found.
+    pub async fn send_orphans(&self, grace_ms: i64) -> Result<usize, PayoutError> {
+        if !self.initiator.configured() {
+            return Ok(0);
+        }
+        let before = self.initiator.clock().now_ms() - grace_ms;
+        let orphans = self
+            .storage
+            .payouts_without_request(PURPOSE, before, super::refunds::ORPHANS_PER_SWEEP)
+            .await?;
+        let found = orphans.len();
+        for payout in orphans {
+            tracing::warn!(payout_id = %payout.id, "a pending payout has no B2C request stored; sending it now");
+            let id = payout.id.clone();
+            if let Err(e) = self.store_and_send(payout).await {
+                tracing::warn!(payout_id = %id, error = %e, "the payout's B2C request could not be sent");
+            }
+        }
+        Ok(found)
     }
 
     /// An admin approves a payout that waits: not the admin who asked for it.
@@ -704,6 +753,9 @@ fn final_update(
 ) -> Option<PayoutUpdate> {
     if p.status != PayoutStatus::Pending {
         return None; // final once
+    }
+    if p.request_id.as_deref().is_some_and(|id| id != request.id) {
+        return None; // not the request recorded on the payout
     }
     let completed = request.status == RequestStatus::Completed;
     let details: Value = request

@@ -32,6 +32,8 @@ use crate::outbox::message::ksh;
 use crate::payments::NotificationPlan;
 
 pub const PURPOSE: &str = "refund";
+/// How many orphaned refunds (or payouts) one sweep sends.
+pub(crate) const ORPHANS_PER_SWEEP: u32 = 20;
 /// The admins' alert that M-Pesa contradicts a refund's settlement by hand (no webhook).
 pub const CONTRADICTED: &str = "refund.contradicted";
 /// The admins' alert that M-Pesa's answer for a refund brings a receipt a person recorded by
@@ -196,8 +198,7 @@ impl Refunds {
         // request's timeout) must not leave a refund pending with no request behind it, which
         // nothing would ever send, and which would refuse every later refund of the payment.
         let this = self.clone();
-        let reason = reason.to_owned();
-        let refund = tokio::spawn(async move { this.send_created(refund, &reason).await })
+        let refund = tokio::spawn(async move { this.send_created(refund).await })
             .await
             .map_err(|failed| {
                 RefundError::Storage(StorageError::Database(format!(
@@ -207,9 +208,40 @@ impl Refunds {
         Ok(RefundCreated::Created(Box::new(refund)))
     }
 
-    /// Stores a new refund's Reversal, records it on the refund, sends it once; the refund as
-    /// it then is.
-    async fn send_created(&self, refund: Refund, reason: &str) -> Result<Refund, RefundError> {
+    /// Records a Reversal's id on a pending refund that has none, stores the Reversal under that
+    /// id, and sends it once; the refund as it then is. Recording the id first makes it the
+    /// gate: only who records it stores it, and only who stores it (the id is the request's
+    /// primary key) sends it. So a refund left with no Reversal stored (its process stopped
+    /// after the commit) can be sent by [`Refunds::send_orphans`] with no chance of two.
+    async fn send_created(&self, refund: Refund) -> Result<Refund, RefundError> {
+        let request_id = match &refund.request_id {
+            // Recorded, and never stored: its process stopped in between.
+            Some(id) => id.clone(),
+            None => {
+                let id = Initiator::new_request_id();
+                let detail = json!({ "request_id": id }).to_string();
+                let recorded = self
+                    .storage
+                    .update_refund(&refund.id, self.initiator.clock().now_ms(), &|r| {
+                        (r.status == RefundStatus::Pending && r.request_id.is_none()).then(|| {
+                            RefundUpdate {
+                                request_id: Some(id.clone()),
+                                event: Some(NewMoneyOutEvent {
+                                    kind: "reversal_sent".into(),
+                                    detail: detail.clone(),
+                                }),
+                                ..Default::default()
+                            }
+                        })
+                    })
+                    .await?;
+                if recorded.is_none() {
+                    // Another party recorded one: it stores and sends it.
+                    return self.get(&refund.id).await;
+                }
+                id
+            }
+        };
         // ReceiverParty is the shortcode that received the payment: the paybill or till a C2B
         // payment was made to, the STK shortcode otherwise.
         let receiver_party = self
@@ -222,28 +254,16 @@ impl Refunds {
             receipt: refund.payment_receipt.clone(),
             amount: refund.amount,
             receiver_party: Some(receiver_party),
-            remarks: reason.to_owned(),
+            remarks: refund.reason.clone(),
             payment_id: Some(refund.payment_id.clone()),
         };
-        // Stored and recorded on the refund (and the payment's timeline) before it goes out.
-        let stored = self
+        let Some(stored) = self
             .initiator
-            .store(PURPOSE, Some(&refund.id), &ask)
-            .await?;
-        let request_id = stored.id.clone();
-        let detail = json!({ "request_id": request_id }).to_string();
-        self.storage
-            .update_refund(&refund.id, self.initiator.clock().now_ms(), &|r| {
-                (r.request_id.is_none()).then(|| RefundUpdate {
-                    request_id: Some(request_id.clone()),
-                    event: Some(NewMoneyOutEvent {
-                        kind: "reversal_sent".into(),
-                        detail: detail.clone(),
-                    }),
-                    ..Default::default()
-                })
-            })
-            .await?;
+            .store_recorded(&request_id, PURPOSE, Some(&refund.id), &ask)
+            .await?
+        else {
+            return self.get(&refund.id).await;
+        };
         match self.initiator.send(stored, ask).await {
             Err(InitiatorError::NotConfigured) => return Err(RefundError::NotConfigured),
             Err(e) => {
@@ -251,10 +271,30 @@ impl Refunds {
             }
             Ok(_) => {}
         }
-        self.storage
-            .get_refund(&refund.id)
-            .await?
-            .ok_or(RefundError::NotFound)
+        self.get(&refund.id).await
+    }
+
+    /// Sends the Reversal of each pending refund unchanged for `grace_ms` with none stored: a
+    /// process stopped (or could not store it) between the refund's commit and its Reversal.
+    /// Nothing was sent for it: a request is stored before it is sent. How many were found.
+    pub async fn send_orphans(&self, grace_ms: i64) -> Result<usize, RefundError> {
+        if !self.initiator.configured() {
+            return Ok(0);
+        }
+        let before = self.initiator.clock().now_ms() - grace_ms;
+        let orphans = self
+            .storage
+            .refunds_without_request(PURPOSE, before, ORPHANS_PER_SWEEP)
+            .await?;
+        let found = orphans.len();
+        for refund in orphans {
+            tracing::warn!(refund_id = %refund.id, "a pending refund has no Reversal stored; sending it now");
+            let id = refund.id.clone();
+            if let Err(e) = self.send_created(refund).await {
+                tracing::warn!(refund_id = %id, error = %e, "the refund's Reversal could not be sent");
+            }
+        }
+        Ok(found)
     }
 
     /// A person records what became of a refund held for them (Safaricom never answered and
@@ -449,6 +489,9 @@ fn final_update(
 ) -> Option<RefundUpdate> {
     if r.status != RefundStatus::Pending {
         return None; // final once
+    }
+    if r.request_id.as_deref().is_some_and(|id| id != request.id) {
+        return None; // not the Reversal recorded on the refund
     }
     let completed = request.status == mpesa_domain::RequestStatus::Completed;
     let status = if completed {

@@ -36,3 +36,38 @@ pub async fn run(
         }
     }
 }
+
+/// How long a pending refund or payout may stay without a stored request before the sweep sends
+/// it: far longer than its own process takes to store it, so the sweep only meets the ones left
+/// behind (and if it meets one still in flight, the request id's gate lets only one send).
+pub const ORPHAN_GRACE_MS: i64 = 120_000;
+/// How often the sweep looks (on the gateway's clock, `ORPHAN_GRACE_MS` is measured).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Sends the refunds and payouts whose process stopped between their commit and the storing of
+/// their request (a crash, a database that failed in between): without this they would stay
+/// pending with nothing sent, a refund refusing every later refund of its payment and a payout
+/// holding its share of the daily limit.
+pub async fn sweep_orphans(
+    refunds: super::Refunds,
+    payouts: super::Payouts,
+    health: std::sync::Arc<DependencyHealth>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+        if let Err(e) = refunds.send_orphans(ORPHAN_GRACE_MS).await {
+            health.failing("database", e.to_string());
+            tracing::warn!(error = %e, "the sweep could not read the refunds");
+        }
+        if payouts.enabled()
+            && let Err(e) = payouts.send_orphans(ORPHAN_GRACE_MS).await
+        {
+            health.failing("database", e.to_string());
+            tracing::warn!(error = %e, "the sweep could not read the payouts");
+        }
+    }
+}

@@ -41,6 +41,7 @@ on_every_backend!(
     a_late_transaction_status_answer_that_contradicts_a_settlement_by_hand_alerts_once,
     a_receipt_recorded_by_hand_on_one_request_is_not_booked_on_another,
     a_late_account_balance_answer_is_shown_with_the_time_it_came,
+    a_refund_or_payout_left_without_its_request_is_sent_once_by_the_sweep,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -2516,4 +2517,160 @@ async fn a_server_error_on_a_payout_is_asked_about_and_throttling_fails_it() {
     assert_eq!(throttled.status, PayoutStatus::Failed, "{throttled:?}");
     assert_eq!(gw.daraja_requests(B2C), 2, "each sent once");
     gw.stop().await;
+}
+
+/// A process that stops between a refund's (or payout's) commit and the storing of its Daraja
+/// request left it pending with nothing sent, for ever: a refund refused every later refund of
+/// its payment, a payout held its share of the day's limit. The sweep sends each such one, once
+/// even when two instances sweep at the same moment, and keeps an id that was recorded on it.
+async fn a_refund_or_payout_left_without_its_request_is_sent_once_by_the_sweep(backend: Backend) {
+    use mpesa_gateway::money_out::resolver::ORPHAN_GRACE_MS;
+    use mpesa_storage::{
+        CreatePayoutResult, CreateRefundResult, NewPayout, NewRefund, PayoutUpdate,
+    };
+    let webhook = WebhookReceiver::start().await;
+    let (time, clock) = manual_clock(chrono::Utc::now());
+    let gw = spawn_with(options(backend, &webhook, &[]).clock(clock.clone())).await;
+    let storage = gw.storage();
+    let money_out = &gw.state.money_out;
+    // What a crash right after the commit leaves: the rows, and no request.
+    let left_refund = |payment_id: String| {
+        let storage = storage.clone();
+        let now = clock.now_ms();
+        async move {
+            let created = storage
+                .create_refund(
+                    NewRefund {
+                        id: mpesa_gateway::ids::new_id("rfd"),
+                        payment_id,
+                        reason: "Out of stock".into(),
+                        requested_by: "admin:amina".into(),
+                        source: "dashboard".into(),
+                        api_key_id: None,
+                        created_at: now,
+                    },
+                    None,
+                    &|p, _| {
+                        Ok((
+                            p.amount.shillings(),
+                            p.mpesa_receipt_number.clone().unwrap_or_default(),
+                        ))
+                    },
+                )
+                .await
+                .unwrap();
+            match created {
+                CreateRefundResult::Created(r) => r.id,
+                _ => panic!("the refund is stored"),
+            }
+        }
+    };
+    let left_payout = |amount: i64| {
+        let storage = storage.clone();
+        let now = clock.now_ms();
+        async move {
+            let created = storage
+                .create_payout(
+                    NewPayout {
+                        id: mpesa_gateway::ids::new_id("po"),
+                        status: PayoutStatus::Pending,
+                        phone: "254708374149".into(),
+                        amount,
+                        command: "BusinessPayment".into(),
+                        remarks: "Rider".into(),
+                        occasion: None,
+                        requested_by: "admin:amina".into(),
+                        source: "dashboard".into(),
+                        api_key_id: None,
+                        eat_day: mpesa_gateway::money_out::eat_day(now),
+                        created_at: now,
+                    },
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+            match created {
+                CreatePayoutResult::Created(p) => p.id,
+                _ => panic!("the payout is stored"),
+            }
+        }
+    };
+    let payment_id = completed_payment(&gw, SUCCESS, 120).await;
+    let refund_id = left_refund(payment_id.clone()).await;
+    let payout_id = left_payout(300).await;
+    // This one stopped after recording its request's id, before storing the request.
+    let recorded_id = left_payout(400).await;
+    let recorded = "ireq_recordednotstored".to_owned();
+    storage
+        .update_payout(&recorded_id, clock.now_ms(), &|_| {
+            Some(PayoutUpdate {
+                request_id: Some(recorded.clone()),
+                ..Default::default()
+            })
+        })
+        .await
+        .unwrap();
+    // Not before the grace: its own process may still be storing it.
+    assert_eq!(
+        money_out
+            .refunds
+            .send_orphans(ORPHAN_GRACE_MS)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        money_out
+            .payouts
+            .send_orphans(ORPHAN_GRACE_MS)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Two instances' sweeps at the same moment.
+    let (a, b, c, d) = tokio::join!(
+        money_out.refunds.send_orphans(0),
+        money_out.refunds.send_orphans(0),
+        money_out.payouts.send_orphans(0),
+        money_out.payouts.send_orphans(0),
+    );
+    assert!(a.unwrap() + b.unwrap() >= 1, "the refund was not found");
+    assert!(c.unwrap() + d.unwrap() >= 2, "the payouts were not found");
+    for id in [&payout_id, &recorded_id] {
+        gw.wait_for_json(&format!("/api/v1/payouts/{id}"), "status", "completed")
+            .await;
+    }
+    gw.wait_for_json(
+        &format!("/api/v1/refunds/{refund_id}"),
+        "status",
+        "completed",
+    )
+    .await;
+    assert_eq!(gw.daraja_requests(REVERSAL), 1, "one Reversal");
+    assert_eq!(gw.daraja_requests(B2C), 2, "one B2C request per payout");
+    assert_eq!(gw.payout_request(&recorded_id).await, recorded);
+    let request = storage
+        .get_initiator_request(&recorded)
+        .await
+        .unwrap()
+        .expect("stored under the recorded id");
+    assert_eq!(request.originator_conversation_id, Some(recorded.clone()));
+    // Sent: nothing is left for a sweep.
+    assert_eq!(money_out.refunds.send_orphans(0).await.unwrap(), 0);
+    assert_eq!(money_out.payouts.send_orphans(0).await.unwrap(), 0);
+
+    // The gateway's own sweep, once the grace is over on its clock.
+    let second_payment = completed_payment(&gw, SUCCESS, 130).await;
+    let second_refund = left_refund(second_payment).await;
+    time.advance(chrono::Duration::milliseconds(ORPHAN_GRACE_MS + 1_000));
+    gw.wait_for_json(
+        &format!("/api/v1/refunds/{second_refund}"),
+        "status",
+        "completed",
+    )
+    .await;
+    assert_eq!(gw.daraja_requests(REVERSAL), 2);
+    assert_eq!(gw.daraja_requests(B2C), 2);
 }

@@ -439,6 +439,17 @@ impl<D: Driver> Storage for SqlStorage<D> {
         ))
     }
 
+    async fn refunds_without_request(
+        &self,
+        purpose: &str,
+        before: Millis,
+        limit: u32,
+    ) -> Result<Vec<Refund>> {
+        read!(self, |c| money_out::refunds_without_request(
+            c, purpose, before, limit
+        ))
+    }
+
     async fn get_refund(&self, id: &str) -> Result<Option<Refund>> {
         read!(self, |c| money_out::refund_by_id(c, id, Lock::None))
     }
@@ -498,6 +509,17 @@ impl<D: Driver> Storage for SqlStorage<D> {
             &payout,
             idempotency.as_ref(),
             daily_limit
+        ))
+    }
+
+    async fn payouts_without_request(
+        &self,
+        purpose: &str,
+        before: Millis,
+        limit: u32,
+    ) -> Result<Vec<Payout>> {
+        read!(self, |c| money_out::payouts_without_request(
+            c, purpose, before, limit
         ))
     }
 
@@ -648,19 +670,21 @@ impl<D: Driver> Storage for SqlStorage<D> {
 
     // ---- outbox --------------------------------------------------------------------------------
 
-    async fn claim_outbox(
+    async fn claim_outbox_on(
         &self,
         now: Millis,
         owner: &str,
         lease_until: Millis,
         limit: u32,
+        channels: &[Channel],
     ) -> Result<Vec<OutboxEvent>> {
         write_tx!(self, "claim_outbox", |c| outbox::claim(
             c,
             now,
             owner,
             lease_until,
-            limit
+            limit,
+            channels
         ))
     }
 

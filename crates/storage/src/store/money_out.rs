@@ -656,6 +656,43 @@ pub(crate) async fn refunds_for_payment<C: Conn>(
         .collect::<crate::Result<_>>()?)
 }
 
+/// Pending refunds unchanged since `before` with no request of `purpose` stored for them.
+pub(crate) async fn refunds_without_request<C: Conn>(
+    c: &mut C,
+    purpose: &str,
+    before: Millis,
+    limit: u32,
+) -> DbResult<Vec<Refund>> {
+    let rows =
+        pending_without_request(c, "refunds", REFUND_COLUMNS, purpose, before, limit).await?;
+    Ok(rows.iter().map(refund).collect::<crate::Result<_>>()?)
+}
+
+/// The rows of `table` (refunds, payouts) `pending` and unchanged since `before` for which no
+/// request of `purpose` is stored.
+async fn pending_without_request<C: Conn>(
+    c: &mut C,
+    table: &'static str,
+    columns: &'static str,
+    purpose: &str,
+    before: Millis,
+    limit: u32,
+) -> DbResult<Vec<C::Row>> {
+    let stmt = Stmt {
+        sql: format!(
+            "SELECT {columns} FROM {table} WHERE status = 'pending' AND updated_at <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM initiator_requests q \
+             WHERE q.purpose = $2 AND q.owner_id = {table}.id) ORDER BY updated_at LIMIT $3"
+        )
+        .into(),
+        args: Vec::new(),
+    }
+    .bind(before)
+    .bind(purpose)
+    .bind(limit.max(1));
+    c.fetch_all(stmt).await
+}
+
 pub(crate) async fn create_refund<C: Conn>(
     c: &mut C,
     new: &NewRefund,
@@ -892,6 +929,19 @@ pub(crate) async fn payout_by_id<C: Conn>(
         .await?
         .map(|r| payout(&r))
         .transpose()?)
+}
+
+/// Pending payouts (approved, or needing no approval) unchanged since `before` with no request
+/// of `purpose` stored for them.
+pub(crate) async fn payouts_without_request<C: Conn>(
+    c: &mut C,
+    purpose: &str,
+    before: Millis,
+    limit: u32,
+) -> DbResult<Vec<Payout>> {
+    let rows =
+        pending_without_request(c, "payouts", PAYOUT_COLUMNS, purpose, before, limit).await?;
+    Ok(rows.iter().map(payout).collect::<crate::Result<_>>()?)
 }
 
 /// Reserves `amount` of the day's limit: one conditional UPDATE, so that concurrent payouts (on

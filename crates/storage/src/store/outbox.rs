@@ -48,28 +48,32 @@ pub(crate) async fn insert_events<C: Conn>(c: &mut C, events: &[NewOutboxEvent])
     Ok(())
 }
 
-/// Claims pending events due at `now` whose lease is free or expired, for `owner`.
+/// Claims pending events on `channels` due at `now` whose lease is free or expired, for `owner`.
 pub(crate) async fn claim<C: Conn>(
     c: &mut C,
     now: Millis,
     owner: &str,
     lease_until: Millis,
     limit: u32,
+    channels: &[Channel],
 ) -> DbResult<Vec<OutboxEvent>> {
-    const DUE: &str = concat!(
+    if channels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut due = SqlBuilder::new(concat!(
         "SELECT ",
         outbox_columns!(),
-        " FROM outbox_events WHERE status = 'pending' AND next_attempt_at <= $1 \
-         AND (lease_until IS NULL OR lease_until <= $2) ORDER BY next_attempt_at LIMIT $3"
-    );
-    let rows = c
-        .fetch_all(
-            Stmt::with_suffix(DUE, C::DIALECT.for_update_skip_locked)
-                .bind(now)
-                .bind(now)
-                .bind(limit.max(1)),
-        )
-        .await?;
+        " FROM outbox_events WHERE status = 'pending' AND next_attempt_at <= "
+    ));
+    due.push_bind(now)
+        .push(" AND (lease_until IS NULL OR lease_until <= ")
+        .push_bind(now)
+        .push(") AND channel IN (");
+    due.push_bind_list(channels.iter().map(|ch| ch.as_str()))
+        .push(") ORDER BY next_attempt_at LIMIT ")
+        .push_bind(limit.max(1))
+        .push(C::DIALECT.for_update_skip_locked);
+    let rows = c.fetch_all(due.build()).await?;
     let mut events = rows
         .iter()
         .map(records::outbox_event)
