@@ -140,6 +140,16 @@ impl Deliverers {
         Ok(deliverers)
     }
 
+    /// The channels this instance delivers on. It claims only their events: an instance
+    /// without a channel's settings (a dashboard-only instance, one half-way through a rolling
+    /// deploy) must leave that channel's events to the instances that have it, not fail them.
+    pub fn channels(&self) -> Vec<Channel> {
+        Channel::ALL
+            .into_iter()
+            .filter(|&channel| self.for_channel(channel).is_some())
+            .collect()
+    }
+
     fn for_channel(&self, channel: Channel) -> Option<&Arc<dyn DynSender>> {
         match channel {
             Channel::Webhook => self.webhook.as_ref(),
@@ -210,7 +220,13 @@ impl OutboxWorker {
         let deadline = Instant::now() + self.lease - self.lease / 10;
         let events = self
             .storage
-            .claim_outbox(now, &self.owner, now + lease_ms, BATCH)
+            .claim_outbox_on(
+                now,
+                &self.owner,
+                now + lease_ms,
+                BATCH,
+                &self.deliverers.channels(),
+            )
             .await?;
         self.health.ok("outbox");
         let n = events.len();

@@ -918,3 +918,98 @@ async fn two_instances_on_postgres_deliver_each_event_once() {
     a.stop().await;
     b.stop().await;
 }
+
+/// An instance without a channel's settings (here: no webhook; a dashboard-only instance, or one
+/// half-way through a rolling deploy) leaves that channel's events to the instances that have it.
+/// It used to claim them with the rest and dead-letter them at once ("not configured on this
+/// instance"), so the webhook never went out.
+#[tokio::test]
+async fn an_instance_without_a_channel_leaves_its_events_to_one_with_it() {
+    let receiver = WebhookReceiver::start().await;
+    let smtp = SmtpServer::start(SmtpTls::None, None).await;
+    let database =
+        std::sync::Arc::new(mpesa_harness::database::TestDatabase::new(Backend::Postgres).await);
+    let common = |options: Options| Options {
+        database: Some(database.clone()),
+        ..options
+            .env("OUTBOX_POLL_INTERVAL", "20ms")
+            .env("RECONCILE_AFTER_SECS", "3600")
+            .env("PAYMENT_EXPIRES_AFTER_SECS", "7200")
+    };
+    // Email only.
+    let without = spawn_with(common(
+        Options::new(Backend::Postgres)
+            .env(
+                "SMTP_URL",
+                &format!("smtp://127.0.0.1:{}?tls=none", smtp.port),
+            )
+            .env("EMAIL_FROM", "Duka Shop <shop@example.com>"),
+    ))
+    .await;
+    let storage = without.storage();
+    let now = mpesa_gateway::clock::Clock::system().now_ms();
+    let new_event = |channel: Channel, destination: &str, payload: Value| {
+        let id = mpesa_gateway::ids::new_id("evt");
+        mpesa_storage::NewOutboxEvent {
+            dedupe_key: format!("test:{id}"),
+            id,
+            payment_id: None,
+            channel,
+            event_type: "test".into(),
+            destination: destination.into(),
+            payload: payload.to_string(),
+            created_at: now,
+        }
+    };
+    let hook = new_event(
+        Channel::Webhook,
+        &receiver.url,
+        json!({"id": "evt_hook", "type": "test"}),
+    );
+    let mail = new_event(
+        Channel::Email,
+        CUSTOMER_EMAIL,
+        json!({"kind": "test", "message": "both due at once"}),
+    );
+    let (hook_id, mail_id) = (hook.id.clone(), mail.id.clone());
+    // Due together: the pass that delivers the email is one that could have claimed the webhook.
+    storage.enqueue_outbox(vec![hook, mail]).await.unwrap();
+    eventually("the email delivered", Duration::from_secs(20), || {
+        let (s, id) = (storage.clone(), mail_id.clone());
+        async move {
+            s.get_outbox_event(&id).await.unwrap().map(|e| e.status)
+                == Some(OutboxStatus::Delivered)
+        }
+    })
+    .await;
+    let waiting = storage.get_outbox_event(&hook_id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            waiting.status,
+            waiting.attempts,
+            waiting.last_error.as_deref()
+        ),
+        (OutboxStatus::Pending, 0, None),
+        "the instance without a webhook touched the webhook event"
+    );
+
+    // An instance with the webhook delivers it.
+    let with = spawn_with(common(
+        Options::new(Backend::Postgres)
+            .env("WEBHOOK_URL", &receiver.url)
+            .env("WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("WEBHOOK_ALLOW_PRIVATE", "true"),
+    ))
+    .await;
+    eventually("the webhook delivered", Duration::from_secs(20), || {
+        let (s, id) = (storage.clone(), hook_id.clone());
+        async move {
+            s.get_outbox_event(&id).await.unwrap().map(|e| e.status)
+                == Some(OutboxStatus::Delivered)
+        }
+    })
+    .await;
+    assert_eq!(receiver.hits().len(), 1);
+    without.stop().await;
+    with.stop().await;
+}
