@@ -604,6 +604,25 @@ async fn idempotency_keys_replay_wait_or_refuse(db: TestDatabase) {
         )
         .await
         .unwrap();
+    assert_eq!(replay, CreatePaymentResult::Replay(answer.clone()));
+    // The first answer kept is the answer: a concurrent retry's, kept later, does not replace it.
+    s.save_idempotent_response(
+        "key_1",
+        "idem-1",
+        &StoredResponse {
+            status: 201,
+            body: r#"{"id":"pay_00000001","status":"completed"}"#.into(),
+        },
+    )
+    .await
+    .unwrap();
+    let replay = s
+        .create_payment(
+            new_payment(&pay_id(4), T0),
+            Some(claim("key_1", "idem-1", "hash-a")),
+        )
+        .await
+        .unwrap();
     assert_eq!(replay, CreatePaymentResult::Replay(answer));
     // Keys belong to an API key: another one may use the same text.
     let other = s

@@ -76,7 +76,8 @@ pub(crate) async fn find<C: Conn>(
     }))
 }
 
-/// Records the answer given for a claimed key.
+/// Records the answer given for a claimed key, unless one is kept already: the first answer
+/// kept is the answer every retry gets (a concurrent retry's, kept later, does not replace it).
 pub(crate) async fn save_response<C: Conn>(
     c: &mut C,
     scope: &str,
@@ -87,7 +88,7 @@ pub(crate) async fn save_response<C: Conn>(
         .execute(
             Stmt::new(
                 "UPDATE idempotency_keys SET response_status = $1, response_body = $2 \
-                 WHERE api_key_id = $3 AND idem_key = $4",
+                 WHERE api_key_id = $3 AND idem_key = $4 AND response_status IS NULL",
             )
             .bind(i64::from(response.status))
             .bind(&response.body)
@@ -95,7 +96,7 @@ pub(crate) async fn save_response<C: Conn>(
             .bind(key),
         )
         .await?;
-    if changed == 0 {
+    if changed == 0 && find(c, scope, key).await?.is_none() {
         return Err(StorageError::NotFound.into());
     }
     Ok(())
