@@ -76,6 +76,14 @@ pub fn non_public_kind(ip: IpAddr) -> Option<&'static str> {
                 let v4 =
                     Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
                 v4_kind(v4)
+            } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+                // NAT64 for local use (64:ff9b:1::/48): a translator inside someone's network.
+                Some("private")
+            } else if s[0] == 0x2002 {
+                // 6to4: the IPv4 address it carries decides.
+                let v4 =
+                    Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
+                v4_kind(v4)
             } else {
                 None
             }
@@ -96,7 +104,13 @@ fn v4_kind(ip: Ipv4Addr) -> Option<&'static str> {
         Some("link-local")
     } else if ip.is_multicast() {
         Some("multicast")
-    } else if ip.is_broadcast() || o[0] >= 240 {
+    } else if ip.is_broadcast()
+        || o[0] >= 240
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+        || (o[0] == 198 && o[1] & 0xfe == 18)
+    {
+        // 240/4, IETF protocol assignments 192.0.0/24 and benchmarking 198.18/15: never a
+        // public endpoint, sometimes a network's own.
         Some("reserved")
     } else {
         None
@@ -340,10 +354,24 @@ mod tests {
             ("::ffff:127.0.0.1", "loopback"),
             ("::ffff:10.0.0.1", "private"),
             ("64:ff9b::a9fe:a9fe", "link-local"),
+            ("64:ff9b:1::a00:1", "private"),
+            ("2002:a00:1::1", "private"),
+            ("2002:7f00:1::1", "loopback"),
+            ("192.0.0.8", "reserved"),
+            ("198.18.0.1", "reserved"),
+            ("198.19.255.1", "reserved"),
         ] {
             assert_eq!(non_public_kind(ip.parse().unwrap()), Some(kind), "{ip}");
         }
-        for ip in ["8.8.8.8", "41.90.1.1", "2001:4860:4860::8888", "172.32.0.1"] {
+        for ip in [
+            "8.8.8.8",
+            "41.90.1.1",
+            "2001:4860:4860::8888",
+            "172.32.0.1",
+            "198.20.0.1",
+            "192.0.1.1",
+            "2002:2959:101::1",
+        ] {
             assert_eq!(non_public_kind(ip.parse().unwrap()), None, "{ip}");
         }
     }
