@@ -287,13 +287,14 @@ pub trait Storage: Send + Sync + 'static {
 
     async fn get_refund(&self, id: &str) -> Result<Option<Refund>>;
 
-    /// Pending refunds unchanged since `before` for which no request of `purpose` is stored: a
-    /// process that stopped between a refund's commit and the storing of its Reversal left them.
-    /// Nothing was sent for them (a request is stored before it is sent).
+    /// Pending refunds last changed in `changed` (from, up to; both included) for which no
+    /// request of `purpose` is stored: a process that stopped between a refund's commit and the
+    /// storing of its Reversal left them. Nothing was sent for them (a request is stored before
+    /// it is sent).
     async fn refunds_without_request(
         &self,
         purpose: &str,
-        before: Millis,
+        changed: (Millis, Millis),
         limit: u32,
     ) -> Result<Vec<Refund>>;
 
@@ -342,12 +343,12 @@ pub trait Storage: Send + Sync + 'static {
 
     async fn get_payout(&self, id: &str) -> Result<Option<Payout>>;
 
-    /// Pending payouts unchanged since `before` for which no request of `purpose` is stored
+    /// Pending payouts last changed in `changed` for which no request of `purpose` is stored
     /// (as [`Storage::refunds_without_request`]).
     async fn payouts_without_request(
         &self,
         purpose: &str,
-        before: Millis,
+        changed: (Millis, Millis),
         limit: u32,
     ) -> Result<Vec<Payout>>;
 

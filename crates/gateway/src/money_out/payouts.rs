@@ -27,6 +27,7 @@ use url::Url;
 use super::initiator::{Ask, Initiator, InitiatorOwner, not_held_for_a_person};
 use super::notify::{admin_rows, dashboard_link, final_rows};
 use super::receipts::parse_typed_code;
+use super::refunds::{ORPHAN_MAX_AGE_MS, ORPHANS_PER_SWEEP};
 use super::view::{Hold, PayoutView};
 use super::{Claim, Requester, eat_day};
 use crate::admin::pages::payouts::payout_href;
@@ -295,18 +296,12 @@ impl Payouts {
             Some(id) => id.clone(),
             None => {
                 let id = Initiator::new_request_id();
-                let detail =
-                    json!({ "request_id": id, "originator_conversation_id": id }).to_string();
                 let recorded = self
                     .storage
                     .update_payout(&payout.id, self.initiator.clock().now_ms(), &|p| {
                         (p.status == PayoutStatus::Pending && p.request_id.is_none()).then(|| {
                             PayoutUpdate {
                                 request_id: Some(id.clone()),
-                                event: Some(NewMoneyOutEvent {
-                                    kind: "sent".into(),
-                                    detail: detail.clone(),
-                                }),
                                 ..Default::default()
                             }
                         })
@@ -340,24 +335,45 @@ impl Payouts {
                 return self.reads.get(&payout.id).await;
             }
         };
+        // On the payout's timeline once stored: a recorded id alone was never sent.
+        let detail = json!({
+            "request_id": request_id,
+            "originator_conversation_id": stored.originator_conversation_id,
+        })
+        .to_string();
+        self.storage
+            .update_payout(&payout.id, self.initiator.clock().now_ms(), &|p| {
+                (p.request_id.as_deref() == Some(request_id.as_str())).then(|| PayoutUpdate {
+                    event: Some(NewMoneyOutEvent {
+                        kind: "sent".into(),
+                        detail: detail.clone(),
+                    }),
+                    ..Default::default()
+                })
+            })
+            .await?;
         if let Err(e) = self.initiator.send(stored, ask).await {
             tracing::error!(payout_id = %payout.id, error = %e, "the payout's B2C request could not be sent");
         }
         self.reads.get(&payout.id).await
     }
 
-    /// Sends the B2C request of each pending payout unchanged for `grace_ms` with none stored: a
-    /// process stopped (or could not store it) between the payout's commit (or approval) and
+    /// Sends the B2C request of each pending payout unchanged for `grace_ms` (and for less than a
+    /// day) with none stored: a process stopped (or could not store it) between the payout's commit (or approval) and
     /// its request. Nothing was sent for it: a request is stored before it is sent. How many
     /// were found.
     pub async fn send_orphans(&self, grace_ms: i64) -> Result<usize, PayoutError> {
         if !self.initiator.configured() {
             return Ok(0);
         }
-        let before = self.initiator.clock().now_ms() - grace_ms;
+        let now = self.initiator.clock().now_ms();
         let orphans = self
             .storage
-            .payouts_without_request(PURPOSE, before, super::refunds::ORPHANS_PER_SWEEP)
+            .payouts_without_request(
+                PURPOSE,
+                (now - ORPHAN_MAX_AGE_MS, now - grace_ms),
+                ORPHANS_PER_SWEEP,
+            )
             .await?;
         let found = orphans.len();
         for payout in orphans {

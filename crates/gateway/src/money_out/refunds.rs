@@ -34,6 +34,10 @@ use crate::payments::NotificationPlan;
 pub const PURPOSE: &str = "refund";
 /// How many orphaned refunds (or payouts) one sweep sends.
 pub(crate) const ORPHANS_PER_SWEEP: u32 = 20;
+/// Refunds (and payouts) left without their request longer than this are not sent by the sweep:
+/// a person may have paid or reversed them by hand meanwhile (before the sweep existed, nothing
+/// sent them), and money going out days late is a person's decision.
+pub(crate) const ORPHAN_MAX_AGE_MS: i64 = 24 * 60 * 60 * 1000;
 /// The admins' alert that M-Pesa contradicts a refund's settlement by hand (no webhook).
 pub const CONTRADICTED: &str = "refund.contradicted";
 /// The admins' alert that M-Pesa's answer for a refund brings a receipt a person recorded by
@@ -219,17 +223,12 @@ impl Refunds {
             Some(id) => id.clone(),
             None => {
                 let id = Initiator::new_request_id();
-                let detail = json!({ "request_id": id }).to_string();
                 let recorded = self
                     .storage
                     .update_refund(&refund.id, self.initiator.clock().now_ms(), &|r| {
                         (r.status == RefundStatus::Pending && r.request_id.is_none()).then(|| {
                             RefundUpdate {
                                 request_id: Some(id.clone()),
-                                event: Some(NewMoneyOutEvent {
-                                    kind: "reversal_sent".into(),
-                                    detail: detail.clone(),
-                                }),
                                 ..Default::default()
                             }
                         })
@@ -264,6 +263,20 @@ impl Refunds {
         else {
             return self.get(&refund.id).await;
         };
+        // On the refund's (and the payment's) timeline once stored: a recorded id alone was
+        // never sent.
+        let detail = json!({ "request_id": request_id }).to_string();
+        self.storage
+            .update_refund(&refund.id, self.initiator.clock().now_ms(), &|r| {
+                (r.request_id.as_deref() == Some(request_id.as_str())).then(|| RefundUpdate {
+                    event: Some(NewMoneyOutEvent {
+                        kind: "reversal_sent".into(),
+                        detail: detail.clone(),
+                    }),
+                    ..Default::default()
+                })
+            })
+            .await?;
         match self.initiator.send(stored, ask).await {
             Err(InitiatorError::NotConfigured) => return Err(RefundError::NotConfigured),
             Err(e) => {
@@ -274,17 +287,22 @@ impl Refunds {
         self.get(&refund.id).await
     }
 
-    /// Sends the Reversal of each pending refund unchanged for `grace_ms` with none stored: a
-    /// process stopped (or could not store it) between the refund's commit and its Reversal.
-    /// Nothing was sent for it: a request is stored before it is sent. How many were found.
+    /// Sends the Reversal of each pending refund unchanged for `grace_ms` (and for less than a
+    /// day) with none stored: a process stopped (or could not store it) between the refund's
+    /// commit and its Reversal. Nothing was sent for it: a request is stored before it is sent.
+    /// How many were found.
     pub async fn send_orphans(&self, grace_ms: i64) -> Result<usize, RefundError> {
         if !self.initiator.configured() {
             return Ok(0);
         }
-        let before = self.initiator.clock().now_ms() - grace_ms;
+        let now = self.initiator.clock().now_ms();
         let orphans = self
             .storage
-            .refunds_without_request(PURPOSE, before, ORPHANS_PER_SWEEP)
+            .refunds_without_request(
+                PURPOSE,
+                (now - ORPHAN_MAX_AGE_MS, now - grace_ms),
+                ORPHANS_PER_SWEEP,
+            )
             .await?;
         let found = orphans.len();
         for refund in orphans {

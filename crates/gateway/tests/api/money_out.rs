@@ -2673,4 +2673,16 @@ async fn a_refund_or_payout_left_without_its_request_is_sent_once_by_the_sweep(b
     .await;
     assert_eq!(gw.daraja_requests(REVERSAL), 2);
     assert_eq!(gw.daraja_requests(B2C), 2);
+
+    // One left for more than a day is not sent: a person may have settled it by hand meanwhile.
+    let third_payment = completed_payment(&gw, SUCCESS, 140).await;
+    let old_refund = left_refund(third_payment).await;
+    time.advance(chrono::Duration::hours(25));
+    assert_eq!(money_out.refunds.send_orphans(0).await.unwrap(), 0);
+    let refund = storage.get_refund(&old_refund).await.unwrap().unwrap();
+    assert_eq!(
+        (refund.status, refund.request_id),
+        (mpesa_storage::RefundStatus::Pending, None)
+    );
+    assert_eq!(gw.daraja_requests(REVERSAL), 2);
 }

@@ -442,11 +442,11 @@ impl<D: Driver> Storage for SqlStorage<D> {
     async fn refunds_without_request(
         &self,
         purpose: &str,
-        before: Millis,
+        changed: (Millis, Millis),
         limit: u32,
     ) -> Result<Vec<Refund>> {
         read!(self, |c| money_out::refunds_without_request(
-            c, purpose, before, limit
+            c, purpose, changed, limit
         ))
     }
 
@@ -515,11 +515,11 @@ impl<D: Driver> Storage for SqlStorage<D> {
     async fn payouts_without_request(
         &self,
         purpose: &str,
-        before: Millis,
+        changed: (Millis, Millis),
         limit: u32,
     ) -> Result<Vec<Payout>> {
         read!(self, |c| money_out::payouts_without_request(
-            c, purpose, before, limit
+            c, purpose, changed, limit
         ))
     }
 

@@ -656,37 +656,38 @@ pub(crate) async fn refunds_for_payment<C: Conn>(
         .collect::<crate::Result<_>>()?)
 }
 
-/// Pending refunds unchanged since `before` with no request of `purpose` stored for them.
+/// Pending refunds last changed in `changed` with no request of `purpose` stored for them.
 pub(crate) async fn refunds_without_request<C: Conn>(
     c: &mut C,
     purpose: &str,
-    before: Millis,
+    changed: (Millis, Millis),
     limit: u32,
 ) -> DbResult<Vec<Refund>> {
     let rows =
-        pending_without_request(c, "refunds", REFUND_COLUMNS, purpose, before, limit).await?;
+        pending_without_request(c, "refunds", REFUND_COLUMNS, purpose, changed, limit).await?;
     Ok(rows.iter().map(refund).collect::<crate::Result<_>>()?)
 }
 
-/// The rows of `table` (refunds, payouts) `pending` and unchanged since `before` for which no
-/// request of `purpose` is stored.
+/// The rows of `table` (refunds, payouts) `pending` and last changed in `changed` (from, up to;
+/// both included) for which no request of `purpose` is stored.
 async fn pending_without_request<C: Conn>(
     c: &mut C,
     table: &'static str,
     columns: &'static str,
     purpose: &str,
-    before: Millis,
+    (since, before): (Millis, Millis),
     limit: u32,
 ) -> DbResult<Vec<C::Row>> {
     let stmt = Stmt {
         sql: format!(
-            "SELECT {columns} FROM {table} WHERE status = 'pending' AND updated_at <= $1 \
-             AND NOT EXISTS (SELECT 1 FROM initiator_requests q \
-             WHERE q.purpose = $2 AND q.owner_id = {table}.id) ORDER BY updated_at LIMIT $3"
+            "SELECT {columns} FROM {table} WHERE status = 'pending' AND updated_at >= $1 \
+             AND updated_at <= $2 AND NOT EXISTS (SELECT 1 FROM initiator_requests q \
+             WHERE q.purpose = $3 AND q.owner_id = {table}.id) ORDER BY updated_at LIMIT $4"
         )
         .into(),
         args: Vec::new(),
     }
+    .bind(since)
     .bind(before)
     .bind(purpose)
     .bind(limit.max(1));
@@ -931,16 +932,16 @@ pub(crate) async fn payout_by_id<C: Conn>(
         .transpose()?)
 }
 
-/// Pending payouts (approved, or needing no approval) unchanged since `before` with no request
+/// Pending payouts (approved, or needing no approval) last changed in `changed` with no request
 /// of `purpose` stored for them.
 pub(crate) async fn payouts_without_request<C: Conn>(
     c: &mut C,
     purpose: &str,
-    before: Millis,
+    changed: (Millis, Millis),
     limit: u32,
 ) -> DbResult<Vec<Payout>> {
     let rows =
-        pending_without_request(c, "payouts", PAYOUT_COLUMNS, purpose, before, limit).await?;
+        pending_without_request(c, "payouts", PAYOUT_COLUMNS, purpose, changed, limit).await?;
     Ok(rows.iter().map(payout).collect::<crate::Result<_>>()?)
 }
 
