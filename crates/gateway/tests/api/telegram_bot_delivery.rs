@@ -242,6 +242,86 @@ async fn a_poll_is_given_up_when_its_lease_cannot_be_renewed() {
     gw.stop().await;
 }
 
+/// One `/pay` handled by two instances at the same moment (a poller that lost its lease in the
+/// middle of a batch and the one that took it over, or a webhook delivered again while the
+/// first delivery was being handled): one status message and one push. Both used to see no
+/// status message, and both sent one and pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pay_handled_by_two_instances_at_once_pushes_once() {
+    const SECRET: &str = "tg-webhook-secret_0123456789";
+    let (sim, daraja_url) = shared_simulator().await;
+    let tg = FakeTelegram::start().await;
+    let database =
+        std::sync::Arc::new(mpesa_harness::database::TestDatabase::new(Backend::Postgres).await);
+    let instance = || {
+        let mut o = bot_options(Backend::Postgres, &tg)
+            .env("TELEGRAM_WEBHOOK_SECRET", SECRET)
+            .env("MPESA_CALLBACK_URL", "https://pay.example.com/base/");
+        o.database = Some(database.clone());
+        o.daraja_url = Some(daraja_url.clone());
+        o
+    };
+    let a = spawn_with(instance()).await;
+    let b = spawn_with(instance()).await;
+    let chat = 4242;
+    a.storage()
+        .link_telegram_chat(&mpesa_storage::TelegramLink {
+            chat_id: chat,
+            user_id: chat,
+            phone: SUCCESS.into(),
+            linked_at: mpesa_gateway::clock::Clock::system().now_ms(),
+            blocked_at: None,
+        })
+        .await
+        .unwrap();
+    let update = json!({
+        "update_id": 900,
+        "message": { "message_id": 1, "date": 0, "chat": { "id": chat, "type": "private" },
+                     "from": { "id": chat, "is_bot": false, "first_name": "Wanjiru" },
+                     "text": "/pay 100 R9" }
+    });
+    let deliver = |gw: &TestGateway| {
+        let request = gw
+            .client
+            .post(gw.url("/telegram/webhook"))
+            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+            .json(&update);
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    };
+    // A's handler stored the payment and waits in the middle of sending its status message;
+    // then B gets the same update, finds the payment and carries it on.
+    tg.delay("sendMessage");
+    let to_a = deliver(&a);
+    tg.wait_until(
+        Duration::from_secs(10),
+        "A's status message on its way",
+        |f| !f.calls_of("sendMessage").is_empty(),
+    )
+    .await;
+    let to_b = deliver(&b);
+    // B's handler either stands aside (done) or is on its way to a status message too.
+    let waited = Instant::now();
+    while !(to_b.is_finished() || tg.calls_of("sendMessage").len() >= 2) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the second handler never got as far as the status message"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tg.release_all();
+    let answers = (to_a.await.unwrap(), to_b.await.unwrap());
+    assert_eq!(stk_pushes(&sim), 1, "one push for one /pay");
+    assert_eq!(
+        tg.calls_of("sendMessage").len(),
+        1,
+        "one status message: {:?}",
+        tg.texts_to(chat)
+    );
+    assert_eq!(answers, (200, 200));
+    a.stop().await;
+    b.stop().await;
+}
+
 /// A simulator on its own port shared by several gateways.
 async fn shared_simulator() -> (daraja_sim::Simulator, String) {
     let sim = daraja_sim::Simulator::new(daraja_sim::SimConfig::for_tests()).unwrap();
