@@ -216,7 +216,7 @@ impl Payments {
                 tracing::info!(payment_id = %payment.id, checkout_request_id = %mpesa_domain::mask_checkout_request_id(&accepted.checkout_request_id), "push accepted");
                 Ok(PushOutcome::Accepted(updated.unwrap_or(payment)))
             }
-            Err(error) if error.may_have_been_processed() => {
+            Err(error) if error.may_have_been_processed() || refusal_may_have_pushed(&error) => {
                 let reason = error.to_string();
                 let detail = json!({ "error": reason, "duration_ms": elapsed_ms });
                 let updated = self
@@ -569,4 +569,15 @@ impl Payments {
         })
         .await
     }
+}
+
+/// A push Daraja refused with an HTTP 5xx error body does not prove that no prompt went out
+/// ("`500.003.1001` Internal Server Error", a code never seen before): its outcome is unknown,
+/// found out as a lost answer's is, not booked as refused. Its merchant errors (`500.001.1001`:
+/// wrong credentials, no such merchant, the subscriber locked by another prompt) and its API
+/// gateway's throttling (`500.003.02`, `500.003.03`) refuse before anything is queued.
+fn refusal_may_have_pushed(error: &DarajaError) -> bool {
+    const NOTHING_QUEUED: &[&str] = &["500.001.1001", "500.001.001", "500.003.02", "500.003.03"];
+    matches!(error, DarajaError::Refused { status, error_code, .. }
+        if *status >= 500 && !NOTHING_QUEUED.contains(&error_code.trim()))
 }

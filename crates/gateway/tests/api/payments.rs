@@ -259,6 +259,49 @@ async fn refresh_of_a_refused_payment_says_there_is_nothing_to_ask() {
     gw.stop().await;
 }
 
+/// A push Daraja refuses with "500.003.1001 Internal Server Error" may still have reached the
+/// phone: the payment is not given up as `rejected` (it used to be, and the customer's payment
+/// was then booked nowhere); its outcome is unknown until its callback or a person settles it.
+/// A throttled push (`500.003.02`) is refused before anything is queued: rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_refused_with_a_server_error_is_unknown_and_throttling_rejects_it() {
+    use daraja::endpoint::Api;
+    use daraja_sim::faults::{FailureAnswer, Faults};
+    let mut options = Options::new(Backend::Sqlite);
+    options.sim.faults = Faults::none()
+        .fail_next(Api::StkPush, 1, FailureAnswer::ServiceUnreachable)
+        .fail_next(Api::StkPush, 1, FailureAnswer::SpikeArrest);
+    let gw = spawn_with(options).await;
+    let (status, body) = gw
+        .create_payment(json!({ "phone": SUCCESS, "amount": 10, "reference": "R1" }))
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (201, Some("initiated")),
+        "{body}"
+    );
+    let id = body["id"].as_str().unwrap().to_owned();
+    let kinds: Vec<String> = gw
+        .storage()
+        .payment_events(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.contains(&"push_outcome_unknown".to_owned()),
+        "{kinds:?}"
+    );
+
+    let (status, body) = gw
+        .create_payment(json!({ "phone": "254708374150", "amount": 10, "reference": "R2" }))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["payment"]["status"], "rejected", "{body}");
+    gw.stop().await;
+}
+
 /// `payments list|show|export` read through the payment service's read operations with only
 /// `DATABASE_URL` set (no Daraja credentials), and show what the dashboard's payment page does:
 /// the status, the receipt, the timeline and the raw callback.
