@@ -29,7 +29,7 @@ pub async fn announce(app: &App) -> anyhow::Result<()> {
             // `serve --sandbox` sharing this database may be using its own key: nothing is
             // revoked here (`mpesa-gateway api-keys list|revoke` tidies up).
             let name = format!("{SANDBOX_KEY_NAME}-{}", crate::ids::random_token(8));
-            let (secret, _) = state.accounts.create_api_key(&name).await?;
+            let (secret, _) = state.accounts.create_api_key(&name, None).await?;
             write_private(SANDBOX_KEY_FILE, &secret)?;
             secret
         }

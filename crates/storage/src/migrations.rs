@@ -30,6 +30,7 @@ pub(crate) const SQLITE: &[MigrationFile] = migration_files!(
     "0010_settle_by_hand_lock.sql",
     "0011_lean_indexes.sql",
     "0012_initiator_requests_receipt_index.sql",
+    "0013_api_key_creator.sql",
 );
 pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "postgres": "0001_initial.sql",
@@ -44,6 +45,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = migration_files!(
     "0010_settle_by_hand_lock.sql",
     "0011_lean_indexes.sql",
     "0012_initiator_requests_receipt_index.sql",
+    "0013_api_key_creator.sql",
 );
 pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "mysql": "0001_initial.sql",
@@ -58,6 +60,7 @@ pub(crate) const MYSQL: &[MigrationFile] = migration_files!(
     "0010_settle_by_hand_lock.sql",
     "0011_lean_indexes.sql",
     "0012_initiator_requests_receipt_index.sql",
+    "0013_api_key_creator.sql",
 );
 
 /// `0001_initial.sql` → version 1, description `initial`.

@@ -825,6 +825,9 @@ pub struct ApiKey {
     pub created_at: Millis,
     pub revoked_at: Option<Millis>,
     pub last_used_at: Option<Millis>,
+    /// `admin:<username>` for a key made on the dashboard; `None` for one made with the command
+    /// line. The four-eyes rules count what the key asks for as this admin's.
+    pub created_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

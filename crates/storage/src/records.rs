@@ -208,6 +208,7 @@ pub(crate) fn api_key(row: &impl RowExt) -> Result<ApiKey> {
         created_at: row.int("created_at")?,
         revoked_at: row.opt_int("revoked_at")?,
         last_used_at: row.opt_int("last_used_at")?,
+        created_by: row.opt_text("created_by")?,
     })
 }
 

@@ -1814,6 +1814,8 @@ async fn api_keys(db: TestDatabase) {
         created_at: T0,
         revoked_at: None,
         last_used_at: None,
+        // Made on the dashboard by amina (key_1), or with the command line.
+        created_by: (id == "key_1").then(|| "admin:amina".to_owned()),
     };
     s.create_api_key(&key("key_1", "shop", "h1")).await.unwrap();
     s.create_api_key(&key("key_2", "bot", "h2")).await.unwrap();

@@ -30,7 +30,7 @@ pub const MIN_PASSWORD_CHARS: usize = 10;
 pub const KEY_PREFIX: &str = "mpg_";
 
 /// Makes a new key: the text to show once, and the record to store (only its hash is kept).
-pub fn generate_api_key(name: &str) -> (String, ApiKey) {
+pub fn generate_api_key(name: &str, created_by: Option<String>) -> (String, ApiKey) {
     let secret = format!("{KEY_PREFIX}{}", random_token(40));
     let record = ApiKey {
         id: crate::ids::new_id("key"),
@@ -40,6 +40,7 @@ pub fn generate_api_key(name: &str) -> (String, ApiKey) {
         created_at: now_ms(),
         revoked_at: None,
         last_used_at: None,
+        created_by,
     };
     (secret, record)
 }
@@ -333,10 +334,14 @@ impl Accounts {
         self.storage.list_api_keys().await
     }
 
-    /// A new key named `name`: its secret (to show once) and record. A name in use is
-    /// `Err(Conflict)`.
-    pub async fn create_api_key(&self, name: &str) -> Result<(String, ApiKey), StorageError> {
-        let (secret, record) = generate_api_key(name);
+    /// A new key named `name`, made by `created_by` (`admin:<username>` on the dashboard): its
+    /// secret (to show once) and record. A name in use is `Err(Conflict)`.
+    pub async fn create_api_key(
+        &self,
+        name: &str,
+        created_by: Option<String>,
+    ) -> Result<(String, ApiKey), StorageError> {
+        let (secret, record) = generate_api_key(name, created_by);
         self.storage.create_api_key(&record).await?;
         Ok((secret, record))
     }
@@ -435,7 +440,7 @@ mod tests {
 
     #[test]
     fn generated_keys_keep_only_a_hash_and_a_prefix() {
-        let (secret, record) = generate_api_key("shop");
+        let (secret, record) = generate_api_key("shop", None);
         assert!(secret.starts_with(KEY_PREFIX));
         assert_eq!(secret.len(), KEY_PREFIX.len() + 40);
         assert_eq!(record.hash, sha256_hex(&secret));

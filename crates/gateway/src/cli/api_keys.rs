@@ -25,12 +25,16 @@ pub async fn run(accounts: &Accounts, command: ApiKeysCommand) -> anyhow::Result
             if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
                 bail!("--name must be 1 to 64 printable characters");
             }
-            let (secret, record) = accounts.create_api_key(name).await.map_err(|e| match e {
-                mpesa_storage::StorageError::Conflict(_) => {
-                    anyhow::anyhow!("an active key named {name:?} exists already")
-                }
-                other => other.into(),
-            })?;
+            let (secret, record) =
+                accounts
+                    .create_api_key(name, None)
+                    .await
+                    .map_err(|e| match e {
+                        mpesa_storage::StorageError::Conflict(_) => {
+                            anyhow::anyhow!("an active key named {name:?} exists already")
+                        }
+                        other => other.into(),
+                    })?;
             println!("{secret}");
             eprintln!(
                 "API key {:?} ({}) created. It is shown only this once; store it now.",

@@ -218,7 +218,7 @@ pub const CSV_HEADER: &[&str] = &[
 ];
 
 /// One CSV line. Fields are quoted when needed, and text that a spreadsheet would run as a
-/// formula (`=`, `+`, `-`, `@` first) is prefixed with `'`.
+/// formula (`=`, `+`, `-`, `@` first, also after leading blanks) is prefixed with `'`.
 pub fn csv_row(p: &Payment) -> String {
     let fields: Vec<String> = vec![
         p.id.clone(),
@@ -254,7 +254,9 @@ pub fn csv_row(p: &Payment) -> String {
 
 pub fn csv_field(raw: &str) -> String {
     let mut f = raw.to_owned();
-    if f.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    // Spreadsheets may trim leading blanks before they look for a formula.
+    let first = f.trim_start_matches([' ', '\u{a0}', '\n']);
+    if f.starts_with(['\t', '\r']) || first.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         f.insert(0, '\'');
     }
     if f.contains([',', '"', '\n', '\r']) {
@@ -275,5 +277,10 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
         assert_eq!(csv_field("-2+3,x"), "\"'-2+3,x\"");
+        // After leading blanks, which a spreadsheet may trim first.
+        assert_eq!(csv_field("  =1+1"), "'  =1+1");
+        assert_eq!(csv_field("\u{a0}@SUM(A1)"), "'\u{a0}@SUM(A1)");
+        assert_eq!(csv_field("\n=1"), "\"'\n=1\"");
+        assert_eq!(csv_field("a =1"), "a =1");
     }
 }

@@ -805,7 +805,26 @@ impl Initiator {
                 "it was never sent: there is nothing to acknowledge".into()
             ));
         };
-        let record = json!({ "by": format!("admin:{admin}"), "note": note });
+        let by = format!("admin:{admin}");
+        // Four eyes here too: the admin whose record M-Pesa contradicts does not close the matter.
+        let settled_by = self
+            .0
+            .storage
+            .get_initiator_request(request_id)
+            .await?
+            .and_then(|r| {
+                details_of(&r)[SETTLED_BY_HAND]["by"]
+                    .as_str()
+                    .map(str::to_owned)
+            });
+        if settled_by.as_deref() == Some(by.as_str()) {
+            return Ok(Err(
+                "the admin who recorded the outcome by hand cannot acknowledge what M-Pesa says \
+                 against it: another admin must"
+                    .into(),
+            ));
+        }
+        let record = json!({ "by": by, "note": note });
         // Kept beside the settlement by hand, which the alerts and the pages read, with the
         // answer acknowledged: the same answer later is kept for the record, another holds the
         // request again.

@@ -65,6 +65,29 @@ pub type Claim = (String, String);
 /// Days since 1970-01-01 in East Africa Time (a payout day).
 pub use mpesa_domain::eat::day_number as eat_day;
 
+/// The admin a refund or payout counts as asked for by, for the rule that another admin decides
+/// it: its requester (`admin:<username>`), or for one asked through an API key, the admin who
+/// made that key on the dashboard. Else one admin could make a key, ask with it, and approve or
+/// settle what they asked for. `None`: no admin (a key made with the command line).
+async fn asking_admin(
+    storage: &dyn mpesa_storage::Storage,
+    requested_by: &str,
+    api_key_id: Option<&str>,
+) -> Result<Option<String>, mpesa_storage::StorageError> {
+    if requested_by.starts_with("admin:") {
+        return Ok(Some(requested_by.to_owned()));
+    }
+    let Some(key_id) = api_key_id else {
+        return Ok(None);
+    };
+    Ok(storage
+        .list_api_keys()
+        .await?
+        .into_iter()
+        .find(|key| key.id == key_id)
+        .and_then(|key| key.created_by))
+}
+
 /// The Daraja request of a payout or refund (`request_id`), if it was stored.
 async fn request_of(
     storage: &dyn mpesa_storage::Storage,

@@ -389,6 +389,13 @@ impl Payouts {
     /// An admin approves a payout that waits: not the admin who asked for it.
     pub async fn approve(&self, id: &str, admin: &str) -> Result<Payout, PayoutError> {
         let by = format!("admin:{admin}");
+        let asked = self.reads.get(id).await?;
+        let asker = super::asking_admin(
+            self.storage.as_ref(),
+            &asked.requested_by,
+            asked.api_key_id.as_deref(),
+        )
+        .await?;
         let now = self.initiator.clock().now_ms();
         // Why the locked row refused (the decision may run again on a conflict: last one wins).
         let refusal = std::sync::Mutex::new(None::<String>);
@@ -402,6 +409,12 @@ impl Payouts {
                     ))
                 } else if p.requested_by == by {
                     Some("an admin cannot approve their own payout: another admin must".into())
+                } else if asker.as_deref() == Some(by.as_str()) {
+                    Some(
+                        "an admin cannot approve a payout asked for with an API key they made: \
+                         another admin must"
+                            .into(),
+                    )
                 } else {
                     None
                 };
@@ -490,9 +503,17 @@ impl Payouts {
             })
             .transpose()?;
         let p = self.reads.get(id).await?;
-        if p.requested_by == by {
+        let asker = super::asking_admin(
+            self.storage.as_ref(),
+            &p.requested_by,
+            p.api_key_id.as_deref(),
+        )
+        .await?;
+        if asker.as_deref() == Some(by.as_str()) {
             return Err(PayoutError::Refused(
-                "an admin cannot record the outcome of their own payout: another admin must".into(),
+                "an admin cannot record the outcome of their own payout (or one asked for with an \
+                 API key they made): another admin must"
+                    .into(),
             ));
         }
         let pending = p.status == PayoutStatus::Pending;

@@ -334,9 +334,17 @@ impl Refunds {
             .transpose()?;
         let by = format!("admin:{admin}");
         let refund = self.get(id).await?;
-        if refund.requested_by == by {
+        let asker = super::asking_admin(
+            self.storage.as_ref(),
+            &refund.requested_by,
+            refund.api_key_id.as_deref(),
+        )
+        .await?;
+        if asker.as_deref() == Some(by.as_str()) {
             return Err(RefundError::Refused(
-                "an admin cannot record the outcome of their own refund: another admin must".into(),
+                "an admin cannot record the outcome of their own refund (or one asked for with an \
+                 API key they made): another admin must"
+                    .into(),
             ));
         }
         let pending = refund.status == RefundStatus::Pending;

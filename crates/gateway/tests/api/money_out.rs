@@ -836,6 +836,34 @@ async fn payout_guardrails_refuse_cap_and_wait_for_another_admin(backend: Backen
         .unwrap();
     assert_eq!(rejected.status, PayoutStatus::Rejected);
     assert_eq!(gw.daraja_requests(B2C), 1);
+
+    // One asked for with an API key that an admin made on the dashboard is that admin's: they
+    // cannot approve it (else one admin alone could make a key, ask, and approve).
+    let (key, _) = gw
+        .state
+        .accounts
+        .create_api_key("amina-tool", Some("admin:amina".into()))
+        .await
+        .unwrap();
+    let response = gw
+        .client
+        .post(gw.url("/api/v1/payouts"))
+        .bearer_auth(&key)
+        .json(&json!({"phone": "0708374149", "amount": 1200, "purpose": "business", "remarks": "Via her key"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let by_key: Value = response.json().await.unwrap();
+    let by_key = by_key["id"].as_str().unwrap();
+    let own = payouts.approve(by_key, "amina").await;
+    assert!(
+        matches!(&own, Err(mpesa_gateway::money_out::PayoutError::Refused(m)) if m.contains("API key they made")),
+        "{own:?}"
+    );
+    assert_eq!(gw.daraja_requests(B2C), 1);
+    let approved = payouts.approve(by_key, "baraka").await.unwrap();
+    assert_eq!(approved.status, PayoutStatus::Pending);
     gw.stop().await;
 }
 

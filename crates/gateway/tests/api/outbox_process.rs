@@ -42,7 +42,7 @@ async fn killed_mid_delivery_and_restarted_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}", dir.path().join("gateway.db").display());
     let storage = open(&db_url).await;
-    let (api_key, record) = mpesa_gateway::http::auth::generate_api_key("kill-test");
+    let (api_key, record) = mpesa_gateway::http::auth::generate_api_key("kill-test", None);
     storage.create_api_key(&record).await.unwrap();
 
     let receiver = WebhookReceiver::start().await;

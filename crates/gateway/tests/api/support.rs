@@ -142,8 +142,10 @@ pub async fn spawn_with(options: Options) -> TestGateway {
     let storage = app.storage();
     let sim = app.simulator().cloned();
     let base = format!("http://{}", app.local_addr());
-    let (api_key, record) =
-        generate_api_key(&format!("test-{}", mpesa_gateway::ids::random_token(6)));
+    let (api_key, record) = generate_api_key(
+        &format!("test-{}", mpesa_gateway::ids::random_token(6)),
+        None,
+    );
     storage
         .create_api_key(&record)
         .await

@@ -17,8 +17,8 @@ pub(crate) async fn create_api_key<C: Conn>(c: &mut C, key: &ApiKey) -> DbResult
     check_len("API key name", &key.name, NAME_LEN)?;
     c.execute(
         Stmt::new(
-            "INSERT INTO api_keys (id, name, key_prefix, key_hash, created_at, revoked_at, last_used_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_keys (id, name, key_prefix, key_hash, created_at, revoked_at, \
+             last_used_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -26,15 +26,16 @@ pub(crate) async fn create_api_key<C: Conn>(c: &mut C, key: &ApiKey) -> DbResult
         .bind(&key.hash)
         .bind(key.created_at)
         .bind(key.revoked_at)
-        .bind(key.last_used_at),
+        .bind(key.last_used_at)
+        .bind(&key.created_by),
     )
     .await?;
     Ok(())
 }
 
 pub(crate) async fn api_key_by_hash<C: Conn>(c: &mut C, hash: &str) -> DbResult<Option<ApiKey>> {
-    const SQL: &str = "SELECT id, name, key_prefix, key_hash, created_at, revoked_at, last_used_at \
-                       FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
+    const SQL: &str = "SELECT id, name, key_prefix, key_hash, created_at, revoked_at, last_used_at, \
+                       created_by FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
     let row = c.fetch_optional(Stmt::new(SQL).bind(hash)).await?;
     Ok(row.as_ref().map(records::api_key).transpose()?)
 }
@@ -42,8 +43,8 @@ pub(crate) async fn api_key_by_hash<C: Conn>(c: &mut C, hash: &str) -> DbResult<
 pub(crate) async fn api_keys<C: Conn>(c: &mut C) -> DbResult<Vec<ApiKey>> {
     let rows = c
         .fetch_all(Stmt::new(
-            "SELECT id, name, key_prefix, key_hash, created_at, revoked_at, last_used_at \
-             FROM api_keys ORDER BY created_at, id",
+            "SELECT id, name, key_prefix, key_hash, created_at, revoked_at, last_used_at, \
+             created_by FROM api_keys ORDER BY created_at, id",
         ))
         .await?;
     Ok(rows

@@ -136,7 +136,8 @@ pub async fn create(
         let page = page(&state, &form.admin, None).await?;
         return refuse(problem.to_owned(), name.chars().take(64).collect(), page);
     }
-    let (secret, record) = match state.accounts.create_api_key(&name).await {
+    let made_by = format!("admin:{}", form.admin.session.username);
+    let (secret, record) = match state.accounts.create_api_key(&name, Some(made_by)).await {
         Ok(created) => created,
         Err(StorageError::Conflict(_)) => {
             let page = page(&state, &form.admin, None).await?;

@@ -21,6 +21,8 @@ const BALANCE: &str = "/mpesa/accountbalance/v1/query";
 const WAIT: Duration = Duration::from_secs(20);
 /// The second admin.
 const OTHER: &str = "baraka";
+/// A third admin, who records a refund's outcome by hand for others to check.
+const THIRD: &str = "chebet";
 
 async fn add_user(gw: &TestGateway, username: &str) {
     gw.storage()
@@ -1053,7 +1055,7 @@ async fn contradicted_money_gateway(backend: Backend) -> (TestGateway, String, S
             &refund.id,
             mpesa_gateway::money_out::HandOutcome::Failed,
             "Not on the statement",
-            OTHER,
+            THIRD,
         )
         .await
         .unwrap();
@@ -1086,13 +1088,31 @@ const NEEDS_A_PERSON: &str =
 
 /// A payout and a refund whose outcome a person recorded and M-Pesa contradicted: their pages
 /// offer "Acknowledge"; it needs CSRF and a note;
-/// any admin may acknowledge; it lifts the hold, puts the note and the admin's name on the
+/// any admin but the one who recorded the outcome may acknowledge; it lifts the hold, puts the note and the admin's name on the
 /// timeline and changes nothing else (status, receipt, amount; nothing sent to Daraja); a
 /// second acknowledgement is refused, and the same contradiction delivered again
 /// does not hold it again, while a different answer does, to be acknowledged again. Without
 /// the change the form is absent and the POST is not found.
 async fn a_contradicted_payout_and_refund_are_acknowledged_once_on_the_dashboard(backend: Backend) {
     let (gw, paid, payout, refund_id) = contradicted_money_gateway(backend).await;
+    // Not by the admin whose record M-Pesa contradicts.
+    let money_out = &gw.state.money_out;
+    match money_out.payouts.acknowledge(&payout, "Mine", OTHER).await {
+        Err(mpesa_gateway::money_out::PayoutError::Refused(why)) => {
+            assert!(why.contains("recorded the outcome by hand"), "{why}")
+        }
+        other => panic!("the admin who settled it acknowledged it: {other:?}"),
+    }
+    match money_out
+        .refunds
+        .acknowledge(&refund_id, "Mine", THIRD)
+        .await
+    {
+        Err(mpesa_gateway::money_out::RefundError::Refused(why)) => {
+            assert!(why.contains("recorded the outcome by hand"), "{why}")
+        }
+        other => panic!("the admin who settled it acknowledged it: {other:?}"),
+    }
     let page_path = format!("/admin/payouts/{payout}");
     let acknowledge = format!("{page_path}/acknowledge");
     let amina = AdminClient::signed_in(&gw).await;
