@@ -599,18 +599,6 @@ pub trait Storage: Send + Sync + 'static {
     /// Records (or replaces) the status message of a payment. `Err(NotFound)` if there is no
     /// such payment.
     async fn put_telegram_status_message(&self, message: &TelegramStatusMessage) -> Result<()>;
-    /// Claims a payment's status message before it is sent (message id 0 until it is): true
-    /// for the one claimer that made it, false when the payment has a message (or a claim)
-    /// already. Only the claimer sends the message and the push. `Err(NotFound)` if there is
-    /// no such payment.
-    async fn claim_telegram_status_message(
-        &self,
-        payment_id: &str,
-        chat_id: i64,
-        now: Millis,
-    ) -> Result<bool>;
-    /// Gives up a claim whose message was not sent (a message recorded stays).
-    async fn release_telegram_status_message_claim(&self, payment_id: &str) -> Result<()>;
     async fn find_telegram_status_message(
         &self,
         payment_id: &str,

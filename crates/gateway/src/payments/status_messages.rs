@@ -30,28 +30,6 @@ impl StatusMessages {
         self.storage.find_telegram_status_message(payment_id).await
     }
 
-    /// Claims the first status message of a payment before it is sent: true for the one
-    /// caller that may send it (and then push), false when another has it. Two instances
-    /// handling one `/pay` (a poller that lost its lease mid-batch, a webhook delivered twice
-    /// at once) would otherwise both send a message and both push.
-    pub async fn claim_first(
-        &self,
-        payment_id: &str,
-        chat_id: i64,
-        now: i64,
-    ) -> Result<bool, StorageError> {
-        self.storage
-            .claim_telegram_status_message(payment_id, chat_id, now)
-            .await
-    }
-
-    /// Gives up a claim whose message could not be sent: the update comes again and retries.
-    pub async fn release_claim(&self, payment_id: &str) -> Result<(), StorageError> {
-        self.storage
-            .release_telegram_status_message_claim(payment_id)
-            .await
-    }
-
     /// Records (or replaces) the message that shows a payment; `Err(NotFound)` if there is no
     /// such payment.
     pub async fn record(&self, message: &TelegramStatusMessage) -> Result<(), StorageError> {

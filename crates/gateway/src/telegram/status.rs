@@ -116,10 +116,6 @@ pub enum RefreshError {
 
 /// How many times one refresh edits at most (a payment moves through few states).
 const MAX_EDITS: usize = 3;
-/// A claim on a payment's first message (message id 0: see `StatusMessages::claim_first`)
-/// means another handler is sending it; one older than this was left by a process that
-/// stopped, and a message is sent in its place.
-const CLAIM_ABANDONED_AFTER_MS: i64 = 60_000;
 
 /// Sends the first status message of a payment and records it. Call before the push.
 pub async fn send_first(
@@ -158,16 +154,6 @@ pub async fn refresh(
         };
         let shown = render(&payment);
         match messages.of_payment(payment_id).await? {
-            Some(claim)
-                if claim.message_id == 0
-                    && now_ms() - claim.updated_at < CLAIM_ABANDONED_AFTER_MS =>
-            {
-                // Its first message is on its way: the handler sending it shows the payment.
-                return Ok(Some(payment));
-            }
-            Some(claim) if claim.message_id == 0 => {
-                send_first(api, messages, &payment, chat_id).await?;
-            }
             Some(record) => {
                 let mut edit =
                     EditMessageText::html(chat_id.into(), record.message_id, shown.html.clone());

@@ -470,56 +470,6 @@ pub(crate) async fn put_telegram_status_message<C: Conn>(
     Ok(())
 }
 
-/// Claims a payment's status message before it is sent: true when this call made the claim (a
-/// row with message id 0, replaced once the message is sent), false when the payment has one
-/// already. The payment's row is locked first, so of concurrent claimers one wins.
-pub(crate) async fn claim_telegram_status_message<C: Conn>(
-    c: &mut C,
-    payment_id: &str,
-    chat_id: i64,
-    now: Millis,
-) -> DbResult<bool> {
-    if c.fetch_optional(
-        Stmt::with_suffix(
-            "SELECT id FROM payments WHERE id = $1",
-            C::DIALECT.for_update,
-        )
-        .bind(payment_id),
-    )
-    .await?
-    .is_none()
-    {
-        return Err(StorageError::NotFound.into());
-    }
-    if telegram_status_message(c, payment_id).await?.is_some() {
-        return Ok(false);
-    }
-    c.execute(
-        Stmt::new(
-            "INSERT INTO telegram_status_messages (payment_id, chat_id, message_id, updated_at) \
-             VALUES ($1, $2, 0, $3)",
-        )
-        .bind(payment_id)
-        .bind(chat_id)
-        .bind(now),
-    )
-    .await?;
-    Ok(true)
-}
-
-/// Gives up a claim whose message could not be sent, so the update's next delivery tries again.
-pub(crate) async fn release_telegram_status_message_claim<C: Conn>(
-    c: &mut C,
-    payment_id: &str,
-) -> DbResult<()> {
-    c.execute(
-        Stmt::new("DELETE FROM telegram_status_messages WHERE payment_id = $1 AND message_id = 0")
-            .bind(payment_id),
-    )
-    .await?;
-    Ok(())
-}
-
 pub(crate) async fn telegram_status_message<C: Conn>(
     c: &mut C,
     payment_id: &str,

@@ -928,23 +928,6 @@ impl<D: Driver> Storage for SqlStorage<D> {
         })
     }
 
-    async fn claim_telegram_status_message(
-        &self,
-        payment_id: &str,
-        chat_id: i64,
-        now: Millis,
-    ) -> Result<bool> {
-        write_tx!(self, "claim_telegram_status_message", |c| {
-            accounts::claim_telegram_status_message(c, payment_id, chat_id, now)
-        })
-    }
-
-    async fn release_telegram_status_message_claim(&self, payment_id: &str) -> Result<()> {
-        write_tx!(self, "release_telegram_status_message_claim", |c| {
-            accounts::release_telegram_status_message_claim(c, payment_id)
-        })
-    }
-
     async fn find_telegram_status_message(
         &self,
         payment_id: &str,

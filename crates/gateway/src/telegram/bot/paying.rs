@@ -9,7 +9,6 @@ use serde_json::json;
 
 use super::text::{not_linked_text, parse_amount, printable};
 use super::{Bot, BotError, is_transient};
-use crate::ids::now_ms;
 use crate::outbox::message::{clip, ksh};
 use crate::payments::{
     IdempotencyKey, NewPaymentRequest, Origin, PaymentError, PushOutcome, PushWhen, StartPayment,
@@ -156,23 +155,12 @@ impl Bot {
     pub(super) async fn carry_on(&self, payment: Payment, chat: i64) -> Result<(), BotError> {
         let recorded = self.status_messages.of_payment(&payment.id).await?;
         if recorded.is_none() && payment.status == PaymentStatus::Initiated {
-            // One handler of the update sends the message and pushes: the one that claims it.
-            if !self
-                .status_messages
-                .claim_first(&payment.id, chat, now_ms())
-                .await?
-            {
-                tracing::info!(payment_id = %payment.id, "another handler of this /pay sends its message and push");
-                return Ok(());
-            }
             match status::send_first(&self.api, &self.status_messages, &payment, chat).await {
                 Ok(_) => {}
                 Err(RefreshError::Storage(e)) => return Err(e.into()),
                 Err(RefreshError::Telegram(error)) => {
-                    // Not pushed: the claim is given up, so a delivery again retries; if none
-                    // comes, the payment stays `initiated` and expires unseen.
+                    // Not pushed: the payment stays `initiated` and expires unseen.
                     tracing::warn!(payment_id = %payment.id, %error, "could not send the status message; not pushing");
-                    self.status_messages.release_claim(&payment.id).await?;
                     return self.telegram_failed(chat, error).await;
                 }
             }
