@@ -285,6 +285,7 @@ impl App {
                             payments: payments.clone(),
                             receipts: money_out.receipts.clone(),
                             metrics: metrics.clone(),
+                            instance_id: instance_id.clone(),
                         },
                     )
                     .map_err(|e| StartError::Config(format!("Telegram client: {e}")))?,

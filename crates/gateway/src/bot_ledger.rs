@@ -1,7 +1,8 @@
 //! The Telegram bot's bookkeeping in the database: the first update it has not handled yet (per
-//! bot token, so a new token starts afresh), and which instance polls Telegram (a named lease,
-//! so that one instance polls when several share a database). The bot and its poller keep it
-//! through these operations, never through storage.
+//! bot token, so a new token starts afresh), which instance handles an update now (a named lease
+//! per update, so that two instances given one update at once do not both handle it), and which
+//! instance polls Telegram (a named lease, so that one instance polls when several share a
+//! database). The bot and its poller keep it through these operations, never through storage.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,10 @@ use crate::ids::now_ms;
 
 /// The poller's lease's name in storage.
 pub const POLL_LEASE: &str = "telegram-poller";
+
+/// How long a claim on one update lasts unless renewed: an instance that stopped in the middle
+/// of an update holds that update (and the ones after it) up this long before another takes it.
+pub const UPDATE_CLAIM: Duration = Duration::from_secs(60);
 
 /// The bot's bookkeeping: cheap to clone.
 #[derive(Clone)]
@@ -45,6 +50,41 @@ impl BotLedger {
                 &(update_id + 1).to_string(),
                 now_ms(),
             )
+            .await
+    }
+
+    fn update_claim(bot_id: &str, update_id: i64) -> String {
+        format!("telegram-update:{bot_id}:{update_id}")
+    }
+
+    /// Takes or renews `owner`'s claim on handling update `update_id` for [`UPDATE_CLAIM`];
+    /// false while another instance's claim on it is live.
+    pub async fn claim_update(
+        &self,
+        bot_id: &str,
+        update_id: i64,
+        owner: &str,
+    ) -> Result<bool, StorageError> {
+        let now = now_ms();
+        self.storage
+            .acquire_lease(
+                &Self::update_claim(bot_id, update_id),
+                owner,
+                now,
+                now + UPDATE_CLAIM.as_millis() as i64,
+            )
+            .await
+    }
+
+    /// Gives `owner`'s claim on update `update_id` up (handled, or failed and to come again).
+    pub async fn release_update(
+        &self,
+        bot_id: &str,
+        update_id: i64,
+        owner: &str,
+    ) -> Result<(), StorageError> {
+        self.storage
+            .release_lease(&Self::update_claim(bot_id, update_id), owner)
             .await
     }
 

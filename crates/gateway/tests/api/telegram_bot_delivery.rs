@@ -242,6 +242,137 @@ async fn a_poll_is_given_up_when_its_lease_cannot_be_renewed() {
     gw.stop().await;
 }
 
+/// One update given to two instances at once (a poller that lost its lease in the middle of a
+/// batch and the one that took it over, a webhook delivered again while the first delivery is
+/// handled): one handles it, the other hands it back to come again. A `/pay` handled by both
+/// used to send two status messages and two pushes. A claim given up on a failure is free at
+/// once; one whose instance stopped is taken over when it lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_update_given_to_two_instances_at_once_is_handled_once() {
+    const SECRET: &str = "tg-webhook-secret_0123456789";
+    let (sim, daraja_url) = shared_simulator().await;
+    let tg = FakeTelegram::start().await;
+    let database =
+        std::sync::Arc::new(mpesa_harness::database::TestDatabase::new(Backend::Postgres).await);
+    let instance = || {
+        let mut o = bot_options(Backend::Postgres, &tg)
+            .env("TELEGRAM_WEBHOOK_SECRET", SECRET)
+            .env("MPESA_CALLBACK_URL", "https://pay.example.com/base/");
+        o.database = Some(database.clone());
+        o.daraja_url = Some(daraja_url.clone());
+        o
+    };
+    let a = spawn_with(instance()).await;
+    let b = spawn_with(instance()).await;
+    let storage = a.storage();
+    let now = || mpesa_gateway::clock::Clock::system().now_ms();
+    for (chat, phone) in [
+        (4242, SUCCESS),
+        (4343, INSUFFICIENT_FUNDS),
+        (4444, CANCELLED),
+    ] {
+        storage
+            .link_telegram_chat(&mpesa_storage::TelegramLink {
+                chat_id: chat,
+                user_id: chat,
+                phone: phone.into(),
+                linked_at: now(),
+                blocked_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    let pay = |update_id: i64, chat: i64| {
+        json!({
+            "update_id": update_id,
+            "message": { "message_id": 1, "date": 0, "chat": { "id": chat, "type": "private" },
+                         "from": { "id": chat, "is_bot": false, "first_name": "Wanjiru" },
+                         "text": "/pay 100 R9" }
+        })
+    };
+    let deliver = |gw: &TestGateway, update: &serde_json::Value| {
+        let request = gw
+            .client
+            .post(gw.url("/telegram/webhook"))
+            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+            .json(update);
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    };
+    // Messages Telegram accepted (a held request is not one).
+    let status_messages = |chat: i64| tg.sent_with_ids(chat).len();
+
+    // A has stored the payment and waits in the middle of sending its status message when B is
+    // given the same update.
+    tg.delay("sendMessage");
+    let to_a = deliver(&a, &pay(900, 4242));
+    tg.wait_until(
+        Duration::from_secs(10),
+        "A's status message on its way",
+        |f| !f.calls_of("sendMessage").is_empty(),
+    )
+    .await;
+    let to_b = deliver(&b, &pay(900, 4242));
+    let waited = Instant::now();
+    while !(to_b.is_finished() || tg.calls_of("sendMessage").len() >= 2) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "B neither handed the update back nor went on to a status message"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tg.release_all();
+    assert_eq!(
+        (to_a.await.unwrap(), to_b.await.unwrap()),
+        (200, 503),
+        "A handles it; B hands it back"
+    );
+    // Telegram sends it again: handled, so skipped.
+    assert_eq!(deliver(&b, &pay(900, 4242)).await.unwrap(), 200);
+    assert_eq!(stk_pushes(&sim), 1, "one push for one /pay");
+    assert_eq!(status_messages(4242), 1, "{:?}", tg.texts_to(4242));
+
+    // A claim whose instance stopped holds the update until it lapses, then B takes it over.
+    let claim = "telegram-update:7001:901";
+    assert!(
+        storage
+            .acquire_lease(claim, "gw_gone", now(), now() + 60_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(deliver(&b, &pay(901, 4343)).await.unwrap(), 503);
+    assert_eq!((stk_pushes(&sim), status_messages(4343)), (1, 0));
+    // It lapses (as 60 s later).
+    assert!(
+        storage
+            .acquire_lease(claim, "gw_gone", now(), now() - 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(deliver(&b, &pay(901, 4343)).await.unwrap(), 200);
+    assert_eq!((stk_pushes(&sim), status_messages(4343)), (2, 1));
+
+    // A fails on Telegram and gives the update up: B handles it at once.
+    tg.hold("sendMessage");
+    let calls = tg.calls_of("sendMessage").len();
+    let to_a = deliver(&a, &pay(902, 4444));
+    tg.wait_until(
+        Duration::from_secs(10),
+        "A's status message on its way",
+        |f| f.calls_of("sendMessage").len() > calls,
+    )
+    .await;
+    tg.release_all();
+    assert_eq!(
+        to_a.await.unwrap(),
+        503,
+        "Telegram failed A's status message"
+    );
+    assert_eq!(deliver(&b, &pay(902, 4444)).await.unwrap(), 200);
+    assert_eq!((stk_pushes(&sim), status_messages(4444)), (3, 1));
+    a.stop().await;
+    b.stop().await;
+}
+
 /// A simulator on its own port shared by several gateways.
 async fn shared_simulator() -> (daraja_sim::Simulator, String) {
     let sim = daraja_sim::Simulator::new(daraja_sim::SimConfig::for_tests()).unwrap();

@@ -43,6 +43,8 @@ struct Inner {
     /// Accepted sendMessage requests: (chat, message id given, body).
     sends: Vec<(i64, i64, Value)>,
     held: HashSet<String>,
+    /// Methods whose requests wait until released, then are answered as usual.
+    delayed: HashSet<String>,
     blocked: HashSet<i64>,
     polls_in_flight: usize,
     max_polls_in_flight: usize,
@@ -144,8 +146,15 @@ impl FakeTelegram {
         self.inner().held.insert(method.to_owned());
     }
 
+    /// Requests of `method` wait until [`FakeTelegram::release_all`], then are answered as
+    /// usual (a slow Telegram, to keep two handlers in the middle of their work at once).
+    pub fn delay(&self, method: &str) {
+        self.inner().delayed.insert(method.to_owned());
+    }
+
     pub fn release_all(&self) {
         self.inner().held.clear();
+        self.inner().delayed.clear();
         self.shared.released.send_modify(|n| *n += 1);
     }
 
@@ -350,6 +359,9 @@ async fn handle(
     }
     if was_held {
         return error(502, "Bad Gateway").into_response();
+    }
+    while shared.inner.lock().unwrap().delayed.contains(&method) {
+        let _ = tokio::time::timeout(Duration::from_millis(50), released.changed()).await;
     }
     if let Some(description) = refused {
         let code = if description.starts_with("Forbidden") {

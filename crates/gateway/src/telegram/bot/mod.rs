@@ -7,7 +7,8 @@
 //! the stored offset was handled already and is skipped, and the offset moves past an update
 //! only once it is handled. A restart between the two (the one window left) hands the update
 //! over again, and `/pay` picks up where it stopped: the payment's idempotency key is derived
-//! from the update id, so there is still one payment, one push and one status message.
+//! from the update id, so there is still one payment, one push and one status message. Several
+//! instances sharing a database claim an update before handling it, so one handles it at a time.
 //!
 //! A module a job: [`dispatch`] (which command a message is, who may use it), [`linking`] (a
 //! chat and its phone number), [`paying`] (`/pay` through [`Payments::start`], the status
@@ -49,15 +50,20 @@ pub enum BotError {
     Storage(#[from] StorageError),
     #[error("Telegram: {0}")]
     Telegram(#[from] BotApiError),
+    #[error("update {0} is being handled by another instance")]
+    HandledElsewhere(i64),
 }
 
 impl BotError {
-    /// When Telegram said how long to wait.
+    /// How long to wait before the update comes again, when that is known: what Telegram said,
+    /// or a short while for an update another instance handles (it is soon handled, given up, or
+    /// its claim lapses; a growing backoff would hold the bot up longer than the claim does).
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             BotError::Telegram(BotApiError::TooManyRequests { retry_after, .. }) => {
                 Some(*retry_after)
             }
+            BotError::HandledElsewhere(_) => Some(std::time::Duration::from_secs(2)),
             _ => None,
         }
     }
@@ -80,6 +86,8 @@ pub struct BotServices {
     /// `/paid CODE`: a receipt checked with Safaricom.
     pub receipts: crate::money_out::ReceiptChecks,
     pub metrics: Arc<Metrics>,
+    /// This instance's id: it claims the updates it handles under it.
+    pub instance_id: String,
 }
 
 pub struct Bot {
@@ -105,6 +113,8 @@ pub struct Bot {
     limiter: ChatRateLimiter,
     /// One update at a time in this process (webhook requests may overlap on a retry).
     serial: Mutex<()>,
+    /// Claims updates across instances (see [`Bot::process`]).
+    instance_id: String,
 }
 
 impl std::fmt::Debug for Bot {
@@ -145,6 +155,7 @@ impl Bot {
             webhook: settings.webhook_secret.clone().zip(webhook_url),
             limiter: ChatRateLimiter::default(),
             serial: Mutex::new(()),
+            instance_id: services.instance_id,
         })
     }
 
@@ -165,20 +176,63 @@ impl Bot {
 
     /// Handles one update once (see the module comment). `Err` means it was not handled and
     /// must come again.
+    ///
+    /// Across instances an update is claimed first. Two instances can be given one update at
+    /// once (a poller that lost its lease in the middle of a batch and the one that took it over,
+    /// a webhook delivered again while the first delivery is handled); both would find no status
+    /// message for a `/pay`, and both would send one and push. The one that finds the other's
+    /// claim live hands the update back to come again; by then it is handled (skipped by the
+    /// offset), given up (its claim released) or abandoned (its claim lapsed, taken over).
     pub async fn process(&self, update: Update) -> Result<(), BotError> {
         let _one_at_a_time = self.serial.lock().await;
-        let offset = self.stored_offset().await?;
-        if offset.is_some_and(|o| update.update_id < o) {
-            tracing::debug!(
-                update_id = update.update_id,
-                "update handled before; skipped"
+        let update_id = update.update_id;
+        let (bot, me) = (&self.bot_id, &self.instance_id);
+        if !self.ledger.claim_update(bot, update_id, me).await? {
+            tracing::info!(
+                update_id,
+                "update being handled by another instance; it will come again"
             );
+            return Err(BotError::HandledElsewhere(update_id));
+        }
+        let handled = self.process_claimed(update).await;
+        if let Err(error) = self.ledger.release_update(bot, update_id, me).await {
+            tracing::warn!(update_id, %error, "could not release the claim on an update; it lapses");
+        }
+        handled
+    }
+
+    async fn process_claimed(&self, update: Update) -> Result<(), BotError> {
+        let update_id = update.update_id;
+        // Read under the claim: an instance that handled it and let go has moved the offset.
+        let offset = self.stored_offset().await?;
+        if offset.is_some_and(|o| update_id < o) {
+            tracing::debug!(update_id, "update handled before; skipped");
             return Ok(());
         }
-        let update_id = update.update_id;
-        self.handle(update).await?;
+        self.keep_claim_while(update_id, self.handle(update))
+            .await?;
         self.ledger.handled(&self.bot_id, update_id).await?;
         Ok(())
+    }
+
+    /// Runs `work` to its end, renewing the claim on the update meanwhile. Handling is not cut
+    /// short when the claim cannot be renewed (a push half sent is worse than a late stop).
+    async fn keep_claim_while<T>(&self, update_id: i64, work: impl Future<Output = T>) -> T {
+        tokio::pin!(work);
+        let mut renew = tokio::time::interval(crate::bot_ledger::UPDATE_CLAIM / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = renew.tick() => {
+                    let renewed = self.ledger.claim_update(&self.bot_id, update_id, &self.instance_id).await;
+                    if !matches!(renewed, Ok(true)) {
+                        tracing::warn!(update_id, ?renewed, "the claim on an update could not be renewed while it was handled");
+                    }
+                }
+            }
+        }
     }
 
     fn count(&self, what: &str) {
