@@ -29,6 +29,9 @@ pub struct CallbackFaults {
     /// Answer the request synchronously only after this many milliseconds; the payment goes
     /// ahead and its callback is sent anyway (a client that gives up sees "outcome unknown").
     pub slow_answer_ms: u64,
+    /// STK Query about the payment: answer only after this many milliseconds (a slow Daraja
+    /// while a payment is reconciled).
+    pub slow_query_ms: u64,
     /// `ResultCode` (and `ResultType`) as JSON strings (`"0"`) instead of numbers.
     pub string_result_code: bool,
     /// Act as if the receiver were down: the delivery is recorded as failed and, like
@@ -51,6 +54,7 @@ impl CallbackFaults {
             late: self.late || other.late,
             before_sync_answer: self.before_sync_answer || other.before_sync_answer,
             slow_answer_ms: self.slow_answer_ms.max(other.slow_answer_ms),
+            slow_query_ms: self.slow_query_ms.max(other.slow_query_ms),
             string_result_code: self.string_result_code || other.string_result_code,
             receiver_down: self.receiver_down || other.receiver_down,
             queue_timeout: self.queue_timeout || other.queue_timeout,

@@ -39,7 +39,17 @@ pub(crate) async fn query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    answer(answer_query(&sim, &headers, &body))
+    // The payment's `slow_query_ms`, when the body names one the simulator knows.
+    let delay = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| Some(v.get("CheckoutRequestID")?.as_str()?.to_owned()))
+        .and_then(|id| sim.stk_transaction(&id))
+        .map_or(0, |tx| {
+            lock(&sim.inner.faults)
+                .for_flow(Flow::Stk, Some(&tx.phone))
+                .slow_query_ms
+        });
+    held_back(answer(answer_query(&sim, &headers, &body)), delay)
 }
 
 /// The fields of a push, checked in Daraja's order.

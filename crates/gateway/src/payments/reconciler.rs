@@ -27,8 +27,11 @@ use crate::payments::{PaymentError, Payments};
 
 /// How often the reconciler looks for due work when idle.
 const TICK: Duration = Duration::from_millis(500);
-/// How many payments one pass claims.
-const BATCH: u32 = 50;
+/// How many payments one pass claims: as many as it asks at once. A claim lapses after
+/// [`CLAIM_LEASE_MS`] whether or not its query has started; a pass that claimed 50 and asked 8
+/// at a time left the last ones waiting behind slow queries (30 s each when Daraja is slow)
+/// until their claims lapsed and another instance asked about them too.
+const BATCH: u32 = 8;
 /// A claim hides a payment from other instances this long (a crashed instance's claims lapse).
 const CLAIM_LEASE_MS: i64 = 60_000;
 
@@ -43,8 +46,13 @@ pub async fn run(
     tracing::info!("reconciler started");
     let mut passes: u64 = 0;
     loop {
+        // A full pass leaves more due: the next one starts at once.
+        let mut full = false;
         match pass(&payments).await {
-            Ok(_) => health.ok("reconciler"),
+            Ok(n) => {
+                health.ok("reconciler");
+                full = n == BATCH as usize;
+            }
             Err(error) => {
                 tracing::warn!(%error, "reconciler pass failed; retrying");
                 health.failing("reconciler", error.to_string());
@@ -56,9 +64,10 @@ pub async fn run(
             tracing::warn!(%error, "matching orphan callbacks failed; retrying");
         }
         passes = passes.wrapping_add(1);
+        let pause = if full { Duration::ZERO } else { TICK };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
     tracing::info!("reconciler stopped");
@@ -72,14 +81,11 @@ pub async fn pass(payments: &Payments) -> Result<usize, mpesa_storage::StorageEr
         .claim_due_checks(now, now + CLAIM_LEASE_MS, BATCH)
         .await?;
     let n = due.len();
+    // All asked at once: at most `BATCH` queries in flight.
     let mut tasks = tokio::task::JoinSet::new();
     for payment in due {
         let payments = payments.clone();
         tasks.spawn(async move { check_one(&payments, payment).await });
-        // Bounded concurrency: at most 8 queries in flight.
-        while tasks.len() >= 8 {
-            let _ = tasks.join_next().await;
-        }
     }
     while tasks.join_next().await.is_some() {}
     rematch_callbacks(payments).await?;

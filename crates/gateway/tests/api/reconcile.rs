@@ -534,3 +534,75 @@ async fn a_lost_push_answer_is_never_pushed_again_and_is_resolved() {
     );
     gw.stop().await;
 }
+
+/// A pass claims only as many payments as it asks about at once. A claim lapses after a minute
+/// whether or not its query has started: a pass that claimed 50 and asked 8 at a time left the
+/// last ones waiting behind slow queries until their claims lapsed, and another instance asked
+/// about them too. Here STK Query answers after 2 s; 12 payments are due at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_claims_no_more_payments_than_it_asks_about_at_once() {
+    let time = std::sync::Arc::new(ManualClock::new(chrono::Utc::now()));
+    let clock = Clock::manual(time.clone());
+    let mut options = Options::new(Backend::Sqlite)
+        .env("RECONCILE_AFTER_SECS", "60")
+        .env("PAYMENT_EXPIRES_AFTER_SECS", "3600")
+        .clock(clock.clone());
+    options.sim.faults = Faults::none().with_global(CallbackFaults {
+        suppress: true,
+        slow_query_ms: 2_000,
+        ..CallbackFaults::default()
+    });
+    let gw = spawn_with(options).await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(gw.pay(&format!("2547111000{i:02}"), 10).await);
+    }
+    let storage = gw.storage();
+    let claimed = || async {
+        let now = clock.now_ms();
+        let mut n = 0;
+        for id in &ids {
+            let p = storage.get_payment(id).await.unwrap().unwrap();
+            n += usize::from(p.next_check_at.is_some_and(|at| at > now));
+        }
+        n
+    };
+    // Due (`next_check_at` passed) after this; a claim moves it a minute on.
+    time.advance(chrono::Duration::seconds(61));
+    // The first claim takes its batch in one transaction; its queries then take 2 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let n = claimed().await;
+        if n > 0 {
+            break n;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing claimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(first, 8, "claimed at once: as many as are asked at once");
+    // The rest follow at once, and each payment is asked about once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut asked = Vec::new();
+        for id in &ids {
+            asked.push(
+                storage
+                    .get_payment(id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .query_attempts,
+            );
+        }
+        if asked.iter().all(|&n| n >= 1) {
+            assert!(asked.iter().all(|&n| n == 1), "{asked:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all asked: {asked:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.stop().await;
+}
