@@ -625,6 +625,17 @@ impl PayoutReads {
         Ok(PayoutView::new(&p, request.as_ref()))
     }
 
+    /// The admin the payout counts as asked for by (its requester, or the maker of the API key
+    /// it was asked with): its page offers them neither Approve nor Record the outcome.
+    pub async fn asked_by(&self, payout: &Payout) -> Result<Option<String>, PayoutError> {
+        Ok(super::asking_admin(
+            self.storage.as_ref(),
+            &payout.requested_by,
+            payout.api_key_id.as_deref(),
+        )
+        .await?)
+    }
+
     /// Why the payout is held for a person, if it is, and so what its page offers.
     pub async fn hold(&self, payout: &Payout) -> Result<Hold, PayoutError> {
         Ok(Hold::of(

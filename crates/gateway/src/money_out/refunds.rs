@@ -429,6 +429,17 @@ impl Refunds {
         Ok(RefundView::new(refund, request.as_ref()))
     }
 
+    /// The admin the refund counts as asked for by (its requester, or the maker of the API key
+    /// it was asked with): its page does not offer them Record the outcome.
+    pub async fn asked_by(&self, refund: &Refund) -> Result<Option<String>, RefundError> {
+        Ok(super::asking_admin(
+            self.storage.as_ref(),
+            &refund.requested_by,
+            refund.api_key_id.as_deref(),
+        )
+        .await?)
+    }
+
     /// Why the refund is held for a person, if it is, and so what its pages offer.
     pub async fn hold(&self, refund: &Refund) -> Result<Hold, RefundError> {
         Ok(Hold::of(

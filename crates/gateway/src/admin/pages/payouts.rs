@@ -345,9 +345,10 @@ async fn payout_page(state: &AppState, admin: &Admin, id: &str) -> Result<Payout
     // question asked about that request.
     let events = payouts.story(&p).await?;
     let hold = payouts.hold(&p).await?;
+    let me = Requester::admin(&admin.session.username).name;
+    let own = payouts.asked_by(&p).await?.as_ref() == Some(&me);
     let mut timeline: Vec<Entry> = events.iter().map(|(e, whose)| entry(e, whose)).collect();
     timeline.sort_by_key(|e| (e.at, e.order));
-    let username = &admin.session.username;
     Ok(PayoutPage {
         layout: Layout::new(
             format!("Payout {}", format::money(p.amount)),
@@ -408,7 +409,7 @@ async fn payout_page(state: &AppState, admin: &Admin, id: &str) -> Result<Payout
         ]),
         timeline,
         awaiting: p.status == PayoutStatus::AwaitingApproval,
-        own: p.requested_by == Requester::admin(username).name,
+        own,
         approve_action: format!("{}/approve", payout_href(&p.id)),
         reject_action: format!("{}/reject", payout_href(&p.id)),
         held: hold == Hold::Open && p.status == PayoutStatus::Pending,

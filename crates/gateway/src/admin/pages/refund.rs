@@ -96,8 +96,11 @@ async fn page(
         }
         None => None,
     };
-    let own =
-        held.is_some_and(|r| r.requested_by == Requester::admin(&admin.session.username).name);
+    let me = Requester::admin(&admin.session.username).name;
+    let own = match held {
+        Some(r) => state.money_out.refunds.asked_by(r).await?.as_ref() == Some(&me),
+        None => false,
+    };
     let held = held.map(|r| r.id.clone());
     let refused = if !state.money_out.initiator.configured() {
         Some(RefundError::NotConfigured.to_string())

@@ -219,7 +219,7 @@ async fn payouts_are_made_approved_by_another_admin_and_rejected(backend: Backen
     assert!(page.body.contains("waits for approval"));
     assert!(
         page.body
-            .contains("You asked for this payout, so another admin must approve it.")
+            .contains("You asked for this payout (or made the API key it was asked with), so another admin must approve it.")
     );
     assert!(
         !page.body.contains("Approve and send") && !page.body.contains("/approve\""),
@@ -255,6 +255,40 @@ async fn payouts_are_made_approved_by_another_admin_and_rejected(backend: Backen
         PayoutStatus::AwaitingApproval
     );
     assert_eq!(daraja_requests(&gw, B2C), 1, "nothing was sent");
+
+    // One asked for with an API key she made on the dashboard is hers too: its page does not
+    // offer her Approve (the server would refuse it).
+    let (key, _) = gw
+        .state
+        .accounts
+        .create_api_key("amina-tool", Some(format!("admin:{ADMIN}")))
+        .await
+        .unwrap();
+    let by_key: serde_json::Value = gw
+        .client
+        .post(gw.url("/api/v1/payouts"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"phone": "0708374149", "amount": 2000, "purpose": "business", "remarks": "Via her key"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_key["status"], "awaiting_approval", "{by_key}");
+    let page = amina
+        .get(&format!(
+            "/admin/payouts/{}",
+            by_key["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(
+        page.body.contains(
+            "You asked for this payout (or made the API key it was asked with), so another admin must approve it."
+        ) && !page.body.contains("Approve and send"),
+        "the maker of the key is not offered Approve: {}",
+        page.body
+    );
 
     // Another admin approves it: sent, paid, and the timeline names both.
     let baraka = signed_in_as(&gw, OTHER).await;
@@ -840,7 +874,7 @@ async fn a_held_payout_and_refund_get_their_outcome_recorded_on_the_dashboard(ba
     assert!(page.body.contains("Held for a person"), "{}", page.body);
     assert!(
         page.body
-            .contains("You asked for this payout, so another admin must record its outcome."),
+            .contains("You asked for this payout (or made the API key it was asked with), so another admin must record its outcome."),
         "{}",
         page.body
     );
@@ -950,7 +984,7 @@ async fn a_held_payout_and_refund_get_their_outcome_recorded_on_the_dashboard(ba
     );
     assert!(
         page.body
-            .contains("You asked for this refund, so another admin must record its outcome."),
+            .contains("You asked for this refund (or made the API key it was asked with), so another admin must record its outcome."),
         "{}",
         page.body
     );
@@ -1454,7 +1488,7 @@ async fn payouts_and_a_refund_in_a_browser() {
     b.wait_for_query("notice=payout_waits").await;
     let text = b.wait_for_text("Awaiting approval").await;
     assert!(
-        text.contains("You asked for this payout, so another admin must approve it."),
+        text.contains("You asked for this payout (or made the API key it was asked with), so another admin must approve it."),
         "{text}"
     );
     assert!(
