@@ -14,10 +14,6 @@ use crate::ids::now_ms;
 /// The poller's lease's name in storage.
 pub const POLL_LEASE: &str = "telegram-poller";
 
-/// How long a claim on one update lasts unless renewed: an instance that stopped in the middle
-/// of an update holds that update (and the ones after it) up this long before another takes it.
-pub const UPDATE_CLAIM: Duration = Duration::from_secs(60);
-
 /// The bot's bookkeeping: cheap to clone.
 #[derive(Clone)]
 pub struct BotLedger {
@@ -57,13 +53,14 @@ impl BotLedger {
         format!("telegram-update:{bot_id}:{update_id}")
     }
 
-    /// Takes or renews `owner`'s claim on handling update `update_id` for [`UPDATE_CLAIM`];
-    /// false while another instance's claim on it is live.
+    /// Takes or renews `owner`'s claim on handling update `update_id` for `lease`; false while
+    /// another instance's claim on it is live.
     pub async fn claim_update(
         &self,
         bot_id: &str,
         update_id: i64,
         owner: &str,
+        lease: Duration,
     ) -> Result<bool, StorageError> {
         let now = now_ms();
         self.storage
@@ -71,7 +68,7 @@ impl BotLedger {
                 &Self::update_claim(bot_id, update_id),
                 owner,
                 now,
-                now + UPDATE_CLAIM.as_millis() as i64,
+                now + lease.as_millis() as i64,
             )
             .await
     }

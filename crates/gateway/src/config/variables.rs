@@ -811,7 +811,7 @@ pub static VARIABLES: &[Var] = &[
         ..var(
             "TELEGRAM_POLL_LEASE",
             Telegram,
-            "How long the poller's lease lasts unrenewed: after a crash, how long until another instance polls (`1s` to `1h`).",
+            "How long the poller's lease, and an instance's claim on the update it handles, last unrenewed: after a crash, how long until another instance polls, and takes that update over (`1s` to `1h`).",
         )
     },
     // --- Email --------------------------------------------------------------------------------

@@ -113,8 +113,10 @@ pub struct Bot {
     limiter: ChatRateLimiter,
     /// One update at a time in this process (webhook requests may overlap on a retry).
     serial: Mutex<()>,
-    /// Claims updates across instances (see [`Bot::process`]).
+    /// Claims updates across instances (see [`Bot::process`]) for this long unrenewed: the
+    /// poller's lease (`TELEGRAM_POLL_LEASE`), which an instance that stopped holds as long.
     instance_id: String,
+    update_claim: std::time::Duration,
 }
 
 impl std::fmt::Debug for Bot {
@@ -156,6 +158,7 @@ impl Bot {
             limiter: ChatRateLimiter::default(),
             serial: Mutex::new(()),
             instance_id: services.instance_id,
+            update_claim: settings.poll_lease,
         })
     }
 
@@ -187,7 +190,11 @@ impl Bot {
         let _one_at_a_time = self.serial.lock().await;
         let update_id = update.update_id;
         let (bot, me) = (&self.bot_id, &self.instance_id);
-        if !self.ledger.claim_update(bot, update_id, me).await? {
+        if !self
+            .ledger
+            .claim_update(bot, update_id, me, self.update_claim)
+            .await?
+        {
             tracing::info!(
                 update_id,
                 "update being handled by another instance; it will come again"
@@ -219,14 +226,17 @@ impl Bot {
     /// short when the claim cannot be renewed (a push half sent is worse than a late stop).
     async fn keep_claim_while<T>(&self, update_id: i64, work: impl Future<Output = T>) -> T {
         tokio::pin!(work);
-        let mut renew = tokio::time::interval(crate::bot_ledger::UPDATE_CLAIM / 3);
+        let mut renew = tokio::time::interval(self.update_claim / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
         loop {
             tokio::select! {
                 out = &mut work => return out,
                 _ = renew.tick() => {
-                    let renewed = self.ledger.claim_update(&self.bot_id, update_id, &self.instance_id).await;
+                    let renewed = self
+                        .ledger
+                        .claim_update(&self.bot_id, update_id, &self.instance_id, self.update_claim)
+                        .await;
                     if !matches!(renewed, Ok(true)) {
                         tracing::warn!(update_id, ?renewed, "the claim on an update could not be renewed while it was handled");
                     }
