@@ -77,6 +77,8 @@ pub fn decide(
         (CallbackKind::C2bConfirmation, _) if incoming.parse_error.is_some() => {
             CallbackDecision::only(CallbackOutcome::Unparseable)
         }
+        // Readable, but its lookups failed: stored raw for the re-drive to prepare and book.
+        (CallbackKind::C2bConfirmation, None) => CallbackDecision::only(CallbackOutcome::Received),
         // Validations and initiator results are kept for audit and the dashboard.
         _ => CallbackDecision::only(CallbackOutcome::Stored),
     }

@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::callbacks::{IngestError, Prepared, parse_c2b, parse_stk};
 use crate::ids::{new_id, now_ms, secrets_equal};
 use crate::money_out::CallbackDoor;
-use crate::payments::c2b::VALIDATION_DECIDE_WITHIN;
+use crate::payments::c2b::{CONFIRMATION_PREPARE_WITHIN, VALIDATION_DECIDE_WITHIN};
 use crate::state::AppState;
 use daraja::wire::C2bValidationAnswer;
 use mpesa_domain::c2b::C2bPath;
@@ -311,18 +311,26 @@ async fn receive(
             let (trans_id, report) = parse_c2b(body);
             receipt = trans_id;
             match report {
-                Ok(report) => match state
-                    .payments
-                    .prepare_c2b(report, C2bPath::Confirmation)
-                    .await
+                Ok(report) => match tokio::time::timeout(
+                    CONFIRMATION_PREPARE_WITHIN,
+                    state.payments.prepare_c2b(report, C2bPath::Confirmation),
+                )
+                .await
                 {
-                    Ok(p) => {
+                    Ok(Ok(p)) => {
                         note = p.note();
                         (None, Some(Prepared::C2b(Box::new(p))), None)
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "C2B confirmation NOT stored: its lookups failed; answering an error so it is not acknowledged");
-                        return refused(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable");
+                    // Never answered with an error: M-Pesa does not send a confirmation again.
+                    // Stored raw (`received`) and acknowledged; the re-drive looks it up again
+                    // and books it.
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!("no answer within {CONFIRMATION_PREPARE_WITHIN:?}"),
+                        };
+                        tracing::warn!(%error, "a C2B confirmation's lookups failed; storing it raw, to be booked by the re-drive");
+                        (None, None, None)
                     }
                 },
                 Err(e) => (None, None, Some(e)),

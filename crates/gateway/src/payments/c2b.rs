@@ -553,6 +553,11 @@ pub async fn run_pull_schedule(
     }
 }
 
+/// How long a confirmation's lookups (an STK push it could be, a payment link, a linked phone)
+/// may take before it is stored raw instead, acknowledged, and booked by the re-drive: M-Pesa
+/// sends a confirmation once, and an answer that is late or an error loses it.
+pub const CONFIRMATION_PREPARE_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How long a validation decision may take before the fallback answers (Daraja waits about 8
 /// seconds from when its request left; the network and its queue take some of them).
 pub const VALIDATION_DECIDE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);

@@ -753,6 +753,58 @@ async fn a_slow_database_gets_the_fallback_answer() {
     gw.stop().await;
 }
 
+/// A confirmation whose lookups do not answer in time (the payment links' table is locked by
+/// another connection on PostgreSQL) is stored raw and acknowledged at once, and booked by the
+/// re-drive once the database answers again: M-Pesa sends a confirmation once, so the error it
+/// used to get lost the payment (and a lookup that hung made M-Pesa's request time out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_whose_lookups_fail_is_stored_and_booked_later() {
+    use sqlx::Connection as _;
+    let gw = spawn_with(Options::new(Backend::Postgres)).await;
+    let mut locker = sqlx::PgConnection::connect(gw.database.url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE payment_links IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let body = serde_json::to_vec(&paid_now(&confirmation(
+        "TXLOOKUP01",
+        PAYBILL,
+        // Could be a payment link's account number: the links are looked up.
+        "ACEF347",
+        "250.00",
+        "2547 ***** 149",
+        "JO",
+    )))
+    .unwrap();
+    let answered = tokio::time::timeout(
+        mpesa_gateway::payments::c2b::CONFIRMATION_PREPARE_WITHIN + Duration::from_secs(5),
+        gw.post_c2b_confirmation(&body),
+    )
+    .await
+    .expect("answered while the lookups hang");
+    assert_eq!(answered.0, 200, "{}", answered.1);
+    let stored = c2b_callbacks(gw.storage().as_ref()).await;
+    assert_eq!(
+        stored.iter().map(|c| c.outcome).collect::<Vec<_>>(),
+        vec![CallbackOutcome::Received],
+        "kept raw, to be booked"
+    );
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    let p = gw.payment_by_receipt("TXLOOKUP01").await;
+    assert_eq!(
+        (
+            p.status.as_str(),
+            p.amount.shillings(),
+            p.reference.as_str()
+        ),
+        ("completed", 250, "ACEF347")
+    );
+    gw.stop().await;
+}
+
 /// Hostile account numbers and names from a confirmation are shown as text everywhere a person
 /// sees them: the payments list (filtered to C2B), the payment page, the overview, in a real
 /// browser (headless Chromium), and the admin's Telegram alert.
