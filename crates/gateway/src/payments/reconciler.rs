@@ -93,7 +93,6 @@ pub async fn pass(payments: &Payments) -> Result<usize, mpesa_storage::StorageEr
 }
 
 async fn check_one(payments: &Payments, payment: Payment) {
-    let now = payments.clock.now_ms();
     let (payment, last) = match payment.checkout_request_id.clone() {
         Some(checkout) => match payments
             .query_and_apply(&payment, &checkout, ScheduleRule::Reconciler)
@@ -127,6 +126,9 @@ async fn check_one(payments: &Payments, payment: Payment) {
     // Expiry, or a hold for a person; and the next check, written with it.
     let result = payments
         .apply_with(&payment.id, detail, move |p| {
+            // Read now, after the query: a slow Daraja (a query can take 40 s) must not put the
+            // next check, or the expiry, in the past.
+            let now = payments.clock.now_ms();
             let outcome = state_machine::on_expiry(&p.snapshot(), now, &deadlines, last);
             let after = match &outcome {
                 Outcome::Changed(t) => crate::payments::after_transition(p, t, now),

@@ -606,3 +606,69 @@ async fn a_pass_claims_no_more_payments_than_it_asks_about_at_once() {
     }
     gw.stop().await;
 }
+
+/// The next check is scheduled from the moment the query was answered, not from before it was
+/// asked: with Daraja slow, the old moment put it in the past, and the payment was asked about
+/// again at once, and again, with every answer. Here the query takes 2 s while ten minutes pass
+/// on the gateway's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_query_does_not_put_the_next_check_in_the_past() {
+    let time = std::sync::Arc::new(ManualClock::new(chrono::Utc::now()));
+    let clock = Clock::manual(time.clone());
+    let mut options = Options::new(Backend::Sqlite)
+        .env("RECONCILE_AFTER_SECS", "60")
+        .env("PAYMENT_EXPIRES_AFTER_SECS", "3600")
+        .clock(clock.clone());
+    options.sim.faults = Faults::none().with_global(CallbackFaults {
+        suppress: true,
+        slow_query_ms: 2_000,
+        ..CallbackFaults::default()
+    });
+    options.sim.pending_query_answer = PendingQueryAnswer::ResultCode4999;
+    options.sim.prompt_timeout = Duration::from_secs(3600);
+    let gw = spawn_with(options).await;
+    let id = gw.pay(NO_ANSWER, 10).await;
+    let storage = gw.storage();
+    let queries = || {
+        gw.sim()
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("stkpushquery"))
+            .count()
+    };
+    time.advance(chrono::Duration::seconds(61));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while queries() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never asked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The query is at Daraja (the simulator logs it as it comes): ten minutes pass meanwhile.
+    time.advance(chrono::Duration::minutes(10));
+    let asked = gw
+        .wait_for_payment(
+            &id,
+            "asked once",
+            Duration::from_secs(10),
+            |p| p.query_attempts >= 1,
+            |p| p.status.is_final(),
+        )
+        .await;
+    // Due again only after the answer: a check put in the past is taken at the next pass
+    // (half a second) and asked at once (two seconds).
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < until {
+        let p = storage.get_payment(&id).await.unwrap().unwrap();
+        assert_eq!(
+            p.query_attempts, asked.query_attempts,
+            "asked again at once: the next check was put before the answer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let p = storage.get_payment(&id).await.unwrap().unwrap();
+    assert!(
+        p.next_check_at.is_some_and(|at| at > clock.now_ms()),
+        "{:?}",
+        p.next_check_at
+    );
+    gw.stop().await;
+}
