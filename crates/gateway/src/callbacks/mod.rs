@@ -168,6 +168,9 @@ pub fn decide_stored_stk(
 /// What was prepared from each callback of a batch, by callback id.
 pub type Reports = HashMap<String, Prepared>;
 
+/// The longest TransID a confirmation may carry (what storage keeps as a payment's receipt).
+const MAX_TRANS_ID_CHARS: usize = 64;
+
 /// Parses a C2B confirmation body: the receipt it names (kept on the stored callback, so that
 /// it can be applied again later) and the report, or why it cannot be read.
 pub fn parse_c2b(body: &[u8]) -> (Option<String>, Result<C2bReport, String>) {
@@ -176,6 +179,14 @@ pub fn parse_c2b(body: &[u8]) -> (Option<String>, Result<C2bReport, String>) {
             let receipt =
                 Some(p.trans_id.trim().to_owned()).filter(|r| !r.is_empty() && !r.contains('\0'));
             match p.to_report() {
+                // A receipt is 10 characters; one longer than a stored id could not name its
+                // payment, and the confirmation would be taken as applied with nothing booked.
+                Some(r) if r.receipt.trim().chars().count() > MAX_TRANS_ID_CHARS => (
+                    None,
+                    Err(format!(
+                        "TransID is longer than {MAX_TRANS_ID_CHARS} characters"
+                    )),
+                ),
                 // No M-Pesa field holds one, and PostgreSQL cannot store one in text: looked up or
                 // booked, it would fail every time, and the confirmation would be lost.
                 Some(r) if holds_a_nul(&r) => (

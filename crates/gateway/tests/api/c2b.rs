@@ -344,12 +344,29 @@ async fn other_shortcodes_and_garbage_are_kept_not_booked(backend: Backend) {
     assert_eq!(status, 200);
     let (status, _) = gw.post_c2b_confirmation(br#"{"TransID": 5"#).await;
     assert_eq!(status, 400);
+    // A TransID longer than a receipt can be stored: refused and kept, never taken as booked.
+    let long = "T".repeat(65);
+    let (status, _) = gw
+        .post_c2b_confirmation(&confirmation(
+            &long,
+            PAYBILL,
+            "A1",
+            "10.00",
+            "2547 ***** 149",
+            "X",
+        ))
+        .await;
+    assert_eq!(status, 400);
     let callbacks = c2b_callbacks(gw.storage().as_ref()).await;
     let mut outcomes: Vec<_> = callbacks.iter().map(|c| c.outcome).collect();
     outcomes.sort_by_key(|o| o.as_str());
     assert_eq!(
         outcomes,
-        vec![CallbackOutcome::Flagged, CallbackOutcome::Unparseable]
+        vec![
+            CallbackOutcome::Flagged,
+            CallbackOutcome::Unparseable,
+            CallbackOutcome::Unparseable
+        ]
     );
     let flagged = callbacks
         .iter()
