@@ -34,6 +34,10 @@ use crate::payments::{NotificationPlan, Payments};
 
 pub const PURPOSE: &str = "receipt_check";
 
+/// How long a check may be in flight without its Transaction Status request before it is taken
+/// as abandoned (its instance stopped between the two) and a new one asks.
+const UNASKED_AFTER_MS: i64 = 120_000;
+
 /// The path pattern of a receipt code: exactly what [`parse_code`] accepts.
 pub const CODE_PATTERN: &str = "^[A-Z0-9]{10}$";
 
@@ -125,7 +129,15 @@ impl ReceiptChecks {
         let mut created = None;
         for _ in 0..5 {
             if let Some(active) = self.storage.active_receipt_check(&code).await? {
-                return self.watch(active, telegram_chat).await;
+                let now = self.initiator.clock().now_ms();
+                if active.request_id.is_some() || now - active.created_at < UNASKED_AFTER_MS {
+                    return self.watch(active, telegram_chat).await;
+                }
+                // Its instance stopped before storing its request (or storing it failed):
+                // nothing was asked, and nothing will answer it. It ends so that this one asks.
+                self.give_up_unasked(&active.id, "its request was never stored")
+                    .await?;
+                continue;
             }
             match self
                 .storage
@@ -158,11 +170,20 @@ impl ReceiptChecks {
             remarks: "Receipt check".into(),
         };
         // Stored and recorded on the check before it goes out.
-        let stored = self
-            .initiator
-            .store(PURPOSE, Some(&check.id), &ask)
-            .await
-            .map_err(from_initiator)?;
+        let stored = match self.initiator.store(PURPOSE, Some(&check.id), &ask).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                // Else the check stays in flight, holding its code, until it is taken as
+                // abandoned.
+                if let Err(e) = self
+                    .give_up_unasked(&check.id, "its request could not be stored")
+                    .await
+                {
+                    tracing::warn!(check_id = %check.id, error = %e, "could not end a receipt check that was not asked");
+                }
+                return Err(from_initiator(e));
+            }
+        };
         let request_id = stored.id.clone();
         self.storage
             .update_receipt_check(&check.id, self.initiator.clock().now_ms(), &|c| {
@@ -188,6 +209,27 @@ impl ReceiptChecks {
             .get_receipt_check(&check.id)
             .await?
             .unwrap_or(check))
+    }
+
+    /// Ends a check that never asked Safaricom (`failed`, with why), unless it has asked by now.
+    async fn give_up_unasked(&self, id: &str, why: &str) -> Result<(), ReceiptError> {
+        let now = self.initiator.clock().now_ms();
+        let why = format!("not asked: {why}");
+        self.storage
+            .update_receipt_check(id, now, &|c| {
+                (c.request_id.is_none() && !c.status.is_final()).then(|| ReceiptCheckUpdate {
+                    status: Some(ReceiptCheckStatus::Failed),
+                    result_desc: Some(why.clone()),
+                    event: Some(NewMoneyOutEvent {
+                        kind: "given_up".into(),
+                        detail: json!({ "reason": why }).to_string(),
+                    }),
+                    ..Default::default()
+                })
+            })
+            .await?;
+        tracing::warn!(check_id = %id, reason = %why, "receipt check ended without asking Safaricom");
+        Ok(())
     }
 
     async fn watch(

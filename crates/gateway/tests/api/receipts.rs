@@ -637,6 +637,52 @@ async fn one_check_in_flight_per_code_and_no_answer_fails_it() {
     gw.stop().await;
 }
 
+/// A check whose instance stopped before it stored its Transaction Status request held its
+/// code for ever: every later check of the code was given that one, and nothing answered it.
+/// After two minutes without a request it ends (`failed`, "not asked") and a new check asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_abandoned_before_it_asked_is_ended_and_asked_anew() {
+    let time = std::sync::Arc::new(ManualClock::new(chrono::Utc::now()));
+    let clock = Clock::manual(time.clone());
+    let gw = spawn_with(Options::new(Backend::Sqlite).clock(clock.clone())).await;
+    let code = "SGA1XYZ124";
+    let storage = gw.storage();
+    let abandoned = storage
+        .create_receipt_check(mpesa_storage::NewReceiptCheck {
+            id: "rchk_abandoned".into(),
+            code: code.into(),
+            requested_by: "api:gone".into(),
+            source: "api".into(),
+            telegram_chat: None,
+            created_at: clock.now_ms(),
+        })
+        .await
+        .unwrap();
+    // Within the grace, it may be its instance's still: given as the check in flight.
+    let (status, body) = gw.check_receipt(code).await;
+    assert_eq!((status, &body["id"]), (202, &Value::from("rchk_abandoned")));
+    assert_eq!(gw.status_requests(), 0);
+    time.advance(chrono::Duration::seconds(121));
+    let (status, body) = gw.check_receipt(code).await;
+    assert_eq!(status, 202, "{body}");
+    assert_ne!(body["id"], Value::from("rchk_abandoned"), "a new check");
+    assert_eq!(gw.status_requests(), 1, "and it asked");
+    let ended = storage
+        .get_receipt_check(&abandoned.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.status.as_str(), "failed");
+    assert!(
+        ended
+            .result_desc
+            .as_deref()
+            .is_some_and(|d| d.contains("not asked")),
+        "{ended:?}"
+    );
+    gw.stop().await;
+}
+
 /// Without an initiator a check is refused with 409 naming the variables; a code that is not
 /// 10 upper-case letters or digits is 422; a code never checked is 404; no key is 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
