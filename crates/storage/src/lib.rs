@@ -637,6 +637,12 @@ pub trait Storage: Send + Sync + 'static {
         account_number: &str,
         now: Millis,
     ) -> Result<Option<PaymentLink>>;
+    /// The single-use link with this account number that was paid most recently: a C2B payment
+    /// to its account after it was paid is its second payment (held, refund suggested).
+    async fn find_paid_payment_link_by_account(
+        &self,
+        account_number: &str,
+    ) -> Result<Option<PaymentLink>>;
     /// Newest first, keyset-paginated.
     async fn list_payment_links(&self, page: &PageRequest) -> Result<Page<PaymentLink>>;
     /// Disables an active (or expired) link; a paid or disabled one is left as it is. Returns

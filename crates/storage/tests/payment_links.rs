@@ -221,6 +221,21 @@ async fn a_single_use_link_is_paid_once_and_a_second_payment_is_held(db: TestDat
             .is_none(),
         "a paid link's account number pays nothing more"
     );
+    assert!(
+        s.find_paid_payment_link_by_account("AAAAAAA")
+            .await
+            .unwrap()
+            .is_none(),
+        "no link with that number was paid"
+    );
+    assert_eq!(
+        s.find_paid_payment_link_by_account("KKKKKKK")
+            .await
+            .unwrap()
+            .map(|l| l.id),
+        Some("pl_1".to_owned()),
+        "but it names the paid link, whose second payment it would be"
+    );
     let first_rows = s.outbox_for_payment(&first.id).await.unwrap();
     assert_eq!(
         first_rows.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),

@@ -106,9 +106,13 @@ impl Payments {
             .ok_or_else(|| StorageError::Database("unbookable C2B amount".into()))?;
         // Paid to an open link's account number, for the amount it asks: the link's payment
         // (storage settles a single-use link with it, or holds a second one for review).
-        let payment_link_id = self
-            .open_link_for(&report.account_reference)
-            .await?
+        // A single-use link already paid is named too: this is its second payment, held for a
+        // person (refund suggested) as when the paybill came first and the prompt after.
+        let link = match self.open_link_for(&report.account_reference).await? {
+            Some(open) => Some(open),
+            None => self.paid_link_for(&report.account_reference).await?,
+        };
+        let payment_link_id = link
             .filter(|link| {
                 mpesa_domain::LinkAmount::new(
                     link.amount,
@@ -630,6 +634,21 @@ impl Payments {
             Some(account) => {
                 self.storage
                     .find_open_payment_link_by_account(&account, self.clock.now_ms())
+                    .await
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The single-use link with this account number paid most recently.
+    async fn paid_link_for(
+        &self,
+        account: &str,
+    ) -> Result<Option<mpesa_storage::PaymentLink>, StorageError> {
+        match mpesa_domain::link::normalize_account(account) {
+            Some(account) => {
+                self.storage
+                    .find_paid_payment_link_by_account(&account)
                     .await
             }
             None => Ok(None),

@@ -1093,13 +1093,33 @@ async fn paybill_payments_pay_a_link_only_while_it_is_open_and_for_its_amount() 
     let first = gw.payment_by_receipt("SHK1AAAAAA").await;
     assert_eq!(first.payment_link_id.as_deref(), l["id"].as_str());
     assert!(!first.needs_review);
-    // The second is booked (the money arrived) but only after the link closed: it names no
-    // open link, so it is an ordinary C2B payment with that account, for a person to see.
+    // The second is booked (the money arrived) as the paid link's second payment: held for a
+    // person, refund suggested, as when the prompt is answered after a paybill payment. It used
+    // to be an ordinary C2B payment that nobody was told about.
     let (s, _) = gw.post_c2b_confirmation(&body("SHK2BBBBBB")).await;
     assert_eq!(s, 200);
     let second = gw.payment_by_receipt("SHK2BBBBBB").await;
-    assert_eq!(second.payment_link_id, None);
+    assert_eq!(second.payment_link_id.as_deref(), l["id"].as_str());
+    assert!(second.needs_review, "{second:?}");
+    assert!(
+        second
+            .review_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("already paid")),
+        "{second:?}"
+    );
     assert_eq!(second.reference, account);
+    let link_now = gw
+        .storage()
+        .get_payment_link(l["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        link_now.paid_payment_id.as_deref(),
+        Some(first.id.as_str()),
+        "still paid by the first"
+    );
     // An amount outside the link's range does not pay it either.
     let l2 = link(&gw, json!({ "title": "Fee", "amount": 300 })).await;
     let account2 = l2["account_number"].as_str().unwrap().to_owned();

@@ -28,6 +28,13 @@ const SELECT_OPEN_BY_ACCOUNT: &str = concat!(
      AND (expires_at IS NULL OR expires_at > $2)"
 );
 
+const SELECT_PAID_BY_ACCOUNT: &str = concat!(
+    "SELECT ",
+    payment_link_columns!(),
+    " FROM payment_links WHERE account_number = $1 AND status = 'paid' \
+     ORDER BY updated_at DESC, id DESC LIMIT 1"
+);
+
 /// Active links past their expiry become `expired` and give their account number back.
 async fn close_expired<C: Conn>(c: &mut C, now: Millis) -> DbResult<()> {
     c.execute(
@@ -118,6 +125,17 @@ pub(crate) async fn open_by_account<C: Conn>(
 ) -> DbResult<Option<PaymentLink>> {
     let row = c
         .fetch_optional(Stmt::new(SELECT_OPEN_BY_ACCOUNT).bind(account).bind(now))
+        .await?;
+    Ok(row.as_ref().map(records::payment_link).transpose()?)
+}
+
+/// The single-use link with this account number paid most recently.
+pub(crate) async fn paid_by_account<C: Conn>(
+    c: &mut C,
+    account: &str,
+) -> DbResult<Option<PaymentLink>> {
+    let row = c
+        .fetch_optional(Stmt::new(SELECT_PAID_BY_ACCOUNT).bind(account))
         .await?;
     Ok(row.as_ref().map(records::payment_link).transpose()?)
 }

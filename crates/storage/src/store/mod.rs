@@ -991,6 +991,13 @@ impl<D: Driver> Storage for SqlStorage<D> {
         read!(self, |c| links::open_by_account(c, account_number, now))
     }
 
+    async fn find_paid_payment_link_by_account(
+        &self,
+        account_number: &str,
+    ) -> Result<Option<PaymentLink>> {
+        read!(self, |c| links::paid_by_account(c, account_number))
+    }
+
     async fn list_payment_links(&self, page: &PageRequest) -> Result<Page<PaymentLink>> {
         read!(self, |c| links::list(c, page))
     }
