@@ -284,6 +284,8 @@ pub enum CallbackParseError {
     Missing(&'static str),
     #[error("a successful STK callback (ResultCode 0) has no MpesaReceiptNumber")]
     MissingReceipt,
+    #[error("MpesaReceiptNumber is not a receipt number (over 64 characters, or a NUL)")]
+    InvalidReceipt,
     #[error("{field} is not an exact amount: {value}")]
     InvalidAmount { field: &'static str, value: String },
     #[error("AccountBalance cannot be read: {0}")]

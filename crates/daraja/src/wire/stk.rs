@@ -286,6 +286,11 @@ impl StkCallback {
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty())
                 .ok_or(CallbackParseError::MissingReceipt)?;
+            // A receipt is 10 characters. One that storage cannot keep (over 64, or a NUL
+            // PostgreSQL refuses in text) would fail every attempt to apply the callback.
+            if receipt.chars().count() > 64 || receipt.contains('\0') {
+                return Err(CallbackParseError::InvalidReceipt);
+            }
             Some(SuccessDetails {
                 receipt,
                 // A negative amount is no payment: unreadable, so the payment is held.
@@ -408,6 +413,23 @@ mod tests {
 
     /// Found by the `stk_callback` fuzz target's invariant: `"Amount": -1.00` was read as a
     /// payment of minus one shilling.
+    #[test]
+    fn a_receipt_storage_cannot_keep_is_refused() {
+        let long = "S".repeat(65);
+        for receipt in [long.as_str(), "SGA1\\u0000XYZ"] {
+            let body = DOCS_SUCCESS.replace("SGA1XYZ123", receipt);
+            assert!(
+                matches!(
+                    StkCallback::parse(body.as_bytes()),
+                    Err(CallbackParseError::InvalidReceipt)
+                ),
+                "{receipt}"
+            );
+        }
+        let longest = DOCS_SUCCESS.replace("SGA1XYZ123", &"S".repeat(64));
+        assert!(StkCallback::parse(longest.as_bytes()).is_ok());
+    }
+
     #[test]
     fn a_negative_amount_is_unreadable() {
         let body = DOCS_SUCCESS.replace(r#""Value":1.00"#, r#""Value":-1.00"#);
