@@ -155,8 +155,9 @@ async fn check_one(payments: &Payments, payment: Payment) {
 /// Unmatched success callbacks that may belong to a payment whose push outcome was unknown (the
 /// push timed out after sending, so Daraja's CheckoutRequestID never reached us). A callback is
 /// tied to such a payment only when its phone and amount fit exactly one of them AND Daraja,
-/// asked about the callback's CheckoutRequestID, confirms the payment succeeded; the payment is
-/// then completed by that query and held for a person to look at. Public for tests.
+/// asked about the callback's CheckoutRequestID, confirms the payment succeeded; the payment then
+/// takes that CheckoutRequestID and is held for a person (it stays `pending`: a held payment is
+/// settled by a person, not by the query or the callback). Public for tests.
 pub async fn adopt_orphan_callbacks(
     payments: &Payments,
 ) -> Result<usize, mpesa_storage::StorageError> {
@@ -254,7 +255,8 @@ pub async fn adopt_orphan_callbacks(
             continue;
         };
         tracing::warn!(payment_id = %pending.id, callback_id = %cb.id, "orphan callback tied to a payment whose push outcome was unknown; held for review");
-        // Daraja's own answer completes it; the rematch pass then adds the callback's receipt.
+        // Daraja's answer goes on its timeline for the person deciding (it changes nothing of a
+        // held payment), and the rematch pass ties the callback to it.
         if let Err(error) = payments
             .query_and_apply(&pending, &checkout, ScheduleRule::Keep)
             .await
