@@ -107,6 +107,10 @@ pub struct StartRules {
     /// waits for the first's commit (or, on Galera, fails certification and runs again), then
     /// sees its payment.
     pub one_open_per_phone: bool,
+    /// For a payment through a single-use link: refused once the link is paid, and while
+    /// another payment through it is `initiated` or `pending` (a prompt to another phone, which
+    /// could be paid too). Serialised on a row of `rate_limits` (`prompt-link:<link>`).
+    pub one_open_per_link: bool,
     /// Counted one hit each when the payment is stored; when one is full nothing is stored.
     pub limits: Vec<RateLimit>,
 }
@@ -477,6 +481,9 @@ pub enum CreatePaymentResult {
     Limited {
         retry_at: Millis,
     },
+    /// [`StartRules::one_open_per_link`]: the link is paid (`None`), or this payment through it
+    /// is still open.
+    LinkTaken(Option<Box<Payment>>),
 }
 
 // ---- callbacks -------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ on_every_backend!(
     a_second_payment_through_the_callback_batch_is_held_too,
     rate_limits_are_shared_by_instances_and_refusals_do_not_count,
     start_rules_hold_in_the_storing_transaction,
+    a_single_use_link_takes_one_prompt_at_a_time_and_none_once_paid,
 );
 
 fn new_link(id: &str, candidates: &[&str], single_use: bool, now: Millis) -> NewPaymentLink {
@@ -489,6 +490,7 @@ async fn start_rules_hold_in_the_storing_transaction(db: TestDatabase) {
         p.rules = StartRules {
             one_open_per_phone: true,
             limits,
+            ..StartRules::default()
         };
         p
     };
@@ -580,4 +582,83 @@ async fn start_rules_hold_in_the_storing_transaction(db: TestDatabase) {
         matches!(again, CreatePaymentResult::Created(_)),
         "{again:?}"
     );
+}
+
+/// A single-use link takes one open payment at a time, whichever instance stores it, and none
+/// once it is paid: prompts to two phones at once could both be paid. A reusable link takes any.
+async fn a_single_use_link_takes_one_prompt_at_a_time_and_none_once_paid(db: TestDatabase) {
+    let one = db.storage();
+    let two = db.connect_another().await;
+    one.create_payment_link(&new_link("pl_su", &["SSSSSSS"], true, T0))
+        .await
+        .unwrap();
+    one.create_payment_link(&new_link("pl_many", &["MMMMMMM"], false, T0))
+        .await
+        .unwrap();
+    let through = |n: u32, link: &str, phone_text: &str| {
+        let mut p = new_payment(&pay_id(n), T0 + i64::from(n));
+        p.phone = phone(phone_text);
+        p.payment_link_id = Some(link.into());
+        p.rules = StartRules {
+            one_open_per_phone: true,
+            one_open_per_link: true,
+            ..StartRules::default()
+        };
+        p
+    };
+    // Eight phones at once through both instances: one prompt.
+    let mut tasks = Vec::new();
+    for i in 0..8u32 {
+        let s = if i % 2 == 0 { one.clone() } else { two.clone() };
+        let p = through(400 + i, "pl_su", &format!("07110009{i:02}"));
+        tasks.push(tokio::spawn(async move {
+            s.create_payment(p, None).await.unwrap()
+        }));
+    }
+    let mut created = Vec::new();
+    let mut taken = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            CreatePaymentResult::Created(p) => created.push(p),
+            CreatePaymentResult::LinkTaken(Some(open)) => {
+                assert_eq!(open.payment_link_id.as_deref(), Some("pl_su"));
+                taken += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((created.len(), taken), (1, 7));
+    // Still open once pushed; then paid: closed to new prompts.
+    let first = created.pop().unwrap();
+    set(one.as_ref(), &first.id, T0 + 500, accepted("ws_CO_400")).await;
+    assert!(matches!(
+        one.create_payment(through(410, "pl_su", "0711000950"), None)
+            .await
+            .unwrap(),
+        CreatePaymentResult::LinkTaken(Some(_))
+    ));
+    apply(
+        one.as_ref(),
+        &first.id,
+        T0 + 600,
+        completion("RCPT400", &first.id),
+    )
+    .await;
+    assert_eq!(
+        one.get_payment_link("pl_su").await.unwrap().unwrap().status,
+        LinkStatus::Paid
+    );
+    assert!(matches!(
+        one.create_payment(through(411, "pl_su", "0711000951"), None)
+            .await
+            .unwrap(),
+        CreatePaymentResult::LinkTaken(None)
+    ));
+    // A reusable link is not held to one prompt (the rule is the door's to ask for).
+    let mut reusable = through(420, "pl_many", "0711000960");
+    reusable.rules.one_open_per_link = false;
+    create(one.as_ref(), reusable).await;
+    let mut again = through(421, "pl_many", "0711000961");
+    again.rules.one_open_per_link = false;
+    create(one.as_ref(), again).await;
 }

@@ -478,6 +478,15 @@ async fn pay(
             &here,
             format!("{here}?lang={}", lang.as_str()),
         ),
+        Err(PayError::LinkBusy) => message(
+            &state,
+            lang,
+            StatusCode::CONFLICT,
+            t.too_many_heading,
+            t.link_busy.into(),
+            &here,
+            format!("{here}?lang={}", lang.as_str()),
+        ),
         Err(PayError::TooMany { retry_at, now }) => {
             let mut r = message(
                 &state,

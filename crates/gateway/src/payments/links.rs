@@ -53,6 +53,9 @@ pub enum PayError {
     /// A prompt to this phone is still open.
     #[error("a payment prompt is already open on this phone")]
     PhoneBusy,
+    /// A single-use link has a prompt open to another phone.
+    #[error("a payment through this single-use link is already in progress")]
+    LinkBusy,
     /// One of the limits is reached until `retry_at` (Unix ms, on the service's clock, which
     /// read `now` when it judged).
     #[error("too many payment prompts")]
@@ -306,6 +309,7 @@ impl PaymentLinks {
             request,
             origin: Origin::PayPage {
                 link_id: link.id.clone(),
+                single_use: link.single_use,
             },
             idempotency: None,
             push: PushWhen::Now,
@@ -318,6 +322,19 @@ impl PaymentLinks {
                 | PushOutcome::Refused { payment: p, .. },
             ) => p,
             Started::Refused(StartRefused::OpenPayment(_)) => return Err(PayError::PhoneBusy),
+            // Closed since it was read: paid through another door, or expired, or disabled.
+            Started::Refused(StartRefused::LinkTaken(None)) => {
+                let status = self
+                    .storage
+                    .get_payment_link(&link.id)
+                    .await
+                    .map_err(PaymentError::Storage)?
+                    .map_or(LinkStatus::Disabled, |l| l.status_at(now));
+                return Err(PayError::Closed(status));
+            }
+            Started::Refused(StartRefused::LinkTaken(Some(_))) => {
+                return Err(PayError::LinkBusy);
+            }
             Started::Refused(StartRefused::Limited { retry_at }) => {
                 tracing::info!(link_id = %link.id, phone = %phone.masked(), "pay page limit reached");
                 return Err(PayError::TooMany { retry_at, now });

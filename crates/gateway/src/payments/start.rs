@@ -51,7 +51,7 @@ pub enum Origin {
         sent_at_ms: Option<i64>,
     },
     /// The public pay page of a payment link.
-    PayPage { link_id: String },
+    PayPage { link_id: String, single_use: bool },
 }
 
 impl Origin {
@@ -75,6 +75,18 @@ impl Origin {
     /// dashboard decide for themselves.
     fn one_open_per_phone(&self) -> bool {
         matches!(self, Origin::TelegramChat { .. } | Origin::PayPage { .. })
+    }
+
+    /// A single-use link takes one prompt at a time, and none once paid: two prompts to two
+    /// phones could both be paid.
+    fn one_open_per_link(&self) -> bool {
+        matches!(
+            self,
+            Origin::PayPage {
+                single_use: true,
+                ..
+            }
+        )
     }
 
     /// An API client retrying gets the first answer again (HTTP semantics); the other doors
@@ -123,6 +135,8 @@ pub enum StartRefused {
     Stale,
     /// One of [`StartPayment::limits`] is full until then (Unix ms).
     Limited { retry_at: i64 },
+    /// A single-use link is paid (`None`), or this payment through it is still open.
+    LinkTaken(Option<Box<Payment>>),
 }
 
 /// What came of a [`StartPayment`].
@@ -240,6 +254,7 @@ impl Payments {
             customer_language: request.customer_language,
             rules: StartRules {
                 one_open_per_phone: origin.one_open_per_phone(),
+                one_open_per_link: origin.one_open_per_link(),
                 limits,
             },
         };
@@ -251,6 +266,9 @@ impl Payments {
             }
             CreatePaymentResult::Limited { retry_at } => {
                 return Ok(Started::Refused(StartRefused::Limited { retry_at }));
+            }
+            CreatePaymentResult::LinkTaken(open) => {
+                return Ok(Started::Refused(StartRefused::LinkTaken(open)));
             }
             // The key was claimed before: nothing of this request was written.
             other => {

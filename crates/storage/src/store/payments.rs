@@ -70,6 +70,12 @@ pub(crate) async fn create<C: Conn>(
     {
         return Ok(CreatePaymentResult::OpenPayment(Box::new(open)));
     }
+    if new.rules.one_open_per_link
+        && let Some(link_id) = &new.payment_link_id
+        && let Some(taken) = single_use_link_taken(c, link_id, new.created_at).await?
+    {
+        return Ok(CreatePaymentResult::LinkTaken(taken));
+    }
     if !new.rules.limits.is_empty()
         && let Some(retry_at) = links::hit_rate_limits(c, &new.rules.limits, new.created_at).await?
     {
@@ -102,6 +108,71 @@ pub(crate) async fn create<C: Conn>(
     Ok(CreatePaymentResult::Created(payment))
 }
 
+/// Takes the row `bucket` of `rate_limits` for this transaction: a concurrent start that takes
+/// it too waits for this one's commit (or, on Galera, fails certification and runs again).
+async fn serialise_on<C: Conn>(c: &mut C, bucket: &str, now: Millis) -> DbResult<()> {
+    check_len("rate-limit bucket", bucket, 190)?;
+    c.execute(
+        Stmt::new(C::DIALECT.insert_rate_limit_if_absent)
+            .bind(bucket)
+            .bind(now),
+    )
+    .await?;
+    // A write, not only a lock: Galera certifies writes, not `FOR UPDATE`.
+    c.execute(
+        Stmt::new("UPDATE rate_limits SET window_start = $1, hits = hits + 1 WHERE bucket = $2")
+            .bind(now)
+            .bind(bucket),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Why a new payment through single-use link `link_id` cannot start: `Some(None)` once the link
+/// is paid (or closed), `Some(Some(open))` while another payment through it is open (a prompt to
+/// another phone: both could be paid). Read after taking the link's `prompt-link:` row.
+async fn single_use_link_taken<C: Conn>(
+    c: &mut C,
+    link_id: &str,
+    now: Millis,
+) -> DbResult<Option<Option<Box<Payment>>>> {
+    serialise_on(c, &format!("prompt-link:{link_id}"), now).await?;
+    let open_for_payment = c
+        .fetch_optional(
+            Stmt::new(
+                "SELECT id FROM payment_links WHERE id = $1 AND status = 'active' \
+                 AND paid_payment_id IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+            )
+            .bind(link_id)
+            .bind(now),
+        )
+        .await?
+        .is_some();
+    if !open_for_payment {
+        return Ok(Some(None));
+    }
+    const OPEN: &str = concat!(
+        "SELECT ",
+        payment_columns!(),
+        " FROM payments WHERE payment_link_id = $1 AND status IN ($2, $3) AND needs_review = $4 \
+         ORDER BY id DESC LIMIT 1"
+    );
+    let row = c
+        .fetch_optional(
+            Stmt::new(OPEN)
+                .bind(link_id)
+                .bind(PaymentStatus::Pending.as_str())
+                .bind(PaymentStatus::Initiated.as_str())
+                .bind(false),
+        )
+        .await?;
+    Ok(row
+        .as_ref()
+        .map(records::payment)
+        .transpose()?
+        .map(|open| Some(Box::new(open))))
+}
+
 /// The newest open payment to `phone` (a prompt on the phone first, else one being pushed),
 /// read after taking the phone's `prompt:` row in `rate_limits`: a concurrent start to the same
 /// phone holds it until it commits, so its payment is seen here.
@@ -110,21 +181,7 @@ async fn open_payment_to<C: Conn>(
     phone: &str,
     now: Millis,
 ) -> DbResult<Option<Payment>> {
-    let bucket = format!("prompt:{phone}");
-    check_len("rate-limit bucket", &bucket, 190)?;
-    c.execute(
-        Stmt::new(C::DIALECT.insert_rate_limit_if_absent)
-            .bind(&bucket)
-            .bind(now),
-    )
-    .await?;
-    // A write, not only a lock: Galera certifies writes, not `FOR UPDATE`.
-    c.execute(
-        Stmt::new("UPDATE rate_limits SET window_start = $1, hits = hits + 1 WHERE bucket = $2")
-            .bind(now)
-            .bind(&bucket),
-    )
-    .await?;
+    serialise_on(c, &format!("prompt:{phone}"), now).await?;
     // One statement, so one snapshot: read as two (pending, then initiated), a payment whose
     // push was accepted between them (initiated → pending) was in neither, and a second
     // instance pushed to the phone too. A payment held for review is not open: its prompt is
