@@ -558,14 +558,25 @@ async fn a_pass_claims_no_more_payments_than_it_asks_about_at_once() {
         ids.push(gw.pay(&format!("2547111000{i:02}"), 10).await);
     }
     let storage = gw.storage();
+    // Read in one statement (one snapshot): read one by one, a claim committing in the middle
+    // of the reading is seen in part.
     let claimed = || async {
         let now = clock.now_ms();
-        let mut n = 0;
-        for id in &ids {
-            let p = storage.get_payment(id).await.unwrap().unwrap();
-            n += usize::from(p.next_check_at.is_some_and(|at| at > now));
-        }
-        n
+        let page = storage
+            .list_payments(
+                &Default::default(),
+                &mpesa_storage::PageRequest {
+                    limit: 100,
+                    cursor: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), ids.len());
+        page.items
+            .iter()
+            .filter(|p| p.next_check_at.is_some_and(|at| at > now))
+            .count()
     };
     // Due (`next_check_at` passed) after this; a claim moves it a minute on.
     time.advance(chrono::Duration::seconds(61));
