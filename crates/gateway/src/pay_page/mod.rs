@@ -2,9 +2,10 @@
 //!
 //! * `GET /pay/{slug}`: the business, the title, the amount (or a field within the link's
 //!   range), a phone field and **Pay**; the paybill/till and the link's account number below.
-//! * `POST /pay/{slug}`: a plain form POST; [`PaymentLinks::pay`] checks the link, the phone's
-//!   open prompt and the limits, and has the payment service store and push it; then a 303 to
-//!   the status page.
+//! * `POST /pay/{slug}`: a plain form POST (refused when the browser says another site sent it,
+//!   `Sec-Fetch-Site: cross-site`); [`PaymentLinks::pay`] checks the link, the phone's open
+//!   prompt and the limits, and has the payment service store and push it; then a 303 to the
+//!   status page.
 //! * `GET /pay/{slug}/p/{payment_id}`: follows the payment in the customer's words. Without
 //!   JavaScript it refreshes itself (`<noscript>` meta refresh); with it, the one same-origin
 //!   script asks `…/state` and reloads when the state moves.
@@ -403,6 +404,25 @@ async fn pay(
     };
     let lang = customer_lang(switch, link.language, accept_language(&parts.headers));
     let t = words(lang);
+    // A form another site makes its visitors' browsers post would send prompts to phones of the
+    // site's choosing, each visitor another address for the limits. Browsers say where a request
+    // comes from; a client that does not say (curl, an old browser) is counted by its address.
+    if parts
+        .headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    {
+        let here = link_path(&link);
+        return message(
+            &state,
+            lang,
+            StatusCode::FORBIDDEN,
+            t.too_many_heading,
+            t.from_elsewhere.into(),
+            &here,
+            format!("{here}?lang={}", lang.as_str()),
+        );
+    }
     let status = state.links.status(&link);
     if status != LinkStatus::Active {
         return closed(&state, lang, &link, status);

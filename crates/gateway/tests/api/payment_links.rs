@@ -677,6 +677,18 @@ async fn a_single_use_link_takes_one_prompt_and_a_second_payment_is_held() {
             .filter(|r| r.path.contains("stkpush/v1/processrequest"))
             .count()
     };
+    // A form another site made a visitor's browser post: refused, nothing pushed.
+    let forged = customer()
+        .post(gw.url(&path))
+        .header("Sec-Fetch-Site", "cross-site")
+        .form(&[("phone", SUCCESS)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+    let text = forged.text().await.unwrap();
+    assert!(text.contains("sent from another website"), "{text}");
+    assert_eq!(pushes(), 0);
     let (prompt_path, prompted) = pay_ok(&gw, &path, SUCCESS, None).await;
     assert_eq!(pushes(), 1);
     let busy = pay_form(&customer(), &gw, &path, &[("phone", "254711000333")]).await;
