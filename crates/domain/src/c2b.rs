@@ -106,6 +106,24 @@ pub struct C2bReport {
     pub transaction_type: String,
 }
 
+impl C2bReport {
+    /// Whether a text field holds a NUL character. No M-Pesa field holds one, and PostgreSQL
+    /// cannot store one in text: looked up or booked, such a report fails every time.
+    pub fn holds_a_nul(&self) -> bool {
+        [
+            Some(self.receipt.as_str()),
+            Some(self.account_reference.as_str()),
+            Some(self.business_short_code.as_str()),
+            Some(self.transaction_type.as_str()),
+            self.payer_name.as_deref(),
+            self.msisdn.as_given().as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|text| text.contains('\0'))
+    }
+}
+
 /// How a C2B payment reached us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum C2bPath {

@@ -189,7 +189,7 @@ pub fn parse_c2b(body: &[u8]) -> (Option<String>, Result<C2bReport, String>) {
                 ),
                 // No M-Pesa field holds one, and PostgreSQL cannot store one in text: looked up or
                 // booked, it would fail every time, and the confirmation would be lost.
-                Some(r) if holds_a_nul(&r) => (
+                Some(r) if r.holds_a_nul() => (
                     receipt,
                     Err("a text field holds a NUL character".to_owned()),
                 ),
@@ -202,20 +202,6 @@ pub fn parse_c2b(body: &[u8]) -> (Option<String>, Result<C2bReport, String>) {
         }
         Err(e) => (None, Err(e.to_string())),
     }
-}
-
-fn holds_a_nul(r: &C2bReport) -> bool {
-    [
-        Some(r.receipt.as_str()),
-        Some(r.account_reference.as_str()),
-        Some(r.business_short_code.as_str()),
-        Some(r.transaction_type.as_str()),
-        r.payer_name.as_deref(),
-        r.msisdn.as_given().as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .any(|text| text.contains('\0'))
 }
 
 /// Prepares a C2B confirmation (parsing its body again when it was stored earlier): `None`

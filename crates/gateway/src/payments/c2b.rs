@@ -277,6 +277,17 @@ pub struct PullSummary {
     pub already_booked: usize,
     /// Records left alone, with why.
     pub skipped: Vec<(String, String)>,
+    /// The earliest time (Unix ms) of a record to look at again: one an open STK payment could
+    /// be (decided once it is settled), or one that could not be booked now. The next run starts
+    /// there, not where this one ended.
+    #[serde(skip)]
+    pub look_again_from: Option<i64>,
+}
+
+impl PullSummary {
+    fn look_again(&mut self, at: i64) {
+        self.look_again_from = Some(self.look_again_from.map_or(at, |t| t.min(at)));
+    }
 }
 
 /// The setting that remembers up to when Pull Transactions has looked (Unix ms).
@@ -336,8 +347,30 @@ impl Payments {
             offset = offset.saturating_add(page.transactions.len() as u32);
             summary.listed += page.transactions.len();
             for record in &page.transactions {
-                self.recover_pulled(record, &short_code, &mut summary)
-                    .await?;
+                match self.recover_pulled(record, &short_code, &mut summary).await {
+                    Ok(()) => {}
+                    // The database out of reach: the whole run again later.
+                    Err(
+                        e @ crate::payments::PaymentError::Storage(StorageError::Unavailable(_)),
+                    ) => {
+                        return Err(e);
+                    }
+                    // One record that cannot be booked now does not keep the others from it;
+                    // the next run looks at it again.
+                    Err(error) => {
+                        let receipt = record.transaction_id.trim().to_owned();
+                        tracing::error!(%receipt, %error, "Pull Transactions: a record could not be booked; the next run asks again");
+                        summary
+                            .skipped
+                            .push((receipt, format!("not booked: {error}")));
+                        summary.look_again(
+                            record
+                                .to_report(&short_code)
+                                .and_then(|r| r.transaction_time_ms)
+                                .unwrap_or(start.timestamp_millis()),
+                        );
+                    }
+                }
             }
             if offset >= 100_000 {
                 tracing::warn!(offset, "Pull Transactions: stopping after 100,000 records");
@@ -387,9 +420,17 @@ impl Payments {
             skip("the amount is not an exact amount");
             return Ok(());
         };
+        if report.holds_a_nul() {
+            skip("a text field holds a NUL character");
+            return Ok(());
+        }
+        let paid_at = report.transaction_time_ms;
         let prepared = self.prepare_c2b(report, C2bPath::Pull).await?;
         if let Some(note) = prepared.note() {
             skip(&note);
+            if prepared.verdict == C2bDecision::AwaitStk {
+                summary.look_again(paid_at.unwrap_or_else(|| self.clock.now_ms()));
+            }
             return Ok(());
         }
         let now = self.clock.now_ms();
@@ -493,15 +534,24 @@ impl Payments {
             .c2b
             .pull_interval
             .map_or(3_600_000, |d| d.as_millis() as i64);
-        let from = last
+        let wanted = last
             .map(|l| l - PULL_OVERLAP_MS)
-            .unwrap_or(now - 2 * interval)
-            .max(now - PULL_MAX_WINDOW_MS);
+            .unwrap_or(now - 2 * interval);
+        let from = wanted.max(now - PULL_MAX_WINDOW_MS);
+        if from > wanted {
+            tracing::error!(
+                from = %millis_to_utc(wanted),
+                to = %millis_to_utc(from),
+                "Pull Transactions: this stretch is more than a day back and is not asked for; a confirmation lost in it is found only on the M-Pesa org portal"
+            );
+        }
         let summary = self
             .pull_transactions(millis_to_utc(from), millis_to_utc(now))
             .await?;
+        // Up to now, or up to the first record to look at again.
+        let until = summary.look_again_from.map_or(now, |t| t.clamp(from, now));
         self.storage
-            .put_setting(PULL_UNTIL_SETTING, &now.to_string(), now)
+            .put_setting(PULL_UNTIL_SETTING, &until.to_string(), now)
             .await?;
         Ok(summary)
     }

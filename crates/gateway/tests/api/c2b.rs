@@ -591,6 +591,81 @@ async fn a_lost_confirmation_is_recovered_by_pull_once(backend: Backend) {
     gw.stop().await;
 }
 
+/// A pulled record an open STK payment could be is decided once that payment settles: the next
+/// scheduled run starts from it, not from where this run ended (it used to, and a payment left
+/// open for longer than the runs' ten-minute overlap had its record never looked at again). A
+/// record holding a NUL is skipped, not an end to the run. The gateway's clock is moved.
+async fn a_pulled_record_waiting_for_an_stk_payment_is_looked_at_again(backend: Backend) {
+    let time = Arc::new(mpesa_gateway::clock::ManualClock::new(chrono::Utc::now()));
+    let clock = mpesa_gateway::clock::Clock::manual(time.clone());
+    let mut options = Options::new(backend)
+        .env("RECONCILE_AFTER_SECS", "36000")
+        .env("PAYMENT_EXPIRES_AFTER_SECS", "72000")
+        .clock(clock.clone());
+    options.sim.faults.global = CallbackFaults {
+        suppress: true,
+        ..CallbackFaults::default()
+    };
+    let gw = spawn_with(options).await;
+    gw.c2b_registered().await;
+    let payments = &gw.state.payments;
+    payments
+        .pull_register(mpesa_domain::Msisdn::parse(SUCCESS).unwrap())
+        .await
+        .unwrap();
+    // An STK payment left open, and a paybill payment with its account and amount whose
+    // confirmation never came.
+    let (status, stk) = gw
+        .create_payment(json!({ "phone": SUCCESS, "amount": 60, "reference": "ACC9" }))
+        .await;
+    assert_eq!(status, 201, "{stk}");
+    let lost = gw
+        .sim()
+        .pay_c2b(CustomerPayment::paybill(PAYBILL, "ACC9", 60))
+        .await
+        .unwrap();
+    // And one whose account holds a NUL (PostgreSQL could store no such text).
+    let nul = gw
+        .sim()
+        .pay_c2b(
+            CustomerPayment::paybill(PAYBILL, "BAD\u{0}1", 70).with_faults(CallbackFaults {
+                suppress: true,
+                ..CallbackFaults::default()
+            }),
+        )
+        .await
+        .unwrap();
+    time.advance(chrono::Duration::minutes(30));
+    let first = payments.pull_since_last().await.unwrap();
+    assert!(first.recovered.is_empty(), "{first:?}");
+    assert!(
+        first
+            .skipped
+            .iter()
+            .any(|(r, why)| *r == nul.trans_id && why.contains("NUL")),
+        "{first:?}"
+    );
+    assert!(
+        first
+            .skipped
+            .iter()
+            .any(|(r, why)| *r == lost.trans_id && why.contains("open STK payment")),
+        "{first:?}"
+    );
+    // The STK payment ends unpaid; an hour later the next run books the paybill payment.
+    let checkout = stk["checkout_request_id"].as_str().unwrap().to_owned();
+    let (status, _) = gw
+        .post_stk_callback(&stk_failure(&checkout, 1032, "Request cancelled by user"))
+        .await;
+    assert_eq!(status, 200);
+    time.advance(chrono::Duration::minutes(60));
+    let second = payments.pull_since_last().await.unwrap();
+    assert_eq!(second.recovered, vec![lost.trans_id.clone()], "{second:?}");
+    let p = gw.payment_by_receipt(&lost.trans_id).await;
+    assert_eq!(p.recovered_by.as_deref(), Some("pull"));
+    gw.stop().await;
+}
+
 /// With `C2B_VALIDATION=rules`, Daraja's validation requests (the simulator with external
 /// validation on) are refused with its codes by the account pattern (C2B00012), the amount
 /// bounds (C2B00013) and the known accounts (C2B00012), and accepted otherwise; a refused payment
@@ -1261,6 +1336,7 @@ crate::on_every_backend!(
     validation_off_accepts_everything,
     a_paybill_payment_becomes_a_completed_c2b_payment,
     other_shortcodes_and_garbage_are_kept_not_booked,
+    a_pulled_record_waiting_for_an_stk_payment_is_looked_at_again,
     a_hashed_msisdn_is_matched_to_a_linked_phone,
     a_confirmation_for_an_stk_receipt_is_a_duplicate,
 );
