@@ -16,12 +16,13 @@ use std::time::Duration;
 use mpesa_domain::state_machine::{LastQuery, Outcome, TransitionKind};
 use mpesa_domain::{FinalOutcome, Msisdn, PaymentStatus, QueryVerdict, state_machine};
 use mpesa_storage::{
-    CallbackFilter, CallbackKind, CallbackOutcome, PageRequest, Payment, PaymentFilter,
+    CallbackDecision, CallbackFilter, CallbackKind, CallbackOutcome, PageRequest, Payment,
+    PaymentFilter,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::callbacks::{decide_stored_stk, parse_stk};
+use crate::callbacks::{decide_receipt_in_use, decide_stored_stk, parse_stk};
 use crate::payments::service::ScheduleRule;
 use crate::payments::{PaymentError, Payments};
 
@@ -314,6 +315,31 @@ async fn rematch_callbacks(payments: &Payments) -> Result<(), mpesa_storage::Sto
                 }
                 if ingested.outcome != CallbackOutcome::Unmatched {
                     tracing::info!(callback_id = %cb.id, outcome = ingested.outcome.as_str(), "late-matched callback applied");
+                }
+            }
+            // Its receipt belongs to another payment: this one is held for a person, as when
+            // such a callback is received. Else it fails here on every pass, for ever.
+            Err(mpesa_storage::StorageError::Conflict(rule))
+                if rule.contains("mpesa_receipt_number") =>
+            {
+                let plan = payments.plan.clone();
+                let held = payments
+                    .storage
+                    .reapply_callback(&cb.id, now, &move |_incoming, payment| match payment {
+                        Some(p) => decide_receipt_in_use(&plan, p, now),
+                        None => CallbackDecision::only(CallbackOutcome::Unmatched),
+                    })
+                    .await;
+                match held {
+                    Ok(ingested) => {
+                        if let (Some(after), Some(update)) = (&ingested.payment, &ingested.update) {
+                            payments.after_write(after, update);
+                        }
+                        tracing::warn!(callback_id = %cb.id, "late-matched callback carries another payment's receipt; its payment is held for review");
+                    }
+                    Err(error) => {
+                        tracing::warn!(callback_id = %cb.id, %error, "could not re-apply callback")
+                    }
                 }
             }
             Err(error) => {

@@ -683,3 +683,111 @@ async fn a_slow_query_does_not_put_the_next_check_in_the_past() {
     );
     gw.stop().await;
 }
+
+/// A callback that came before its push's answer (parked as unmatched) and carries a receipt
+/// another payment holds: once the answer names its payment, that payment is held for a person,
+/// as when such a callback is received. It used to fail the re-match on the unique receipt on
+/// every pass, for ever, leaving the payment pending and the callback unmatched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_matched_callback_with_another_payments_receipt_holds_its_payment() {
+    let mut options = Options::new(Backend::Sqlite)
+        .env("RECONCILE_AFTER_SECS", "3600")
+        .env("MPESA_TIMEOUT_SECS", "20");
+    options.sim.faults = Faults::none().with_global(CallbackFaults {
+        suppress: true,
+        slow_answer_ms: 2000,
+        ..CallbackFaults::default()
+    });
+    let gw = spawn_with(options).await;
+    let first = gw.pay(SUCCESS, 20).await;
+    let first_checkout = gw
+        .storage()
+        .get_payment(&first)
+        .await
+        .unwrap()
+        .unwrap()
+        .checkout_request_id
+        .unwrap();
+    let (status, _) = gw
+        .post_stk_callback(&stk_success(
+            &first_checkout,
+            "20.00",
+            SUCCESS,
+            "RCPTCLASH1",
+        ))
+        .await;
+    assert_eq!(status, 200);
+    // The second push is at Daraja, its answer held back: its callback comes first.
+    let pushes = || {
+        gw.sim()
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.contains("stkpush/v1/processrequest"))
+            .collect::<Vec<_>>()
+    };
+    let second = {
+        let gw_url = gw.url("/api/v1/payments");
+        let (client, key) = (gw.client.clone(), gw.api_key.clone());
+        tokio::spawn(async move {
+            let r = client
+                .post(gw_url)
+                .bearer_auth(key)
+                .json(&json!({ "phone": "254711000106", "amount": 20, "reference": "CB2" }))
+                .send()
+                .await
+                .unwrap();
+            let body: serde_json::Value = r.json().await.unwrap();
+            body["id"].as_str().unwrap().to_owned()
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let checkout = loop {
+        if let Some(r) = pushes().get(1) {
+            let answer: serde_json::Value = serde_json::from_str(r.answer.get()).unwrap();
+            break answer["CheckoutRequestID"].as_str().unwrap().to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no second push");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (status, _) = gw
+        .post_stk_callback(&stk_success(
+            &checkout,
+            "20.00",
+            "254711000106",
+            "RCPTCLASH1",
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let second = second.await.unwrap();
+    let parked = gw.storage().callbacks_for_payment(&second).await.unwrap();
+    assert!(
+        parked.is_empty(),
+        "parked as unmatched, tied to no payment yet: {parked:?}"
+    );
+    let held = gw
+        .wait_for_payment(
+            &second,
+            "held for review",
+            Duration::from_secs(15),
+            |p| p.needs_review,
+            |p| p.status.is_final(),
+        )
+        .await;
+    assert!(
+        held.review_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("belongs to another payment")),
+        "{held:?}"
+    );
+    let tied = gw.storage().callbacks_for_payment(&second).await.unwrap();
+    assert_eq!(
+        tied.iter().map(|c| c.outcome).collect::<Vec<_>>(),
+        vec![CallbackOutcome::HeldForReview]
+    );
+    let first_after = gw.storage().get_payment(&first).await.unwrap().unwrap();
+    assert_eq!(
+        first_after.mpesa_receipt_number.as_deref(),
+        Some("RCPTCLASH1")
+    );
+    gw.stop().await;
+}
