@@ -36,8 +36,6 @@ pub struct PaymentSnapshot {
     pub mpesa_receipt_number: Option<String>,
     pub result_code: Option<ResultCode>,
     pub needs_review: bool,
-    /// Why it is held, as recorded ([`ReviewReason::describe`]).
-    pub review_reason: Option<String>,
     pub created_at_ms: i64,
     /// Made through a payment link: completing it settles the link (see
     /// [`crate::decision::PaymentChange::completes_through_link`]).
@@ -326,22 +324,6 @@ const HELD: &str = "held for review: only a person settles or rejects it";
 
 /// Safaricom's STK callback for this payment's CheckoutRequestID.
 pub fn on_callback(p: &PaymentSnapshot, cb: &CallbackReport) -> Outcome {
-    match judge_callback(p, cb) {
-        // A final payment held already, for this very reason: a copy of the callback that held
-        // it (Safaricom sends copies; two instances may each get one). Holding it again would
-        // alert the admin again, once per copy.
-        Outcome::Changed(t)
-            if p.needs_review
-                && p.status.is_final()
-                && t.holds_for_review().map(ReviewReason::describe) == p.review_reason =>
-        {
-            Outcome::Duplicate
-        }
-        outcome => outcome,
-    }
-}
-
-fn judge_callback(p: &PaymentSnapshot, cb: &CallbackReport) -> Outcome {
     let CallbackVerdict::Final(reported) = cb.result_code.callback_verdict();
     let kind = TransitionKind::Callback;
     if p.needs_review && !p.status.is_final() {
@@ -715,7 +697,6 @@ pub(crate) mod tests {
                 _ => None,
             },
             needs_review: false,
-            review_reason: None,
             created_at_ms: 1_000_000,
             through_link: false,
         }
@@ -1018,33 +999,6 @@ pub(crate) mod tests {
         ));
         assert_eq!(t.review, ReviewChange::Hold(ReviewReason::ReceiptMismatch));
         assert_eq!(t.notify, None);
-    }
-
-    #[test]
-    fn a_copy_of_the_callback_that_held_a_final_payment_is_a_duplicate() {
-        let held = |status, reason: ReviewReason| PaymentSnapshot {
-            needs_review: true,
-            review_reason: Some(reason.describe()),
-            ..snapshot(status)
-        };
-        let late = held(
-            PaymentStatus::TimedOut,
-            ReviewReason::LateSuccess {
-                previous: PaymentStatus::TimedOut,
-            },
-        );
-        assert_eq!(
-            on_callback(&late, &success(10_000, "254708374149", "R1")),
-            Outcome::Duplicate,
-            "held again and alerted again for each copy"
-        );
-        // Another reason still holds (and alerts) anew.
-        let mismatch = held(PaymentStatus::Completed, ReviewReason::ReceiptMismatch);
-        let t = changed(on_callback(&mismatch, &failure("1032")));
-        assert!(matches!(
-            t.review,
-            ReviewChange::Hold(ReviewReason::ContradictsFinalState { .. })
-        ));
     }
 
     #[test]

@@ -190,7 +190,6 @@ impl Payment {
             mpesa_receipt_number: self.mpesa_receipt_number.clone(),
             result_code: self.result_code.as_deref().map(ResultCode::new),
             needs_review: self.needs_review,
-            review_reason: self.review_reason.clone(),
             created_at_ms: self.created_at,
             through_link: self.payment_link_id.is_some(),
         }

@@ -12,7 +12,6 @@ on_every_backend!(
     acknowledged_callbacks_are_committed_first,
     two_hundred_copies_settle_once,
     forged_successes_are_held_not_settled,
-    copies_of_a_late_success_hold_the_payment_once,
     hostile_bodies_get_4xx_and_lose_nothing,
 );
 
@@ -232,50 +231,6 @@ async fn forged_successes_are_held_not_settled(backend: Backend) {
                 .all(|e| e.event_type != "payment.completed")
         );
     }
-    gw.stop().await;
-}
-
-/// A success after the payment ended unpaid holds it for a person, once: its copies (Safaricom
-/// sends copies; two instances may each get one) are duplicates. Each copy used to hold it
-/// again, with a timeline entry and an alert to the admin each.
-async fn copies_of_a_late_success_hold_the_payment_once(backend: Backend) {
-    let gw = quiet_gateway(backend, &[]).await;
-    let storage = gw.storage();
-    let (id, checkout) = pending_payment(&gw, "254711000105", 100).await;
-    let (status, _) = gw
-        .post_stk_callback(&stk_failure(&checkout, 1032, "Request cancelled by user"))
-        .await;
-    assert_eq!(status, 200);
-    let late = stk_success(&checkout, "100.00", "254711000105", "LATE000001");
-    let (status, _) = gw.post_stk_callback(&late).await;
-    assert_eq!(status, 200);
-    let held = storage.get_payment(&id).await.unwrap().unwrap();
-    assert_eq!(
-        (held.status.as_str(), held.needs_review),
-        ("cancelled", true)
-    );
-    for _ in 0..2 {
-        let (status, _) = gw.post_stk_callback(&late).await;
-        assert_eq!(status, 200);
-    }
-    let outcomes: Vec<CallbackOutcome> = storage
-        .callbacks_for_payment(&id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c.outcome)
-        .collect();
-    let count = |o| outcomes.iter().filter(|&&x| x == o).count();
-    assert_eq!(
-        (
-            count(CallbackOutcome::HeldForReview),
-            count(CallbackOutcome::Duplicate)
-        ),
-        (1, 2),
-        "{outcomes:?}"
-    );
-    let after = storage.get_payment(&id).await.unwrap().unwrap();
-    assert_eq!(after.version, held.version, "not written again");
     gw.stop().await;
 }
 
