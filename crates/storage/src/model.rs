@@ -108,8 +108,9 @@ pub struct StartRules {
     /// sees its payment.
     pub one_open_per_phone: bool,
     /// For a payment through a single-use link: refused once the link is paid, and while
-    /// another payment through it is `initiated` or `pending` (a prompt to another phone, which
-    /// could be paid too). Serialised on a row of `rate_limits` (`prompt-link:<link>`).
+    /// another payment through it, started in the last three minutes, is `initiated` or
+    /// `pending` (a prompt to another phone, which could be paid too). Serialised on a row of
+    /// `rate_limits` (`prompt-link:<link>`).
     pub one_open_per_link: bool,
     /// Counted one hit each when the payment is stored; when one is full nothing is stored.
     pub limits: Vec<RateLimit>,

@@ -637,6 +637,11 @@ async fn a_single_use_link_takes_one_prompt_at_a_time_and_none_once_paid(db: Tes
             .unwrap(),
         CreatePaymentResult::LinkTaken(Some(_))
     ));
+    // Once it has been open longer than a prompt lives (Daraja not answering, say), the link
+    // is not kept from every other payer meanwhile.
+    let mut later = through(412, "pl_su", "0711000952");
+    later.created_at = first.created_at + 3 * 60_000 + 1;
+    create(one.as_ref(), later).await;
     apply(
         one.as_ref(),
         &first.id,

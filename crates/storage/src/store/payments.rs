@@ -128,6 +128,10 @@ async fn serialise_on<C: Conn>(c: &mut C, bucket: &str, now: Millis) -> DbResult
     Ok(())
 }
 
+/// How long a payment through a single-use link keeps other phones from it: an STK prompt
+/// lives about a minute on the phone; the rest is for Daraja's callback to come.
+const LINK_PROMPT_LIVES_MS: Millis = 3 * 60_000;
+
 /// Why a new payment through single-use link `link_id` cannot start: `Some(None)` once the link
 /// is paid (or closed), `Some(Some(open))` while another payment through it is open (a prompt to
 /// another phone: both could be paid). Read after taking the link's `prompt-link:` row.
@@ -151,11 +155,14 @@ async fn single_use_link_taken<C: Conn>(
     if !open_for_payment {
         return Ok(Some(None));
     }
+    // Only a prompt started in the last few minutes can still be on a phone: one left open
+    // longer (Daraja not answering its STK Query, for up to a day) must not keep the link from
+    // every payer meanwhile; if both are paid after all, the second is held for review.
     const OPEN: &str = concat!(
         "SELECT ",
         payment_columns!(),
         " FROM payments WHERE payment_link_id = $1 AND status IN ($2, $3) AND needs_review = $4 \
-         ORDER BY id DESC LIMIT 1"
+         AND created_at > $5 ORDER BY id DESC LIMIT 1"
     );
     let row = c
         .fetch_optional(
@@ -163,7 +170,8 @@ async fn single_use_link_taken<C: Conn>(
                 .bind(link_id)
                 .bind(PaymentStatus::Pending.as_str())
                 .bind(PaymentStatus::Initiated.as_str())
-                .bind(false),
+                .bind(false)
+                .bind(now - LINK_PROMPT_LIVES_MS),
         )
         .await?;
     Ok(row
