@@ -10,13 +10,14 @@
 
 use std::time::Duration;
 
-use mpesa_storage::{CallbackKind, CallbackOutcome};
+use mpesa_storage::{CallbackDecision, CallbackKind, CallbackOutcome};
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::callbacks::{Prepared, decide, parse_stk, prepare_confirmation};
 use crate::payments::Payments;
+use crate::payments::c2b::CONFIRMATION_PREPARE_WITHIN;
 use crate::payments::service::observe_committed;
 
 /// How often every instance looks for callbacks left `received`, and how old they must be
@@ -90,23 +91,30 @@ impl Redrive {
         }
     }
 
-    /// Parses a stored callback's body again into what its decision needs.
-    async fn prepare(&self, callback_id: &str) -> Result<Option<Prepared>, String> {
+    /// Parses a stored callback's body again into what its decision needs: `Err(None)` when a
+    /// C2B confirmation's body no longer parses (it is unparseable, not to be tried again).
+    async fn prepare(&self, callback_id: &str) -> Result<Option<Prepared>, Option<String>> {
         let stored = self
             .payments
             .storage
             .get_callback(callback_id)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Some(e.to_string()))?;
         Ok(match stored {
             Some(cb) if cb.kind == CallbackKind::Stk => {
                 parse_stk(&cb.body).report.ok().map(Prepared::Stk)
             }
             Some(cb) if cb.kind == CallbackKind::C2bConfirmation => {
-                prepare_confirmation(&self.payments, &cb.body)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map(|p| Prepared::C2b(Box::new(p)))
+                // Its lookups wait on the database no longer than at reception: a lock that
+                // holds them must not hold up every other callback left to apply.
+                let prepared = tokio::time::timeout(
+                    CONFIRMATION_PREPARE_WITHIN,
+                    prepare_confirmation(&self.payments, &cb.body),
+                )
+                .await
+                .map_err(|_| Some(format!("no answer within {CONFIRMATION_PREPARE_WITHIN:?}")))?
+                .map_err(|e| Some(e.to_string()))?;
+                Some(Prepared::C2b(Box::new(prepared.ok_or(None)?)))
             }
             _ => None,
         })
@@ -114,8 +122,9 @@ impl Redrive {
 
     async fn apply(&self, callback_id: &str) {
         let prepared = match self.prepare(callback_id).await {
-            Ok(p) => p,
-            Err(error) => {
+            Ok(p) => Some(p),
+            Err(None) => None,
+            Err(Some(error)) => {
                 tracing::warn!(%callback_id, %error, "could not read a stored callback yet");
                 return;
             }
@@ -125,9 +134,15 @@ impl Redrive {
         let result = self
             .payments
             .storage
-            .reapply_callback(callback_id, now, &move |incoming, payment| {
-                decide(&plan, incoming, prepared.as_ref(), payment, now)
-            })
+            .reapply_callback(
+                callback_id,
+                now,
+                &move |incoming, payment| match &prepared {
+                    Some(prepared) => decide(&plan, incoming, prepared.as_ref(), payment, now),
+                    // A body read at reception that no longer parses (parsing got stricter).
+                    None => CallbackDecision::only(CallbackOutcome::Unparseable),
+                },
+            )
             .await;
         match result {
             Ok(ingested) if ingested.outcome == CallbackOutcome::Received => {}

@@ -363,12 +363,14 @@ impl Payments {
                         summary
                             .skipped
                             .push((receipt, format!("not booked: {error}")));
-                        summary.look_again(
-                            record
-                                .to_report(&short_code)
-                                .and_then(|r| r.transaction_time_ms)
-                                .unwrap_or(start.timestamp_millis()),
-                        );
+                        // Without its time it cannot be asked for again by time; pinning the
+                        // window to its start would move it back a little on every run.
+                        if let Some(at) = record
+                            .to_report(&short_code)
+                            .and_then(|r| r.transaction_time_ms)
+                        {
+                            summary.look_again(at);
+                        }
                     }
                 }
             }
@@ -407,6 +409,15 @@ impl Payments {
             skip("not a customer payment");
             return Ok(());
         }
+        let Some(report) = record.to_report(short_code) else {
+            skip("the amount is not an exact amount");
+            return Ok(());
+        };
+        // Before any lookup: PostgreSQL refuses a NUL even in a query's parameter.
+        if report.holds_a_nul() {
+            skip("a text field holds a NUL character");
+            return Ok(());
+        }
         if self
             .storage
             .find_payment_by_receipt(&receipt)
@@ -416,20 +427,14 @@ impl Payments {
             summary.already_booked += 1;
             return Ok(());
         }
-        let Some(report) = record.to_report(short_code) else {
-            skip("the amount is not an exact amount");
-            return Ok(());
-        };
-        if report.holds_a_nul() {
-            skip("a text field holds a NUL character");
-            return Ok(());
-        }
         let paid_at = report.transaction_time_ms;
         let prepared = self.prepare_c2b(report, C2bPath::Pull).await?;
         if let Some(note) = prepared.note() {
             skip(&note);
-            if prepared.verdict == C2bDecision::AwaitStk {
-                summary.look_again(paid_at.unwrap_or_else(|| self.clock.now_ms()));
+            if prepared.verdict == C2bDecision::AwaitStk
+                && let Some(at) = paid_at
+            {
+                summary.look_again(at);
             }
             return Ok(());
         }

@@ -897,6 +897,52 @@ async fn a_confirmation_whose_lookups_fail_is_stored_and_booked_later() {
     gw.stop().await;
 }
 
+/// A confirmation stored raw (`received`) whose body no longer parses when the re-drive reads it
+/// again (stored by a version that parsed less strictly) is marked unparseable, not re-driven on
+/// every sweep for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_confirmation_that_no_longer_parses_is_not_redriven_for_ever() {
+    let gw = spawn(Backend::Sqlite).await;
+    let storage = gw.storage();
+    let long = "T".repeat(65);
+    let stored = mpesa_storage::IncomingCallback {
+        id: "cb_older_version".into(),
+        kind: CallbackKind::C2bConfirmation,
+        // Older than the sweep's five seconds: the sweep takes it at once.
+        received_at: mpesa_gateway::ids::now_ms() - 60_000,
+        remote_addr: None,
+        headers: "{}".into(),
+        body: confirmation(&long, PAYBILL, "A1", "10.00", "2547 ***** 149", "X"),
+        checkout_request_id: None,
+        receipt: None,
+        parse_error: None,
+    };
+    storage
+        .ingest_callbacks(&[stored], mpesa_gateway::ids::now_ms(), &|_, _| {
+            mpesa_storage::CallbackDecision::only(CallbackOutcome::Received)
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let outcome = storage
+            .get_callback("cb_older_version")
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome;
+        if outcome == CallbackOutcome::Unparseable {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {outcome:?}: re-driven on every sweep"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.stop().await;
+}
+
 /// Hostile account numbers and names from a confirmation are shown as text everywhere a person
 /// sees them: the payments list (filtered to C2B), the payment page, the overview, in a real
 /// browser (headless Chromium), and the admin's Telegram alert.
