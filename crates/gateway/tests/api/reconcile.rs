@@ -695,7 +695,7 @@ async fn a_late_matched_callback_with_another_payments_receipt_holds_its_payment
         .env("MPESA_TIMEOUT_SECS", "20");
     options.sim.faults = Faults::none().with_global(CallbackFaults {
         suppress: true,
-        slow_answer_ms: 2000,
+        slow_answer_ms: 4000,
         ..CallbackFaults::default()
     });
     let gw = spawn_with(options).await;
@@ -717,7 +717,8 @@ async fn a_late_matched_callback_with_another_payments_receipt_holds_its_payment
         ))
         .await;
     assert_eq!(status, 200);
-    // The second push is at Daraja, its answer held back: its callback comes first.
+    // The second push is at Daraja, its answer held back (4 s, room for a loaded machine):
+    // its callback comes first.
     let pushes = || {
         gw.sim()
             .requests()
